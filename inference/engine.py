@@ -1,0 +1,233 @@
+"""The model engine: loads GLM-4V weights with `from_pretrained` and generates text.
+
+torch and transformers are imported when the model loads, not at import
+time, so the HTTP server binds and answers /health/live within a second.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("inference.engine")
+
+
+class PromptTooLong(Exception):
+    pass
+
+
+@dataclass
+class Prepared:
+    inputs: dict
+    prompt_tokens: int
+
+
+class TokenSink:
+    """Receives generated token ids from the generation thread (see Engine.generate)."""
+
+    def tokens(self, ids: list[int]) -> None: ...
+
+    def done(self, error: BaseException | None) -> None: ...
+
+
+class Engine:
+    def __init__(self, model_path: str, device: str = "", dtype: str = ""):
+        self.model_path = model_path
+        self.requested_device = device
+        self.requested_dtype = dtype
+        self.model = None
+        self.tokenizer = None
+        self.image_processor = None
+        self.device = "cpu"
+        self.dtype = ""
+        self.load_seconds = 0.0
+
+    @property
+    def name(self) -> str:
+        return Path(self.model_path.rstrip("/")).name or "model"
+
+    def load(self) -> None:
+        began = time.monotonic()
+        import torch
+        from transformers import AutoImageProcessor, AutoTokenizer, Glm4vForConditionalGeneration
+
+        self.device = self.requested_device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype_name = self.requested_dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
+        self.dtype = dtype_name
+        if self.device == "cpu":
+            torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.image_processor = AutoImageProcessor.from_pretrained(self.model_path)
+        # On a GPU the weights go from safetensors straight to the device.
+        placement = {"device_map": self.device} if self.device != "cpu" else {}
+        model = Glm4vForConditionalGeneration.from_pretrained(
+            self.model_path, dtype=getattr(torch, dtype_name), **placement
+        )
+        model.eval()
+        self.model = model
+        config = model.config
+        self.image_token_id = config.image_token_id
+        self.image_token = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
+        self.merge_length = config.vision_config.spatial_merge_size**2
+        eos = model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.load_seconds = time.monotonic() - began
+        log.info(
+            "model loaded",
+            extra={"fields": {"device": self.device, "dtype": self.dtype, "seconds": round(self.load_seconds, 2)}},
+        )
+
+    def prepare(self, messages: list[dict], images: list, max_prompt_tokens: int) -> Prepared:
+        """Chat template, image placeholders expanded to the vision patch count, tensors on the device."""
+        import torch
+
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        pixel_inputs = {}
+        if images:
+            processed = self.image_processor(images=images, return_tensors="pt")
+            grids = processed["image_grid_thw"]
+            pieces = text.split(self.image_token)
+            if len(pieces) - 1 != len(images):
+                raise ValueError("the chat template placed a different number of image tokens than images given")
+            expanded = pieces[0]
+            for grid, piece in zip(grids, pieces[1:], strict=False):
+                expanded += self.image_token * int(grid.prod() // self.merge_length) + piece
+            text = expanded
+            pixel_inputs = {
+                "pixel_values": processed["pixel_values"].to(self.device, dtype=self.model.dtype),
+                "image_grid_thw": grids.to(self.device),
+            }
+        input_ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        prompt_tokens = int(input_ids.shape[1])
+        if prompt_tokens > max_prompt_tokens:
+            raise PromptTooLong(f"the prompt is {prompt_tokens} tokens; the limit is {max_prompt_tokens}")
+        inputs = {
+            "input_ids": input_ids.to(self.device),
+            "attention_mask": torch.ones_like(input_ids).to(self.device),
+            "mm_token_type_ids": (input_ids == self.image_token_id).to(torch.int32).to(self.device),
+            **pixel_inputs,
+        }
+        return Prepared(inputs=inputs, prompt_tokens=prompt_tokens)
+
+    def generate(
+        self,
+        prepared: Prepared,
+        sink: TokenSink,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        should_stop: Callable[[], bool],
+    ) -> threading.Thread:
+        """Generate on a thread, feeding `sink`; `should_stop` ends it early (disconnect, timeout, drain)."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        class Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), should_stop(), dtype=torch.bool, device=input_ids.device)
+
+        class Streamer(BaseStreamer):
+            prompt_seen = False
+
+            def put(self, value):
+                if not self.prompt_seen:  # generate() first echoes the prompt
+                    self.prompt_seen = True
+                    return
+                sink.tokens(value.reshape(-1).tolist())
+
+            def end(self):
+                pass
+
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+        )
+
+        def run() -> None:
+            error = None
+            try:
+                with torch.inference_mode():
+                    self.model.generate(
+                        **prepared.inputs,
+                        max_new_tokens=max_new_tokens,
+                        streamer=Streamer(),
+                        stopping_criteria=StoppingCriteriaList([Stop()]),
+                        eos_token_id=list(self.eos_ids),
+                        pad_token_id=self.tokenizer.pad_token_id,
+                        **sampling,
+                    )
+            except BaseException as exc:  # reported to the request, never lost in the thread
+                error = exc
+            finally:
+                prepared.inputs.clear()  # drop tensor references at once: no KV/pixel memory outlives the request
+                sink.done(error)
+
+        thread = threading.Thread(target=run, name="generate", daemon=True)
+        thread.start()
+        return thread
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode([i for i in ids if i not in self.eos_ids], skip_special_tokens=True)
+
+    def warmup(self) -> None:
+        """One short generation so the first real request does not pay for lazy initialisation."""
+        prepared = self.prepare([{"role": "user", "content": "hi"}], [], 1 << 30)
+        done = threading.Event()
+
+        class Sink(TokenSink):
+            def tokens(self, ids):
+                pass
+
+            def done(self, error):
+                done.set()
+
+        self.generate(prepared, Sink(), max_new_tokens=2, temperature=0, top_p=1, should_stop=lambda: False)
+        done.wait(120)
+
+    def allocator_stats(self) -> dict:
+        import torch
+
+        if not self.device.startswith("cuda") or not torch.cuda.is_available():
+            return {"device": self.device}
+        stats = torch.cuda.memory_stats()
+        allocated = stats.get("allocated_bytes.all.current", 0)
+        reserved = stats.get("reserved_bytes.all.current", 0)
+        free, total = torch.cuda.mem_get_info()
+        return {
+            "device": self.device,
+            "allocated_bytes": allocated,
+            "reserved_bytes": reserved,
+            "max_allocated_bytes": stats.get("allocated_bytes.all.peak", 0),
+            "max_reserved_bytes": stats.get("reserved_bytes.all.peak", 0),
+            "inactive_split_bytes": stats.get("inactive_split_bytes.all.current", 0),
+            "alloc_retries": stats.get("num_alloc_retries", 0),
+            "ooms": stats.get("num_ooms", 0),
+            # Reserved but not allocated: cached blocks the allocator holds.
+            "fragmentation": round(1 - allocated / reserved, 4) if reserved else 0.0,
+            "device_free_bytes": free,
+            "device_total_bytes": total,
+        }
+
+    def soft_reset(self) -> dict:
+        """Collect garbage and hand cached allocator blocks back to the driver."""
+        import gc
+
+        import torch
+
+        before = self.allocator_stats()
+        gc.collect()
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.ipc_collect()
+            torch.cuda.reset_peak_memory_stats()
+        after = self.allocator_stats()
+        return {
+            "reserved_before": before.get("reserved_bytes", 0),
+            "reserved_after": after.get("reserved_bytes", 0),
+            "allocated_before": before.get("allocated_bytes", 0),
+            "allocated_after": after.get("allocated_bytes", 0),
+        }

@@ -1,0 +1,229 @@
+"""HTTP glue for the model server: OpenAI-compatible chat, health, metrics, admin.
+
+    MODEL_PATH=/models/glm-4.6v-flash python -m inference.server
+
+The engine (engine.py) knows nothing of HTTP; this module knows nothing of torch.
+"""
+
+import asyncio
+import hmac
+import logging
+import os
+import signal
+import threading
+import time
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, generate_latest
+
+from inference import logs
+from inference.engine import Engine
+from inference.limits import ApiError, RateLimiter
+from inference.metrics import HealthCollector
+from inference.settings import Settings
+from inference.stats import Stats
+
+log = logging.getLogger("inference.server")
+
+
+class Server:
+    """Everything the endpoints share: engine, counters, state."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None):
+        self.settings = settings
+        self.engine = engine or Engine(settings.model_path, settings.device, settings.dtype)
+        self.stats = Stats(settings.stats_window_seconds)
+        self.loaded = False
+        self.load_error = ""
+        self.draining = False
+        self.slots = asyncio.Semaphore(settings.max_concurrency)
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.fault_delay = 0.0
+        self.uvicorn: uvicorn.Server | None = None
+
+    def load(self) -> None:
+        try:
+            self.engine.load()
+            if self.settings.warmup:
+                self.engine.warmup()
+            self.loaded = True
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("model failed to load")
+
+    @property
+    def state(self) -> str:
+        if self.load_error:
+            return "failed"
+        if not self.loaded:
+            return "loading"
+        if self.draining:
+            return "draining"
+        if time.time() - self.stats.last_oom < 60 or self.fault_delay:
+            return "degraded"
+        return "ready"
+
+    def health(self) -> dict:
+        stats = self.stats
+        connections = None
+        if self.uvicorn is not None:
+            connections = len(self.uvicorn.server_state.connections)
+        return {
+            "state": self.state,
+            "model": self.settings.model_name or self.engine.name,
+            "device": self.engine.device,
+            "dtype": self.engine.dtype,
+            "pid": os.getpid(),
+            "uptime_seconds": round(time.time() - stats.started, 3),
+            "load_seconds": round(self.engine.load_seconds, 3),
+            "load_error": self.load_error or None,
+            "in_flight": stats.in_flight,
+            "queued": stats.queued,
+            "open_connections": connections,
+            "totals": {"requests": stats.requests, "errors": dict(stats.errors), "rejected": dict(stats.rejected)},
+            "timings": stats.timings(),
+            "allocator": self.engine.allocator_stats() if self.loaded else {},
+            "process": stats.process_stats(),
+        }
+
+    def begin_drain(self) -> None:
+        if not self.draining:
+            self.draining = True
+            logs.event(log, "draining", in_flight=self.stats.in_flight)
+
+    def wait_drained(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.stats.in_flight + self.stats.queued > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.stats.in_flight + self.stats.queued == 0
+
+
+def create_app(settings: Settings | None = None, server: Server | None = None) -> FastAPI:
+    settings = settings or Settings()
+    server = server or Server(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        threading.Thread(target=server.load, name="load-model", daemon=True).start()
+        yield
+
+    app = FastAPI(title="GLM-4.6V inference server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.server = server
+    registry = CollectorRegistry()
+    registry.register(HealthCollector(server.health))
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    def require_admin(request: Request) -> None:
+        token = settings.admin_token
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not token:
+            raise ApiError(403, "admin endpoints are disabled: set ADMIN_TOKEN", "admin_disabled")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise ApiError(401, "missing or wrong bearer token", "unauthorized")
+
+    @app.get("/health/live")
+    async def live():
+        return {"status": "alive", "pid": os.getpid()}
+
+    @app.get("/health/ready")
+    async def ready():
+        state = server.state
+        ok = state in ("ready", "degraded")
+        return JSONResponse({"ready": ok, "state": state}, status_code=200 if ok else 503)
+
+    @app.get("/health")
+    async def health():
+        return await asyncio.to_thread(server.health)
+
+    @app.get("/metrics")
+    async def metrics():
+        data = await asyncio.to_thread(generate_latest, registry)
+        return PlainTextResponse(data, media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    async def models():
+        name = settings.model_name or server.engine.name
+        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "local"}]}
+
+    @app.post("/admin/drain")
+    async def drain(request: Request):
+        require_admin(request)
+        server.begin_drain()
+        return {"state": server.state, "in_flight": server.stats.in_flight}
+
+    @app.post("/admin/soft-reset")
+    async def soft_reset(request: Request):
+        require_admin(request)
+        if not server.loaded:
+            raise ApiError(503, "the model is not loaded", "not_ready")
+        result = await asyncio.to_thread(server.engine.soft_reset)
+        logs.event(log, "soft reset", **result)
+        return result
+
+    if settings.debug_faults:
+
+        @app.post("/debug/faults")
+        async def faults(request: Request):
+            body = await request.json()
+            server.fault_delay = float(body.get("delay_ms", 0)) / 1000
+            return {"delay_ms": server.fault_delay * 1000}
+
+    from inference.chat import register_chat
+
+    register_chat(app, server)
+    return app
+
+
+class DrainingServer(uvicorn.Server):
+    """SIGTERM: readiness off at once, in-flight requests finish (bounded), then exit 0."""
+
+    def __init__(self, config: uvicorn.Config, server: Server):
+        super().__init__(config)
+        self.inference = server
+
+    def handle_exit(self, sig, frame) -> None:
+        if sig != signal.SIGTERM or self.inference.draining and self.should_exit:
+            return super().handle_exit(sig, frame)
+        if self.inference.draining and getattr(self, "_drain_thread", None):
+            return
+        self.inference.begin_drain()
+
+        def finish() -> None:
+            drained = self.inference.wait_drained(self.inference.settings.drain_timeout)
+            logs.event(log, "exiting after drain", drained=drained, in_flight=self.inference.stats.in_flight)
+            self.should_exit = True
+
+        self._drain_thread = threading.Thread(target=finish, name="drain", daemon=True)
+        self._drain_thread.start()
+
+
+def main() -> None:
+    settings = Settings()
+    logs.setup(settings)
+    if not settings.model_path:
+        raise SystemExit("MODEL_PATH is not set: point it at a GLM-4V checkpoint directory")
+    server = Server(settings)
+    app = create_app(settings, server)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=5,
+    )
+    runner = DrainingServer(config, server)
+    server.uvicorn = runner
+    logs.event(log, "starting", host=settings.host, port=settings.port, model_path=settings.model_path)
+    runner.run()
+
+
+if __name__ == "__main__":
+    main()

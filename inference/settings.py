@@ -1,0 +1,50 @@
+"""Server settings, all from the environment (documented in inference/README.md)."""
+
+import os
+from dataclasses import dataclass, field
+
+
+def _int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+def _bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    return default if not value else value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class Settings:
+    model_path: str = field(default_factory=lambda: os.environ.get("MODEL_PATH", ""))
+    model_name: str = field(default_factory=lambda: os.environ.get("MODEL_NAME", ""))
+    host: str = field(default_factory=lambda: os.environ.get("HOST", "127.0.0.1"))
+    port: int = field(default_factory=lambda: _int("PORT", 8080))
+    device: str = field(default_factory=lambda: os.environ.get("DEVICE", ""))  # "" = cuda if present
+    dtype: str = field(default_factory=lambda: os.environ.get("DTYPE", ""))  # "" = bf16 on GPU, fp32 on CPU
+    admin_token: str = field(default_factory=lambda: os.environ.get("ADMIN_TOKEN", ""))
+    drain_timeout: float = field(default_factory=lambda: _float("DRAIN_TIMEOUT", 30.0))
+    request_timeout: float = field(default_factory=lambda: _float("REQUEST_TIMEOUT", 120.0))
+    max_concurrency: int = field(default_factory=lambda: _int("MAX_CONCURRENCY", 4))
+    max_queue: int = field(default_factory=lambda: _int("MAX_QUEUE", 16))
+    max_body_bytes: int = field(default_factory=lambda: _int("MAX_BODY_BYTES", 20 * 1024 * 1024))
+    max_image_bytes: int = field(default_factory=lambda: _int("MAX_IMAGE_BYTES", 10 * 1024 * 1024))
+    max_image_pixels: int = field(default_factory=lambda: _int("MAX_IMAGE_PIXELS", 4096 * 4096))
+    max_images: int = field(default_factory=lambda: _int("MAX_IMAGES", 4))
+    max_prompt_tokens: int = field(default_factory=lambda: _int("MAX_PROMPT_TOKENS", 8192))
+    max_new_tokens: int = field(default_factory=lambda: _int("MAX_NEW_TOKENS", 2048))
+    rate_limit_per_minute: int = field(default_factory=lambda: _int("RATE_LIMIT_PER_MINUTE", 0))  # 0 = off
+    allow_remote_images: bool = field(default_factory=lambda: _bool("ALLOW_REMOTE_IMAGES"))
+    log_file: str = field(default_factory=lambda: os.environ.get("LOG_FILE", ""))
+    log_max_bytes: int = field(default_factory=lambda: _int("LOG_MAX_BYTES", 50 * 1024 * 1024))
+    log_backups: int = field(default_factory=lambda: _int("LOG_BACKUPS", 5))
+    log_rotate_when: str = field(default_factory=lambda: os.environ.get("LOG_ROTATE_WHEN", ""))  # e.g. "midnight"
+    stats_window_seconds: float = field(default_factory=lambda: _float("STATS_WINDOW_SECONDS", 300.0))
+    # Test-only fault injection (POST /debug/faults); never on unless set.
+    debug_faults: bool = field(default_factory=lambda: _bool("DEBUG_FAULTS"))
+    warmup: bool = field(default_factory=lambda: _bool("WARMUP", True))

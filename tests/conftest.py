@@ -1,0 +1,127 @@
+"""Shared fixtures: real services only (PostgreSQL, Redis, inference server processes)."""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_VAR = tempfile.mkdtemp(prefix="console-test-var-")
+os.environ["CONSOLE_VAR_DIR"] = _VAR
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+if os.environ.get("TEST_DATABASE_URL"):
+    os.environ["DATABASE_URL"] = os.environ["TEST_DATABASE_URL"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60, status: int = 200) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code == status:
+                return
+            last = response.status_code
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer {status} within {timeout} s (last: {last})")
+
+
+@pytest.fixture(scope="session")
+def smoke_model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "smoke"
+    subprocess.run(
+        [sys.executable, "-m", "inference.smoke_model", str(path)], check=True, cwd=ROOT, capture_output=True
+    )
+    return path
+
+
+class ServerProcess:
+    """A real inference server in its own process group."""
+
+    def __init__(self, model: Path, tmp: Path, **env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = "test-admin-token"
+        self.log_path = tmp / f"server-{self.port}.log"
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "MODEL_PATH": str(model),
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "ADMIN_TOKEN": self.token,
+            **{k: str(v) for k, v in env.items()},
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> "ServerProcess":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "inference.server"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            wait_http(self.url + "/health/ready", timeout=90)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def start_server(smoke_model, tmp_path):
+    servers: list[ServerProcess] = []
+
+    def start(wait: bool = True, **env) -> ServerProcess:
+        server = ServerProcess(smoke_model, tmp_path, **env)
+        servers.append(server)
+        return server.start(wait=wait)
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(smoke_model, tmp_path_factory):
+    """One server for a module's read-mostly tests (limits, bad input)."""
+    server = ServerProcess(
+        smoke_model,
+        tmp_path_factory.mktemp("shared"),
+        MAX_IMAGES=2,
+        MAX_IMAGE_BYTES=200_000,
+        MAX_IMAGE_PIXELS=1_000_000,
+        MAX_PROMPT_TOKENS=600,
+        MAX_NEW_TOKENS=64,
+        MAX_BODY_BYTES=1_000_000,
+    ).start()
+    yield server
+    server.stop()
