@@ -1,0 +1,56 @@
+"""Serve the console over ASGI; in embedded mode also run the worker and beat in-process."""
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from console.celery import host_queue
+
+
+class Command(BaseCommand):
+    help = "Serve the console (and, in embedded mode, its worker and beat) until Ctrl-C."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--keep-instances", action="store_true", help="Leave local process instances running on exit."
+        )
+
+    def handle(self, *args, host: str, port: int, keep_instances: bool, **options):
+        import uvicorn
+
+        from console.instances.models import Host
+        from console.operations.recovery import requeue_active
+
+        embedded = settings.CONSOLE_MODE == "embedded"
+        worker = None
+        if embedded:
+            from console.embedded.worker import EmbeddedWorker
+
+            queues = {settings.CELERY_TASK_DEFAULT_QUEUE} | {host_queue(h.name) for h in Host.objects.all()}
+            worker = EmbeddedWorker(sorted(queues), settings.CONSOLE_WORKER_CONCURRENCY)
+            worker.start()
+            requeued = requeue_active()
+            if requeued:
+                self.stdout.write(f"re-queued {requeued} operation(s) left unfinished by the last run")
+        self.stdout.write(f"Instance Console on http://{host}:{port}/ ({settings.CONSOLE_MODE} mode). Ctrl-C stops it.")
+        config = uvicorn.Config("console.asgi:application", host=host, port=port, lifespan="off", log_level="warning")
+        try:
+            uvicorn.Server(config).run()
+        finally:
+            if worker is not None:
+                worker.stop()
+            if embedded and not keep_instances:
+                self._stop_local_instances()
+
+    def _stop_local_instances(self) -> None:
+        from console.instances.models import Instance
+        from console.runtimes.process import ProcessRuntime
+
+        runtime = ProcessRuntime()
+        for instance in Instance.objects.filter(
+            runtime=Instance.Runtime.PROCESS, host__name=settings.CONSOLE_HOST_NAME
+        ):
+            if runtime.status(instance).running:
+                result = runtime.stop(instance, timeout=instance.stop_timeout)
+                self.stdout.write(f"stopped {instance.name}: {result.detail}")

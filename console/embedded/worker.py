@@ -1,0 +1,39 @@
+"""The embedded mode's Celery worker and beat, as threads of the console process.
+
+Same tasks, same routing, same acks as production; only the broker is in
+memory, so a console restart re-queues what was in flight (see recovery).
+"""
+
+import logging
+import threading
+
+from celery.beat import EmbeddedService
+
+from console.celery import app
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedWorker:
+    def __init__(self, queues: list[str], concurrency: int):
+        self.worker = app.WorkController(
+            pool_cls="threads",
+            concurrency=concurrency,
+            queues=queues,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            loglevel="INFO",
+        )
+        self.beat = EmbeddedService(app, thread=True)
+        self.thread = threading.Thread(target=self.worker.start, name="celery-worker", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        self.beat.start()
+        log.info("embedded worker consuming %s", ", ".join(sorted(self.worker.queues or [])))
+
+    def stop(self) -> None:
+        self.beat.stop()
+        self.worker.stop(in_sighandler=False)
+        self.thread.join(timeout=10)

@@ -1,0 +1,42 @@
+from django.contrib import admin
+
+from console.instances.models import Host, Instance
+
+
+@admin.register(Host)
+class HostAdmin(admin.ModelAdmin):
+    list_display = ["name", "queue", "docker_url", "instance_count", "created"]
+    search_fields = ["name", "notes"]
+
+    @admin.display(description="instances")
+    def instance_count(self, host: Host) -> int:
+        return host.instances.count()
+
+
+@admin.register(Instance)
+class InstanceAdmin(admin.ModelAdmin):
+    list_display = ["name", "display_name", "host", "runtime", "group", "base_url", "enabled"]
+    list_filter = ["host", "runtime", "group", "enabled"]
+    search_fields = ["name", "display_name", "container_name", "image", "group"]
+    list_select_related = ["host"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "display_name",
+                    "host",
+                    "runtime",
+                    "group",
+                    "enabled",
+                    "base_url",
+                    "admin_token",
+                    "gpu_indices",
+                ]
+            },
+        ),
+        ("Docker", {"fields": ["container_name", "image", "run_spec"]}),
+        ("Process", {"fields": ["command", "working_dir", "env"]}),
+        ("Timeouts (seconds)", {"fields": ["drain_timeout", "stop_timeout", "ready_timeout"]}),
+    ]

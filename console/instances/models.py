@@ -1,0 +1,157 @@
+"""What runs where: GPU hosts and the inference instances on them."""
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.urls import reverse
+
+from console.celery import host_queue
+
+slug_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9-]{0,62}$",
+    "Use 1-63 lower-case letters, digits and hyphens, starting with a letter or digit.",
+)
+# Docker's own rule for container names.
+container_name_validator = RegexValidator(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$", "Not a valid container name.")
+
+
+class Host(models.Model):
+    """A machine with GPUs; its own Celery worker owns its Docker socket and NVML."""
+
+    name = models.CharField(max_length=63, unique=True, validators=[slug_validator])
+    docker_url = models.CharField(
+        "Docker endpoint",
+        max_length=255,
+        default="unix:///var/run/docker.sock",
+        help_text="Used by this host's worker only; the console never reaches it directly.",
+    )
+    notes = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def queue(self) -> str:
+        return host_queue(self.name)
+
+
+def _positive_seconds(default: int, help_text: str) -> models.PositiveIntegerField:
+    return models.PositiveIntegerField(
+        default=default, validators=[MinValueValidator(1), MaxValueValidator(3600)], help_text=help_text
+    )
+
+
+class Instance(models.Model):
+    """One inference server: a container or a supervised process on a host."""
+
+    class Runtime(models.TextChoices):
+        DOCKER = "docker", "Docker container"
+        PROCESS = "process", "Local process"
+
+    name = models.CharField(max_length=63, unique=True, validators=[slug_validator])
+    display_name = models.CharField(max_length=120, blank=True)
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="instances")
+    runtime = models.CharField(max_length=16, choices=Runtime.choices, default=Runtime.PROCESS)
+    group = models.CharField(
+        max_length=63, blank=True, validators=[slug_validator], help_text="Replicas share a group."
+    )
+
+    # docker runtime
+    container_name = models.CharField(max_length=128, blank=True, validators=[container_name_validator])
+    image = models.CharField(max_length=255, blank=True)
+    run_spec = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Extra container settings: command, environment, volumes, network_mode, shm_size.",
+    )
+
+    # process runtime
+    command = models.JSONField(
+        default=list, blank=True, help_text='Program and arguments as a list, e.g. ["python", "-m", "app"].'
+    )
+    working_dir = models.CharField(max_length=500, blank=True)
+    env = models.JSONField(default=dict, blank=True, help_text="Environment variables for the process.")
+
+    base_url = models.URLField("server URL", help_text="Where the inference server answers, e.g. http://127.0.0.1:8080")
+    admin_token = models.CharField(
+        max_length=200, blank=True, help_text="Bearer token for the server's /admin endpoints (drain, soft reset)."
+    )
+    gpu_indices = models.JSONField(default=list, blank=True, help_text="GPU indices, e.g. [0] or [0, 1].")
+
+    drain_timeout = _positive_seconds(30, "Seconds to let in-flight requests finish before stopping.")
+    stop_timeout = _positive_seconds(30, "Seconds between SIGTERM and SIGKILL.")
+    ready_timeout = _positive_seconds(300, "Seconds to wait for /health/ready after a start.")
+
+    enabled = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("operate_instance", "Can restart, start, stop and soft-reset instances")]
+
+    def __str__(self) -> str:
+        return self.display_name or self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("instances:detail", args=[self.name])
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.name
+
+    def clean(self) -> None:
+        errors = {}
+        if self.runtime == self.Runtime.DOCKER:
+            if not self.container_name:
+                errors["container_name"] = "A Docker instance needs a container name."
+            if not isinstance(self.run_spec, dict):
+                errors["run_spec"] = "The run spec must be a JSON object."
+            else:
+                errors.update(_check_run_spec(self.run_spec))
+        if self.runtime == self.Runtime.PROCESS:
+            if (
+                not self.command
+                or not isinstance(self.command, list)
+                or not all(isinstance(arg, str) and arg for arg in self.command)
+            ):
+                errors["command"] = "A process instance needs its command as a list of non-empty strings."
+        if not isinstance(self.env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()
+        ):
+            errors["env"] = "The environment must be a JSON object of strings."
+        if not isinstance(self.gpu_indices, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 64 for i in self.gpu_indices
+        ):
+            errors["gpu_indices"] = "GPU indices must be a list of integers between 0 and 63."
+        if errors:
+            raise ValidationError(errors)
+
+
+RUN_SPEC_KEYS = {"command", "environment", "volumes", "network_mode", "shm_size", "entrypoint", "user"}
+
+
+def _check_run_spec(spec: dict) -> dict:
+    unknown = sorted(set(spec) - RUN_SPEC_KEYS)
+    if unknown:
+        return {
+            "run_spec": f"Unknown run spec keys: {', '.join(unknown)}. Allowed: {', '.join(sorted(RUN_SPEC_KEYS))}."
+        }
+    if "privileged" in spec:
+        return {"run_spec": "Privileged containers are not allowed."}
+    command = spec.get("command")
+    if command is not None and not (isinstance(command, list) and all(isinstance(a, str) for a in command)):
+        return {"run_spec": "run_spec.command must be a list of strings."}
+    environment = spec.get("environment")
+    if environment is not None and not (
+        isinstance(environment, dict) and all(isinstance(v, str) for v in environment.values())
+    ):
+        return {"run_spec": "run_spec.environment must be an object of strings."}
+    volumes = spec.get("volumes")
+    if volumes is not None and not (isinstance(volumes, list) and all(isinstance(v, str) for v in volumes)):
+        return {"run_spec": 'run_spec.volumes must be a list like ["/models:/models:ro"].'}
+    return {}

@@ -1,0 +1,47 @@
+"""Roles as Django groups: viewer sees, operator operates, admin manages."""
+
+from django.contrib.auth.models import Group, Permission
+
+VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
+
+ROLE_PERMISSIONS = {
+    VIEWER: ["instances.view_instance", "instances.view_host", "operations.view_operation"],
+    OPERATOR: [
+        "instances.view_instance",
+        "instances.view_host",
+        "operations.view_operation",
+        "instances.operate_instance",
+        "django_celery_beat.view_periodictask",
+        "django_celery_beat.add_periodictask",
+        "django_celery_beat.change_periodictask",
+        "django_celery_beat.delete_periodictask",
+    ],
+    ADMIN: [
+        "instances.view_instance",
+        "instances.add_instance",
+        "instances.change_instance",
+        "instances.delete_instance",
+        "instances.view_host",
+        "instances.add_host",
+        "instances.change_host",
+        "instances.delete_host",
+        "instances.operate_instance",
+        "operations.view_operation",
+        "auth.view_user",
+        "auth.add_user",
+        "auth.change_user",
+    ],
+}
+
+
+def ensure_roles() -> None:
+    """Create the role groups with their permissions (idempotent)."""
+    for role, names in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        perms = []
+        for name in names:
+            app_label, codename = name.split(".")
+            perm = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if perm is not None:
+                perms.append(perm)
+        group.permissions.set(perms)

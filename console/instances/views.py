@@ -1,0 +1,71 @@
+"""Instance pages: the list and one instance with its operations."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from console.instances.models import Instance
+from console.operations.forms import OperationForm
+from console.operations.models import Operation
+from console.operations.request import OperationRefused, request_operation
+
+OPERATE = "instances.operate_instance"
+
+
+@login_required
+def instance_list(request):
+    instances = list(Instance.objects.select_related("host").order_by("group", "name"))
+    latest = {}
+    for operation in (
+        Operation.objects.filter(instance__in=instances).select_related("instance").order_by("-created")[:500]
+    ):
+        latest.setdefault(operation.instance_id, operation)
+    rows = [(instance, latest.get(instance.pk)) for instance in instances]
+    return render(request, "instances/list.html", {"rows": rows})
+
+
+@login_required
+def instance_detail(request, name: str):
+    instance = get_object_or_404(Instance.objects.select_related("host"), name=name)
+    operations = instance.operations.select_related("requested_by")[:20]
+    active = instance.operations.filter(state__in=Operation.ACTIVE_STATES).first()
+    return render(
+        request,
+        "instances/detail.html",
+        {
+            "instance": instance,
+            "operations": operations,
+            "active": active,
+            "form": OperationForm(),
+            "can_operate": request.user.has_perm(OPERATE),
+        },
+    )
+
+
+@login_required
+@require_POST
+def operate(request, name: str):
+    instance = get_object_or_404(Instance, name=name)
+    if not request.user.has_perm(OPERATE):
+        raise PermissionDenied("You may look at instances but not operate them.")
+    form = OperationForm(request.POST)
+    if not form.is_valid():
+        return render(request, "operations/_form.html", {"instance": instance, "form": form}, status=400)
+    try:
+        operation, created = request_operation(
+            instance,
+            form.cleaned_data["kind"],
+            user=request.user,
+            reason=form.cleaned_data["reason"],
+            options={"recreate": True} if form.cleaned_data["recreate"] else {},
+        )
+    except OperationRefused as exc:
+        if request.htmx:
+            return render(request, "operations/_refused.html", {"message": str(exc)}, status=409)
+        messages.error(request, str(exc))
+        return redirect(instance)
+    if request.htmx:
+        return render(request, "operations/_progress.html", {"operation": operation, "joined": not created})
+    return redirect(instance)

@@ -1,0 +1,62 @@
+"""The event vocabulary sent to browsers, and the one way to send it.
+
+Every event is {"type": <one of EVENT_TYPES>, "instance": <name>, "data": {...}}
+sent to the instance's group and to the dashboard group.
+"""
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+
+log = logging.getLogger(__name__)
+
+OPERATION_UPDATED = "operation.updated"  # data: operation summary with its steps
+INSTANCE_STATUS = "instance.status"  # data: {"status": ..., "detail": ...}
+SAMPLE = "sample"  # data: one telemetry sample
+LOG_LINES = "log.lines"  # data: {"lines": [...]}
+EVENT_TYPES = {OPERATION_UPDATED, INSTANCE_STATUS, SAMPLE, LOG_LINES}
+
+DASHBOARD_GROUP = "dashboard"
+
+# The embedded mode's in-memory layer lives on the ASGI server's event loop;
+# events from worker threads are handed to that loop rather than touching its
+# queues from another thread.
+_server_loop: asyncio.AbstractEventLoop | None = None
+_lock = threading.Lock()
+
+
+def instance_group(instance_name: str) -> str:
+    return f"instance.{instance_name}"
+
+
+def attach_server_loop(loop: asyncio.AbstractEventLoop) -> None:
+    global _server_loop
+    with _lock:
+        _server_loop = loop
+
+
+def publish(instance_name: str, event_type: str, data: dict[str, Any]) -> None:
+    """Send one event to the browsers watching this instance. Never blocks on slow browsers."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {event_type!r}")
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": "console.event", "event": event_type, "instance": instance_name, "data": data}
+    groups = (instance_group(instance_name), DASHBOARD_GROUP)
+    try:
+        if isinstance(layer, InMemoryChannelLayer):
+            loop = _server_loop
+            if loop is None or loop.is_closed():
+                return  # no ASGI server in this process: nobody to tell
+            for group in groups:
+                asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
+        else:
+            for group in groups:
+                async_to_sync(layer.group_send)(group, message)
+    except Exception:  # live updates are best effort; the database holds the truth
+        log.warning("could not publish %s for %s", event_type, instance_name, exc_info=True)

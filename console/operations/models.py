@@ -1,0 +1,84 @@
+"""Operations: the audit record and live progress of every start, stop, restart and soft reset."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class FinishedOperationError(Exception):
+    """A finished operation is history: it is never edited."""
+
+
+class Operation(models.Model):
+    class Kind(models.TextChoices):
+        RESTART = "restart", "Restart"
+        START = "start", "Start"
+        STOP = "stop", "Stop"
+        SOFT_RESET = "soft_reset", "Soft reset"
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual", "Manual"
+        SCHEDULE = "schedule", "Schedule"
+        WATCHDOG = "watchdog", "Watchdog"
+        API = "api", "API"
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+
+    instance = models.ForeignKey("instances.Instance", on_delete=models.PROTECT, related_name="operations")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.MANUAL)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    options = models.JSONField(default=dict, blank=True, help_text='e.g. {"recreate": true}')
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    # Ordered list of {"name", "state", "started", "finished", "detail"}.
+    steps = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    log_tail = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker picked it up.")
+    created = models.DateTimeField(default=timezone.now)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [models.Index(fields=["instance", "-created"])]
+        constraints = [
+            # The per-instance lock, kept by the database itself: at most one
+            # queued or running operation per instance, however many clicks.
+            models.UniqueConstraint(
+                fields=["instance"],
+                condition=Q(state__in=["queued", "running"]),
+                name="one_active_operation_per_instance",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of {self.instance.name} (#{self.pk})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state not in self.ACTIVE_STATES
+
+    @property
+    def duration(self) -> float | None:
+        if self.started and self.finished:
+            return (self.finished - self.started).total_seconds()
+        return None
+
+    def save(self, *args, **kwargs) -> None:
+        if self.pk and not kwargs.pop("force_history", False):
+            stored = Operation.objects.filter(pk=self.pk).values_list("state", flat=True).first()
+            if stored is not None and stored not in self.ACTIVE_STATES:
+                raise FinishedOperationError(f"Operation #{self.pk} is {stored}; finished operations are not edited.")
+        super().save(*args, **kwargs)

@@ -1,0 +1,235 @@
+"""The restart pipeline: the steps of every operation, written once.
+
+The button, the API, the CLI, schedules and the watchdog all end here, via
+the worker task in tasks.py. Each step returns a sentence for the operator or
+raises StepFailed with the reason.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from django.db.models import F
+from django.db.models.functions import Coalesce, Now
+
+from console.operations import progress
+from console.operations.models import Operation
+from console.runtimes.base import Runtime, RuntimeFailure, runtime_for
+from console.telemetry import gpu
+
+log = logging.getLogger(__name__)
+
+# A worker lost this many times while running one operation means something
+# about the operation itself kills workers: stop retrying it.
+MAX_ATTEMPTS = 3
+RELEASE_TIMEOUT = 20.0
+LOG_TAIL_LINES = 40
+
+
+class StepFailed(Exception):
+    """A step could not do its job; the message is the operator's explanation."""
+
+
+@dataclass
+class Context:
+    operation: Operation
+    instance: object
+    runtime: Runtime
+    http: httpx.Client
+    old_pids: list[int] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return self.instance.base_url.rstrip("/") + path
+
+    def admin_headers(self) -> dict:
+        token = self.instance.admin_token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def drain(ctx: Context) -> str:
+    if not ctx.runtime.status(ctx.instance).running:
+        return "not running; nothing to drain"
+    try:
+        response = ctx.http.post(ctx.url("/admin/drain"), headers=ctx.admin_headers(), timeout=5)
+    except httpx.HTTPError as exc:
+        return f"server did not answer the drain request ({type(exc).__name__}); stopping without drain"
+    if response.status_code >= 400:
+        return f"server refused to drain (HTTP {response.status_code}); stopping without drain"
+    began = time.monotonic()
+    deadline = began + ctx.instance.drain_timeout
+    in_flight = None
+    while time.monotonic() < deadline:
+        in_flight = _in_flight(ctx)
+        if in_flight == 0 or in_flight is None:
+            break
+        time.sleep(0.2)
+    waited = time.monotonic() - began
+    if in_flight:
+        return f"{in_flight} requests still in flight after {waited:.1f} s; stopping anyway"
+    return f"drained: no request in flight after {waited:.1f} s"
+
+
+def _in_flight(ctx: Context) -> int | None:
+    try:
+        body = ctx.http.get(ctx.url("/health"), timeout=3).json()
+        return int(body.get("in_flight", 0))
+    except (httpx.HTTPError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def stop(ctx: Context) -> str:
+    ctx.old_pids = ctx.runtime.status(ctx.instance).pids
+    result = ctx.runtime.stop(ctx.instance, timeout=ctx.instance.stop_timeout)
+    return result.detail
+
+
+def release(ctx: Context) -> str:
+    """Check the old processes are gone and hold no GPU memory any more."""
+    if ctx.runtime.status(ctx.instance).running:
+        raise StepFailed("the instance is still running after stop")
+    if not ctx.old_pids:
+        pids_note = "no processes left"
+    else:
+        pids_note = f"processes {', '.join(map(str, ctx.old_pids))} gone"
+    if not gpu.nvml_available():
+        return f"{pids_note}; {gpu.nvml_error()} on this host, GPU memory not checked"
+    began = time.monotonic()
+    while True:
+        holding = [p for p in gpu.processes(ctx.instance.gpu_indices or None) if p.pid in ctx.old_pids]
+        if not holding:
+            return f"{pids_note}; GPU memory released after {time.monotonic() - began:.1f} s"
+        if time.monotonic() - began > RELEASE_TIMEOUT:
+            held = sum(p.used_bytes for p in holding) / 2**30
+            raise StepFailed(f"old processes still hold {held:.1f} GiB of GPU memory after {RELEASE_TIMEOUT:.0f} s")
+        time.sleep(0.5)
+
+
+def start(ctx: Context) -> str:
+    recreate = bool(ctx.operation.options.get("recreate"))
+    return ctx.runtime.start(ctx.instance, recreate=recreate)
+
+
+def wait_ready(ctx: Context) -> str:
+    began = time.monotonic()
+    deadline = began + ctx.instance.ready_timeout
+    delay = 0.1
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            response = ctx.http.get(ctx.url("/health/ready"), timeout=3)
+            if response.status_code == 200:
+                return f"ready after {time.monotonic() - began:.1f} s"
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            last = type(exc).__name__
+        status = ctx.runtime.status(ctx.instance)
+        if not status.running:
+            raise StepFailed(f"the server {status.detail} before it became ready")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+    raise StepFailed(f"not ready after {ctx.instance.ready_timeout} s (last answer: {last})")
+
+
+def verify(ctx: Context) -> str:
+    try:
+        response = ctx.http.get(ctx.url("/v1/models"), timeout=10)
+    except httpx.HTTPError as exc:
+        raise StepFailed(f"the server stopped answering right after becoming ready ({type(exc).__name__})") from exc
+    if response.status_code != 200:
+        raise StepFailed(f"GET /v1/models answered HTTP {response.status_code}")
+    try:
+        models = [m.get("id") for m in response.json().get("data", [])]
+    except (ValueError, AttributeError):
+        models = []
+    return f"serving {', '.join(filter(None, models)) or 'requests'}"
+
+
+def soft_reset(ctx: Context) -> str:
+    try:
+        response = ctx.http.post(ctx.url("/admin/soft-reset"), headers=ctx.admin_headers(), timeout=60)
+    except httpx.HTTPError as exc:
+        raise StepFailed(f"the server did not answer the soft reset ({type(exc).__name__})") from exc
+    if response.status_code != 200:
+        raise StepFailed(f"the server refused the soft reset (HTTP {response.status_code}: {response.text[:200]})")
+    try:
+        body = response.json()
+        before, after = body["reserved_before"], body["reserved_after"]
+    except (ValueError, KeyError, TypeError):
+        return "soft reset done"
+    return f"reserved memory {before / 2**20:.0f} MiB -> {after / 2**20:.0f} MiB"
+
+
+STEPS = {
+    Operation.Kind.RESTART: [
+        ("drain", drain),
+        ("stop", stop),
+        ("release", release),
+        ("start", start),
+        ("ready", wait_ready),
+        ("verify", verify),
+    ],
+    Operation.Kind.START: [("start", start), ("ready", wait_ready), ("verify", verify)],
+    Operation.Kind.STOP: [("drain", drain), ("stop", stop), ("release", release)],
+    Operation.Kind.SOFT_RESET: [("soft reset", soft_reset)],
+}
+
+
+def claim(operation_id: int) -> Operation | None:
+    """Mark the operation running and count the attempt; None if it is already finished."""
+    claimed = Operation.objects.filter(pk=operation_id, state__in=Operation.ACTIVE_STATES).update(
+        state=Operation.State.RUNNING, attempts=F("attempts") + 1, started=Coalesce(F("started"), Now())
+    )
+    if not claimed:
+        return None
+    return Operation.objects.select_related("instance__host", "requested_by").get(pk=operation_id)
+
+
+def execute(operation_id: int) -> Operation | None:
+    """Run an operation to its end. Safe to call again for the same id (redelivery)."""
+    operation = claim(operation_id)
+    if operation is None:
+        return None  # finished already: a duplicate delivery does nothing
+    if operation.attempts > 1:
+        step = progress.begin_step(operation, "resume")
+        progress.end_step(
+            operation,
+            step,
+            "done",
+            f"picked up again (attempt {operation.attempts}) after the worker running it was lost",
+        )
+    if operation.attempts > MAX_ATTEMPTS:
+        progress.finish(operation, Operation.State.FAILED, f"gave up after {MAX_ATTEMPTS} workers were lost running it")
+        return operation
+    instance = operation.instance
+    progress.announce(operation)
+    try:
+        runtime = runtime_for(instance)
+    except RuntimeFailure as exc:
+        progress.finish(operation, Operation.State.FAILED, str(exc))
+        return operation
+    with httpx.Client() as http:
+        ctx = Context(operation=operation, instance=instance, runtime=runtime, http=http)
+        for name, action in STEPS[operation.kind]:
+            step = progress.begin_step(operation, name)
+            try:
+                detail = action(ctx)
+            except (StepFailed, RuntimeFailure) as exc:
+                progress.end_step(operation, step, "failed", str(exc))
+                progress.finish(operation, Operation.State.FAILED, f"{name}: {exc}", _log_tail(ctx))
+                return operation
+            except Exception as exc:
+                log.exception("operation %s: step %s crashed", operation.pk, name)
+                progress.end_step(operation, step, "failed", f"internal error: {exc}")
+                progress.finish(operation, Operation.State.FAILED, f"{name}: internal error: {exc}", _log_tail(ctx))
+                return operation
+            progress.end_step(operation, step, "done", detail)
+    progress.finish(operation, Operation.State.SUCCEEDED)
+    return operation
+
+
+def _log_tail(ctx: Context) -> str:
+    try:
+        return "\n".join(ctx.runtime.log_tail(ctx.instance, LOG_TAIL_LINES))
+    except Exception:  # the reason matters more than the tail
+        return ""

@@ -1,0 +1,52 @@
+"""Making sure no operation is lost or left running forever."""
+
+import logging
+from datetime import timedelta
+
+from django.utils import timezone
+
+from console.operations import progress
+from console.operations.models import Operation
+from console.operations.pipeline import RELEASE_TIMEOUT
+from console.operations.request import enqueue
+
+log = logging.getLogger(__name__)
+
+# Beyond its own timeouts an operation gets this long before it is declared lost.
+GRACE_SECONDS = 120
+
+
+def requeue_active() -> int:
+    """Send every unfinished operation to its worker again (after an in-memory broker was lost)."""
+    count = 0
+    for operation in Operation.objects.filter(state__in=Operation.ACTIVE_STATES).select_related("instance__host"):
+        enqueue(operation)
+        count += 1
+    return count
+
+
+def budget_seconds(operation: Operation) -> float:
+    instance = operation.instance
+    return instance.drain_timeout + instance.stop_timeout + RELEASE_TIMEOUT + instance.ready_timeout + GRACE_SECONDS
+
+
+def fail_stale(now=None) -> list[int]:
+    """Fail operations that outlived every timeout they have: their worker or message is gone."""
+    now = now or timezone.now()
+    failed = []
+    active = Operation.objects.filter(state__in=Operation.ACTIVE_STATES).select_related("instance__host")
+    for operation in active:
+        since = operation.started or operation.created
+        if now - since <= timedelta(seconds=budget_seconds(operation)):
+            continue
+        if operation.state == Operation.State.QUEUED:
+            reason = (
+                f"no worker on queue {operation.instance.host.queue} picked it up within "
+                f"{budget_seconds(operation):.0f} s; is that host's worker running?"
+            )
+        else:
+            reason = f"did not finish within {budget_seconds(operation):.0f} s; its worker was lost"
+        progress.finish(operation, Operation.State.FAILED, reason)
+        log.warning("operation %s failed as stale: %s", operation.pk, reason)
+        failed.append(operation.pk)
+    return failed

@@ -1,0 +1,66 @@
+"""How anything (button, API, CLI, schedule, watchdog) asks for an operation."""
+
+from django.db import IntegrityError, transaction
+
+from console.operations.models import Operation
+
+
+class OperationRefused(Exception):
+    """The operation cannot be queued; the message says why."""
+
+
+def request_operation(
+    instance,
+    kind: str,
+    *,
+    user=None,
+    reason: str = "",
+    trigger: str = Operation.Trigger.MANUAL,
+    options: dict | None = None,
+) -> tuple[Operation, bool]:
+    """Queue an operation on the instance's host; returns (operation, created).
+
+    A request for the kind already queued or running joins it (created=False);
+    a request for another kind while one is active is refused.
+    """
+    if kind not in Operation.Kind.values:
+        raise OperationRefused(f"Unknown operation {kind!r}.")
+    if not instance.enabled:
+        raise OperationRefused(f"{instance.name} is disabled; enable it before operating on it.")
+    try:
+        with transaction.atomic():
+            operation = Operation.objects.create(
+                instance=instance,
+                kind=kind,
+                trigger=trigger,
+                requested_by=user if user is not None and user.is_authenticated else None,
+                reason=reason[:500],
+                options=options or {},
+            )
+    except IntegrityError:
+        active = Operation.objects.filter(instance=instance, state__in=Operation.ACTIVE_STATES).first()
+        if active is None:  # it finished between our insert and this read
+            return request_operation(instance, kind, user=user, reason=reason, trigger=trigger, options=options)
+        if active.kind == kind:
+            return active, False
+        raise OperationRefused(
+            f"{active.get_kind_display()} #{active.pk} is {active.state} for {instance.name}; wait for it to finish."
+        ) from None
+    transaction.on_commit(lambda: enqueue(operation))
+    from console.operations.progress import announce
+
+    announce(operation)
+    return operation, True
+
+
+def request_restart(instance, user=None, reason: str = "", trigger: str = Operation.Trigger.MANUAL, **options):
+    return request_operation(
+        instance, Operation.Kind.RESTART, user=user, reason=reason, trigger=trigger, options=options
+    )
+
+
+def enqueue(operation: Operation) -> None:
+    """Send the operation to its host's worker."""
+    from console.operations.tasks import run_operation
+
+    run_operation.apply_async(args=[operation.pk], queue=operation.instance.host.queue)

@@ -1,0 +1,6 @@
+from django.urls import path
+
+from console.operations import views
+
+app_name = "operations"
+urlpatterns = [path("operations/<int:pk>/", views.operation_detail, name="detail")]

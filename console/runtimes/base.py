@@ -1,0 +1,44 @@
+"""The runtime protocol: how the console starts, stops and inspects an instance."""
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class RuntimeFailure(Exception):
+    """An operation on an instance's runtime failed; the message is for the operator."""
+
+
+@dataclass
+class RuntimeStatus:
+    running: bool
+    pids: list[int] = field(default_factory=list)
+    detail: str = ""
+    exit_code: int | None = None
+
+
+@dataclass
+class StopResult:
+    forced: bool  # SIGKILL was needed
+    seconds: float
+    detail: str
+
+
+class Runtime(Protocol):
+    def status(self, instance) -> RuntimeStatus: ...
+
+    def start(self, instance, *, recreate: bool = False) -> str: ...
+
+    def stop(self, instance, timeout: float) -> StopResult: ...
+
+    def log_tail(self, instance, lines: int = 50) -> list[str]: ...
+
+
+def runtime_for(instance) -> Runtime:
+    """The runtime that manages this instance."""
+    if instance.runtime == "docker":
+        from console.runtimes.docker import DockerRuntime
+
+        return DockerRuntime.for_host(instance.host)
+    from console.runtimes.process import ProcessRuntime
+
+    return ProcessRuntime()

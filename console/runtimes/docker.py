@@ -1,0 +1,138 @@
+"""The Docker runtime: containers on a host's Docker Engine, through the Docker SDK.
+
+Containers the console creates carry MANAGED_LABEL; the console only touches
+a container that carries it or that an instance names explicitly.
+"""
+
+import time
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from console.runtimes.base import RuntimeFailure, RuntimeStatus, StopResult
+
+MANAGED_LABEL = "io.instance-console.managed"
+INSTANCE_LABEL = "io.instance-console.instance"
+
+
+class DockerRuntime:
+    def __init__(self, client: docker.DockerClient):
+        self.client = client
+
+    @classmethod
+    def for_host(cls, host) -> "DockerRuntime":
+        try:
+            return cls(docker.DockerClient(base_url=host.docker_url, timeout=30))
+        except DockerException as exc:
+            raise RuntimeFailure(f"Docker Engine at {host.docker_url} is unreachable: {exc}") from exc
+
+    def _container(self, instance):
+        try:
+            return self.client.containers.get(instance.container_name)
+        except NotFound:
+            return None
+        except (APIError, DockerException) as exc:
+            raise RuntimeFailure(f"Docker Engine error: {_explain(exc)}") from exc
+
+    def status(self, instance) -> RuntimeStatus:
+        container = self._container(instance)
+        if container is None:
+            return RuntimeStatus(running=False, detail=f"container {instance.container_name} does not exist")
+        state = container.attrs.get("State", {})
+        if state.get("Running"):
+            return RuntimeStatus(running=True, pids=self.pids(container), detail=f"container {state.get('Status')}")
+        return RuntimeStatus(
+            running=False, detail=f"container {state.get('Status', 'unknown')}", exit_code=state.get("ExitCode")
+        )
+
+    def pids(self, container) -> list[int]:
+        """Host PIDs of the container's processes (to map GPU processes to the instance)."""
+        try:
+            top = container.top(ps_args="-o pid")
+        except (APIError, DockerException):
+            return []
+        return sorted(int(row[0]) for row in top.get("Processes") or [] if row and row[0].isdigit())
+
+    def start(self, instance, *, recreate: bool = False) -> str:
+        container = self._container(instance)
+        if container is not None and recreate:
+            self._remove(container)
+            container = None
+        try:
+            if container is None:
+                container = self._create(instance)
+                created = "created and started"
+            else:
+                created = "started"
+            container.start()
+        except ImageNotFound as exc:
+            raise RuntimeFailure(f"Image {instance.image!r} is not on this host.") from exc
+        except (APIError, DockerException) as exc:
+            raise RuntimeFailure(f"Docker could not start {instance.container_name}: {_explain(exc)}") from exc
+        return f"container {instance.container_name} {created} ({container.short_id})"
+
+    def _create(self, instance):
+        if not instance.image:
+            raise RuntimeFailure(f"{instance.name} has no image to create its container from.")
+        spec = dict(instance.run_spec or {})
+        kwargs = {
+            "image": instance.image,
+            "name": instance.container_name,
+            "labels": {MANAGED_LABEL: "true", INSTANCE_LABEL: instance.name},
+            "environment": {**(spec.pop("environment", None) or {}), **(instance.env or {})},
+            "network_mode": spec.pop("network_mode", "host"),
+            "stop_signal": "SIGTERM",
+            "detach": True,
+        }
+        volumes = spec.pop("volumes", None)
+        if volumes:
+            kwargs["volumes"] = volumes
+        if instance.gpu_indices:
+            kwargs["device_requests"] = [
+                docker.types.DeviceRequest(device_ids=[str(i) for i in instance.gpu_indices], capabilities=[["gpu"]])
+            ]
+        kwargs.update(spec)
+        return self.client.containers.create(**kwargs)
+
+    def _remove(self, container) -> None:
+        try:
+            container.remove(force=True)
+        except NotFound:
+            pass
+        except (APIError, DockerException) as exc:
+            raise RuntimeFailure(f"Docker could not remove {container.name}: {_explain(exc)}") from exc
+
+    def stop(self, instance, timeout: float) -> StopResult:
+        container = self._container(instance)
+        began = time.monotonic()
+        if container is None or container.status != "running":
+            return StopResult(forced=False, seconds=0.0, detail="was not running")
+        try:
+            # Docker sends the stop signal, waits `timeout`, then SIGKILLs.
+            container.stop(timeout=int(timeout))
+            container.reload()
+        except NotFound:
+            return StopResult(forced=False, seconds=time.monotonic() - began, detail="container disappeared")
+        except (APIError, DockerException) as exc:
+            raise RuntimeFailure(f"Docker could not stop {instance.container_name}: {_explain(exc)}") from exc
+        seconds = time.monotonic() - began
+        code = container.attrs.get("State", {}).get("ExitCode")
+        forced = code == 137
+        detail = f"killed after {timeout:.0f} s without exiting" if forced else f"exited {seconds:.1f} s after SIGTERM"
+        return StopResult(forced=forced, seconds=seconds, detail=detail)
+
+    def log_tail(self, instance, lines: int = 50) -> list[str]:
+        container = self._container(instance)
+        if container is None:
+            return []
+        try:
+            raw = container.logs(tail=lines, stdout=True, stderr=True)
+        except (APIError, DockerException):
+            return []
+        return raw.decode("utf-8", errors="replace").splitlines()[-lines:]
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, APIError):
+        return str(exc.explanation or exc)
+    return str(exc)

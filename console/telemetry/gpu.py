@@ -1,0 +1,89 @@
+"""GPU figures through NVML (nvidia-ml-py). A host without an NVIDIA GPU says so cleanly."""
+
+import threading
+from dataclasses import dataclass
+
+import pynvml
+
+_init_lock = threading.Lock()
+_initialised: bool | None = None
+_init_error = ""
+
+
+@dataclass
+class GpuProcess:
+    pid: int
+    gpu_index: int
+    used_bytes: int
+
+
+@dataclass
+class GpuDevice:
+    index: int
+    name: str
+    used_bytes: int
+    total_bytes: int
+    utilisation: int | None
+    temperature: int | None
+    power_watts: float | None
+
+
+def nvml_available() -> bool:
+    """Initialise NVML once per process; False (with nvml_error()) where there is no NVIDIA driver."""
+    global _initialised, _init_error
+    with _init_lock:
+        if _initialised is None:
+            try:
+                pynvml.nvmlInit()
+                _initialised = True
+            except pynvml.NVMLError as exc:
+                _initialised, _init_error = False, str(exc)
+        return _initialised
+
+
+def nvml_error() -> str:
+    return _init_error or "no NVIDIA GPU"
+
+
+def _optional(call, *args):
+    try:
+        return call(*args)
+    except pynvml.NVMLError:
+        return None
+
+
+def devices() -> list[GpuDevice]:
+    if not nvml_available():
+        return []
+    result = []
+    for index in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        rates = _optional(pynvml.nvmlDeviceGetUtilizationRates, handle)
+        power = _optional(pynvml.nvmlDeviceGetPowerUsage, handle)
+        result.append(
+            GpuDevice(
+                index=index,
+                name=pynvml.nvmlDeviceGetName(handle),
+                used_bytes=memory.used,
+                total_bytes=memory.total,
+                utilisation=rates.gpu if rates else None,
+                temperature=_optional(pynvml.nvmlDeviceGetTemperature, handle, pynvml.NVML_TEMPERATURE_GPU),
+                power_watts=power / 1000 if power is not None else None,
+            )
+        )
+    return result
+
+
+def processes(indices: list[int] | None = None) -> list[GpuProcess]:
+    """Compute processes holding GPU memory, on the given devices (all if None)."""
+    if not nvml_available():
+        return []
+    found = []
+    for index in range(pynvml.nvmlDeviceGetCount()):
+        if indices and index not in indices:
+            continue
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        for proc in _optional(pynvml.nvmlDeviceGetComputeRunningProcesses, handle) or []:
+            found.append(GpuProcess(pid=proc.pid, gpu_index=index, used_bytes=proc.usedGpuMemory or 0))
+    return found

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Everything `make test` needs: Debian packages, a private Redis and PostgreSQL,
+# a Docker Engine, then lint and pytest. Stops only what it started.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+STATE="$ROOT/var/test"
+mkdir -p "$STATE"
+PY="$ROOT/.venv/bin/python"
+
+need=()
+for pkg in redis-server postgresql docker.io chromium debootstrap iproute2; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null || exit 1
+fi
+
+started=()
+cleanup() {
+  for item in "${started[@]}"; do
+    case "$item" in
+      redis) kill "$(cat "$STATE/redis.pid")" 2>/dev/null ;;
+      postgres) runuser -u postgres -- "$PGBIN/pg_ctl" -D "$STATE/pg" -m fast stop >/dev/null 2>&1 ;;
+      dockerd) kill "$(cat "$STATE/dockerd.pid")" 2>/dev/null; sleep 1 ;;
+    esac
+  done
+}
+trap cleanup EXIT
+
+# Redis on its own port, loopback only.
+export TEST_REDIS_URL="redis://127.0.0.1:6391/0"
+if ! redis-cli -p 6391 ping >/dev/null 2>&1; then
+  redis-server --port 6391 --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+    --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log" --dir "$STATE" && started+=(redis)
+fi
+
+# A private PostgreSQL cluster (initdb refuses root, so it runs as postgres).
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+export TEST_DATABASE_URL="postgres://console:console@127.0.0.1:5433/console"
+if ! runuser -u postgres -- "$PGBIN/pg_isready" -h 127.0.0.1 -p 5433 >/dev/null 2>&1; then
+  if [ ! -f "$STATE/pg/PG_VERSION" ]; then
+    mkdir -p "$STATE/pg" && chown postgres "$STATE/pg" && chmod 700 "$STATE/pg"
+    chmod o+x "$ROOT" "$ROOT/var" "$STATE" 2>/dev/null
+    runuser -u postgres -- "$PGBIN/initdb" -D "$STATE/pg" -A trust -U postgres >/dev/null || exit 1
+  fi
+  runuser -u postgres -- "$PGBIN/pg_ctl" -D "$STATE/pg" -l "$STATE/pg.log" -w \
+    -o "-p 5433 -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null || exit 1
+  started+=(postgres)
+  psql -h 127.0.0.1 -p 5433 -U postgres -tc "SELECT 1 FROM pg_roles WHERE rolname='console'" | grep -q 1 ||
+    psql -q -h 127.0.0.1 -p 5433 -U postgres -c "CREATE ROLE console LOGIN SUPERUSER PASSWORD 'console'"
+  psql -h 127.0.0.1 -p 5433 -U postgres -tc "SELECT 1 FROM pg_database WHERE datname='console'" | grep -q 1 ||
+    psql -q -h 127.0.0.1 -p 5433 -U postgres -c "CREATE DATABASE console OWNER console"
+fi
+
+# Docker Engine.
+if ! docker info >/dev/null 2>&1; then
+  dockerd >"$STATE/dockerd.log" 2>&1 &
+  echo $! >"$STATE/dockerd.pid"
+  started+=(dockerd)
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start; see $STATE/dockerd.log"; exit 1; }
+fi
+
+"$ROOT/.venv/bin/ruff" format --check . && "$ROOT/.venv/bin/ruff" check . || { echo "ruff found problems (make format fixes most)"; exit 1; }
+
+"$PY" -m pytest "$@"
+rc=$?
+exit $rc
