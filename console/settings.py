@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "console.instances",
     "console.operations",
     "console.live",
+    "console.api",
     "console.embedded",
 ]
 
@@ -152,7 +153,7 @@ SECURE_REFERRER_POLICY = "same-origin"
 
 # Celery: tasks are acked only once done, so a worker killed mid-restart has
 # its task redelivered and the Operation is finished rather than lost.
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
@@ -190,7 +191,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+    },
 }
 
 CELERY_BEAT_SCHEDULE = {

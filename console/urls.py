@@ -2,10 +2,15 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from console.api import token_views
+
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/tokens/", token_views.tokens, name="api-tokens"),
+    path("accounts/tokens/<int:pk>/revoke/", token_views.revoke, name="api-token-revoke"),
     path("admin/", admin.site.urls),
+    path("api/", include("console.api.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("console.operations.urls")),
     path("", include("console.instances.urls")),

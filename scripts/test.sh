@@ -45,7 +45,7 @@ if ! runuser -u postgres -- "$PGBIN/pg_isready" -h 127.0.0.1 -p 5433 >/dev/null 
     chmod o+x "$ROOT" "$ROOT/var" "$STATE" 2>/dev/null
     runuser -u postgres -- "$PGBIN/initdb" -D "$STATE/pg" -A trust -U postgres >/dev/null || exit 1
   fi
-  runuser -u postgres -- "$PGBIN/pg_ctl" -D "$STATE/pg" -l "$STATE/pg.log" -w \
+  runuser -u postgres -- "$PGBIN/pg_ctl" -D "$STATE/pg" -l "$STATE/pg/server.log" -w \
     -o "-p 5433 -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null || exit 1
   started+=(postgres)
   psql -h 127.0.0.1 -p 5433 -U postgres -tc "SELECT 1 FROM pg_roles WHERE rolname='console'" | grep -q 1 ||

@@ -4,18 +4,12 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-_VAR = tempfile.mkdtemp(prefix="console-test-var-")
-os.environ["CONSOLE_VAR_DIR"] = _VAR
-os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
-if os.environ.get("TEST_DATABASE_URL"):
-    os.environ["DATABASE_URL"] = os.environ["TEST_DATABASE_URL"]
 
 
 def free_port() -> int:

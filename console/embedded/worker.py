@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 class EmbeddedWorker:
     def __init__(self, queues: list[str], concurrency: int):
+        self.queues = queues
         self.worker = app.WorkController(
             pool_cls="threads",
             concurrency=concurrency,
@@ -31,7 +32,7 @@ class EmbeddedWorker:
     def start(self) -> None:
         self.thread.start()
         self.beat.start()
-        log.info("embedded worker consuming %s", ", ".join(sorted(self.worker.queues or [])))
+        log.info("embedded worker consuming %s", ", ".join(self.queues))
 
     def stop(self) -> None:
         self.beat.stop()

@@ -93,7 +93,7 @@ def release(ctx: Context) -> str:
     else:
         pids_note = f"processes {', '.join(map(str, ctx.old_pids))} gone"
     if not gpu.nvml_available():
-        return f"{pids_note}; {gpu.nvml_error()} on this host, GPU memory not checked"
+        return f"{pids_note}; {gpu.nvml_error()}: GPU memory not checked"
     began = time.monotonic()
     while True:
         holding = [p for p in gpu.processes(ctx.instance.gpu_indices or None) if p.pid in ctx.old_pids]
@@ -107,6 +107,9 @@ def release(ctx: Context) -> str:
 
 def start(ctx: Context) -> str:
     recreate = bool(ctx.operation.options.get("recreate"))
+    status = ctx.runtime.status(ctx.instance)
+    if status.running and not recreate:
+        return f"already running ({status.detail})"
     return ctx.runtime.start(ctx.instance, recreate=recreate)
 
 

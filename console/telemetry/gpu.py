@@ -42,7 +42,7 @@ def nvml_available() -> bool:
 
 
 def nvml_error() -> str:
-    return _init_error or "no NVIDIA GPU"
+    return f"no NVIDIA GPU ({_init_error})" if _init_error else "no NVIDIA GPU"
 
 
 def _optional(call, *args):

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from console.api import views
+
+app_name = "api"
+urlpatterns = [
+    path("instances/", views.instances, name="instances"),
+    path("instances/<slug:name>/", views.instance, name="instance"),
+    path("instances/<slug:name>/operations/", views.operate, name="operate"),
+    path("operations/<int:pk>/", views.operation, name="operation"),
+]

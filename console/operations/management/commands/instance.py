@@ -1,0 +1,82 @@
+"""python manage.py instance restart NAME [--wait] [--reason ...] (start, stop, soft-reset, status)."""
+
+import threading
+import time
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from console.instances.models import Instance
+from console.instances.status import instance_summary
+from console.operations import pipeline
+from console.operations.models import Operation
+from console.operations.request import OperationRefused, request_operation
+
+ACTIONS = {"restart": "restart", "start": "start", "stop": "stop", "soft-reset": "soft_reset"}
+
+
+class Command(BaseCommand):
+    help = "Operate an instance from the shell; prints each step as it happens. Exit code 1 if it failed."
+
+    def add_arguments(self, parser):
+        parser.add_argument("action", choices=[*ACTIONS, "status"])
+        parser.add_argument("name")
+        parser.add_argument("--wait", action="store_true", help="Wait for the end and print every step.")
+        parser.add_argument("--reason", default="")
+        parser.add_argument("--user", help="Username recorded as the requester.")
+        parser.add_argument("--recreate", action="store_true", help="Docker: create the container afresh.")
+        parser.add_argument("--timeout", type=float, default=900)
+
+    def handle(self, *args, action, name, wait, reason, user, recreate, timeout, **options):
+        instance = Instance.objects.select_related("host").filter(name=name).first()
+        if instance is None:
+            raise CommandError(f"No instance named {name!r}.")
+        if action == "status":
+            for key, value in instance_summary(instance).items():
+                self.stdout.write(f"{key:>17}: {value}")
+            return
+        requester = None
+        if user:
+            requester = get_user_model().objects.filter(username=user).first()
+            if requester is None:
+                raise CommandError(f"No user named {user!r}.")
+        try:
+            operation, created = request_operation(
+                instance,
+                ACTIONS[action],
+                user=requester,
+                reason=reason or "from the command line",
+                options={"recreate": True} if recreate else {},
+            )
+        except OperationRefused as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"{'queued' if created else 'joined'} {operation}")
+        if settings.CONSOLE_MODE == "embedded":
+            # No shared broker: this process is the worker for its own request.
+            threading.Thread(target=pipeline.execute, args=[operation.pk], daemon=True).start()
+            wait = True
+        if not wait:
+            return
+        operation = self._follow(operation.pk, timeout)
+        if operation.state != Operation.State.SUCCEEDED:
+            if operation.log_tail:
+                self.stderr.write("last log lines:\n" + operation.log_tail)
+            raise CommandError(f"{operation} {operation.state}: {operation.error}")
+        self.stdout.write(self.style.SUCCESS(f"{operation} succeeded in {operation.duration:.1f} s"))
+
+    def _follow(self, pk: int, timeout: float) -> Operation:
+        printed: dict[int, str] = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            operation = Operation.objects.get(pk=pk)
+            for index, step in enumerate(operation.steps):
+                line = f"  {step['name']:<10} {step['state']:<8} {step['detail']}"
+                if printed.get(index) != line:
+                    printed[index] = line
+                    self.stdout.write(line)
+            if operation.is_finished:
+                return operation
+            if time.monotonic() > deadline:
+                raise CommandError(f"{operation} still {operation.state} after {timeout:.0f} s")
+            time.sleep(0.3)

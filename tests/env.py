@@ -1,0 +1,14 @@
+"""Loaded as a pytest plugin (-p tests.env) before Django reads its settings.
+
+Tests get their own var/ directory and, where make test provides one, the
+real PostgreSQL server rather than the embedded SQLite default.
+"""
+
+import os
+import tempfile
+
+os.environ["CONSOLE_VAR_DIR"] = tempfile.mkdtemp(prefix="console-test-var-")
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+os.environ.pop("REDIS_URL", None)  # tests that need Redis start their own workers with it
+if os.environ.get("TEST_DATABASE_URL"):
+    os.environ["DATABASE_URL"] = os.environ["TEST_DATABASE_URL"]

@@ -1,0 +1,111 @@
+"""The restart pipeline against real inference server processes (process runtime)."""
+
+import sys
+
+import httpx
+import pytest
+
+from console.operations.models import Operation
+from console.operations.pipeline import execute
+from console.operations.request import request_operation
+from console.runtimes.process import ProcessRuntime
+from tests.conftest import ServerProcess
+from tests.factories import process_instance
+
+
+@pytest.fixture
+def managed(smoke_model, tmp_path):
+    """A process instance of the smoke server; stopped again after the test."""
+    created = []
+
+    def make(name: str, **fields):
+        server = ServerProcess(smoke_model, tmp_path)
+        instance = process_instance(name, server, **fields)
+        created.append(instance)
+        return instance
+
+    yield make
+    for instance in created:
+        ProcessRuntime().stop(instance, timeout=5)
+
+
+def run(instance, kind: str, **options) -> Operation:
+    operation, _ = request_operation(instance, kind, reason="test", options=options)
+    execute(operation.pk)
+    operation.refresh_from_db()
+    return operation
+
+
+@pytest.mark.django_db
+def test_start_restart_stop_with_every_step_recorded(managed):
+    instance = managed("proc-a")
+    started = run(instance, "start")
+    assert started.state == "succeeded", started.error
+    assert [s["name"] for s in started.steps] == ["start", "ready", "verify"]
+    first_pid = httpx.get(instance.base_url + "/health").json()["pid"]
+
+    restarted = run(instance, "restart")
+    assert restarted.state == "succeeded", restarted.error
+    assert [s["name"] for s in restarted.steps] == ["drain", "stop", "release", "start", "ready", "verify"]
+    assert all(s["state"] == "done" and s["started"] and s["finished"] for s in restarted.steps)
+    assert "after SIGTERM" in restarted.steps[1]["detail"]
+    assert str(first_pid) in restarted.steps[2]["detail"]
+    new = httpx.get(instance.base_url + "/health").json()
+    assert new["pid"] != first_pid and new["state"] == "ready"
+    print(f"\nrestart-to-ready (process runtime, smoke model): {restarted.duration:.2f} s")
+
+    stopped = run(instance, "stop")
+    assert stopped.state == "succeeded"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(instance.base_url + "/health/live")
+
+
+@pytest.mark.django_db
+def test_soft_reset_reports_memory(managed):
+    instance = managed("proc-b")
+    run(instance, "start")
+    reset = run(instance, "soft_reset")
+    assert reset.state == "succeeded", reset.error
+    assert "reserved memory" in reset.steps[0]["detail"]
+
+
+@pytest.mark.django_db
+def test_missing_program_fails_with_reason(managed):
+    instance = managed("proc-c", command=["/nonexistent/bin/server"])
+    operation = run(instance, "start")
+    assert operation.state == "failed"
+    assert "Could not run '/nonexistent/bin/server'" in operation.error
+
+
+@pytest.mark.django_db
+def test_crashing_server_fails_fast_with_log_tail(managed):
+    crash = [sys.executable, "-c", "import sys; print('CUDA error: device-side assert'); sys.exit(3)"]
+    instance = managed("proc-d", command=crash, ready_timeout=60)
+    operation = run(instance, "restart")
+    assert operation.state == "failed"
+    assert "exited with code 3 before it became ready" in operation.error
+    assert "CUDA error: device-side assert" in operation.log_tail
+    assert operation.duration < 30  # it did not wait out the ready timeout
+    assert not ProcessRuntime().status(instance).running
+
+
+@pytest.mark.django_db
+def test_never_ready_fails_within_its_timeout(managed, tmp_path):
+    # A server that answers, but never /health/ready.
+    instance = managed("proc-e", ready_timeout=2)
+    port = instance.base_url.rsplit(":", 1)[1]
+    instance.command = [sys.executable, "-m", "http.server", port, "--bind", "127.0.0.1", "--directory", str(tmp_path)]
+    instance.save()
+    operation = run(instance, "start")
+    assert operation.state == "failed"
+    assert "not ready after 2 s (last answer: HTTP 404)" in operation.error
+    assert operation.steps[-1]["name"] == "ready" and operation.steps[-1]["state"] == "failed"
+
+
+@pytest.mark.django_db
+def test_duplicate_delivery_does_nothing(managed):
+    instance = managed("proc-f")
+    operation = run(instance, "start")
+    assert execute(operation.pk) is None  # already finished: a redelivered message is a no-op
+    operation.refresh_from_db()
+    assert operation.attempts == 1
