@@ -160,7 +160,17 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "console"
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 900)}
+# A task whose worker died is redelivered after the visibility timeout; a live
+# worker's operation is protected from a second run by its heartbeat, so the
+# timeout can be short and a lost restart resumes within about a minute.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 60),
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
+}
+# An operation whose worker has not written its heartbeat for this long is
+# taken over by the next delivery of its task.
+CONSOLE_HEARTBEAT_STALE_SECONDS = envint("CONSOLE_HEARTBEAT_STALE_SECONDS", 30)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"

@@ -46,6 +46,7 @@ class Operation(models.Model):
     error = models.TextField(blank=True)
     log_tail = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker picked it up.")
+    heartbeat = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of the worker running it.")
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)

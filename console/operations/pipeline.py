@@ -6,12 +6,16 @@ raises StepFailed with the reason.
 """
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import httpx
-from django.db.models import F
+from django.conf import settings
+from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Now
+from django.utils import timezone
 
 from console.operations import progress
 from console.operations.models import Operation
@@ -178,21 +182,72 @@ STEPS = {
 }
 
 
+class Busy(Exception):
+    """Another live worker is running this operation; try the delivery again later."""
+
+
 def claim(operation_id: int) -> Operation | None:
-    """Mark the operation running and count the attempt; None if it is already finished."""
-    claimed = Operation.objects.filter(pk=operation_id, state__in=Operation.ACTIVE_STATES).update(
-        state=Operation.State.RUNNING, attempts=F("attempts") + 1, started=Coalesce(F("started"), Now())
+    """Mark the operation running and count the attempt; None if it is already finished.
+
+    A running operation is taken over only when its worker's heartbeat is stale,
+    so a redelivered message never runs it twice at once.
+    """
+    stale = timezone.now() - timedelta(seconds=settings.CONSOLE_HEARTBEAT_STALE_SECONDS)
+    takeable = Q(state=Operation.State.QUEUED) | Q(state=Operation.State.RUNNING) & (
+        Q(heartbeat__isnull=True) | Q(heartbeat__lt=stale)
+    )
+    claimed = Operation.objects.filter(takeable, pk=operation_id).update(
+        state=Operation.State.RUNNING,
+        attempts=F("attempts") + 1,
+        started=Coalesce(F("started"), Now()),
+        heartbeat=Now(),
     )
     if not claimed:
+        if Operation.objects.filter(pk=operation_id, state__in=Operation.ACTIVE_STATES).exists():
+            raise Busy(operation_id)
         return None
     return Operation.objects.select_related("instance__host", "requested_by").get(pk=operation_id)
 
 
+class Heartbeat:
+    """Writes the operation's heartbeat every few seconds while its worker runs it."""
+
+    def __init__(self, operation_id: int, every: float = 5.0):
+        self.operation_id, self.every = operation_id, every
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{operation_id}", daemon=True)
+
+    def _beat(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self.stopped.wait(self.every):
+                Operation.objects.filter(pk=self.operation_id, state=Operation.State.RUNNING).update(heartbeat=Now())
+        finally:
+            connection.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=10)
+
+
 def execute(operation_id: int) -> Operation | None:
-    """Run an operation to its end. Safe to call again for the same id (redelivery)."""
+    """Run an operation to its end. Safe to call again for the same id (redelivery).
+
+    Raises Busy while another live worker runs it.
+    """
     operation = claim(operation_id)
     if operation is None:
         return None  # finished already: a duplicate delivery does nothing
+    with Heartbeat(operation_id):
+        return _run(operation)
+
+
+def _run(operation: Operation) -> Operation:
     if operation.attempts > 1:
         step = progress.begin_step(operation, "resume")
         progress.end_step(

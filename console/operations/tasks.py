@@ -5,9 +5,14 @@ from celery import shared_task
 from console.operations import pipeline
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
-def run_operation(operation_id: int) -> str | None:
-    operation = pipeline.execute(operation_id)
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def run_operation(self, operation_id: int) -> str | None:
+    try:
+        operation = pipeline.execute(operation_id)
+    except pipeline.Busy:
+        # A redelivery while the first worker is still alive and working:
+        # look again later, in case that worker dies before it finishes.
+        raise self.retry(countdown=15) from None
     return operation.state if operation else None
 
 

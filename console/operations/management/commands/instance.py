@@ -16,6 +16,13 @@ from console.operations.request import OperationRefused, request_operation
 ACTIONS = {"restart": "restart", "start": "start", "stop": "stop", "soft-reset": "soft_reset"}
 
 
+def _execute_here(operation_id: int) -> None:
+    try:
+        pipeline.execute(operation_id)
+    except pipeline.Busy:
+        pass  # the console's own worker is running it; we only follow
+
+
 class Command(BaseCommand):
     help = "Operate an instance from the shell; prints each step as it happens. Exit code 1 if it failed."
 
@@ -54,7 +61,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{'queued' if created else 'joined'} {operation}")
         if settings.CONSOLE_MODE == "embedded":
             # No shared broker: this process is the worker for its own request.
-            threading.Thread(target=pipeline.execute, args=[operation.pk], daemon=True).start()
+            threading.Thread(target=_execute_here, args=[operation.pk], daemon=True).start()
             wait = True
         if not wait:
             return
