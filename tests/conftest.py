@@ -119,3 +119,70 @@ def shared_server(smoke_model, tmp_path_factory):
     ).start()
     yield server
     server.stop()
+
+
+class EmbeddedConsole:
+    """`make run` in miniature: migrate, bootstrap the demo, serve — in a fresh var/ with SQLite."""
+
+    username = "operator"
+    password = "demo-password-for-tests"
+
+    def __init__(self, var: Path):
+        self.port = free_port()
+        self.demo_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.demo_url = f"http://127.0.0.1:{self.demo_port}"
+        self.log_path = var / "serve.log"
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "HOME": os.environ.get("HOME", "/root"),
+            "CONSOLE_VAR_DIR": str(var),
+            "CONSOLE_DEMO_PASSWORD": self.password,
+            "CONSOLE_DEMO_PORT": str(self.demo_port),
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def manage(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, check=True
+        )
+
+    def start(self) -> "EmbeddedConsole":
+        self.manage("migrate", "--noinput")
+        self.bootstrap_output = self.manage("bootstrap_demo").stdout
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", str(self.port)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        wait_http(self.url + "/accounts/login/", timeout=60)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int | None:
+        """Ctrl-C, as an operator would."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        import signal
+
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(40)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def embedded_console(tmp_path_factory):
+    console = EmbeddedConsole(tmp_path_factory.mktemp("embedded-var"))
+    console.start()
+    yield console
+    console.stop()

@@ -63,7 +63,11 @@ def operate(request, name: str):
         )
     except OperationRefused as exc:
         if request.htmx:
-            return render(request, "operations/_refused.html", {"message": str(exc)}, status=409)
+            # Shown beside the form; the progress of the running operation stays in view.
+            response = render(request, "operations/_refused.html", {"message": str(exc)}, status=409)
+            response["HX-Retarget"] = "#operate-message"
+            response["HX-Reswap"] = "innerHTML"
+            return response
         messages.error(request, str(exc))
         return redirect(instance)
     if request.htmx:

@@ -1,5 +1,7 @@
 """Recording an operation's steps and telling the browsers about them."""
 
+from datetime import datetime
+
 from django.utils import timezone
 
 from console.live.events import OPERATION_UPDATED, publish
@@ -38,7 +40,9 @@ def begin_step(operation: Operation, name: str) -> dict:
 
 
 def end_step(operation: Operation, step: dict, state: str, detail: str) -> None:
-    step.update(state=state, finished=timezone.now().isoformat(), detail=detail)
+    finished = timezone.now()
+    seconds = (finished - datetime.fromisoformat(step["started"])).total_seconds()
+    step.update(state=state, finished=finished.isoformat(), detail=detail, seconds=round(seconds, 3))
     operation.steps = [*operation.steps[:-1], step]
     operation.save(update_fields=["steps"])
     announce(operation)

@@ -37,6 +37,8 @@ class Command(BaseCommand):
         config = uvicorn.Config("console.asgi:application", host=host, port=port, lifespan="off", log_level="warning")
         try:
             uvicorn.Server(config).run()
+        except KeyboardInterrupt:
+            pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; ours follows
         finally:
             if worker is not None:
                 worker.stop()

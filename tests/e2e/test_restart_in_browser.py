@@ -1,0 +1,92 @@
+"""An operator logs in, opens the demo instance, clicks Restart and watches every step."""
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import wait_http
+from tests.e2e.conftest import login
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+pytestmark = pytest.mark.browser
+
+
+def test_restart_from_the_instance_page_shows_each_step(browser, embedded_console):
+    console = embedded_console
+    wait_http(console.demo_url + "/health/ready", timeout=90)
+    old_pid = httpx.get(console.demo_url + "/health").json()["pid"]
+    page = browser.new_page()
+    login(page, console)
+    page.click("text=Demo (smoke model, CPU)")
+    page.wait_for_selector("form#operate")
+    # make run's own start of the demo may still be finishing
+    page.wait_for_function(
+        "!document.querySelector('#operation-live [data-state=running], #operation-live [data-state=queued]')",
+        timeout=90_000,
+    )
+    page.select_option("select[name=kind]", "restart")
+    page.fill("input[name=reason]", "nightly slowness")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("form#operate button[type=submit]")
+    progress = page.locator("#operation-live .progress")
+    progress.wait_for()
+    page.wait_for_selector("#operation-live .progress[data-state=succeeded]", timeout=90_000)
+    steps = page.locator("#operation-live li.step").all_inner_texts()
+    assert [s.split()[0] for s in steps] == ["drain", "stop", "release", "start", "ready", "verify"]
+    assert all(" done " in f" {s} " for s in steps)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "restart.png"), full_page=True)
+    assert httpx.get(console.demo_url + "/health").json()["pid"] != old_pid
+    # The history lists it with who asked and why.
+    page.reload()
+    row = page.locator("#operations tbody tr").first.inner_text()
+    assert "Restart" in row and "operator" in row and "Succeeded" in row
+    page.close()
+
+
+def test_a_viewer_sees_no_operate_controls_and_is_refused(browser, embedded_console):
+    console = embedded_console
+    console.manage(
+        "shell",
+        "-c",
+        "from tests.factories import user; from django.contrib.auth import get_user_model as g; "
+        "g().objects.filter(username='viewer1').exists() or user('viewer1', 'viewer', 'viewer-pass-123')",
+    )
+    context_page = browser.new_page()
+    context_page.context.clear_cookies()
+    context_page.goto(console.url + "/accounts/login/")
+    context_page.fill("input[name=username]", "viewer1")
+    context_page.fill("input[name=password]", "viewer-pass-123")
+    context_page.click("button[type=submit]")
+    context_page.goto(console.url + "/instances/demo/")
+    assert context_page.locator("form#operate").count() == 0
+    context_page.close()
+    browser.clear_cookies()
+
+
+def test_a_refused_operation_says_why_in_the_page(browser, embedded_console):
+    console = embedded_console
+    page = browser.new_page()
+    login(page, console)
+    page.goto(console.url + "/instances/demo/")
+    page.wait_for_function(
+        "!document.querySelector('#operation-live [data-state=running], #operation-live [data-state=queued]')",
+        timeout=90_000,
+    )
+    page.select_option("select[name=kind]", "restart")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("form#operate button[type=submit]")
+    page.wait_for_selector("#operation-live .progress")
+    page.select_option("select[name=kind]", "stop")  # while the restart runs
+    page.click("form#operate button[type=submit]")
+    alert = page.wait_for_selector("#operate-message [role=alert]")
+    assert "wait for it to finish" in alert.inner_text()
+    assert page.locator("#operation-live .progress").count() == 1  # the running restart stays in view
+    page.goto(console.url + "/instances/demo/")
+    page.wait_for_function(
+        "!document.querySelector('#operation-live [data-state=running], #operation-live [data-state=queued]')",
+        timeout=90_000,
+    )
+    page.close()

@@ -1,0 +1,53 @@
+"""`make run` on a machine with no Redis, PostgreSQL, Docker or GPU gives a working console."""
+
+import re
+import subprocess
+
+import httpx
+
+from tests.conftest import EmbeddedConsole, wait_http
+
+
+def login(client: httpx.Client, console) -> None:
+    page = client.get(console.url + "/accounts/login/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    response = client.post(
+        console.url + "/accounts/login/",
+        data={"username": console.username, "password": console.password, "csrfmiddlewaretoken": token},
+        headers={"Referer": console.url + "/accounts/login/"},
+    )
+    assert response.status_code == 302, response.text[:500]
+
+
+def test_login_page_then_instance_list_with_the_running_demo(embedded_console):
+    console = embedded_console
+    assert "created demo operator" in console.bootstrap_output
+    with httpx.Client() as client:
+        assert client.get(console.url + "/").status_code == 302  # login required
+        login(client, console)
+        page = client.get(console.url + "/")
+        assert page.status_code == 200
+        assert "Demo (smoke model, CPU)" in page.text
+        assert client.get(console.url + "/static/vendor/htmx/htmx.min.js").status_code == 200
+    # The in-process worker started the demo instance.
+    wait_http(console.demo_url + "/health/ready", timeout=90)
+
+
+def test_bootstrap_is_idempotent_and_keeps_the_password(embedded_console):
+    output = embedded_console.manage("bootstrap_demo", "--no-start").stdout
+    assert "exists (password unchanged)" in output
+
+
+def test_ctrl_c_stops_the_console_and_its_demo_instance(tmp_path):
+    console = EmbeddedConsole(tmp_path).start()
+    wait_http(console.demo_url + "/health/ready", timeout=90)
+    assert console.stop() == 0, console.log()[-2000:]
+    assert "stopped demo" in console.log()
+    try:
+        httpx.get(console.demo_url + "/health/live", timeout=2)
+        raise AssertionError("the demo instance is still answering after Ctrl-C")
+    except httpx.ConnectError:
+        pass
+    # nothing left listening on the console port either
+    result = subprocess.run(["ss", "-ltn", f"sport = :{console.port}"], capture_output=True, text=True)
+    assert f":{console.port}" not in result.stdout
