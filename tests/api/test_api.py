@@ -1,0 +1,114 @@
+"""The JSON API: tokens, the same permissions as the pages, clear errors."""
+
+import json
+
+import pytest
+from django.test import Client
+
+from console.api.models import ApiToken
+from console.instances.roles import OPERATOR, VIEWER
+from console.operations.models import Operation
+from tests.factories import process_instance, user
+
+
+@pytest.fixture
+def instance(db):
+    return process_instance("api-a", command=["true"])
+
+
+def bearer(key: str) -> dict:
+    return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+
+
+def post(client: Client, path: str, body, key: str):
+    data = body if isinstance(body, str) else json.dumps(body)
+    return client.post(path, data=data, content_type="application/json", **bearer(key))
+
+
+@pytest.mark.django_db
+def test_without_a_token_the_api_says_how_to_authenticate(instance):
+    response = Client().get("/api/instances/")
+    assert response.status_code == 401
+    assert "Bearer" in response.json()["error"]
+    assert Client().get("/api/instances/", **bearer("ic_wrong")).status_code == 401
+
+
+@pytest.mark.django_db
+def test_operator_lists_requests_and_reads_an_operation(instance):
+    _, key = ApiToken.issue(user("op1", OPERATOR), "script")
+    client = Client()
+    listed = client.get("/api/instances/", **bearer(key)).json()
+    assert [i["name"] for i in listed["instances"]] == ["api-a"]
+
+    created = post(client, "/api/instances/api-a/operations/", {"kind": "restart", "reason": "deploy"}, key)
+    assert created.status_code == 202
+    body = created.json()
+    assert body["state"] == "queued" and body["kind"] == "restart" and body["requested_by"] == "op1"
+    operation = Operation.objects.get(pk=body["id"])
+    assert operation.trigger == "api" and operation.reason == "deploy"
+
+    joined = post(client, "/api/instances/api-a/operations/", {"kind": "restart"}, key)
+    assert joined.status_code == 200 and joined.json()["joined"] is True and joined.json()["id"] == body["id"]
+
+    refused = post(client, "/api/instances/api-a/operations/", {"kind": "stop"}, key)
+    assert refused.status_code == 409 and "wait for it to finish" in refused.json()["error"]
+
+    read = client.get(f"/api/operations/{body['id']}/", **bearer(key)).json()
+    assert read["id"] == body["id"] and read["steps"] == []
+    detail = client.get("/api/instances/api-a/", **bearer(key)).json()
+    assert detail["active_operation"] == body["id"]
+
+
+@pytest.mark.django_db
+def test_viewer_token_can_read_but_not_operate(instance):
+    _, key = ApiToken.issue(user("view1", VIEWER), "dashboard")
+    client = Client()
+    assert client.get("/api/instances/api-a/", **bearer(key)).status_code == 200
+    response = post(client, "/api/instances/api-a/operations/", {"kind": "restart"}, key)
+    assert response.status_code == 403
+    assert not Operation.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path, body, status, message",
+    [
+        ("/api/instances/nope/operations/", {"kind": "restart"}, 404, "No instance named 'nope'"),
+        ("/api/instances/api-a/operations/", {"kind": "reboot"}, 400, "'kind' must be one of"),
+        ("/api/instances/api-a/operations/", "{broken", 400, "must be JSON"),
+        ("/api/instances/api-a/operations/", [1], 400, "JSON object"),
+        ("/api/instances/api-a/operations/", {"kind": "restart", "reason": "x" * 501}, 400, "500 characters"),
+    ],
+)
+def test_bad_requests_change_nothing(instance, path, body, status, message):
+    _, key = ApiToken.issue(user("op2", OPERATOR), "script")
+    response = post(Client(), path, body, key)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+    assert not Operation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_session_post_without_csrf_is_refused(instance):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user("op3", OPERATOR))
+    response = client.post(
+        "/api/instances/api-a/operations/", data='{"kind": "restart"}', content_type="application/json"
+    )
+    assert response.status_code == 403
+    assert not Operation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_tokens_are_stored_hashed_and_revocable(instance):
+    account = user("op4", OPERATOR)
+    client = Client()
+    client.force_login(account)
+    page = client.post("/accounts/tokens/", {"name": "ci"})
+    key = page.context["new_key"]
+    token = ApiToken.objects.get(user=account)
+    assert key not in (token.key_hash, token.prefix) and key.startswith(token.prefix)
+    assert Client().get("/api/instances/", **bearer(key)).status_code == 200
+    client.post(f"/accounts/tokens/{token.pk}/revoke/")
+    assert Client().get("/api/instances/", **bearer(key)).status_code == 401
+    assert client.post("/accounts/tokens/", {"name": ""}).status_code == 400
