@@ -52,8 +52,9 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = "test-admin-token"
         self.log_path = tmp / f"server-{self.port}.log"
+        passed = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "HOME")
         self.env = {
-            "PATH": os.environ["PATH"],
+            **{key: os.environ[key] for key in passed if key in os.environ},
             "MODEL_PATH": str(model),
             "PORT": str(self.port),
             "HOST": "127.0.0.1",

@@ -1,0 +1,66 @@
+"""The real GPU path: NVML figures, CUDA allocator stats, soft reset and drain on a GPU.
+
+Run on a machine with an NVIDIA GPU: python -m pytest -m gpu tests/gpu
+"""
+
+import signal
+import time
+
+import httpx
+import pytest
+
+from console.telemetry import gpu
+from tests.inference.helpers import chat, image_url
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def gpu_server(start_server):
+    if not gpu.nvml_available():
+        pytest.fail(f"no GPU here ({gpu.nvml_error()}): run the gpu tests on the GPU machine")
+    return start_server(DEVICE="cuda")
+
+
+def test_nvml_sees_the_devices_and_the_server_process(gpu_server):
+    devices = gpu.devices()
+    assert devices and devices[0].total_bytes > 8 * 2**30
+    assert 0 < devices[0].used_bytes <= devices[0].total_bytes
+    assert devices[0].utilisation is not None
+    held = {p.pid: p.used_bytes for p in gpu.processes()}
+    assert gpu_server.proc.pid in held, held
+    assert held[gpu_server.proc.pid] > 0
+
+
+def test_image_request_and_allocator_figures(gpu_server):
+    response = httpx.post(gpu_server.url + "/v1/chat/completions", json=chat("Describe.", [image_url()]), timeout=120)
+    assert response.status_code == 200, response.text
+    health = httpx.get(gpu_server.url + "/health").json()
+    assert health["device"].startswith("cuda") and health["dtype"] == "bfloat16"
+    allocator = health["allocator"]
+    assert allocator["allocated_bytes"] > 0
+    assert allocator["reserved_bytes"] >= allocator["allocated_bytes"]
+    assert 0 <= allocator["fragmentation"] < 1
+    assert "inference_torch_reserved_bytes" in httpx.get(gpu_server.url + "/metrics").text
+
+
+def test_soft_reset_returns_cached_blocks(gpu_server):
+    for size in (112, 448, 224, 672):  # varied shapes leave cached blocks behind
+        httpx.post(gpu_server.url + "/v1/chat/completions", json=chat("x", [image_url(size, size)]), timeout=120)
+    before = httpx.get(gpu_server.url + "/health").json()["allocator"]
+    reset = httpx.post(
+        gpu_server.url + "/admin/soft-reset", headers={"Authorization": f"Bearer {gpu_server.token}"}, timeout=60
+    ).json()
+    assert reset["reserved_after"] <= reset["reserved_before"]
+    assert reset["reserved_after"] <= before["reserved_bytes"]
+    assert httpx.get(gpu_server.url + "/health/ready").status_code == 200
+
+
+def test_sigterm_exits_zero_and_gpu_memory_is_released(gpu_server):
+    pid = gpu_server.proc.pid
+    gpu_server.proc.send_signal(signal.SIGTERM)
+    assert gpu_server.proc.wait(60) == 0
+    deadline = time.monotonic() + 20
+    while any(p.pid == pid for p in gpu.processes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(p.pid == pid for p in gpu.processes())
