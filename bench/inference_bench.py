@@ -76,7 +76,7 @@ def baseline(model_dir: str, url: str) -> dict:
         "decode_tokens_per_second": round((produced - 1) / (total - ttft), 1),
         "latency_129_tokens_s": round(total, 3),
     }
-    del engine
+    engine.model = None  # free the GPU for the next measurement
     torch.cuda.empty_cache()
     return result
 
