@@ -171,6 +171,10 @@ def write_checkpoint(path: Path, full: bool = False, dtype: str = "bfloat16", se
     tokenizer.save_pretrained(path)
     Glm4vImageProcessor().save_pretrained(path)
     (path / "smoke_model.json").write_text(json.dumps({"full": full, "seed": seed, "random_weights": True}))
+    # Readable by the unprivileged user of the server image, as mounted weights are.
+    path.chmod(0o755)
+    for item in path.iterdir():
+        item.chmod(0o644)
     return path
 
 

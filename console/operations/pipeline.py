@@ -128,6 +128,8 @@ def wait_ready(ctx: Context) -> str:
             if response.status_code == 200:
                 return f"ready after {time.monotonic() - began:.1f} s"
             last = f"HTTP {response.status_code}"
+            if _json_field(response, "state") == "failed":
+                raise StepFailed("the server could not load its model (state 'failed'; see the log tail)")
         except httpx.HTTPError as exc:
             last = type(exc).__name__
         status = ctx.runtime.status(ctx.instance)
@@ -136,6 +138,13 @@ def wait_ready(ctx: Context) -> str:
         time.sleep(delay)
         delay = min(delay * 1.5, 2.0)
     raise StepFailed(f"not ready after {ctx.instance.ready_timeout} s (last answer: {last})")
+
+
+def _json_field(response: httpx.Response, key: str):
+    try:
+        return response.json().get(key)
+    except (ValueError, AttributeError):
+        return None
 
 
 def verify(ctx: Context) -> str:

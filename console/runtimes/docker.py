@@ -7,6 +7,7 @@ a container that carries it or that an instance names explicitly.
 import time
 
 import docker
+import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from console.runtimes.base import RuntimeFailure, RuntimeStatus, StopResult
@@ -31,7 +32,7 @@ class DockerRuntime:
             return self.client.containers.get(instance.container_name)
         except NotFound:
             return None
-        except (APIError, DockerException) as exc:
+        except (APIError, DockerException, requests.RequestException) as exc:
             raise RuntimeFailure(f"Docker Engine error: {_explain(exc)}") from exc
 
     def status(self, instance) -> RuntimeStatus:

@@ -109,3 +109,14 @@ def test_duplicate_delivery_does_nothing(managed):
     assert execute(operation.pk) is None  # already finished: a redelivered message is a no-op
     operation.refresh_from_db()
     assert operation.attempts == 1
+
+
+@pytest.mark.django_db
+def test_model_that_fails_to_load_fails_the_start_at_once(managed, tmp_path):
+    instance = managed("proc-g", ready_timeout=120)
+    instance.env = {**instance.env, "MODEL_PATH": str(tmp_path / "no-model-here")}
+    instance.save()
+    operation = run(instance, "start")
+    assert operation.state == "failed"
+    assert "could not load its model" in operation.error
+    assert operation.duration < 60  # not the whole ready timeout

@@ -1,0 +1,130 @@
+"""The Docker runtime and the restart pipeline against a real Docker Engine and the real server image."""
+
+import secrets
+
+import docker
+import httpx
+import pytest
+
+from console.instances.models import Host, Instance
+from console.operations.models import Operation
+from console.operations.pipeline import execute
+from console.operations.request import request_operation
+from console.runtimes.docker import INSTANCE_LABEL, MANAGED_LABEL
+from tests.conftest import free_port
+from tests.runtimes.docker_images import inference_image
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def engine():
+    client = docker.from_env()
+    try:
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"no Docker Engine ({exc}): make test starts dockerd")
+    return client
+
+
+@pytest.fixture(scope="module")
+def image(engine):
+    return inference_image(engine)
+
+
+@pytest.fixture
+def container_instance(db, engine, image, smoke_model):
+    names = []
+
+    def make(**fields) -> Instance:
+        port = free_port()
+        name = f"ic-test-{secrets.token_hex(3)}"
+        names.append(name)
+        values = {
+            "host": Host.objects.get_or_create(name="local")[0],
+            "runtime": Instance.Runtime.DOCKER,
+            "container_name": name,
+            "image": image,
+            "base_url": f"http://127.0.0.1:{port}",
+            "admin_token": "docker-test-token",
+            "run_spec": {
+                "volumes": [f"{smoke_model}:/models/smoke:ro"],
+                "environment": {
+                    "MODEL_PATH": "/models/smoke",
+                    "PORT": str(port),
+                    "HOST": "127.0.0.1",
+                    "ADMIN_TOKEN": "docker-test-token",
+                },
+            },
+            "ready_timeout": 120,
+            "stop_timeout": 20,
+            "drain_timeout": 5,
+        }
+        values.update(fields)
+        return Instance.objects.create(name=name, **values)
+
+    yield make
+    for name in names:
+        try:
+            engine.containers.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+def run(instance, kind: str, **options) -> Operation:
+    operation, _ = request_operation(instance, kind, reason="docker test", options=options)
+    execute(operation.pk)
+    operation.refresh_from_db()
+    return operation
+
+
+def test_container_start_restart_recreate_stop(engine, container_instance):
+    instance = container_instance()
+    started = run(instance, "start")
+    assert started.state == "succeeded", (started.error, started.log_tail)
+    container = engine.containers.get(instance.container_name)
+    assert container.labels[MANAGED_LABEL] == "true" and container.labels[INSTANCE_LABEL] == instance.name
+    assert httpx.get(instance.base_url + "/health").json()["state"] == "ready"
+    first_start = container.attrs["State"]["StartedAt"]
+
+    restarted = run(instance, "restart")
+    assert restarted.state == "succeeded", (restarted.error, restarted.log_tail)
+    assert "after SIGTERM" in restarted.steps[1]["detail"]  # drained and exited, not killed
+    container.reload()
+    assert container.attrs["State"]["StartedAt"] != first_start
+    print(f"\nrestart-to-ready (docker runtime, smoke model): {restarted.duration:.2f} s")
+
+    old_id = container.id
+    recreated = run(instance, "restart", recreate=True)
+    assert recreated.state == "succeeded", recreated.error
+    assert engine.containers.get(instance.container_name).id != old_id
+
+    stopped = run(instance, "stop")
+    assert stopped.state == "succeeded"
+    container = engine.containers.get(instance.container_name)
+    assert container.status == "exited" and container.attrs["State"]["ExitCode"] == 0
+
+
+def test_container_removed_behind_the_consoles_back_is_created_again(engine, container_instance):
+    instance = container_instance()
+    assert run(instance, "start").state == "succeeded"
+    engine.containers.get(instance.container_name).remove(force=True)
+    operation = run(instance, "restart")
+    assert operation.state == "succeeded", operation.error
+    assert operation.steps[1]["detail"] == "was not running"
+    assert "created and started" in operation.steps[3]["detail"]
+
+
+def test_missing_image_fails_with_reason(container_instance):
+    instance = container_instance(image="instance-console-test/no-such-image:1")
+    operation = run(instance, "start")
+    assert operation.state == "failed"
+    assert "Image 'instance-console-test/no-such-image:1' is not on this host" in operation.error
+
+
+def test_unreachable_engine_fails_with_reason(container_instance):
+    host = Host.objects.create(name="gone", docker_url="unix:///nonexistent/docker.sock")
+    instance = container_instance(host=host)
+    operation = run(instance, "restart")
+    assert operation.state == "failed"
+    assert "unix:///nonexistent/docker.sock" in operation.error or "Docker Engine" in operation.error
