@@ -18,6 +18,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def spawn(command: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+    """Start a process from the repository root in its own session, its output appended to log_path."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
 def wait_http(url: str, timeout: float = 60, status: int = 200) -> None:
     import httpx
 
@@ -64,16 +72,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> "ServerProcess":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "inference.server"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        self.proc = spawn([sys.executable, "-m", "inference.server"], self.env, self.log_path)
         if wait:
             wait_http(self.url + "/health/ready", timeout=90)
         return self
@@ -151,16 +150,7 @@ class EmbeddedConsole:
     def start(self) -> "EmbeddedConsole":
         self.manage("migrate", "--noinput")
         self.bootstrap_output = self.manage("bootstrap_demo").stdout
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(self.port)],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        self.proc = spawn([sys.executable, "manage.py", "serve", "--port", str(self.port)], self.env, self.log_path)
         wait_http(self.url + "/accounts/login/", timeout=60)
         return self
 
