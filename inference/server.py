@@ -186,12 +186,14 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, server: Server):
         super().__init__(config)
         self.inference = server
+        self._drain_thread: threading.Thread | None = None
 
     def handle_exit(self, sig, frame) -> None:
-        if sig != signal.SIGTERM or self.inference.draining and self.should_exit:
-            return super().handle_exit(sig, frame)
-        if self.inference.draining and getattr(self, "_drain_thread", None):
-            return
+        if sig != signal.SIGTERM:
+            return super().handle_exit(sig, frame)  # Ctrl-C: uvicorn's own shutdown
+        if self._drain_thread is not None:
+            return  # already on its way out; a second SIGTERM does not cut the drain short
+        # Not recorded as a captured signal, so uvicorn does not re-raise it: exit code 0.
         self.inference.begin_drain()
 
         def finish() -> None:

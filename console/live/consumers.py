@@ -8,8 +8,6 @@ from console.live.events import DASHBOARD_GROUP, attach_server_loop, instance_gr
 
 
 class _EventConsumer(AsyncJsonWebsocketConsumer):
-    groups_to_join: list[str] = []
-
     def groups_for(self) -> list[str]:
         raise NotImplementedError
 
