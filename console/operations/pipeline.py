@@ -76,10 +76,10 @@ def drain(ctx: Context) -> str:
 
 def _in_flight(ctx: Context) -> int | None:
     try:
-        body = ctx.http.get(ctx.url("/health"), timeout=3).json()
-        return int(body.get("in_flight", 0))
-    except (httpx.HTTPError, ValueError, TypeError, AttributeError):
+        value = _json_field(ctx.http.get(ctx.url("/health"), timeout=3), "in_flight")
+    except httpx.HTTPError:
         return None
+    return value if isinstance(value, int) else None
 
 
 def stop(ctx: Context) -> str:
