@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "channels",
     "console.instances",
     "console.operations",
+    "console.telemetry",
     "console.live",
     "console.api",
     "console.embedded",
@@ -208,6 +209,24 @@ LOGGING = {
     },
 }
 
+# Telemetry: how often each host samples its instances, and how long samples are kept.
+TELEMETRY_SAMPLE_SECONDS = envint("TELEMETRY_SAMPLE_SECONDS", 5)
+TELEMETRY_RAW_RETENTION = envint("TELEMETRY_RAW_RETENTION", 24 * 3600)
+TELEMETRY_MINUTE_RETENTION = envint("TELEMETRY_MINUTE_RETENTION", 30 * 24 * 3600)
+
+# The log follower's recent lines and other small shared state: Redis when
+# there is one (the worker writes, the web process reads), else this process.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 CELERY_BEAT_SCHEDULE = {
     "fail-stale-operations": {"task": "console.operations.tasks.fail_stale_operations", "schedule": 60.0},
+    "sample-instances": {
+        "task": "console.telemetry.tasks.sample_all",
+        "schedule": float(TELEMETRY_SAMPLE_SECONDS),
+        "options": {"expires": TELEMETRY_SAMPLE_SECONDS},
+    },
+    "rollup-samples": {"task": "console.telemetry.tasks.rollup_and_prune", "schedule": 60.0},
 }

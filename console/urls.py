@@ -13,5 +13,6 @@ urlpatterns = [
     path("api/", include("console.api.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("console.operations.urls")),
+    path("", include("console.telemetry.urls")),
     path("", include("console.instances.urls")),
 ]

@@ -121,6 +121,25 @@ def shared_server(smoke_model, tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture
+def managed(smoke_model, tmp_path):
+    """Process instances of the smoke server (not started); stopped again after the test."""
+    from console.runtimes.process import ProcessRuntime
+    from tests.factories import process_instance
+
+    created = []
+
+    def make(name: str, **fields):
+        server = ServerProcess(smoke_model, tmp_path)
+        instance = process_instance(name, server, **fields)
+        created.append(instance)
+        return instance
+
+    yield make
+    for instance in created:
+        ProcessRuntime().stop(instance, timeout=5)
+
+
 class EmbeddedConsole:
     """`make run` in miniature: migrate, bootstrap the demo, serve — in a fresh var/ with SQLite."""
 
@@ -139,6 +158,7 @@ class EmbeddedConsole:
             "CONSOLE_VAR_DIR": str(var),
             "CONSOLE_DEMO_PASSWORD": self.password,
             "CONSOLE_DEMO_PORT": str(self.demo_port),
+            "TELEMETRY_SAMPLE_SECONDS": "1",
         }
         self.proc: subprocess.Popen | None = None
 

@@ -10,20 +10,35 @@ from console.instances.models import Instance
 from console.operations.forms import OperationForm
 from console.operations.models import Operation
 from console.operations.request import OperationRefused, request_operation
+from console.telemetry.follow import recent_lines
+from console.telemetry.latest import latest_samples
+from console.telemetry.series import RANGES
 
 OPERATE = "instances.operate_instance"
 
 
 @login_required
 def instance_list(request):
-    instances = list(Instance.objects.select_related("host").order_by("group", "name"))
-    latest = {}
-    for operation in (
-        Operation.objects.filter(instance__in=instances).select_related("instance").order_by("-created")[:500]
-    ):
-        latest.setdefault(operation.instance_id, operation)
-    rows = [(instance, latest.get(instance.pk)) for instance in instances]
-    return render(request, "instances/list.html", {"rows": rows})
+    """The dashboard: every instance with its badge and figures, filtered by host or group."""
+    everything = Instance.objects.select_related("host").order_by("group", "name")
+    host, group = request.GET.get("host", ""), request.GET.get("group", "")
+    instances = list(everything.filter(**{k: v for k, v in (("host__name", host), ("group", group)) if v}))
+    last_ops = {}
+    for operation in Operation.objects.filter(instance__in=instances).order_by("-created")[:500]:
+        last_ops.setdefault(operation.instance_id, operation)
+    samples = latest_samples(instances)
+    rows = [(instance, last_ops.get(instance.pk), samples.get(instance.pk)) for instance in instances]
+    return render(
+        request,
+        "instances/list.html",
+        {
+            "rows": rows,
+            "hosts": sorted({i.host.name for i in everything}),
+            "groups": sorted({i.group for i in everything if i.group}),
+            "host": host,
+            "group": group,
+        },
+    )
 
 
 @login_required
@@ -38,6 +53,9 @@ def instance_detail(request, name: str):
             "instance": instance,
             "operations": operations,
             "active": active,
+            "sample": latest_samples([instance]).get(instance.pk),
+            "log_lines": recent_lines(instance.name),
+            "ranges": list(RANGES),
             "form": OperationForm(),
             "can_operate": request.user.has_perm(OPERATE),
         },

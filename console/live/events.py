@@ -47,7 +47,12 @@ def publish(instance_name: str, event_type: str, data: dict[str, Any]) -> None:
     if layer is None:
         return
     message = {"type": "console.event", "event": event_type, "instance": instance_name, "data": data}
-    groups = (instance_group(instance_name), DASHBOARD_GROUP)
+    # Log lines are for the instance's page only; the dashboard gets the rest.
+    groups = (
+        (instance_group(instance_name),)
+        if event_type == LOG_LINES
+        else (instance_group(instance_name), DASHBOARD_GROUP)
+    )
     try:
         if isinstance(layer, InMemoryChannelLayer):
             loop = _server_loop

@@ -32,6 +32,13 @@ class Runtime(Protocol):
 
     def log_tail(self, instance, lines: int = 50) -> list[str]: ...
 
+    def log_cursor(self, instance) -> "LogCursor": ...
+
+
+class LogCursor(Protocol):
+    def read(self) -> list[bytes]:
+        """Raw log lines written since the last call (the recent past on the first)."""
+
 
 def runtime_for(instance) -> Runtime:
     """The runtime that manages this instance."""

@@ -5,6 +5,7 @@ a container that carries it or that an instance names explicitly.
 """
 
 import time
+from datetime import datetime
 
 import docker
 import requests
@@ -131,6 +132,41 @@ class DockerRuntime:
         except (APIError, DockerException):
             return []
         return raw.decode("utf-8", errors="replace").splitlines()[-lines:]
+
+    def log_cursor(self, instance) -> "ContainerCursor":
+        return ContainerCursor(self, instance)
+
+
+class ContainerCursor:
+    """New log lines of a container (stdout and stderr) since the last read."""
+
+    def __init__(self, runtime: "DockerRuntime", instance, backlog_lines: int = 200):
+        self.runtime = runtime
+        self.instance = instance
+        self.backlog_lines = backlog_lines
+        self.last = ""  # Docker's fixed-width RFC 3339 timestamp of the last line seen
+
+    def read(self) -> list[bytes]:
+        try:
+            container = self.runtime._container(self.instance)
+            if container is None:
+                return []
+            if self.last:
+                since = datetime.fromisoformat(self.last[:26] + "+00:00").timestamp()
+                raw = container.logs(stdout=True, stderr=True, timestamps=True, since=since)
+            else:
+                raw = container.logs(stdout=True, stderr=True, timestamps=True, tail=self.backlog_lines)
+        except (RuntimeFailure, APIError, DockerException, requests.RequestException):
+            return []
+        lines = []
+        for line in raw.split(b"\n"):
+            stamp, _, text = line.partition(b" ")
+            stamp_text = stamp.decode("ascii", errors="replace")
+            if not stamp or stamp_text <= self.last:
+                continue  # `since` has whole-microsecond precision: lines at the boundary come again
+            self.last = stamp_text
+            lines.append(text)
+        return lines
 
 
 def _explain(exc: Exception) -> str:

@@ -177,6 +177,9 @@ class ProcessRuntime:
     def log_tail(self, instance, lines: int = 50) -> list[str]:
         return tail_lines(log_path(instance), lines)
 
+    def log_cursor(self, instance) -> "FileCursor":
+        return FileCursor(log_path(instance))
+
     @staticmethod
     def _signal(pgid: int, signum: int) -> None:
         try:
@@ -194,6 +197,56 @@ class ProcessRuntime:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
+
+
+class FileCursor:
+    """New lines of a log file since the last read. Survives copy-truncate rotation
+    (the file shrinks) and replacement (a new inode); a huge line is cut, not buffered."""
+
+    CHUNK = 4 * 1024 * 1024
+    MAX_LINE_BYTES = 64 * 1024
+
+    def __init__(self, path: Path, backlog_bytes: int = 64 * 1024):
+        self.path = path
+        self.backlog_bytes = backlog_bytes
+        self.inode: int | None = None
+        self.offset = 0
+        self.partial = b""
+        self.discarding = False  # inside a line already cut at MAX_LINE_BYTES
+
+    def read(self) -> list[bytes]:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        if stat.st_ino != self.inode:
+            first = self.inode is None
+            self.inode, self.partial = stat.st_ino, b""
+            # On first sight show only the recent past; a new file is read from its start.
+            self.offset = max(0, stat.st_size - self.backlog_bytes) if first else 0
+            self.discarding = self.offset > 0  # the first line is probably cut
+        elif stat.st_size < self.offset:
+            self.offset, self.partial, self.discarding = 0, b"", False
+        if stat.st_size == self.offset:
+            return []
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read(self.CHUNK)
+        self.offset += len(data)
+        return self._split(data)
+
+    def _split(self, data: bytes) -> list[bytes]:
+        if self.discarding:
+            newline = data.find(b"\n")
+            if newline < 0:
+                return []
+            data, self.discarding = data[newline + 1 :], False
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        if len(self.partial) > self.MAX_LINE_BYTES:
+            lines.append(self.partial[: self.MAX_LINE_BYTES])
+            self.partial, self.discarding = b"", True
+        return lines
 
 
 def tail_lines(path: Path, lines: int, max_bytes: int = 256 * 1024) -> list[str]:

@@ -18,21 +18,41 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="session")
-def browser():
+def playwright_driver():
     from playwright.sync_api import sync_playwright
 
-    executable = shutil.which("chromium") or "/usr/bin/chromium"
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
     with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            profile,
-            executable_path=executable,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": 1280, "height": 800},
-        )
-        yield context
-        context.close()
+        yield playwright
+
+
+def launch(playwright, **options):
+    """A chromium with its own fresh profile (cookies, storage): one operator's browser."""
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    context = playwright.chromium.launch_persistent_context(
+        profile,
+        executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+        args=CHROMIUM_ARGS,
+        headless=True,
+        viewport=options.pop("viewport", {"width": 1280, "height": 800}),
+        **options,
+    )
+    return context, profile
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_driver):
+    context, profile = launch(playwright_driver)
+    yield context
+    context.close()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def second_browser(playwright_driver):
+    """Another operator's browser, separate from `browser`."""
+    context, profile = launch(playwright_driver)
+    yield context
+    context.close()
     shutil.rmtree(profile, ignore_errors=True)
 
 

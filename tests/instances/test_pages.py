@@ -41,7 +41,7 @@ def test_operator_restart_returns_the_live_progress_partial(instance):
     assert response.status_code == 200
     operation = Operation.objects.get()
     assert f"Restart #{operation.pk}".encode() in response.content
-    assert b'hx-trigger="every 1s"' in response.content  # it follows itself until finished
+    assert b'hx-trigger="every 2s, operation-updated from:body"' in response.content  # follows itself until finished
     assert operation.requested_by.username == "o" and operation.reason == "slow"
 
 

@@ -9,24 +9,6 @@ from console.operations.models import Operation
 from console.operations.pipeline import execute
 from console.operations.request import request_operation
 from console.runtimes.process import ProcessRuntime
-from tests.conftest import ServerProcess
-from tests.factories import process_instance
-
-
-@pytest.fixture
-def managed(smoke_model, tmp_path):
-    """A process instance of the smoke server; stopped again after the test."""
-    created = []
-
-    def make(name: str, **fields):
-        server = ServerProcess(smoke_model, tmp_path)
-        instance = process_instance(name, server, **fields)
-        created.append(instance)
-        return instance
-
-    yield make
-    for instance in created:
-        ProcessRuntime().stop(instance, timeout=5)
 
 
 def run(instance, kind: str, **options) -> Operation:

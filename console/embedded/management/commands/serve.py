@@ -21,6 +21,7 @@ class Command(BaseCommand):
 
         from console.instances.models import Host
         from console.operations.recovery import requeue_active
+        from console.telemetry.follow import start_follower, stop_follower
 
         embedded = settings.CONSOLE_MODE == "embedded"
         worker = None
@@ -30,6 +31,7 @@ class Command(BaseCommand):
             queues = {settings.CELERY_TASK_DEFAULT_QUEUE} | {host_queue(h.name) for h in Host.objects.all()}
             worker = EmbeddedWorker(sorted(queues), settings.CONSOLE_WORKER_CONCURRENCY)
             worker.start()
+            start_follower([h.name for h in Host.objects.all()] or [settings.CONSOLE_HOST_NAME])
             requeued = requeue_active()
             if requeued:
                 self.stdout.write(f"re-queued {requeued} operation(s) left unfinished by the last run")
@@ -41,6 +43,7 @@ class Command(BaseCommand):
             pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; ours follows
         finally:
             if worker is not None:
+                stop_follower()
                 worker.stop()
             if embedded and not keep_instances:
                 self._stop_local_instances()

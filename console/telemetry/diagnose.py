@@ -1,0 +1,202 @@
+"""The checklist an operator runs before restarting, in plain words.
+
+The four rows of the runbook — GPU memory, duplicate processes, connections,
+log tail — evaluated on the recent samples, and a verdict: soft decay (a
+restart is the cure), or something a restart will not fix for long.
+"""
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from statistics import median
+
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from console.telemetry.follow import recent_lines
+from console.telemetry.logscan import signatures
+from console.telemetry.models import Sample
+
+WINDOW = timedelta(minutes=15)
+MEMORY_NEAR_FULL = 0.92  # of the GPUs' total
+MEMORY_SWING = 0.20  # of total, max - min over the window
+CLOSE_WAIT_MANY = 20
+ESTABLISHED_MANY = 200
+SLOW_FACTOR = 2.0  # p95 over its own baseline since the last restart
+SLOW_FLOOR_MS = 50.0  # ignore doubling of tiny latencies
+
+
+@dataclass
+class Finding:
+    check: str
+    level: str  # ok, warn, bad, unknown
+    summary: str
+    evidence: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Diagnosis:
+    verdict: str
+    advice: str
+    findings: list[Finding]
+    samples: int
+
+
+def _gib(n) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _memory(samples: list[Sample]) -> Finding:
+    used = [(s.gpu_used, s.gpu_total) for s in samples if s.gpu_total]
+    device_used = []
+    for s in samples:
+        devices = (s.data.get("gpu") or {}).get("devices") or []
+        if devices:
+            device_used.append((sum(d["used"] for d in devices), sum(d["total"] for d in devices)))
+    series = device_used or [(u, t) for u, t in used if u is not None]
+    if not series:
+        nvml = next((s.data.get("nvml") for s in samples if s.data.get("nvml")), "")
+        return Finding("gpu_memory", "unknown", _("No GPU figures (%(why)s).") % {"why": nvml or _("no samples")})
+    current, total = series[-1]
+    values = [u for u, _t in series]
+    swing = (max(values) - min(values)) / total
+    evidence = [_("%(used)s of %(total)s in use now") % {"used": _gib(current), "total": _gib(total)}]
+    latest = samples[-1]
+    if latest.reserved and latest.allocated is not None:
+        evidence.append(
+            _("allocator: %(res)s reserved, %(alloc)s in tensors (fragmentation %(frag).0f%%)")
+            % {"res": _gib(latest.reserved), "alloc": _gib(latest.allocated), "frag": (latest.fragmentation or 0) * 100}
+        )
+    if current / total >= MEMORY_NEAR_FULL:
+        return Finding("gpu_memory", "bad", _("GPU memory is nearly full."), evidence)
+    if swing >= MEMORY_SWING:
+        evidence.append(_("swung by %(pct).0f%% of total in 15 min") % {"pct": swing * 100})
+        return Finding("gpu_memory", "warn", _("GPU memory use swings widely."), evidence)
+    return Finding("gpu_memory", "ok", _("GPU memory is steady and has room."), evidence)
+
+
+def _duplicates(latest: Sample, instance) -> Finding:
+    data = latest.data
+    evidence = []
+    others = [p for p in (data.get("gpu") or {}).get("processes", []) if not p.get("ours")]
+    for proc in others:
+        evidence.append(
+            _("pid %(pid)s holds %(used)s on GPU %(gpu)s")
+            % {"pid": proc["pid"], "used": _gib(proc["used"]), "gpu": proc["gpu"]}
+        )
+    listeners = (data.get("tcp") or {}).get("LISTEN", 0)
+    if listeners > 1:
+        evidence.append(_("%(n)d sockets listen on the instance's port") % {"n": listeners})
+    server_pid = data.get("server_pid")
+    if instance.runtime == "process" and server_pid and data.get("pids") and server_pid not in data["pids"]:
+        evidence.append(
+            _("the server answering on the port is pid %(pid)s, which the console did not start") % {"pid": server_pid}
+        )
+    if evidence:
+        return Finding("processes", "bad", _("Other server processes are running beside this instance."), evidence)
+    pids = data.get("pids") or []
+    return Finding("processes", "ok", _("One server, no stray processes on its GPUs."), [_("pids %(p)s") % {"p": pids}])
+
+
+def _connections(latest: Sample) -> Finding:
+    if latest.close_wait is None:
+        return Finding("connections", "unknown", _("Connection states could not be read."))
+    evidence = [
+        _("%(e)d established, %(c)d close-wait, %(t)d time-wait")
+        % {"e": latest.established, "c": latest.close_wait, "t": latest.time_wait}
+    ]
+    if latest.close_wait >= CLOSE_WAIT_MANY:
+        return Finding(
+            "connections", "bad", _("Many connections stuck in CLOSE_WAIT (leaked by the server)."), evidence
+        )
+    if latest.established >= ESTABLISHED_MANY:
+        return Finding("connections", "warn", _("Unusually many open connections."), evidence)
+    return Finding("connections", "ok", _("Connections look normal."), evidence)
+
+
+def _log_tail(samples: list[Sample], lines: list[str]) -> Finding:
+    counts: dict[str, int] = {}
+    for s in samples:
+        for name, n in (s.data.get("signatures") or {}).items():
+            counts[name] = counts.get(name, 0) + n
+    if not counts:
+        for name, n in signatures(lines).items():
+            counts[name] = n
+    labels = {
+        "cuda_oom": _("CUDA out of memory"),
+        "cuda_error": _("CUDA errors"),
+        "timeout": _("timeouts"),
+        "traceback": _("tracebacks"),
+    }
+    evidence = [f"{labels.get(name, name)}: {n}" for name, n in sorted(counts.items()) if n]
+    if counts.get("cuda_oom") or counts.get("cuda_error"):
+        return Finding("log_tail", "bad", _("The log shows CUDA errors or out-of-memory."), evidence)
+    if any(counts.values()):
+        return Finding("log_tail", "warn", _("The log shows timeouts or errors."), evidence)
+    return Finding("log_tail", "ok", _("No OOM, timeout or CUDA error in the recent log."))
+
+
+def _latency(samples: list[Sample]) -> tuple[float | None, float | None]:
+    """(baseline, now) p95 in ms: the best minute since the last start, and the last few samples."""
+    with_p95 = [s for s in samples if s.p95_ms is not None]
+    if len(with_p95) < 3:
+        return None, None
+    now = median(s.p95_ms for s in with_p95[-3:])
+    return min(s.p95_ms for s in with_p95), now
+
+
+def diagnose(instance, now=None) -> Diagnosis:
+    now = now or timezone.now()
+    samples = list(Sample.objects.filter(instance=instance, resolution=Sample.RAW, at__gte=now - WINDOW).order_by("at"))
+    if not samples:
+        return Diagnosis(
+            "no_data", _("No samples in the last 15 minutes: is this host's worker running?"), [], samples=0
+        )
+    latest = samples[-1]
+    lines = [entry["text"] for entry in recent_lines(instance.name)]
+    # Baseline since the last (re)start: samples whose uptime is below the current one.
+    since_start = [s for s in samples if (s.data.get("uptime") or 0) <= (latest.data.get("uptime") or 0)]
+    baseline, current = _latency(since_start)
+    findings = [_memory(samples), _duplicates(latest, instance), _connections(latest), _log_tail(samples, lines)]
+    slow = baseline is not None and current >= SLOW_FLOOR_MS and current >= SLOW_FACTOR * baseline
+    if baseline is not None:
+        level = "warn" if slow else "ok"
+        summary = _("Responses are slower than after the last start.") if slow else _("Latency is at its baseline.")
+        findings.append(
+            Finding(
+                "latency",
+                level,
+                summary,
+                [_("p95 %(now).0f ms, baseline %(base).0f ms") % {"now": current, "base": baseline}],
+            )
+        )
+    by = {f.check: f for f in findings}
+    if latest.status == "down":
+        verdict, advice = "down", _("The instance is down: read the log tail, then restart it.")
+    elif by["processes"].level == "bad":
+        verdict, advice = (
+            "duplicates",
+            _("Stop the stray processes first; a restart alone may leave them holding GPU memory or the port."),
+        )
+    elif by["gpu_memory"].level == "bad" and by["log_tail"].level == "bad":
+        verdict, advice = (
+            "memory_pressure",
+            _("GPU memory is exhausted. A restart helps only for a while: lower the concurrency or image size limits."),
+        )
+    elif by["connections"].level == "bad":
+        verdict, advice = (
+            "connection_leak",
+            _("Leaked connections: a restart frees them; check client timeouts and disconnect handling."),
+        )
+    elif slow and by["gpu_memory"].level in ("ok", "warn", "unknown") and by["log_tail"].level == "ok":
+        verdict, advice = (
+            "soft_decay",
+            _("Memory has room and the log is clean, yet it is slower: soft decay. A restart is recommended."),
+        )
+    elif by["log_tail"].level == "bad":
+        verdict, advice = (
+            "errors",
+            _("Errors in the log: read them before restarting; a restart may not fix the cause."),
+        )
+    else:
+        verdict, advice = "healthy", _("Nothing in the checklist points to a problem; no restart needed.")
+    return Diagnosis(verdict, advice, findings, samples=len(samples))

@@ -1,0 +1,59 @@
+"""Log lines made safe to show, and the error signatures the checklist looks for."""
+
+import json
+import re
+from collections import Counter
+
+MAX_LINE_CHARS = 4000
+# Colour and cursor escapes; other control characters are replaced below.
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+# The log-tail row of the checklist: OOM, timeouts, CUDA errors (plus tracebacks).
+SIGNATURES = {
+    "cuda_oom": re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED", re.I),
+    "cuda_error": re.compile(r"CUDA error|cudaError|device-side assert|NCCL error|Xid", re.I),
+    "timeout": re.compile(r"\btimed out\b|\bTimeoutError\b|\bReadTimeout\b|deadline exceeded|\"status\": ?504\b", re.I),
+    "traceback": re.compile(r"Traceback \(most recent call last\)"),
+}
+LEVELS = ("critical", "error", "warning", "info", "debug")
+_LEVEL_WORD = re.compile(r"\b(CRITICAL|FATAL|ERROR|WARNING|WARN|INFO|DEBUG)\b")
+
+
+def clean(raw: bytes | str) -> str:
+    """One line for display: bytes decoded with replacement, escapes stripped, length capped."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    text = text.rstrip("\r\n")
+    if "\r" in text:  # a progress bar redrawn in place: what a terminal would show last
+        text = text.rsplit("\r", 1)[1]
+    text = CONTROL.sub("\ufffd", ANSI.sub("", text))
+    if len(text) > MAX_LINE_CHARS:
+        text = f"{text[:MAX_LINE_CHARS]}… [{len(text) - MAX_LINE_CHARS} more characters]"
+    return text
+
+
+def level(line: str) -> str:
+    """The line's level: from a JSON log's "level" field, else from a level word, else info."""
+    if line.startswith("{"):
+        try:
+            value = json.loads(line).get("level")
+        except (ValueError, AttributeError):
+            value = None
+        if isinstance(value, str) and value.lower() in LEVELS:
+            return value.lower()
+    match = _LEVEL_WORD.search(line[:200])
+    if match:
+        word = match.group(1).lower()
+        return {"fatal": "critical", "warn": "warning"}.get(word, word)
+    if line.startswith("Traceback"):
+        return "error"
+    return "info"
+
+
+def signatures(lines: list[str]) -> Counter:
+    counts: Counter = Counter()
+    for line in lines:
+        for name, pattern in SIGNATURES.items():
+            if pattern.search(line):
+                counts[name] += 1
+    return counts

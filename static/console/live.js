@@ -1,0 +1,254 @@
+/* Live panels: one WebSocket per page, JSON events, small DOM updates, no framework.
+   Formats numbers as console/telemetry/templatetags/telemetry.py does. */
+(function () {
+  "use strict";
+  const DASH = "–";
+  const labels = JSON.parse((document.getElementById("status-labels") || {}).textContent || "{}");
+  const gib = (v) => (v == null ? DASH : (v / 2 ** 30).toFixed(1));
+  const ms = (v) => (v == null ? DASH : v >= 10 ? v.toFixed(0) + " ms" : v.toFixed(1) + " ms");
+  const count = (v) => (v == null ? DASH : String(v));
+  const pad = (n) => String(n).padStart(2, "0");
+  function uptime(s) {
+    if (s == null) return DASH;
+    s = Math.floor(s);
+    if (s < 3600) return Math.floor(s / 60) + "m " + pad(s % 60) + "s";
+    if (s < 86400) return Math.floor(s / 3600) + "h " + pad(Math.floor((s % 3600) / 60)) + "m";
+    return Math.floor(s / 86400) + "d " + pad(Math.floor((s % 86400) / 3600)) + "h";
+  }
+  const root = document.querySelector("[data-live]");
+  if (!root) return;
+  const kind = root.dataset.live;
+  const liveState = document.querySelector("[data-live-state]");
+
+  function setField(scope, name, text) {
+    scope.querySelectorAll('[data-field="' + name + '"]').forEach((el) => {
+      if (el.textContent !== text) el.textContent = text;
+    });
+  }
+  function setBadge(scope, status) {
+    scope.querySelectorAll('[data-field="status"]').forEach((el) => {
+      el.className = "badge " + status;
+      el.textContent = labels[status] || status;
+    });
+  }
+
+  // -- samples: badges and figures
+  function applySample(name, d) {
+    const scopes = document.querySelectorAll('[data-instance="' + CSS.escape(name) + '"]');
+    const scope = kind === "instance" ? document : scopes[0];
+    if (!scope || (kind === "instance" && !scopes.length)) return;
+    setBadge(scope, d.status);
+    setField(scope, "detail", d.detail || "");
+    setField(scope, "gpu", gib(d.gpu_used) + " / " + gib(d.gpu_total) + " GiB");
+    const bar = scope.querySelector('[data-field="gpu_bar"]');
+    if (bar) bar.style.width = (d.gpu_used && d.gpu_total ? Math.min(100, Math.round((d.gpu_used * 100) / d.gpu_total)) : 0) + "%";
+    setField(scope, "allocator", gib(d.reserved) + " / " + gib(d.allocated) + " GiB");
+    setField(scope, "latency", ms(d.p50_ms) + " / " + ms(d.p95_ms));
+    setField(scope, "p95_ms", ms(d.p95_ms));
+    setField(scope, "rps", count(d.rps));
+    setField(scope, "in_flight", count(d.in_flight));
+    setField(scope, "connections", count(d.established) + " / " + count(d.close_wait));
+    setField(scope, "uptime", uptime(d.uptime));
+    setField(scope, "probe_ms", ms(d.probe_ms));
+    setField(scope, "nvml", d.nvml || "");
+    scope.querySelectorAll("[data-sampled-at]").forEach((el) => (el.dataset.sampledAt = d.at));
+    if (kind === "instance") charts.push(d);
+  }
+
+  // -- operations: the dashboard's last-operation cell; the instance page's progress card
+  function applyOperation(name, d) {
+    if (kind === "dashboard") {
+      const row = document.querySelector('[data-instance="' + CSS.escape(name) + '"]');
+      if (!row) return;
+      const cell = row.querySelector('[data-field="operation"]');
+      if (cell) {
+        cell.replaceChildren();
+        const a = document.createElement("a");
+        a.href = "/operations/" + d.id + "/";
+        a.textContent = d.kind_display || d.kind;
+        const badge = document.createElement("span");
+        badge.className = "badge " + d.state;
+        badge.textContent = d.state_display || d.state;
+        cell.append(a, " ", badge);
+      }
+      if (d.state === "queued" || d.state === "running") setBadge(row, "restarting");
+    } else if (window.htmx) {
+      htmx.trigger(document.body, "operation-updated", { id: d.id });
+    }
+  }
+
+  // -- log panel: bounded, filterable, follow or pause
+  const logs = (function () {
+    const pre = document.getElementById("log-lines");
+    if (!pre) return { add() {} };
+    const max = parseInt(pre.dataset.maxLines || "2000", 10);
+    const tool = (n) => document.querySelector('[data-log="' + n + '"]');
+    const levels = ["debug", "info", "warning", "error", "critical"];
+    let entries = Array.from(pre.querySelectorAll(".line")).map((el) => ({ text: el.textContent, level: el.classList[1] || "info" }));
+    let follow = true, pending = [], scheduled = false, regex = null, held = 0;
+    const status = (t) => { const s = tool("status"); if (s) s.textContent = t; };
+    function visible(e) {
+      if (levels.indexOf(e.level) < levels.indexOf(tool("level").value)) return false;
+      const needle = tool("filter").value;
+      if (!needle) return true;
+      return regex ? regex.test(e.text) : e.text.includes(needle);
+    }
+    function lineNode(e) {
+      const span = document.createElement("span");
+      span.className = "line " + e.level;
+      span.textContent = e.text + "\n";
+      return span;
+    }
+    function render() {
+      const frag = document.createDocumentFragment();
+      entries.filter(visible).forEach((e) => frag.appendChild(lineNode(e)));
+      pre.replaceChildren(frag);
+      if (follow) pre.scrollTop = pre.scrollHeight;
+    }
+    function flush() {
+      scheduled = false;
+      if (!follow) { status(held + " new lines (paused)"); return; }
+      const batch = pending; pending = []; held = 0;
+      const frag = document.createDocumentFragment();
+      batch.filter(visible).forEach((e) => frag.appendChild(lineNode(e)));
+      pre.appendChild(frag);
+      while (pre.childNodes.length > max) pre.removeChild(pre.firstChild);
+      pre.scrollTop = pre.scrollHeight;
+      status("");
+    }
+    // A pattern is tried in a worker first: one that takes too long (catastrophic
+    // backtracking) is refused instead of freezing the page.
+    function checkRegex(pattern) {
+      return new Promise((resolve) => {
+        let re;
+        try { re = new RegExp(pattern, "i"); } catch (err) { resolve({ error: err.message }); return; }
+        const src = "onmessage=(m)=>{const re=new RegExp(m.data.p,'i');let n=0;for(const t of m.data.lines){if(re.test(t))n++}postMessage(n)}";
+        const worker = new Worker(URL.createObjectURL(new Blob([src], { type: "text/javascript" })));
+        const timer = setTimeout(() => { worker.terminate(); resolve({ error: "pattern too slow" }); }, 300);
+        worker.onmessage = () => { clearTimeout(timer); worker.terminate(); resolve({ re }); };
+        const probe = entries.map((e) => e.text);
+        probe.push("a".repeat(64) + "!", "x".repeat(2000));
+        worker.postMessage({ p: pattern, lines: probe });
+      });
+    }
+    async function refilter() {
+      regex = null;
+      if (tool("regex").checked && tool("filter").value) {
+        const result = await checkRegex(tool("filter").value);
+        if (result.error) { status("regex refused: " + result.error); tool("filter").classList.add("invalid"); return; }
+        regex = result.re;
+      }
+      tool("filter").classList.remove("invalid");
+      status("");
+      render();
+    }
+    tool("filter").addEventListener("input", refilter);
+    tool("regex").addEventListener("change", refilter);
+    tool("level").addEventListener("change", refilter);
+    tool("follow").addEventListener("click", (ev) => {
+      follow = !follow;
+      ev.currentTarget.classList.toggle("on", follow);
+      if (follow) { render(); pending = []; held = 0; status(""); }
+    });
+    tool("download").addEventListener("click", (ev) => {
+      const url = new URL(ev.currentTarget.href, location.href);
+      url.searchParams.set("level", tool("level").value);
+      if (!tool("regex").checked) url.searchParams.set("contains", tool("filter").value);
+      ev.currentTarget.href = url.pathname + url.search;
+    });
+    pre.scrollTop = pre.scrollHeight;
+    return {
+      add(lines) {
+        entries = entries.concat(lines);
+        if (entries.length > max) entries = entries.slice(entries.length - max);
+        pending = pending.concat(lines);
+        if (pending.length > max) pending = pending.slice(pending.length - max);
+        held += lines.length;
+        if (!scheduled) { scheduled = true; requestAnimationFrame(flush); }
+      },
+    };
+  })();
+
+  // -- charts (instance page)
+  const charts = (function () {
+    const section = document.getElementById("charts");
+    if (!section || !window.uPlot) return { push() {} };
+    const GiB = 2 ** 30;
+    const defs = {
+      memory: { series: [["used", "gpu_used", GiB], ["total", "gpu_total", GiB], ["reserved", "reserved", GiB], ["in tensors", "allocated", GiB]] },
+      latency: { series: [["p50", "p50_ms", 1], ["p95", "p95_ms", 1]] },
+      rps: { series: [["req/s", "rps", 1]] },
+      connections: { series: [["established", "established", 1], ["close-wait", "close_wait", 1], ["time-wait", "time_wait", 1]] },
+    };
+    const colours = ["#1a5fb4", "#888", "#c64600", "#1f7a3a"];
+    let range = "15m", plots = {}, data = {};
+    const spans = { "15m": 900, "6h": 21600, "24h": 86400, "7d": 604800 };
+    function build(columns) {
+      Object.entries(defs).forEach(([name, def]) => {
+        const el = section.querySelector('[data-chart="' + name + '"]');
+        data[name] = [columns.t.slice()].concat(def.series.map(([, col, div]) => columns[col].map((v) => (v == null ? null : v / div))));
+        if (plots[name]) { plots[name].setData(data[name]); return; }
+        const opts = {
+          width: Math.max(260, el.clientWidth || 400), height: 170, legend: { live: false },
+          series: [{}].concat(def.series.map(([label], i) => ({ label, stroke: colours[i % colours.length], width: 1.5, spanGaps: false }))),
+          axes: [{ stroke: "#888" }, { stroke: "#888", size: 50 }],
+        };
+        plots[name] = new uPlot(opts, data[name], el);
+      });
+      section.dataset.points = String(columns.t.length);
+    }
+    async function load() {
+      const response = await fetch(section.dataset.series + "?range=" + range, { credentials: "same-origin" });
+      if (response.ok) build((await response.json()).columns);
+    }
+    section.querySelectorAll("[data-range]").forEach((b) =>
+      b.addEventListener("click", () => {
+        range = b.dataset.range;
+        section.querySelectorAll("[data-range]").forEach((x) => x.classList.toggle("on", x === b));
+        load();
+      })
+    );
+    window.addEventListener("resize", () => Object.entries(plots).forEach(([name, p]) => {
+      const el = section.querySelector('[data-chart="' + name + '"]');
+      p.setSize({ width: Math.max(260, el.clientWidth), height: 170 });
+    }));
+    load();
+    setInterval(() => { if (range !== "15m") load(); }, 60000);
+    return {
+      push(d) {
+        if (range !== "15m" || !data.memory) return;
+        const cutoff = d.at - spans[range];
+        Object.entries(defs).forEach(([name, def]) => {
+          const cols = data[name];
+          cols[0].push(d.at);
+          def.series.forEach(([, col, div], i) => cols[i + 1].push(d[col] == null ? null : d[col] / div));
+          while (cols[0].length && cols[0][0] < cutoff) cols.forEach((c) => c.shift());
+          plots[name].setData(cols);
+        });
+        section.dataset.points = String(data.memory[0].length);
+      },
+    };
+  })();
+
+  // -- the connection, resumed after any drop without a reload
+  const path = kind === "dashboard" ? "/ws/dashboard/" : root.dataset.ws;
+  let delay = 500;
+  function connect() {
+    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + path);
+    ws.onopen = () => { delay = 500; if (liveState) { liveState.textContent = liveState.dataset.liveText || "live"; liveState.className = "live on"; } };
+    ws.onmessage = (m) => {
+      const ev = JSON.parse(m.data);
+      if (ev.type === "sample") applySample(ev.instance, ev.data);
+      else if (ev.type === "operation.updated") applyOperation(ev.instance, ev.data);
+      else if (ev.type === "log.lines") logs.add(ev.data.lines);
+      document.dispatchEvent(new CustomEvent("console:event", { detail: ev }));
+    };
+    ws.onclose = (e) => {
+      if (liveState) { liveState.textContent = e.code === 4401 ? "signed out" : "reconnecting…"; liveState.className = "live off"; }
+      if (e.code === 4401) return;
+      setTimeout(connect, delay);
+      delay = Math.min(delay * 2, 10000);
+    };
+  }
+  connect();
+})();

@@ -1,0 +1,89 @@
+"""Live panels in a real browser: figures, charts and logs update without reload; a second
+operator's dashboard follows a restart."""
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import wait_http
+from tests.e2e.conftest import login
+from tests.inference.helpers import chat
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+IDLE = "!document.querySelector('#operation-live [data-state=running], #operation-live [data-state=queued]')"
+
+pytestmark = pytest.mark.browser
+
+
+def test_instance_page_updates_live_and_a_second_dashboard_follows_a_restart(browser, second_browser, embedded_console):
+    console = embedded_console
+    wait_http(console.demo_url + "/health/ready", timeout=90)
+    page = browser.new_page()
+    login(page, console)
+    page.goto(console.url + "/instances/demo/")
+    page.wait_for_function(IDLE, timeout=90_000)
+    page.wait_for_selector("[data-live-state].on", timeout=15_000)
+    page.wait_for_selector(".titlebar [data-field=status].ready", timeout=30_000)
+
+    # Figures and charts move without a reload.
+    page.wait_for_function("Number(document.getElementById('charts').dataset.points || 0) > 0", timeout=30_000)
+    points = int(page.get_attribute("#charts", "data-points"))
+    page.wait_for_function(f"Number(document.getElementById('charts').dataset.points) > {points}", timeout=15_000)
+    assert page.locator("[data-chart=memory] canvas").count() == 1
+    assert "ms" in page.inner_text("[data-field=probe_ms]")
+
+    # A request to the instance shows up in the log panel.
+    request_id = uuid.uuid4().hex
+    response = httpx.post(console.demo_url + "/v1/chat/completions", json=chat(), headers={"X-Request-Id": request_id})
+    assert response.status_code == 200
+    page.wait_for_selector(f"#log-lines .line:has-text('{request_id}')", timeout=15_000)
+    # A catastrophic pattern is refused rather than freezing the page.
+    page.check("[data-log=regex]")
+    page.fill("[data-log=filter]", "(a+)+$")
+    page.wait_for_function("document.querySelector('[data-log=status]').textContent.includes('too slow')")
+    page.fill("[data-log=filter]", request_id[:8])
+    page.wait_for_function(
+        "document.querySelectorAll('#log-lines .line').length === 1 &&"
+        " document.querySelector('[data-log=status]').textContent === ''"
+    )
+    page.uncheck("[data-log=regex]")
+    page.fill("[data-log=filter]", "")
+
+    page.click("#diagnose-section button")
+    verdict = page.wait_for_selector("#diagnose [data-verdict]")
+    assert verdict.get_attribute("data-verdict") == "healthy", verdict.inner_text()
+
+    # Another operator watches the dashboard while this one restarts.
+    other = second_browser.new_page()
+    login(other, console)
+    badge = other.locator("#instance-demo [data-field=status]")
+    other.wait_for_selector("#instance-demo [data-field=status].ready", timeout=30_000)
+    other.wait_for_selector("[data-live-state].on", timeout=15_000)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    other.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+
+    page.select_option("select[name=kind]", "restart")
+    page.fill("input[name=reason]", "p95 creeping up")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("form#operate button[type=submit]")
+    other.wait_for_selector("#instance-demo [data-field=status].restarting", timeout=15_000)
+    page.wait_for_selector("#operation-live .progress[data-state=succeeded]", timeout=90_000)
+    other.wait_for_selector("#instance-demo [data-field=status].ready", timeout=30_000)
+    assert "Succeeded" in other.inner_text("#instance-demo [data-field=operation]")
+    assert badge.inner_text() == "ready"
+    page.screenshot(path=str(SCREENSHOTS / "instance.png"), full_page=True)
+    page.close()
+    other.close()
+
+
+def test_dashboard_fits_a_phone(second_browser, embedded_console):
+    console = embedded_console
+    page = second_browser.new_page()
+    page.set_viewport_size({"width": 390, "height": 800})
+    login(page, console)
+    page.wait_for_selector("#instance-demo [data-field=status]")
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the page scrolls sideways by {overflow}px"
+    page.close()

@@ -1,0 +1,98 @@
+"""The checklist's verdicts on sample histories that look like each cause."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from console.telemetry.diagnose import diagnose
+from console.telemetry.models import Sample
+from tests.factories import process_instance
+
+GiB = 2**30
+
+
+def history(instance, n=10, **overrides):
+    """n samples a few seconds apart ending now; overrides may be callables of the index."""
+    now = timezone.now()
+    for i in range(n):
+        figures = {
+            "status": "ready",
+            "probe_ok": True,
+            "p95_ms": 100.0,
+            "gpu_used": 20 * GiB,
+            "gpu_total": 80 * GiB,
+            "established": 3,
+            "close_wait": 0,
+            "time_wait": 0,
+            "data": {"uptime": 3600 + i * 5, "pids": [10], "server_pid": 10, "tcp": {"LISTEN": 1}, "signatures": {}},
+        }
+        for key, value in overrides.items():
+            figures[key] = value(i) if callable(value) else value
+        Sample.objects.create(instance=instance, at=now - timedelta(seconds=5 * (n - i)), **figures)
+
+
+@pytest.fixture
+def instance(db):
+    return process_instance("diag-a", command=["true"])
+
+
+def verdict(instance):
+    result = diagnose(instance)
+    return result.verdict, {f.check: f.level for f in result.findings}
+
+
+def test_no_samples_says_so(instance):
+    assert diagnose(instance).verdict == "no_data"
+
+
+def test_healthy(instance):
+    history(instance)
+    assert verdict(instance) == (
+        "healthy",
+        {"gpu_memory": "ok", "processes": "ok", "connections": "ok", "log_tail": "ok", "latency": "ok"},
+    )
+
+
+def test_slow_with_room_and_a_clean_log_is_soft_decay(instance):
+    history(instance, p95_ms=lambda i: 100.0 if i < 5 else 400.0)
+    found, levels = verdict(instance)
+    assert found == "soft_decay" and levels["latency"] == "warn"
+    assert "restart is recommended" in diagnose(instance).advice
+
+
+def test_close_wait_pile_up_is_a_connection_leak(instance):
+    history(instance, close_wait=lambda i: i * 10)
+    assert verdict(instance)[0] == "connection_leak"
+
+
+def test_full_memory_with_oom_in_the_log_is_memory_pressure(instance):
+    history(
+        instance,
+        gpu_used=79 * GiB,
+        data=lambda i: {"uptime": 100 + i, "pids": [10], "server_pid": 10, "signatures": {"cuda_oom": 1}},
+    )
+    found, levels = verdict(instance)
+    assert found == "memory_pressure" and levels["gpu_memory"] == "bad" and levels["log_tail"] == "bad"
+
+
+def test_a_stray_server_on_the_port_or_gpu_is_a_duplicate(instance):
+    history(
+        instance,
+        data={
+            "uptime": 50,
+            "pids": [10],
+            "server_pid": 99,
+            "tcp": {"LISTEN": 2},
+            "gpu": {"processes": [{"pid": 77, "gpu": 0, "used": 5 * GiB, "ours": False}]},
+        },
+    )
+    result = diagnose(instance)
+    assert result.verdict == "duplicates"
+    evidence = " ".join(next(f for f in result.findings if f.check == "processes").evidence)
+    assert "pid 77" in evidence and "2 sockets" in evidence and "pid 99" in evidence
+
+
+def test_down_wins(instance):
+    history(instance, status=lambda i: "ready" if i < 9 else "down")
+    assert verdict(instance)[0] == "down"

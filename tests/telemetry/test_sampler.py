@@ -1,0 +1,88 @@
+"""Sampling real instances: a smoke server process answering, one that is down, GPU mapping."""
+
+import httpx
+import pytest
+
+from console.runtimes.process import ProcessRuntime
+from console.telemetry import sampler
+from console.telemetry.gpu import GpuDevice, GpuProcess
+from console.telemetry.models import Sample
+from tests.conftest import wait_http
+from tests.factories import process_instance
+from tests.inference.helpers import chat
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_ready_server_is_sampled_with_its_health_and_connections(managed):
+    instance = managed("sample-a")
+    ProcessRuntime().start(instance)
+    wait_http(instance.base_url + "/health/ready", timeout=90)
+    with httpx.Client() as client:  # a keep-alive connection stays ESTABLISHED
+        for _ in range(3):
+            assert client.post(instance.base_url + "/v1/chat/completions", json=chat()).status_code == 200
+        assert sampler.sample_host("local") == 1
+    sample = Sample.objects.get(instance=instance)
+    assert sample.status == "ready" and sample.probe_ok and sample.probe_ms > 0
+    assert sample.p50_ms > 0 and sample.p95_ms >= sample.p50_ms
+    assert sample.rps > 0 and sample.in_flight == 0
+    assert sample.rss > 50 * 2**20 and sample.fds > 0
+    assert sample.established >= 1 and sample.close_wait == 0
+    assert sample.data["tcp"]["LISTEN"] == 1
+    assert sample.data["server_pid"] in sample.data["pids"]
+    assert sample.data["uptime"] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_instance_that_is_not_running_is_down_and_others_are_still_sampled(managed):
+    process_instance("never-started", command=["/nonexistent"])
+    up = managed("sample-b")
+    ProcessRuntime().start(up)
+    wait_http(up.base_url + "/health/ready", timeout=90)
+    assert sampler.sample_host("local") == 2
+    down = Sample.objects.get(instance__name="never-started")
+    assert down.status == "down" and not down.probe_ok and down.data["detail"] == "not running"
+    assert Sample.objects.get(instance=up).status == "ready"
+
+
+def test_derive_status_prefers_operations_then_runtime_then_health():
+    ok = sampler.health.Probe(ok=True, ms=1.0, health={"state": "draining"})
+    assert sampler.derive_status(True, ok, "restart") == ("restarting", "restart in progress")
+    assert sampler.derive_status(False, ok, None)[0] == "down"
+    assert sampler.derive_status(True, sampler.health.Probe(ok=False, ms=None, error="refused"), None) == (
+        "down",
+        "refused",
+    )
+    assert sampler.derive_status(True, ok, None)[0] == "draining"
+
+
+def test_gpu_processes_are_mapped_to_the_instance_by_pid(monkeypatch):
+    # Fake NVML (CPU machine); the real path runs in tests/gpu on the GPU host.
+    monkeypatch.setattr(sampler.gpu, "nvml_available", lambda: True)
+    monkeypatch.setattr(
+        sampler.gpu,
+        "devices",
+        lambda: [
+            GpuDevice(0, "H100", 30 * 2**30, 80 * 2**30, 50, 60, 300.0),
+            GpuDevice(1, "H100", 0, 80 * 2**30, 0, 40, 70.0),
+        ],
+    )
+    monkeypatch.setattr(
+        sampler.gpu,
+        "processes",
+        lambda: [GpuProcess(100, 0, 20 * 2**30), GpuProcess(200, 0, 10 * 2**30), GpuProcess(300, 1, 2**30)],
+    )
+    figures = sampler.GpuSnapshot().for_instance([0], [100, 101])
+    assert figures["gpu_used"] == 20 * 2**30 and figures["gpu_total"] == 80 * 2**30
+    assert [d["index"] for d in figures["devices"]] == [0]
+    assert figures["processes"] == [
+        {"pid": 100, "gpu": 0, "used": 20 * 2**30, "ours": True},
+        {"pid": 200, "gpu": 0, "used": 10 * 2**30, "ours": False},
+    ]
+
+
+def test_no_nvidia_gpu_is_reported_cleanly(monkeypatch):
+    monkeypatch.setattr(sampler.gpu, "nvml_available", lambda: False)
+    monkeypatch.setattr(sampler.gpu, "nvml_error", lambda: "no NVIDIA GPU (driver not loaded)")
+    snapshot = sampler.GpuSnapshot()
+    assert snapshot.error == "no NVIDIA GPU (driver not loaded)"
+    assert snapshot.for_instance([0], [1])["gpu_used"] is None
