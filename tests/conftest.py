@@ -140,6 +140,17 @@ def managed(smoke_model, tmp_path):
         ProcessRuntime().stop(instance, timeout=5)
 
 
+@pytest.fixture
+def worker(transactional_db):
+    """A real Celery worker (threads, in-memory broker) consuming the console and local host queues."""
+    from console.embedded.worker import EmbeddedWorker
+
+    running = EmbeddedWorker(["console", "host.local"], concurrency=4, beat=False)
+    running.start()
+    yield running
+    running.stop()
+
+
 class EmbeddedConsole:
     """`make run` in miniature: migrate, bootstrap the demo, serve — in a fresh var/ with SQLite."""
 

@@ -8,4 +8,6 @@ urlpatterns = [
     path("instances/<slug:name>/", views.instance, name="instance"),
     path("instances/<slug:name>/operations/", views.operate, name="operate"),
     path("operations/<int:pk>/", views.operation, name="operation"),
+    path("rollouts/", views.rollouts, name="rollouts"),
+    path("rollouts/<int:pk>/", views.rollout, name="rollout"),
 ]

@@ -11,9 +11,11 @@ from django.views.decorators.http import require_http_methods
 from console.api.auth import user_from_token
 from console.instances.models import Instance
 from console.instances.status import instance_summary
-from console.operations.models import Operation
+from console.operations.forms import RolloutForm
+from console.operations.models import Operation, Rollout
 from console.operations.progress import summary
 from console.operations.request import OperationRefused, request_operation
+from console.operations.rollout import request_rollout
 
 OPERATE = "instances.operate_instance"
 
@@ -97,3 +99,63 @@ def operate(request, name: str):
 def operation(request, pk: int):
     item = get_object_or_404(Operation.objects.select_related("instance", "requested_by"), pk=pk)
     return JsonResponse(summary(item))
+
+
+def rollout_summary(rollout) -> dict:
+    return {
+        "id": rollout.pk,
+        "strategy": rollout.strategy,
+        "instances": rollout.instance_names,
+        "state": rollout.state,
+        "results": rollout.results,
+        "error": rollout.error,
+        "trigger": rollout.trigger,
+        "reason": rollout.reason,
+        "created": rollout.created.isoformat(),
+        "finished": rollout.finished.isoformat() if rollout.finished else None,
+    }
+
+
+@api_view(["POST"])
+def rollouts(request):
+    """Body: {"group": "gpu-a"} or {"instances": ["a", "b"]}, plus "strategy", "skip_busy", "reason"."""
+    if not request.user.has_perm(OPERATE):
+        return error(403, "Your role may look at instances but not operate them.")
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return error(400, "The body must be JSON.")
+    if not isinstance(body, dict):
+        return error(400, "The body must be a JSON object.")
+    names = body.get("instances", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return error(400, "'instances' must be a list of names.")
+    form = RolloutForm(
+        {
+            "group": body.get("group") or "",
+            "instances": " ".join(names),
+            "strategy": body.get("strategy", "rolling"),
+            "skip_busy": body.get("skip_busy") is True,
+            "reason": body.get("reason", ""),
+        }
+    )
+    if not form.is_valid():
+        messages = [
+            str(m) if field == "__all__" else f"'{field}': {m}" for field, errors in form.errors.items() for m in errors
+        ]
+        return error(400, " ".join(messages))
+    data = form.cleaned_data
+    rollout = request_rollout(
+        data["targets"],
+        strategy=data["strategy"],
+        user=request.user,
+        reason=data["reason"],
+        trigger=Operation.Trigger.API,
+        skip_busy=data["skip_busy"],
+    )
+    return JsonResponse(rollout_summary(rollout), status=202)
+
+
+@api_view(["GET"])
+def rollout(request, pk: int):
+    return JsonResponse(rollout_summary(get_object_or_404(Rollout, pk=pk)))

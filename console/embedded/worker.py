@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedWorker:
-    def __init__(self, queues: list[str], concurrency: int):
+    def __init__(self, queues: list[str], concurrency: int, beat: bool = True):
         self.queues = queues
         self.worker = app.WorkController(
             pool_cls="threads",
@@ -26,15 +26,17 @@ class EmbeddedWorker:
             without_gossip=True,
             loglevel="INFO",
         )
-        self.beat = EmbeddedService(app, thread=True)
+        self.beat = EmbeddedService(app, thread=True) if beat else None
         self.thread = threading.Thread(target=self.worker.start, name="celery-worker", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
-        self.beat.start()
+        if self.beat is not None:
+            self.beat.start()
         log.info("embedded worker consuming %s", ", ".join(self.queues))
 
     def stop(self) -> None:
-        self.beat.stop()
+        if self.beat is not None:
+            self.beat.stop()
         self.worker.stop(in_sighandler=False)
         self.thread.join(timeout=10)

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 
 from console.instances.models import Instance
 from console.operations.forms import OperationForm
-from console.operations.models import Operation
+from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
 from console.telemetry.follow import recent_lines
 from console.telemetry.latest import latest_samples
@@ -37,6 +37,8 @@ def instance_list(request):
             "groups": sorted({i.group for i in everything if i.group}),
             "host": host,
             "group": group,
+            "can_operate": request.user.has_perm(OPERATE),
+            "rollouts": Rollout.objects.exclude(state__in=[Rollout.State.SUCCEEDED, Rollout.State.FAILED])[:5],
         },
     )
 

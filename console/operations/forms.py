@@ -1,6 +1,7 @@
 from django import forms
 
-from console.operations.models import Operation
+from console.instances.models import Instance
+from console.operations.models import Operation, Rollout
 
 
 class OperationForm(forms.Form):
@@ -11,3 +12,32 @@ class OperationForm(forms.Form):
     recreate = forms.BooleanField(
         required=False, help_text="Docker only: remove the container and create it again from its spec."
     )
+
+
+class RolloutForm(forms.Form):
+    """Restart a group of instances (or named ones), rolling or all at once."""
+
+    group = forms.CharField(max_length=63, required=False)
+    instances = forms.CharField(required=False, help_text="Instance names separated by spaces or commas.")
+    strategy = forms.ChoiceField(choices=Rollout.Strategy.choices, initial=Rollout.Strategy.ROLLING)
+    skip_busy = forms.BooleanField(required=False)
+    reason = forms.CharField(max_length=500, required=False)
+
+    def clean(self):
+        data = super().clean()
+        group, names = data.get("group", ""), data.get("instances", "")
+        if bool(group) == bool(names.strip()):
+            raise forms.ValidationError("Choose either a group or a list of instances.")
+        if group:
+            found = list(Instance.objects.filter(group=group, enabled=True).order_by("name"))
+            if not found:
+                raise forms.ValidationError(f"No enabled instance in group {group!r}.")
+        else:
+            wanted = [n for n in names.replace(",", " ").split() if n]
+            by_name = {i.name: i for i in Instance.objects.filter(name__in=wanted)}
+            unknown = [n for n in wanted if n not in by_name]
+            if unknown:
+                raise forms.ValidationError(f"Unknown instance(s): {', '.join(unknown)}.")
+            found = [by_name[n] for n in dict.fromkeys(wanted)]
+        data["targets"] = found
+        return data

@@ -50,6 +50,9 @@ class Operation(models.Model):
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    rollout = models.ForeignKey(
+        "operations.Rollout", null=True, blank=True, on_delete=models.SET_NULL, related_name="operations"
+    )
 
     class Meta:
         ordering = ["-created"]
@@ -83,3 +86,45 @@ class Operation(models.Model):
             if stored is not None and stored not in self.ACTIVE_STATES:
                 raise FinishedOperationError(f"Operation #{self.pk} is {stored}; finished operations are not edited.")
         super().save(*args, **kwargs)
+
+
+class Rollout(models.Model):
+    """A restart of several instances: rolling (one at a time, each ready before the next) or all at once."""
+
+    class Strategy(models.TextChoices):
+        ROLLING = "rolling", "Rolling (one at a time)"
+        ALL = "all", "All at once"
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.ROLLING)
+    instance_names = models.JSONField(default=list, help_text="The instances, in the order they are restarted.")
+    skip_busy = models.BooleanField(
+        default=False, help_text="Skip an instance that has requests in flight instead of draining it."
+    )
+    trigger = models.CharField(max_length=16, choices=Operation.Trigger.choices, default=Operation.Trigger.MANUAL)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    # One entry per instance: {"instance", "operation", "state", "detail"}.
+    results = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.get_strategy_display()} restart of {', '.join(self.instance_names)} (#{self.pk})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (self.State.SUCCEEDED, self.State.FAILED)

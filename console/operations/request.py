@@ -17,6 +17,7 @@ def request_operation(
     reason: str = "",
     trigger: str = Operation.Trigger.MANUAL,
     options: dict | None = None,
+    rollout=None,
 ) -> tuple[Operation, bool]:
     """Queue an operation on the instance's host; returns (operation, created).
 
@@ -36,11 +37,14 @@ def request_operation(
                 requested_by=user if user is not None and user.is_authenticated else None,
                 reason=reason[:500],
                 options=options or {},
+                rollout=rollout,
             )
     except IntegrityError:
         active = Operation.objects.filter(instance=instance, state__in=Operation.ACTIVE_STATES).first()
         if active is None:  # it finished between our insert and this read
-            return request_operation(instance, kind, user=user, reason=reason, trigger=trigger, options=options)
+            return request_operation(
+                instance, kind, user=user, reason=reason, trigger=trigger, options=options, rollout=rollout
+            )
         if active.kind == kind:
             return active, False
         raise OperationRefused(

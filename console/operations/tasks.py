@@ -21,3 +21,12 @@ def fail_stale_operations() -> list[int]:
     from console.operations.recovery import fail_stale
 
     return fail_stale()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def run_rollout(rollout_id: int) -> str | None:
+    """Runs on the console queue; each restart runs on its instance's host queue."""
+    from console.operations.rollout import execute_rollout
+
+    rollout = execute_rollout(rollout_id)
+    return rollout.state if rollout else None

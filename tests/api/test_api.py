@@ -112,3 +112,26 @@ def test_tokens_are_stored_hashed_and_revocable(instance):
     client.post(f"/accounts/tokens/{token.pk}/revoke/")
     assert Client().get("/api/instances/", **bearer(key)).status_code == 401
     assert client.post("/accounts/tokens/", {"name": ""}).status_code == 400
+
+
+@pytest.mark.django_db
+def test_rollouts_through_the_api_with_clear_refusals(instance):
+    process_instance("api-b", command=["true"], group="pair")
+    process_instance("api-c", command=["true"], group="pair")
+    _, key = ApiToken.issue(user("op-roll", OPERATOR), "script")
+    _, viewer_key = ApiToken.issue(user("viewer-roll", VIEWER), "script")
+    client = Client()
+    assert post(client, "/api/rollouts/", {"group": "pair"}, viewer_key).status_code == 403
+    unknown = post(client, "/api/rollouts/", {"group": "nope"}, key)
+    assert unknown.status_code == 400 and "No enabled instance in group 'nope'" in unknown.json()["error"]
+    both = post(client, "/api/rollouts/", {"group": "pair", "instances": ["api-a"]}, key)
+    assert both.status_code == 400 and "either a group or a list" in both.json()["error"]
+    missing = post(client, "/api/rollouts/", {"instances": ["api-a", "ghost"]}, key)
+    assert missing.status_code == 400 and "ghost" in missing.json()["error"]
+    bad_strategy = post(client, "/api/rollouts/", {"group": "pair", "strategy": "random"}, key)
+    assert bad_strategy.status_code == 400 and "strategy" in bad_strategy.json()["error"].lower()
+    created = post(client, "/api/rollouts/", {"group": "pair", "reason": "nightly"}, key)
+    assert created.status_code == 202
+    body = created.json()
+    assert body["instances"] == ["api-b", "api-c"] and body["state"] == "queued" and body["trigger"] == "api"
+    assert client.get(f"/api/rollouts/{body['id']}/", **bearer(viewer_key)).json()["reason"] == "nightly"
