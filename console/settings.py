@@ -76,6 +76,8 @@ INSTALLED_APPS = [
     "console.instances",
     "console.operations",
     "console.telemetry",
+    "console.schedules",
+    "console.alerts",
     "console.live",
     "console.api",
     "console.embedded",
@@ -174,7 +176,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CONSOLE_HEARTBEAT_STALE_SECONDS = envint("CONSOLE_HEARTBEAT_STALE_SECONDS", 30)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "console.schedules.beat:Scheduler"
 # Threads in the embedded worker: enough that one slow restart does not hold
 # up the others.
 CONSOLE_WORKER_CONCURRENCY = envint("CONSOLE_WORKER_CONCURRENCY", 8)
@@ -208,6 +210,16 @@ LOGGING = {
         "celery.worker.strategy": {"level": "WARNING"},
     },
 }
+
+# Alert emails go through Django's email backend (SMTP unless set otherwise).
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "instance-console@localhost")
 
 # Telemetry: how often each host samples its instances, and how long samples are kept.
 TELEMETRY_SAMPLE_SECONDS = envint("TELEMETRY_SAMPLE_SECONDS", 5)

@@ -14,5 +14,6 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("console.operations.urls")),
     path("", include("console.telemetry.urls")),
+    path("", include("console.schedules.urls")),
     path("", include("console.instances.urls")),
 ]

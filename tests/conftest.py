@@ -151,6 +151,52 @@ def worker(transactional_db):
     running.stop()
 
 
+class WebhookReceiver:
+    """A real HTTP endpoint on 127.0.0.1 that records JSON posts; can be told to fail first."""
+
+    def __init__(self, fail_first: int = 0):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[dict] = []
+        self.failures_left = fail_first
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (the standard library's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if receiver.failures_left > 0:
+                    receiver.failures_left -= 1
+                    self.send_response(503)
+                else:
+                    receiver.received.append(json.loads(body))
+                    self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def events(self) -> list[str]:
+        return [body.get("event") for body in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook():
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
 class EmbeddedConsole:
     """`make run` in miniature: migrate, bootstrap the demo, serve — in a fresh var/ with SQLite."""
 

@@ -26,7 +26,9 @@ class EmbeddedWorker:
             without_gossip=True,
             loglevel="INFO",
         )
-        self.beat = EmbeddedService(app, thread=True) if beat else None
+        # The same scheduler as `celery beat` in production: schedules live in the
+        # database (django-celery-beat), not in a shelve file in the working directory.
+        self.beat = EmbeddedService(app, thread=True, scheduler_cls=app.conf.beat_scheduler) if beat else None
         self.thread = threading.Thread(target=self.worker.start, name="celery-worker", daemon=True)
 
     def start(self) -> None:

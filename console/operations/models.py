@@ -114,6 +114,9 @@ class Rollout(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
     # One entry per instance: {"instance", "operation", "state", "detail"}.
     results = models.JSONField(default=list, blank=True)
+    not_after = models.DateTimeField(
+        null=True, blank=True, help_text="No instance is started after this (the end of a maintenance window)."
+    )
     error = models.TextField(blank=True)
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)

@@ -57,3 +57,13 @@ def finish(operation: Operation, state: str, error: str = "", log_tail: str = ""
     operation.finished = timezone.now()
     operation.save(update_fields=["state", "error", "log_tail", "finished"])
     announce(operation)
+    if state == Operation.State.FAILED:
+        from console.alerts.notify import FAILED_OPERATION, notify
+
+        notify(
+            FAILED_OPERATION,
+            operation.instance,
+            f"{operation.get_kind_display()} of {operation.instance.name} failed",
+            f"{error}\n\nLast log lines:\n{log_tail[-2000:]}" if log_tail else error,
+            {"operation": operation.pk, "trigger": operation.trigger, "reason": operation.reason},
+        )

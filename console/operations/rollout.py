@@ -137,6 +137,9 @@ def execute_rollout(rollout_id: int, poll: float = 0.5) -> Rollout | None:
                 failed = failed or operation
     else:
         for instance in ordered:
+            if rollout.not_after and timezone.now() >= rollout.not_after:
+                _record(rollout, instance.name, None, "not started", "the maintenance window has closed")
+                continue
             operation = _start(rollout, instance)
             if operation is None:
                 continue

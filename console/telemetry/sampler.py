@@ -159,12 +159,19 @@ def sample_host(host_name: str, workers: int = 8) -> int:
     def one(instance) -> bool:
         try:
             record(instance, collect(instance, snapshot, client))
-            return True
         except Exception:  # one broken instance never stops the others' samples
             log.exception("sampling %s failed", instance.name)
+            connection.close()
             return False
+        try:
+            from console.schedules.watchdog import evaluate
+
+            evaluate(instance)  # rules run where the fresh sample is, right after it
+        except Exception:
+            log.exception("watchdog of %s failed", instance.name)
         finally:
             connection.close()  # pool threads end with the round; so do their connections
+        return True
 
     with httpx.Client() as client, ThreadPoolExecutor(max_workers=min(workers, len(instances))) as pool:
         return sum(pool.map(one, instances))

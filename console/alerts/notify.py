@@ -1,0 +1,90 @@
+"""Send a notification to every channel that wants it; delivery is retried by a task."""
+
+import logging
+
+import httpx
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from console.alerts.models import AlertChannel, AlertDelivery
+
+log = logging.getLogger(__name__)
+
+FAILED_OPERATION, WATCHDOG, NEEDS_ATTENTION = "operation_failed", "watchdog", "needs_attention"
+EVENT_FLAGS = {FAILED_OPERATION: "on_failed_operation", WATCHDOG: "on_watchdog", NEEDS_ATTENTION: "on_needs_attention"}
+MAX_ATTEMPTS = 5
+
+
+def notify(event: str, instance, title: str, text: str, details: dict | None = None) -> list[AlertDelivery]:
+    """Record one delivery per interested channel and queue it (after the current transaction commits)."""
+    channels = AlertChannel.objects.filter(enabled=True, **{EVENT_FLAGS[event]: True}).filter(
+        Q(instances=None) | Q(instances=instance)
+    )
+    deliveries = [
+        AlertDelivery.objects.create(
+            channel=channel,
+            event=event,
+            instance_name=instance.name,
+            title=title[:200],
+            text=text,
+            details=details or {},
+        )
+        for channel in channels.distinct()
+    ]
+    for delivery in deliveries:
+        transaction.on_commit(lambda pk=delivery.pk: _enqueue(pk))
+    return deliveries
+
+
+def _enqueue(delivery_id: int) -> None:
+    from console.alerts.tasks import deliver_alert
+
+    deliver_alert.apply_async(args=[delivery_id])
+
+
+def payload(delivery: AlertDelivery) -> dict:
+    message = f"[Instance Console] {delivery.title}\n{delivery.text}"
+    fmt = delivery.channel.format
+    if fmt == AlertChannel.Format.FEISHU:
+        return {"msg_type": "text", "content": {"text": message}}
+    if fmt == AlertChannel.Format.DINGTALK:
+        return {"msgtype": "text", "text": {"content": message}}
+    return {
+        "text": message,
+        "event": delivery.event,
+        "instance": delivery.instance_name,
+        "title": delivery.title,
+        "details": delivery.details,
+        "at": delivery.created.isoformat(),
+    }
+
+
+def attempt(delivery: AlertDelivery) -> bool:
+    """One try; records the outcome. True when delivered."""
+    delivery.attempts += 1
+    channel = delivery.channel
+    try:
+        if channel.kind == AlertChannel.Kind.WEBHOOK:
+            response = httpx.post(channel.url, json=payload(delivery), timeout=10)
+            if response.status_code >= 300:
+                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+        else:
+            recipients = [a.strip() for a in channel.emails.split(",") if a.strip()]
+            send_mail(
+                f"[Instance Console] {delivery.title}",
+                delivery.text,
+                settings.DEFAULT_FROM_EMAIL,
+                recipients,
+            )
+    except Exception as exc:  # any failure is recorded and retried; never lost silently
+        delivery.last_error = str(exc)[:1000] or exc.__class__.__name__
+        delivery.state = AlertDelivery.State.FAILED if delivery.attempts >= MAX_ATTEMPTS else delivery.state
+        delivery.save(update_fields=["attempts", "last_error", "state"])
+        log.warning("alert %s via %s failed (attempt %d): %s", delivery.pk, channel, delivery.attempts, exc)
+        return False
+    delivery.state, delivery.sent, delivery.last_error = AlertDelivery.State.SENT, timezone.now(), ""
+    delivery.save(update_fields=["attempts", "state", "sent", "last_error"])
+    return True

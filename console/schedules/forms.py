@@ -1,0 +1,57 @@
+from django import forms
+
+from console.instances.models import Instance
+from console.schedules import cron
+from console.schedules.models import RestartSchedule
+
+
+class ScheduleForm(forms.ModelForm):
+    group = forms.ChoiceField(required=False)
+
+    class Meta:
+        model = RestartSchedule
+        fields = [
+            "name",
+            "cron",
+            "timezone",
+            "instances",
+            "group",
+            "strategy",
+            "busy_policy",
+            "window_start",
+            "window_end",
+            "grace_minutes",
+            "enabled",
+        ]
+        widgets = {
+            "instances": forms.CheckboxSelectMultiple,
+            "window_start": forms.TimeInput(attrs={"type": "time"}),
+            "window_end": forms.TimeInput(attrs={"type": "time"}),
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        groups = sorted(set(Instance.objects.exclude(group="").values_list("group", flat=True)))
+        self.fields["group"].choices = [("", "—")] + [(g, g) for g in groups]
+        self.fields["instances"].queryset = Instance.objects.order_by("name")
+        self.fields["instances"].required = False
+        self.fields["cron"].widget.attrs.update(placeholder="daily at 03:00")
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("instances") and not data.get("group"):
+            raise forms.ValidationError("Choose a group or at least one instance to restart.")
+        return data
+
+    def preview(self, count: int = 5) -> list:
+        """The next runs, for the page; empty if the form is not valid."""
+        return next_runs(self.cleaned_data["cron"], self.cleaned_data["timezone"], count) if self.is_valid() else []
+
+
+def next_runs(expression: str, zone_name: str, count: int = 5) -> list[dict]:
+    from django.utils import timezone
+
+    tz = cron.zone(zone_name)
+    return [
+        {"local": t.astimezone(tz), "utc": t} for t in cron.next_runs(cron.parse(expression), tz, timezone.now(), count)
+    ]

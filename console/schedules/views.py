@@ -1,0 +1,93 @@
+"""Schedule pages: list, create, edit, pause, delete, and the next-runs preview."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from console.schedules import cron
+from console.schedules.forms import ScheduleForm, next_runs
+from console.schedules.models import RestartSchedule
+
+CHANGE = "schedules.change_restartschedule"
+
+
+@login_required
+@permission_required("schedules.view_restartschedule", raise_exception=True)
+def schedule_list(request):
+    schedules = RestartSchedule.objects.prefetch_related("instances").order_by("name")
+    rows = []
+    for schedule in schedules:
+        upcoming = next_runs(schedule.cron, schedule.timezone, 1) if schedule.enabled else []
+        rows.append((schedule, upcoming[0] if upcoming else None, schedule.runs.first()))
+    return render(request, "schedules/list.html", {"rows": rows, "can_change": request.user.has_perm(CHANGE)})
+
+
+def _save(request, form: ScheduleForm) -> RestartSchedule:
+    schedule = form.save(commit=False)
+    if schedule.created_by_id is None:
+        schedule.created_by = request.user
+    schedule.save()
+    form.save_m2m()
+    schedule.sync_beat()
+    return schedule
+
+
+@login_required
+@permission_required("schedules.add_restartschedule", raise_exception=True)
+def schedule_create(request):
+    form = ScheduleForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        schedule = _save(request, form)
+        messages.success(request, f"Schedule {schedule.name!r} saved.")
+        return redirect("schedules:list")
+    status = 400 if request.method == "POST" else 200
+    return render(request, "schedules/form.html", {"form": form, "preview": form.preview()}, status=status)
+
+
+@login_required
+@permission_required(CHANGE, raise_exception=True)
+def schedule_edit(request, pk: int):
+    schedule = get_object_or_404(RestartSchedule, pk=pk)
+    form = ScheduleForm(request.POST or None, instance=schedule)
+    if request.method == "POST" and form.is_valid():
+        _save(request, form)
+        messages.success(request, f"Schedule {schedule.name!r} saved.")
+        return redirect("schedules:list")
+    status = 400 if request.method == "POST" else 200
+    preview = form.preview() if request.method == "POST" else next_runs(schedule.cron, schedule.timezone)
+    context = {"form": form, "schedule": schedule, "preview": preview, "runs": schedule.runs.all()[:20]}
+    return render(request, "schedules/form.html", context, status=status)
+
+
+@login_required
+@permission_required(CHANGE, raise_exception=True)
+@require_POST
+def schedule_toggle(request, pk: int):
+    schedule = get_object_or_404(RestartSchedule, pk=pk)
+    schedule.enabled = not schedule.enabled
+    schedule.save(update_fields=["enabled", "updated"])
+    schedule.sync_beat()
+    messages.success(request, f"Schedule {schedule.name!r} {'resumed' if schedule.enabled else 'paused'}.")
+    return redirect("schedules:list")
+
+
+@login_required
+@permission_required("schedules.delete_restartschedule", raise_exception=True)
+@require_POST
+def schedule_delete(request, pk: int):
+    schedule = get_object_or_404(RestartSchedule, pk=pk)
+    schedule.delete()
+    messages.success(request, f"Schedule {schedule.name!r} deleted.")
+    return redirect("schedules:list")
+
+
+@login_required
+@require_GET
+def schedule_preview(request):
+    """The next runs of an expression in a zone, or what is wrong with them (htmx, as the form is typed)."""
+    try:
+        runs = next_runs(request.GET.get("cron", ""), request.GET.get("timezone", "UTC"))
+    except cron.CronError as exc:
+        return render(request, "schedules/_preview.html", {"error": str(exc)}, status=400)
+    return render(request, "schedules/_preview.html", {"preview": runs})

@@ -1,0 +1,100 @@
+"""Alerts reach a real webhook receiver and real email backend; failures are retried and visible."""
+
+import time
+
+import pytest
+from django.core import mail
+
+from console.alerts.models import AlertChannel, AlertDelivery
+from console.alerts.notify import FAILED_OPERATION, WATCHDOG, attempt, notify, payload
+from console.alerts.tasks import deliver_alert
+from tests.conftest import WebhookReceiver
+from tests.factories import process_instance
+
+
+@pytest.fixture
+def instance(db):
+    return process_instance("alert-a", command=["true"])
+
+
+def test_channels_get_the_events_they_asked_for_per_instance_or_globally(worker, webhook):
+    """Through a real worker: notify() queues, the worker delivers."""
+    instance = process_instance("alert-a", command=["true"])
+    other = process_instance("alert-b", command=["true"])
+    AlertChannel.objects.create(name="all", url=webhook.url)
+    only_b = AlertChannel.objects.create(name="only-b", url=webhook.url)
+    only_b.instances.add(other)
+    AlertChannel.objects.create(name="no-watchdog", url=webhook.url, on_watchdog=False)
+    sent = notify(WATCHDOG, instance, "alert-a: p95_limit", "p95 900 ms above 500 ms", {"p95_ms": 900})
+    assert [d.channel.name for d in sent] == ["all"]
+    deadline = time.monotonic() + 15
+    while not webhook.received and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert webhook.received[0]["event"] == "watchdog" and webhook.received[0]["details"] == {"p95_ms": 900}
+    assert webhook.received[0]["text"].startswith("[Instance Console] alert-a: p95_limit")
+    assert AlertDelivery.objects.get().state == "sent"
+
+
+def test_feishu_and_dingtalk_bodies(instance):
+    for fmt, key in (("feishu", "msg_type"), ("dingtalk", "msgtype")):
+        channel = AlertChannel.objects.create(name=fmt, url="http://127.0.0.1:9/x", format=fmt)
+        delivery = AlertDelivery.objects.create(
+            channel=channel, event="watchdog", instance_name="alert-a", title="t", text="x"
+        )
+        assert key in payload(delivery)
+
+
+def test_a_failing_receiver_is_retried_then_the_delivery_says_why(instance):
+    receiver = WebhookReceiver(fail_first=2)
+    try:
+        channel = AlertChannel.objects.create(name="flaky", url=receiver.url)
+        delivery = AlertDelivery.objects.create(
+            channel=channel, event=FAILED_OPERATION, instance_name="alert-a", title="t", text="x"
+        )
+        assert not attempt(delivery) and delivery.last_error.startswith("HTTP 503")
+        assert delivery.state == "pending" and delivery.attempts == 1
+        assert not attempt(delivery)
+        assert attempt(delivery) and delivery.state == "sent" and delivery.last_error == ""
+        assert len(receiver.received) == 1
+    finally:
+        receiver.close()
+    dead = AlertChannel.objects.create(name="dead", url="http://127.0.0.1:9/nothing-listens")
+    lost = AlertDelivery.objects.create(
+        channel=dead, event=FAILED_OPERATION, instance_name="alert-a", title="t", text="x"
+    )
+    for _ in range(5):
+        attempt(lost)
+    assert lost.state == "failed" and lost.attempts == 5 and lost.last_error
+
+
+def test_the_task_retries_with_celery(instance, monkeypatch):
+    channel = AlertChannel.objects.create(name="dead", url="http://127.0.0.1:9/nothing-listens")
+    delivery = AlertDelivery.objects.create(
+        channel=channel, event=FAILED_OPERATION, instance_name="alert-a", title="t", text="x"
+    )
+    from celery.exceptions import Retry
+
+    with pytest.raises(Retry):
+        deliver_alert.apply(args=[delivery.pk], throw=True)
+    delivery.refresh_from_db()
+    assert delivery.attempts == 1 and delivery.state == "pending"
+
+
+def test_email_channel(instance, settings):
+    # Django's own test mail backend: the one fake here, as no mail server can run in tests.
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    AlertChannel.objects.create(name="oncall", kind="email", emails="sre@example.com, lead@example.com")
+    (delivery,) = notify(FAILED_OPERATION, instance, "Restart of alert-a failed", "ready: not ready within 300 s")
+    assert attempt(delivery)
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].subject == "[Instance Console] Restart of alert-a failed"
+    assert mail.outbox[0].to == ["sre@example.com", "lead@example.com"]
+
+
+def test_channel_validation(db):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="needs its URL"):
+        AlertChannel(name="x", kind="webhook").full_clean()
+    with pytest.raises(ValidationError, match="not an email address"):
+        AlertChannel(name="y", kind="email", emails="sre@example.com, nope").full_clean()

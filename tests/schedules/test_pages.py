@@ -1,0 +1,86 @@
+"""Schedule pages: an operator sets a nightly rolling restart; bad input is a form error."""
+
+import pytest
+from django_celery_beat.models import PeriodicTask
+
+from console.schedules.models import RestartSchedule
+from tests.factories import process_instance, user
+
+
+@pytest.fixture
+def operator(client, db):
+    user("op-sched", role="operator")
+    client.login(username="op-sched", password="pw-for-tests-123")
+    process_instance("gpu-a-1", command=["true"], group="gpu-a")
+    return client
+
+
+def form(**overrides):
+    data = {
+        "name": "nightly",
+        "cron": "daily at 03:00",
+        "timezone": "Asia/Shanghai",
+        "group": "gpu-a",
+        "strategy": "rolling",
+        "busy_policy": "wait",
+        "grace_minutes": "30",
+        "enabled": "on",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_operator_creates_a_schedule_that_beat_will_fire(operator):
+    response = operator.post("/schedules/new/", form())
+    assert response.status_code == 302
+    schedule = RestartSchedule.objects.get()
+    assert schedule.cron == "0 3 * * *"
+    task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    assert task.task == "console.schedules.tasks.run_schedule" and task.args == f"[{schedule.pk}]" and task.enabled
+    assert (task.crontab.minute, task.crontab.hour, str(task.crontab.timezone)) == ("0", "3", "Asia/Shanghai")
+    page = operator.get("/schedules/").content.decode()
+    assert "03:00 CST" in page and "(19:00 UTC)" in page
+    edit = operator.get(f"/schedules/{schedule.pk}/").content.decode()
+    assert edit.count("= ") >= 5 and "19:00 UTC" in edit  # the next five runs, local and UTC
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cron": "0 3 * *"}, "five cron fields"),
+        ({"cron": "0 99 * * *"}, "hour field"),
+        ({"timezone": "Asia/Atlantis"}, "Unknown time zone"),
+        ({"group": ""}, "Choose a group or at least one instance"),
+        ({"window_start": "01:00"}, "both ends of the maintenance window"),
+    ],
+)
+def test_bad_input_is_a_form_error_and_nothing_is_saved(operator, overrides, message):
+    response = operator.post("/schedules/new/", form(**overrides))
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not RestartSchedule.objects.exists() and not PeriodicTask.objects.filter(name__startswith="restart").exists()
+
+
+def test_pause_resume_and_delete_follow_through_to_beat(operator):
+    operator.post("/schedules/new/", form())
+    schedule = RestartSchedule.objects.get()
+    operator.post(f"/schedules/{schedule.pk}/toggle/")
+    assert not PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled
+    operator.post(f"/schedules/{schedule.pk}/toggle/")
+    assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled
+    operator.post(f"/schedules/{schedule.pk}/delete/")
+    assert not RestartSchedule.objects.exists() and not PeriodicTask.objects.filter(name__startswith="restart").exists()
+
+
+def test_preview_shows_errors_while_typing(operator):
+    bad = operator.get("/schedules/preview/", {"cron": "0 3 * * 9", "timezone": "UTC"})
+    assert bad.status_code == 400 and "day of week" in bad.content.decode()
+    good = operator.get("/schedules/preview/", {"cron": "30 2 * * *", "timezone": "America/New_York"})
+    assert good.status_code == 200 and good.content.decode().count("<li>") == 5
+
+
+def test_viewers_see_schedules_but_cannot_change_them(client, db):
+    user("viewer-sched", role="viewer")
+    client.login(username="viewer-sched", password="pw-for-tests-123")
+    assert client.get("/schedules/").status_code == 200
+    assert client.post("/schedules/new/", form()).status_code == 403

@@ -1,0 +1,72 @@
+"""What a beat firing does: run once per planned time, late within grace, never outside the window."""
+
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+
+from console.operations.models import Rollout
+from console.schedules.models import RestartSchedule, ScheduleRun
+from console.schedules.runs import fire
+from tests.factories import process_instance
+
+PLANNED = datetime(2026, 11, 24, 19, 0, tzinfo=UTC)  # 03:00 in Shanghai
+
+
+@pytest.fixture
+def schedule(db):
+    process_instance("gpu-a-1", command=["true"], group="gpu-a")
+    process_instance("gpu-a-2", command=["true"], group="gpu-a")
+    process_instance("gpu-a-off", command=["true"], group="gpu-a", enabled=False)
+    return RestartSchedule.objects.create(
+        name="nightly", cron="0 3 * * *", timezone="Asia/Shanghai", group="gpu-a", grace_minutes=30
+    )
+
+
+def test_on_time_run_starts_a_rolling_rollout_of_the_group(schedule):
+    run = fire(schedule.pk, now=PLANNED + timedelta(seconds=3))
+    assert run.state == "started" and run.planned_for == PLANNED
+    rollout = run.rollout
+    assert rollout.instance_names == ["gpu-a-1", "gpu-a-2"] and rollout.strategy == "rolling"
+    assert rollout.trigger == "schedule" and "nightly" in rollout.reason and "03:00 CST" in rollout.reason
+
+
+def test_a_second_firing_for_the_same_time_does_nothing(schedule):
+    fire(schedule.pk, now=PLANNED + timedelta(seconds=3))
+    assert fire(schedule.pk, now=PLANNED + timedelta(seconds=50)) is None
+    assert ScheduleRun.objects.count() == 1 and Rollout.objects.count() == 1
+
+
+def test_missed_run_within_grace_runs_once_on_recovery(schedule):
+    run = fire(schedule.pk, now=PLANNED + timedelta(minutes=20))
+    assert run.state == "started"
+
+
+def test_missed_run_beyond_grace_is_recorded_as_skipped(schedule):
+    run = fire(schedule.pk, now=PLANNED + timedelta(hours=2, minutes=5))
+    assert run.state == "skipped" and run.reason == "missed by 2 h 5 min (grace 30 min)"
+    assert run.rollout is None and not Rollout.objects.exists()
+
+
+def test_outside_the_maintenance_window_is_skipped(schedule):
+    schedule.window_start, schedule.window_end = time(1, 0), time(2, 0)
+    schedule.save()
+    run = fire(schedule.pk, now=PLANNED + timedelta(seconds=5))
+    assert run.state == "skipped" and run.reason == "outside the maintenance window"
+
+
+def test_a_window_across_midnight_bounds_the_rollout(schedule):
+    schedule.window_start, schedule.window_end = time(23, 0), time(4, 0)
+    schedule.save()
+    run = fire(schedule.pk, now=PLANNED + timedelta(seconds=5))
+    assert run.state == "started"
+    assert run.rollout.not_after == PLANNED + timedelta(hours=1)  # 04:00 Shanghai
+
+
+def test_paused_or_empty_schedules(schedule):
+    schedule.enabled = False
+    schedule.save()
+    assert fire(schedule.pk, now=PLANNED) is None
+    schedule.enabled, schedule.group = True, "nobody"
+    schedule.save()
+    run = fire(schedule.pk, now=PLANNED)
+    assert run.state == "skipped" and run.reason == "no enabled instance to restart"
