@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from console.accounts.views import set_language
 from console.api import token_views
 
 urlpatterns = [
@@ -11,7 +12,7 @@ urlpatterns = [
     path("accounts/tokens/<int:pk>/revoke/", token_views.revoke, name="api-token-revoke"),
     path("admin/", admin.site.urls),
     path("api/", include("console.api.urls")),
-    path("i18n/", include("django.conf.urls.i18n")),
+    path("accounts/language/", set_language, name="set-language"),
     path("", include("console.operations.urls")),
     path("", include("console.telemetry.urls")),
     path("", include("console.schedules.urls")),

@@ -10,6 +10,7 @@ from console.instances.models import Instance
 from console.operations.forms import OperationForm
 from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
+from console.schedules.models import Watchdog
 from console.telemetry.follow import recent_lines
 from console.telemetry.latest import latest_samples
 from console.telemetry.series import RANGES
@@ -27,7 +28,15 @@ def instance_list(request):
     for operation in Operation.objects.filter(instance__in=instances).order_by("-created")[:500]:
         last_ops.setdefault(operation.instance_id, operation)
     samples = latest_samples(instances)
-    rows = [(instance, last_ops.get(instance.pk), samples.get(instance.pk)) for instance in instances]
+    attention = set(
+        Watchdog.objects.filter(instance__in=instances)
+        .exclude(needs_attention_since=None)
+        .values_list("instance_id", flat=True)
+    )
+    rows = [
+        (instance, last_ops.get(instance.pk), samples.get(instance.pk), instance.pk in attention)
+        for instance in instances
+    ]
     return render(
         request,
         "instances/list.html",
@@ -58,6 +67,7 @@ def instance_detail(request, name: str):
             "sample": latest_samples([instance]).get(instance.pk),
             "log_lines": recent_lines(instance.name),
             "ranges": list(RANGES),
+            "watchdog": Watchdog.objects.filter(instance=instance).first(),
             "form": OperationForm(),
             "can_operate": request.user.has_perm(OPERATE),
         },

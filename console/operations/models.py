@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class FinishedOperationError(Exception):
@@ -12,23 +13,23 @@ class FinishedOperationError(Exception):
 
 class Operation(models.Model):
     class Kind(models.TextChoices):
-        RESTART = "restart", "Restart"
-        START = "start", "Start"
-        STOP = "stop", "Stop"
-        SOFT_RESET = "soft_reset", "Soft reset"
+        RESTART = "restart", _("Restart")
+        START = "start", _("Start")
+        STOP = "stop", _("Stop")
+        SOFT_RESET = "soft_reset", _("Soft reset")
 
     class Trigger(models.TextChoices):
-        MANUAL = "manual", "Manual"
-        SCHEDULE = "schedule", "Schedule"
-        WATCHDOG = "watchdog", "Watchdog"
-        API = "api", "API"
+        MANUAL = "manual", _("Manual")
+        SCHEDULE = "schedule", _("Schedule")
+        WATCHDOG = "watchdog", _("Watchdog")
+        API = "api", _("API")
 
     class State(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
 
     ACTIVE_STATES = (State.QUEUED, State.RUNNING)
 
@@ -92,14 +93,14 @@ class Rollout(models.Model):
     """A restart of several instances: rolling (one at a time, each ready before the next) or all at once."""
 
     class Strategy(models.TextChoices):
-        ROLLING = "rolling", "Rolling (one at a time)"
-        ALL = "all", "All at once"
+        ROLLING = "rolling", _("Rolling (one at a time)")
+        ALL = "all", _("All at once")
 
     class State(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
 
     strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.ROLLING)
     instance_names = models.JSONField(default=list, help_text="The instances, in the order they are restarted.")

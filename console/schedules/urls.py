@@ -10,4 +10,5 @@ urlpatterns = [
     path("schedules/<int:pk>/", views.schedule_edit, name="edit"),
     path("schedules/<int:pk>/toggle/", views.schedule_toggle, name="toggle"),
     path("schedules/<int:pk>/delete/", views.schedule_delete, name="delete"),
+    path("instances/<slug:name>/watchdog/clear/", views.watchdog_clear, name="watchdog-clear"),
 ]

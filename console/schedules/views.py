@@ -2,12 +2,13 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from console.schedules import cron
 from console.schedules.forms import ScheduleForm, next_runs
-from console.schedules.models import RestartSchedule
+from console.schedules.models import RestartSchedule, Watchdog
 
 CHANGE = "schedules.change_restartschedule"
 
@@ -91,3 +92,16 @@ def schedule_preview(request):
     except cron.CronError as exc:
         return render(request, "schedules/_preview.html", {"error": str(exc)}, status=400)
     return render(request, "schedules/_preview.html", {"preview": runs})
+
+
+@login_required
+@require_POST
+def watchdog_clear(request, name: str):
+    """An operator has looked at the instance: the watchdog may act on it again."""
+    if not request.user.has_perm("instances.operate_instance"):
+        raise PermissionDenied("You may look at instances but not operate them.")
+    dog = get_object_or_404(Watchdog, instance__name=name)
+    dog.needs_attention_since, dog.attention_reason = None, ""
+    dog.save(update_fields=["needs_attention_since", "attention_reason"])
+    messages.success(request, f"The watchdog of {name} acts again.")
+    return redirect(dog.instance)

@@ -235,7 +235,7 @@
   let delay = 500;
   function connect() {
     const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + path);
-    ws.onopen = () => { delay = 500; if (liveState) { liveState.textContent = liveState.dataset.liveText || "live"; liveState.className = "live on"; } };
+    ws.onopen = () => { delay = 500; if (liveState) { liveState.textContent = liveState.dataset.textOn || "live"; liveState.className = "live on"; } };
     ws.onmessage = (m) => {
       const ev = JSON.parse(m.data);
       if (ev.type === "sample") applySample(ev.instance, ev.data);
@@ -244,7 +244,7 @@
       document.dispatchEvent(new CustomEvent("console:event", { detail: ev }));
     };
     ws.onclose = (e) => {
-      if (liveState) { liveState.textContent = e.code === 4401 ? "signed out" : "reconnecting…"; liveState.className = "live off"; }
+      if (liveState) { liveState.textContent = e.code === 4401 ? liveState.dataset.textOut || "signed out" : liveState.dataset.textOff || "reconnecting…"; liveState.className = "live off"; }
       if (e.code === 4401) return;
       setTimeout(connect, delay);
       delay = Math.min(delay * 2, 10000);
