@@ -7,6 +7,7 @@ sent to the instance's group and to the dashboard group.
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -63,5 +64,17 @@ def publish(instance_name: str, event_type: str, data: dict[str, Any]) -> None:
         else:
             for group in groups:
                 async_to_sync(layer.group_send)(group, message)
-    except Exception:  # live updates are best effort; the database holds the truth
-        log.warning("could not publish %s for %s", event_type, instance_name, exc_info=True)
+    except Exception as exc:  # live updates are best effort; the database holds the truth
+        warn_throttled(f"could not publish {event_type} for {instance_name}: {exc!r}")
+
+
+_last_warning = 0.0
+
+
+def warn_throttled(message: str, every: float = 30.0) -> None:
+    """One warning per interval: a broker outage must not flood the log with one line per event."""
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning >= every:
+        _last_warning = now
+        log.warning("%s (further failures are not logged for %.0f s)", message, every)

@@ -14,6 +14,10 @@ log = logging.getLogger(__name__)
 
 # Beyond its own timeouts an operation gets this long before it is declared lost.
 GRACE_SECONDS = 120
+# A queued operation nobody took for this long is sent again: its message may have
+# been lost with the broker (a Redis restart without persistence). A duplicate is
+# harmless: the worker's claim runs an operation once.
+REQUEUE_AFTER_SECONDS = 60
 
 
 def requeue_active() -> int:
@@ -31,13 +35,16 @@ def budget_seconds(operation: Operation) -> float:
 
 
 def fail_stale(now=None) -> list[int]:
-    """Fail operations that outlived every timeout they have: their worker or message is gone."""
+    """Send again operations queued too long; fail those that outlived every timeout they have."""
     now = now or timezone.now()
     failed = []
     active = Operation.objects.filter(state__in=Operation.ACTIVE_STATES).select_related("instance__host")
     for operation in active:
         since = operation.started or operation.created
         if now - since <= timedelta(seconds=budget_seconds(operation)):
+            if operation.state == Operation.State.QUEUED and now - since > timedelta(seconds=REQUEUE_AFTER_SECONDS):
+                enqueue(operation)
+                log.info("operation %s still queued after %s: sent again", operation.pk, now - since)
             continue
         if operation.state == Operation.State.QUEUED:
             reason = (

@@ -120,8 +120,12 @@ class LogFollower:
         now = time.monotonic()
         for name in list(self._dirty):
             if now - self._flushed.get(name, 0) >= TAIL_FLUSH_SECONDS:
-                cache.set(tail_key(name), list(self._tails[name]), timeout=None)
                 self._flushed[name] = now
+                try:
+                    cache.set(tail_key(name), list(self._tails[name]), timeout=None)
+                except Exception as exc:  # the cache (Redis) is away: keep following, try again later
+                    events.warn_throttled(f"could not store the log tail of {name}: {exc!r}")
+                    continue
                 self._dirty.discard(name)
 
 

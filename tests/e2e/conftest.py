@@ -57,6 +57,7 @@ def second_browser(playwright_driver):
 
 
 def login(page, console) -> None:
+    page.context.clear_cookies()  # whoever was signed in before in this browser
     page.goto(console.url + "/")
     page.fill("input[name=username]", console.username)
     page.fill("input[name=password]", console.password)

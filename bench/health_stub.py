@@ -1,0 +1,52 @@
+"""A minimal server answering the inference contract's /health and /health/ready, for load on the
+console's sampling path without twenty model processes. Optionally prints log lines at a rate.
+
+    python bench/health_stub.py PORT [LINES_PER_SECOND]
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+STARTED = time.time()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (the standard library's name)
+        body = {
+            "state": "ready",
+            "pid": os.getpid(),
+            "uptime_seconds": time.time() - STARTED,
+            "in_flight": 0,
+            "timings": {"requests_per_second": 1.0, "latency_p50": 0.02, "latency_p95": 0.05, "ttft_p50": 0.01},
+            "totals": {"requests": 1},
+        }
+        data = json.dumps(body if self.path == "/health" else {"ready": True}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def chatter(rate: int) -> None:
+    """Log lines at about `rate` per second, in batches every 50 ms."""
+    n = 0
+    while True:
+        batch = max(1, rate // 20)
+        sys.stdout.write("".join(f'{{"level": "info", "msg": "request", "n": {n + i}}}\n' for i in range(batch)))
+        sys.stdout.flush()
+        n += batch
+        time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and int(sys.argv[2]) > 0:
+        threading.Thread(target=chatter, args=(int(sys.argv[2]),), daemon=True).start()
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
