@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -158,7 +159,16 @@ def main() -> None:
                 " if (e.detail.type === 'sample') window.lat.push(Date.now() - e.detail.data.at * 1000); });"
             )
             time.sleep(args.seconds / 6)  # every stub started and sampled at least once
-            latencies = asyncio.run(dashboard_clients(url, cookie, args.clients - 1, args.seconds))
+            # Playwright's sync API owns this thread's event loop: the clients get a thread of their own.
+            latencies: list[float] = []
+            clients = threading.Thread(
+                target=lambda: latencies.extend(
+                    asyncio.run(dashboard_clients(url, cookie, args.clients - 1, args.seconds))
+                )
+            )
+            clients.start()
+            while clients.is_alive():
+                page.wait_for_timeout(500)  # keep the page's own events flowing meanwhile
             in_page = page.evaluate("window.lat")
 
             # Log lines into the instance page of the chatty stub.

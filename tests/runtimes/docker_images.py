@@ -91,4 +91,11 @@ def inference_image(client: docker.DockerClient) -> str:
             network_mode="host",
             buildargs={"BASE_IMAGE": base, "WHEELHOUSE": "wheels"},
         )
+    # Images of earlier server code are of no further use: keep the disk from filling up.
+    for image in client.images.list(name=INFERENCE_REPO):
+        if tag not in image.tags:
+            try:
+                client.images.remove(image.id, force=False)
+            except docker.errors.APIError:
+                pass  # still used by a container
     return tag
