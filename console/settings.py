@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "console.schedules",
     "console.alerts",
     "console.accounts",
+    "console.audit",
     "console.live",
     "console.api",
     "console.embedded",
@@ -133,6 +134,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# Failed sign-ins for one account from one address before a lockout (4x that per address).
+LOGIN_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5)
+LOGIN_LOCKOUT_SECONDS = envint("LOGIN_LOCKOUT_SECONDS", 900)
 LOGIN_REDIRECT_URL = "instances:list"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -149,8 +153,19 @@ STATIC_ROOT = Path(env("STATIC_ROOT", str(VAR_DIR / "static")))
 # The ASGI app serves /static/ itself unless a reverse proxy does.
 CONSOLE_SERVE_STATIC = envbool("CONSOLE_SERVE_STATIC", True)
 
-SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", False)
+# Behind HTTPS (a reverse proxy terminating TLS): secure cookies, redirects to https and HSTS.
+# `manage.py check --deploy` is clean with CONSOLE_HTTPS=true and a real SECRET_KEY.
+CONSOLE_HTTPS = envbool("CONSOLE_HTTPS", False)
+SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", CONSOLE_HTTPS)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if CONSOLE_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", True)
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from console.api.models import ApiToken
+from console.audit.record import record
 
 
 @login_required
@@ -16,7 +17,8 @@ def tokens(request):
         if not name or len(name) > 100:
             error = "Give the token a name of at most 100 characters."
         else:
-            _, new_key = ApiToken.issue(request.user, name)
+            token, new_key = ApiToken.issue(request.user, name)
+            record("token.created", request=request, target=f"token {name}", outcome=f"starts with {token.prefix}")
     return render(
         request,
         "api/tokens.html",
@@ -28,5 +30,7 @@ def tokens(request):
 @login_required
 @require_POST
 def revoke(request, pk: int):
-    get_object_or_404(ApiToken, pk=pk, user=request.user).delete()
+    token = get_object_or_404(ApiToken, pk=pk, user=request.user)
+    token.delete()
+    record("token.revoked", request=request, target=f"token {token.name}", outcome="revoked")
     return redirect("api-tokens")

@@ -88,7 +88,13 @@ def operate(request, name: str):
     options = {"recreate": True} if body.get("recreate") is True else {}
     try:
         operation, created = request_operation(
-            item, kind, user=request.user, reason=reason, trigger=Operation.Trigger.API, options=options
+            item,
+            kind,
+            user=request.user,
+            reason=reason,
+            trigger=Operation.Trigger.API,
+            options=options,
+            request=request,
         )
     except OperationRefused as exc:
         return error(409, str(exc))
@@ -152,6 +158,7 @@ def rollouts(request):
         reason=data["reason"],
         trigger=Operation.Trigger.API,
         skip_busy=data["skip_busy"],
+        request=request,
     )
     return JsonResponse(rollout_summary(rollout), status=202)
 

@@ -90,6 +90,7 @@ def operate(request, name: str):
             user=request.user,
             reason=form.cleaned_data["reason"],
             options={"recreate": True} if form.cleaned_data["recreate"] else {},
+            request=request,
         )
     except OperationRefused as exc:
         if request.htmx:

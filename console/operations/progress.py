@@ -57,6 +57,18 @@ def finish(operation: Operation, state: str, error: str = "", log_tail: str = ""
     operation.finished = timezone.now()
     operation.save(update_fields=["state", "error", "log_tail", "finished"])
     announce(operation)
+    from console.audit.record import record
+
+    record(
+        f"operation.{operation.kind}.finished",
+        user=operation.requested_by,
+        actor=operation.trigger,
+        target=f"instance {operation.instance.name}",
+        reason=operation.reason,
+        outcome=f"{state}: {error}" if error else state,
+        operation=operation.pk,
+        seconds=operation.duration,
+    )
     if state == Operation.State.FAILED:
         from console.alerts.notify import FAILED_OPERATION, notify
 

@@ -2,6 +2,7 @@
 
 from django.db import IntegrityError, transaction
 
+from console.audit.record import record
 from console.operations.models import Operation
 
 
@@ -18,15 +19,31 @@ def request_operation(
     trigger: str = Operation.Trigger.MANUAL,
     options: dict | None = None,
     rollout=None,
+    request=None,
 ) -> tuple[Operation, bool]:
     """Queue an operation on the instance's host; returns (operation, created).
 
     A request for the kind already queued or running joins it (created=False);
     a request for another kind while one is active is refused.
     """
+
+    def audit(outcome: str) -> None:
+        record(
+            f"operation.{kind}",
+            request=request,
+            user=user,
+            actor=trigger,
+            target=f"instance {instance.name}",
+            reason=reason,
+            outcome=outcome,
+            trigger=trigger,
+        )
+
     if kind not in Operation.Kind.values:
+        audit(f"refused: unknown operation {kind!r}")
         raise OperationRefused(f"Unknown operation {kind!r}.")
     if not instance.enabled:
+        audit("refused: instance disabled")
         raise OperationRefused(f"{instance.name} is disabled; enable it before operating on it.")
     try:
         with transaction.atomic():
@@ -43,13 +60,24 @@ def request_operation(
         active = Operation.objects.filter(instance=instance, state__in=Operation.ACTIVE_STATES).first()
         if active is None:  # it finished between our insert and this read
             return request_operation(
-                instance, kind, user=user, reason=reason, trigger=trigger, options=options, rollout=rollout
+                instance,
+                kind,
+                user=user,
+                reason=reason,
+                trigger=trigger,
+                options=options,
+                rollout=rollout,
+                request=request,
             )
         if active.kind == kind:
+            audit(f"joined #{active.pk} already {active.state}")
             return active, False
-        raise OperationRefused(
+        message = (
             f"{active.get_kind_display()} #{active.pk} is {active.state} for {instance.name}; wait for it to finish."
-        ) from None
+        )
+        audit(f"refused: {message}")
+        raise OperationRefused(message) from None
+    audit(f"queued as #{operation.pk}")
     transaction.on_commit(lambda: enqueue(operation))
     from console.operations.progress import announce
 

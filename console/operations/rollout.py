@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from console.audit.record import record
 from console.instances.models import Instance
 from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
@@ -30,6 +31,7 @@ def request_rollout(
     reason: str = "",
     trigger: str = Operation.Trigger.MANUAL,
     skip_busy: bool = False,
+    request=None,
 ) -> Rollout:
     if not instances:
         raise RolloutRefused("No instance to restart.")
@@ -42,6 +44,15 @@ def request_rollout(
         trigger=trigger,
         requested_by=user if user is not None and user.is_authenticated else None,
         reason=reason[:500],
+    )
+    record(
+        "rollout.requested",
+        request=request,
+        user=user,
+        actor=trigger,
+        target=", ".join(rollout.instance_names),
+        reason=reason,
+        outcome=f"queued as rollout #{rollout.pk} ({strategy})",
     )
     transaction.on_commit(lambda: enqueue_rollout(rollout))
     return rollout

@@ -37,6 +37,7 @@ def rollout_create(request):
         user=request.user,
         reason=data["reason"],
         skip_busy=data["skip_busy"],
+        request=request,
     )
     if request.htmx:
         return render(request, "operations/_rollout.html", {"rollout": rollout})

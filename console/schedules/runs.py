@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from console.audit.record import record as audit
 from console.operations.models import Operation
 from console.operations.rollout import request_rollout
 from console.schedules import cron
@@ -64,11 +65,13 @@ def _window_close(schedule: RestartSchedule, planned):
 def _record(schedule, planned, now, state: str, reason: str) -> ScheduleRun | None:
     try:
         with transaction.atomic():
-            return ScheduleRun.objects.create(
+            run = ScheduleRun.objects.create(
                 schedule=schedule, planned_for=planned, fired_at=now, state=state, reason=reason[:300]
             )
     except IntegrityError:
         return None  # a concurrent firing recorded it first
+    audit("schedule.fired", actor="schedule", target=f"schedule {schedule.name}", outcome=f"{state}: {reason}")
+    return run
 
 
 def _minutes(delta: timedelta) -> str:

@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from console.audit.record import record
 from console.schedules import cron
 from console.schedules.forms import ScheduleForm, next_runs
 from console.schedules.models import RestartSchedule, Watchdog
@@ -28,9 +29,17 @@ def _save(request, form: ScheduleForm) -> RestartSchedule:
     schedule = form.save(commit=False)
     if schedule.created_by_id is None:
         schedule.created_by = request.user
+    created = schedule.pk is None
     schedule.save()
     form.save_m2m()
     schedule.sync_beat()
+    record(
+        "schedule.created" if created else "schedule.changed",
+        request=request,
+        target=f"schedule {schedule.name}",
+        outcome=f"{schedule.cron} {schedule.timezone}, {schedule.strategy}, "
+        + ("enabled" if schedule.enabled else "paused"),
+    )
     return schedule
 
 
@@ -69,7 +78,9 @@ def schedule_toggle(request, pk: int):
     schedule.enabled = not schedule.enabled
     schedule.save(update_fields=["enabled", "updated"])
     schedule.sync_beat()
-    messages.success(request, f"Schedule {schedule.name!r} {'resumed' if schedule.enabled else 'paused'}.")
+    state = "resumed" if schedule.enabled else "paused"
+    record(f"schedule.{state}", request=request, target=f"schedule {schedule.name}", outcome=state)
+    messages.success(request, f"Schedule {schedule.name!r} {state}.")
     return redirect("schedules:list")
 
 
@@ -79,6 +90,7 @@ def schedule_toggle(request, pk: int):
 def schedule_delete(request, pk: int):
     schedule = get_object_or_404(RestartSchedule, pk=pk)
     schedule.delete()
+    record("schedule.deleted", request=request, target=f"schedule {schedule.name}", outcome="deleted")
     messages.success(request, f"Schedule {schedule.name!r} deleted.")
     return redirect("schedules:list")
 
@@ -103,5 +115,6 @@ def watchdog_clear(request, name: str):
     dog = get_object_or_404(Watchdog, instance__name=name)
     dog.needs_attention_since, dog.attention_reason = None, ""
     dog.save(update_fields=["needs_attention_since", "attention_reason"])
+    record("watchdog.cleared", request=request, target=f"instance {name}", outcome="the watchdog acts again")
     messages.success(request, f"The watchdog of {name} acts again.")
     return redirect(dog.instance)

@@ -1,0 +1,42 @@
+"""The one way to write to the audit trail."""
+
+import logging
+
+from console.audit.models import AuditEntry
+
+log = logging.getLogger(__name__)
+
+
+def client_address(request) -> str | None:
+    """The client's address as the ASGI server saw it (behind a proxy: uvicorn --proxy-headers)."""
+    return (request.META.get("REMOTE_ADDR") or None) if request is not None else None
+
+
+def record(
+    action: str,
+    *,
+    request=None,
+    user=None,
+    actor: str = "",
+    target: str = "",
+    reason: str = "",
+    outcome: str = "",
+    **detail,
+) -> AuditEntry | None:
+    user = user if user is not None else getattr(request, "user", None)
+    if user is not None and not user.is_authenticated:
+        user = None
+    try:
+        return AuditEntry.objects.create(
+            user_id=user.pk if user is not None else None,
+            actor=(user.get_username() if user is not None else actor or "anonymous")[:150],
+            address=client_address(request),
+            action=action,
+            target=str(target)[:200],
+            reason=str(reason)[:500],
+            outcome=str(outcome)[:500],
+            detail=detail,
+        )
+    except Exception:  # the action itself must not fail because its record could not be written
+        log.exception("could not write the audit entry %s %s", action, target)
+        return None
