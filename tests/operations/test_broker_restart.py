@@ -90,7 +90,7 @@ def worker(redis_url: str, log_path) -> subprocess.Popen:
 
 
 def send(redis_url: str, operation: Operation) -> None:
-    Celery(broker=redis_url).send_task(
+    Celery(broker=redis_url, set_as_current=False).send_task(
         "console.operations.tasks.run_operation", args=[operation.pk], queue="host.local"
     )
 

@@ -93,7 +93,9 @@ def test_worker_killed_mid_restart_is_redelivered_and_finishes(smoke_model, tmp_
     old_pid = httpx.get(instance.base_url + "/health").json()["pid"]
 
     restart, _ = request_operation(instance, "restart", reason="worker loss test")
-    Celery(broker=redis_url).send_task("console.operations.tasks.run_operation", args=[restart.pk], queue="host.local")
+    Celery(broker=redis_url, set_as_current=False).send_task(
+        "console.operations.tasks.run_operation", args=[restart.pk], queue="host.local"
+    )
     workers = [_start_worker(redis_url, tmp_path / "worker1.log")]
     try:
         # Kill the worker once the old server is gone and the new one is loading.

@@ -16,14 +16,17 @@ import docker
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_TAG = "instance-console-test/base:bookworm"
+SERVICES_TAG = "instance-console-test/services:bookworm"
 INFERENCE_REPO = "instance-console-test/inference"
+CONSOLE_REPO = "instance-console-test/console"
 WHEELS = ROOT / "var" / "test" / "wheels"
+CONSOLE_WHEELS = ROOT / "var" / "test" / "wheels-console"
 
 
-def base_image(client: docker.DockerClient) -> str:
+def _debootstrap_image(client: docker.DockerClient, tag: str, packages: str) -> str:
     try:
-        client.images.get(BASE_TAG)
-        return BASE_TAG
+        client.images.get(tag)
+        return tag
     except docker.errors.ImageNotFound:
         pass
     with tempfile.TemporaryDirectory(prefix="debootstrap-") as tmp:
@@ -32,7 +35,7 @@ def base_image(client: docker.DockerClient) -> str:
             [
                 "debootstrap",
                 "--variant=minbase",
-                "--include=python3,python3-venv,ca-certificates",
+                f"--include={packages}",
                 "bookworm",
                 str(root),
                 "http://deb.debian.org/debian",
@@ -41,9 +44,83 @@ def base_image(client: docker.DockerClient) -> str:
             capture_output=True,
         )
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "-", BASE_TAG], stdin=tar.stdout, check=True, capture_output=True)
+        subprocess.run(["docker", "import", "-", tag], stdin=tar.stdout, check=True, capture_output=True)
         tar.wait()
-    return BASE_TAG
+    return tag
+
+
+def base_image(client: docker.DockerClient) -> str:
+    """Debian with Python: the base of the console and inference images."""
+    return _debootstrap_image(client, BASE_TAG, "python3,python3-venv,ca-certificates")
+
+
+def services_image(client: docker.DockerClient) -> str:
+    """Debian's PostgreSQL, Redis and nginx: the stack's services where no image can be pulled."""
+    return _debootstrap_image(client, SERVICES_TAG, "postgresql,redis-server,nginx-light,ca-certificates")
+
+
+# The base image's Python (Debian bookworm) decides which wheels and markers apply. pip download
+# evaluates python_full_version markers with this interpreter, so what bookworm's older 3.11
+# needs on top is named here.
+BASE_PYTHON = "3.11.2"
+BASE_PYTHON_EXTRAS = ("async-timeout>=4.0.3",)
+
+
+def _wheelhouse(target: Path, requirements: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", BASE_PYTHON]
+    subprocess.run(
+        [*command, "-d", str(target), "-r", str(requirements), *BASE_PYTHON_EXTRAS], check=True, capture_output=True
+    )
+
+
+def _tree_hash(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for top in paths:
+        files = [top] if top.is_file() else sorted(top.rglob("*"))
+        for path in files:
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(ROOT).as_posix().encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+CONSOLE_INPUTS = ("Dockerfile", "requirements.txt", "manage.py", "console", "templates", "static", "locale", "deploy")
+
+
+def console_image(client: docker.DockerClient) -> str:
+    """The root Dockerfile on the Debian base, from a host-side wheelhouse; reused while its inputs match."""
+    tag = f"{CONSOLE_REPO}:{_tree_hash(*(ROOT / p for p in CONSOLE_INPUTS))}"
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    base = base_image(client)
+    _wheelhouse(CONSOLE_WHEELS, ROOT / "requirements.txt")
+    with tempfile.TemporaryDirectory(prefix="console-build-") as ctx:
+        for name in CONSOLE_INPUTS:
+            source = ROOT / name
+            if source.is_dir():
+                shutil.copytree(source, Path(ctx) / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(source, Path(ctx) / name)
+        shutil.copytree(CONSOLE_WHEELS, Path(ctx) / "wheels")
+        client.images.build(
+            path=ctx, tag=tag, rm=True, network_mode="host", buildargs={"BASE_IMAGE": base, "WHEELHOUSE": "wheels"}
+        )
+    _drop_older(client, CONSOLE_REPO, tag)
+    return tag
+
+
+def _drop_older(client: docker.DockerClient, repo: str, keep: str) -> None:
+    """Images of earlier code are of no further use: keep the disk from filling up."""
+    for image in client.images.list(name=repo):
+        if keep not in image.tags:
+            try:
+                client.images.remove(image.id, force=False)
+            except docker.errors.APIError:
+                pass  # still used by a container
 
 
 def _inputs_hash() -> str:
@@ -91,11 +168,5 @@ def inference_image(client: docker.DockerClient) -> str:
             network_mode="host",
             buildargs={"BASE_IMAGE": base, "WHEELHOUSE": "wheels"},
         )
-    # Images of earlier server code are of no further use: keep the disk from filling up.
-    for image in client.images.list(name=INFERENCE_REPO):
-        if tag not in image.tags:
-            try:
-                client.images.remove(image.id, force=False)
-            except docker.errors.APIError:
-                pass  # still used by a container
+    _drop_older(client, INFERENCE_REPO, tag)
     return tag

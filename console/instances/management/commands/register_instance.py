@@ -1,0 +1,56 @@
+"""Register (or update) a Docker instance and its host: for deployments configured as code."""
+
+import os
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from console.instances.models import Host, Instance
+
+
+class Command(BaseCommand):
+    help = "Create or update a Docker instance by name (idempotent); the container may already exist."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+        parser.add_argument("--host", required=True, help="Host name; its worker serves host.<name>.")
+        parser.add_argument("--docker-url", help="The host worker's Docker endpoint, e.g. tcp://socket-proxy:2375.")
+        parser.add_argument("--container", required=True, help="Container name.")
+        parser.add_argument("--image", default="", help="Image to recreate the container from.")
+        parser.add_argument("--url", required=True, help="Where the server answers, e.g. http://glm-a-1:8080.")
+        parser.add_argument("--group", default="")
+        parser.add_argument("--display-name", default="")
+        parser.add_argument("--gpus", default="", help="GPU indices, e.g. 0 or 0,1.")
+        parser.add_argument("--admin-token-env", help="Environment variable holding the server's admin token.")
+
+    def handle(self, *args, **o):
+        host, _ = Host.objects.get_or_create(name=o["host"])
+        if o["docker_url"] and host.docker_url != o["docker_url"]:
+            host.docker_url = o["docker_url"]
+            host.save(update_fields=["docker_url"])
+        try:
+            gpus = [int(i) for i in o["gpus"].split(",") if i.strip()]
+        except ValueError:
+            raise CommandError(f"--gpus must be integers separated by commas, not {o['gpus']!r}.") from None
+        token = ""
+        if o["admin_token_env"]:
+            token = os.environ.get(o["admin_token_env"], "")
+            if not token:
+                raise CommandError(f"${o['admin_token_env']} is empty.")
+        instance = Instance.objects.filter(name=o["name"]).first() or Instance(name=o["name"])
+        instance.host = host
+        instance.runtime = Instance.Runtime.DOCKER
+        instance.container_name = o["container"]
+        instance.image = o["image"]
+        instance.base_url = o["url"]
+        instance.group = o["group"]
+        instance.display_name = o["display_name"]
+        instance.gpu_indices = gpus
+        instance.admin_token = token
+        try:
+            instance.full_clean()
+        except ValidationError as exc:
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from None
+        created = instance.pk is None
+        instance.save()
+        self.stdout.write(f"{'registered' if created else 'updated'} {instance.name} on {host.name}")

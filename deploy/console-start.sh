@@ -1,0 +1,23 @@
+#!/bin/sh
+# The console container's entry: migrate, static files, accounts and instances configured as
+# code (idempotent), then the ASGI server. Behind nginx: client addresses from X-Forwarded-For.
+set -eu
+python manage.py migrate --noinput
+python manage.py collectstatic --noinput -v 0
+if [ -n "${CONSOLE_ADMIN_PASSWORD:-}" ]; then
+  python manage.py ensure_user admin --role admin --password-env CONSOLE_ADMIN_PASSWORD
+fi
+if [ -n "${CONSOLE_OPERATOR_PASSWORD:-}" ]; then
+  python manage.py ensure_user operator --role operator --password-env CONSOLE_OPERATOR_PASSWORD
+fi
+# CONSOLE_INSTANCES: space-separated "name,container,url,group" entries on host $CONSOLE_HOST_NAME.
+for entry in ${CONSOLE_INSTANCES:-}; do
+  IFS=, read -r name container url group <<EOF_ENTRY
+$entry
+EOF_ENTRY
+  python manage.py register_instance "$name" --host "$CONSOLE_HOST_NAME" --docker-url "$CONSOLE_DOCKER_URL" \
+    --container "$container" --image "${INFERENCE_IMAGE:-}" --url "$url" --group "$group" \
+    --admin-token-env INFERENCE_ADMIN_TOKEN
+done
+exec uvicorn console.asgi:application --host "${CONSOLE_BIND:-0.0.0.0}" --port "${CONSOLE_PORT:-8000}" \
+  --proxy-headers --forwarded-allow-ips "*" --log-level warning

@@ -1,0 +1,134 @@
+"""The production compose stack, on this machine: CPU replicas, images built here, every service
+on 127.0.0.1. An operator logs in through nginx and restarts the replica group, rolling, while
+clients keep sending requests through nginx: none of them fails."""
+
+import os
+import re
+import secrets
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import docker
+import httpx
+import pytest
+
+from tests.conftest import ROOT, wait_http
+from tests.inference.helpers import chat
+from tests.runtimes.docker_images import console_image, inference_image, services_image
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+CONSOLE = "http://127.0.0.1:58080"
+INFERENCE = "http://127.0.0.1:58081"
+PORTS = (55432, 56379, 58000, 58080, 58081, 58101, 58102, 52375)
+
+
+class Load:
+    """Steady client traffic through nginx, counting every answer."""
+
+    def __init__(self, rate: float):
+        self.rate, self.stop_event = rate, threading.Event()
+        self.statuses: list[int | str] = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def one(self, client: httpx.Client):
+        try:
+            self.statuses.append(client.post(INFERENCE + "/v1/chat/completions", json=chat(max_tokens=4)).status_code)
+        except httpx.HTTPError as exc:
+            self.statuses.append(type(exc).__name__)
+
+    def run(self):
+        with httpx.Client(timeout=60) as client, ThreadPoolExecutor(max_workers=16) as pool:
+            while not self.stop_event.is_set():
+                pool.submit(self.one, client)
+                time.sleep(1 / self.rate)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        self.thread.join(timeout=90)
+
+
+def test_rolling_restart_through_nginx_loses_no_request(smoke_model, tmp_path):
+    client = docker.from_env()
+    for port in PORTS:
+        if subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout.strip():
+            pytest.fail(f"port {port} is taken; the CPU stack binds it on 127.0.0.1")
+    services, inference = services_image(client), inference_image(client)
+    client.images.get(console_image(client)).tag("instance-console", "latest")
+    password = secrets.token_urlsafe(16)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "COMPOSE_PROJECT_NAME": "ictest",
+        "POSTGRES_PASSWORD": secrets.token_urlsafe(16),
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "INFERENCE_ADMIN_TOKEN": secrets.token_urlsafe(16),
+        "CONSOLE_OPERATOR_PASSWORD": password,
+        "SERVICES_IMAGE": services,
+        "CONSOLE_BASE_IMAGE": services,
+        "INFERENCE_IMAGE_CPU": inference,
+        "MODELS_DIR": str(smoke_model.parent),
+    }
+    compose = ["docker-compose", "-f", "docker-compose.yml", "-f", "docker-compose.cpu.yml", "--profile", "cpu"]
+
+    def run(*args, check=True):
+        return subprocess.run([*compose, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=check)
+
+    run("up", "-d", "--no-build")
+    try:
+        wait_http(CONSOLE + "/accounts/login/", timeout=180)
+        for port in (58101, 58102):
+            wait_http(f"http://127.0.0.1:{port}/health/ready", timeout=180)
+        session = httpx.Client(base_url=CONSOLE, timeout=30)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', session.get("/accounts/login/").text).group(1)
+        signed_in = session.post(
+            "/accounts/login/",
+            data={"username": "operator", "password": password, "csrfmiddlewaretoken": token},
+            headers={"Referer": CONSOLE + "/accounts/login/"},
+        )
+        assert signed_in.status_code == 302, signed_in.text[:500]
+        dashboard = session.get("/").text
+        assert 'data-instance="glm-a-1"' in dashboard and 'data-instance="glm-a-2"' in dashboard
+        # Both replicas sampled by the worker through the socket proxy before the restart.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and dashboard.count('class="badge ready"') < 2:
+            time.sleep(2)
+            dashboard = session.get("/").text
+        assert dashboard.count('class="badge ready"') >= 2, dashboard[-3000:]
+
+        with Load(rate=20) as load:
+            time.sleep(3)
+            csrf = session.cookies["csrftoken"]
+            started = session.post(
+                "/rollouts/",
+                data={"group": "glm-a", "strategy": "rolling", "reason": "compose test"},
+                headers={"X-CSRFToken": csrf, "Referer": CONSOLE + "/"},
+            )
+            assert started.status_code == 302, started.text[:500]
+            rollout_id = started.headers["Location"].rstrip("/").rsplit("/", 1)[1]
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                rollout = session.get(f"/api/rollouts/{rollout_id}/").json()
+                if rollout["state"] in ("succeeded", "failed"):
+                    break
+                time.sleep(1)
+            time.sleep(3)
+        assert rollout["state"] == "succeeded", rollout
+        failed = [s for s in load.statuses if s != 200]
+        print(
+            f"\ncompose: {len(load.statuses)} requests through nginx during the rolling restart, {len(failed)} failed"
+        )
+        assert len(load.statuses) > 200 and not failed, failed[:20]
+        audit = session.get("/audit/", params={"action": "rollout"}).text
+        assert "rollout.requested" in audit and "operator" in audit
+    except BaseException:
+        print(run("logs", "--tail", "40", check=False).stdout[-12000:])
+        raise
+    finally:
+        run("down", "-v", "--remove-orphans", check=False)
