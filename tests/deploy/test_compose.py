@@ -73,13 +73,17 @@ def test_rolling_restart_through_nginx_loses_no_request(smoke_model, tmp_path):
         "SERVICES_IMAGE": services,
         "CONSOLE_BASE_IMAGE": services,
         "INFERENCE_IMAGE_CPU": inference,
-        "MODELS_DIR": str(smoke_model.parent),
+        "SMOKE_MODEL_DIR": str(smoke_model),
     }
     compose = ["docker-compose", "-f", "docker-compose.yml", "-f", "docker-compose.cpu.yml", "--profile", "cpu"]
 
     def run(*args, check=True):
-        return subprocess.run([*compose, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=check)
+        result = subprocess.run([*compose, *args], cwd=ROOT, env=env, capture_output=True, text=True)
+        if check and result.returncode:
+            raise AssertionError(f"docker-compose {' '.join(args)}: {result.stderr[-3000:]}")
+        return result
 
+    run("down", "-v", "--remove-orphans", check=False)  # leftovers of an interrupted run
     run("up", "-d", "--no-build")
     try:
         wait_http(CONSOLE + "/accounts/login/", timeout=180)
