@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import httpx
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
@@ -227,11 +228,16 @@ class Heartbeat:
         self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{operation_id}", daemon=True)
 
     def _beat(self) -> None:
-        from django.db import connection
+        from django.db import DatabaseError, connection
 
         try:
             while not self.stopped.wait(self.every):
-                Operation.objects.filter(pk=self.operation_id, state=Operation.State.RUNNING).update(heartbeat=Now())
+                try:
+                    Operation.objects.filter(pk=self.operation_id, state=Operation.State.RUNNING).update(
+                        heartbeat=Now()
+                    )
+                except DatabaseError:
+                    connection.close()  # the database is restarting: beat again once it is back
         finally:
             connection.close()
 
@@ -285,6 +291,8 @@ def _run(operation: Operation) -> Operation:
                 progress.end_step(operation, step, "failed", str(exc))
                 progress.finish(operation, Operation.State.FAILED, f"{name}: {exc}", _log_tail(ctx))
                 return operation
+            except DatabaseError:
+                raise  # the database is away: the task retries and resumes (tasks.run_operation)
             except Exception as exc:
                 log.exception("operation %s: step %s crashed", operation.pk, name)
                 progress.end_step(operation, step, "failed", f"internal error: {exc}")

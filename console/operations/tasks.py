@@ -1,6 +1,7 @@
 """Celery tasks for operations: thin wrappers around the pipeline."""
 
 from celery import shared_task
+from django.db import DatabaseError, connections
 
 from console.operations import pipeline
 
@@ -13,6 +14,12 @@ def run_operation(self, operation_id: int) -> str | None:
         # A redelivery while the first worker is still alive and working:
         # look again later, in case that worker dies before it finishes.
         raise self.retry(countdown=15) from None
+    except DatabaseError:
+        # The database went away mid-operation (a restart, a failover). Try again once it is
+        # back: the claim takes the operation over when its heartbeat is stale and resumes it
+        # from its first step, which is safe to repeat (drain, stop and start check state first).
+        connections.close_all()
+        raise self.retry(countdown=10) from None
     return operation.state if operation else None
 
 

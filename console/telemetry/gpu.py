@@ -87,3 +87,37 @@ def processes(indices: list[int] | None = None) -> list[GpuProcess]:
         for proc in _optional(pynvml.nvmlDeviceGetComputeRunningProcesses, handle) or []:
             found.append(GpuProcess(pid=proc.pid, gpu_index=index, used_bytes=proc.usedGpuMemory or 0))
     return found
+
+
+class Snapshot:
+    """NVML read once per round for all instances of the host."""
+
+    def __init__(self):
+        self.available = nvml_available()
+        self.error = "" if self.available else nvml_error()
+        self.devices = devices() if self.available else []
+        self.processes = processes() if self.available else []
+
+    def for_instance(self, indices: list[int], pids: list[int]) -> dict:
+        devices = [d for d in self.devices if not indices or d.index in indices]
+        mine = set(pids)
+        procs = [p for p in self.processes if not indices or p.gpu_index in indices]
+        return {
+            "gpu_used": sum(p.used_bytes for p in procs if p.pid in mine) if self.available else None,
+            "gpu_total": sum(d.total_bytes for d in devices) if devices else None,
+            "devices": [
+                {
+                    "index": d.index,
+                    "name": d.name,
+                    "used": d.used_bytes,
+                    "total": d.total_bytes,
+                    "util": d.utilisation,
+                    "temp": d.temperature,
+                    "power": d.power_watts,
+                }
+                for d in devices
+            ],
+            "processes": [
+                {"pid": p.pid, "gpu": p.gpu_index, "used": p.used_bytes, "ours": p.pid in mine} for p in procs
+            ],
+        }

@@ -47,41 +47,7 @@ def derive_status(running: bool, probe: health.Probe, active_kind: str | None) -
     return "ready", ""
 
 
-class GpuSnapshot:
-    """NVML read once per round for all instances of the host."""
-
-    def __init__(self):
-        self.available = gpu.nvml_available()
-        self.error = "" if self.available else gpu.nvml_error()
-        self.devices = gpu.devices() if self.available else []
-        self.processes = gpu.processes() if self.available else []
-
-    def for_instance(self, indices: list[int], pids: list[int]) -> dict:
-        devices = [d for d in self.devices if not indices or d.index in indices]
-        mine = set(pids)
-        procs = [p for p in self.processes if not indices or p.gpu_index in indices]
-        return {
-            "gpu_used": sum(p.used_bytes for p in procs if p.pid in mine) if self.available else None,
-            "gpu_total": sum(d.total_bytes for d in devices) if devices else None,
-            "devices": [
-                {
-                    "index": d.index,
-                    "name": d.name,
-                    "used": d.used_bytes,
-                    "total": d.total_bytes,
-                    "util": d.utilisation,
-                    "temp": d.temperature,
-                    "power": d.power_watts,
-                }
-                for d in devices
-            ],
-            "processes": [
-                {"pid": p.pid, "gpu": p.gpu_index, "used": p.used_bytes, "ours": p.pid in mine} for p in procs
-            ],
-        }
-
-
-def collect(instance, snapshot: GpuSnapshot, client: httpx.Client | None = None) -> dict:
+def collect(instance, snapshot: gpu.Snapshot, client: httpx.Client | None = None) -> dict:
     """Everything one sample says about one instance (no database writes)."""
     runtime_error = ""
     try:
@@ -154,7 +120,7 @@ def sample_host(host_name: str, workers: int = 8) -> int:
     instances = list(Instance.objects.filter(host__name=host_name, enabled=True).select_related("host"))
     if not instances:
         return 0
-    snapshot = GpuSnapshot()
+    snapshot = gpu.Snapshot()
 
     def one(instance) -> bool:
         try:

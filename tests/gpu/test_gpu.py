@@ -64,3 +64,16 @@ def test_sigterm_exits_zero_and_gpu_memory_is_released(gpu_server):
     while any(p.pid == pid for p in gpu.processes()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(p.pid == pid for p in gpu.processes())
+
+
+def test_sampler_maps_the_servers_gpu_memory_to_its_instance(gpu_server):
+    # The sampler's NVML snapshot, as the host worker takes it each round.
+    snapshot = gpu.Snapshot()
+    assert snapshot.available and not snapshot.error
+    mine = snapshot.for_instance([0], [gpu_server.proc.pid])
+    assert mine["gpu_used"] > 0 and mine["gpu_total"] > mine["gpu_used"]
+    assert any(p["pid"] == gpu_server.proc.pid and p["ours"] for p in mine["processes"])
+    stranger = snapshot.for_instance([0], [1])  # pid 1 holds no GPU memory
+    assert stranger["gpu_used"] == 0
+    assert any(p["pid"] == gpu_server.proc.pid and not p["ours"] for p in stranger["processes"])
+    assert mine["devices"][0]["util"] is not None and mine["devices"][0]["total"] == mine["gpu_total"]

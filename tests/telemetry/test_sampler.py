@@ -71,7 +71,7 @@ def test_gpu_processes_are_mapped_to_the_instance_by_pid(monkeypatch):
         "processes",
         lambda: [GpuProcess(100, 0, 20 * 2**30), GpuProcess(200, 0, 10 * 2**30), GpuProcess(300, 1, 2**30)],
     )
-    figures = sampler.GpuSnapshot().for_instance([0], [100, 101])
+    figures = sampler.gpu.Snapshot().for_instance([0], [100, 101])
     assert figures["gpu_used"] == 20 * 2**30 and figures["gpu_total"] == 80 * 2**30
     assert [d["index"] for d in figures["devices"]] == [0]
     assert figures["processes"] == [
@@ -83,6 +83,6 @@ def test_gpu_processes_are_mapped_to_the_instance_by_pid(monkeypatch):
 def test_no_nvidia_gpu_is_reported_cleanly(monkeypatch):
     monkeypatch.setattr(sampler.gpu, "nvml_available", lambda: False)
     monkeypatch.setattr(sampler.gpu, "nvml_error", lambda: "no NVIDIA GPU (driver not loaded)")
-    snapshot = sampler.GpuSnapshot()
+    snapshot = sampler.gpu.Snapshot()
     assert snapshot.error == "no NVIDIA GPU (driver not loaded)"
     assert snapshot.for_instance([0], [1])["gpu_used"] is None
