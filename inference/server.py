@@ -34,7 +34,7 @@ class Server:
 
     def __init__(self, settings: Settings, engine: Engine | None = None):
         self.settings = settings
-        self.engine = engine or Engine(settings.model_path, settings.device, settings.dtype)
+        self.engine = engine or Engine(settings.model_path, settings.device, settings.dtype, settings.kv_cache)
         self.stats = Stats(settings.stats_window_seconds)
         self.loaded = False
         self.load_error = ""
@@ -48,7 +48,8 @@ class Server:
         try:
             self.engine.load()
             if self.settings.warmup:
-                self.engine.warmup()
+                # A static cache compiles on its first generation: pay for it before "ready".
+                self.engine.warmup(64 if self.settings.kv_cache == "static" else 2)
             self.loaded = True
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"

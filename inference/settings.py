@@ -48,3 +48,5 @@ class Settings:
     # Test-only fault injection (POST /debug/faults); never on unless set.
     debug_faults: bool = field(default_factory=lambda: _bool("DEBUG_FAULTS"))
     warmup: bool = field(default_factory=lambda: _bool("WARMUP", True))
+    # "dynamic" (default) or "static": see Engine; static decodes faster, one generation at a time.
+    kv_cache: str = field(default_factory=lambda: os.environ.get("KV_CACHE", "dynamic"))
