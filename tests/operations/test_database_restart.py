@@ -81,21 +81,26 @@ def test_operation_resumes_after_a_postgresql_restart(smoke_model, tmp_path):
     }
     subprocess.run(["redis-cli", "-u", env["REDIS_URL"], "flushdb"], check=True, capture_output=True)
 
-    def manage(*args, check=True):
+    def manage(*args, check=True, extra_env=None):
         return subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=check
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env={**env, **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            check=check,
         )
 
     worker = None
     try:
         manage("migrate", "--noinput")
-        spec = {"env": server.env, "url": server.url}
+        spec = json.dumps({"env": server.env, "url": server.url, "token": server.token})
         manage(
             "shell",
             "-c",
-            "import json, sys; from tests.factories import process_instance; s = json.loads(sys.argv[-1]); "
-            "process_instance('pg-a', base_url=s['url'], env=s['env'])",
-            json.dumps(spec),
+            "import json, os; from tests.factories import process_instance; s = json.loads(os.environ['SPEC']); "
+            "process_instance('pg-a', base_url=s['url'], env=s['env'], admin_token=s['token'])",
+            extra_env={"SPEC": spec},
         )
         with open(tmp_path / "worker.log", "ab") as log:
             worker = subprocess.Popen(
