@@ -49,11 +49,20 @@ def _baseline_p95(instance, latest: Sample) -> float | None:
     return median(values) if len(values) >= 3 else None
 
 
-def _sustained(window: list[Sample], test, sustain: int) -> bool:
-    """The condition held in every sample of the last `sustain` seconds, and they span most of it."""
-    if len(window) < 2 or (window[-1].at - window[0].at).total_seconds() < sustain * 0.8:
+def _sustained(samples: list[Sample], test, sustain: int, now) -> bool:
+    """The condition has held in every sample for at least `sustain` seconds up to now.
+
+    Counted from the first sample of the unbroken run that ends with the latest one, so it
+    does not depend on how many samples a window of `sustain` seconds happens to hold.
+    """
+    run = 0
+    for sample in reversed(samples):
+        if not test(sample):
+            break
+        run += 1
+    if run < 2:  # one sample is a blip, not a trend
         return False
-    return all(test(s) for s in window)
+    return (now - samples[-run].at).total_seconds() >= sustain
 
 
 def findings(dog: Watchdog, samples: list[Sample], now) -> list[Finding]:
@@ -73,9 +82,9 @@ def findings(dog: Watchdog, samples: list[Sample], now) -> list[Finding]:
                     Watchdog.Action.RESTART,
                 )
             )
-    window = [s for s in samples if s.at >= now - timedelta(seconds=dog.sustain_seconds) and s.probe_ok]
+    window = [s for s in samples if s.probe_ok]  # a failed probe is liveness's business
     action = dog.decay_action
-    if dog.p95_limit_ms and _sustained(window, lambda s: (s.p95_ms or 0) > dog.p95_limit_ms, dog.sustain_seconds):
+    if dog.p95_limit_ms and _sustained(window, lambda s: (s.p95_ms or 0) > dog.p95_limit_ms, dog.sustain_seconds, now):
         found.append(
             Finding(
                 "p95_limit",
@@ -86,7 +95,9 @@ def findings(dog: Watchdog, samples: list[Sample], now) -> list[Finding]:
         )
     if dog.p95_factor and window:
         baseline = _baseline_p95(dog.instance, latest)
-        if baseline and _sustained(window, lambda s: (s.p95_ms or 0) > dog.p95_factor * baseline, dog.sustain_seconds):
+        if baseline and _sustained(
+            window, lambda s: (s.p95_ms or 0) > dog.p95_factor * baseline, dog.sustain_seconds, now
+        ):
             found.append(
                 Finding(
                     "p95_factor",
@@ -96,7 +107,7 @@ def findings(dog: Watchdog, samples: list[Sample], now) -> list[Finding]:
                 )
             )
     if dog.fragmentation_limit is not None and _sustained(
-        window, lambda s: (s.fragmentation or 0) > dog.fragmentation_limit, dog.sustain_seconds
+        window, lambda s: (s.fragmentation or 0) > dog.fragmentation_limit, dog.sustain_seconds, now
     ):
         found.append(
             Finding(
@@ -107,7 +118,7 @@ def findings(dog: Watchdog, samples: list[Sample], now) -> list[Finding]:
             )
         )
     if dog.close_wait_limit is not None and _sustained(
-        window, lambda s: (s.close_wait or 0) > dog.close_wait_limit, dog.sustain_seconds
+        window, lambda s: (s.close_wait or 0) > dog.close_wait_limit, dog.sustain_seconds, now
     ):
         found.append(
             Finding(
@@ -122,7 +133,7 @@ def findings(dog: Watchdog, samples: list[Sample], now) -> list[Finding]:
         def high(s: Sample) -> bool:
             return bool(s.gpu_used and s.gpu_total and 100 * s.gpu_used / s.gpu_total > dog.gpu_memory_percent)
 
-        if _sustained(window, high, dog.sustain_seconds):
+        if _sustained(window, high, dog.sustain_seconds, now):
             found.append(
                 Finding(
                     "gpu_memory",

@@ -126,3 +126,13 @@ def test_alert_only_action(dog):
     assert evaluate(dog.instance) == "alerted"
     assert evaluate(dog.instance) is None  # not again within the backoff
     assert not Operation.objects.exists() and AlertDelivery.objects.count() == 1
+
+
+def test_sustain_shorter_than_a_few_sampling_intervals_still_fires(dog):
+    # Samples 2 s apart and a 4 s sustain: the high run began with the second sample, 4 s before
+    # the last. A window of 4 s holds two samples spanning 2 s; the run itself is what counts.
+    dog.sustain_seconds = 4
+    rows = samples(dog, 4, every=2, p95_ms=lambda i: 100.0 if i == 0 else 900.0)
+    last = rows[-1].at
+    assert [f.rule for f in findings(dog, rows, last - timedelta(seconds=0.5))] == []  # held 3.5 s
+    assert [f.rule for f in findings(dog, rows, last + timedelta(seconds=0.5))] == ["p95_limit"]  # 4.5 s
