@@ -9,7 +9,7 @@ mkdir -p "$STATE"
 PY="$ROOT/.venv/bin/python"
 
 need=()
-for pkg in redis-server postgresql docker.io chromium debootstrap iproute2; do
+for pkg in redis-server postgresql docker.io docker-compose chromium debootstrap iproute2; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
