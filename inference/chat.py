@@ -96,7 +96,17 @@ def register_chat(app: FastAPI, server) -> None:
             stream = body.get("stream", False)
             if not isinstance(stream, bool):
                 raise ApiError(400, "'stream' must be true or false", "invalid_parameter")
-            messages, images = await asyncio.to_thread(parse_messages, body, settings)
+
+            def parse_and_prepare():
+                # One hop off the event loop for decoding, validating and preprocessing, done
+                # before the request queues for a slot: a queued request is ready to prefill.
+                messages, images = parse_messages(body, settings)
+                return server.engine.prepare(messages, images, settings.max_prompt_tokens)
+
+            prepared = await asyncio.to_thread(parse_and_prepare)
+        except PromptTooLong as exc:
+            stats.reject("prompt_too_long")
+            raise ApiError(400, str(exc), "context_length_exceeded") from None
         except ApiError as exc:
             stats.reject(exc.code)
             raise
@@ -125,12 +135,6 @@ def register_chat(app: FastAPI, server) -> None:
         try:
             if server.fault_delay:
                 await asyncio.sleep(server.fault_delay)
-            try:
-                prepared = await asyncio.to_thread(server.engine.prepare, messages, images, settings.max_prompt_tokens)
-            except PromptTooLong as exc:
-                stats.reject("prompt_too_long")
-                raise ApiError(400, str(exc), "context_length_exceeded") from None
-            del images
             run = Generation(server, prepared, max_tokens, temperature, top_p, began, request_id, release)
             run.start()
         except BaseException:
@@ -178,6 +182,7 @@ class Generation:
         self.release = release
         self.ids: list[int] = []
         self.first_token_at: float | None = None
+        self.submitted_at = began
         self.sink = QueueSink(asyncio.get_running_loop(), self.thread_done)
         self.id = f"chatcmpl-{request_id[:24]}"
         self.created = int(time.time())
@@ -187,6 +192,7 @@ class Generation:
         return self.cancelled or time.monotonic() > self.deadline
 
     def start(self) -> None:
+        self.submitted_at = time.monotonic()  # parsing, validation, admission and preprocessing are behind us
         self.server.engine.generate(
             self.prepared,
             self.sink,
@@ -247,6 +253,7 @@ class Generation:
             stream=stream,
             latency_ms=round(latency * 1000, 1),
             ttft_ms=round(ttft * 1000, 1) if ttft else None,
+            prepare_ms=round((self.submitted_at - self.began) * 1000, 1),
             prompt_tokens=self.prompt_tokens,
             completion_tokens=len(self.ids),
         )

@@ -34,12 +34,46 @@ class TokenSink:
 
 
 KV_CACHES = ("dynamic", "static")
+DECODERS = ("batched", "generate")
+
+
+def _start_cuda_libraries(device: str) -> None:
+    """Touch what the first generation would otherwise initialise: context, cuBLAS, cuDNN, attention."""
+    import torch
+
+    x = torch.ones((64, 64), device=device, dtype=torch.bfloat16)
+    (x @ x).sum()
+    conv = torch.nn.functional.conv3d(
+        torch.ones((1, 3, 2, 14, 14), device=device), torch.ones((8, 3, 2, 14, 14), device=device)
+    )
+    q = torch.ones((1, 2, 4, 64), device=device, dtype=torch.bfloat16)
+    torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    conv.sum().item()
 
 
 class Engine:
-    def __init__(self, model_path: str, device: str = "", dtype: str = "", kv_cache: str = "dynamic"):
+    def __init__(
+        self,
+        model_path: str,
+        device: str = "",
+        dtype: str = "",
+        kv_cache: str = "dynamic",
+        *,
+        decoder: str = "batched",
+        slots: int = 4,
+        context: int = 4096,
+        cuda_graphs: bool = True,
+    ):
         if kv_cache not in KV_CACHES:
             raise ValueError(f"KV_CACHE must be one of {', '.join(KV_CACHES)}, not {kv_cache!r}")
+        if decoder not in DECODERS:
+            raise ValueError(f"DECODER must be one of {', '.join(DECODERS)}, not {decoder!r}")
+        # "batched" (batching.py): every request decodes in one shared step over a slot KV cache,
+        # CUDA-graphed on a GPU. "generate": transformers' own generate, one thread per request;
+        # the reference the benchmarks compare against.
+        self.decoder = decoder
+        self.slots, self.context, self.cuda_graphs = slots, context, cuda_graphs
+        self.batcher = None
         self.model_path = model_path
         self.requested_device = device
         self.requested_dtype = dtype
@@ -57,6 +91,7 @@ class Engine:
         self.device = "cpu"
         self.dtype = ""
         self.load_seconds = 0.0
+        self.load_phases: dict[str, float] = {}
 
     @property
     def name(self) -> str:
@@ -64,16 +99,37 @@ class Engine:
 
     def load(self) -> None:
         began = time.monotonic()
+        phases = self.load_phases = {}
+
+        def phase(name: str, since: float) -> float:
+            now = time.monotonic()
+            phases[name] = round(now - since, 3)
+            return now
+
         import torch
-        from transformers import AutoImageProcessor, AutoTokenizer, Glm4vForConditionalGeneration
 
         self.device = self.requested_device or ("cuda" if torch.cuda.is_available() else "cpu")
+        libraries = None
+        if self.device.startswith("cuda"):
+            # CUDA context, cuBLAS and cuDNN start while transformers imports (both take seconds).
+            libraries = threading.Thread(target=_start_cuda_libraries, args=(self.device,), name="cuda-init")
+            libraries.start()
+        from transformers import AutoImageProcessor, AutoTokenizer, Glm4vForConditionalGeneration
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # a progress bar is noise in JSON logs
+        if libraries is not None:
+            libraries.join()
+        mark = phase("import", began)
+
         dtype_name = self.requested_dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
         self.dtype = dtype_name
-        if self.device == "cpu":
-            torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+        # Few CPU threads: on a GPU the CPU work is small tensors (preprocessing), where a thread
+        # team per core costs more in wake-ups than it saves; on a CPU it leaves cores to the host.
+        torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.image_processor = AutoImageProcessor.from_pretrained(self.model_path)
+        mark = phase("tokenizer_and_processor", mark)
         # On a GPU the weights go from safetensors straight to the device.
         placement = {"device_map": self.device} if self.device != "cpu" else {}
         model = Glm4vForConditionalGeneration.from_pretrained(
@@ -81,12 +137,31 @@ class Engine:
         )
         model.eval()
         self.model = model
+        mark = phase("weights", mark)
         config = model.config
         self.image_token_id = config.image_token_id
         self.image_token = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
         self.merge_length = config.vision_config.spatial_merge_size**2
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        if self.decoder == "batched":
+            from inference.batching import Batcher, DecodeStep
+
+            context = min(self.context, config.text_config.max_position_embeddings)
+            step = DecodeStep(model, self.slots, context, self.cuda_graphs)
+            self.batcher = Batcher(step, self.eos_ids)
+            phase("kv_cache", mark)
+            log.info(
+                "batched decoding",
+                extra={
+                    "fields": {
+                        "slots": self.slots,
+                        "context": context,
+                        "kv_cache_bytes": step.cache_bytes,
+                        "cuda_graphs": step.use_graphs,
+                    }
+                },
+            )
         self.load_seconds = time.monotonic() - began
         log.info(
             "model loaded",
@@ -94,7 +169,8 @@ class Engine:
         )
 
     def prepare(self, messages: list[dict], images: list, max_prompt_tokens: int) -> Prepared:
-        """Chat template, image placeholders expanded to the vision patch count, tensors on the device."""
+        """Chat template, image placeholders expanded to the vision patch count; tensors stay on the CPU
+        (the generation thread moves them, so only that thread issues GPU work)."""
         import torch
 
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -110,17 +186,17 @@ class Engine:
                 expanded += self.image_token * int(grid.prod() // self.merge_length) + piece
             text = expanded
             pixel_inputs = {
-                "pixel_values": processed["pixel_values"].to(self.device, dtype=self.model.dtype),
-                "image_grid_thw": grids.to(self.device),
+                "pixel_values": processed["pixel_values"].to(dtype=self.model.dtype),
+                "image_grid_thw": grids,
             }
         input_ids = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
         prompt_tokens = int(input_ids.shape[1])
         if prompt_tokens > max_prompt_tokens:
             raise PromptTooLong(f"the prompt is {prompt_tokens} tokens; the limit is {max_prompt_tokens}")
         inputs = {
-            "input_ids": input_ids.to(self.device),
-            "attention_mask": torch.ones_like(input_ids).to(self.device),
-            "mm_token_type_ids": (input_ids == self.image_token_id).to(torch.int32).to(self.device),
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "mm_token_type_ids": (input_ids == self.image_token_id).to(torch.int32),
             **pixel_inputs,
         }
         return Prepared(inputs=inputs, prompt_tokens=prompt_tokens)
@@ -134,8 +210,14 @@ class Engine:
         temperature: float,
         top_p: float,
         should_stop: Callable[[], bool],
-    ) -> threading.Thread:
-        """Generate on a thread, feeding `sink`; `should_stop` ends it early (disconnect, timeout, drain)."""
+    ) -> None:
+        """Generate on the engine's thread(s), feeding `sink`; `should_stop` ends it early
+        (disconnect, timeout, drain)."""
+        if self.batcher is not None:
+            from inference.batching import Job
+
+            self.batcher.submit(Job(prepared.inputs, sink, max_new_tokens, temperature, top_p, should_stop))
+            return
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
@@ -167,7 +249,7 @@ class Engine:
             try:
                 with torch.inference_mode():
                     self.model.generate(
-                        **prepared.inputs,
+                        **{k: v.to(self.device) for k, v in prepared.inputs.items()},
                         max_new_tokens=max_new_tokens,
                         streamer=Streamer(),
                         stopping_criteria=StoppingCriteriaList([Stop()]),
@@ -182,19 +264,17 @@ class Engine:
                 prepared.inputs.clear()  # drop tensor references at once: no KV/pixel memory outlives the request
                 sink.done(error)
 
-        return self._submit(run)
+        self._submit(run)
 
-    def _submit(self, job: Callable[[], None]) -> threading.Thread:
+    def _submit(self, job: Callable[[], None]) -> None:
         if self._jobs is None:
-            thread = threading.Thread(target=job, name="generate", daemon=True)
-            thread.start()
-            return thread
+            threading.Thread(target=job, name="generate", daemon=True).start()
+            return
         with self._runner_lock:
             if self._runner is None:
                 self._runner = threading.Thread(target=self._run_jobs, name="generate", daemon=True)
                 self._runner.start()
         self._jobs.put(job)
-        return self._runner
 
     def _run_jobs(self) -> None:
         while True:
@@ -204,9 +284,14 @@ class Engine:
         return self.tokenizer.decode([i for i in ids if i not in self.eos_ids], skip_special_tokens=True)
 
     def warmup(self, max_new_tokens: int = 2) -> None:
-        """One short generation so the first real request does not pay for lazy initialisation
-        (with a static cache: for compiling the decoding step, at the longest cache it will need)."""
-        prepared = self.prepare([{"role": "user", "content": "hi"}], [], 1 << 30)
+        """One short generation with a small image so the first real request does not pay for lazy
+        initialisation (vision kernels; with a static cache: compiling the decoding step)."""
+        from PIL import Image
+
+        began = time.monotonic()
+        image = Image.new("RGB", (112, 112), (128, 128, 128))
+        content = [{"type": "image"}, {"type": "text", "text": "hi"}]
+        prepared = self.prepare([{"role": "user", "content": content}], [image], 1 << 30)
         done = threading.Event()
 
         class Sink(TokenSink):
@@ -220,6 +305,11 @@ class Engine:
             prepared, Sink(), max_new_tokens=max_new_tokens, temperature=0, top_p=1, should_stop=lambda: False
         )
         done.wait(600)
+        self.load_phases["warmup"] = round(time.monotonic() - began, 3)
+        if self.batcher is not None and self.batcher.step.use_graphs:
+            began = time.monotonic()
+            self.batcher.step.record_common()  # the batcher is idle: nothing is admitted before ready
+            self.load_phases["cuda_graphs"] = round(time.monotonic() - began, 3)
 
     def allocator_stats(self) -> dict:
         import torch

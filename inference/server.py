@@ -34,7 +34,16 @@ class Server:
 
     def __init__(self, settings: Settings, engine: Engine | None = None):
         self.settings = settings
-        self.engine = engine or Engine(settings.model_path, settings.device, settings.dtype, settings.kv_cache)
+        self.engine = engine or Engine(
+            settings.model_path,
+            settings.device,
+            settings.dtype,
+            settings.kv_cache,
+            decoder=settings.decoder,
+            slots=settings.max_concurrency,
+            context=settings.context,
+            cuda_graphs=settings.cuda_graphs,
+        )
         self.stats = Stats(settings.stats_window_seconds)
         self.loaded = False
         self.load_error = ""
@@ -49,7 +58,8 @@ class Server:
             self.engine.load()
             if self.settings.warmup:
                 # A static cache compiles on its first generation: pay for it before "ready".
-                self.engine.warmup(64 if self.settings.kv_cache == "static" else 2)
+                static = self.settings.decoder == "generate" and self.settings.kv_cache == "static"
+                self.engine.warmup(64 if static else 2)
             self.loaded = True
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
@@ -80,6 +90,7 @@ class Server:
             "pid": os.getpid(),
             "uptime_seconds": round(time.time() - stats.started, 3),
             "load_seconds": round(self.engine.load_seconds, 3),
+            "load_phases": self.engine.load_phases,
             "load_error": self.load_error or None,
             "in_flight": stats.in_flight,
             "queued": stats.queued,

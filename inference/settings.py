@@ -48,5 +48,14 @@ class Settings:
     # Test-only fault injection (POST /debug/faults); never on unless set.
     debug_faults: bool = field(default_factory=lambda: _bool("DEBUG_FAULTS"))
     warmup: bool = field(default_factory=lambda: _bool("WARMUP", True))
-    # "dynamic" (default) or "static": see Engine; static decodes faster, one generation at a time.
+    # "batched" (default): all requests decode together over a slot KV cache (MAX_CONCURRENCY slots of
+    # MAX_CONTEXT tokens), CUDA-graphed on a GPU. "generate": transformers' generate per request.
+    decoder: str = field(default_factory=lambda: os.environ.get("DECODER", "batched"))
+    max_context: int = field(default_factory=lambda: _int("MAX_CONTEXT", 0))  # 0 = prompt + new token limits
+    cuda_graphs: bool = field(default_factory=lambda: _bool("CUDA_GRAPHS", True))
+    # For DECODER=generate: "dynamic" (default) or "static" (compiled decoding, one generation at a time).
     kv_cache: str = field(default_factory=lambda: os.environ.get("KV_CACHE", "dynamic"))
+
+    @property
+    def context(self) -> int:
+        return self.max_context or self.max_prompt_tokens + self.max_new_tokens

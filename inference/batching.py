@@ -1,0 +1,442 @@
+"""Continuous batching: one engine thread decodes every active request in a single step.
+
+Each request owns a slot of a preallocated KV cache (slots x context tokens per layer). Its
+prompt goes through the model's own vision encoder and M-RoPE position code, then through the
+text layers here, which write its keys and values straight into the slot; from then on it joins
+the shared decoding step.
+New requests join between steps; finished ones leave and free their slot at once, so nothing
+grows with traffic.
+
+The decoding step is our own code over the model's text layers: plain tensor operations of
+fixed shapes, with each row's write position and attention span given as tensors. On a GPU it
+is recorded once per (batch, context) bucket as a CUDA graph and replayed, which removes the
+per-token Python and kernel-launch overhead that bounds `generate` (docs/BENCHMARKS.md).
+After the prompt every position is text, where the three M-RoPE sections carry the same
+position, so the step uses plain rotary embeddings with the request's offset (rope delta).
+"""
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("inference.batching")
+
+
+@dataclass
+class Job:
+    inputs: dict  # tensors of one prompt (Engine.prepare), on any device
+    sink: object  # TokenSink
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    should_stop: Callable[[], bool]
+    slot: int = -1
+    produced: int = 0
+    last_id: int = 0
+    index: int = 0  # where the next token's key and value go in the slot
+    position: int = 0  # its rotary position (index + the prompt's rope delta)
+
+
+def buckets(limit: int, first: int) -> list[int]:
+    """first, 2*first, 4*first ... and limit itself: graph shapes to record."""
+    sizes, size = [], first
+    while size < limit:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, limit]
+
+
+def fit(sizes: list[int], need: int) -> int:
+    return next(size for size in sizes if size >= need)
+
+
+@dataclass
+class Layer:
+    """One decoder layer's tensors as the step uses them: q, k and v projections fused into one."""
+
+    norm_in: tuple
+    qkv_weight: object
+    qkv_bias: object
+    out_weight: object
+    norm_after_attention: tuple
+    norm_mlp_in: tuple
+    gate_up_weight: object
+    down_weight: object
+    activation: Callable
+    norm_after_mlp: tuple
+
+
+def _norm(module) -> tuple:
+    return module.weight, module.variance_epsilon
+
+
+def fuse_layer(layer) -> Layer:
+    """Concatenate the q/k/v weights into one matrix and point the model's own projections at views
+    of it, so the model (which prefill still runs) and the step share the same memory."""
+    import torch
+
+    attention = layer.self_attn
+    projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+    with torch.no_grad():
+        weight = torch.cat([p.weight for p in projections])
+        bias = torch.cat([p.bias if p.bias is not None else torch.zeros_like(p.weight[:, 0]) for p in projections])
+        start = 0
+        for p in projections:
+            rows = p.weight.shape[0]
+            p.weight = torch.nn.Parameter(weight[start : start + rows], requires_grad=False)
+            if p.bias is not None:
+                p.bias = torch.nn.Parameter(bias[start : start + rows], requires_grad=False)
+            start += rows
+    return Layer(
+        norm_in=_norm(layer.input_layernorm),
+        qkv_weight=weight,
+        qkv_bias=bias,
+        out_weight=attention.o_proj.weight,
+        norm_after_attention=_norm(layer.post_self_attn_layernorm),
+        norm_mlp_in=_norm(layer.post_attention_layernorm),
+        gate_up_weight=layer.mlp.gate_up_proj.weight,
+        down_weight=layer.mlp.down_proj.weight,
+        activation=layer.mlp.activation_fn,
+        norm_after_mlp=_norm(layer.post_mlp_layernorm),
+    )
+
+
+class DecodeStep:
+    """The slot KV cache and one decoding step over all slots, CUDA-graphed on a GPU.
+
+    Written for few kernels per layer (in a graph, every small kernel still costs microseconds):
+    fused q/k/v projection, fused RMSNorm, rotary embedding as one multiply-add over q and k
+    together, keys and values written with one indexed store, one additive mask for all layers.
+    """
+
+    def __init__(self, model, slots: int, context: int, graphs: bool):
+        import torch
+
+        text = self._text = model.model.language_model
+        self.model = model
+        self.layers = [fuse_layer(layer) for layer in text.layers]
+        self.embed = text.embed_tokens
+        self.final_norm = _norm(text.norm)
+        self.lm_head = model.lm_head
+        attention = text.layers[0].self_attn
+        self.heads = attention.config.num_attention_heads
+        self.kv_heads = attention.config.num_key_value_heads
+        self.head_dim = attention.head_dim
+        self.group = self.heads // self.kv_heads
+        self.hidden = text.config.hidden_size
+        self.slots, self.context = slots, context
+        self.device = self.embed.weight.device
+        self.dtype = self.embed.weight.dtype
+        rotary = text.rotary_emb
+        self.inv_freq = rotary.inv_freq.detach().float().to(self.device)
+        self.rotary_scale = float(getattr(rotary, "attention_scaling", 1.0))
+        width = 2 * self.inv_freq.numel()
+        # GLM rotates interleaved pairs (x0, x1) -> (-x1, x0) on the first `width` channels:
+        # as a matrix, so that rotating q and k is x * cos + (x @ turn) * sin (pass-through
+        # channels get cos 1, sin 0).
+        turn = torch.zeros((self.head_dim, self.head_dim), dtype=self.dtype, device=self.device)
+        pairs = torch.arange(0, width, 2, device=self.device)
+        turn[pairs + 1, pairs] = -1
+        turn[pairs, pairs + 1] = 1
+        self.turn = turn
+        self.pass_through = self.head_dim - width
+        # Per layer: [slots, 2 (key, value), kv heads, context, head dim].
+        shape = (slots, 2, self.kv_heads, context, self.head_dim)
+        self.cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        # Inputs of the step, rows = slots: token id, write index, rotary position.
+        self.state = torch.zeros((3, slots), dtype=torch.long, device=self.device)
+        self.rows = torch.arange(slots, device=self.device)
+        self.span = torch.arange(context, device=self.device)
+        self.slot_sizes = buckets(slots, 1)
+        # Few context buckets: attending to masked positions costs far less than another graph.
+        self.context_sizes = sorted({min(size, context) for size in (1024, 4096, context)})
+        self.use_graphs = graphs and self.device.type == "cuda"
+        self.graphs: dict = {}
+        self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        self.record_seconds = 0.0
+
+    @property
+    def cache_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.cache)
+
+    def _qkv(self, layer: Layer, hidden, cos, sin):
+        """Queries, keys (both rotated) and values of `hidden` (tokens x hidden size)."""
+        import torch.nn.functional as F
+
+        heads, kv_heads = self.heads, self.kv_heads
+        x = F.rms_norm(hidden, (self.hidden,), *layer.norm_in)
+        qkv = F.linear(x, layer.qkv_weight, layer.qkv_bias).view(hidden.shape[0], heads + 2 * kv_heads, self.head_dim)
+        qk = qkv[:, : heads + kv_heads]
+        qk = qk * cos + (qk @ self.turn) * sin
+        return qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :]
+
+    def _rest(self, layer: Layer, hidden, attended):
+        """Output projection, the post-attention norms and the MLP, with both residuals."""
+        import torch.nn.functional as F
+
+        out = F.linear(attended.reshape(hidden.shape[0], -1), layer.out_weight)
+        hidden = hidden + F.rms_norm(out, (self.hidden,), *layer.norm_after_attention)
+        x = F.rms_norm(hidden, (self.hidden,), *layer.norm_mlp_in)
+        gate, up = F.linear(x, layer.gate_up_weight).chunk(2, dim=-1)
+        x = F.linear(up * layer.activation(gate), layer.down_weight)
+        return hidden + F.rms_norm(x, (self.hidden,), *layer.norm_after_mlp)
+
+    def _logits(self, hidden):
+        import torch.nn.functional as F
+
+        return self.lm_head(F.rms_norm(hidden, (self.hidden,), *self.final_norm)).float()
+
+    def _widen(self, cos, sin):
+        """cos/sin over the rotated channels -> over the whole head (1 and 0 on pass-through channels)."""
+        import torch
+
+        ones = torch.ones((*cos.shape[:-1], self.pass_through), dtype=cos.dtype, device=cos.device)
+        return torch.cat((cos, ones), dim=-1)[:, None], torch.cat((sin, ones * 0), dim=-1)[:, None]
+
+    def forward(self, rows: int, length: int):
+        """Logits (rows x vocab, float32) for the tokens in self.state, attending to `length` positions."""
+        import torch
+        import torch.nn.functional as F
+
+        ids, index, position = self.state[0, :rows], self.state[1, :rows], self.state[2, :rows]
+        slot = self.rows[:rows]
+        freqs = (position[:, None].float() * self.inv_freq[None]).repeat_interleave(2, dim=-1)
+        cos, sin = self._widen(
+            (freqs.cos() * self.rotary_scale).to(self.dtype), (freqs.sin() * self.rotary_scale).to(self.dtype)
+        )
+        visible = self.span[:length][None] <= index[:, None]
+        mask = torch.zeros((rows, 1, 1, length), dtype=self.dtype, device=self.device)
+        mask = mask.masked_fill(~visible[:, None, None, :], float("-inf"))
+        hidden = self.embed(ids)
+        for layer, cache in zip(self.layers, self.cache, strict=True):
+            q, k, v = self._qkv(layer, hidden, cos, sin)
+            cache[slot, :, :, index] = torch.stack((k, v), dim=1)  # rows, 2, kv heads, head dim
+            # One query token per row: the query heads sharing a KV head become that head's
+            # "query positions", which is exact GQA without repeating keys and values.
+            attended = F.scaled_dot_product_attention(
+                q.view(rows, self.kv_heads, self.group, self.head_dim),
+                cache[:rows, 0, :, :length],
+                cache[:rows, 1, :, :length],
+                attn_mask=mask,
+            )
+            hidden = self._rest(layer, hidden, attended)
+        return self._logits(hidden)
+
+    def run(self, rows: int, need_length: int):
+        rows = fit(self.slot_sizes, rows)
+        length = fit(self.context_sizes, need_length)
+        if not self.use_graphs:
+            return self.forward(rows, length)
+        self.record(rows, length)
+        graph, out = self.graphs[rows, length]
+        graph.replay()
+        return out
+
+    def record(self, rows: int, length: int) -> None:
+        if (rows, length) not in self.graphs:
+            self.graphs[rows, length] = self._record(rows, length)
+
+    def record_common(self) -> None:
+        """The shapes of prompts up to the first context bucket, at every batch size, before the server
+        reports ready. Longer contexts are recorded on first use (a one-off pause of about a third of a
+        second for the streams running then, on an H100) rather than adding seconds to every start."""
+        if self.use_graphs:
+            for rows in self.slot_sizes:
+                self.record(rows, self.context_sizes[0])
+
+    def _record(self, rows: int, length: int):
+        import torch
+
+        began = time.monotonic()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # library workspaces and lazy kernels initialise outside the capture
+                self.forward(rows, length)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+            out = self.forward(rows, length)
+        self.record_seconds += time.monotonic() - began
+        return graph, out
+
+    def prefill(self, inputs: dict, slot: int):
+        """Run the prompt, keep its keys/values in `slot`; returns (last logits, rope delta).
+
+        The model's own forward builds the input embeddings (vision encoder, image features in
+        place of the placeholders) and the M-RoPE positions; it is stopped as it calls the text
+        layers, which run here instead: fewer kernels, causal attention straight into the slot.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        n = inputs["input_ids"].shape[1]
+        if n >= self.context:
+            raise ValueError(f"the prompt is {n} tokens; a slot holds {self.context}")
+        embeds, positions = self._embed(inputs)
+        hidden = embeds[0]
+        if positions is None:  # text only: the same position on all three M-RoPE axes
+            positions = torch.arange(n, device=self.device).view(1, 1, n).expand(3, 1, n)
+        elif positions.shape[0] == 4:  # text positions first, as some versions pass them
+            positions = positions[1:]
+        cos, sin = self._text.rotary_emb(embeds, positions)
+        cos, sin = self._widen(cos[0], sin[0])
+        for layer, cache in zip(self.layers, self.cache, strict=True):
+            q, k, v = self._qkv(layer, hidden, cos, sin)
+            k, v = k.transpose(0, 1), v.transpose(0, 1)  # kv heads, tokens, head dim
+            cache[slot, 0, :, :n] = k
+            cache[slot, 1, :, :n] = v
+            attended = F.scaled_dot_product_attention(
+                q.transpose(0, 1)[None],
+                k.repeat_interleave(self.group, dim=0)[None],
+                v.repeat_interleave(self.group, dim=0)[None],
+                is_causal=True,
+            )
+            hidden = self._rest(layer, hidden, attended[0].transpose(0, 1))
+        delta = int(positions.max()) + 1 - n
+        return self._logits(hidden[-1:]), delta
+
+    def _embed(self, inputs: dict):
+        """(inputs_embeds, position ids) exactly as the model would hand them to its text layers."""
+
+        class Captured(Exception):
+            pass
+
+        def capture(module, args, kwargs):
+            raise Captured(kwargs)
+
+        self.model.model.rope_deltas = None  # else a text-only prompt inherits the last image prompt's offset
+        handle = self._text.register_forward_pre_hook(capture, with_kwargs=True)
+        try:
+            self.model.model(**inputs)
+        except Captured as captured:
+            kwargs = captured.args[0]
+            return kwargs["inputs_embeds"], kwargs.get("position_ids")
+        finally:
+            handle.remove()
+        raise RuntimeError("the model did not call its text layers")
+
+
+def choose(logits, temperature: list[float], top_p: list[float]):
+    """Next token per row: greedy where temperature is 0, else nucleus sampling."""
+    import torch
+
+    greedy = logits.argmax(dim=-1)
+    if not any(t > 0 for t in temperature):
+        return greedy
+    temp = torch.tensor(temperature, device=logits.device).clamp(min=1e-5)[:, None]
+    probs = torch.softmax(logits / temp, dim=-1)
+    ordered, order = probs.sort(dim=-1, descending=True)
+    outside = ordered.cumsum(dim=-1) - ordered > torch.tensor(top_p, device=logits.device)[:, None]
+    ordered = ordered.masked_fill(outside, 0.0)
+    sampled = order.gather(-1, torch.multinomial(ordered, 1)).squeeze(-1)
+    sampling = torch.tensor([t > 0 for t in temperature], device=logits.device)
+    return torch.where(sampling, sampled, greedy)
+
+
+class Batcher:
+    """Owns the engine thread: admits jobs between steps, decodes all active jobs together."""
+
+    def __init__(self, step: DecodeStep, eos_ids: set[int]):
+        self.step = step
+        self.eos_ids = eos_ids
+        self.waiting: collections.deque[Job] = collections.deque()
+        self.wake = threading.Condition()
+        self.active: list[Job | None] = [None] * step.slots
+        self.last_prefill: dict[str, float] = {}  # where the last first token's time went (benchmarks)
+        self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self.wake:
+            self.waiting.append(job)
+            self.wake.notify()
+
+    @property
+    def running(self) -> int:
+        return sum(job is not None for job in self.active)
+
+    def _loop(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while True:
+                self._admit()
+                if self.running:
+                    self._decode()
+
+    def _admit(self) -> None:
+        with self.wake:
+            while not self.waiting and not self.running:
+                self.wake.wait()
+            admitted = []
+            while self.waiting and None in self.active:
+                job = self.waiting.popleft()
+                job.slot = self.active.index(None)
+                self.active[job.slot] = job
+                admitted.append(job)
+        for job in admitted:
+            try:
+                if job.should_stop():
+                    self._finish(job)
+                    continue
+                began = time.monotonic()
+                inputs = {k: v.to(self.step.device) for k, v in job.inputs.items()}
+                job.inputs.clear()
+                moved = time.monotonic()
+                logits, delta = self.step.prefill(inputs, job.slot)
+                job.index = int(inputs["input_ids"].shape[1])
+                job.position = job.index + delta
+                del inputs  # pixels and ids are in the cache now
+                token = int(choose(logits, [job.temperature], [job.top_p])[0])
+                self.last_prefill = {
+                    "to_device_ms": 1000 * (moved - began),
+                    "prefill_ms": 1000 * (time.monotonic() - moved),
+                }
+                self._emit(job, token)
+            except BaseException as exc:  # reported to its request; the others go on
+                self._finish(job, exc)
+
+    def _decode(self) -> None:
+        import torch
+
+        jobs = [job for job in self.active if job is not None]
+        rows = max(job.slot for job in jobs) + 1
+        state = [[0] * rows for _ in range(3)]
+        temperature, top_p = [0.0] * rows, [1.0] * rows
+        for job in jobs:
+            state[0][job.slot], state[1][job.slot], state[2][job.slot] = job.last_id, job.index, job.position
+            temperature[job.slot], top_p[job.slot] = job.temperature, job.top_p
+        try:
+            self.step.state[:, :rows].copy_(torch.tensor(state))
+            logits = self.step.run(rows, max(job.index for job in jobs) + 1)
+            chosen = choose(logits[:rows], temperature, top_p).tolist()
+        except BaseException as exc:  # a failed step fails the requests in it, never the thread
+            for job in jobs:
+                self._finish(job, exc)
+            return
+        for job in jobs:
+            job.index += 1
+            job.position += 1
+            self._emit(job, chosen[job.slot])
+
+    def _emit(self, job: Job, token: int) -> None:
+        job.last_id = token
+        job.produced += 1
+        job.sink.tokens([token])
+        if (
+            token in self.eos_ids
+            or job.produced >= job.max_new_tokens
+            or job.index >= self.step.context
+            or job.should_stop()
+        ):
+            self._finish(job)
+
+    def _finish(self, job: Job, error: BaseException | None = None) -> None:
+        job.inputs.clear()
+        if job.slot >= 0 and self.active[job.slot] is job:
+            self.active[job.slot] = None
+        job.sink.done(error)
