@@ -33,18 +33,18 @@ def main() -> None:
     from inference.limits import load_image
     from inference.settings import Settings
 
-    engine = Engine(args.model, "cuda", "bfloat16")
+    engine = Engine(args.model, "cuda", "bfloat16", decoder="generate")
     engine.load()
     image = load_image(image_url(), Settings())
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
 
     def run(new_tokens: int, **extra) -> float:
-        prepared = engine.prepare(messages, [image], 1 << 20)
+        inputs = {k: v.to("cuda") for k, v in engine.prepare(messages, [image], 1 << 20).inputs.items()}
         torch.cuda.synchronize()
         began = time.perf_counter()
         with torch.inference_mode():
             engine.model.generate(
-                **prepared.inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, **extra
+                **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, **extra
             )
         torch.cuda.synchronize()
         return time.perf_counter() - began

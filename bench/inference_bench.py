@@ -44,7 +44,7 @@ def baseline(model_dir: str, url: str) -> dict:
 
     from inference.engine import Engine
 
-    engine = Engine(model_dir, "cuda", "bfloat16")
+    engine = Engine(model_dir, "cuda", "bfloat16", decoder="generate")
     began = time.perf_counter()
     engine.load()
     load_seconds = time.perf_counter() - began
@@ -56,23 +56,29 @@ def baseline(model_dir: str, url: str) -> dict:
 
     def run(new_tokens: int) -> tuple[float, int]:
         prepared = engine.prepare(messages, [image], 1 << 20)
+        inputs = {k: v.to("cuda") for k, v in prepared.inputs.items()}
         torch.cuda.synchronize()
         t = time.perf_counter()
         with torch.inference_mode():
-            out = engine.model.generate(
-                **prepared.inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
-            )
+            out = engine.model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
         torch.cuda.synchronize()
-        return time.perf_counter() - t, out.shape[1] - prepared.inputs["input_ids"].shape[1]
+        return time.perf_counter() - t, out.shape[1] - inputs["input_ids"].shape[1]
+
+    def prepare_seconds() -> float:
+        t = time.perf_counter()
+        engine.prepare(messages, [image], 1 << 20)
+        return time.perf_counter() - t
 
     run(4)  # warm-up
     ttft = statistics.median(run(1)[0] for _ in range(5))
+    prepare = statistics.median(prepare_seconds() for _ in range(5))
     total, produced = run(129)
     prompt_tokens = engine.prepare(messages, [image], 1 << 20).prompt_tokens
     result = {
         "load_seconds": round(load_seconds, 2),
         "prompt_tokens": prompt_tokens,
         "ttft_ms": round(ttft * 1000, 1),
+        "prepare_ms": round(prepare * 1000, 1),  # chat template, image preprocessing, tokenizing (CPU)
         "decode_tokens_per_second": round((produced - 1) / (total - ttft), 1),
         "latency_129_tokens_s": round(total, 3),
     }
@@ -81,7 +87,21 @@ def baseline(model_dir: str, url: str) -> dict:
     return result
 
 
-def server_figures(model_dir: str, url: str, kv_cache: str = "dynamic") -> dict:
+def request_log_median(field: str) -> float | None:
+    """Median of a field of the server's JSON request log lines (needs BENCH_SERVER_LOG)."""
+    path = os.environ.get("BENCH_SERVER_LOG")
+    if not path:
+        return None
+    values = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        if line.startswith("{") and '"msg": "request"' in line:
+            value = json.loads(line).get(field)
+            if value is not None:
+                values.append(value)
+    return statistics.median(values) if values else None
+
+
+def server_figures(model_dir: str, url: str, kv_cache: str = "dynamic", decoder: str = "batched") -> dict:
     port = 8377
     env = {
         **os.environ,
@@ -90,13 +110,14 @@ def server_figures(model_dir: str, url: str, kv_cache: str = "dynamic") -> dict:
         "MAX_CONCURRENCY": "16",
         "MAX_QUEUE": "64",
         "KV_CACHE": kv_cache,
+        "DECODER": decoder,
     }
     began = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "inference.server"],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
+        stdout=open(os.environ["BENCH_SERVER_LOG"], "a") if os.environ.get("BENCH_SERVER_LOG") else subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
@@ -129,9 +150,11 @@ def server_figures(model_dir: str, url: str, kv_cache: str = "dynamic") -> dict:
             return time.perf_counter() - t, r["usage"]["completion_tokens"]
 
         ttft = statistics.median(timed(1)[0] for _ in range(5))
+        server_ttft = client.get(base + "/health").json()["timings"]["ttft_p50"]
+        prepare = request_log_median("prepare_ms")
         total, produced = timed(129)
         concurrency = {}
-        for streams in (1, 4, 16):
+        for streams in (1, 4, 8, 16):
             with ThreadPoolExecutor(streams) as pool:
                 t = time.perf_counter()
                 results = list(pool.map(lambda _: timed(64), range(streams)))
@@ -141,7 +164,10 @@ def server_figures(model_dir: str, url: str, kv_cache: str = "dynamic") -> dict:
         return {
             "start_to_ready_seconds": round(ready_seconds, 2),
             "model_load_seconds": health["load_seconds"],
+            "load_phases": health.get("load_phases"),
             "ttft_ms": round(ttft * 1000, 1),
+            "ttft_server_p50_ms": round(server_ttft * 1000, 1) if server_ttft else None,
+            "prepare_p50_ms": prepare,  # request start to generation submitted, from the server's log
             "decode_tokens_per_second": round((produced - 1) / (total - ttft), 1),
             "latency_129_tokens_s": round(total, 3),
             "aggregate_tokens_per_second_by_concurrency": concurrency,
@@ -159,6 +185,7 @@ def main() -> None:
     parser.add_argument("--model")
     parser.add_argument("--out", default="bench-results.json")
     parser.add_argument("--kv-cache", choices=["dynamic", "static"], default="dynamic")
+    parser.add_argument("--decoder", choices=["batched", "generate"], default="batched")
     parser.add_argument("--server-only", action="store_true", help="skip the plain generate baseline")
     args = parser.parse_args()
     model_dir = args.model
@@ -175,8 +202,9 @@ def main() -> None:
     results["torch"] = torch.__version__
     results["import_torch_transformers_seconds"] = round(measure_import(), 2)
     url = image_url()
+    results["decoder"] = args.decoder
     results["kv_cache"] = args.kv_cache
-    results["server"] = server_figures(model_dir, url, args.kv_cache)
+    results["server"] = server_figures(model_dir, url, args.kv_cache, args.decoder)
     if not args.server_only:
         results["generate_baseline"] = baseline(model_dir, url)
         b, s = results["generate_baseline"], results["server"]

@@ -1,0 +1,104 @@
+"""Where the model server's start-up time goes, on a GPU machine with the weights in page cache.
+
+    python bench/startup_bench.py [--model DIR] [--out startup.json]
+
+Each figure comes from a fresh process: `import torch`, `import transformers` with the GLM-4V
+classes, `from_pretrained` onto the GPU with shards loaded one after another and in parallel
+(HF_ENABLE_PARALLEL_LOADING), the raw safetensors read onto the GPU as the floor, and the server's
+process start to /health/ready with its own load phases.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+IMPORT_TORCH = "import time; t=time.perf_counter(); import torch; print(time.perf_counter()-t)"
+IMPORT_TRANSFORMERS = (
+    "import time, torch; t=time.perf_counter(); "
+    "from transformers import Glm4vForConditionalGeneration, AutoTokenizer, AutoImageProcessor; "
+    "print(time.perf_counter()-t)"
+)
+FROM_PRETRAINED = (
+    "import sys, time, torch; from transformers import Glm4vForConditionalGeneration; "
+    "t=time.perf_counter(); m=Glm4vForConditionalGeneration.from_pretrained(sys.argv[1], dtype=torch.bfloat16, "
+    "device_map='cuda'); torch.cuda.synchronize(); print(time.perf_counter()-t)"
+)
+RAW = (
+    "import sys, time, glob, torch; from safetensors.torch import load_file; t=time.perf_counter(); "
+    "n=sum(v.numel()*v.element_size() for f in sorted(glob.glob(sys.argv[1]+'/*.safetensors')) "
+    "for v in load_file(f, device='cuda').values()); torch.cuda.synchronize(); print(time.perf_counter()-t)"
+)
+
+
+def seconds(code: str, *args: str, **env: str) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT
+    )
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return round(float(out.stdout.strip().splitlines()[-1]), 2)
+
+
+def server_start(model: str, port: int = 8378, **env: str) -> dict:
+    began = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inference.server"],
+        cwd=ROOT,
+        env={**os.environ, "MODEL_PATH": model, "PORT": str(port), **env},
+        stdout=open(os.environ["BENCH_SERVER_LOG"], "a") if os.environ.get("BENCH_SERVER_LOG") else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        live = None
+        while True:
+            try:
+                if live is None and httpx.get(base + "/health/live", timeout=1).status_code == 200:
+                    live = time.perf_counter() - began
+                if httpx.get(base + "/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError("the server exited during start")
+            time.sleep(0.02)
+        ready = time.perf_counter() - began
+        health = httpx.get(base + "/health", timeout=5).json()
+        return {"live_s": round(live or ready, 2), "ready_s": round(ready, 2), "load_phases": health["load_phases"]}
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="/tmp/glm-4.6v-flash-random")
+    parser.add_argument("--out", default="startup.json")
+    args = parser.parse_args()
+    if not Path(args.model, "config.json").exists():
+        subprocess.run([sys.executable, "-m", "inference.smoke_model", args.model, "--full"], cwd=ROOT, check=True)
+    subprocess.run(f"cat {args.model}/*.safetensors > /dev/null", shell=True, check=True)  # page cache
+    results = {
+        "import_torch_s": seconds(IMPORT_TORCH),
+        "import_transformers_glm4v_s": seconds(IMPORT_TRANSFORMERS),
+        "safetensors_to_gpu_s": seconds(RAW, args.model),
+        "from_pretrained_s": seconds(FROM_PRETRAINED, args.model, HF_ENABLE_PARALLEL_LOADING="false"),
+        "from_pretrained_parallel_s": seconds(FROM_PRETRAINED, args.model, HF_ENABLE_PARALLEL_LOADING="true"),
+    }
+    print(json.dumps(results), flush=True)
+    results["server"] = server_start(args.model)
+    print(json.dumps(results["server"]), flush=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
