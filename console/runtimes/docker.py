@@ -69,7 +69,7 @@ class DockerRuntime:
             container.start()
         except ImageNotFound as exc:
             raise RuntimeFailure(f"Image {instance.image!r} is not on this host.") from exc
-        except (APIError, DockerException) as exc:
+        except (APIError, DockerException, requests.RequestException) as exc:
             raise RuntimeFailure(f"Docker could not start {instance.container_name}: {_explain(exc)}") from exc
         return f"container {instance.container_name} {created} ({container.short_id})"
 
@@ -101,7 +101,7 @@ class DockerRuntime:
             container.remove(force=True)
         except NotFound:
             pass
-        except (APIError, DockerException) as exc:
+        except (APIError, DockerException, requests.RequestException) as exc:
             raise RuntimeFailure(f"Docker could not remove {container.name}: {_explain(exc)}") from exc
 
     def stop(self, instance, timeout: float) -> StopResult:
@@ -115,7 +115,7 @@ class DockerRuntime:
             container.reload()
         except NotFound:
             return StopResult(forced=False, seconds=time.monotonic() - began, detail="container disappeared")
-        except (APIError, DockerException) as exc:
+        except (APIError, DockerException, requests.RequestException) as exc:
             raise RuntimeFailure(f"Docker could not stop {instance.container_name}: {_explain(exc)}") from exc
         seconds = time.monotonic() - began
         code = container.attrs.get("State", {}).get("ExitCode")
@@ -172,4 +172,8 @@ class ContainerCursor:
 def _explain(exc: Exception) -> str:
     if isinstance(exc, APIError):
         return str(exc.explanation or exc)
+    if isinstance(exc, requests.ConnectionError):
+        return f"the Docker Engine went away or is not running ({exc})"
+    if isinstance(exc, requests.Timeout):
+        return f"the Docker Engine did not answer in time ({exc})"
     return str(exc)
