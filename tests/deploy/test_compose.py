@@ -1,10 +1,11 @@
 """The production compose stack, on this machine: CPU replicas, images built here, every service
-on 127.0.0.1. An operator logs in through nginx and restarts the replica group, rolling, while
-clients keep sending requests through nginx: none of them fails."""
+on 127.0.0.1. An operator logs in with chromium through nginx, watches both replicas turn ready
+on the live dashboard and restarts the replica group from it, rolling, while clients keep sending
+requests through nginx: none of them fails."""
 
 import os
-import re
 import secrets
+import shutil
 import subprocess
 import threading
 import time
@@ -15,10 +16,11 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, wait_http
+from tests.e2e.conftest import launch
 from tests.inference.helpers import chat
 from tests.runtimes.docker_images import console_image, inference_image, services_image
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.slow]
 
 CONSOLE = "http://127.0.0.1:58080"
 INFERENCE = "http://127.0.0.1:58081"
@@ -89,48 +91,53 @@ def test_rolling_restart_through_nginx_loses_no_request(smoke_model, tmp_path):
         wait_http(CONSOLE + "/accounts/login/", timeout=180)
         for port in (58101, 58102):
             wait_http(f"http://127.0.0.1:{port}/health/ready", timeout=180)
-        session = httpx.Client(base_url=CONSOLE, timeout=30)
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', session.get("/accounts/login/").text).group(1)
-        signed_in = session.post(
-            "/accounts/login/",
-            data={"username": "operator", "password": password, "csrfmiddlewaretoken": token},
-            headers={"Referer": CONSOLE + "/accounts/login/"},
-        )
-        assert signed_in.status_code == 302, signed_in.text[:500]
-        dashboard = session.get("/").text
-        assert 'data-instance="glm-a-1"' in dashboard and 'data-instance="glm-a-2"' in dashboard
-        # Both replicas sampled by the worker through the socket proxy before the restart.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and dashboard.count('class="badge ready"') < 2:
-            time.sleep(2)
-            dashboard = session.get("/").text
-        assert dashboard.count('class="badge ready"') >= 2, dashboard[-3000:]
+        from playwright.sync_api import sync_playwright
 
-        with Load(rate=20) as load:
-            time.sleep(3)
-            csrf = session.cookies["csrftoken"]
-            started = session.post(
-                "/rollouts/",
-                data={"group": "glm-a", "strategy": "rolling", "reason": "compose test"},
-                headers={"X-CSRFToken": csrf, "Referer": CONSOLE + "/"},
-            )
-            assert started.status_code == 302, started.text[:500]
-            rollout_id = started.headers["Location"].rstrip("/").rsplit("/", 1)[1]
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline:
-                rollout = session.get(f"/api/rollouts/{rollout_id}/").json()
-                if rollout["state"] in ("succeeded", "failed"):
-                    break
-                time.sleep(1)
-            time.sleep(3)
-        assert rollout["state"] == "succeeded", rollout
-        failed = [s for s in load.statuses if s != 200]
-        print(
-            f"\ncompose: {len(load.statuses)} requests through nginx during the rolling restart, {len(failed)} failed"
-        )
-        assert len(load.statuses) > 200 and not failed, failed[:20]
-        audit = session.get("/audit/", params={"action": "rollout"}).text
-        assert "rollout.requested" in audit and "operator" in audit
+        with sync_playwright() as playwright:
+            browser, profile = launch(playwright)
+            try:
+                page = browser.new_page()
+                page.on("dialog", lambda dialog: dialog.accept())  # "Restart every instance of this group?"
+                page.goto(CONSOLE + "/")
+                page.fill("input[name=username]", "operator")
+                page.fill("input[name=password]", password)
+                page.click("button[type=submit]")
+                page.wait_for_load_state()
+                assert page.url == CONSOLE + "/", f"{page.url}: {page.content()[:3000]}"
+                for name in ("glm-a-1", "glm-a-2"):
+                    assert page.locator(f'[data-instance="{name}"]').count(), page.content()[-3000:]
+                # Both replicas sampled by the worker through the socket proxy, shown live.
+                page.wait_for_function("document.querySelectorAll('.badge.ready').length >= 2", timeout=60_000)
+
+                with Load(rate=20) as load:
+                    time.sleep(3)
+                    form = page.locator("#rollout-form")
+                    form.locator("select[name=group]").select_option("glm-a")
+                    form.locator("select[name=strategy]").select_option("rolling")
+                    form.locator("input[name=reason]").fill("compose test")
+                    form.locator("button[type=submit]").click()
+                    card = page.locator("#rollout-live .rollout").first
+                    card.wait_for(timeout=30_000)
+                    page.wait_for_function(
+                        "['succeeded', 'failed'].includes("
+                        "document.querySelector('#rollout-live .rollout')?.dataset.state)",
+                        timeout=240_000,
+                    )
+                    time.sleep(3)
+                state = card.get_attribute("data-state")
+                assert state == "succeeded", card.inner_text()
+                failed = [s for s in load.statuses if s != 200]
+                print(
+                    f"\ncompose: {len(load.statuses)} requests through nginx during the rolling restart "
+                    f"(started in chromium), {len(failed)} failed"
+                )
+                assert len(load.statuses) > 200 and not failed, failed[:20]
+                page.goto(CONSOLE + "/audit/?action=rollout")
+                audit = page.content()
+                assert "rollout.requested" in audit and "operator" in audit
+            finally:
+                browser.close()
+                shutil.rmtree(profile, ignore_errors=True)
     except BaseException:
         print(run("logs", "--tail", "40", check=False).stdout[-12000:])
         raise
