@@ -179,6 +179,29 @@ def test_samples_logs_and_a_restart_reach_websocket_clients_through_redis(tmp_pa
             steps = {s["name"] for e in seen if e["type"] == "operation.updated" for s in e["data"]["steps"]}
             assert {"drain", "stop", "start", "ready", "verify"} <= steps
             receive_until(dashboard, lambda e: e["type"] == "sample" and e["data"]["status"] == "ready", timeout=30)
+
+            # The beat process (its own process, the database scheduler) fires a schedule; the
+            # worker runs it as a rollout whose restart reaches the dashboard.
+            stack.manage(
+                "shell",
+                "-c",
+                "from console.instances.models import Instance\n"
+                "from console.schedules.models import RestartSchedule\n"
+                "s = RestartSchedule.objects.create(name='every-minute', cron='* * * * *', timezone='UTC')\n"
+                "s.instances.add(Instance.objects.get(name='demo'))\n"
+                "s.sync_beat()",
+            )
+            event, _ = receive_until(
+                dashboard,
+                lambda e: (
+                    e["type"] == "operation.updated"
+                    and e["data"]["trigger"] == "schedule"
+                    and e["data"]["state"] in ("succeeded", "failed")
+                ),
+                timeout=150,
+            )
+            assert event["data"]["state"] == "succeeded", event
+            assert "Sending due task restart-schedule-" in (stack.tmp / "beat.log").read_text()
         # The page itself, rendered from PostgreSQL.
         assert "Demo (smoke model, CPU)" in client.get("/").text
     except BaseException:
