@@ -427,6 +427,8 @@ class Batcher:
         job.last_id = token
         job.produced += 1
         job.sink.tokens([token])
+        if job.index >= self.step.context and token not in self.eos_ids:
+            job.sink.truncated = True
         if (
             token in self.eos_ids
             or job.produced >= job.max_new_tokens

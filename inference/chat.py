@@ -101,7 +101,7 @@ def register_chat(app: FastAPI, server) -> None:
                 # One hop off the event loop for decoding, validating and preprocessing, done
                 # before the request queues for a slot: a queued request is ready to prefill.
                 messages, images = parse_messages(body, settings)
-                return server.engine.prepare(messages, images, settings.max_prompt_tokens)
+                return server.engine.prepare(messages, images, server.engine.prompt_limit(settings.max_prompt_tokens))
 
             prepared = await asyncio.to_thread(parse_and_prepare)
         except PromptTooLong as exc:
@@ -233,7 +233,7 @@ class Generation:
     def finish_reason(self) -> str:
         if time.monotonic() > self.deadline:
             return "timeout"
-        return "length" if len(self.ids) >= self.max_tokens else "stop"
+        return "length" if len(self.ids) >= self.max_tokens or self.sink.truncated else "stop"
 
     def record(self, status: int, stream: bool) -> None:
         if self.recorded:

@@ -28,6 +28,8 @@ class Prepared:
 class TokenSink:
     """Receives generated token ids from the generation thread (see Engine.generate)."""
 
+    truncated = False  # set before done() when the context (a batched slot) was full
+
     def tokens(self, ids: list[int]) -> None: ...
 
     def done(self, error: BaseException | None) -> None: ...
@@ -147,7 +149,7 @@ class Engine:
         if self.decoder == "batched":
             from inference.batching import Batcher, DecodeStep
 
-            context = min(self.context, config.text_config.max_position_embeddings)
+            context = self.context = min(self.context, config.text_config.max_position_embeddings)
             step = DecodeStep(model, self.slots, context, self.cuda_graphs)
             self.batcher = Batcher(step, self.eos_ids)
             phase("kv_cache", mark)
@@ -167,6 +169,10 @@ class Engine:
             "model loaded",
             extra={"fields": {"device": self.device, "dtype": self.dtype, "seconds": round(self.load_seconds, 2)}},
         )
+
+    def prompt_limit(self, max_prompt_tokens: int) -> int:
+        """The longest prompt a request may have: a batched slot must also hold one generated token."""
+        return min(max_prompt_tokens, self.context - 1) if self.batcher is not None else max_prompt_tokens
 
     def prepare(self, messages: list[dict], images: list, max_prompt_tokens: int) -> Prepared:
         """Chat template, image placeholders expanded to the vision patch count; tensors stay on the CPU

@@ -129,3 +129,22 @@ def test_buckets_cover_the_limit():
     assert buckets(16, 1) == [1, 2, 4, 8, 16]
     assert buckets(10240, 256)[-2:] == [8192, 10240]
     assert fit([1, 2, 4], 3) == 4
+
+
+def test_the_slot_size_bounds_prompts_and_answers(start_server):
+    """MAX_CONTEXT smaller than the prompt and token limits: a longer prompt is refused up front, and
+    an answer that fills the slot ends with finish_reason "length"."""
+    import httpx
+
+    from tests.inference.helpers import chat
+
+    server = start_server(MAX_CONTEXT="40", MAX_NEW_TOKENS="64")
+    refused = httpx.post(server.url + "/v1/chat/completions", json=chat("word " * 60), timeout=60)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"
+    assert "the limit is 39" in refused.json()["error"]["message"]
+    full = httpx.post(server.url + "/v1/chat/completions", json=chat("hi", max_tokens=64), timeout=60).json()
+    # The smoke checkpoint is seeded and decoding greedy: this answer runs into the slot's end.
+    # 40 cached positions hold the prompt and every token but the last: 41 tokens in all.
+    assert full["choices"][0]["finish_reason"] == "length", full
+    usage = full["usage"]
+    assert usage["prompt_tokens"] + usage["completion_tokens"] == 41, usage
