@@ -278,6 +278,11 @@ def _run(operation: Operation) -> Operation:
     progress.announce(operation)
     try:
         runtime = runtime_for(instance)
+        # Before anything changes: a recreate that could not rebuild the container is refused.
+        problem = operation.options.get("recreate") and getattr(runtime, "recreate_problem", None)
+        if problem and (problem := problem(instance)):
+            progress.finish(operation, Operation.State.FAILED, f"recreate refused: {problem}")
+            return operation
     except RuntimeFailure as exc:
         progress.finish(operation, Operation.State.FAILED, str(exc))
         return operation

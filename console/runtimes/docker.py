@@ -73,6 +73,22 @@ class DockerRuntime:
             raise RuntimeFailure(f"Docker could not start {instance.container_name}: {_explain(exc)}") from exc
         return f"container {instance.container_name} {created} ({container.short_id})"
 
+    def recreate_problem(self, instance) -> str | None:
+        """Why recreating this instance's container would lose it, or None.
+
+        Recreating means creating again from the stored spec. A container the console did not
+        create (registered by name, e.g. a compose service) and no stored spec would come back as
+        a bare container of its image, without its environment, mounts or ports.
+        """
+        container = self._container(instance)
+        if container is None or instance.run_spec or container.labels.get(MANAGED_LABEL) == "true":
+            return None
+        return (
+            f"container {instance.container_name} was not created by the console and {instance.name} has no "
+            "stored run spec, so it cannot be recreated faithfully; restart it, or recreate it with the tool "
+            "that created it (e.g. docker-compose up -d --force-recreate)"
+        )
+
     def _create(self, instance):
         if not instance.image:
             raise RuntimeFailure(f"{instance.name} has no image to create its container from.")

@@ -12,7 +12,7 @@ from console.operations.pipeline import execute
 from console.operations.request import request_operation
 from console.runtimes.docker import INSTANCE_LABEL, MANAGED_LABEL
 from tests.conftest import free_port
-from tests.runtimes.docker_images import inference_image
+from tests.runtimes.docker_images import base_image, inference_image
 
 pytestmark = pytest.mark.docker
 
@@ -128,3 +128,20 @@ def test_unreachable_engine_fails_with_reason(container_instance):
     operation = run(instance, "restart")
     assert operation.state == "failed"
     assert "unix:///nonexistent/docker.sock" in operation.error or "Docker Engine" in operation.error
+
+
+def test_recreate_of_a_container_the_console_did_not_create_is_refused_before_anything_changes(
+    engine, container_instance
+):
+    """A container registered by name (as compose services are) with no stored spec: recreating it
+    would bring back a bare container of its image. The operation is refused; the container runs on."""
+    instance = container_instance(run_spec={})
+    outsider = engine.containers.run(
+        base_image(engine), ["sleep", "300"], name=instance.container_name, detach=True, network_mode="host"
+    )
+    operation = run(instance, "restart", recreate=True)
+    assert operation.state == "failed"
+    assert operation.error.startswith("recreate refused: container ") and "no stored run spec" in operation.error
+    assert operation.steps == []  # not drained, not stopped
+    outsider.reload()
+    assert outsider.status == "running" and engine.containers.get(instance.container_name).id == outsider.id
