@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--model", default="/tmp/glm-4.6v-flash-random")
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--out", default="batching.json")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     if not Path(args.model, "config.json").exists():
         subprocess.run([sys.executable, "-m", "inference.smoke_model", args.model, "--full"], cwd=ROOT, check=True)
@@ -51,7 +52,9 @@ def main() -> None:
     from inference.limits import load_image
     from inference.settings import Settings
 
-    engine = Engine(args.model, "cuda", "bfloat16", decoder="batched", slots=args.slots, context=10240)
+    engine = Engine(
+        args.model, "cuda", "bfloat16", decoder="batched", slots=args.slots, context=10240, compile_step=args.compile
+    )
     engine.load()
     engine.warmup()
     step = engine.batcher.step
@@ -114,6 +117,21 @@ def main() -> None:
         torch.cuda.synchronize()
         timings[str(rows)] = round(1000 * (time.perf_counter() - began) / 50, 2)
     results["step_ms_by_rows_context_1024"] = timings
+    results["step_compiled"] = step.ops.compiled
+    if step.ops.compiled:  # the same graphs with the elementwise work not compiled
+        compiled_ops, compiled_graphs = step.ops, step.graphs
+        step.ops, step.graphs = compiled_ops.eager(), {}
+        eager = {}
+        for rows in step.slot_sizes:
+            step.run(rows, 1)
+            torch.cuda.synchronize()
+            began = time.perf_counter()
+            for _ in range(50):
+                step.run(rows, 1)
+            torch.cuda.synchronize()
+            eager[str(rows)] = round(1000 * (time.perf_counter() - began) / 50, 2)
+        results["step_ms_by_rows_not_compiled"] = eager
+        step.ops, step.graphs = compiled_ops, compiled_graphs
     throughput = {}
     for streams in sorted({1, 4, 8, args.slots}):
         began = time.perf_counter()

@@ -108,12 +108,15 @@ class DecodeStep:
     """The slot KV cache and one decoding step over all slots, CUDA-graphed on a GPU.
 
     Written for few kernels per layer (in a graph, every small kernel still costs microseconds):
-    fused q/k/v projection, fused RMSNorm, rotary embedding as one multiply-add over q and k
-    together, keys and values written with one indexed store, one additive mask for all layers.
+    fused q/k/v projection, q and k rotated together, keys and values written with one indexed
+    store, one additive mask for all layers, and the elementwise work (residual adds with their
+    norms, rotary, gated activation) in `fused.Ops`, compiled on a GPU.
     """
 
-    def __init__(self, model, slots: int, context: int, graphs: bool):
+    def __init__(self, model, slots: int, context: int, graphs: bool, compiled: bool = False):
         import torch
+
+        from inference.fused import Ops
 
         text = self._text = model.model.language_model
         self.model = model
@@ -141,8 +144,10 @@ class DecodeStep:
         pairs = torch.arange(0, width, 2, device=self.device)
         turn[pairs + 1, pairs] = -1
         turn[pairs, pairs + 1] = 1
-        self.turn = turn
         self.pass_through = self.head_dim - width
+        silu = getattr(text.config, "hidden_act", "") == "silu"
+        self.ops = Ops(turn, None if silu else self.layers[0].activation, compiled and self.device.type == "cuda")
+        self.eager_ops = self.ops.eager() if self.ops.compiled else self.ops
         # Per layer: [slots, 2 (key, value), kv heads, context, head dim].
         shape = (slots, 2, self.kv_heads, context, self.head_dim)
         self.cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
@@ -162,32 +167,24 @@ class DecodeStep:
     def cache_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.cache)
 
-    def _qkv(self, layer: Layer, hidden, cos, sin):
-        """Queries, keys (both rotated) and values of `hidden` (tokens x hidden size)."""
+    def _layers(self, hidden, cos, sin, attend, ops):
+        """All text layers over `hidden` (tokens x hidden size) at the rotary angles `cos`/`sin`;
+        `attend(number, q, k, v)` stores the keys and values and returns the attended values.
+        Returns the final-normed hidden states."""
         import torch.nn.functional as F
 
         heads, kv_heads = self.heads, self.kv_heads
-        x = F.rms_norm(hidden, (self.hidden,), *layer.norm_in)
-        qkv = F.linear(x, layer.qkv_weight, layer.qkv_bias).view(hidden.shape[0], heads + 2 * kv_heads, self.head_dim)
-        qk = qkv[:, : heads + kv_heads]
-        qk = qk * cos + (qk @ self.turn) * sin
-        return qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :]
-
-    def _rest(self, layer: Layer, hidden, attended):
-        """Output projection, the post-attention norms and the MLP, with both residuals."""
-        import torch.nn.functional as F
-
-        out = F.linear(attended.reshape(hidden.shape[0], -1), layer.out_weight)
-        hidden = hidden + F.rms_norm(out, (self.hidden,), *layer.norm_after_attention)
-        x = F.rms_norm(hidden, (self.hidden,), *layer.norm_mlp_in)
-        gate, up = F.linear(x, layer.gate_up_weight).chunk(2, dim=-1)
-        x = F.linear(up * layer.activation(gate), layer.down_weight)
-        return hidden + F.rms_norm(x, (self.hidden,), *layer.norm_after_mlp)
-
-    def _logits(self, hidden):
-        import torch.nn.functional as F
-
-        return self.lm_head(F.rms_norm(hidden, (self.hidden,), *self.final_norm)).float()
+        x = F.rms_norm(hidden, (self.hidden,), *self.layers[0].norm_in)
+        for number, layer in enumerate(self.layers):
+            qkv = F.linear(x, layer.qkv_weight, layer.qkv_bias).view(x.shape[0], heads + 2 * kv_heads, self.head_dim)
+            qk = ops.rotate(qkv[:, : heads + kv_heads], cos, sin)
+            attended = attend(number, qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :])
+            out = F.linear(attended.reshape(x.shape[0], -1), layer.out_weight)
+            hidden, x = ops.add_norm(hidden, out, layer.norm_after_attention, layer.norm_mlp_in)
+            x = F.linear(ops.gated(F.linear(x, layer.gate_up_weight)), layer.down_weight)
+            following = self.layers[number + 1].norm_in if number + 1 < len(self.layers) else self.final_norm
+            hidden, x = ops.add_norm(hidden, x, layer.norm_after_mlp, following)
+        return x
 
     def _widen(self, cos, sin):
         """cos/sin over the rotated channels -> over the whole head (1 and 0 on pass-through channels)."""
@@ -210,20 +207,20 @@ class DecodeStep:
         visible = self.span[:length][None] <= index[:, None]
         mask = torch.zeros((rows, 1, 1, length), dtype=self.dtype, device=self.device)
         mask = mask.masked_fill(~visible[:, None, None, :], float("-inf"))
-        hidden = self.embed(ids)
-        for layer, cache in zip(self.layers, self.cache, strict=True):
-            q, k, v = self._qkv(layer, hidden, cos, sin)
+
+        def attend(number, q, k, v):
+            cache = self.cache[number]
             cache[slot, :, :, index] = torch.stack((k, v), dim=1)  # rows, 2, kv heads, head dim
             # One query token per row: the query heads sharing a KV head become that head's
             # "query positions", which is exact GQA without repeating keys and values.
-            attended = F.scaled_dot_product_attention(
+            return F.scaled_dot_product_attention(
                 q.view(rows, self.kv_heads, self.group, self.head_dim),
                 cache[:rows, 0, :, :length],
                 cache[:rows, 1, :, :length],
                 attn_mask=mask,
             )
-            hidden = self._rest(layer, hidden, attended)
-        return self._logits(hidden)
+
+        return self.lm_head(self._layers(self.embed(ids), cos, sin, attend, self.ops)).float()
 
     def run(self, rows: int, need_length: int):
         rows = fit(self.slot_sizes, rows)
@@ -284,20 +281,24 @@ class DecodeStep:
             positions = positions[1:]
         cos, sin = self._text.rotary_emb(embeds, positions)
         cos, sin = self._widen(cos[0], sin[0])
-        for layer, cache in zip(self.layers, self.cache, strict=True):
-            q, k, v = self._qkv(layer, hidden, cos, sin)
+
+        def attend(number, q, k, v):
             k, v = k.transpose(0, 1), v.transpose(0, 1)  # kv heads, tokens, head dim
-            cache[slot, 0, :, :n] = k
-            cache[slot, 1, :, :n] = v
+            self.cache[number][slot, 0, :, :n] = k
+            self.cache[number][slot, 1, :, :n] = v
             attended = F.scaled_dot_product_attention(
                 q.transpose(0, 1)[None],
                 k.repeat_interleave(self.group, dim=0)[None],
                 v.repeat_interleave(self.group, dim=0)[None],
                 is_causal=True,
             )
-            hidden = self._rest(layer, hidden, attended[0].transpose(0, 1))
+            return attended[0].transpose(0, 1)
+
+        # Eager operations: a prompt's many tokens keep the kernels busy, and compiled forms for
+        # every prompt length would cost more in guards and compiling than they save.
+        x = self._layers(hidden, cos, sin, attend, self.eager_ops)
         delta = int(positions.max()) + 1 - n
-        return self._logits(hidden[-1:]), delta
+        return self.lm_head(x[-1:]).float(), delta
 
     def _embed(self, inputs: dict):
         """(inputs_embeds, position ids) exactly as the model would hand them to its text layers."""

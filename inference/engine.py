@@ -65,6 +65,7 @@ class Engine:
         slots: int = 4,
         context: int = 4096,
         cuda_graphs: bool = True,
+        compile_step: bool = False,
     ):
         if kv_cache not in KV_CACHES:
             raise ValueError(f"KV_CACHE must be one of {', '.join(KV_CACHES)}, not {kv_cache!r}")
@@ -74,7 +75,7 @@ class Engine:
         # CUDA-graphed on a GPU. "generate": transformers' own generate, one thread per request;
         # the reference the benchmarks compare against.
         self.decoder = decoder
-        self.slots, self.context, self.cuda_graphs = slots, context, cuda_graphs
+        self.slots, self.context, self.cuda_graphs, self.compile_step = slots, context, cuda_graphs, compile_step
         self.batcher = None
         self.model_path = model_path
         self.requested_device = device
@@ -150,7 +151,7 @@ class Engine:
             from inference.batching import Batcher, DecodeStep
 
             context = self.context = min(self.context, config.text_config.max_position_embeddings)
-            step = DecodeStep(model, self.slots, context, self.cuda_graphs)
+            step = DecodeStep(model, self.slots, context, self.cuda_graphs, self.compile_step)
             self.batcher = Batcher(step, self.eos_ids)
             phase("kv_cache", mark)
             log.info(
@@ -161,6 +162,7 @@ class Engine:
                         "context": context,
                         "kv_cache_bytes": step.cache_bytes,
                         "cuda_graphs": step.use_graphs,
+                        "compiled": step.ops.compiled,
                     }
                 },
             )

@@ -43,6 +43,7 @@ class Server:
             slots=settings.max_concurrency,
             context=settings.context,
             cuda_graphs=settings.cuda_graphs,
+            compile_step=settings.compile_step,
         )
         self.stats = Stats(settings.stats_window_seconds)
         self.loaded = False

@@ -53,6 +53,9 @@ class Settings:
     decoder: str = field(default_factory=lambda: os.environ.get("DECODER", "batched"))
     max_context: int = field(default_factory=lambda: _int("MAX_CONTEXT", 0))  # 0 = prompt + new token limits
     cuda_graphs: bool = field(default_factory=lambda: _bool("CUDA_GRAPHS", True))
+    # Compile the decoding step's elementwise work on a GPU (inference/fused.py): about 15 % faster
+    # decoding for seconds more at every start (docs/BENCHMARKS.md), so off unless asked for.
+    compile_step: bool = field(default_factory=lambda: _bool("COMPILE_STEP", False))
     # For DECODER=generate: "dynamic" (default) or "static" (compiled decoding, one generation at a time).
     kv_cache: str = field(default_factory=lambda: os.environ.get("KV_CACHE", "dynamic"))
 

@@ -1,0 +1,92 @@
+"""The decoding step's elementwise work, written to fuse.
+
+Run eagerly, each function here is a handful of kernels; compiled (torch.compile, on a GPU) each
+becomes one or two. A GLM-4.6V step has 40 layers, and inside a CUDA graph every small kernel
+still costs microseconds, so this is where the step's time above the weight-reading floor goes.
+The eager forms are the reference: the compiled ones compute the same (tests/inference).
+"""
+
+import logging
+
+log = logging.getLogger("inference.fused")
+
+
+def add_norm(hidden, delta, delta_norm: tuple, next_norm: tuple):
+    """The residual add of a normed branch, and the next norm of the sum: (hidden, normed)."""
+    import torch.nn.functional as F
+
+    hidden = hidden + F.rms_norm(delta, delta.shape[-1:], *delta_norm)
+    return hidden, F.rms_norm(hidden, hidden.shape[-1:], *next_norm)
+
+
+def rotate_with_matrix(qk, cos, sin, turn):
+    """GLM's rotary embedding, (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin) on interleaved pairs,
+    as one matrix product and a multiply-add: the fewest kernels when not compiled."""
+    return qk * cos + (qk @ turn) * sin
+
+
+def rotate_pairs(qk, cos, sin):
+    """The same rotation written on the pairs, which a compiler turns into one kernel."""
+    import torch
+
+    even, odd = qk[..., 0::2], qk[..., 1::2]
+    c, s = cos[..., 0::2], sin[..., 0::2]  # cos and sin repeat each value for both halves of a pair
+    return torch.stack((even * c - odd * s, odd * c + even * s), dim=-1).flatten(-2)
+
+
+def gated_silu(gate_up):
+    import torch.nn.functional as F
+
+    gate, up = gate_up.chunk(2, dim=-1)
+    return up * F.silu(gate)
+
+
+class Ops:
+    """The step's elementwise operations: compiled where asked and possible, else eager."""
+
+    def __init__(self, turn, activation, compiled: bool):
+        import functools
+
+        self.compiled = compiled
+        self.turn, self.activation = turn, activation
+        eager_rotate = functools.partial(rotate_with_matrix, turn=turn)
+        eager_gated = gated_silu if activation is None else functools.partial(_gated, activation=activation)
+        if not compiled:
+            self.add_norm, self.rotate, self.gated = add_norm, eager_rotate, eager_gated
+            return
+        import torch
+
+        def compile(fn):
+            return torch.compile(fn, dynamic=True, fullgraph=True)
+
+        self.add_norm = self._guarded(compile(add_norm), add_norm)
+        self.rotate = self._guarded(compile(rotate_pairs), eager_rotate)
+        self.gated = self._guarded(compile(gated_silu), eager_gated) if activation is None else eager_gated
+
+    def eager(self) -> "Ops":
+        """The same operations, not compiled (for comparing the two)."""
+        return Ops(self.turn, self.activation, compiled=False)
+
+    def _guarded(self, compiled, eager):
+        """The compiled form, falling back to the eager one for good if compiling fails (no Triton,
+        an unsupported GPU): slower, never broken. Compiling happens in the warm-up, before any
+        CUDA graph is recorded."""
+        chosen = [compiled]
+
+        def call(*args):
+            try:
+                return chosen[0](*args)
+            except Exception:
+                if chosen[0] is eager:
+                    raise
+                log.exception("compiling the decoding step's %s failed; it runs eagerly", eager)
+                chosen[0] = eager
+                self.compiled = False
+                return eager(*args)
+
+        return call
+
+
+def _gated(gate_up, activation):
+    gate, up = gate_up.chunk(2, dim=-1)
+    return up * activation(gate)
