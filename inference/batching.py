@@ -110,7 +110,7 @@ class DecodeStep:
     Written for few kernels per layer (in a graph, every small kernel still costs microseconds):
     fused q/k/v projection, q and k rotated together, keys and values written with one indexed
     store, one additive mask for all layers, and the elementwise work (residual adds with their
-    norms, rotary, gated activation) in `fused.Ops`, compiled on a GPU.
+    norms, rotary, gated activation) in `fused.Ops`, compiled on a GPU when COMPILE_STEP asks.
     """
 
     def __init__(self, model, slots: int, context: int, graphs: bool, compiled: bool = False):
