@@ -365,9 +365,14 @@ class Batcher:
 
         with torch.inference_mode():
             while True:
-                self._admit()
-                if self.running:
-                    self._decode()
+                try:
+                    self._admit()
+                    if self.running:
+                        self._decode()
+                except Exception as exc:  # never let the engine thread die: every later request would hang
+                    log.exception("the batcher failed outside any one request")
+                    for job in [job for job in self.active if job is not None]:
+                        self._finish(job, exc)
 
     def _admit(self) -> None:
         with self.wake:

@@ -148,3 +148,28 @@ def test_the_slot_size_bounds_prompts_and_answers(start_server):
     assert full["choices"][0]["finish_reason"] == "length", full
     usage = full["usage"]
     assert usage["prompt_tokens"] + usage["completion_tokens"] == 41, usage
+
+
+def test_an_engine_thread_failure_fails_the_running_requests_and_the_thread_goes_on(engines):
+    _, batched = engines
+    batcher = batched.batcher
+    original = batcher._decode
+    failures = []
+
+    def fails_once():
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("the step broke")
+        original()
+
+    batcher._decode = fails_once
+    try:
+        prepared = batched.prepare(messages("break", 0), [], 1 << 20)
+        broken = Collect()
+        batched.generate(prepared, broken, max_new_tokens=8, temperature=0, top_p=1, should_stop=lambda: False)
+        assert broken.finished.wait(30)
+        assert "the step broke" in str(broken.error)
+        assert run(batched, PROMPTS[1:2], max_new_tokens=3)[0].ids
+        assert batcher.thread.is_alive() and batcher.running == 0
+    finally:
+        batcher._decode = original
