@@ -319,6 +319,22 @@ class Engine:
             self.batcher.step.record_common()  # the batcher is idle: nothing is admitted before ready
             self.load_phases["cuda_graphs"] = round(time.monotonic() - began, 3)
 
+    def decoder_stats(self) -> dict:
+        """How generation runs: the decoder, and for the batched one its slots in use and its KV cache."""
+        if self.batcher is None:
+            return {"decoder": self.decoder}
+        step = self.batcher.step
+        return {
+            "decoder": self.decoder,
+            "slots": step.slots,
+            "slots_in_use": self.batcher.running,
+            "waiting": len(self.batcher.waiting),
+            "context_tokens": step.context,
+            "kv_cache_bytes": step.cache_bytes,
+            "cuda_graphs": len(step.graphs),
+            "compiled": step.ops.compiled,
+        }
+
     def allocator_stats(self) -> dict:
         import torch
 

@@ -46,6 +46,10 @@ class HealthCollector(Collector):
         for key, value in health["allocator"].items():
             if isinstance(value, (int, float)):
                 yield _gauge(f"inference_torch_{key}", f"torch CUDA allocator {key}", value)
+        for key in ("slots", "slots_in_use", "waiting", "kv_cache_bytes"):
+            value = health.get("decoder", {}).get(key)
+            if value is not None:
+                yield _gauge(f"inference_decoder_{key}", f"batched decoder: {key.replace('_', ' ')}", value)
         for key, value in health["process"].items():
             yield _gauge(f"inference_process_{key}", f"process {key}", value)
 

@@ -99,6 +99,7 @@ class Server:
             "totals": {"requests": stats.requests, "errors": dict(stats.errors), "rejected": dict(stats.rejected)},
             "timings": stats.timings(),
             "allocator": self.engine.allocator_stats() if self.loaded else {},
+            "decoder": self.engine.decoder_stats() if self.loaded else {},
             "process": stats.process_stats(),
         }
 

@@ -20,6 +20,10 @@ def test_health_endpoints_tell_the_truth(shared_server):
     assert health["process"]["open_fds"] > 0
     for key in ("latency_p50", "latency_p95", "latency_p99", "ttft_p50", "tokens_per_second", "requests_per_second"):
         assert key in health["timings"]
+    decoder = health["decoder"]
+    assert decoder["decoder"] == "batched" and decoder["slots"] >= 1
+    assert 0 <= decoder["slots_in_use"] <= decoder["slots"] and decoder["kv_cache_bytes"] > 0
+    assert set(health["load_phases"]) >= {"import", "weights", "warmup"}
     assert httpx.get(url + "/v1/models").json()["data"][0]["id"] == "smoke"
 
 
@@ -61,6 +65,8 @@ def test_metrics_expose_the_same_figures(shared_server):
         "inference_requests_total",
         "inference_latency_p95",
         "inference_process_rss_bytes",
+        "inference_decoder_slots_in_use",
+        "inference_decoder_kv_cache_bytes",
     ):
         assert name in text
 
