@@ -23,6 +23,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.startup_bench import running_server  # noqa: E402
 
 PROMPT = "Describe this picture in detail, with the colours, the objects and where they are placed."
 
@@ -102,36 +103,8 @@ def request_log_median(field: str) -> float | None:
 
 
 def server_figures(model_dir: str, url: str, kv_cache: str = "dynamic", decoder: str = "batched") -> dict:
-    port = 8377
-    env = {
-        **os.environ,
-        "MODEL_PATH": model_dir,
-        "PORT": str(port),
-        "MAX_CONCURRENCY": "16",
-        "MAX_QUEUE": "64",
-        "KV_CACHE": kv_cache,
-        "DECODER": decoder,
-    }
-    began = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "inference.server"],
-        cwd=ROOT,
-        env=env,
-        stdout=open(os.environ["BENCH_SERVER_LOG"], "a") if os.environ.get("BENCH_SERVER_LOG") else subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            try:
-                if httpx.get(base + "/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError("server exited during start")
-            time.sleep(0.05)
-        ready_seconds = time.perf_counter() - began
+    env = {"MAX_CONCURRENCY": "16", "MAX_QUEUE": "64", "KV_CACHE": kv_cache, "DECODER": decoder}
+    with running_server(model_dir, 8377, **env) as (base, _, ready_seconds):
         client = httpx.Client(timeout=600)
         body = lambda n: {  # noqa: E731
             "messages": [
@@ -175,9 +148,6 @@ def server_figures(model_dir: str, url: str, kv_cache: str = "dynamic", decoder:
                 k: health["allocator"].get(k) for k in ("allocated_bytes", "reserved_bytes", "fragmentation")
             },
         }
-    finally:
-        proc.terminate()
-        proc.wait(60)
 
 
 def main() -> None:

@@ -101,6 +101,36 @@ async def dashboard_clients(url: str, cookie: str, count: int, seconds: float) -
     return latencies
 
 
+def serve(env: dict, port: int, var: Path) -> subprocess.Popen:
+    """The console as `make run` serves it, logging to var/serve.log."""
+    log = open(var / "serve.log", "ab")  # noqa: SIM115 (the console writes to it until it stops)
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+
+
+def shut_down(env: dict, console: subprocess.Popen, instances: int, var: Path) -> None:
+    """Stop the stub instances, then the console (Ctrl-C, then its process group), and remove var/."""
+    for i in range(instances):
+        subprocess.run(
+            [sys.executable, "manage.py", "instance", "stop", f"stub-{i:02d}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+        )
+    console.send_signal(signal.SIGINT)
+    try:
+        console.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(console.pid, signal.SIGKILL)
+    shutil.rmtree(var, ignore_errors=True)
+
+
 def login(url: str) -> httpx.Client:
     client = httpx.Client(base_url=url)
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', client.get("/accounts/login/").text).group(1)
@@ -126,15 +156,7 @@ def main() -> None:
     var = Path(tempfile.mkdtemp(prefix="live-bench-"))
     env, port = setup(var, args.instances, args.log_rate)
     url = f"http://127.0.0.1:{port}"
-    log = open(var / "serve.log", "ab")
-    console = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
+    console = serve(env, port, var)
     try:
         wait_http(url + "/accounts/login/", timeout=60)
         client = login(url)
@@ -204,19 +226,7 @@ def main() -> None:
         }
         print(json.dumps(result, indent=2))
     finally:
-        for i in range(args.instances):
-            subprocess.run(
-                [sys.executable, "manage.py", "instance", "stop", f"stub-{i:02d}"],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-            )
-        console.send_signal(signal.SIGINT)
-        try:
-            console.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(console.pid, signal.SIGKILL)
-        shutil.rmtree(var, ignore_errors=True)
+        shut_down(env, console, args.instances, var)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,7 @@ import asyncio
 import json
 import os
 import random
-import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +27,7 @@ import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.live_bench import login, manage, setup  # noqa: E402
+from bench.live_bench import login, manage, serve, setup, shut_down  # noqa: E402
 from console.telemetry.sockets import tcp_states  # noqa: E402
 from tests.conftest import wait_http  # noqa: E402
 
@@ -104,15 +101,7 @@ def main() -> None:
     env, port = setup(var, args.instances, 200)
     env["TELEMETRY_RAW_RETENTION"] = "600"
     url = f"http://127.0.0.1:{port}"
-    log = open(var / "serve.log", "ab")  # noqa: SIM115 (the console writes to it until the end)
-    console = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
+    console = serve(env, port, var)
     series, counts = [], {"opened": 0, "closed": 0, "aborted": 0, "failed": 0, "events": 0}
     restarts = {"requested": 0, "refused": 0}
     stop = threading.Event()
@@ -181,19 +170,7 @@ def main() -> None:
         print(json.dumps({k: v for k, v in result.items() if k != "series"}, indent=2))
     finally:
         stop.set()
-        for i in range(args.instances):
-            subprocess.run(
-                [sys.executable, "manage.py", "instance", "stop", f"stub-{i:02d}"],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-            )
-        console.send_signal(signal.SIGINT)
-        try:
-            console.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(console.pid, signal.SIGKILL)
-        shutil.rmtree(var, ignore_errors=True)
+        shut_down(env, console, args.instances, var)
 
 
 if __name__ == "__main__":

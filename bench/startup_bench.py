@@ -9,6 +9,7 @@ process start to /health/ready with its own load phases.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -47,7 +48,10 @@ def seconds(code: str, *args: str, **env: str) -> float:
     return round(float(out.stdout.strip().splitlines()[-1]), 2)
 
 
-def server_start(model: str, port: int = 8378, **env: str) -> dict:
+@contextlib.contextmanager
+def running_server(model: str, port: int, **env: str):
+    """Start `python -m inference.server` and wait for ready; yields (base URL, seconds to live,
+    seconds to ready) and stops it on exit. Its output goes to BENCH_SERVER_LOG when that is set."""
     began = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "inference.server"],
@@ -71,11 +75,16 @@ def server_start(model: str, port: int = 8378, **env: str) -> dict:
                 raise RuntimeError("the server exited during start")
             time.sleep(0.02)
         ready = time.perf_counter() - began
-        health = httpx.get(base + "/health", timeout=5).json()
-        return {"live_s": round(live or ready, 2), "ready_s": round(ready, 2), "load_phases": health["load_phases"]}
+        yield base, live or ready, ready
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def server_start(model: str, port: int = 8378, **env: str) -> dict:
+    with running_server(model, port, **env) as (base, live, ready):
+        health = httpx.get(base + "/health", timeout=5).json()
+        return {"live_s": round(live, 2), "ready_s": round(ready, 2), "load_phases": health["load_phases"]}
 
 
 def main() -> None:

@@ -303,22 +303,23 @@ class DecodeStep:
     def _embed(self, inputs: dict):
         """(inputs_embeds, position ids) exactly as the model would hand them to its text layers."""
 
-        class Captured(Exception):
-            pass
-
         def capture(module, args, kwargs):
-            raise Captured(kwargs)
+            raise _Captured(kwargs)
 
         self.model.model.rope_deltas = None  # else a text-only prompt inherits the last image prompt's offset
         handle = self._text.register_forward_pre_hook(capture, with_kwargs=True)
         try:
             self.model.model(**inputs)
-        except Captured as captured:
+        except _Captured as captured:
             kwargs = captured.args[0]
             return kwargs["inputs_embeds"], kwargs.get("position_ids")
         finally:
             handle.remove()
         raise RuntimeError("the model did not call its text layers")
+
+
+class _Captured(Exception):
+    """Carries the text layers' inputs out of the model's forward (DecodeStep._embed)."""
 
 
 def choose(logits, temperature: list[float], top_p: list[float]):

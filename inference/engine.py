@@ -291,9 +291,11 @@ class Engine:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode([i for i in ids if i not in self.eos_ids], skip_special_tokens=True)
 
-    def warmup(self, max_new_tokens: int = 2) -> None:
+    def warmup(self) -> None:
         """One short generation with a small image so the first real request does not pay for lazy
-        initialisation (vision kernels; with a static cache: compiling the decoding step)."""
+        initialisation (vision kernels; with generate's static cache: compiling its decoding step,
+        at a cache long enough for real requests)."""
+        max_new_tokens = 64 if self.decoder == "generate" and self.kv_cache == "static" else 2
         from PIL import Image
 
         began = time.monotonic()

@@ -58,9 +58,7 @@ class Server:
         try:
             self.engine.load()
             if self.settings.warmup:
-                # A static cache compiles on its first generation: pay for it before "ready".
-                static = self.settings.decoder == "generate" and self.settings.kv_cache == "static"
-                self.engine.warmup(64 if static else 2)
+                self.engine.warmup()
             self.loaded = True
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"

@@ -279,8 +279,8 @@ def _run(operation: Operation) -> Operation:
     try:
         runtime = runtime_for(instance)
         # Before anything changes: a recreate that could not rebuild the container is refused.
-        problem = operation.options.get("recreate") and getattr(runtime, "recreate_problem", None)
-        if problem and (problem := problem(instance)):
+        problem = operation.options.get("recreate") and runtime.recreate_problem(instance)
+        if problem:
             progress.finish(operation, Operation.State.FAILED, f"recreate refused: {problem}")
             return operation
     except RuntimeFailure as exc:

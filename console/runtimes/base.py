@@ -28,6 +28,9 @@ class Runtime(Protocol):
 
     def start(self, instance, *, recreate: bool = False) -> str: ...
 
+    def recreate_problem(self, instance) -> str | None:
+        """Why `start(recreate=True)` would lose this instance's setup, or None."""
+
     def stop(self, instance, timeout: float) -> StopResult: ...
 
     def log_tail(self, instance, lines: int = 50) -> list[str]: ...

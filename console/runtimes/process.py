@@ -155,6 +155,9 @@ class ProcessRuntime:
         _pid_path(instance).write_text(json.dumps(record))
         return f"spawned pid {child.pid}"
 
+    def recreate_problem(self, instance) -> None:
+        return None  # a process is always started afresh from its command
+
     def stop(self, instance, timeout: float) -> StopResult:
         record = self._record(instance)
         began = time.monotonic()

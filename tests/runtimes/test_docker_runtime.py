@@ -17,14 +17,19 @@ from tests.runtimes.docker_images import base_image, inference_image
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture(scope="module")
-def engine():
+def local_engine() -> docker.DockerClient:
+    """The test run's Docker Engine, or a failure saying how to get one."""
     client = docker.from_env()
     try:
         client.ping()
     except docker.errors.DockerException as exc:
         pytest.fail(f"no Docker Engine ({exc}): make test starts dockerd")
     return client
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return local_engine()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from console.instances.models import Host, Instance
 from console.operations.models import Operation
 from tests.conftest import ROOT, free_port
 from tests.runtimes.docker_images import base_image
-from tests.runtimes.test_docker_runtime import run
+from tests.runtimes.test_docker_runtime import local_engine, run
 
 pytestmark = pytest.mark.docker
 
@@ -82,12 +82,7 @@ class PrivateEngine:
 
 @pytest.fixture
 def private_engine():
-    main = docker.from_env()
-    try:
-        main.ping()
-    except docker.errors.DockerException as exc:
-        pytest.fail(f"no Docker Engine ({exc}): make test starts dockerd")
-    image = base_image(main)
+    image = base_image(local_engine())
     engine = PrivateEngine()
     try:
         engine.start()
