@@ -22,7 +22,7 @@ cleanup() {
   for item in "${started[@]}"; do
     case "$item" in
       redis) kill "$(cat "$STATE/redis.pid")" 2>/dev/null ;;
-      postgres) runuser -u postgres -- "$PGBIN/pg_ctl" -D "$STATE/pg" -m fast stop >/dev/null 2>&1 ;;
+      postgres) runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PG_CLUSTER" -m fast stop >/dev/null 2>&1 ;;
       dockerd) kill "$(cat "$STATE/dockerd.pid")" 2>/dev/null; sleep 1 ;;
     esac
   done
@@ -39,13 +39,19 @@ fi
 # A private PostgreSQL cluster (initdb refuses root, so it runs as postgres).
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 export TEST_DATABASE_URL="postgres://console:console@127.0.0.1:5433/console"
+chmod o+x "$ROOT" "$ROOT/var" "$STATE" 2>/dev/null
+PG_CLUSTER="$STATE/pg"
+if ! runuser -u postgres -- test -x "$STATE"; then
+  # The checkout sits in a directory the postgres user cannot enter (`mktemp -d` makes them 0700):
+  # the cluster lives outside it, one per checkout.
+  PG_CLUSTER="/var/tmp/instance-console-pg-$(printf %s "$ROOT" | md5sum | cut -c1-12)"
+fi
 if ! runuser -u postgres -- "$PGBIN/pg_isready" -h 127.0.0.1 -p 5433 >/dev/null 2>&1; then
-  if [ ! -f "$STATE/pg/PG_VERSION" ]; then
-    mkdir -p "$STATE/pg" && chown postgres "$STATE/pg" && chmod 700 "$STATE/pg"
-    chmod o+x "$ROOT" "$ROOT/var" "$STATE" 2>/dev/null
-    runuser -u postgres -- "$PGBIN/initdb" -D "$STATE/pg" -A trust -U postgres >/dev/null || exit 1
+  if [ ! -f "$PG_CLUSTER/PG_VERSION" ]; then
+    mkdir -p "$PG_CLUSTER" && chown postgres "$PG_CLUSTER" && chmod 700 "$PG_CLUSTER"
+    runuser -u postgres -- "$PGBIN/initdb" -D "$PG_CLUSTER" -A trust -U postgres >/dev/null || exit 1
   fi
-  runuser -u postgres -- "$PGBIN/pg_ctl" -D "$STATE/pg" -l "$STATE/pg/server.log" -w \
+  runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PG_CLUSTER" -l "$PG_CLUSTER/server.log" -w \
     -o "-p 5433 -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null || exit 1
   started+=(postgres)
   psql -h 127.0.0.1 -p 5433 -U postgres -tc "SELECT 1 FROM pg_roles WHERE rolname='console'" | grep -q 1 ||
