@@ -37,6 +37,7 @@ class TokenSink:
 
 KV_CACHES = ("dynamic", "static")
 DECODERS = ("batched", "generate")
+WEIGHT_LOADERS = ("prefetch", "transformers")
 
 
 def _start_cuda_libraries(device: str) -> None:
@@ -66,11 +67,18 @@ class Engine:
         context: int = 4096,
         cuda_graphs: bool = True,
         compile_step: bool = False,
+        weight_loader: str = "prefetch",
     ):
         if kv_cache not in KV_CACHES:
             raise ValueError(f"KV_CACHE must be one of {', '.join(KV_CACHES)}, not {kv_cache!r}")
         if decoder not in DECODERS:
             raise ValueError(f"DECODER must be one of {', '.join(DECODERS)}, not {decoder!r}")
+        if weight_loader not in WEIGHT_LOADERS:
+            raise ValueError(f"WEIGHT_LOADER must be one of {', '.join(WEIGHT_LOADERS)}, not {weight_loader!r}")
+        # "prefetch" (weights.py): the safetensors shards are read onto the device on threads of
+        # their own while transformers imports, then handed to from_pretrained. "transformers":
+        # from_pretrained reads the files itself, after the import.
+        self.weight_loader = weight_loader
         # "batched" (batching.py): every request decodes in one shared step over a slot KV cache,
         # CUDA-graphed on a GPU. "generate": transformers' own generate, one thread per request;
         # the reference the benchmarks compare against.
@@ -112,6 +120,9 @@ class Engine:
         import torch
 
         self.device = self.requested_device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype_name = self.requested_dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
+        self.dtype = dtype_name
+        prefetch = self._prefetch()
         libraries = None
         if self.device.startswith("cuda"):
             # CUDA context, cuBLAS and cuDNN start while transformers imports (both take seconds).
@@ -125,19 +136,21 @@ class Engine:
             libraries.join()
         mark = phase("import", began)
 
-        dtype_name = self.requested_dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
-        self.dtype = dtype_name
         # Few CPU threads: on a GPU the CPU work is small tensors (preprocessing), where a thread
         # team per core costs more in wake-ups than it saves; on a CPU it leaves cores to the host.
         torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.image_processor = AutoImageProcessor.from_pretrained(self.model_path)
         mark = phase("tokenizer_and_processor", mark)
-        # On a GPU the weights go from safetensors straight to the device.
-        placement = {"device_map": self.device} if self.device != "cpu" else {}
-        model = Glm4vForConditionalGeneration.from_pretrained(
-            self.model_path, dtype=getattr(torch, dtype_name), **placement
-        )
+        if prefetch is not None:
+            model = self._from_prefetched(Glm4vForConditionalGeneration, prefetch, getattr(torch, dtype_name))
+            phases["weights_read"] = round(prefetch.seconds, 3)  # on its thread, from the start
+        else:
+            # On a GPU the weights go from safetensors straight to the device.
+            placement = {"device_map": self.device} if self.device != "cpu" else {}
+            model = Glm4vForConditionalGeneration.from_pretrained(
+                self.model_path, dtype=getattr(torch, dtype_name), **placement
+            )
         model.eval()
         self.model = model
         mark = phase("weights", mark)
@@ -171,6 +184,46 @@ class Engine:
             "model loaded",
             extra={"fields": {"device": self.device, "dtype": self.dtype, "seconds": round(self.load_seconds, 2)}},
         )
+
+    def _prefetch(self):
+        """Start reading the weights onto the device, or None where from_pretrained must read them
+        (asked for, or a checkpoint that is not plain safetensors)."""
+        if self.weight_loader != "prefetch":
+            return None
+        from inference import weights
+
+        try:
+            weights.shard_files(self.model_path)
+        except (weights.Unsupported, OSError, ValueError) as exc:
+            log.info("weights are read by from_pretrained", extra={"fields": {"reason": str(exc)}})
+            return None
+        return weights.Prefetch(self.model_path, self.device)
+
+    def _from_prefetched(self, model_class, prefetch, dtype):
+        """from_pretrained over the prefetched state dict: the model's own key mapping, conversions and
+        dtype, with the config and generation config from the checkpoint directory as usual."""
+        from transformers import AutoConfig, GenerationConfig, modeling_utils
+
+        state = prefetch.result()
+        config = AutoConfig.from_pretrained(self.model_path)
+        placement = {"device_map": self.device} if self.device != "cpu" else {}
+        # from_pretrained first reserves the model's size on the GPU so that reading files does not
+        # allocate piece by piece; here the tensors are on the GPU already, and reserving their size
+        # again could run a GPU that holds the model once out of memory.
+        warmup = getattr(modeling_utils, "caching_allocator_warmup", None)
+        if warmup is not None:
+            modeling_utils.caching_allocator_warmup = lambda *args, **kwargs: None
+        try:
+            model = model_class.from_pretrained(None, config=config, state_dict=state, dtype=dtype, **placement)
+        finally:
+            if warmup is not None:
+                modeling_utils.caching_allocator_warmup = warmup
+        state.clear()
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(self.model_path)
+        except OSError:  # no generation_config.json: the model config's defaults, as from_pretrained does
+            pass
+        return model
 
     def prompt_limit(self, max_prompt_tokens: int) -> int:
         """The longest prompt a request may have: a batched slot must also hold one generated token."""

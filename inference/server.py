@@ -44,6 +44,7 @@ class Server:
             context=settings.context,
             cuda_graphs=settings.cuda_graphs,
             compile_step=settings.compile_step,
+            weight_loader=settings.weight_loader,
         )
         self.stats = Stats(settings.stats_window_seconds)
         self.loaded = False

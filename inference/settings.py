@@ -56,6 +56,9 @@ class Settings:
     # Compile the decoding step's elementwise work on a GPU (inference/fused.py): about 15 % faster
     # decoding for seconds more at every start (docs/BENCHMARKS.md), so off unless asked for.
     compile_step: bool = field(default_factory=lambda: _bool("COMPILE_STEP", False))
+    # "prefetch" (default): safetensors shards are read onto the device while the server imports
+    # transformers (inference/weights.py). "transformers": from_pretrained reads them, after the import.
+    weight_loader: str = field(default_factory=lambda: os.environ.get("WEIGHT_LOADER", "prefetch"))
     # For DECODER=generate: "dynamic" (default) or "static" (compiled decoding, one generation at a time).
     kv_cache: str = field(default_factory=lambda: os.environ.get("KV_CACHE", "dynamic"))
 

@@ -1,0 +1,167 @@
+"""Reading a safetensors checkpoint straight onto the device, while the rest of the server starts.
+
+`from_pretrained` reads shards through memory maps: every page faults in on first touch and every
+tensor goes to the GPU from pageable memory, one copy at a time per loader thread. Here each shard is
+read with large sequential reads into pinned buffers and copied to the device asynchronously, by
+several threads at once; the reads and copies release the GIL, so this runs beside the import of
+transformers (seconds of pure Python) instead of after it. The result is the checkpoint's own state
+dict, given to `from_pretrained(state_dict=...)`, which applies the model's key mapping and
+conversions exactly as it does for files.
+"""
+
+import json
+import os
+import struct
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+CHUNK_BYTES = 64 << 20  # one read and one copy; large enough for full-speed transfers
+WORKERS = 4  # like transformers' loader: more threads than this contend for the page cache
+
+# safetensors dtype names -> torch dtype attribute names
+DTYPES = {
+    "BOOL": "bool",
+    "U8": "uint8",
+    "I8": "int8",
+    "I16": "int16",
+    "I32": "int32",
+    "I64": "int64",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F32": "float32",
+    "F64": "float64",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+}
+
+
+class Unsupported(Exception):
+    """The checkpoint is not one this reader handles; `from_pretrained` reads it instead."""
+
+
+def shard_files(model_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoint's safetensors files, as its index names them (or the single file)."""
+    root = Path(model_dir)
+    index = root / "model.safetensors.index.json"
+    if index.exists():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [root / name for name in names]
+    single = root / "model.safetensors"
+    if single.exists():
+        return [single]
+    raise Unsupported(f"no safetensors checkpoint in {root}")
+
+
+def read_header(path: Path) -> tuple[int, dict]:
+    """(offset of the data, {name: entry}) of one safetensors file."""
+    with open(path, "rb") as file:
+        (length,) = struct.unpack("<Q", file.read(8))
+        header = json.loads(file.read(length))
+    header.pop("__metadata__", None)
+    return 8 + length, header
+
+
+def _plan(files: list[Path]) -> tuple[list[tuple], list[tuple]]:
+    """Tensors to allocate (name, dtype, shape) and reads of at most CHUNK_BYTES: (file, offset, size,
+    [(name, byte offset in the tensor, byte offset in the read, bytes)])."""
+    import torch
+
+    tensors, reads = [], []
+    for path in files:
+        base, header = read_header(path)
+        pending, start, end = [], None, None
+        for name, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            if entry["dtype"] not in DTYPES:
+                raise Unsupported(f"{path.name}: tensor {name} has dtype {entry['dtype']}")
+            tensors.append((name, getattr(torch, DTYPES[entry["dtype"]]), entry["shape"]))
+            first, last = entry["data_offsets"]
+            if start is not None and base + first != end:  # a gap: the read so far ends here
+                reads.append((path, start, end - start, pending))
+                pending, start, end = [], None, None
+            done = 0
+            while done < last - first:
+                if start is None:
+                    start = end = base + first + done
+                take = min(last - first - done, CHUNK_BYTES - (end - start))
+                pending.append((name, done, end - start, take))
+                end += take
+                done += take
+                if end - start >= CHUNK_BYTES:
+                    reads.append((path, start, end - start, pending))
+                    pending, start, end = [], None, None
+        if pending:
+            reads.append((path, start, end - start, pending))
+    return tensors, reads
+
+
+def read_state_dict(model_dir: str | os.PathLike, device: str) -> dict:
+    """Every tensor of the checkpoint, on `device`, in its stored dtype."""
+    import torch
+
+    files = shard_files(model_dir)
+    tensors, reads = _plan(files)
+    target = torch.device(device)
+    state = {name: torch.empty(shape, dtype=dtype, device=target) for name, dtype, shape in tensors}
+    flat = {name: tensor.view(-1).view(torch.uint8) if tensor.numel() else None for name, tensor in state.items()}
+    handles = {path: os.open(path, os.O_RDONLY) for path in files}
+    cuda = target.type == "cuda"
+    local = threading.local()
+
+    def buffer():
+        # One pinned staging buffer and one copy stream per thread; a buffer is reused only once the
+        # copy out of it has finished.
+        if not hasattr(local, "buffer"):
+            local.buffer = torch.empty(CHUNK_BYTES, dtype=torch.uint8, pin_memory=cuda)
+            local.view = memoryview(local.buffer.numpy())
+            local.stream = torch.cuda.Stream(target) if cuda else None
+        return local
+
+    def read(job) -> None:
+        path, offset, size, pieces = job
+        staging = buffer()
+        got = 0
+        while got < size:
+            count = os.preadv(handles[path], [staging.view[got:size]], offset + got)
+            if count == 0:
+                raise Unsupported(f"{path.name} ends before its header says it should")
+            got += count
+        if cuda:
+            with torch.cuda.stream(staging.stream):
+                for name, at, within, count in pieces:
+                    flat[name][at : at + count].copy_(staging.buffer[within : within + count], non_blocking=True)
+            staging.stream.synchronize()
+        else:
+            for name, at, within, count in pieces:
+                flat[name][at : at + count].copy_(staging.buffer[within : within + count])
+
+    try:
+        with ThreadPoolExecutor(WORKERS, thread_name_prefix="weights") as pool:
+            list(pool.map(read, reads))
+    finally:
+        for handle in handles.values():
+            os.close(handle)
+    return state
+
+
+class Prefetch:
+    """read_state_dict on a thread of its own; `result()` waits for it (and raises what it raised)."""
+
+    def __init__(self, model_dir: str | os.PathLike, device: str):
+        self.seconds = 0.0
+        self._future: Future = Future()
+        threading.Thread(target=self._run, args=(model_dir, device), name="weights-prefetch", daemon=True).start()
+
+    def _run(self, model_dir, device) -> None:
+        began = time.monotonic()
+        try:
+            state = read_state_dict(model_dir, device)
+        except BaseException as exc:
+            self._future.set_exception(exc)
+            return
+        self.seconds = time.monotonic() - began
+        self._future.set_result(state)
+
+    def result(self) -> dict:
+        return self._future.result()
