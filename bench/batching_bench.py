@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--model", default="/tmp/glm-4.6v-flash-random")
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--out", default="batching.json")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--kernels", default="auto", help="STEP_KERNELS: auto (Triton), triton, compile, eager")
     args = parser.parse_args()
     if not Path(args.model, "config.json").exists():
         subprocess.run([sys.executable, "-m", "inference.smoke_model", args.model, "--full"], cwd=ROOT, check=True)
@@ -53,7 +53,7 @@ def main() -> None:
     from inference.settings import Settings
 
     engine = Engine(
-        args.model, "cuda", "bfloat16", decoder="batched", slots=args.slots, context=10240, compile_step=args.compile
+        args.model, "cuda", "bfloat16", decoder="batched", slots=args.slots, context=10240, step_kernels=args.kernels
     )
     engine.load()
     engine.warmup()
@@ -107,27 +107,34 @@ def main() -> None:
         ),
     }
 
-    def step_ms() -> dict:
-        """Milliseconds per decoding step (a graph replay) for each batch size, at the first context."""
+    def step_ms(need: int) -> dict:
+        """Milliseconds per decoding step (a graph replay) for each batch size, `need` positions visible."""
         timings = {}
         for rows in step.slot_sizes:
-            step.run(rows, 1)
+            step.run(rows, need)
             torch.cuda.synchronize()
             began = time.perf_counter()
             for _ in range(50):
-                step.run(rows, 1)
+                step.run(rows, need)
             torch.cuda.synchronize()
             timings[str(rows)] = round(1000 * (time.perf_counter() - began) / 50, 2)
         return timings
 
     step.state.zero_()
-    results["step_ms_by_rows_context_1024"] = step_ms()
-    results["step_compiled"] = step.ops.compiled
-    if step.ops.compiled:  # the same graphs with the elementwise work not compiled
-        compiled_ops, compiled_graphs = step.ops, step.graphs
-        step.ops, step.graphs = compiled_ops.eager(), {}
-        results["step_ms_by_rows_not_compiled"] = step_ms()
-        step.ops, step.graphs = compiled_ops, compiled_graphs
+    step.state[1:] = 200  # a prompt like the one above: 200 positions visible
+    results["step_kernels"] = step.kernels
+    results["step_ms_by_rows_context_1024"] = step_ms(201)
+    step.state[1:] = 3000  # in the 4,096 bucket
+    results["step_ms_by_rows_context_4096"] = step_ms(3001)
+    step.state[1:] = 200
+    if step.kernels != "eager":  # the same graphs with the eager operations
+        fast = (step.triton, step.ops, step.graphs)
+        step.triton, step.ops, step.graphs = None, step.eager_ops, {}
+        results["step_ms_by_rows_context_1024_eager"] = step_ms(201)
+        step.state[1:] = 3000
+        results["step_ms_by_rows_context_4096_eager"] = step_ms(3001)
+        step.state[1:] = 200
+        step.triton, step.ops, step.graphs = fast
     throughput = {}
     for streams in sorted({1, 4, 8, args.slots}):
         began = time.perf_counter()

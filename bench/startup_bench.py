@@ -27,6 +27,22 @@ IMPORT_TRANSFORMERS = (
     "from transformers import Glm4vForConditionalGeneration, AutoTokenizer, AutoImageProcessor; "
     "print(time.perf_counter()-t)"
 )
+CUDA_LIBRARIES = (
+    "import time, torch; from inference.engine import _start_cuda_libraries; t=time.perf_counter(); "
+    "_start_cuda_libraries('cuda'); print(time.perf_counter()-t)"
+)
+IMPORT_BESIDE_CUDA = (  # the server's order: CUDA libraries start on a thread while transformers imports
+    "import time, threading, torch; from inference.engine import _start_cuda_libraries; t=time.perf_counter(); "
+    "c=threading.Thread(target=_start_cuda_libraries, args=('cuda',)); c.start(); "
+    "from transformers import Glm4vForConditionalGeneration, AutoTokenizer, AutoImageProcessor; "
+    "c.join(); print(time.perf_counter()-t)"
+)
+IMPORT_BESIDE_PREFETCH = (  # the server's order: weights read on threads while transformers imports
+    "import sys, time, torch; from inference.weights import Prefetch; t=time.perf_counter(); "
+    "p=Prefetch(sys.argv[1], 'cuda'); "
+    "from transformers import Glm4vForConditionalGeneration, AutoTokenizer, AutoImageProcessor; "
+    "i=time.perf_counter()-t; p.result(); print(i)"
+)
 FROM_PRETRAINED = (
     "import sys, time, torch; from transformers import Glm4vForConditionalGeneration; "
     "t=time.perf_counter(); m=Glm4vForConditionalGeneration.from_pretrained(sys.argv[1], dtype=torch.bfloat16, "
@@ -102,6 +118,9 @@ def main() -> None:
     results = {
         "import_torch_s": seconds(IMPORT_TORCH),
         "import_transformers_glm4v_s": seconds(IMPORT_TRANSFORMERS),
+        "cuda_libraries_s": seconds(CUDA_LIBRARIES),
+        "import_transformers_beside_cuda_libraries_s": seconds(IMPORT_BESIDE_CUDA),
+        "import_transformers_beside_weights_reader_s": seconds(IMPORT_BESIDE_PREFETCH, args.model),
         "safetensors_to_gpu_s": seconds(RAW, args.model),
         "weights_reader_s": seconds(PREFETCH, args.model),
         "from_pretrained_s": seconds(FROM_PRETRAINED, args.model),

@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1)
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--compile", action="store_true", help="COMPILE_STEP's compiled elementwise work")
+    parser.add_argument("--kernels", default="auto", help="STEP_KERNELS: auto (Triton), triton, compile, eager")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     if not Path(args.model, "config.json").exists():
@@ -36,7 +36,7 @@ def main() -> None:
 
     from inference.engine import Engine
 
-    engine = Engine(args.model, "cuda", slots=16, context=4096, compile_step=args.compile)
+    engine = Engine(args.model, "cuda", slots=16, context=4096, step_kernels=args.kernels)
     engine.load()
     step = engine.batcher.step
     rows, length = args.rows, args.context
@@ -87,15 +87,15 @@ def main() -> None:
     result = {
         "rows": rows,
         "context": length,
-        "compiled": step.ops.compiled,
+        "step_kernels": step.kernels,
         "graph_replay_ms": round(graph_ms, 3),
         "kernel_sum_ms": round(kernel_ms, 3),
         "kernels_per_step": launches,
         "text_weights_gb": round(weight_bytes / 1e9, 2),
         "achieved_tb_s": round(weight_bytes / graph_ms / 1e9, 2),
-        "kernels": table,
+        "by_kernel": table,
     }
-    print(json.dumps({k: v for k, v in result.items() if k != "kernels"}))
+    print(json.dumps({k: v for k, v in result.items() if k != "by_kernel"}))
     for row in table[:40]:
         print(f"{row['us_per_step']:9.1f} us  {row['per_step']:6.1f}x  {row['us_each']:8.2f} us  {row['kernel']}")
     if args.out:

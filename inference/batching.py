@@ -17,6 +17,7 @@ position, so the step uses plain rotary embeddings with the request's offset (ro
 
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -104,19 +105,29 @@ def fuse_layer(layer) -> Layer:
     )
 
 
+STEP_KERNELS = ("auto", "triton", "compile", "eager")
+
+
 class DecodeStep:
     """The slot KV cache and one decoding step over all slots, CUDA-graphed on a GPU.
 
     Written for few kernels per layer (in a graph, every small kernel still costs microseconds):
-    fused q/k/v projection, q and k rotated together, keys and values written with one indexed
-    store, one additive mask for all layers, and the elementwise work (residual adds with their
-    norms, rotary, gated activation) in `fused.Ops`, compiled on a GPU when COMPILE_STEP asks.
+    fused q/k/v projection, and the rest by `kernels`:
+    - "triton" (what "auto" means on a GPU): inference/kernels.py, a residual add with its norms as
+      one kernel, rotary with the KV store as one, attention split over the positions;
+    - "eager" (what "auto" means on a CPU): `fused.Ops` as PyTorch operations, q and k rotated
+      together, keys and values written with one indexed store, one additive mask for all layers;
+    - "compile": the eager operations compiled with torch.compile (seconds more at every start).
+    Triton or compiled forms that fail here fall back to the eager ones, logged, never broken.
     """
 
-    def __init__(self, model, slots: int, context: int, graphs: bool, compiled: bool = False):
+    def __init__(self, model, slots: int, context: int, graphs: bool, kernels: str = "auto"):
         import torch
 
         from inference.fused import Ops
+
+        if kernels not in STEP_KERNELS:
+            raise ValueError(f"STEP_KERNELS must be one of {', '.join(STEP_KERNELS)}, not {kernels!r}")
 
         text = self._text = model.model.language_model
         self.model = model
@@ -146,8 +157,11 @@ class DecodeStep:
         turn[pairs, pairs + 1] = 1
         self.pass_through = self.head_dim - width
         silu = getattr(text.config, "hidden_act", "") == "silu"
-        self.ops = Ops(turn, None if silu else self.layers[0].activation, compiled and self.device.type == "cuda")
-        self.eager_ops = self.ops.eager() if self.ops.compiled else self.ops
+        cuda = self.device.type == "cuda"
+        self.eager_ops = Ops(turn, None if silu else self.layers[0].activation, compiled=False)
+        self.ops = (
+            Ops(turn, self.eager_ops.activation, compiled=True) if kernels == "compile" and cuda else self.eager_ops
+        )
         # Per layer: [slots, 2 (key, value), kv heads, context, head dim].
         shape = (slots, 2, self.kv_heads, context, self.head_dim)
         self.cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
@@ -162,29 +176,76 @@ class DecodeStep:
         self.graphs: dict = {}
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.record_seconds = 0.0
+        self.triton = None  # inference.kernels where its kernels run here
+        if kernels == "triton" or (kernels == "auto" and cuda):
+            self.triton = self._triton_kernels()
+
+    @property
+    def kernels(self) -> str:
+        """What the step runs now: "triton", "compile" or "eager"."""
+        return "triton" if self.triton is not None else "compile" if self.ops.compiled else "eager"
+
+    def _triton_kernels(self):
+        """inference.kernels if its kernels run here and one step with them gives the eager step's
+        logits; else None, logged. Also compiles them (from Triton's on-disk cache after the first
+        start), so no request pays for it."""
+        import torch
+
+        if self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            log.warning("Triton kernels need a GPU (or TRITON_INTERPRET=1); the decoding step runs eagerly")
+            return None
+        began = time.monotonic()
+        try:
+            from inference import kernels
+
+            imported = time.monotonic()
+            self.state[:, :1] = torch.tensor([[0], [0], [0]])
+            length = self.context_sizes[0]
+            with torch.inference_mode():
+                eager = self.forward(1, length)
+                self.triton = kernels
+                fast = self.forward(1, length)
+                agreement = float(torch.nn.functional.cosine_similarity(eager, fast).min())
+        except Exception:
+            log.exception("the decoding step's Triton kernels failed here; it runs the eager operations")
+            return None
+        finally:
+            self.triton = None
+            with torch.inference_mode():
+                for cache in self.cache:
+                    cache[0].zero_()
+        if not agreement > 0.99:
+            log.error("the Triton decoding step disagrees with the eager one (cosine %.4f); eager it is", agreement)
+            return None
+        timing = {"import_s": round(imported - began, 3), "check_s": round(time.monotonic() - imported, 3)}
+        log.info("Triton decoding kernels", extra={"fields": timing})
+        return kernels
 
     @property
     def cache_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.cache)
 
-    def _layers(self, hidden, cos, sin, attend, ops):
-        """All text layers over `hidden` (tokens x hidden size) at the rotary angles `cos`/`sin`;
-        `attend(number, q, k, v)` stores the keys and values and returns the attended values.
-        Returns the final-normed hidden states."""
+    def _layers(self, hidden, attend, ops):
+        """All text layers over `hidden` (tokens x hidden size); `attend(number, qkv)` rotates q and k
+        (tokens x heads x head dim), stores the keys and values and returns the attended values
+        (tokens x heads * head dim). Returns the final-normed hidden states."""
         import torch.nn.functional as F
 
         heads, kv_heads = self.heads, self.kv_heads
         x = F.rms_norm(hidden, (self.hidden,), *self.layers[0].norm_in)
         for number, layer in enumerate(self.layers):
             qkv = F.linear(x, layer.qkv_weight, layer.qkv_bias).view(x.shape[0], heads + 2 * kv_heads, self.head_dim)
-            qk = ops.rotate(qkv[:, : heads + kv_heads], cos, sin)
-            attended = attend(number, qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :])
-            out = F.linear(attended.reshape(x.shape[0], -1), layer.out_weight)
+            out = F.linear(attend(number, qkv), layer.out_weight)
             hidden, x = ops.add_norm(hidden, out, layer.norm_after_attention, layer.norm_mlp_in)
             x = F.linear(ops.gated(F.linear(x, layer.gate_up_weight)), layer.down_weight)
             following = self.layers[number + 1].norm_in if number + 1 < len(self.layers) else self.final_norm
             hidden, x = ops.add_norm(hidden, x, layer.norm_after_mlp, following)
         return x
+
+    def _rotated(self, qkv, cos, sin, ops):
+        """(q, k, v) of `qkv` with q and k rotated at the angles `cos`/`sin`."""
+        qk = ops.rotate(qkv[:, : self.heads + self.kv_heads], cos, sin)
+        return qk[:, : self.heads], qk[:, self.heads :], qkv[:, self.heads + self.kv_heads :]
 
     def _widen(self, cos, sin):
         """cos/sin over the rotated channels -> over the whole head (1 and 0 on pass-through channels)."""
@@ -199,6 +260,17 @@ class DecodeStep:
         import torch.nn.functional as F
 
         ids, index, position = self.state[0, :rows], self.state[1, :rows], self.state[2, :rows]
+        if self.triton is not None:
+            kernels = self.triton
+
+            def attend(number, qkv):
+                cache = self.cache[number]
+                heads, kv_heads = self.heads, self.kv_heads
+                q = kernels.rotate_store(qkv, cache, index, position, self.inv_freq, self.rotary_scale, heads, kv_heads)
+                return kernels.attend(q, cache, index, length)
+
+            return self.lm_head(self._layers(self.embed(ids), attend, kernels.Ops(self.eager_ops))).float()
+
         slot = self.rows[:rows]
         freqs = (position[:, None].float() * self.inv_freq[None]).repeat_interleave(2, dim=-1)
         cos, sin = self._widen(
@@ -208,7 +280,8 @@ class DecodeStep:
         mask = torch.zeros((rows, 1, 1, length), dtype=self.dtype, device=self.device)
         mask = mask.masked_fill(~visible[:, None, None, :], float("-inf"))
 
-        def attend(number, q, k, v):
+        def attend(number, qkv):
+            q, k, v = self._rotated(qkv, cos, sin, self.ops)
             cache = self.cache[number]
             cache[slot, :, :, index] = torch.stack((k, v), dim=1)  # rows, 2, kv heads, head dim
             # One query token per row: the query heads sharing a KV head become that head's
@@ -218,9 +291,9 @@ class DecodeStep:
                 cache[:rows, 0, :, :length],
                 cache[:rows, 1, :, :length],
                 attn_mask=mask,
-            )
+            ).reshape(rows, -1)
 
-        return self.lm_head(self._layers(self.embed(ids), cos, sin, attend, self.ops)).float()
+        return self.lm_head(self._layers(self.embed(ids), attend, self.ops)).float()
 
     def run(self, rows: int, need_length: int):
         rows = fit(self.slot_sizes, rows)
@@ -282,7 +355,8 @@ class DecodeStep:
         cos, sin = self._text.rotary_emb(embeds, positions)
         cos, sin = self._widen(cos[0], sin[0])
 
-        def attend(number, q, k, v):
+        def attend(number, qkv):
+            q, k, v = self._rotated(qkv, cos, sin, self.eager_ops)
             k, v = k.transpose(0, 1), v.transpose(0, 1)  # kv heads, tokens, head dim
             self.cache[number][slot, 0, :, :n] = k
             self.cache[number][slot, 1, :, :n] = v
@@ -292,11 +366,11 @@ class DecodeStep:
                 v.repeat_interleave(self.group, dim=0)[None],
                 is_causal=True,
             )
-            return attended[0].transpose(0, 1)
+            return attended[0].transpose(0, 1).reshape(n, -1)
 
         # Eager operations: a prompt's many tokens keep the kernels busy, and compiled forms for
         # every prompt length would cost more in guards and compiling than they save.
-        x = self._layers(hidden, cos, sin, attend, self.eager_ops)
+        x = self._layers(hidden, attend, self.eager_ops)
         delta = int(positions.max()) + 1 - n
         return self.lm_head(x[-1:]).float(), delta
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference.batching import STEP_KERNELS
+
 log = logging.getLogger("inference.engine")
 
 
@@ -66,13 +68,15 @@ class Engine:
         slots: int = 4,
         context: int = 4096,
         cuda_graphs: bool = True,
-        compile_step: bool = False,
+        step_kernels: str = "auto",
         weight_loader: str = "prefetch",
     ):
         if kv_cache not in KV_CACHES:
             raise ValueError(f"KV_CACHE must be one of {', '.join(KV_CACHES)}, not {kv_cache!r}")
         if decoder not in DECODERS:
             raise ValueError(f"DECODER must be one of {', '.join(DECODERS)}, not {decoder!r}")
+        if step_kernels not in STEP_KERNELS:
+            raise ValueError(f"STEP_KERNELS must be one of {', '.join(STEP_KERNELS)}, not {step_kernels!r}")
         if weight_loader not in WEIGHT_LOADERS:
             raise ValueError(f"WEIGHT_LOADER must be one of {', '.join(WEIGHT_LOADERS)}, not {weight_loader!r}")
         # "prefetch" (weights.py): the safetensors shards are read onto the device on threads of
@@ -83,7 +87,7 @@ class Engine:
         # CUDA-graphed on a GPU. "generate": transformers' own generate, one thread per request;
         # the reference the benchmarks compare against.
         self.decoder = decoder
-        self.slots, self.context, self.cuda_graphs, self.compile_step = slots, context, cuda_graphs, compile_step
+        self.slots, self.context, self.cuda_graphs, self.step_kernels = slots, context, cuda_graphs, step_kernels
         self.batcher = None
         self.model_path = model_path
         self.requested_device = device
@@ -123,18 +127,19 @@ class Engine:
         dtype_name = self.requested_dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
         self.dtype = dtype_name
         prefetch = self._prefetch()
-        libraries = None
-        if self.device.startswith("cuda"):
-            # CUDA context, cuBLAS and cuDNN start while transformers imports (both take seconds).
-            libraries = threading.Thread(target=_start_cuda_libraries, args=(self.device,), name="cuda-init")
-            libraries.start()
         from transformers import AutoImageProcessor, AutoTokenizer, Glm4vForConditionalGeneration
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # a progress bar is noise in JSON logs
-        if libraries is not None:
-            libraries.join()
         mark = phase("import", began)
+        libraries = None
+        if self.device.startswith("cuda"):
+            # cuBLAS, cuDNN and attention start while the tokenizer and the model are built. Not during
+            # the import: loading those libraries holds the dynamic loader's lock, which every
+            # extension module transformers imports waits for (on an H100 machine the import took
+            # 6.7 s beside them against 4.4 + 0.65 s one after the other; docs/BENCHMARKS.md).
+            libraries = threading.Thread(target=_start_cuda_libraries, args=(self.device,), name="cuda-init")
+            libraries.start()
 
         # Few CPU threads: on a GPU the CPU work is small tensors (preprocessing), where a thread
         # team per core costs more in wake-ups than it saves; on a CPU it leaves cores to the host.
@@ -153,6 +158,8 @@ class Engine:
             )
         model.eval()
         self.model = model
+        if libraries is not None:
+            libraries.join()
         mark = phase("weights", mark)
         config = model.config
         self.image_token_id = config.image_token_id
@@ -164,7 +171,7 @@ class Engine:
             from inference.batching import Batcher, DecodeStep
 
             context = self.context = min(self.context, config.text_config.max_position_embeddings)
-            step = DecodeStep(model, self.slots, context, self.cuda_graphs, self.compile_step)
+            step = DecodeStep(model, self.slots, context, self.cuda_graphs, self.step_kernels)
             self.batcher = Batcher(step, self.eos_ids)
             phase("kv_cache", mark)
             log.info(
@@ -175,7 +182,7 @@ class Engine:
                         "context": context,
                         "kv_cache_bytes": step.cache_bytes,
                         "cuda_graphs": step.use_graphs,
-                        "compiled": step.ops.compiled,
+                        "kernels": step.kernels,
                     }
                 },
             )
@@ -387,7 +394,7 @@ class Engine:
             "context_tokens": step.context,
             "kv_cache_bytes": step.cache_bytes,
             "cuda_graphs": len(step.graphs),
-            "compiled": step.ops.compiled,
+            "kernels": step.kernels,
         }
 
     def allocator_stats(self) -> dict:

@@ -1,9 +1,9 @@
-"""The decoding step's elementwise work, written to fuse.
+"""The decoding step's elementwise work as PyTorch operations, written to fuse.
 
-Run eagerly, each function here is a handful of kernels; compiled (torch.compile, on a GPU) each
-becomes one or two. A GLM-4.6V step has 40 layers, and inside a CUDA graph every small kernel
-still costs microseconds, so this is where the step's time above the weight-reading floor goes.
-The eager forms are the reference: the compiled ones compute the same (tests/inference).
+These are the reference forms: what the step runs on a CPU (STEP_KERNELS=eager), what the prompt's
+prefill always runs, and what `torch.compile` turns into one or two kernels each with
+STEP_KERNELS=compile. On a GPU the step runs inference/kernels.py instead, Triton kernels that
+compute the same (tests/inference/test_kernels.py).
 """
 
 import logging

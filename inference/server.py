@@ -43,7 +43,7 @@ class Server:
             slots=settings.max_concurrency,
             context=settings.context,
             cuda_graphs=settings.cuda_graphs,
-            compile_step=settings.compile_step,
+            step_kernels=settings.step_kernels,
             weight_loader=settings.weight_loader,
         )
         self.stats = Stats(settings.stats_window_seconds)

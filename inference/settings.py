@@ -53,9 +53,10 @@ class Settings:
     decoder: str = field(default_factory=lambda: os.environ.get("DECODER", "batched"))
     max_context: int = field(default_factory=lambda: _int("MAX_CONTEXT", 0))  # 0 = prompt + new token limits
     cuda_graphs: bool = field(default_factory=lambda: _bool("CUDA_GRAPHS", True))
-    # Compile the decoding step's elementwise work on a GPU (inference/fused.py): about 15 % faster
-    # decoding for seconds more at every start (docs/BENCHMARKS.md), so off unless asked for.
-    compile_step: bool = field(default_factory=lambda: _bool("COMPILE_STEP", False))
+    # The decoding step's non-matrix work: "auto" (Triton kernels on a GPU, inference/kernels.py;
+    # PyTorch operations on a CPU), "triton", "eager", or "compile" (torch.compile: seconds more at
+    # every start, docs/BENCHMARKS.md).
+    step_kernels: str = field(default_factory=lambda: os.environ.get("STEP_KERNELS", "auto"))
     # "prefetch" (default): safetensors shards are read onto the device while the server imports
     # transformers (inference/weights.py). "transformers": from_pretrained reads them, after the import.
     weight_loader: str = field(default_factory=lambda: os.environ.get("WEIGHT_LOADER", "prefetch"))

@@ -39,14 +39,25 @@ def images(count: int) -> list:
     return [Image.new("RGB", (112, 84), (30 * i, 200, 90)) for i in range(count)]
 
 
-@pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.fixture(
+    scope="module",
+    params=[
+        ("cpu", "eager"),
+        ("cpu", "triton"),  # the kernels in Triton's interpreter (tests/env.py)
+        pytest.param(("cuda", "auto"), marks=pytest.mark.gpu),
+        pytest.param(("cuda", "eager"), marks=pytest.mark.gpu),
+    ],
+    ids="-".join,
+)
 def engines(smoke_model, request):
-    """On "cuda" the decoding step runs as recorded CUDA graphs."""
-    reference = Engine(str(smoke_model), request.param, "float32", decoder="generate")
+    """On "cuda" the decoding step runs as recorded CUDA graphs; "auto" is the Triton kernels there."""
+    device, kernels = request.param
+    reference = Engine(str(smoke_model), device, "float32", decoder="generate")
     reference.load()
-    batched = Engine(str(smoke_model), request.param, "float32", decoder="batched", slots=3, context=512)
+    batched = Engine(str(smoke_model), device, "float32", decoder="batched", slots=3, context=512, step_kernels=kernels)
     batched.load()
-    assert batched.batcher.step.use_graphs == (request.param == "cuda")
+    assert batched.batcher.step.use_graphs == (device == "cuda")
+    assert batched.batcher.step.kernels == ("triton" if kernels == "auto" else kernels)
     return reference, batched
 
 

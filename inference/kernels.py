@@ -1,0 +1,319 @@
+"""The decoding step's non-matrix work as Triton kernels, for a GPU.
+
+Profiled on an H100 (bench/step_profile.py, docs/BENCHMARKS.md), a step of the eager operations
+spends about 2.8 ms of its 9.3 outside the weight-reading matrix products: RMSNorm takes 6 us a
+call however small the batch (four per layer), attention over a slot's keys runs as one flash kernel
+with one block per KV head (24 us a layer for 1,024 positions), and rotary, the KV store and the
+gated activation are a dozen small kernels. Here each residual add with its two norms is one kernel,
+rotating q and k and writing k and v into the slot is one, and attention is split over the keys
+(flash-decoding: every block takes a slice of the positions, a second kernel merges the slices), so
+a short prompt in a long slot reads only its own positions.
+
+The eager forms (fused.py, batching.DecodeStep) are the reference and the fallback: `available()`
+says whether these run here, and the step checks them against the eager forms before using them.
+Written for the Triton interpreter too (TRITON_INTERPRET=1), which runs them on a CPU in the tests.
+"""
+
+import triton
+import triton.language as tl
+
+BLOCK_KEYS = 64  # positions per inner block of attention
+MAX_SPLITS = 32  # slices of the positions per (row, KV head); also bounds the merge kernel's tile
+
+
+@triton.jit
+def _add_norm(
+    hidden_ptr,
+    delta_ptr,
+    delta_weight_ptr,
+    next_weight_ptr,
+    hidden_out_ptr,
+    normed_out_ptr,
+    delta_eps,
+    next_eps,
+    WIDTH: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # hidden + rms_norm(delta), and rms_norm of that sum with the next weight; as F.rms_norm does,
+    # in float32, each result rounded once to the storage dtype.
+    row = tl.program_id(0)
+    offsets = tl.arange(0, BLOCK)
+    inside = offsets < WIDTH
+    delta = tl.load(delta_ptr + row * WIDTH + offsets, mask=inside, other=0.0).to(tl.float32)
+    weight = tl.load(delta_weight_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+    normed = delta * tl.rsqrt(tl.sum(delta * delta, axis=0) / WIDTH + delta_eps) * weight
+    normed = normed.to(hidden_out_ptr.dtype.element_ty).to(tl.float32)
+    hidden = tl.load(hidden_ptr + row * WIDTH + offsets, mask=inside, other=0.0).to(tl.float32)
+    hidden = (hidden + normed).to(hidden_out_ptr.dtype.element_ty)
+    tl.store(hidden_out_ptr + row * WIDTH + offsets, hidden, mask=inside)
+    hidden = hidden.to(tl.float32)
+    weight = tl.load(next_weight_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+    normed = hidden * tl.rsqrt(tl.sum(hidden * hidden, axis=0) / WIDTH + next_eps) * weight
+    tl.store(normed_out_ptr + row * WIDTH + offsets, normed.to(normed_out_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _gated_silu(gate_up_ptr, out_ptr, WIDTH: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    offsets = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    inside = offsets < WIDTH
+    gate = tl.load(gate_up_ptr + row * 2 * WIDTH + offsets, mask=inside, other=0.0).to(tl.float32)
+    up = tl.load(gate_up_ptr + row * 2 * WIDTH + WIDTH + offsets, mask=inside, other=0.0).to(tl.float32)
+    silu = (gate / (1.0 + tl.exp(-gate))).to(out_ptr.dtype.element_ty).to(tl.float32)
+    tl.store(out_ptr + row * WIDTH + offsets, (up * silu).to(out_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _rotate_store(
+    qkv_ptr,
+    q_out_ptr,
+    cache_ptr,
+    index_ptr,
+    position_ptr,
+    inv_freq_ptr,
+    scale,
+    slot_stride,
+    kv_stride,
+    head_stride,
+    position_stride,
+    HEADS: tl.constexpr,
+    KV_HEADS: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    ROTATED_PAIRS: tl.constexpr,
+):
+    # One (row, head) of q or k: rotate its interleaved pairs (x0, x1) -> (x0 c - x1 s, x1 c + x0 s)
+    # on the first ROTATED_PAIRS pairs (GLM's partial rotary), then store q for attention, or k and
+    # its v into the row's slot at the row's write index.
+    row = tl.program_id(0)
+    head = tl.program_id(1)
+    pairs = tl.arange(0, HEAD_DIM // 2)
+    source = qkv_ptr + (row * (HEADS + 2 * KV_HEADS) + head) * HEAD_DIM
+    even = tl.load(source + 2 * pairs).to(tl.float32)
+    odd = tl.load(source + 2 * pairs + 1).to(tl.float32)
+    rotated = pairs < ROTATED_PAIRS
+    angle = tl.load(position_ptr + row).to(tl.float32) * tl.load(inv_freq_ptr + pairs, mask=rotated, other=0.0)
+    cos = tl.where(rotated, tl.cos(angle) * scale, 1.0)
+    sin = tl.where(rotated, tl.sin(angle) * scale, 0.0)
+    first = even * cos - odd * sin
+    second = odd * cos + even * sin
+    if head < HEADS:
+        target = q_out_ptr + (row * HEADS + head) * HEAD_DIM
+        tl.store(target + 2 * pairs, first.to(q_out_ptr.dtype.element_ty))
+        tl.store(target + 2 * pairs + 1, second.to(q_out_ptr.dtype.element_ty))
+    else:
+        kv_head = head - HEADS
+        index = tl.load(index_ptr + row)
+        target = cache_ptr + row * slot_stride + kv_head * head_stride + index * position_stride
+        tl.store(target + 2 * pairs, first.to(cache_ptr.dtype.element_ty))
+        tl.store(target + 2 * pairs + 1, second.to(cache_ptr.dtype.element_ty))
+        channels = tl.arange(0, HEAD_DIM)
+        value = tl.load(qkv_ptr + (row * (HEADS + 2 * KV_HEADS) + HEADS + KV_HEADS + kv_head) * HEAD_DIM + channels)
+        tl.store(target + kv_stride + channels, value)
+
+
+@triton.jit(do_not_specialize=["slice_length", "splits"])
+def _attend_slice(
+    q_ptr,
+    cache_ptr,
+    index_ptr,
+    part_out_ptr,
+    part_max_ptr,
+    part_sum_ptr,
+    scale,
+    slot_stride,
+    kv_stride,
+    head_stride,
+    position_stride,
+    slice_length,
+    splits,
+    HEADS: tl.constexpr,
+    GROUP: tl.constexpr,
+    GROUP_BLOCK: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    IEEE: tl.constexpr,
+):
+    # The query heads of one KV head of one row, over one slice of the row's visible positions
+    # (0 ..= its write index): an unnormalised partial output with its running max and sum.
+    row = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+    group = tl.arange(0, GROUP_BLOCK)
+    channels = tl.arange(0, HEAD_DIM)
+    in_group = group < GROUP
+    heads = kv_head * GROUP + group
+    q = tl.load(
+        q_ptr + (row * HEADS + heads[:, None]) * HEAD_DIM + channels[None, :], mask=in_group[:, None], other=0.0
+    )
+    length = tl.load(index_ptr + row) + 1
+    keys = cache_ptr + row * slot_stride + kv_head * head_stride
+    best = tl.full((GROUP_BLOCK,), -1.0e30, dtype=tl.float32)
+    total = tl.zeros((GROUP_BLOCK,), dtype=tl.float32)
+    acc = tl.zeros((GROUP_BLOCK, HEAD_DIM), dtype=tl.float32)
+    start = split * slice_length
+    for block in range(0, slice_length, BLOCK_N):
+        positions = start + block + tl.arange(0, BLOCK_N)
+        visible = positions < length
+        k = tl.load(keys + positions[:, None] * position_stride + channels[None, :], mask=visible[:, None], other=0.0)
+        if IEEE:  # float32 served as float32, not TF32 (the tests compare tokens with the eager step)
+            scores = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+        else:
+            scores = tl.dot(q, tl.trans(k)) * scale
+        scores = tl.where(visible[None, :], scores, -1.0e30)
+        new_best = tl.maximum(best, tl.max(scores, axis=1))
+        weights = tl.where(visible[None, :], tl.exp(scores - new_best[:, None]), 0.0)
+        shrink = tl.exp(best - new_best)
+        total = total * shrink + tl.sum(weights, axis=1)
+        v = tl.load(
+            keys + kv_stride + positions[:, None] * position_stride + channels[None, :],
+            mask=visible[:, None],
+            other=0.0,
+        )
+        if IEEE:
+            acc = acc * shrink[:, None] + tl.dot(weights.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * shrink[:, None] + tl.dot(weights.to(v.dtype), v)
+        best = new_best
+    part = (row * HEADS + heads) * splits + split
+    tl.store(part_out_ptr + part[:, None] * HEAD_DIM + channels[None, :], acc, mask=in_group[:, None])
+    tl.store(part_max_ptr + part, best, mask=in_group)
+    tl.store(part_sum_ptr + part, total, mask=in_group)
+
+
+@triton.jit(do_not_specialize=["splits"])
+def _attend_merge(
+    part_out_ptr,
+    part_max_ptr,
+    part_sum_ptr,
+    out_ptr,
+    splits,
+    SPLIT_BLOCK: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+):
+    # One (row, query head): the slices' partial outputs weighted by their share of the softmax.
+    row_head = tl.program_id(0)
+    slices = tl.arange(0, SPLIT_BLOCK)
+    channels = tl.arange(0, HEAD_DIM)
+    used = slices < splits
+    best = tl.load(part_max_ptr + row_head * splits + slices, mask=used, other=-1.0e30)
+    total = tl.load(part_sum_ptr + row_head * splits + slices, mask=used, other=0.0)
+    weight = tl.where(used, tl.exp(best - tl.max(best, axis=0)), 0.0)
+    parts = tl.load(
+        part_out_ptr + (row_head * splits + slices[:, None]) * HEAD_DIM + channels[None, :],
+        mask=used[:, None],
+        other=0.0,
+    )
+    out = tl.sum(parts * weight[:, None], axis=0) / tl.sum(total * weight, axis=0)
+    tl.store(out_ptr + row_head * HEAD_DIM + channels, out.to(out_ptr.dtype.element_ty))
+
+
+def _power_of_two(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def add_norm(hidden, delta, delta_norm: tuple, next_norm: tuple):
+    """fused.add_norm as one kernel: (hidden + rms_norm(delta), rms_norm of that sum)."""
+    import torch
+
+    rows, width = hidden.shape
+    hidden_out, normed = torch.empty_like(hidden), torch.empty_like(hidden)
+    block = _power_of_two(width)
+    _add_norm[(rows,)](
+        hidden,
+        delta,
+        delta_norm[0],
+        next_norm[0],
+        hidden_out,
+        normed,
+        float(delta_norm[1]),
+        float(next_norm[1]),
+        WIDTH=width,
+        BLOCK=block,
+        num_warps=max(1, min(16, block // 256)),
+    )
+    return hidden_out, normed
+
+
+def gated_silu(gate_up):
+    """fused.gated_silu as one kernel: up * silu(gate) of a [rows, 2 x width] tensor."""
+    import torch
+
+    rows, width = gate_up.shape[0], gate_up.shape[1] // 2
+    out = torch.empty((rows, width), dtype=gate_up.dtype, device=gate_up.device)
+    block = min(1024, _power_of_two(width))
+    _gated_silu[(rows, triton.cdiv(width, block))](gate_up, out, WIDTH=width, BLOCK=block, num_warps=4)
+    return out
+
+
+def rotate_store(qkv, cache, index, position, inv_freq, scale: float, heads: int, kv_heads: int):
+    """Rotate q and k of every row at its position; write k and v into `cache` ([slots, 2, kv heads,
+    context, head dim]) at the row's index in slot `row`. Returns the rotated q [rows, heads, head dim]."""
+    import torch
+
+    rows, _, head_dim = qkv.shape
+    q = torch.empty((rows, heads, head_dim), dtype=qkv.dtype, device=qkv.device)
+    _rotate_store[(rows, heads + kv_heads)](
+        qkv,
+        q,
+        cache,
+        index,
+        position,
+        inv_freq,
+        float(scale),
+        *cache.stride()[:4],
+        HEADS=heads,
+        KV_HEADS=kv_heads,
+        HEAD_DIM=head_dim,
+        ROTATED_PAIRS=inv_freq.numel(),
+        num_warps=1,
+    )
+    return q
+
+
+class Ops:
+    """The step's elementwise operations (fused.Ops' interface) with the Triton kernels where there is
+    one: the gated activation only for SiLU."""
+
+    def __init__(self, eager):
+        self.add_norm = add_norm
+        self.gated = gated_silu if eager.activation is None else eager.gated
+        self.rotate = eager.rotate
+
+
+def attend(q, cache, index, length: int):
+    """Each row's q heads over its slot's positions 0..=index (within the first `length`), grouped
+    query attention: returns [rows, heads x head dim]."""
+    import torch
+
+    rows, heads, head_dim = q.shape
+    kv_heads = cache.shape[2]
+    group = heads // kv_heads
+    splits = max(1, min(MAX_SPLITS, triton.cdiv(length, BLOCK_KEYS)))
+    slice_length = triton.cdiv(triton.cdiv(length, splits), BLOCK_KEYS) * BLOCK_KEYS
+    part_out = torch.empty((rows, heads, splits, head_dim), dtype=torch.float32, device=q.device)
+    part_max = torch.empty((rows, heads, splits), dtype=torch.float32, device=q.device)
+    part_sum = torch.empty_like(part_max)
+    _attend_slice[(rows, kv_heads, splits)](
+        q,
+        cache,
+        index,
+        part_out,
+        part_max,
+        part_sum,
+        head_dim**-0.5,
+        *cache.stride()[:4],
+        slice_length,
+        splits,
+        HEADS=heads,
+        GROUP=group,
+        GROUP_BLOCK=max(16, _power_of_two(group)),
+        HEAD_DIM=head_dim,
+        BLOCK_N=BLOCK_KEYS,
+        IEEE=q.dtype == torch.float32,
+        num_warps=4,
+    )
+    out = torch.empty((rows, heads, head_dim), dtype=q.dtype, device=q.device)
+    _attend_merge[(rows * heads,)](
+        part_out, part_max, part_sum, out, splits, SPLIT_BLOCK=_power_of_two(MAX_SPLITS), HEAD_DIM=head_dim
+    )
+    return out.view(rows, heads * head_dim)

@@ -1,0 +1,118 @@
+"""The decoding step's Triton kernels compute what the eager operations compute.
+
+On a CPU they run in Triton's interpreter (TRITON_INTERPRET=1, set by tests/env.py where there is
+no GPU); on a GPU (pytest -m gpu) compiled, in bfloat16 as served and in float32.
+"""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inference import fused
+
+pytest.importorskip("triton")
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        ("cpu", torch.float32),
+        pytest.param(("cuda", torch.float32), marks=pytest.mark.gpu),
+        pytest.param(("cuda", torch.bfloat16), marks=pytest.mark.gpu),
+    ],
+    ids=lambda p: f"{p[0]}-{str(p[1]).split('.')[-1]}",
+)
+def setup(request):
+    device, dtype = request.param
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.fail("no GPU here: run the gpu tests on the GPU machine")
+    if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.fail("Triton kernels run on a CPU only in its interpreter: TRITON_INTERPRET=1 (tests/env.py)")
+    from inference import kernels
+
+    tolerance = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
+    return kernels, device, dtype, tolerance
+
+
+def test_add_norm(setup):
+    kernels, device, dtype, tolerance = setup
+    torch.manual_seed(0)
+    for rows, width in ((1, 64), (3, 96), (2, 4096)):
+        hidden, delta = (torch.randn(rows, width, device=device, dtype=dtype) for _ in range(2))
+        norms = [(torch.rand(width, device=device, dtype=dtype) + 0.5, eps) for eps in (1e-5, 1e-6)]
+        expected = fused.add_norm(hidden, delta, *norms)
+        got = kernels.add_norm(hidden, delta, *norms)
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b, **tolerance)
+
+
+def test_gated_silu(setup):
+    kernels, device, dtype, tolerance = setup
+    gate_up = torch.randn(3, 2 * 1100, device=device, dtype=dtype)
+    torch.testing.assert_close(kernels.gated_silu(gate_up), fused.gated_silu(gate_up), **tolerance)
+
+
+def _rotate_reference(x, position, inv_freq, scale):
+    """GLM's partial interleaved rotary, written out: pairs (2i, 2i+1) for i < len(inv_freq)."""
+    out = x.float().clone()
+    angle = position.float()[:, None] * inv_freq[None]  # rows, pairs
+    cos, sin = (angle.cos() * scale)[:, None], (angle.sin() * scale)[:, None]
+    pairs = inv_freq.numel()
+    even, odd = x[..., 0 : 2 * pairs : 2].float(), x[..., 1 : 2 * pairs : 2].float()
+    out[..., 0 : 2 * pairs : 2] = even * cos - odd * sin
+    out[..., 1 : 2 * pairs : 2] = odd * cos + even * sin
+    return out.to(x.dtype)
+
+
+@pytest.mark.parametrize("heads, kv_heads, head_dim, rotated", [(4, 2, 16, 4), (32, 2, 128, 32)])
+def test_rotate_store(setup, heads, kv_heads, head_dim, rotated):
+    kernels, device, dtype, tolerance = setup
+    rows, slots, context = 3, 4, 40
+    qkv = torch.randn(rows, heads + 2 * kv_heads, head_dim, device=device, dtype=dtype)
+    cache = torch.zeros(slots, 2, kv_heads, context, head_dim, device=device, dtype=dtype)
+    index = torch.tensor([5, 0, 39], device=device)
+    position = torch.tensor([9, 0, 1234], device=device)
+    inv_freq = 1.0 / (10000 ** (torch.arange(rotated, device=device).float() / rotated))
+    q = kernels.rotate_store(qkv, cache, index, position, inv_freq, 1.0, heads, kv_heads)
+    torch.testing.assert_close(q, _rotate_reference(qkv[:, :heads], position, inv_freq, 1.0), **tolerance)
+    k = _rotate_reference(qkv[:, heads : heads + kv_heads], position, inv_freq, 1.0)
+    for row in range(rows):
+        torch.testing.assert_close(cache[row, 0, :, index[row]], k[row], **tolerance)
+        torch.testing.assert_close(cache[row, 1, :, index[row]], qkv[row, heads + kv_heads :])
+    written = torch.zeros(slots, context, dtype=torch.bool)
+    written[torch.arange(rows), index.cpu()] = True
+    assert not cache.abs().sum(dim=(1, 2, 4)).cpu()[~written].any()  # nothing else was touched
+    # The matrix form the eager step uses agrees (on the rotated channels and the pass-through ones).
+    turn = torch.zeros(head_dim, head_dim, device=device, dtype=dtype)
+    pairs = torch.arange(0, 2 * rotated, 2, device=device)
+    turn[pairs + 1, pairs], turn[pairs, pairs + 1] = -1, 1
+    freqs = (position[:, None].float() * inv_freq[None]).repeat_interleave(2, dim=-1)
+    ones = torch.ones(rows, head_dim - 2 * rotated, device=device)
+    cos = torch.cat((freqs.cos(), ones), dim=-1)[:, None].to(dtype)
+    sin = torch.cat((freqs.sin(), ones * 0), dim=-1)[:, None].to(dtype)
+    torch.testing.assert_close(fused.rotate_with_matrix(qkv[:, :heads], cos, sin, turn), q, **tolerance)
+
+
+@pytest.mark.parametrize(
+    "heads, kv_heads, head_dim, length, indices",
+    [(4, 2, 16, 64, [0, 10, 63]), (4, 2, 16, 300, [299, 64, 130]), (32, 2, 128, 1024, [198, 1023, 5])],
+)
+def test_attend_matches_masked_sdpa(setup, heads, kv_heads, head_dim, length, indices):
+    kernels, device, dtype, tolerance = setup
+    torch.manual_seed(1)
+    rows, context = len(indices), length + 8
+    cache = torch.randn(rows + 1, 2, kv_heads, context, head_dim, device=device, dtype=dtype)
+    q = torch.randn(rows, heads, head_dim, device=device, dtype=dtype)
+    index = torch.tensor(indices, device=device)
+    got = kernels.attend(q, cache, index, length)
+    visible = torch.arange(length, device=device)[None] <= index[:, None]
+    mask = torch.zeros(rows, 1, 1, length, device=device, dtype=dtype).masked_fill(~visible[:, None, None], -torch.inf)
+    expected = F.scaled_dot_product_attention(
+        q.view(rows, kv_heads, heads // kv_heads, head_dim),
+        cache[:rows, 0, :, :length],
+        cache[:rows, 1, :, :length],
+        attn_mask=mask,
+    ).reshape(rows, -1)
+    torch.testing.assert_close(got, expected, **tolerance)
