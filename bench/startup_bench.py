@@ -69,7 +69,7 @@ def seconds(code: str, *args: str, **env: str) -> float:
 
 
 @contextlib.contextmanager
-def running_server(model: str, port: int, **env: str):
+def running_server(model: str, port: int, poll: float = 0.1, **env: str):
     """Start `python -m inference.server` and wait for ready; yields (base URL, seconds to live,
     seconds to ready) and stops it on exit. Its output goes to BENCH_SERVER_LOG when that is set."""
     began = time.perf_counter()
@@ -87,13 +87,16 @@ def running_server(model: str, port: int, **env: str):
             try:
                 if live is None and httpx.get(base + "/health/live", timeout=1).status_code == 200:
                     live = time.perf_counter() - began
-                if httpx.get(base + "/health/ready", timeout=1).status_code == 200:
+                if live is not None and httpx.get(base + "/health/ready", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None:
                 raise RuntimeError("the server exited during start")
-            time.sleep(0.02)
+            # Readiness polled as an orchestrator would (the console: every 0.25 s at most), since
+            # every answer briefly takes the interpreter from the loading thread; ready is reported
+            # at most `poll` seconds late. (50 Hz against 10 Hz: 17.05 s against 16.88 s, one run.)
+            time.sleep(0.02 if live is None else poll)
         ready = time.perf_counter() - began
         yield base, live or ready, ready
     finally:
@@ -101,8 +104,8 @@ def running_server(model: str, port: int, **env: str):
         proc.wait(60)
 
 
-def server_start(model: str, port: int = 8378, **env: str) -> dict:
-    with running_server(model, port, **env) as (base, live, ready):
+def server_start(model: str, port: int = 8378, poll: float = 0.1, **env: str) -> dict:
+    with running_server(model, port, poll, **env) as (base, live, ready):
         health = httpx.get(base + "/health", timeout=5).json()
         return {"live_s": round(live, 2), "ready_s": round(ready, 2), "load_phases": health["load_phases"]}
 
@@ -126,9 +129,10 @@ def main() -> None:
         "from_pretrained_s": seconds(FROM_PRETRAINED, args.model),
     }
     print(json.dumps(results), flush=True)
-    for loader in ("prefetch", "transformers", "prefetch"):
-        results.setdefault("server", {}).setdefault(loader, []).append(server_start(args.model, WEIGHT_LOADER=loader))
-        print(loader, json.dumps(results["server"][loader][-1]), flush=True)
+    for loader, poll in (("prefetch", 0.1), ("transformers", 0.1), ("prefetch", 0.1), ("prefetch", 0.02)):
+        started = server_start(args.model, poll=poll, WEIGHT_LOADER=loader)
+        results.setdefault("server", {}).setdefault(f"{loader}, ready polled every {poll} s", []).append(started)
+        print(loader, poll, json.dumps(started), flush=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
