@@ -114,7 +114,9 @@ class DockerRuntime:
 
     def _remove(self, container) -> None:
         try:
-            container.remove(force=True)
+            # With its anonymous volumes (an image's VOLUME nothing was mounted on): a re-created
+            # container gets fresh ones, so the old ones would only fill the disk. Named volumes stay.
+            container.remove(force=True, v=True)
         except NotFound:
             pass
         except (APIError, DockerException, requests.RequestException) as exc:

@@ -71,7 +71,7 @@ def container_instance(db, engine, image, smoke_model):
     yield make
     for name in names:
         try:
-            engine.containers.get(name).remove(force=True)
+            engine.containers.get(name).remove(force=True, v=True)
         except docker.errors.NotFound:
             pass
 
@@ -100,9 +100,16 @@ def test_container_start_restart_recreate_stop(engine, container_instance):
     print(f"\nrestart-to-ready (docker runtime, smoke model): {restarted.duration:.2f} s")
 
     old_id = container.id
+    # The image declares VOLUME /models and the spec mounts below it: Docker gave the container an
+    # anonymous volume, which must not outlive it.
+    anonymous = [m["Name"] for m in container.attrs["Mounts"] if m["Type"] == "volume"]
+    assert anonymous
     recreated = run(instance, "restart", recreate=True)
     assert recreated.state == "succeeded", recreated.error
     assert engine.containers.get(instance.container_name).id != old_id
+    for name in anonymous:
+        with pytest.raises(docker.errors.NotFound):
+            engine.volumes.get(name)
 
     stopped = run(instance, "stop")
     assert stopped.state == "succeeded"
@@ -113,7 +120,7 @@ def test_container_start_restart_recreate_stop(engine, container_instance):
 def test_container_removed_behind_the_consoles_back_is_created_again(engine, container_instance):
     instance = container_instance()
     assert run(instance, "start").state == "succeeded"
-    engine.containers.get(instance.container_name).remove(force=True)
+    engine.containers.get(instance.container_name).remove(force=True, v=True)
     operation = run(instance, "restart")
     assert operation.state == "succeeded", operation.error
     assert operation.steps[1]["detail"] == "was not running"

@@ -144,4 +144,4 @@ def test_engine_restarted_mid_restart_ends_final_and_the_next_restart_recovers(d
     containers = engine.client().containers.list(all=True, filters={"name": name})
     assert [c.name for c in containers] == [name]
     assert httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).status_code == 200
-    engine.client().containers.get(name).remove(force=True)
+    engine.client().containers.get(name).remove(force=True, v=True)
