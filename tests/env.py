@@ -5,9 +5,10 @@ real PostgreSQL server rather than the embedded SQLite default.
 """
 
 import os
+import shutil
 import tempfile
 
-os.environ["CONSOLE_VAR_DIR"] = tempfile.mkdtemp(prefix="console-test-var-")
+VAR_DIR = os.environ["CONSOLE_VAR_DIR"] = tempfile.mkdtemp(prefix="console-test-var-")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.pop("REDIS_URL", None)  # tests that need Redis start their own workers with it
 # Without a GPU, the Triton kernels (inference/kernels.py) run in Triton's interpreter, which must
@@ -16,3 +17,8 @@ if not os.path.exists("/dev/nvidiactl"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 if os.environ.get("TEST_DATABASE_URL"):
     os.environ["DATABASE_URL"] = os.environ["TEST_DATABASE_URL"]
+
+
+def pytest_unconfigure(config):
+    """The var/ directory goes with the test run (every process that wrote to it has ended)."""
+    shutil.rmtree(VAR_DIR, ignore_errors=True)

@@ -77,6 +77,11 @@ class PrivateEngine:
 
     def remove(self) -> None:
         self.stop()
+        # dockerd leaves its default network namespace mounted under its exec root.
+        with open("/proc/mounts") as mounts:
+            points = [line.split()[1] for line in mounts if line.split()[1].startswith(f"{self.root}/")]
+        for point in sorted(points, reverse=True):
+            subprocess.run(["umount", "-l", point], check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
