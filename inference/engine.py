@@ -134,10 +134,9 @@ class Engine:
         mark = phase("import", began)
         libraries = None
         if self.device.startswith("cuda"):
-            # cuBLAS, cuDNN and attention start while the tokenizer and the model are built. Not during
-            # the import: loading those libraries holds the dynamic loader's lock, which every
-            # extension module transformers imports waits for (on an H100 machine the import took
-            # 6.7 s beside them against 4.4 + 0.65 s one after the other; docs/BENCHMARKS.md).
+            # cuBLAS, cuDNN and attention start while the tokenizer and the model are built, after the
+            # import: beside it (both load shared libraries) they slowed it down on one H100 machine,
+            # 6.7 s against 4.4 + 0.65 s one after the other, and made no difference on another.
             libraries = threading.Thread(target=_start_cuda_libraries, args=(self.device,), name="cuda-init")
             libraries.start()
 

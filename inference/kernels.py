@@ -9,9 +9,9 @@ rotating q and k and writing k and v into the slot is one, and attention is spli
 (flash-decoding: every block takes a slice of the positions, a second kernel merges the slices), so
 a short prompt in a long slot reads only its own positions.
 
-The eager forms (fused.py, batching.DecodeStep) are the reference and the fallback: `available()`
-says whether these run here, and the step checks them against the eager forms before using them.
-Written for the Triton interpreter too (TRITON_INTERPRET=1), which runs them on a CPU in the tests.
+The eager forms (fused.py, batching.DecodeStep) are the reference and the fallback: the step runs
+one step both ways at start and uses these kernels only if they run and agree. Written for the
+Triton interpreter too (TRITON_INTERPRET=1), which runs them on a CPU in the tests.
 """
 
 import triton
