@@ -50,6 +50,12 @@ class HealthCollector(Collector):
             value = health.get("decoder", {}).get(key)
             if value is not None:
                 yield _gauge(f"inference_decoder_{key}", f"batched decoder: {key.replace('_', ' ')}", value)
+        decoder = health.get("decoder") or {}
+        if decoder.get("decoder"):
+            # Which decoder and step kernels run (a fallback to eager kernels shows here), as labels.
+            info = GaugeMetricFamily("inference_decoder_info", "How generation runs", labels=["decoder", "kernels"])
+            info.add_metric([decoder["decoder"], decoder.get("kernels", "")], 1)
+            yield info
         for key, value in health["process"].items():
             yield _gauge(f"inference_process_{key}", f"process {key}", value)
 

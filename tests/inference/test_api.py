@@ -67,6 +67,7 @@ def test_metrics_expose_the_same_figures(shared_server):
         "inference_process_rss_bytes",
         "inference_decoder_slots_in_use",
         "inference_decoder_kv_cache_bytes",
+        'inference_decoder_info{decoder="batched",kernels="eager"} 1.0',  # a CPU server
     ):
         assert name in text
 
