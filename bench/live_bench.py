@@ -142,6 +142,15 @@ def login(url: str) -> httpx.Client:
     return client
 
 
+def signed_in_with_stubs(env: dict, url: str, instances: int, reason: str) -> tuple[httpx.Client, str]:
+    """Wait for the console, sign in, start the stub instances: (the signed-in client, its Cookie header)."""
+    wait_http(url + "/accounts/login/", timeout=60)
+    client = login(url)
+    for i in range(instances):
+        manage(env, "instance", "start", f"stub-{i:02d}", "--reason", reason)
+    return client, "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+
+
 def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) >= 2 else float("nan")
 
@@ -158,11 +167,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     console = serve(env, port, var)
     try:
-        wait_http(url + "/accounts/login/", timeout=60)
-        client = login(url)
-        for i in range(args.instances):
-            manage(env, "instance", "start", f"stub-{i:02d}", "--reason", "bench")
-        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        client, cookie = signed_in_with_stubs(env, url, args.instances, "bench")
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as pw:

@@ -27,9 +27,8 @@ import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.live_bench import login, manage, serve, setup, shut_down  # noqa: E402
+from bench.live_bench import serve, setup, shut_down, signed_in_with_stubs  # noqa: E402
 from console.telemetry.sockets import tcp_states  # noqa: E402
-from tests.conftest import wait_http  # noqa: E402
 
 
 def proc_figures(pid: int) -> dict:
@@ -106,11 +105,7 @@ def main() -> None:
     restarts = {"requested": 0, "refused": 0}
     stop = threading.Event()
     try:
-        wait_http(url + "/accounts/login/", timeout=60)
-        client = login(url)
-        for i in range(args.instances):
-            manage(env, "instance", "start", f"stub-{i:02d}", "--reason", "soak")
-        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        client, cookie = signed_in_with_stubs(env, url, args.instances, "soak")
         clients = threading.Thread(target=lambda: asyncio.run(churn(url, cookie, args.instances, stop, counts)))
         clients.start()
         began = time.monotonic()

@@ -179,6 +179,8 @@ class DecodeStep:
         self.triton = None  # inference.kernels where its kernels run here
         if kernels == "triton" or (kernels == "auto" and cuda):
             self.triton = self._triton_kernels()
+            if self.triton is not None:
+                self.ops = self.triton.Ops(self.eager_ops)
 
     @property
     def kernels(self) -> str:
@@ -203,14 +205,14 @@ class DecodeStep:
             length = self.context_sizes[0]
             with torch.inference_mode():
                 eager = self.forward(1, length)
-                self.triton = kernels
+                self.triton, self.ops = kernels, kernels.Ops(self.eager_ops)
                 fast = self.forward(1, length)
                 agreement = float(torch.nn.functional.cosine_similarity(eager, fast).min())
         except Exception:
             log.exception("the decoding step's Triton kernels failed here; it runs the eager operations")
             return None
         finally:
-            self.triton = None
+            self.triton, self.ops = None, self.eager_ops
             with torch.inference_mode():
                 for cache in self.cache:
                     cache[0].zero_()
@@ -269,7 +271,7 @@ class DecodeStep:
                 q = kernels.rotate_store(qkv, cache, index, position, self.inv_freq, self.rotary_scale, heads, kv_heads)
                 return kernels.attend(q, cache, index, length)
 
-            return self.lm_head(self._layers(self.embed(ids), attend, kernels.Ops(self.eager_ops))).float()
+            return self.lm_head(self._layers(self.embed(ids), attend, self.ops)).float()
 
         slot = self.rows[:rows]
         freqs = (position[:, None].float() * self.inv_freq[None]).repeat_interleave(2, dim=-1)

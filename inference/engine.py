@@ -199,11 +199,10 @@ class Engine:
         from inference import weights
 
         try:
-            weights.shard_files(self.model_path)
+            return weights.Prefetch(self.model_path, self.device)
         except (weights.Unsupported, OSError, ValueError) as exc:
             log.info("weights are read by from_pretrained", extra={"fields": {"reason": str(exc)}})
             return None
-        return weights.Prefetch(self.model_path, self.device)
 
     def _from_prefetched(self, model_class, prefetch, dtype):
         """from_pretrained over the prefetched state dict: the model's own key mapping, conversions and

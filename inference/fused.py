@@ -48,7 +48,7 @@ class Ops:
         import functools
 
         self.compiled = compiled
-        self.turn, self.activation = turn, activation
+        self.activation = activation
         eager_rotate = functools.partial(rotate_with_matrix, turn=turn)
         eager_gated = gated_silu if activation is None else functools.partial(_gated, activation=activation)
         if not compiled:
@@ -62,10 +62,6 @@ class Ops:
         self.add_norm = self._guarded(compile(add_norm), add_norm)
         self.rotate = self._guarded(compile(rotate_pairs), eager_rotate)
         self.gated = self._guarded(compile(gated_silu), eager_gated) if activation is None else eager_gated
-
-    def eager(self) -> "Ops":
-        """The same operations, not compiled (for comparing the two)."""
-        return Ops(self.turn, self.activation, compiled=False)
 
     def _guarded(self, compiled, eager):
         """The compiled form, falling back to the eager one for good if compiling fails (no Triton,

@@ -271,13 +271,12 @@ def rotate_store(qkv, cache, index, position, inv_freq, scale: float, heads: int
 
 
 class Ops:
-    """The step's elementwise operations (fused.Ops' interface) with the Triton kernels where there is
-    one: the gated activation only for SiLU."""
+    """The step's add_norm and gated activation (as fused.Ops offers them) as Triton kernels; the
+    gated activation only for SiLU, else `eager`'s. Rotation is part of rotate_store."""
 
     def __init__(self, eager):
         self.add_norm = add_norm
         self.gated = gated_silu if eager.activation is None else eager.gated
-        self.rotate = eager.rotate
 
 
 def attend(q, cache, index, length: int):

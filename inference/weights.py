@@ -98,9 +98,13 @@ def _plan(files: list[Path]) -> tuple[list[tuple], list[tuple]]:
 
 def read_state_dict(model_dir: str | os.PathLike, device: str) -> dict:
     """Every tensor of the checkpoint, on `device`, in its stored dtype."""
+    return read_files(shard_files(model_dir), device)
+
+
+def read_files(files: list[Path], device: str) -> dict:
+    """Every tensor of these safetensors files, on `device`, in its stored dtype."""
     import torch
 
-    files = shard_files(model_dir)
     tensors, reads = _plan(files)
     target = torch.device(device)
     state = {name: torch.empty(shape, dtype=dtype, device=target) for name, dtype, shape in tensors}
@@ -146,17 +150,19 @@ def read_state_dict(model_dir: str | os.PathLike, device: str) -> dict:
 
 
 class Prefetch:
-    """read_state_dict on a thread of its own; `result()` waits for it (and raises what it raised)."""
+    """read_state_dict on a thread of its own; `result()` waits for it (and raises what it raised).
+    A directory without a safetensors checkpoint raises Unsupported at once."""
 
     def __init__(self, model_dir: str | os.PathLike, device: str):
+        files = shard_files(model_dir)
         self.seconds = 0.0
         self._future: Future = Future()
-        threading.Thread(target=self._run, args=(model_dir, device), name="weights-prefetch", daemon=True).start()
+        threading.Thread(target=self._run, args=(files, device), name="weights-prefetch", daemon=True).start()
 
-    def _run(self, model_dir, device) -> None:
+    def _run(self, files, device) -> None:
         began = time.monotonic()
         try:
-            state = read_state_dict(model_dir, device)
+            state = read_files(files, device)
         except BaseException as exc:
             self._future.set_exception(exc)
             return
