@@ -5,7 +5,11 @@
 Each figure comes from a fresh process: `import torch`, `import transformers` with the GLM-4V
 classes, `from_pretrained` onto the GPU, safetensors' own `load_file` onto the GPU, the server's
 reader (inference/weights.py), and the server's process start to /health/ready with its own load
-phases, with the weights prefetched (the default) and read by from_pretrained after the import.
+phases, with the weights prefetched (the default) and read by from_pretrained after the import;
+then the server under inference.supervisor: its first start, and `POST /admin/restart` to a new
+model process ready, which skips the import.
+
+    python bench/startup_bench.py --parts supervisor     # one part: imports, servers, supervisor
 """
 
 import argparse
@@ -69,12 +73,12 @@ def seconds(code: str, *args: str, **env: str) -> float:
 
 
 @contextlib.contextmanager
-def running_server(model: str, port: int, poll: float = 0.1, **env: str):
+def running_server(model: str, port: int, poll: float = 0.1, module: str = "inference.server", **env: str):
     """Start `python -m inference.server` and wait for ready; yields (base URL, seconds to live,
     seconds to ready) and stops it on exit. Its output goes to BENCH_SERVER_LOG when that is set."""
     began = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "inference.server"],
+        [sys.executable, "-m", module],
         cwd=ROOT,
         env={**os.environ, "MODEL_PATH": model, "PORT": str(port), **env},
         stdout=open(os.environ["BENCH_SERVER_LOG"], "a") if os.environ.get("BENCH_SERVER_LOG") else subprocess.DEVNULL,
@@ -110,31 +114,66 @@ def server_start(model: str, port: int = 8378, poll: float = 0.1, **env: str) ->
         return {"live_s": round(live, 2), "ready_s": round(ready, 2), "load_phases": health["load_phases"]}
 
 
+def supervised_restarts(model: str, restarts: int = 3, port: int = 8379) -> dict:
+    """Start under the supervisor, then restart the model process in place `restarts` times: seconds
+    from `POST /admin/restart` to the new process's /health/ready, and its load phases."""
+    token = {"Authorization": "Bearer bench"}
+    with running_server(model, port, module="inference.supervisor", ADMIN_TOKEN="bench") as (base, live, ready):
+        result = {"first_start": {"live_s": round(live, 2), "ready_s": round(ready, 2)}, "restarts": []}
+        for _ in range(restarts):
+            old = httpx.get(base + "/health", timeout=5).json()["pid"]
+            began = time.perf_counter()
+            assert httpx.post(base + "/admin/restart", headers=token, timeout=10).status_code == 202
+            while True:
+                try:
+                    health = httpx.get(base + "/health", timeout=2).json()
+                    if health["pid"] != old and health["state"] == "ready":
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.02)
+            ready_s = round(time.perf_counter() - began, 2)
+            result["restarts"].append({"restart_to_ready_s": ready_s, "load_phases": health["load_phases"]})
+            print("supervised restart", ready_s, json.dumps(health["load_phases"]), flush=True)
+        return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="/tmp/glm-4.6v-flash-random")
     parser.add_argument("--out", default="startup.json")
+    parser.add_argument("--parts", default="imports,servers,supervisor")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     if not Path(args.model, "config.json").exists():
         subprocess.run([sys.executable, "-m", "inference.smoke_model", args.model, "--full"], cwd=ROOT, check=True)
     subprocess.run(f"cat {args.model}/*.safetensors > /dev/null", shell=True, check=True)  # page cache
-    results = {
+    results = {}
+    if "imports" in parts:
+        results.update(imports(args.model))
+        print(json.dumps(results), flush=True)
+    if "servers" in parts:
+        for loader, poll in (("prefetch", 0.1), ("transformers", 0.1), ("prefetch", 0.1), ("prefetch", 0.02)):
+            started = server_start(args.model, poll=poll, WEIGHT_LOADER=loader)
+            results.setdefault("server", {}).setdefault(f"{loader}, ready polled every {poll} s", []).append(started)
+            print(loader, poll, json.dumps(started), flush=True)
+    if "supervisor" in parts:
+        results["supervisor"] = supervised_restarts(args.model)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+def imports(model: str) -> dict:
+    return {
         "import_torch_s": seconds(IMPORT_TORCH),
         "import_transformers_glm4v_s": seconds(IMPORT_TRANSFORMERS),
         "cuda_libraries_s": seconds(CUDA_LIBRARIES),
         "import_transformers_beside_cuda_libraries_s": seconds(IMPORT_BESIDE_CUDA),
-        "import_transformers_beside_weights_reader_s": seconds(IMPORT_BESIDE_PREFETCH, args.model),
-        "safetensors_to_gpu_s": seconds(RAW, args.model),
-        "weights_reader_s": seconds(PREFETCH, args.model),
-        "from_pretrained_s": seconds(FROM_PRETRAINED, args.model),
+        "import_transformers_beside_weights_reader_s": seconds(IMPORT_BESIDE_PREFETCH, model),
+        "safetensors_to_gpu_s": seconds(RAW, model),
+        "weights_reader_s": seconds(PREFETCH, model),
+        "from_pretrained_s": seconds(FROM_PRETRAINED, model),
     }
-    print(json.dumps(results), flush=True)
-    for loader, poll in (("prefetch", 0.1), ("transformers", 0.1), ("prefetch", 0.1), ("prefetch", 0.02)):
-        started = server_start(args.model, poll=poll, WEIGHT_LOADER=loader)
-        results.setdefault("server", {}).setdefault(f"{loader}, ready polled every {poll} s", []).append(started)
-        print(loader, poll, json.dumps(started), flush=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from inference.limits import ApiError, RateLimiter
 from inference.metrics import HealthCollector
 from inference.settings import Settings
 from inference.stats import Stats
+from inference.supervisor import RESTART_EXIT, SUPERVISOR_ENV
 
 log = logging.getLogger("inference.server")
 
@@ -170,6 +171,21 @@ def create_app(settings: Settings | None = None, server: Server | None = None) -
         server.begin_drain()
         return {"state": server.state, "in_flight": server.stats.in_flight}
 
+    @app.post("/admin/restart")
+    async def restart(request: Request):
+        require_admin(request)
+        if not os.environ.get(SUPERVISOR_ENV):
+            raise ApiError(
+                409,
+                "this server does not run under inference.supervisor: restart its process or container",
+                "not_supervised",
+            )
+        if server.uvicorn is None or not server.uvicorn.exit_after_drain(restart=True):
+            raise ApiError(409, "the server is already stopping", "stopping")
+        return JSONResponse(
+            {"restarting": True, "pid": os.getpid(), "in_flight": server.stats.in_flight}, status_code=202
+        )
+
     @app.post("/admin/soft-reset")
     async def soft_reset(request: Request):
         require_admin(request)
@@ -194,28 +210,44 @@ def create_app(settings: Settings | None = None, server: Server | None = None) -
 
 
 class DrainingServer(uvicorn.Server):
-    """SIGTERM: readiness off at once, in-flight requests finish (bounded), then exit 0."""
+    """SIGTERM: readiness off at once, in-flight requests finish (bounded), then exit 0.
+    /admin/restart under the supervisor: the same, then exit RESTART_EXIT for a fresh process."""
 
     def __init__(self, config: uvicorn.Config, server: Server):
         super().__init__(config)
         self.inference = server
+        self.restart = False
         self._drain_thread: threading.Thread | None = None
 
     def handle_exit(self, sig, frame) -> None:
         if sig != signal.SIGTERM:
             return super().handle_exit(sig, frame)  # Ctrl-C: uvicorn's own shutdown
-        if self._drain_thread is not None:
-            return  # already on its way out; a second SIGTERM does not cut the drain short
         # Not recorded as a captured signal, so uvicorn does not re-raise it: exit code 0.
+        self.restart = False  # a stop asked for during a restart's drain wins
+        self.exit_after_drain(restart=False)
+
+    def exit_after_drain(self, restart: bool) -> bool:
+        """Readiness off now, exit once drained; False if already on its way out (a second
+        SIGTERM does not cut the drain short)."""
+        if self._drain_thread is not None:
+            return False
+        self.restart = restart
         self.inference.begin_drain()
 
         def finish() -> None:
             drained = self.inference.wait_drained(self.inference.settings.drain_timeout)
-            logs.event(log, "exiting after drain", drained=drained, in_flight=self.inference.stats.in_flight)
+            logs.event(
+                log,
+                "exiting after drain",
+                drained=drained,
+                in_flight=self.inference.stats.in_flight,
+                restart=self.restart,
+            )
             self.should_exit = True
 
         self._drain_thread = threading.Thread(target=finish, name="drain", daemon=True)
         self._drain_thread.start()
+        return True
 
 
 def main() -> None:
@@ -238,6 +270,8 @@ def main() -> None:
     server.uvicorn = runner
     logs.event(log, "starting", host=settings.host, port=settings.port, model_path=settings.model_path)
     runner.run()
+    if runner.restart:
+        raise SystemExit(RESTART_EXIT)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Shared fixtures: real services only (PostgreSQL, Redis, inference server processes)."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -53,9 +54,11 @@ def smoke_model(tmp_path_factory) -> Path:
 
 
 class ServerProcess:
-    """A real inference server in its own process group."""
+    """A real inference server in its own process group (under inference.supervisor when
+    `module` names it)."""
 
-    def __init__(self, model: Path, tmp: Path, **env):
+    def __init__(self, model: Path, tmp: Path, module: str = "inference.server", **env):
+        self.module = module
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = "test-admin-token"
@@ -72,7 +75,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> "ServerProcess":
-        self.proc = spawn([sys.executable, "-m", "inference.server"], self.env, self.log_path)
+        self.proc = spawn([sys.executable, "-m", self.module], self.env, self.log_path)
         if wait:
             wait_http(self.url + "/health/ready", timeout=90)
         return self
@@ -88,14 +91,19 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.proc:
+            try:  # a supervisor's child that outlived it
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.fixture
 def start_server(smoke_model, tmp_path):
     servers: list[ServerProcess] = []
 
-    def start(wait: bool = True, **env) -> ServerProcess:
-        server = ServerProcess(smoke_model, tmp_path, **env)
+    def start(wait: bool = True, module: str = "inference.server", **env) -> ServerProcess:
+        server = ServerProcess(smoke_model, tmp_path, module, **env)
         servers.append(server)
         return server.start(wait=wait)
 

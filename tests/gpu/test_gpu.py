@@ -77,3 +77,31 @@ def test_sampler_maps_the_servers_gpu_memory_to_its_instance(gpu_server):
     assert stranger["gpu_used"] == 0
     assert any(p["pid"] == gpu_server.proc.pid and not p["ours"] for p in stranger["processes"])
     assert mine["devices"][0]["util"] is not None and mine["devices"][0]["total"] == mine["gpu_total"]
+
+
+def test_supervised_restart_on_the_gpu_frees_the_old_process_memory(start_server):
+    """The supervisor imports torch without starting CUDA; each forked model process has its own."""
+    server = start_server(module="inference.supervisor", DEVICE="cuda")
+    assert not any(p.pid == server.proc.pid for p in gpu.processes())  # the supervisor holds no GPU memory
+    first = httpx.get(server.url + "/health").json()["pid"]
+    assert any(p.pid == first and p.used_bytes > 0 for p in gpu.processes())
+    answer = httpx.post(server.url + "/admin/restart", headers={"Authorization": f"Bearer {server.token}"})
+    assert answer.status_code == 202, answer.text
+    deadline = time.monotonic() + 120
+    health = {}
+    while time.monotonic() < deadline:
+        try:
+            health = httpx.get(server.url + "/health", timeout=5).json()
+            if health["pid"] != first and health["state"] == "ready":
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    assert health.get("pid") != first and health.get("state") == "ready", server.log()[-3000:]
+    holders = {p.pid for p in gpu.processes()}
+    assert first not in holders and health["pid"] in holders
+    assert health["device"].startswith("cuda")
+    response = httpx.post(server.url + "/v1/chat/completions", json=chat("Describe.", [image_url()]), timeout=120)
+    assert response.status_code == 200, response.text
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(60) == 0

@@ -1,0 +1,124 @@
+"""inference.supervisor: restarts of the model process in place, stops and crashes, on real processes."""
+
+import os
+import signal
+import threading
+import time
+
+import httpx
+
+from tests.conftest import wait_http
+from tests.inference.helpers import chat
+
+SUPERVISOR = "inference.supervisor"
+
+
+def _admin(server, path: str, token: str | None = None) -> httpx.Response:
+    token = server.token if token is None else token
+    return httpx.post(server.url + path, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def _health(server) -> dict:
+    return httpx.get(server.url + "/health", timeout=5).json()
+
+
+def _wait_new_process(server, old_pid: int, timeout: float = 90) -> dict:
+    """/health of a ready process other than old_pid (connections refused in between are expected)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            health = _health(server)
+            if health["pid"] != old_pid and health["state"] == "ready":
+                return health
+        except httpx.HTTPError:
+            pass
+        assert server.proc.poll() is None, "the supervisor ended during the restart:\n" + server.log()[-3000:]
+        time.sleep(0.1)
+    raise TimeoutError("no new ready model process:\n" + server.log()[-3000:])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_restart_drains_then_serves_from_a_fresh_process(start_server):
+    server = start_server(module=SUPERVISOR, DEBUG_FAULTS=1, DRAIN_TIMEOUT=20)
+    first = _health(server)
+    assert first["pid"] != server.proc.pid  # the model runs in the supervisor's child
+    assert httpx.post(server.url + "/debug/faults", json={"delay_ms": 1500}).status_code == 200
+    results = {}
+
+    def in_flight_request():
+        results["r"] = httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=30)
+
+    worker = threading.Thread(target=in_flight_request)
+    worker.start()
+    time.sleep(0.4)
+    answer = _admin(server, "/admin/restart")
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["pid"] == first["pid"]
+    ready = httpx.get(server.url + "/health/ready", timeout=5)
+    assert ready.status_code == 503 and ready.json()["state"] == "draining"  # at once
+    assert _admin(server, "/admin/restart").json()["error"]["code"] == "stopping"  # one restart at a time
+    worker.join(30)
+    assert results["r"].status_code == 200  # the in-flight request finished first
+
+    second = _wait_new_process(server, first["pid"])
+    assert not _alive(first["pid"])
+    assert second["totals"]["requests"] == 0  # a fresh process: counters, caches, connections
+    reply = httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=60)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"] is not None
+    log = server.log()
+    assert '"msg": "imports ready"' in log and '"msg": "model process restarting"' in log
+
+    # A second restart works as the first did.
+    assert _admin(server, "/admin/restart").status_code == 202
+    third = _wait_new_process(server, second["pid"])
+    assert third["pid"] not in (first["pid"], second["pid"])
+
+
+def test_sigterm_stops_child_and_supervisor_with_code_zero(start_server):
+    server = start_server(module=SUPERVISOR, DEBUG_FAULTS=1, DRAIN_TIMEOUT=20)
+    child = _health(server)["pid"]
+    assert httpx.post(server.url + "/debug/faults", json={"delay_ms": 1500}).status_code == 200
+    results = {}
+    worker = threading.Thread(
+        target=lambda: results.setdefault("r", httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=30))
+    )
+    worker.start()
+    time.sleep(0.4)
+    server.proc.send_signal(signal.SIGTERM)  # what `docker stop` sends the container's first process
+    time.sleep(0.3)
+    assert httpx.get(server.url + "/health/ready", timeout=5).json()["state"] == "draining"
+    assert _admin(server, "/admin/restart").json()["error"]["code"] == "stopping"  # no restart while stopping
+    worker.join(30)
+    assert results["r"].status_code == 200
+    assert server.proc.wait(30) == 0
+    assert not _alive(child)
+
+
+def test_a_crashed_model_process_ends_the_supervisor_with_its_code(start_server):
+    server = start_server(module=SUPERVISOR)
+    child = _health(server)["pid"]
+    os.kill(child, signal.SIGKILL)  # as the kernel's OOM killer would
+    assert server.proc.wait(30) == 128 + signal.SIGKILL  # not restarted quietly: the orchestrator sees it
+    assert "the supervisor ends with it" in server.log()
+
+
+def test_restart_needs_the_token_and_the_supervisor(start_server):
+    plain = start_server()
+    refused = _admin(plain, "/admin/restart")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "not_supervised"
+    assert httpx.get(plain.url + "/health/ready").status_code == 200  # still serving
+
+    supervised = start_server(module=SUPERVISOR)
+    wrong = _admin(supervised, "/admin/restart", token="wrong")
+    assert wrong.status_code == 401
+    assert httpx.get(supervised.url + "/health/ready").status_code == 200
+    wait_http(supervised.url + "/health/live")
