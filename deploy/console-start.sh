@@ -11,13 +11,17 @@ if [ -n "${CONSOLE_OPERATOR_PASSWORD:-}" ]; then
   python manage.py ensure_user operator --role operator --password-env CONSOLE_OPERATOR_PASSWORD
 fi
 # CONSOLE_INSTANCES: space-separated "name,container,url,group" entries on host $CONSOLE_HOST_NAME.
+# The image runs its server under inference.supervisor: restarts replace the model process only,
+# unless INFERENCE_RESTART_IN_PLACE=0.
+in_place=""
+if [ "${INFERENCE_RESTART_IN_PLACE:-1}" = 1 ]; then in_place="--restart-in-place"; fi
 for entry in ${CONSOLE_INSTANCES:-}; do
   IFS=, read -r name container url group <<EOF_ENTRY
 $entry
 EOF_ENTRY
   python manage.py register_instance "$name" --host "$CONSOLE_HOST_NAME" --docker-url "$CONSOLE_DOCKER_URL" \
     --container "$container" --image "${INFERENCE_IMAGE:-}" --url "$url" --group "$group" \
-    --admin-token-env INFERENCE_ADMIN_TOKEN
+    --admin-token-env INFERENCE_ADMIN_TOKEN $in_place
 done
 exec uvicorn console.asgi:application --host "${CONSOLE_BIND:-0.0.0.0}" --port "${CONSOLE_PORT:-8000}" \
   --proxy-headers --forwarded-allow-ips "*" --log-level warning

@@ -38,5 +38,8 @@ class InstanceAdmin(admin.ModelAdmin):
         ),
         ("Docker", {"fields": ["container_name", "image", "run_spec"]}),
         ("Process", {"fields": ["command", "working_dir", "env"]}),
-        ("Timeouts (seconds)", {"fields": ["drain_timeout", "stop_timeout", "ready_timeout"]}),
+        (
+            "Restarts (timeouts in seconds)",
+            {"fields": ["restart_in_place", "drain_timeout", "stop_timeout", "ready_timeout"]},
+        ),
     ]

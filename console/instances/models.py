@@ -82,6 +82,16 @@ class Instance(models.Model):
     )
     gpu_indices = models.JSONField(default=list, blank=True, help_text="GPU indices, e.g. [0] or [0, 1].")
 
+    restart_in_place = models.BooleanField(
+        "restart in place",
+        default=False,
+        help_text=(
+            "Restarts replace the model process only, from its supervisor (python -m inference.supervisor), "
+            "which keeps torch and transformers imported: seconds instead of a whole start. A server that "
+            "cannot is restarted whole. A recreate is always whole."
+        ),
+    )
+
     drain_timeout = _positive_seconds(30, "Seconds to let in-flight requests finish before stopping.")
     stop_timeout = _positive_seconds(30, "Seconds between SIGTERM and SIGKILL.")
     ready_timeout = _positive_seconds(300, "Seconds to wait for /health/ready after a start.")

@@ -15,6 +15,7 @@ def instance_summary(instance) -> dict:
         "base_url": instance.base_url,
         "gpu_indices": instance.gpu_indices,
         "enabled": instance.enabled,
+        "restart_in_place": instance.restart_in_place,
         "active_operation": active.pk if active else None,
         "last_operation": {"id": last.pk, "kind": last.kind, "state": last.state} if last else None,
     }

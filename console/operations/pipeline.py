@@ -94,20 +94,64 @@ def release(ctx: Context) -> str:
     if ctx.runtime.status(ctx.instance).running:
         raise StepFailed("the instance is still running after stop")
     if not ctx.old_pids:
-        pids_note = "no processes left"
-    else:
-        pids_note = f"processes {', '.join(map(str, ctx.old_pids))} gone"
+        return _gpu_released(ctx, [], "no processes left")
+    return _gpu_released(ctx, ctx.old_pids, f"processes {', '.join(map(str, ctx.old_pids))} gone")
+
+
+def _gpu_released(ctx: Context, pids, note: str) -> str:
+    """`note`, once the processes `pids` (ended) hold no GPU memory any more."""
     if not gpu.nvml_available():
-        return f"{pids_note}; {gpu.nvml_error()}: GPU memory not checked"
+        return f"{note}; {gpu.nvml_error()}: GPU memory not checked"
     began = time.monotonic()
     while True:
-        holding = [p for p in gpu.processes(ctx.instance.gpu_indices or None) if p.pid in ctx.old_pids]
+        holding = [p for p in gpu.processes(ctx.instance.gpu_indices or None) if p.pid in pids]
         if not holding:
-            return f"{pids_note}; GPU memory released after {time.monotonic() - began:.1f} s"
+            return f"{note}; GPU memory released after {time.monotonic() - began:.1f} s"
         if time.monotonic() - began > RELEASE_TIMEOUT:
             held = sum(p.used_bytes for p in holding) / 2**30
             raise StepFailed(f"old processes still hold {held:.1f} GiB of GPU memory after {RELEASE_TIMEOUT:.0f} s")
         time.sleep(0.5)
+
+
+def restart_in_place(ctx: Context) -> str:
+    """A fresh model process from the server's supervisor (inference.supervisor), which keeps the
+    imports: seconds instead of a whole start. A server that cannot (not supervised, not answering,
+    its old process not ending) is stopped and started instead, so the restart still happens."""
+    ctx.old_pids = ctx.runtime.status(ctx.instance).pids
+    try:
+        response = ctx.http.post(ctx.url("/admin/restart"), headers=ctx.admin_headers(), timeout=10)
+        refused = None if response.status_code == 202 else f"HTTP {response.status_code}: {_error_message(response)}"
+    except httpx.HTTPError as exc:
+        refused = f"no answer: {type(exc).__name__}"
+    if refused:
+        return f"in place refused ({refused}); restarted whole instead: {_restart_whole(ctx)}"
+    old_pid = _json_field(response, "pid")
+    began = time.monotonic()
+    deadline = began + ctx.instance.drain_timeout + ctx.instance.stop_timeout
+    while time.monotonic() < deadline:
+        # The supervisor forks the new process only once the old one has ended.
+        try:
+            pid = _json_field(ctx.http.get(ctx.url("/health"), timeout=3), "pid")
+        except httpx.HTTPError:
+            pid = None
+        if pid is not None and pid != old_pid:
+            gone = sorted(set(ctx.old_pids) - set(ctx.runtime.status(ctx.instance).pids))
+            note = f"model process {old_pid} replaced by {pid} after {time.monotonic() - began:.1f} s"
+            return _gpu_released(ctx, gone, note)
+        status = ctx.runtime.status(ctx.instance)
+        if not status.running:
+            raise StepFailed(f"the server {status.detail} during its restart in place")
+        time.sleep(0.2)
+    return f"model process {old_pid} did not end in time; restarted whole instead: {_restart_whole(ctx)}"
+
+
+def _restart_whole(ctx: Context) -> str:
+    return "; ".join(step(ctx) for step in (stop, release, start))
+
+
+def _error_message(response: httpx.Response) -> str:
+    error = _json_field(response, "error")
+    return str(error.get("message")) if isinstance(error, dict) else response.text[:200]
 
 
 def start(ctx: Context) -> str:
@@ -190,6 +234,17 @@ STEPS = {
     Operation.Kind.STOP: [("drain", drain), ("stop", stop), ("release", release)],
     Operation.Kind.SOFT_RESET: [("soft reset", soft_reset)],
 }
+RESTART_IN_PLACE = [("drain", drain), ("restart in place", restart_in_place), ("ready", wait_ready), ("verify", verify)]
+
+
+def steps_for(operation: Operation) -> list:
+    if (
+        operation.kind == Operation.Kind.RESTART
+        and operation.instance.restart_in_place
+        and not operation.options.get("recreate")  # a new container is a whole restart by definition
+    ):
+        return RESTART_IN_PLACE
+    return STEPS[operation.kind]
 
 
 class Busy(Exception):
@@ -288,7 +343,7 @@ def _run(operation: Operation) -> Operation:
         return operation
     with httpx.Client() as http:
         ctx = Context(operation=operation, instance=instance, runtime=runtime, http=http)
-        for name, action in STEPS[operation.kind]:
+        for name, action in steps_for(operation):
             step = progress.begin_step(operation, name)
             try:
                 detail = action(ctx)

@@ -42,6 +42,47 @@ def test_start_restart_stop_with_every_step_recorded(managed):
         httpx.get(instance.base_url + "/health/live")
 
 
+SUPERVISED = [sys.executable, "-m", "inference.supervisor"]
+
+
+@pytest.mark.django_db
+def test_restart_in_place_replaces_the_model_process_under_the_supervisor(managed):
+    instance = managed("proc-d", command=SUPERVISED, restart_in_place=True)
+    assert run(instance, "start").state == "succeeded"
+    supervisor = ProcessRuntime().status(instance).pids
+    first_pid = httpx.get(instance.base_url + "/health").json()["pid"]
+
+    restarted = run(instance, "restart")
+    assert restarted.state == "succeeded", restarted.error
+    assert [s["name"] for s in restarted.steps] == ["drain", "restart in place", "ready", "verify"]
+    assert f"model process {first_pid} replaced by" in restarted.steps[1]["detail"]
+    assert "GPU memory" in restarted.steps[1]["detail"]  # checked, or said why not
+    new = httpx.get(instance.base_url + "/health").json()
+    assert new["pid"] != first_pid and new["state"] == "ready"
+    after = ProcessRuntime().status(instance).pids
+    assert first_pid not in after and new["pid"] in after
+    assert min(supervisor) in after  # the supervisor (the group's leader) stayed
+
+    # Stop ends the supervisor and its child.
+    assert run(instance, "stop").state == "succeeded"
+    assert not ProcessRuntime().status(instance).pids
+
+
+@pytest.mark.django_db
+def test_restart_in_place_of_a_server_without_supervisor_restarts_it_whole(managed):
+    instance = managed("proc-e", restart_in_place=True)  # plain inference.server
+    assert run(instance, "start").state == "succeeded"
+    first_pid = httpx.get(instance.base_url + "/health").json()["pid"]
+
+    restarted = run(instance, "restart")
+    assert restarted.state == "succeeded", restarted.error
+    detail = restarted.steps[1]["detail"]
+    assert "in place refused (HTTP 409: this server does not run under inference.supervisor" in detail
+    assert "restarted whole instead" in detail and "after SIGTERM" in detail
+    new = httpx.get(instance.base_url + "/health").json()
+    assert new["pid"] != first_pid and new["state"] == "ready"  # restarted all the same, never left stopped
+
+
 @pytest.mark.django_db
 def test_soft_reset_reports_memory(managed):
     instance = managed("proc-b")
@@ -102,3 +143,15 @@ def test_model_that_fails_to_load_fails_the_start_at_once(managed, tmp_path):
     assert operation.state == "failed"
     assert "could not load its model" in operation.error
     assert operation.duration < 60  # not the whole ready timeout
+
+
+def test_a_recreate_is_never_in_place():
+    from console.instances.models import Instance
+    from console.operations.pipeline import RESTART_IN_PLACE, STEPS, steps_for
+
+    instance = Instance(name="x", runtime=Instance.Runtime.DOCKER, restart_in_place=True)
+    assert steps_for(Operation(kind="restart", instance=instance)) == RESTART_IN_PLACE
+    assert steps_for(Operation(kind="restart", instance=instance, options={"recreate": True})) == STEPS["restart"]
+    assert steps_for(Operation(kind="stop", instance=instance)) == STEPS["stop"]
+    instance.restart_in_place = False
+    assert steps_for(Operation(kind="restart", instance=instance)) == STEPS["restart"]

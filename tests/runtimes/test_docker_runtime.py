@@ -99,6 +99,21 @@ def test_container_start_restart_recreate_stop(engine, container_instance):
     assert container.attrs["State"]["StartedAt"] != first_start
     print(f"\nrestart-to-ready (docker runtime, smoke model): {restarted.duration:.2f} s")
 
+    # The image runs the server under inference.supervisor: in place, the container keeps running
+    # and only its model process is new.
+    instance.restart_in_place = True
+    instance.save()
+    started_at = container.attrs["State"]["StartedAt"]
+    old_pid = httpx.get(instance.base_url + "/health").json()["pid"]
+    in_place = run(instance, "restart")
+    assert in_place.state == "succeeded", (in_place.error, in_place.log_tail)
+    assert [s["name"] for s in in_place.steps] == ["drain", "restart in place", "ready", "verify"]
+    assert "replaced by" in in_place.steps[1]["detail"]
+    container.reload()
+    assert container.attrs["State"]["StartedAt"] == started_at
+    assert httpx.get(instance.base_url + "/health").json()["pid"] != old_pid
+    print(f"restart in place (docker runtime, smoke model): {in_place.duration:.2f} s")
+
     old_id = container.id
     # The image declares VOLUME /models and the spec mounts below it: Docker gave the container an
     # anonymous volume, which must not outlive it.
@@ -106,6 +121,7 @@ def test_container_start_restart_recreate_stop(engine, container_instance):
     assert anonymous
     recreated = run(instance, "restart", recreate=True)
     assert recreated.state == "succeeded", recreated.error
+    assert [s["name"] for s in recreated.steps][:4] == ["drain", "stop", "release", "start"]  # never in place
     assert engine.containers.get(instance.container_name).id != old_id
     for name in anonymous:
         with pytest.raises(docker.errors.NotFound):

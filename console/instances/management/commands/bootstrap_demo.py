@@ -39,7 +39,9 @@ class Command(BaseCommand):
                 "display_name": "Demo (smoke model, CPU)",
                 "host": host,
                 "runtime": Instance.Runtime.PROCESS,
-                "command": [sys.executable, "-m", "inference.server"],
+                # Under the supervisor: a restart replaces the model process only, keeping the imports.
+                "command": [sys.executable, "-m", "inference.supervisor"],
+                "restart_in_place": True,
                 "working_dir": str(settings.BASE_DIR),
                 "env": {
                     "MODEL_PATH": str(model_dir),

@@ -22,6 +22,11 @@ class Command(BaseCommand):
         parser.add_argument("--display-name", default="")
         parser.add_argument("--gpus", default="", help="GPU indices, e.g. 0 or 0,1.")
         parser.add_argument("--admin-token-env", help="Environment variable holding the server's admin token.")
+        parser.add_argument(
+            "--restart-in-place",
+            action="store_true",
+            help="Restarts replace the model process only (the server runs python -m inference.supervisor).",
+        )
 
     def handle(self, *args, **o):
         host, _ = Host.objects.get_or_create(name=o["host"])
@@ -47,6 +52,7 @@ class Command(BaseCommand):
         instance.display_name = o["display_name"]
         instance.gpu_indices = gpus
         instance.admin_token = token
+        instance.restart_in_place = o["restart_in_place"]
         try:
             instance.full_clean()
         except ValidationError as exc:
