@@ -117,7 +117,12 @@ class Supervisor:
                     logs.event(log, "imports ready", seconds=round(time.monotonic() - began, 2))
                 except Exception:  # the child is running: keep it, and let each restart import for itself
                     log.exception("the supervisor could not import the server's modules; restarts will")
-            _, status = os.waitpid(pid, 0)
+            while True:
+                # As the container's first process the supervisor also inherits orphans (say, the
+                # compile workers of an ended child): reaped here rather than left as zombies.
+                reaped, status = os.waitpid(-1, 0)
+                if reaped == pid:
+                    break
             self.child = 0
             code = exit_code(status)
             if self.stopping:
