@@ -74,7 +74,7 @@ def seconds(code: str, *args: str, **env: str) -> float:
 
 @contextlib.contextmanager
 def running_server(model: str, port: int, poll: float = 0.1, module: str = "inference.server", **env: str):
-    """Start `python -m inference.server` and wait for ready; yields (base URL, seconds to live,
+    """Start `python -m <module>` (the server, or the supervisor) and wait for ready; yields (base URL, seconds to live,
     seconds to ready) and stops it on exit. Its output goes to BENCH_SERVER_LOG when that is set."""
     began = time.perf_counter()
     proc = subprocess.Popen(
@@ -125,6 +125,8 @@ def supervised_restarts(model: str, restarts: int = 3, port: int = 8379) -> dict
             began = time.perf_counter()
             assert httpx.post(base + "/admin/restart", headers=token, timeout=10).status_code == 202
             while True:
+                if time.perf_counter() - began > 300:
+                    raise RuntimeError("no new model process ready 300 s after the restart")
                 try:
                     health = httpx.get(base + "/health", timeout=2).json()
                     if health["pid"] != old and health["state"] == "ready":
