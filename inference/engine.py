@@ -71,14 +71,14 @@ class Engine:
         step_kernels: str = "auto",
         weight_loader: str = "prefetch",
     ):
-        if kv_cache not in KV_CACHES:
-            raise ValueError(f"KV_CACHE must be one of {', '.join(KV_CACHES)}, not {kv_cache!r}")
-        if decoder not in DECODERS:
-            raise ValueError(f"DECODER must be one of {', '.join(DECODERS)}, not {decoder!r}")
-        if step_kernels not in STEP_KERNELS:
-            raise ValueError(f"STEP_KERNELS must be one of {', '.join(STEP_KERNELS)}, not {step_kernels!r}")
-        if weight_loader not in WEIGHT_LOADERS:
-            raise ValueError(f"WEIGHT_LOADER must be one of {', '.join(WEIGHT_LOADERS)}, not {weight_loader!r}")
+        for setting, value, choices in (
+            ("KV_CACHE", kv_cache, KV_CACHES),
+            ("DECODER", decoder, DECODERS),
+            ("STEP_KERNELS", step_kernels, STEP_KERNELS),
+            ("WEIGHT_LOADER", weight_loader, WEIGHT_LOADERS),
+        ):
+            if value not in choices:
+                raise ValueError(f"{setting} must be one of {', '.join(choices)}, not {value!r}")
         # "prefetch" (weights.py): the safetensors shards are read onto the device on threads of
         # their own while transformers imports, then handed to from_pretrained. "transformers":
         # from_pretrained reads the files itself, after the import.
@@ -150,10 +150,8 @@ class Engine:
             model = self._from_prefetched(Glm4vForConditionalGeneration, prefetch, getattr(torch, dtype_name))
             phases["weights_read"] = round(prefetch.seconds, 3)  # on its thread, from the start
         else:
-            # On a GPU the weights go from safetensors straight to the device.
-            placement = {"device_map": self.device} if self.device != "cpu" else {}
             model = Glm4vForConditionalGeneration.from_pretrained(
-                self.model_path, dtype=getattr(torch, dtype_name), **placement
+                self.model_path, dtype=getattr(torch, dtype_name), **self._placement()
             )
         model.eval()
         self.model = model
@@ -191,6 +189,10 @@ class Engine:
             extra={"fields": {"device": self.device, "dtype": self.dtype, "seconds": round(self.load_seconds, 2)}},
         )
 
+    def _placement(self) -> dict:
+        """from_pretrained's placement: on a GPU the weights go straight to the device."""
+        return {"device_map": self.device} if self.device != "cpu" else {}
+
     def _prefetch(self):
         """Start reading the weights onto the device, or None where from_pretrained must read them
         (asked for, or a checkpoint that is not plain safetensors)."""
@@ -211,7 +213,6 @@ class Engine:
 
         state = prefetch.result()
         config = AutoConfig.from_pretrained(self.model_path)
-        placement = {"device_map": self.device} if self.device != "cpu" else {}
         # from_pretrained first reserves the model's size on the GPU so that reading files does not
         # allocate piece by piece; here the tensors are on the GPU already, and reserving their size
         # again could run a GPU that holds the model once out of memory.
@@ -219,7 +220,7 @@ class Engine:
         if warmup is not None:
             modeling_utils.caching_allocator_warmup = lambda *args, **kwargs: None
         try:
-            model = model_class.from_pretrained(None, config=config, state_dict=state, dtype=dtype, **placement)
+            model = model_class.from_pretrained(None, config=config, state_dict=state, dtype=dtype, **self._placement())
         finally:
             if warmup is not None:
                 modeling_utils.caching_allocator_warmup = warmup

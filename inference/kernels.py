@@ -131,7 +131,7 @@ def _attend_slice(
     GROUP_BLOCK: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    IEEE: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     # The query heads of one KV head of one row, over one slice of the row's visible positions
     # (0 ..= its write index): an unnormalised partial output with its running max and sum.
@@ -155,10 +155,7 @@ def _attend_slice(
         positions = start + block + tl.arange(0, BLOCK_N)
         visible = positions < length
         k = tl.load(keys + positions[:, None] * position_stride + channels[None, :], mask=visible[:, None], other=0.0)
-        if IEEE:  # float32 served as float32, not TF32 (the tests compare tokens with the eager step)
-            scores = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-        else:
-            scores = tl.dot(q, tl.trans(k)) * scale
+        scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
         scores = tl.where(visible[None, :], scores, -1.0e30)
         new_best = tl.maximum(best, tl.max(scores, axis=1))
         weights = tl.where(visible[None, :], tl.exp(scores - new_best[:, None]), 0.0)
@@ -169,10 +166,7 @@ def _attend_slice(
             mask=visible[:, None],
             other=0.0,
         )
-        if IEEE:
-            acc = acc * shrink[:, None] + tl.dot(weights.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * shrink[:, None] + tl.dot(weights.to(v.dtype), v)
+        acc = acc * shrink[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=PRECISION)
         best = new_best
     part = (row * HEADS + heads) * splits + split
     tl.store(part_out_ptr + part[:, None] * HEAD_DIM + channels[None, :], acc, mask=in_group[:, None])
@@ -308,7 +302,8 @@ def attend(q, cache, index, length: int):
         GROUP_BLOCK=max(16, _power_of_two(group)),
         HEAD_DIM=head_dim,
         BLOCK_N=BLOCK_KEYS,
-        IEEE=q.dtype == torch.float32,
+        # float32 served as float32, not TF32 (the tests compare tokens with the eager step)
+        PRECISION="ieee" if q.dtype == torch.float32 else None,
         num_warps=4,
     )
     out = torch.empty((rows, heads, head_dim), dtype=q.dtype, device=q.device)

@@ -46,11 +46,11 @@ class HealthCollector(Collector):
         for key, value in health["allocator"].items():
             if isinstance(value, (int, float)):
                 yield _gauge(f"inference_torch_{key}", f"torch CUDA allocator {key}", value)
+        decoder = health.get("decoder") or {}
         for key in ("slots", "slots_in_use", "waiting", "kv_cache_bytes"):
-            value = health.get("decoder", {}).get(key)
+            value = decoder.get(key)
             if value is not None:
                 yield _gauge(f"inference_decoder_{key}", f"batched decoder: {key.replace('_', ' ')}", value)
-        decoder = health.get("decoder") or {}
         if decoder.get("decoder"):
             # Which decoder and step kernels run (a fallback to eager kernels shows here), as labels.
             info = GaugeMetricFamily("inference_decoder_info", "How generation runs", labels=["decoder", "kernels"])

@@ -9,6 +9,7 @@ dict, given to `from_pretrained(state_dict=...)`, which applies the model's key 
 conversions exactly as it does for files.
 """
 
+import contextlib
 import json
 import os
 import struct
@@ -131,14 +132,11 @@ def read_files(files: list[Path], device: str) -> dict:
             if count == 0:
                 raise Unsupported(f"{path.name} ends before its header says it should")
             got += count
-        if cuda:
-            with torch.cuda.stream(staging.stream):
-                for name, at, within, count in pieces:
-                    flat[name][at : at + count].copy_(staging.buffer[within : within + count], non_blocking=True)
-            staging.stream.synchronize()
-        else:
+        with torch.cuda.stream(staging.stream) if cuda else contextlib.nullcontext():
             for name, at, within, count in pieces:
-                flat[name][at : at + count].copy_(staging.buffer[within : within + count])
+                flat[name][at : at + count].copy_(staging.buffer[within : within + count], non_blocking=cuda)
+        if cuda:
+            staging.stream.synchronize()
 
     try:
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="weights") as pool:

@@ -93,9 +93,8 @@ def release(ctx: Context) -> str:
     """Check the old processes are gone and hold no GPU memory any more."""
     if ctx.runtime.status(ctx.instance).running:
         raise StepFailed("the instance is still running after stop")
-    if not ctx.old_pids:
-        return _gpu_released(ctx, [], "no processes left")
-    return _gpu_released(ctx, ctx.old_pids, f"processes {', '.join(map(str, ctx.old_pids))} gone")
+    note = f"processes {', '.join(map(str, ctx.old_pids))} gone" if ctx.old_pids else "no processes left"
+    return _gpu_released(ctx, ctx.old_pids, note)
 
 
 def _gpu_released(ctx: Context, pids, note: str) -> str:

@@ -1,6 +1,9 @@
 import base64
 import io
+import threading
+import time
 
+import httpx
 from PIL import Image
 
 
@@ -14,3 +17,27 @@ def chat(text: str = "hi", images: list[str] = (), **extra) -> dict:
     content = [{"type": "image_url", "image_url": {"url": url}} for url in images]
     content.append({"type": "text", "text": text})
     return {"messages": [{"role": "user", "content": content}], "max_tokens": 8, **extra}
+
+
+def slow_down(server, delay_ms: int) -> None:
+    """Every request of this server (started with DEBUG_FAULTS=1) takes delay_ms longer."""
+    assert httpx.post(server.url + "/debug/faults", json={"delay_ms": delay_ms}).status_code == 200
+
+
+class InFlight:
+    """One chat request on a thread of its own, in flight on the server (slowed down by delay_ms)
+    when the constructor returns."""
+
+    def __init__(self, server, delay_ms: int = 1500):
+        slow_down(server, delay_ms)
+        self.response: httpx.Response | None = None
+        self.thread = threading.Thread(target=self._send, args=(server.url,))
+        self.thread.start()
+        time.sleep(0.4)
+
+    def _send(self, url: str) -> None:
+        self.response = httpx.post(url + "/v1/chat/completions", json=chat(), timeout=30)
+
+    def result(self, timeout: float = 30) -> httpx.Response:
+        self.thread.join(timeout)
+        return self.response

@@ -6,24 +6,12 @@ import time
 
 import httpx
 
-from tests.inference.helpers import chat
-
-
-def _slow(server, delay_ms: int) -> None:
-    assert httpx.post(server.url + "/debug/faults", json={"delay_ms": delay_ms}).status_code == 200
+from tests.inference.helpers import InFlight, chat, slow_down
 
 
 def test_sigterm_drains_in_flight_then_exits_zero(start_server):
     server = start_server(DEBUG_FAULTS=1, DRAIN_TIMEOUT=20)
-    _slow(server, 1500)
-    results = {}
-
-    def in_flight_request():
-        results["r"] = httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=30)
-
-    worker = threading.Thread(target=in_flight_request)
-    worker.start()
-    time.sleep(0.4)
+    request = InFlight(server, 1500)
     server.proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     ready = httpx.get(server.url + "/health/ready")
@@ -32,8 +20,7 @@ def test_sigterm_drains_in_flight_then_exits_zero(start_server):
     assert refused.status_code == 503
     assert refused.headers["retry-after"]
     assert refused.json()["error"]["code"] == "draining"
-    worker.join(30)
-    assert results["r"].status_code == 200  # the in-flight request finished
+    assert request.result().status_code == 200  # the in-flight request finished
     assert server.proc.wait(30) == 0
 
 
@@ -56,7 +43,7 @@ def test_soft_reset_reports_reserved_memory(start_server):
 
 def test_overload_gets_429_not_a_pile_up(start_server):
     server = start_server(DEBUG_FAULTS=1, MAX_CONCURRENCY=1, MAX_QUEUE=0)
-    _slow(server, 1000)
+    slow_down(server, 1000)
     first = {}
     worker = threading.Thread(
         target=lambda: first.setdefault("r", httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=30))
@@ -78,7 +65,7 @@ def test_rate_limit_per_client(start_server):
 
 def test_request_timeout_is_504(start_server):
     server = start_server(DEBUG_FAULTS=1, REQUEST_TIMEOUT=1)
-    _slow(server, 1500)
+    slow_down(server, 1500)
     response = httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=30)
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "timeout"

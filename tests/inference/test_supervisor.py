@@ -2,13 +2,12 @@
 
 import os
 import signal
-import threading
 import time
 
 import httpx
 
 from tests.conftest import wait_http
-from tests.inference.helpers import chat
+from tests.inference.helpers import InFlight, chat
 
 SUPERVISOR = "inference.supervisor"
 
@@ -49,23 +48,14 @@ def test_restart_drains_then_serves_from_a_fresh_process(start_server):
     server = start_server(module=SUPERVISOR, DEBUG_FAULTS=1, DRAIN_TIMEOUT=20)
     first = _health(server)
     assert first["pid"] != server.proc.pid  # the model runs in the supervisor's child
-    assert httpx.post(server.url + "/debug/faults", json={"delay_ms": 1500}).status_code == 200
-    results = {}
-
-    def in_flight_request():
-        results["r"] = httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=30)
-
-    worker = threading.Thread(target=in_flight_request)
-    worker.start()
-    time.sleep(0.4)
+    request = InFlight(server, 1500)
     answer = _admin(server, "/admin/restart")
     assert answer.status_code == 202, answer.text
     assert answer.json()["pid"] == first["pid"]
     ready = httpx.get(server.url + "/health/ready", timeout=5)
     assert ready.status_code == 503 and ready.json()["state"] == "draining"  # at once
     assert _admin(server, "/admin/restart").json()["error"]["code"] == "stopping"  # one restart at a time
-    worker.join(30)
-    assert results["r"].status_code == 200  # the in-flight request finished first
+    assert request.result().status_code == 200  # the in-flight request finished first
 
     second = _wait_new_process(server, first["pid"])
     assert not _alive(first["pid"])
@@ -85,19 +75,12 @@ def test_restart_drains_then_serves_from_a_fresh_process(start_server):
 def test_sigterm_stops_child_and_supervisor_with_code_zero(start_server):
     server = start_server(module=SUPERVISOR, DEBUG_FAULTS=1, DRAIN_TIMEOUT=20)
     child = _health(server)["pid"]
-    assert httpx.post(server.url + "/debug/faults", json={"delay_ms": 1500}).status_code == 200
-    results = {}
-    worker = threading.Thread(
-        target=lambda: results.setdefault("r", httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=30))
-    )
-    worker.start()
-    time.sleep(0.4)
+    request = InFlight(server, 1500)
     server.proc.send_signal(signal.SIGTERM)  # what `docker stop` sends the container's first process
     time.sleep(0.3)
     assert httpx.get(server.url + "/health/ready", timeout=5).json()["state"] == "draining"
     assert _admin(server, "/admin/restart").json()["error"]["code"] == "stopping"  # no restart while stopping
-    worker.join(30)
-    assert results["r"].status_code == 200
+    assert request.result().status_code == 200
     assert server.proc.wait(30) == 0
     assert not _alive(child)
 
