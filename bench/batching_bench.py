@@ -57,7 +57,7 @@ def main() -> None:
     )
     engine.load()
     engine.warmup()
-    step = engine.batcher.step
+    step = engine.decoding.runner
     image = load_image(image_url(), Settings())
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}]
 
@@ -73,7 +73,7 @@ def main() -> None:
     def first_token() -> float:
         sink, began = submit(1)
         sink.finished.wait(60)
-        split.append(dict(engine.batcher.last_prefill))
+        split.append(dict(engine.decoding.scheduler.last_prefill))
         return sink.first - began
 
     results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "slots": args.slots}

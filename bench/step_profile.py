@@ -38,7 +38,7 @@ def main() -> None:
 
     engine = Engine(args.model, "cuda", slots=16, context=4096, step_kernels=args.kernels)
     engine.load()
-    step = engine.batcher.step
+    step = engine.decoding.runner
     rows, length = args.rows, args.context
     step.state[0, :rows] = 100
     step.state[1, :rows] = 200

@@ -10,7 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from inference import logs
-from inference.engine import PromptTooLong, TokenSink
+from inference.decoders import TokenSink
+from inference.engine import PromptTooLong
 from inference.limits import ApiError, check_number, parse_messages
 from inference.stats import Finished
 

@@ -5,14 +5,14 @@ time, so the HTTP server binds and answers /health/live within a second.
 """
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference.batching import STEP_KERNELS
+from inference.decoders import BatchedDecoder, Decoder, GenerateDecoder, TokenSink
+from inference.model_runner import STEP_KERNELS
 
 log = logging.getLogger("inference.engine")
 
@@ -27,14 +27,15 @@ class Prepared:
     prompt_tokens: int
 
 
-class TokenSink:
-    """Receives generated token ids from the generation thread (see Engine.generate)."""
+class _WarmupSink(TokenSink):
+    def __init__(self):
+        self.finished = threading.Event()
 
-    truncated = False  # set before done() when the context (a batched slot) was full
+    def tokens(self, ids: list[int]) -> None:
+        pass
 
-    def tokens(self, ids: list[int]) -> None: ...
-
-    def done(self, error: BaseException | None) -> None: ...
+    def done(self, error: BaseException | None) -> None:
+        self.finished.set()
 
 
 KV_CACHES = ("dynamic", "static")
@@ -83,23 +84,14 @@ class Engine:
         # their own while transformers imports, then handed to from_pretrained. "transformers":
         # from_pretrained reads the files itself, after the import.
         self.weight_loader = weight_loader
-        # "batched" (batching.py): every request decodes in one shared step over a slot KV cache,
-        # CUDA-graphed on a GPU. "generate": transformers' own generate, one thread per request;
-        # the reference the benchmarks compare against.
+        # decoders.py: "batched" (the default) or "generate" (transformers' own, the reference).
         self.decoder = decoder
         self.slots, self.context, self.cuda_graphs, self.step_kernels = slots, context, cuda_graphs, step_kernels
-        self.batcher = None
+        self.decoding: Decoder | None = None
         self.model_path = model_path
         self.requested_device = device
         self.requested_dtype = dtype
-        # "static": a preallocated KV cache lets transformers compile the decoding step (3.4x the
-        # decode speed on an H100, docs/BENCHMARKS.md). The model then holds one cache and the
-        # compiled step's CUDA graphs belong to the thread that recorded them, so every generation
-        # runs on one long-lived thread, one at a time; the first (the warm-up) compiles.
-        self.kv_cache = kv_cache
-        self._jobs: queue.Queue | None = queue.Queue() if kv_cache == "static" else None
-        self._runner: threading.Thread | None = None
-        self._runner_lock = threading.Lock()
+        self.kv_cache = kv_cache  # for the "generate" decoder: "static" compiles its decoding step
         self.model = None
         self.tokenizer = None
         self.image_processor = None
@@ -135,8 +127,8 @@ class Engine:
         libraries = None
         if self.device.startswith("cuda"):
             # cuBLAS, cuDNN and attention start while the tokenizer and the model are built, after the
-            # import: beside it (both load shared libraries) they slowed it down on one H100 machine,
-            # 6.7 s against 4.4 + 0.65 s one after the other, and made no difference on another.
+            # import: beside it (both load shared libraries) they slowed the import down on one machine
+            # (docs/BENCHMARKS.md, start-up).
             libraries = threading.Thread(target=_start_cuda_libraries, args=(self.device,), name="cuda-init")
             libraries.start()
 
@@ -165,24 +157,14 @@ class Engine:
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         if self.decoder == "batched":
-            from inference.batching import Batcher, DecodeStep
-
             context = self.context = min(self.context, config.text_config.max_position_embeddings)
-            step = DecodeStep(model, self.slots, context, self.cuda_graphs, self.step_kernels)
-            self.batcher = Batcher(step, self.eos_ids)
-            phase("kv_cache", mark)
-            log.info(
-                "batched decoding",
-                extra={
-                    "fields": {
-                        "slots": self.slots,
-                        "context": context,
-                        "kv_cache_bytes": step.cache_bytes,
-                        "cuda_graphs": step.use_graphs,
-                        "kernels": step.kernels,
-                    }
-                },
+            self.decoding = BatchedDecoder(
+                model, self.eos_ids, self.slots, context, self.cuda_graphs, self.step_kernels
             )
+            phase("kv_cache", mark)
+        else:
+            self.decoding = GenerateDecoder(model, self.tokenizer, self.device, self.eos_ids, self.kv_cache)
+        log.info("decoding", extra={"fields": self.decoding.stats()})
         self.load_seconds = time.monotonic() - began
         log.info(
             "model loaded",
@@ -232,8 +214,8 @@ class Engine:
         return model
 
     def prompt_limit(self, max_prompt_tokens: int) -> int:
-        """The longest prompt a request may have: a batched slot must also hold one generated token."""
-        return min(max_prompt_tokens, self.context - 1) if self.batcher is not None else max_prompt_tokens
+        """The longest prompt a request may have."""
+        return self.decoding.prompt_limit(max_prompt_tokens)
 
     def prepare(self, messages: list[dict], images: list, max_prompt_tokens: int) -> Prepared:
         """Chat template, image placeholders expanded to the vision patch count; tensors stay on the CPU
@@ -278,123 +260,39 @@ class Engine:
         top_p: float,
         should_stop: Callable[[], bool],
     ) -> None:
-        """Generate on the engine's thread(s), feeding `sink`; `should_stop` ends it early
+        """Generate on the decoder's thread(s), feeding `sink`; `should_stop` ends it early
         (disconnect, timeout, drain)."""
-        if self.batcher is not None:
-            from inference.batching import Job
-
-            self.batcher.submit(Job(prepared.inputs, sink, max_new_tokens, temperature, top_p, should_stop))
-            return
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-        from transformers.generation.streamers import BaseStreamer
-
-        class Stop(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                return torch.full((input_ids.shape[0],), should_stop(), dtype=torch.bool, device=input_ids.device)
-
-        class Streamer(BaseStreamer):
-            prompt_seen = False
-
-            def put(self, value):
-                if not self.prompt_seen:  # generate() first echoes the prompt
-                    self.prompt_seen = True
-                    return
-                sink.tokens(value.reshape(-1).tolist())
-
-            def end(self):
-                pass
-
-        sampling = (
-            {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+        self.decoding.submit(
+            prepared.inputs,
+            sink,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            should_stop=should_stop,
         )
-
-        cache = {"cache_implementation": "static"} if self.kv_cache == "static" else {}
-
-        def run() -> None:
-            error = None
-            try:
-                with torch.inference_mode():
-                    self.model.generate(
-                        **{k: v.to(self.device) for k, v in prepared.inputs.items()},
-                        max_new_tokens=max_new_tokens,
-                        streamer=Streamer(),
-                        stopping_criteria=StoppingCriteriaList([Stop()]),
-                        eos_token_id=list(self.eos_ids),
-                        pad_token_id=self.tokenizer.pad_token_id,
-                        **cache,
-                        **sampling,
-                    )
-            except BaseException as exc:  # reported to the request, never lost in the thread
-                error = exc
-            finally:
-                prepared.inputs.clear()  # drop tensor references at once: no KV/pixel memory outlives the request
-                sink.done(error)
-
-        self._submit(run)
-
-    def _submit(self, job: Callable[[], None]) -> None:
-        if self._jobs is None:
-            threading.Thread(target=job, name="generate", daemon=True).start()
-            return
-        with self._runner_lock:
-            if self._runner is None:
-                self._runner = threading.Thread(target=self._run_jobs, name="generate", daemon=True)
-                self._runner.start()
-        self._jobs.put(job)
-
-    def _run_jobs(self) -> None:
-        while True:
-            self._jobs.get()()  # each job reports its own outcome to its sink
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode([i for i in ids if i not in self.eos_ids], skip_special_tokens=True)
 
     def warmup(self) -> None:
         """One short generation with a small image so the first real request does not pay for lazy
-        initialisation (vision kernels; with generate's static cache: compiling its decoding step,
-        at a cache long enough for real requests)."""
-        max_new_tokens = 64 if self.decoder == "generate" and self.kv_cache == "static" else 2
+        initialisation (vision kernels; with generate's static cache: compiling its decoding step)."""
         from PIL import Image
 
         began = time.monotonic()
         image = Image.new("RGB", (112, 112), (128, 128, 128))
         content = [{"type": "image"}, {"type": "text", "text": "hi"}]
         prepared = self.prepare([{"role": "user", "content": content}], [image], 1 << 30)
-        done = threading.Event()
-
-        class Sink(TokenSink):
-            def tokens(self, ids):
-                pass
-
-            def done(self, error):
-                done.set()
-
-        self.generate(
-            prepared, Sink(), max_new_tokens=max_new_tokens, temperature=0, top_p=1, should_stop=lambda: False
-        )
-        done.wait(600)
+        sink = _WarmupSink()
+        tokens = self.decoding.warmup_tokens
+        self.generate(prepared, sink, max_new_tokens=tokens, temperature=0, top_p=1, should_stop=lambda: False)
+        sink.finished.wait(600)
         self.load_phases["warmup"] = round(time.monotonic() - began, 3)
-        if self.batcher is not None and self.batcher.step.use_graphs:
-            began = time.monotonic()
-            self.batcher.step.record_common()  # the batcher is idle: nothing is admitted before ready
-            self.load_phases["cuda_graphs"] = round(time.monotonic() - began, 3)
+        self.load_phases.update(self.decoding.after_warmup())
 
     def decoder_stats(self) -> dict:
         """How generation runs: the decoder, and for the batched one its slots in use and its KV cache."""
-        if self.batcher is None:
-            return {"decoder": self.decoder}
-        step = self.batcher.step
-        return {
-            "decoder": self.decoder,
-            "slots": step.slots,
-            "slots_in_use": self.batcher.running,
-            "waiting": len(self.batcher.waiting),
-            "context_tokens": step.context,
-            "kv_cache_bytes": step.cache_bytes,
-            "cuda_graphs": len(step.graphs),
-            "kernels": step.kernels,
-        }
+        return self.decoding.stats() if self.decoding is not None else {"decoder": self.decoder}
 
     def allocator_stats(self) -> dict:
         import torch

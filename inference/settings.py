@@ -53,7 +53,7 @@ class Settings:
     decoder: str = field(default_factory=lambda: os.environ.get("DECODER", "batched"))
     max_context: int = field(default_factory=lambda: _int("MAX_CONTEXT", 0))  # 0 = prompt + new token limits
     cuda_graphs: bool = field(default_factory=lambda: _bool("CUDA_GRAPHS", True))
-    # The decoding step's non-matrix work: "auto" (Triton kernels on a GPU, inference/kernels.py;
+    # The decoding step's non-matrix work: "auto" (Triton kernels on a GPU, inference/ops/kernels.py;
     # PyTorch operations on a CPU), "triton", "eager", or "compile" (torch.compile: seconds more at
     # every start, docs/BENCHMARKS.md).
     step_kernels: str = field(default_factory=lambda: os.environ.get("STEP_KERNELS", "auto"))

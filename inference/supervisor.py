@@ -45,12 +45,13 @@ def preload() -> None:
         Glm4vForConditionalGeneration,
     )
 
-    import inference.batching  # noqa: F401
+    import inference.model_runner  # noqa: F401
+    import inference.scheduler  # noqa: F401
     import inference.server  # noqa: F401
     import inference.weights  # noqa: F401
 
     try:
-        import inference.kernels  # noqa: F401
+        import inference.ops.kernels  # noqa: F401
     except ImportError:  # no Triton here: the child's step runs the eager operations
         pass
 

@@ -11,7 +11,7 @@ import tempfile
 VAR_DIR = os.environ["CONSOLE_VAR_DIR"] = tempfile.mkdtemp(prefix="console-test-var-")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.pop("REDIS_URL", None)  # tests that need Redis start their own workers with it
-# Without a GPU, the Triton kernels (inference/kernels.py) run in Triton's interpreter, which must
+# Without a GPU, the Triton kernels (inference/ops/kernels.py) run in Triton's interpreter, which must
 # be chosen before triton is first imported.
 if not os.path.exists("/dev/nvidiactl"):
     os.environ.setdefault("TRITON_INTERPRET", "1")

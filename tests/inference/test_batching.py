@@ -5,8 +5,8 @@ import threading
 import pytest
 from PIL import Image
 
-from inference.batching import buckets, fit
 from inference.engine import Engine, TokenSink
+from inference.model_runner import buckets, fit
 
 PROMPTS = [
     ("describe the picture", 1),
@@ -56,8 +56,8 @@ def engines(smoke_model, request):
     reference.load()
     batched = Engine(str(smoke_model), device, "float32", decoder="batched", slots=3, context=512, step_kernels=kernels)
     batched.load()
-    assert batched.batcher.step.use_graphs == (device == "cuda")
-    assert batched.batcher.step.kernels == ("triton" if kernels == "auto" else kernels)
+    assert batched.decoding.runner.use_graphs == (device == "cuda")
+    assert batched.decoding.runner.kernels == ("triton" if kernels == "auto" else kernels)
     return reference, batched
 
 
@@ -88,9 +88,9 @@ def test_batched_greedy_tokens_equal_generate_for_text_and_image_prompts(engines
     got = [sink.ids for sink in run(batched, PROMPTS)]
     assert got == expected
     assert all(len(ids) == 12 or ids[-1] in batched.eos_ids for ids in got)
-    assert batched.batcher.running == 0
-    if batched.batcher.step.use_graphs:
-        assert batched.batcher.step.graphs  # the replayed graphs gave the tokens above
+    assert batched.decoding.scheduler.running == 0
+    if batched.decoding.runner.use_graphs:
+        assert batched.decoding.runner.graphs  # the replayed graphs gave the tokens above
 
 
 def test_a_text_prompt_after_an_image_prompt_does_not_inherit_its_rope_offset(engines):
@@ -112,7 +112,7 @@ def test_stop_request_frees_its_slot_and_others_continue(engines):
     assert not stopped.finished.is_set() or stopped.ids[-1] in batched.eos_ids
     stop.set()
     assert stopped.finished.wait(30)
-    assert batched.batcher.running == 0
+    assert batched.decoding.scheduler.running == 0
 
 
 def test_sampling_respects_top_p_and_stays_within_the_vocabulary(engines):
@@ -163,7 +163,7 @@ def test_the_slot_size_bounds_prompts_and_answers(start_server):
 
 def test_an_engine_thread_failure_fails_the_running_requests_and_the_thread_goes_on(engines):
     _, batched = engines
-    batcher = batched.batcher
+    batcher = batched.decoding.scheduler
     original = batcher._decode
     failures = []
 

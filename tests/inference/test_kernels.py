@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inference import fused
+from inference.ops import reference
 
 pytest.importorskip("triton")
 
@@ -30,7 +30,7 @@ def setup(request):
         pytest.fail("no GPU here: run the gpu tests on the GPU machine")
     if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         pytest.fail("Triton kernels run on a CPU only in its interpreter: TRITON_INTERPRET=1 (tests/env.py)")
-    from inference import kernels
+    from inference.ops import kernels
 
     tolerance = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 3e-2}
     return kernels, device, dtype, tolerance
@@ -42,7 +42,7 @@ def test_add_norm(setup):
     for rows, width in ((1, 64), (3, 96), (2, 4096)):
         hidden, delta = (torch.randn(rows, width, device=device, dtype=dtype) for _ in range(2))
         norms = [(torch.rand(width, device=device, dtype=dtype) + 0.5, eps) for eps in (1e-5, 1e-6)]
-        expected = fused.add_norm(hidden, delta, *norms)
+        expected = reference.add_norm(hidden, delta, *norms)
         got = kernels.add_norm(hidden, delta, *norms)
         for a, b in zip(got, expected, strict=True):
             torch.testing.assert_close(a, b, **tolerance)
@@ -51,7 +51,7 @@ def test_add_norm(setup):
 def test_gated_silu(setup):
     kernels, device, dtype, tolerance = setup
     gate_up = torch.randn(3, 2 * 1100, device=device, dtype=dtype)
-    torch.testing.assert_close(kernels.gated_silu(gate_up), fused.gated_silu(gate_up), **tolerance)
+    torch.testing.assert_close(kernels.gated_silu(gate_up), reference.gated_silu(gate_up), **tolerance)
 
 
 def _rotate_reference(x, position, inv_freq, scale):
@@ -92,7 +92,7 @@ def test_rotate_store(setup, heads, kv_heads, head_dim, rotated):
     ones = torch.ones(rows, head_dim - 2 * rotated, device=device)
     cos = torch.cat((freqs.cos(), ones), dim=-1)[:, None].to(dtype)
     sin = torch.cat((freqs.sin(), ones * 0), dim=-1)[:, None].to(dtype)
-    torch.testing.assert_close(fused.rotate_with_matrix(qkv[:, :heads], cos, sin, turn), q, **tolerance)
+    torch.testing.assert_close(reference.rotate_with_matrix(qkv[:, :heads], cos, sin, turn), q, **tolerance)
 
 
 @pytest.mark.parametrize(

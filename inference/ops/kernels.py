@@ -1,15 +1,15 @@
 """The decoding step's non-matrix work as Triton kernels, for a GPU.
 
-Profiled on an H100 (bench/step_profile.py, docs/BENCHMARKS.md), a step of the eager operations
-spends about 2.8 ms of its 9.3 outside the weight-reading matrix products: RMSNorm takes 6 us a
-call however small the batch (four per layer), attention over a slot's keys runs as one flash kernel
-with one block per KV head (24 us a layer for 1,024 positions), and rotary, the KV store and the
-gated activation are a dozen small kernels. Here each residual add with its two norms is one kernel,
+Profiled (bench/step_profile.py; the figures are in docs/BENCHMARKS.md), a step of the eager
+operations spends about a third of its time outside the weight-reading matrix products: RMSNorm is
+latency-bound however small the batch (four per layer), attention over a slot's keys runs as one
+flash kernel with one block per KV head, and rotary, the KV store and the gated activation are a
+dozen small kernels. Here each residual add with its two norms is one kernel,
 rotating q and k and writing k and v into the slot is one, and attention is split over the keys
 (flash-decoding: every block takes a slice of the positions, a second kernel merges the slices), so
 a short prompt in a long slot reads only its own positions.
 
-The eager forms (fused.py, batching.DecodeStep) are the reference and the fallback: the step runs
+The eager forms (ops/reference.py, model_runner.ModelRunner) are the reference and the fallback: the step runs
 one step both ways at start and uses these kernels only if they run and agree. Written for the
 Triton interpreter too (TRITON_INTERPRET=1), which runs them on a CPU in the tests.
 """
@@ -206,7 +206,7 @@ def _power_of_two(n: int) -> int:
 
 
 def add_norm(hidden, delta, delta_norm: tuple, next_norm: tuple):
-    """fused.add_norm as one kernel: (hidden + rms_norm(delta), rms_norm of that sum)."""
+    """reference.add_norm as one kernel: (hidden + rms_norm(delta), rms_norm of that sum)."""
     import torch
 
     rows, width = hidden.shape
@@ -229,7 +229,7 @@ def add_norm(hidden, delta, delta_norm: tuple, next_norm: tuple):
 
 
 def gated_silu(gate_up):
-    """fused.gated_silu as one kernel: up * silu(gate) of a [rows, 2 x width] tensor."""
+    """reference.gated_silu as one kernel: up * silu(gate) of a [rows, 2 x width] tensor."""
     import torch
 
     rows, width = gate_up.shape[0], gate_up.shape[1] // 2
@@ -265,7 +265,7 @@ def rotate_store(qkv, cache, index, position, inv_freq, scale: float, heads: int
 
 
 class Ops:
-    """The step's add_norm and gated activation (as fused.Ops offers them) as Triton kernels; the
+    """The step's add_norm and gated activation (as reference.Ops offers them) as Triton kernels; the
     gated activation only for SiLU, else `eager`'s. Rotation is part of rotate_store."""
 
     def __init__(self, eager):

@@ -2,7 +2,7 @@
 
 import torch
 
-from inference.fused import Ops, add_norm, gated_silu, rotate_pairs, rotate_with_matrix
+from inference.ops.reference import Ops, add_norm, gated_silu, rotate_pairs, rotate_with_matrix
 
 
 def turn_matrix(head_dim: int, width: int) -> torch.Tensor:

@@ -1,14 +1,14 @@
-"""The decoding step's elementwise work as PyTorch operations, written to fuse.
+"""The decoding step's elementwise work as plain PyTorch operations: the reference forms.
 
-These are the reference forms: what the step runs on a CPU (STEP_KERNELS=eager), what the prompt's
+Unfused, each is several kernels: what the step runs on a CPU (STEP_KERNELS=eager), what the prompt's
 prefill always runs, and what `torch.compile` turns into one or two kernels each with
-STEP_KERNELS=compile. On a GPU the step runs inference/kernels.py instead, Triton kernels that
+STEP_KERNELS=compile. On a GPU the step runs inference/ops/kernels.py instead, Triton kernels that
 compute the same (tests/inference/test_kernels.py).
 """
 
 import logging
 
-log = logging.getLogger("inference.fused")
+log = logging.getLogger("inference.ops")
 
 
 def add_norm(hidden, delta, delta_norm: tuple, next_norm: tuple):

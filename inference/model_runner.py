@@ -1,44 +1,27 @@
-"""Continuous batching: one engine thread decodes every active request in a single step.
+"""The model runner: the slot KV cache, the decoding step over all slots, and prefill.
 
-Each request owns a slot of a preallocated KV cache (slots x context tokens per layer). Its
-prompt goes through the model's own vision encoder and M-RoPE position code, then through the
-text layers here, which write its keys and values straight into the slot; from then on it joins
-the shared decoding step.
-New requests join between steps; finished ones leave and free their slot at once, so nothing
-grows with traffic.
+Each request owns a slot of a preallocated KV cache (slots x context tokens per layer). Its prompt
+goes through the model's own vision encoder and M-RoPE position code, then through the text layers
+here, which write its keys and values straight into the slot; from then on it joins the shared
+decoding step (scheduler.py decides who runs).
 
-The decoding step is our own code over the model's text layers: plain tensor operations of
-fixed shapes, with each row's write position and attention span given as tensors. On a GPU it
-is recorded once per (batch, context) bucket as a CUDA graph and replayed, which removes the
-per-token Python and kernel-launch overhead that bounds `generate` (docs/BENCHMARKS.md).
-After the prompt every position is text, where the three M-RoPE sections carry the same
-position, so the step uses plain rotary embeddings with the request's offset (rope delta).
+The decoding step is our own code over the model's text layers: plain tensor operations of fixed
+shapes, with each row's write position and attention span given as tensors. On a GPU it is recorded
+once per (batch, context) bucket as a CUDA graph and replayed, which removes the per-token Python and
+kernel-launch overhead that bounds `generate` (docs/BENCHMARKS.md). After the prompt every position
+is text, where the three M-RoPE sections carry the same position, so the step uses plain rotary
+embeddings with the request's offset (rope delta).
 """
 
-import collections
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-log = logging.getLogger("inference.batching")
+from inference.ops.reference import Ops
 
-
-@dataclass
-class Job:
-    inputs: dict  # tensors of one prompt (Engine.prepare), on any device
-    sink: object  # TokenSink
-    max_new_tokens: int
-    temperature: float
-    top_p: float
-    should_stop: Callable[[], bool]
-    slot: int = -1
-    produced: int = 0
-    last_id: int = 0
-    index: int = 0  # where the next token's key and value go in the slot
-    position: int = 0  # its rotary position (index + the prompt's rope delta)
+log = logging.getLogger("inference.model_runner")
 
 
 def buckets(limit: int, first: int) -> list[int]:
@@ -108,14 +91,14 @@ def fuse_layer(layer) -> Layer:
 STEP_KERNELS = ("auto", "triton", "compile", "eager")
 
 
-class DecodeStep:
+class ModelRunner:
     """The slot KV cache and one decoding step over all slots, CUDA-graphed on a GPU.
 
     Written for few kernels per layer (in a graph, every small kernel still costs microseconds):
     fused q/k/v projection, and the rest by `kernels`:
-    - "triton" (what "auto" means on a GPU): inference/kernels.py, a residual add with its norms as
+    - "triton" (what "auto" means on a GPU): inference/ops/kernels.py, a residual add with its norms as
       one kernel, rotary with the KV store as one, attention split over the positions;
-    - "eager" (what "auto" means on a CPU): `fused.Ops` as PyTorch operations, q and k rotated
+    - "eager" (what "auto" means on a CPU): `ops.reference.Ops` as PyTorch operations, q and k rotated
       together, keys and values written with one indexed store, one additive mask for all layers;
     - "compile": the eager operations compiled with torch.compile (seconds more at every start).
     Triton or compiled forms that fail here fall back to the eager ones, logged, never broken.
@@ -123,8 +106,6 @@ class DecodeStep:
 
     def __init__(self, model, slots: int, context: int, graphs: bool, kernels: str = "auto"):
         import torch
-
-        from inference.fused import Ops
 
         if kernels not in STEP_KERNELS:
             raise ValueError(f"STEP_KERNELS must be one of {', '.join(STEP_KERNELS)}, not {kernels!r}")
@@ -176,7 +157,7 @@ class DecodeStep:
         self.graphs: dict = {}
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.record_seconds = 0.0
-        self.triton = None  # inference.kernels where its kernels run here
+        self.triton = None  # inference.ops.kernels where its kernels run here
         if kernels == "triton" or (kernels == "auto" and cuda):
             self.triton = self._triton_kernels()
             if self.triton is not None:
@@ -188,7 +169,7 @@ class DecodeStep:
         return "triton" if self.triton is not None else "compile" if self.ops.compiled else "eager"
 
     def _triton_kernels(self):
-        """inference.kernels if its kernels run here and one step with them gives the eager step's
+        """inference.ops.kernels if its kernels run here and one step with them gives the eager step's
         logits; else None, logged. Also compiles them (from Triton's on-disk cache after the first
         start), so no request pays for it."""
         import torch
@@ -198,7 +179,7 @@ class DecodeStep:
             return None
         began = time.monotonic()
         try:
-            from inference import kernels
+            from inference.ops import kernels
 
             imported = time.monotonic()
             self.state[:, :1] = torch.tensor([[0], [0], [0]])
@@ -313,8 +294,8 @@ class DecodeStep:
 
     def record_common(self) -> None:
         """The shapes of prompts up to the first context bucket, at every batch size, before the server
-        reports ready. Longer contexts are recorded on first use (a one-off pause of about a third of a
-        second for the streams running then, on an H100) rather than adding seconds to every start."""
+        reports ready. Longer contexts are recorded on first use (a one-off pause for the streams
+        running then, docs/BENCHMARKS.md) rather than adding seconds to every start."""
         if self.use_graphs:
             for rows in self.slot_sizes:
                 self.record(rows, self.context_sizes[0])
@@ -395,133 +376,4 @@ class DecodeStep:
 
 
 class _Captured(Exception):
-    """Carries the text layers' inputs out of the model's forward (DecodeStep._embed)."""
-
-
-def choose(logits, temperature: list[float], top_p: list[float]):
-    """Next token per row: greedy where temperature is 0, else nucleus sampling."""
-    import torch
-
-    greedy = logits.argmax(dim=-1)
-    if not any(t > 0 for t in temperature):
-        return greedy
-    temp = torch.tensor(temperature, device=logits.device).clamp(min=1e-5)[:, None]
-    probs = torch.softmax(logits / temp, dim=-1)
-    ordered, order = probs.sort(dim=-1, descending=True)
-    outside = ordered.cumsum(dim=-1) - ordered > torch.tensor(top_p, device=logits.device)[:, None]
-    ordered = ordered.masked_fill(outside, 0.0)
-    sampled = order.gather(-1, torch.multinomial(ordered, 1)).squeeze(-1)
-    sampling = torch.tensor([t > 0 for t in temperature], device=logits.device)
-    return torch.where(sampling, sampled, greedy)
-
-
-class Batcher:
-    """Owns the engine thread: admits jobs between steps, decodes all active jobs together."""
-
-    def __init__(self, step: DecodeStep, eos_ids: set[int]):
-        self.step = step
-        self.eos_ids = eos_ids
-        self.waiting: collections.deque[Job] = collections.deque()
-        self.wake = threading.Condition()
-        self.active: list[Job | None] = [None] * step.slots
-        self.last_prefill: dict[str, float] = {}  # where the last first token's time went (benchmarks)
-        self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
-        self.thread.start()
-
-    def submit(self, job: Job) -> None:
-        with self.wake:
-            self.waiting.append(job)
-            self.wake.notify()
-
-    @property
-    def running(self) -> int:
-        return sum(job is not None for job in self.active)
-
-    def _loop(self) -> None:
-        import torch
-
-        with torch.inference_mode():
-            while True:
-                try:
-                    self._admit()
-                    if self.running:
-                        self._decode()
-                except Exception as exc:  # never let the engine thread die: every later request would hang
-                    log.exception("the batcher failed outside any one request")
-                    for job in [job for job in self.active if job is not None]:
-                        self._finish(job, exc)
-
-    def _admit(self) -> None:
-        with self.wake:
-            while not self.waiting and not self.running:
-                self.wake.wait()
-            admitted = []
-            while self.waiting and None in self.active:
-                job = self.waiting.popleft()
-                job.slot = self.active.index(None)
-                self.active[job.slot] = job
-                admitted.append(job)
-        for job in admitted:
-            try:
-                if job.should_stop():
-                    self._finish(job)
-                    continue
-                began = time.monotonic()
-                inputs = {k: v.to(self.step.device) for k, v in job.inputs.items()}
-                job.inputs.clear()
-                moved = time.monotonic()
-                logits, delta = self.step.prefill(inputs, job.slot)
-                job.index = int(inputs["input_ids"].shape[1])
-                job.position = job.index + delta
-                del inputs  # pixels and ids are in the cache now
-                token = int(choose(logits, [job.temperature], [job.top_p])[0])
-                self.last_prefill = {
-                    "to_device_ms": 1000 * (moved - began),
-                    "prefill_ms": 1000 * (time.monotonic() - moved),
-                }
-                self._emit(job, token)
-            except BaseException as exc:  # reported to its request; the others go on
-                self._finish(job, exc)
-
-    def _decode(self) -> None:
-        import torch
-
-        jobs = [job for job in self.active if job is not None]
-        rows = max(job.slot for job in jobs) + 1
-        state = [[0] * rows for _ in range(3)]
-        temperature, top_p = [0.0] * rows, [1.0] * rows
-        for job in jobs:
-            state[0][job.slot], state[1][job.slot], state[2][job.slot] = job.last_id, job.index, job.position
-            temperature[job.slot], top_p[job.slot] = job.temperature, job.top_p
-        try:
-            self.step.state[:, :rows].copy_(torch.tensor(state))
-            logits = self.step.run(rows, max(job.index for job in jobs) + 1)
-            chosen = choose(logits[:rows], temperature, top_p).tolist()
-        except BaseException as exc:  # a failed step fails the requests in it, never the thread
-            for job in jobs:
-                self._finish(job, exc)
-            return
-        for job in jobs:
-            job.index += 1
-            job.position += 1
-            self._emit(job, chosen[job.slot])
-
-    def _emit(self, job: Job, token: int) -> None:
-        job.last_id = token
-        job.produced += 1
-        job.sink.tokens([token])
-        if job.index >= self.step.context and token not in self.eos_ids:
-            job.sink.truncated = True
-        if (
-            token in self.eos_ids
-            or job.produced >= job.max_new_tokens
-            or job.index >= self.step.context
-            or job.should_stop()
-        ):
-            self._finish(job)
-
-    def _finish(self, job: Job, error: BaseException | None = None) -> None:
-        job.inputs.clear()
-        if job.slot >= 0 and self.active[job.slot] is job:
-            self.active[job.slot] = None
-        job.sink.done(error)
+    """Carries the text layers' inputs out of the model's forward (ModelRunner._embed)."""
