@@ -10,8 +10,11 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+from console.paths import BASE_DIR, secret_path, var_dir
+
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def env(name: str, default: str = "") -> str:
@@ -19,37 +22,44 @@ def env(name: str, default: str = "") -> str:
 
 
 def envbool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
+    """A yes/no setting; anything else is an error at start, never silently false."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
         return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    if value not in TRUE + FALSE:
+        raise ImproperlyConfigured(f"{name} must be true or false (or 1/0, yes/no, on/off), not {value!r}.")
+    return value in TRUE
 
 
 def envint(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
 
 
 def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in env(name, default).split(",") if item.strip()]
 
 
-VAR_DIR = Path(env("CONSOLE_VAR_DIR", str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+VAR_DIR = var_dir()
 
 
-def _secret_key() -> str:
-    """SECRET_KEY from the environment, else one generated once and kept under var/."""
+def _secret_key() -> tuple[str, bool]:
+    """SECRET_KEY from the environment, else the one kept under var/ (manage.py creates it); else a
+    key for this process only, which a system check warns about."""
     if env("SECRET_KEY"):
-        return env("SECRET_KEY")
-    path = VAR_DIR / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
-    return path.read_text().strip()
+        return env("SECRET_KEY"), False
+    try:
+        return secret_path().read_text().strip(), False
+    except FileNotFoundError:
+        return secrets.token_urlsafe(50), True
 
 
-SECRET_KEY = _secret_key()
+SECRET_KEY, SECRET_KEY_EPHEMERAL = _secret_key()
 DEBUG = envbool("DEBUG", False)
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
@@ -74,15 +84,18 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "channels",
     "console.instances",
-    "console.operations",
-    "console.telemetry",
-    "console.schedules",
-    "console.alerts",
-    "console.accounts",
     "console.audit",
     "console.live",
+    "console.alerts",
+    "console.accounts",
+    "console.host",
+    "console.telemetry",
+    "console.operations",
+    "console.watchdog",
+    "console.schedules",
     "console.api",
     "console.embedded",
+    "console.web",
 ]
 
 MIDDLEWARE = [
@@ -170,6 +183,7 @@ if CONSOLE_HTTPS:
     SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", True)
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
+CSRF_FAILURE_VIEW = "console.web.views.errors.csrf_failure"  # JSON for the API
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
