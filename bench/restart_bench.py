@@ -35,7 +35,7 @@ from console.instances.models import Host, Instance  # noqa: E402
 from console.operations.pipeline import execute  # noqa: E402
 from console.operations.request import request_operation  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
-from tests.runtimes.docker_images import inference_image  # noqa: E402
+from tests.host.docker_images import inference_image  # noqa: E402
 
 
 def wait_ready(url: str, timeout: float = 120) -> None:

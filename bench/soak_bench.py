@@ -28,7 +28,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.live_bench import serve, setup, shut_down, signed_in_with_stubs  # noqa: E402
-from console.telemetry.sockets import tcp_states  # noqa: E402
+from console.host.sockets import tcp_states  # noqa: E402
 
 
 def proc_figures(pid: int) -> dict:

@@ -1,4 +1,5 @@
-"""The Celery app. Operation and sampling tasks go to their instance's host queue."""
+"""The Celery app. Operation and sampling tasks go to their instance's host queue
+(console.instances.models.host_queue)."""
 
 import logging
 import os
@@ -12,11 +13,6 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 log = logging.getLogger(__name__)
-
-
-def host_queue(host_name: str) -> str:
-    """The queue a host's worker listens on."""
-    return f"host.{host_name}"
 
 
 def _survive_broker_loss() -> None:

@@ -44,6 +44,17 @@ def wait_http(url: str, timeout: float = 60, status: int = 200) -> None:
     raise TimeoutError(f"{url} did not answer {status} within {timeout} s (last: {last})")
 
 
+def celery_worker(
+    queues: str, env: dict, log_path: Path, pool: str = "threads", concurrency: int = 4, *extra: str
+) -> subprocess.Popen:
+    """A real `celery worker` process (its own session, a unique name) on the given queues."""
+    command = [sys.executable, "-m", "celery", "-A", "console", "worker", "-Q", queues, f"--pool={pool}"]
+    if pool != "solo":
+        command += ["-c", str(concurrency)]
+    command += ["--without-mingle", "--without-gossip", "-n", f"w{time.monotonic_ns()}@test", *extra]
+    return spawn(command, env, log_path)
+
+
 @pytest.fixture(scope="session")
 def smoke_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "smoke"
@@ -132,7 +143,7 @@ def shared_server(smoke_model, tmp_path_factory):
 @pytest.fixture
 def managed(smoke_model, tmp_path):
     """Process instances of the smoke server (not started); stopped again after the test."""
-    from console.runtimes.process import ProcessRuntime
+    from console.host.process import ProcessRuntime
     from tests.factories import process_instance
 
     created = []

@@ -1,13 +1,11 @@
 from celery import shared_task
 
-from console.alerts.notify import MAX_ATTEMPTS
+from console.alerts.models import AlertDelivery
+from console.alerts.notify import MAX_ATTEMPTS, attempt
 
 
 @shared_task(bind=True, acks_late=True, max_retries=MAX_ATTEMPTS)
 def deliver_alert(self, delivery_id: int) -> str | None:
-    from console.alerts.models import AlertDelivery
-    from console.alerts.notify import attempt
-
     delivery = AlertDelivery.objects.select_related("channel").filter(pk=delivery_id).first()
     if delivery is None or delivery.state != AlertDelivery.State.PENDING:
         return None

@@ -1,54 +1,73 @@
-"""JSON API: the same operations and permissions as the pages, for scripts and other tools."""
+"""JSON API: the same operations, forms and permissions as the pages, for scripts and other tools."""
 
 import json
 from functools import wraps
 
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
-from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from console.api.auth import user_from_token
 from console.instances.models import Instance
-from console.instances.status import instance_summary
-from console.operations.forms import RolloutForm
+from console.operations.forms import OperationForm, RolloutForm, form_errors
 from console.operations.models import Operation, Rollout
-from console.operations.progress import summary
 from console.operations.request import OperationRefused, request_operation
 from console.operations.rollout import request_rollout
+from console.operations.summaries import instance_summaries, operation_summary, rollout_summary
 
 OPERATE = "instances.operate_instance"
+MAX_BODY_BYTES = 64 * 1024
 
 
 def error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
+def _parse_json(request) -> dict | JsonResponse:
+    """The body as a JSON object, or the 400 that says what is wrong with it."""
+    if len(request.body) > MAX_BODY_BYTES:
+        return error(400, f"The body is limited to {MAX_BODY_BYTES // 1024} KiB.")
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, RecursionError):
+        return error(400, "The body must be JSON.")
+    if not isinstance(body, dict):
+        return error(400, "The body must be a JSON object.")
+    return body
+
+
 def api_view(methods: list[str]):
-    """Token (or session) authentication; CSRF applies only to session-authenticated calls."""
+    """Authenticate (a token, or a session whose writes pass the CSRF check), require the view
+    permission, and parse a JSON body once into request.json."""
 
     def decorate(view):
+        @wraps(view)
+        def checked(request, *args, **kwargs):
+            if not request.user.has_perm("instances.view_instance"):
+                return error(403, "Your role may not see instances.")
+            if request.method in ("POST", "PUT", "PATCH"):
+                body = _parse_json(request)
+                if isinstance(body, JsonResponse):
+                    return body
+                request.json = body
+            return view(request, *args, **kwargs)
+
+        session_checked = csrf_protect(checked)  # CSRF_FAILURE_VIEW answers API paths in JSON
+
         @csrf_exempt
         @require_http_methods(methods)
         @wraps(view)
-        def wrapper(request, *args, **kwargs):
+        def authenticate(request, *args, **kwargs):
             user = user_from_token(request)
-            if user is None:
-                if not request.user.is_authenticated:
-                    return error(401, "Authenticate with 'Authorization: Bearer <token>' or a console session.")
-                if request.method not in ("GET", "HEAD"):
-                    from django.middleware.csrf import CsrfViewMiddleware
-
-                    reason = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
-                    if reason is not None:
-                        return error(403, "CSRF check failed for a session-authenticated request.")
-            else:
+            if user is not None:
                 request.user = user
-            if not request.user.has_perm("instances.view_instance"):
-                return error(403, "Your role may not see instances.")
-            return view(request, *args, **kwargs)
+                return checked(request, *args, **kwargs)
+            if not request.user.is_authenticated:
+                return error(401, "Authenticate with 'Authorization: Bearer <token>' or a console session.")
+            return session_checked(request, *args, **kwargs)
 
-        return wrapper
+        return authenticate
 
     return decorate
 
@@ -56,14 +75,14 @@ def api_view(methods: list[str]):
 @api_view(["GET"])
 def instances(request):
     items = Instance.objects.select_related("host").order_by("name")
-    return JsonResponse({"instances": [instance_summary(i) for i in items]})
+    return JsonResponse({"instances": instance_summaries(items)})
 
 
 @api_view(["GET"])
 def instance(request, name: str):
     item = get_object_or_404(Instance.objects.select_related("host"), name=name)
-    recent = [summary(op) for op in item.operations.select_related("requested_by")[:10]]
-    return JsonResponse({**instance_summary(item), "operations": recent})
+    recent = [operation_summary(op) for op in item.operations.select_related("instance", "requested_by")[:10]]
+    return JsonResponse({**instance_summaries([item])[0], "operations": recent})
 
 
 @api_view(["POST"])
@@ -73,53 +92,36 @@ def operate(request, name: str):
         return error(404, f"No instance named {name!r}.")
     if not request.user.has_perm(OPERATE):
         return error(403, "Your role may look at instances but not operate them.")
-    try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        return error(400, "The body must be JSON.")
-    if not isinstance(body, dict):
-        return error(400, "The body must be a JSON object.")
-    kind = body.get("kind")
-    if kind not in Operation.Kind.values:
-        return error(400, f"'kind' must be one of {', '.join(Operation.Kind.values)}.")
-    reason = body.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > 500:
-        return error(400, "'reason' must be a string of at most 500 characters.")
-    options = {"recreate": True} if body.get("recreate") is True else {}
+    if not isinstance(request.json.get("reason", ""), str):
+        return error(400, "'reason' must be a string.")
+    form = OperationForm(
+        {
+            "kind": request.json.get("kind"),
+            "reason": request.json.get("reason", ""),
+            "recreate": request.json.get("recreate") is True,
+        }
+    )
+    if not form.is_valid():
+        return error(400, form_errors(form))
     try:
         operation, created = request_operation(
             item,
-            kind,
+            form.cleaned_data["kind"],
             user=request.user,
-            reason=reason,
+            reason=form.cleaned_data["reason"],
             trigger=Operation.Trigger.API,
-            options=options,
+            options=form.options(),
             request=request,
         )
     except OperationRefused as exc:
         return error(409, str(exc))
-    return JsonResponse({**summary(operation), "joined": not created}, status=202 if created else 200)
+    return JsonResponse({**operation_summary(operation), "joined": not created}, status=202 if created else 200)
 
 
 @api_view(["GET"])
 def operation(request, pk: int):
     item = get_object_or_404(Operation.objects.select_related("instance", "requested_by"), pk=pk)
-    return JsonResponse(summary(item))
-
-
-def rollout_summary(rollout) -> dict:
-    return {
-        "id": rollout.pk,
-        "strategy": rollout.strategy,
-        "instances": rollout.instance_names,
-        "state": rollout.state,
-        "results": rollout.results,
-        "error": rollout.error,
-        "trigger": rollout.trigger,
-        "reason": rollout.reason,
-        "created": rollout.created.isoformat(),
-        "finished": rollout.finished.isoformat() if rollout.finished else None,
-    }
+    return JsonResponse(operation_summary(item))
 
 
 @api_view(["POST"])
@@ -127,15 +129,12 @@ def rollouts(request):
     """Body: {"group": "gpu-a"} or {"instances": ["a", "b"]}, plus "strategy", "skip_busy", "reason"."""
     if not request.user.has_perm(OPERATE):
         return error(403, "Your role may look at instances but not operate them.")
-    try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        return error(400, "The body must be JSON.")
-    if not isinstance(body, dict):
-        return error(400, "The body must be a JSON object.")
+    body = request.json
     names = body.get("instances", [])
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         return error(400, "'instances' must be a list of names.")
+    if not all(isinstance(body.get(key, ""), str) for key in ("group", "strategy", "reason")):
+        return error(400, "'group', 'strategy' and 'reason' must be strings.")
     form = RolloutForm(
         {
             "group": body.get("group") or "",
@@ -146,10 +145,7 @@ def rollouts(request):
         }
     )
     if not form.is_valid():
-        messages = [
-            str(m) if field == "__all__" else f"'{field}': {m}" for field, errors in form.errors.items() for m in errors
-        ]
-        return error(400, " ".join(messages))
+        return error(400, form_errors(form))
     data = form.cleaned_data
     rollout = request_rollout(
         data["targets"],

@@ -5,14 +5,25 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.urls import reverse
 
-from console.celery import host_queue
-
 slug_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9-]{0,62}$",
     "Use 1-63 lower-case letters, digits and hyphens, starting with a letter or digit.",
 )
 # Docker's own rule for container names.
 container_name_validator = RegexValidator(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$", "Not a valid container name.")
+
+
+HOST_QUEUE_PREFIX = "host."
+
+
+def host_queue(host_name: str) -> str:
+    """The queue a host's worker listens on: its operations, samples and watchdog run there."""
+    return HOST_QUEUE_PREFIX + host_name
+
+
+def host_of_queue(queue: str) -> str | None:
+    """The host whose queue this is, or None for another queue."""
+    return queue.removeprefix(HOST_QUEUE_PREFIX) if queue.startswith(HOST_QUEUE_PREFIX) else None
 
 
 class Host(models.Model):

@@ -16,10 +16,9 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 log = logging.getLogger(__name__)
 
 OPERATION_UPDATED = "operation.updated"  # data: operation summary with its steps
-INSTANCE_STATUS = "instance.status"  # data: {"status": ..., "detail": ...}
 SAMPLE = "sample"  # data: one telemetry sample
 LOG_LINES = "log.lines"  # data: {"lines": [...]}
-EVENT_TYPES = {OPERATION_UPDATED, INSTANCE_STATUS, SAMPLE, LOG_LINES}
+EVENT_TYPES = {OPERATION_UPDATED, SAMPLE, LOG_LINES}
 
 DASHBOARD_GROUP = "dashboard"
 

@@ -1,3 +1,5 @@
+"""What an operator (page or API) may ask for: one operation, or a restart of several instances."""
+
 from django import forms
 
 from console.instances.models import Instance
@@ -5,13 +7,22 @@ from console.operations.models import Operation, Rollout
 
 
 class OperationForm(forms.Form):
-    kind = forms.ChoiceField(choices=Operation.Kind.choices)
+    kind = forms.ChoiceField(
+        choices=Operation.Kind.choices,
+        error_messages={"invalid_choice": f"must be one of {', '.join(Operation.Kind.values)}, not %(value)s."},
+    )
     reason = forms.CharField(
-        max_length=500, required=False, widget=forms.TextInput(attrs={"placeholder": "why (kept in the audit trail)"})
+        max_length=500,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "why (kept in the audit trail)"}),
+        error_messages={"max_length": "must be at most 500 characters."},
     )
     recreate = forms.BooleanField(
         required=False, help_text="Docker only: remove the container and create it again from its spec."
     )
+
+    def options(self) -> dict:
+        return {"recreate": True} if self.cleaned_data.get("recreate") else {}
 
 
 class RolloutForm(forms.Form):
@@ -19,9 +30,15 @@ class RolloutForm(forms.Form):
 
     group = forms.CharField(max_length=63, required=False)
     instances = forms.CharField(required=False, help_text="Instance names separated by spaces or commas.")
-    strategy = forms.ChoiceField(choices=Rollout.Strategy.choices, initial=Rollout.Strategy.ROLLING)
+    strategy = forms.ChoiceField(
+        choices=Rollout.Strategy.choices,
+        initial=Rollout.Strategy.ROLLING,
+        error_messages={"invalid_choice": f"must be one of {', '.join(Rollout.Strategy.values)}, not %(value)s."},
+    )
     skip_busy = forms.BooleanField(required=False)
-    reason = forms.CharField(max_length=500, required=False)
+    reason = forms.CharField(
+        max_length=500, required=False, error_messages={"max_length": "must be at most 500 characters."}
+    )
 
     def clean(self):
         data = super().clean()
@@ -41,3 +58,12 @@ class RolloutForm(forms.Form):
             found = [by_name[n] for n in dict.fromkeys(wanted)]
         data["targets"] = found
         return data
+
+
+def form_errors(form: forms.Form) -> str:
+    """A form's errors as one sentence (for the API and the command line)."""
+    return " ".join(
+        str(message) if field == "__all__" else f"'{field}': {message}"
+        for field, messages in form.errors.items()
+        for message in messages
+    )

@@ -11,17 +11,18 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import httpx
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
+from console.host import gpu
+from console.host.runtime import Runtime, RuntimeFailure
+from console.host.runtimes import runtime_for
+from console.host.server import ModelServer, ServerError
 from console.operations import progress
 from console.operations.models import Operation
-from console.runtimes.base import Runtime, RuntimeFailure, runtime_for
-from console.telemetry import gpu
 
 log = logging.getLogger(__name__)
 
@@ -41,31 +42,21 @@ class Context:
     operation: Operation
     instance: object
     runtime: Runtime
-    http: httpx.Client
+    server: ModelServer
     old_pids: list[int] = field(default_factory=list)
-
-    def url(self, path: str) -> str:
-        return self.instance.base_url.rstrip("/") + path
-
-    def admin_headers(self) -> dict:
-        token = self.instance.admin_token
-        return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def drain(ctx: Context) -> str:
     if not ctx.runtime.status(ctx.instance).running:
         return "not running; nothing to drain"
-    try:
-        response = ctx.http.post(ctx.url("/admin/drain"), headers=ctx.admin_headers(), timeout=5)
-    except httpx.HTTPError as exc:
-        return f"server did not answer the drain request ({type(exc).__name__}); stopping without drain"
-    if response.status_code >= 400:
-        return f"server refused to drain (HTTP {response.status_code}); stopping without drain"
+    refused = ctx.server.drain()
+    if refused:
+        return f"server {refused}; stopping without drain"
     began = time.monotonic()
     deadline = began + ctx.instance.drain_timeout
     in_flight = None
     while time.monotonic() < deadline:
-        in_flight = _in_flight(ctx)
+        in_flight = ctx.server.in_flight()
         if in_flight == 0 or in_flight is None:
             break
         time.sleep(0.2)
@@ -73,14 +64,6 @@ def drain(ctx: Context) -> str:
     if in_flight:
         return f"{in_flight} requests still in flight after {waited:.1f} s; stopping anyway"
     return f"drained: no request in flight after {waited:.1f} s"
-
-
-def _in_flight(ctx: Context) -> int | None:
-    try:
-        value = _json_field(ctx.http.get(ctx.url("/health"), timeout=3), "in_flight")
-    except httpx.HTTPError:
-        return None
-    return value if isinstance(value, int) else None
 
 
 def stop(ctx: Context) -> str:
@@ -118,21 +101,14 @@ def restart_in_place(ctx: Context) -> str:
     its old process not ending) is stopped and started instead, so the restart still happens."""
     ctx.old_pids = ctx.runtime.status(ctx.instance).pids
     try:
-        response = ctx.http.post(ctx.url("/admin/restart"), headers=ctx.admin_headers(), timeout=10)
-        refused = None if response.status_code == 202 else f"HTTP {response.status_code}: {_error_message(response)}"
-    except httpx.HTTPError as exc:
-        refused = f"no answer: {type(exc).__name__}"
-    if refused:
-        return f"in place refused ({refused}); restarted whole instead: {_restart_whole(ctx)}"
-    old_pid = _json_field(response, "pid")
+        old_pid = ctx.server.restart_in_place()
+    except ServerError as exc:
+        return f"in place refused ({exc}); restarted whole instead: {_restart_whole(ctx)}"
     began = time.monotonic()
     deadline = began + ctx.instance.drain_timeout + ctx.instance.stop_timeout
     while time.monotonic() < deadline:
         # The supervisor forks the new process only once the old one has ended.
-        try:
-            pid = _json_field(ctx.http.get(ctx.url("/health"), timeout=3), "pid")
-        except httpx.HTTPError:
-            pid = None
+        pid = ctx.server.serving_pid()
         if pid is not None and pid != old_pid:
             gone = sorted(set(ctx.old_pids) - set(ctx.runtime.status(ctx.instance).pids))
             note = f"model process {old_pid} replaced by {pid} after {time.monotonic() - began:.1f} s"
@@ -146,11 +122,6 @@ def restart_in_place(ctx: Context) -> str:
 
 def _restart_whole(ctx: Context) -> str:
     return "; ".join(step(ctx) for step in (stop, release, start))
-
-
-def _error_message(response: httpx.Response) -> str:
-    error = _json_field(response, "error")
-    return str(error.get("message")) if isinstance(error, dict) else response.text[:200]
 
 
 def start(ctx: Context) -> str:
@@ -167,15 +138,12 @@ def wait_ready(ctx: Context) -> str:
     delay = 0.1
     last = "no answer yet"
     while time.monotonic() < deadline:
-        try:
-            response = ctx.http.get(ctx.url("/health/ready"), timeout=3)
-            if response.status_code == 200:
-                return f"ready after {time.monotonic() - began:.1f} s"
-            last = f"HTTP {response.status_code}"
-            if _json_field(response, "state") == "failed":
-                raise StepFailed("the server could not load its model (state 'failed'; see the log tail)")
-        except httpx.HTTPError as exc:
-            last = type(exc).__name__
+        readiness = ctx.server.readiness()
+        if readiness.ready:
+            return f"ready after {time.monotonic() - began:.1f} s"
+        if readiness.failed:
+            raise StepFailed("the server could not load its model (state 'failed'; see the log tail)")
+        last = readiness.answer
         status = ctx.runtime.status(ctx.instance)
         if not status.running:
             raise StepFailed(f"the server {status.detail} before it became ready")
@@ -184,38 +152,21 @@ def wait_ready(ctx: Context) -> str:
     raise StepFailed(f"not ready after {ctx.instance.ready_timeout} s (last answer: {last})")
 
 
-def _json_field(response: httpx.Response, key: str):
-    try:
-        return response.json().get(key)
-    except (ValueError, AttributeError):
-        return None
-
-
 def verify(ctx: Context) -> str:
     try:
-        response = ctx.http.get(ctx.url("/v1/models"), timeout=10)
-    except httpx.HTTPError as exc:
-        raise StepFailed(f"the server stopped answering right after becoming ready ({type(exc).__name__})") from exc
-    if response.status_code != 200:
-        raise StepFailed(f"GET /v1/models answered HTTP {response.status_code}")
-    try:
-        models = [m.get("id") for m in response.json().get("data", [])]
-    except (ValueError, AttributeError):
-        models = []
-    return f"serving {', '.join(filter(None, models)) or 'requests'}"
+        models = ctx.server.models()
+    except ServerError as exc:
+        raise StepFailed(f"{exc} right after becoming ready") from exc
+    return f"serving {', '.join(models) or 'requests'}"
 
 
 def soft_reset(ctx: Context) -> str:
     try:
-        response = ctx.http.post(ctx.url("/admin/soft-reset"), headers=ctx.admin_headers(), timeout=60)
-    except httpx.HTTPError as exc:
-        raise StepFailed(f"the server did not answer the soft reset ({type(exc).__name__})") from exc
-    if response.status_code != 200:
-        raise StepFailed(f"the server refused the soft reset (HTTP {response.status_code}: {response.text[:200]})")
-    try:
-        body = response.json()
-        before, after = body["reserved_before"], body["reserved_after"]
-    except (ValueError, KeyError, TypeError):
+        body = ctx.server.soft_reset()
+    except ServerError as exc:
+        raise StepFailed(str(exc)) from exc
+    before, after = body.get("reserved_before"), body.get("reserved_after")
+    if not isinstance(before, int | float) or not isinstance(after, int | float):
         return "soft reset done"
     return f"reserved memory {before / 2**20:.0f} MiB -> {after / 2**20:.0f} MiB"
 
@@ -282,8 +233,6 @@ class Heartbeat:
         self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{operation_id}", daemon=True)
 
     def _beat(self) -> None:
-        from django.db import DatabaseError, connection
-
         try:
             while not self.stopped.wait(self.every):
                 try:
@@ -340,8 +289,8 @@ def _run(operation: Operation) -> Operation:
     except RuntimeFailure as exc:
         progress.finish(operation, Operation.State.FAILED, str(exc))
         return operation
-    with httpx.Client() as http:
-        ctx = Context(operation=operation, instance=instance, runtime=runtime, http=http)
+    with ModelServer.for_instance(instance) as server:
+        ctx = Context(operation=operation, instance=instance, runtime=runtime, server=server)
         for name, action in steps_for(operation):
             step = progress.begin_step(operation, name)
             try:

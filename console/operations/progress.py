@@ -4,33 +4,15 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from console.alerts.notify import FAILED_OPERATION, notify
+from console.audit.record import record
 from console.live.events import OPERATION_UPDATED, publish
 from console.operations.models import Operation
-
-
-def summary(operation: Operation) -> dict:
-    return {
-        "id": operation.pk,
-        "instance": operation.instance.name,
-        "kind": operation.kind,
-        "kind_display": str(operation.get_kind_display()),
-        "trigger": operation.trigger,
-        "state": operation.state,
-        "state_display": str(operation.get_state_display()),
-        "reason": operation.reason,
-        "requested_by": operation.requested_by.get_username() if operation.requested_by else None,
-        "steps": operation.steps,
-        "error": operation.error,
-        "log_tail": operation.log_tail,
-        "created": operation.created.isoformat(),
-        "started": operation.started.isoformat() if operation.started else None,
-        "finished": operation.finished.isoformat() if operation.finished else None,
-        "duration": operation.duration,
-    }
+from console.operations.summaries import operation_summary
 
 
 def announce(operation: Operation) -> None:
-    publish(operation.instance.name, OPERATION_UPDATED, summary(operation))
+    publish(operation.instance.name, OPERATION_UPDATED, operation_summary(operation))
 
 
 def begin_step(operation: Operation, name: str) -> dict:
@@ -57,8 +39,6 @@ def finish(operation: Operation, state: str, error: str = "", log_tail: str = ""
     operation.finished = timezone.now()
     operation.save(update_fields=["state", "error", "log_tail", "finished"])
     announce(operation)
-    from console.audit.record import record
-
     record(
         f"operation.{operation.kind}.finished",
         user=operation.requested_by,
@@ -70,8 +50,6 @@ def finish(operation: Operation, state: str, error: str = "", log_tail: str = ""
         seconds=operation.duration,
     )
     if state == Operation.State.FAILED:
-        from console.alerts.notify import FAILED_OPERATION, notify
-
         notify(
             FAILED_OPERATION,
             operation.instance,

@@ -3,6 +3,7 @@
 from django.db import IntegrityError, transaction
 
 from console.audit.record import record
+from console.operations import progress
 from console.operations.models import Operation
 
 
@@ -79,20 +80,12 @@ def request_operation(
         raise OperationRefused(message) from None
     audit(f"queued as #{operation.pk}")
     transaction.on_commit(lambda: enqueue(operation))
-    from console.operations.progress import announce
-
-    announce(operation)
+    progress.announce(operation)
     return operation, True
-
-
-def request_restart(instance, user=None, reason: str = "", trigger: str = Operation.Trigger.MANUAL, **options):
-    return request_operation(
-        instance, Operation.Kind.RESTART, user=user, reason=reason, trigger=trigger, options=options
-    )
 
 
 def enqueue(operation: Operation) -> None:
     """Send the operation to its host's worker."""
-    from console.operations.tasks import run_operation
+    from console.operations.tasks import run_operation  # tasks imports this module
 
     run_operation.apply_async(args=[operation.pk], queue=operation.instance.host.queue)

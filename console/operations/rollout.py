@@ -17,10 +17,7 @@ from console.audit.record import record
 from console.instances.models import Instance
 from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
-
-
-class RolloutRefused(Exception):
-    pass
+from console.telemetry.models import Sample
 
 
 def request_rollout(
@@ -33,10 +30,9 @@ def request_rollout(
     skip_busy: bool = False,
     request=None,
 ) -> Rollout:
-    if not instances:
-        raise RolloutRefused("No instance to restart.")
-    if strategy not in Rollout.Strategy.values:
-        raise RolloutRefused(f"Unknown strategy {strategy!r}.")
+    """Queue a restart of `instances`; callers have validated them (RolloutForm, a schedule's targets)."""
+    if not instances or strategy not in Rollout.Strategy.values:
+        raise ValueError(f"a rollout needs instances and a known strategy, not {len(instances)} and {strategy!r}")
     rollout = Rollout.objects.create(
         strategy=strategy,
         instance_names=[i.name for i in instances],
@@ -59,15 +55,13 @@ def request_rollout(
 
 
 def enqueue_rollout(rollout: Rollout) -> None:
-    from console.operations.tasks import run_rollout
+    from console.operations.tasks import run_rollout  # tasks imports this module
 
     run_rollout.apply_async(args=[rollout.pk])
 
 
 def busy(instance: Instance) -> int:
     """Requests in flight per the latest fresh sample (0 if unknown): the host worker measured it."""
-    from console.telemetry.models import Sample
-
     fresh = timezone.now() - timedelta(seconds=max(30, 3 * settings.TELEMETRY_SAMPLE_SECONDS))
     sample = Sample.objects.filter(instance=instance, resolution=Sample.RAW, at__gte=fresh).order_by("-at").first()
     return (sample.in_flight or 0) if sample else 0

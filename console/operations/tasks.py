@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.db import DatabaseError, connections
 
-from console.operations import pipeline
+from console.operations import pipeline, recovery, rollout
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
@@ -25,15 +25,11 @@ def run_operation(self, operation_id: int) -> str | None:
 
 @shared_task
 def fail_stale_operations() -> list[int]:
-    from console.operations.recovery import fail_stale
-
-    return fail_stale()
+    return recovery.fail_stale()
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def run_rollout(rollout_id: int) -> str | None:
     """Runs on the console queue; each restart runs on its instance's host queue."""
-    from console.operations.rollout import execute_rollout
-
-    rollout = execute_rollout(rollout_id)
-    return rollout.state if rollout else None
+    finished = rollout.execute_rollout(rollout_id)
+    return finished.state if finished else None

@@ -1,4 +1,5 @@
 from django import forms
+from django.utils import timezone
 
 from console.instances.models import Instance
 from console.schedules import cron
@@ -49,8 +50,6 @@ class ScheduleForm(forms.ModelForm):
 
 
 def next_runs(expression: str, zone_name: str, count: int = 5) -> list[dict]:
-    from django.utils import timezone
-
     tz = cron.zone(zone_name)
     return [
         {"local": t.astimezone(tz), "utc": t} for t in cron.next_runs(cron.parse(expression), tz, timezone.now(), count)

@@ -5,32 +5,25 @@ log tail — evaluated on the recent samples, and a verdict: soft decay (a
 restart is the cure), or something a restart will not fix for long.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from statistics import median
 
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from console.telemetry.follow import recent_lines
-from console.telemetry.logscan import signatures
+from console.host.logs import recent_lines
+from console.host.logscan import signatures
 from console.telemetry.models import Sample
+from console.telemetry.rules import Finding, baseline_p95
 
 WINDOW = timedelta(minutes=15)
 MEMORY_NEAR_FULL = 0.92  # of the GPUs' total
 MEMORY_SWING = 0.20  # of total, max - min over the window
 CLOSE_WAIT_MANY = 20
 ESTABLISHED_MANY = 200
-SLOW_FACTOR = 2.0  # p95 over its own baseline since the last restart
+SLOW_FACTOR = 2.0  # p95 over its own baseline (rules.baseline_p95)
 SLOW_FLOOR_MS = 50.0  # ignore doubling of tiny latencies
-
-
-@dataclass
-class Finding:
-    check: str
-    level: str  # ok, warn, bad, unknown
-    summary: str
-    evidence: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -136,12 +129,11 @@ def _log_tail(samples: list[Sample], lines: list[str]) -> Finding:
 
 
 def _latency(samples: list[Sample]) -> tuple[float | None, float | None]:
-    """(baseline, now) p95 in ms: the best minute since the last start, and the last few samples."""
+    """(baseline, now) p95 in ms: the process's own normal, and the last few samples."""
     with_p95 = [s for s in samples if s.p95_ms is not None]
     if len(with_p95) < 3:
         return None, None
-    now = median(s.p95_ms for s in with_p95[-3:])
-    return min(s.p95_ms for s in with_p95), now
+    return baseline_p95(samples[-1]), median(s.p95_ms for s in with_p95[-3:])
 
 
 def diagnose(instance, now=None) -> Diagnosis:
@@ -153,9 +145,7 @@ def diagnose(instance, now=None) -> Diagnosis:
         )
     latest = samples[-1]
     lines = [entry["text"] for entry in recent_lines(instance.name)]
-    # Baseline since the last (re)start: samples whose uptime is below the current one.
-    since_start = [s for s in samples if (s.data.get("uptime") or 0) <= (latest.data.get("uptime") or 0)]
-    baseline, current = _latency(since_start)
+    baseline, current = _latency(samples)
     findings = [_memory(samples), _duplicates(latest, instance), _connections(latest), _log_tail(samples, lines)]
     slow = baseline is not None and current >= SLOW_FLOOR_MS and current >= SLOW_FACTOR * baseline
     if baseline is not None:
@@ -169,7 +159,7 @@ def diagnose(instance, now=None) -> Diagnosis:
                 [_("p95 %(now).0f ms, baseline %(base).0f ms") % {"now": current, "base": baseline}],
             )
         )
-    by = {f.check: f for f in findings}
+    by = {f.rule: f for f in findings}
     if latest.status == "down":
         verdict, advice = "down", _("The instance is down: read the log tail, then restart it.")
     elif by["processes"].level == "bad":

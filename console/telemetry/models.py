@@ -61,3 +61,16 @@ class Sample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance_id} {self.at:%Y-%m-%d %H:%M:%S} {self.status}"
+
+    def summary(self) -> dict:
+        """What browsers and the API get: the figures, the status and a few facts."""
+        summary = {name: getattr(self, name) for name in FIGURES}
+        summary.update(
+            at=self.at.timestamp(),
+            status=self.status,
+            detail=self.data.get("detail", ""),
+            uptime=self.data.get("uptime"),
+            devices=(self.data.get("gpu") or {}).get("devices", []),
+            nvml=self.data.get("nvml", ""),
+        )
+        return summary

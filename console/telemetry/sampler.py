@@ -13,16 +13,17 @@ import httpx
 from django.db import connection
 from django.utils import timezone
 
+from console.host import gpu, sockets
+from console.host.logs import current_follower
+from console.host.runtime import RuntimeFailure
+from console.host.runtimes import runtime_for
+from console.host.server import ModelServer, Probe
+from console.instances.models import Instance
 from console.live import events
-from console.operations.models import Operation
-from console.runtimes.base import RuntimeFailure, runtime_for
-from console.telemetry import gpu, health, sockets
-from console.telemetry.follow import current_follower
-from console.telemetry.models import FIGURES, Sample
+from console.telemetry.models import Sample
+from console.telemetry.signals import samples_recorded
 
 log = logging.getLogger(__name__)
-
-STATUSES = ("ready", "loading", "degraded", "draining", "restarting", "down")
 
 
 def port_of(base_url: str) -> int | None:
@@ -33,15 +34,14 @@ def port_of(base_url: str) -> int | None:
         return None
 
 
-def derive_status(running: bool, probe: health.Probe, active_kind: str | None) -> tuple[str, str]:
-    """The badge and its explanation, from what the runtime, the probe and operations say."""
-    if active_kind:
-        return "restarting", f"{active_kind.replace('_', ' ')} in progress"
+def derive_status(running: bool, probe: Probe) -> tuple[str, str]:
+    """The status and its explanation, from what the runtime and the probe say. (What the console
+    is doing to the instance meanwhile, a restart say, is the operations' business, not a sample's.)"""
     if not running:
         return "down", "not running"
     if not probe.ok:
         return "down", probe.error or "health probe failed"
-    state = probe.health.get("state", "ready")
+    state = probe.state or "ready"
     if state in ("loading", "draining", "degraded"):
         return state, probe.health.get("load_error") or state
     return "ready", ""
@@ -55,11 +55,11 @@ def collect(instance, snapshot: gpu.Snapshot, client: httpx.Client | None = None
         running, pids = status.running, status.pids
     except RuntimeFailure as exc:
         running, pids, runtime_error = False, [], str(exc)
-    probe = health.probe(instance.base_url, client=client) if running else health.Probe(ok=False, ms=None)
-    active = instance.operations.filter(state__in=Operation.ACTIVE_STATES).values_list("kind", flat=True).first()
-    state, detail = derive_status(running, probe, active)
+    server = ModelServer.for_instance(instance, client)
+    probe = server.probe() if running else Probe(ok=False, ms=None)
+    state, detail = derive_status(running, probe)
     sample = {"status": state, "probe_ok": probe.ok, "probe_ms": round(probe.ms, 2) if probe.ms else None}
-    sample.update(health.figures(probe.health))
+    sample.update(server.figures(probe.health))
     gpu_figures = snapshot.for_instance(instance.gpu_indices or [], pids)
     sample["gpu_used"], sample["gpu_total"] = gpu_figures.pop("gpu_used"), gpu_figures.pop("gpu_total")
     if sample["gpu_total"] is None:
@@ -80,7 +80,7 @@ def collect(instance, snapshot: gpu.Snapshot, client: httpx.Client | None = None
         "detail": detail or runtime_error,
         "pids": pids,
         "probe_error": probe.error,
-        "health_state": probe.health.get("state"),
+        "health_state": probe.state,
         "uptime": probe.health.get("uptime_seconds"),
         "server_pid": probe.health.get("pid"),
         "tcp": dict(states) if states is not None else None,
@@ -95,49 +95,30 @@ def collect(instance, snapshot: gpu.Snapshot, client: httpx.Client | None = None
 
 def record(instance, sample: dict) -> Sample:
     row = Sample.objects.create(instance=instance, at=timezone.now(), **sample)
-    events.publish(instance.name, events.SAMPLE, as_event(row))
+    events.publish(instance.name, events.SAMPLE, row.summary())
     return row
 
 
-def as_event(row: Sample) -> dict:
-    """What browsers get: the figures, the badge and a few facts for the dashboard."""
-    event = {name: getattr(row, name) for name in FIGURES}
-    event.update(
-        at=row.at.timestamp(),
-        status=row.status,
-        detail=row.data.get("detail", ""),
-        uptime=row.data.get("uptime"),
-        devices=(row.data.get("gpu") or {}).get("devices", []),
-        nvml=row.data.get("nvml", ""),
-    )
-    return event
-
-
 def sample_host(host_name: str, workers: int = 8) -> int:
-    """One round over the host's enabled instances, probes in parallel. Returns samples stored."""
-    from console.instances.models import Instance
+    """One round over the host's enabled instances, probes in parallel. Returns samples stored.
 
+    Receivers of `samples_recorded` (the watchdog) hear about the round once it is stored.
+    """
     instances = list(Instance.objects.filter(host__name=host_name, enabled=True).select_related("host"))
     if not instances:
         return 0
     snapshot = gpu.Snapshot()
 
-    def one(instance) -> bool:
+    def one(instance) -> int | None:
         try:
-            record(instance, collect(instance, snapshot, client))
+            return record(instance, collect(instance, snapshot, client)).instance_id
         except Exception:  # one broken instance never stops the others' samples
             log.exception("sampling %s failed", instance.name)
-            connection.close()
-            return False
-        try:
-            from console.schedules.watchdog import evaluate
-
-            evaluate(instance)  # rules run where the fresh sample is, right after it
-        except Exception:
-            log.exception("watchdog of %s failed", instance.name)
+            return None
         finally:
             connection.close()  # pool threads end with the round; so do their connections
-        return True
 
     with httpx.Client() as client, ThreadPoolExecutor(max_workers=min(workers, len(instances))) as pool:
-        return sum(pool.map(one, instances))
+        sampled = [pk for pk in pool.map(one, instances) if pk is not None]
+    samples_recorded.send(sender=Sample, host_name=host_name, instance_ids=sampled)
+    return len(sampled)

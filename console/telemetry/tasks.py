@@ -3,14 +3,13 @@
 from celery import shared_task
 from django.conf import settings
 
-from console.celery import host_queue
+from console.instances.models import Host, host_queue
+from console.telemetry import retention, sampler
 
 
 @shared_task(ignore_result=True)
 def sample_all() -> int:
     """Ask every host's worker for one sampling round (dropped if not taken within one interval)."""
-    from console.instances.models import Host
-
     hosts = list(Host.objects.filter(instances__enabled=True).distinct().values_list("name", flat=True))
     for name in hosts:
         sample_host.apply_async(args=[name], queue=host_queue(name), expires=settings.TELEMETRY_SAMPLE_SECONDS)
@@ -20,13 +19,9 @@ def sample_all() -> int:
 # Not acks_late: a sampling round lost with its worker is simply the next one.
 @shared_task(ignore_result=True, acks_late=False)
 def sample_host(host_name: str) -> int:
-    from console.telemetry.sampler import sample_host as run
-
-    return run(host_name)
+    return sampler.sample_host(host_name)
 
 
 @shared_task(ignore_result=True)
 def rollup_and_prune() -> dict:
-    from console.telemetry.retention import prune, rollup
-
-    return {"rolled_up": rollup(), "pruned": prune()}
+    return {"rolled_up": retention.rollup(), "pruned": retention.prune()}

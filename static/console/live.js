@@ -1,5 +1,6 @@
 /* Live panels: one WebSocket per page, JSON events, small DOM updates, no framework.
-   Formats numbers as console/telemetry/templatetags/telemetry.py does. */
+   The one place that formats figures and decides badges: pages render empty fields and the latest
+   sample and operation of each instance as JSON (#live-state), applied here like any later event. */
 (function () {
   "use strict";
   const DASH = "–";
@@ -19,26 +20,37 @@
   if (!root) return;
   const kind = root.dataset.live;
   const liveState = document.querySelector("[data-live-state]");
+  const samples = {};  // instance name -> its latest sample
+  const running = {};  // instance name -> its queued or running operation
 
+  function scopeOf(name) {
+    if (kind === "dashboard") return document.querySelector('[data-instance="' + CSS.escape(name) + '"]');
+    return document.querySelector('[data-instance="' + CSS.escape(name) + '"]') ? document : null;
+  }
   function setField(scope, name, text) {
     scope.querySelectorAll('[data-field="' + name + '"]').forEach((el) => {
       if (el.textContent !== text) el.textContent = text;
     });
   }
-  function setBadge(scope, status) {
+  // The badge: what the latest sample saw, unless the console is operating on the instance.
+  function renderBadge(name) {
+    const scope = scopeOf(name);
+    if (!scope) return;
+    const op = running[name], d = samples[name];
+    const status = op ? "restarting" : d ? d.status : "unknown";
     scope.querySelectorAll('[data-field="status"]').forEach((el) => {
       el.className = "badge " + status;
       el.textContent = labels[status] || status;
     });
+    setField(scope, "detail", op ? (op.kind_display || op.kind) + " · " + (op.state_display || op.state) : d ? d.detail || "" : "");
   }
 
   // -- samples: badges and figures
-  function applySample(name, d) {
-    const scopes = document.querySelectorAll('[data-instance="' + CSS.escape(name) + '"]');
-    const scope = kind === "instance" ? document : scopes[0];
-    if (!scope || (kind === "instance" && !scopes.length)) return;
-    setBadge(scope, d.status);
-    setField(scope, "detail", d.detail || "");
+  function applySample(name, d, live) {
+    const scope = scopeOf(name);
+    if (!scope) return;
+    samples[name] = d;
+    renderBadge(name);
     setField(scope, "gpu", gib(d.gpu_used) + " / " + gib(d.gpu_total) + " GiB");
     const bar = scope.querySelector('[data-field="gpu_bar"]');
     if (bar) bar.style.width = (d.gpu_used && d.gpu_total ? Math.min(100, Math.round((d.gpu_used * 100) / d.gpu_total)) : 0) + "%";
@@ -52,30 +64,32 @@
     setField(scope, "probe_ms", ms(d.probe_ms));
     setField(scope, "nvml", d.nvml || "");
     scope.querySelectorAll("[data-sampled-at]").forEach((el) => (el.dataset.sampledAt = d.at));
-    if (kind === "instance") charts.push(d);
+    if (live && kind === "instance") charts.push(d);
   }
 
-  // -- operations: the dashboard's last-operation cell; the instance page's progress card
-  function applyOperation(name, d) {
-    if (kind === "dashboard") {
-      const row = document.querySelector('[data-instance="' + CSS.escape(name) + '"]');
-      if (!row) return;
-      const cell = row.querySelector('[data-field="operation"]');
-      if (cell) {
-        cell.replaceChildren();
-        const a = document.createElement("a");
-        a.href = "/operations/" + d.id + "/";
-        a.textContent = d.kind_display || d.kind;
-        const badge = document.createElement("span");
-        badge.className = "badge " + d.state;
-        badge.textContent = d.state_display || d.state;
-        cell.append(a, " ", badge);
-      }
-      if (d.state === "queued" || d.state === "running") setBadge(row, "restarting");
-    } else if (window.htmx) {
-      htmx.trigger(document.body, "operation-updated", { id: d.id });
+  // -- operations: the badge, the dashboard's last-operation cell; on other pages htmx fetches
+  // the operation's card and rows again (hx-trigger="operation-updated from:body")
+  function applyOperation(name, d, live) {
+    if (d.state === "queued" || d.state === "running") running[name] = d;
+    else delete running[name];
+    renderBadge(name);
+    const row = kind === "dashboard" ? scopeOf(name) : null;
+    const cell = row && row.querySelector('[data-field="operation"]');
+    if (cell) {
+      const a = document.createElement("a");
+      a.href = "/operations/" + d.id + "/";
+      a.textContent = d.kind_display || d.kind;
+      const badge = document.createElement("span");
+      badge.className = "badge " + d.state;
+      badge.textContent = d.state_display || d.state;
+      cell.replaceChildren(a, " ", badge);
     }
+    if (live && kind !== "dashboard") document.body.dispatchEvent(new CustomEvent("operation-updated", { detail: d }));
   }
+
+  const initial = JSON.parse((document.getElementById("live-state") || {}).textContent || "{}");
+  Object.entries(initial.operations || {}).forEach(([name, d]) => applyOperation(name, d, false));
+  Object.entries(initial.samples || {}).forEach(([name, d]) => applySample(name, d, false));
 
   // -- log panel: bounded, filterable, follow or pause
   const logs = (function () {
@@ -232,18 +246,24 @@
 
   // -- the connection, resumed after any drop without a reload
   const path = kind === "dashboard" ? "/ws/dashboard/" : root.dataset.ws;
-  let delay = 500;
+  let delay = 500, dropped = false;
   function connect() {
     const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + path);
-    ws.onopen = () => { delay = 500; if (liveState) { liveState.textContent = liveState.dataset.textOn || "live"; liveState.className = "live on"; } };
+    ws.onopen = () => {
+      delay = 500;
+      if (liveState) { liveState.textContent = liveState.dataset.textOn || "live"; liveState.className = "live on"; }
+      // Events sent while the connection was down are lost: fetch the operation's card again.
+      if (dropped && kind !== "dashboard") document.body.dispatchEvent(new CustomEvent("operation-updated"));
+    };
     ws.onmessage = (m) => {
       const ev = JSON.parse(m.data);
-      if (ev.type === "sample") applySample(ev.instance, ev.data);
-      else if (ev.type === "operation.updated") applyOperation(ev.instance, ev.data);
+      if (ev.type === "sample") applySample(ev.instance, ev.data, true);
+      else if (ev.type === "operation.updated") applyOperation(ev.instance, ev.data, true);
       else if (ev.type === "log.lines") logs.add(ev.data.lines);
       document.dispatchEvent(new CustomEvent("console:event", { detail: ev }));
     };
     ws.onclose = (e) => {
+      dropped = true;
       if (liveState) { liveState.textContent = e.code === 4401 ? liveState.dataset.textOut || "signed out" : liveState.dataset.textOff || "reconnecting…"; liveState.className = "live off"; }
       if (e.code === 4401) return;
       setTimeout(connect, delay);

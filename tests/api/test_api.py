@@ -74,7 +74,7 @@ def test_viewer_token_can_read_but_not_operate(instance):
     "path, body, status, message",
     [
         ("/api/instances/nope/operations/", {"kind": "restart"}, 404, "No instance named 'nope'"),
-        ("/api/instances/api-a/operations/", {"kind": "reboot"}, 400, "'kind' must be one of"),
+        ("/api/instances/api-a/operations/", {"kind": "reboot"}, 400, "'kind': must be one of"),
         ("/api/instances/api-a/operations/", "{broken", 400, "must be JSON"),
         ("/api/instances/api-a/operations/", [1], 400, "JSON object"),
         ("/api/instances/api-a/operations/", {"kind": "restart", "reason": "x" * 501}, 400, "500 characters"),

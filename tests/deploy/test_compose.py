@@ -17,8 +17,8 @@ import pytest
 
 from tests.conftest import ROOT, wait_http
 from tests.e2e.conftest import launch
+from tests.host.docker_images import console_image, inference_image, services_image
 from tests.inference.helpers import chat
-from tests.runtimes.docker_images import console_image, inference_image, services_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from console.telemetry import gpu
+from console.host import gpu
 from tests.inference.helpers import chat, image_url
 
 pytestmark = pytest.mark.gpu

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import ROOT, free_port, spawn, wait_http
+from tests.conftest import ROOT, celery_worker, free_port, spawn, wait_http
 from tests.inference.helpers import chat
 
 pytestmark = pytest.mark.slow
@@ -62,17 +62,11 @@ class ProductionStack:
         subprocess.run(["redis-cli", "-u", self.env["REDIS_URL"], "flushdb"], check=True, capture_output=True)
         self.manage("migrate", "--noinput")
         self.manage("bootstrap_demo", "--no-start")
-        celery = [sys.executable, "-m", "celery", "-A", "console.celery"]
         self.procs.append(
-            spawn(
-                celery + ["worker", "-Q", "console,host.local", "--pool", "threads", "-c", "6", "-l", "INFO"],
-                self.env,
-                self.tmp / "worker.log",
-            )
+            celery_worker("console,host.local", self.env, self.tmp / "worker.log", "threads", 6, "-l", "INFO")
         )
-        self.procs.append(
-            spawn(celery + ["beat", "-l", "INFO", "-s", str(self.tmp / "beat")], self.env, self.tmp / "beat.log")
-        )
+        beat = [sys.executable, "-m", "celery", "-A", "console", "beat", "-l", "INFO", "-s", str(self.tmp / "beat")]
+        self.procs.append(spawn(beat, self.env, self.tmp / "beat.log"))
         self.procs.append(
             spawn([sys.executable, "manage.py", "serve", "--port", str(self.port)], self.env, self.tmp / "web.log")
         )
@@ -188,8 +182,7 @@ def test_samples_logs_and_a_restart_reach_websocket_clients_through_redis(tmp_pa
                 "from console.instances.models import Instance\n"
                 "from console.schedules.models import RestartSchedule\n"
                 "s = RestartSchedule.objects.create(name='every-minute', cron='* * * * *', timezone='UTC')\n"
-                "s.instances.add(Instance.objects.get(name='demo'))\n"
-                "s.sync_beat()",
+                "s.instances.add(Instance.objects.get(name='demo'))",
             )
             event, _ = receive_until(
                 dashboard,

@@ -12,10 +12,10 @@ import pytest
 from celery import Celery
 from django.utils import timezone
 
+from console.host.process import ProcessRuntime
 from console.operations.models import Operation
 from console.operations.request import request_operation
-from console.runtimes.process import ProcessRuntime
-from tests.conftest import ROOT, ServerProcess, free_port
+from tests.conftest import ROOT, ServerProcess, celery_worker, free_port
 from tests.factories import process_instance
 from tests.operations.test_worker_loss import _database_url, _wait
 
@@ -62,31 +62,7 @@ class Redis:
 
 def worker(redis_url: str, log_path) -> subprocess.Popen:
     env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": _database_url()}
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "console",
-                "worker",
-                "-Q",
-                "host.local",
-                "--pool=threads",
-                "-c",
-                "4",
-                "--without-mingle",
-                "--without-gossip",
-                "-n",
-                f"w{time.monotonic_ns()}@test",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return celery_worker("host.local", env, log_path)
 
 
 def send(redis_url: str, operation: Operation) -> None:

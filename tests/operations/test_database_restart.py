@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import ROOT, ServerProcess, free_port
+from tests.conftest import ROOT, ServerProcess, celery_worker, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -102,29 +102,7 @@ def test_operation_resumes_after_a_postgresql_restart(smoke_model, tmp_path):
             "process_instance('pg-a', base_url=s['url'], env=s['env'], admin_token=s['token'])",
             extra_env={"SPEC": spec},
         )
-        with open(tmp_path / "worker.log", "ab") as log:
-            worker = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "console",
-                    "worker",
-                    "-Q",
-                    "host.local,console",
-                    "--pool=threads",
-                    "-c",
-                    "4",
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        worker = celery_worker("host.local,console", env, tmp_path / "worker.log")
         started = manage("instance", "start", "pg-a", "--wait", check=False)
         assert started.returncode == 0, started.stdout + started.stderr
         manage("instance", "restart", "pg-a", "--reason", "database restart test")

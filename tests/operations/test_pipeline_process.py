@@ -5,10 +5,10 @@ import sys
 import httpx
 import pytest
 
+from console.host.process import ProcessRuntime
 from console.operations.models import Operation
 from console.operations.pipeline import execute
 from console.operations.request import request_operation
-from console.runtimes.process import ProcessRuntime
 
 
 def run(instance, kind: str, **options) -> Operation:

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
+from console.host.process import ProcessRuntime
 from console.operations.models import Operation, Rollout
 from console.operations.rollout import execute_rollout, request_rollout
-from console.runtimes.process import ProcessRuntime
 from tests.conftest import wait_http
 
 

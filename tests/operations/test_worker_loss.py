@@ -3,7 +3,6 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import httpx
@@ -11,11 +10,11 @@ import pytest
 from celery import Celery
 from django.db import connection
 
+from console.host.process import ProcessRuntime
 from console.operations.models import Operation
 from console.operations.pipeline import execute
 from console.operations.request import request_operation
-from console.runtimes.process import ProcessRuntime
-from tests.conftest import ROOT, ServerProcess
+from tests.conftest import ServerProcess, celery_worker
 from tests.factories import process_instance
 
 
@@ -46,32 +45,7 @@ def _start_worker(redis_url: str, log_path) -> subprocess.Popen:
         "CELERY_VISIBILITY_TIMEOUT": "3",  # redeliver quickly after the kill
         "CONSOLE_HEARTBEAT_STALE_SECONDS": "4",
     }
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "console",
-            "worker",
-            "-Q",
-            "host.local",
-            "--pool=solo",
-            "--without-heartbeat",
-            "--without-mingle",
-            "--without-gossip",
-            "-n",
-            f"w{time.monotonic_ns()}@test",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
-    return proc
+    return celery_worker("host.local", env, log_path, "solo", 1, "--without-heartbeat")
 
 
 def _wait(predicate, timeout: float, what: str):

@@ -9,11 +9,12 @@ import httpx
 import pytest
 
 from console.alerts.models import AlertChannel, AlertDelivery
+from console.host.process import ProcessRuntime
 from console.operations.models import Operation, Rollout
-from console.runtimes.process import ProcessRuntime
-from console.schedules.models import RestartSchedule, ScheduleRun, Watchdog
+from console.schedules.models import RestartSchedule, ScheduleRun
 from console.telemetry.models import Sample
 from console.telemetry.sampler import sample_host
+from console.watchdog.models import Watchdog
 from tests.conftest import wait_http
 from tests.inference.helpers import chat
 
@@ -122,7 +123,6 @@ def test_beat_fires_a_schedule_and_its_rollout_restarts_the_group(managed, trans
     ProcessRuntime().start(instance)
     wait_http(instance.base_url + "/health/ready", timeout=90)
     schedule = RestartSchedule.objects.create(name="every-minute", cron="* * * * *", timezone="UTC", group="nightly")
-    schedule.sync_beat()
     running = EmbeddedWorker(["console", "host.local"], concurrency=4, beat=True)
     running.start()
     try:

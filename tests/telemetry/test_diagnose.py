@@ -39,7 +39,7 @@ def instance(db):
 
 def verdict(instance):
     result = diagnose(instance)
-    return result.verdict, {f.check: f.level for f in result.findings}
+    return result.verdict, {f.rule: f.level for f in result.findings}
 
 
 def test_no_samples_says_so(instance):
@@ -89,7 +89,7 @@ def test_a_stray_server_on_the_port_or_gpu_is_a_duplicate(instance):
     )
     result = diagnose(instance)
     assert result.verdict == "duplicates"
-    evidence = " ".join(next(f for f in result.findings if f.check == "processes").evidence)
+    evidence = " ".join(next(f for f in result.findings if f.rule == "processes").evidence)
     assert "pid 77" in evidence and "2 sockets" in evidence and "pid 99" in evidence
 
 

@@ -3,9 +3,10 @@
 import httpx
 import pytest
 
-from console.runtimes.process import ProcessRuntime
+from console.host.gpu import GpuDevice, GpuProcess
+from console.host.process import ProcessRuntime
+from console.host.server import Probe
 from console.telemetry import sampler
-from console.telemetry.gpu import GpuDevice, GpuProcess
 from console.telemetry.models import Sample
 from tests.conftest import wait_http
 from tests.factories import process_instance
@@ -44,15 +45,12 @@ def test_an_instance_that_is_not_running_is_down_and_others_are_still_sampled(ma
     assert Sample.objects.get(instance=up).status == "ready"
 
 
-def test_derive_status_prefers_operations_then_runtime_then_health():
-    ok = sampler.health.Probe(ok=True, ms=1.0, health={"state": "draining"})
-    assert sampler.derive_status(True, ok, "restart") == ("restarting", "restart in progress")
-    assert sampler.derive_status(False, ok, None)[0] == "down"
-    assert sampler.derive_status(True, sampler.health.Probe(ok=False, ms=None, error="refused"), None) == (
-        "down",
-        "refused",
-    )
-    assert sampler.derive_status(True, ok, None)[0] == "draining"
+def test_status_comes_from_the_runtime_then_the_health_probe():
+    draining = Probe(ok=True, ms=1.0, health={"state": "draining"})
+    assert sampler.derive_status(False, draining)[0] == "down"
+    assert sampler.derive_status(True, Probe(ok=False, ms=None, error="refused")) == ("down", "refused")
+    assert sampler.derive_status(True, draining)[0] == "draining"
+    assert sampler.derive_status(True, Probe(ok=True, ms=1.0, health={})) == ("ready", "")
 
 
 def test_gpu_processes_are_mapped_to_the_instance_by_pid(monkeypatch):

@@ -1,9 +1,14 @@
 """Serve the console over ASGI; in embedded mode also run the worker and beat in-process."""
 
+import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from console.celery import host_queue
+from console.embedded.worker import EmbeddedWorker
+from console.host.logs import start_follower, stop_follower
+from console.host.process import ProcessRuntime
+from console.instances.models import Host, Instance, host_queue
+from console.operations.recovery import requeue_active
 
 
 class Command(BaseCommand):
@@ -17,17 +22,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host: str, port: int, keep_instances: bool, **options):
-        import uvicorn
-
-        from console.instances.models import Host
-        from console.operations.recovery import requeue_active
-        from console.telemetry.follow import start_follower, stop_follower
-
         embedded = settings.CONSOLE_MODE == "embedded"
         worker = None
         if embedded:
-            from console.embedded.worker import EmbeddedWorker
-
             queues = {settings.CELERY_TASK_DEFAULT_QUEUE} | {host_queue(h.name) for h in Host.objects.all()}
             worker = EmbeddedWorker(sorted(queues), settings.CONSOLE_WORKER_CONCURRENCY)
             worker.start()
@@ -49,9 +46,6 @@ class Command(BaseCommand):
                 self._stop_local_instances()
 
     def _stop_local_instances(self) -> None:
-        from console.instances.models import Instance
-        from console.runtimes.process import ProcessRuntime
-
         runtime = ProcessRuntime()
         for instance in Instance.objects.filter(
             runtime=Instance.Runtime.PROCESS, host__name=settings.CONSOLE_HOST_NAME

@@ -8,10 +8,10 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from console.instances.models import Instance
-from console.instances.status import instance_summary
 from console.operations import pipeline
 from console.operations.models import Operation
 from console.operations.request import OperationRefused, request_operation
+from console.operations.summaries import instance_summaries
 
 ACTIONS = {"restart": "restart", "start": "start", "stop": "stop", "soft-reset": "soft_reset"}
 
@@ -40,7 +40,7 @@ class Command(BaseCommand):
         if instance is None:
             raise CommandError(f"No instance named {name!r}.")
         if action == "status":
-            for key, value in instance_summary(instance).items():
+            for key, value in instance_summaries([instance])[0].items():
                 self.stdout.write(f"{key:>17}: {value}")
             return
         requester = None

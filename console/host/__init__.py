@@ -1,0 +1,1 @@
+"""What a host's worker touches: runtimes, NVML, sockets, logs, and the model server client."""

@@ -1,0 +1,197 @@
+"""The Docker runtime: containers on a host's Docker Engine, through the Docker SDK.
+
+Containers the console creates carry MANAGED_LABEL; the console only touches
+a container that carries it or that an instance names explicitly.
+"""
+
+import time
+from datetime import datetime
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from console.host.runtime import RuntimeFailure, RuntimeStatus, StopResult
+
+MANAGED_LABEL = "io.instance-console.managed"
+INSTANCE_LABEL = "io.instance-console.instance"
+
+
+class DockerRuntime:
+    def __init__(self, client: docker.DockerClient):
+        self.client = client
+
+    @classmethod
+    def for_host(cls, host) -> "DockerRuntime":
+        try:
+            return cls(docker.DockerClient(base_url=host.docker_url, timeout=30))
+        except DockerException as exc:
+            raise RuntimeFailure(f"Docker Engine at {host.docker_url} is unreachable: {exc}") from exc
+
+    def _container(self, instance):
+        try:
+            return self.client.containers.get(instance.container_name)
+        except NotFound:
+            return None
+        except (APIError, DockerException, requests.RequestException) as exc:
+            raise RuntimeFailure(f"Docker Engine error: {_explain(exc)}") from exc
+
+    def status(self, instance) -> RuntimeStatus:
+        container = self._container(instance)
+        if container is None:
+            return RuntimeStatus(running=False, detail=f"container {instance.container_name} does not exist")
+        state = container.attrs.get("State", {})
+        if state.get("Running"):
+            return RuntimeStatus(running=True, pids=self.pids(container), detail=f"container {state.get('Status')}")
+        return RuntimeStatus(
+            running=False, detail=f"container {state.get('Status', 'unknown')}", exit_code=state.get("ExitCode")
+        )
+
+    def pids(self, container) -> list[int]:
+        """Host PIDs of the container's processes (to map GPU processes to the instance)."""
+        try:
+            top = container.top(ps_args="-o pid")
+        except (APIError, DockerException):
+            return []
+        return sorted(int(row[0]) for row in top.get("Processes") or [] if row and row[0].isdigit())
+
+    def start(self, instance, *, recreate: bool = False) -> str:
+        container = self._container(instance)
+        if container is not None and recreate:
+            self._remove(container)
+            container = None
+        try:
+            if container is None:
+                container = self._create(instance)
+                created = "created and started"
+            else:
+                created = "started"
+            container.start()
+        except ImageNotFound as exc:
+            raise RuntimeFailure(f"Image {instance.image!r} is not on this host.") from exc
+        except (APIError, DockerException, requests.RequestException) as exc:
+            raise RuntimeFailure(f"Docker could not start {instance.container_name}: {_explain(exc)}") from exc
+        return f"container {instance.container_name} {created} ({container.short_id})"
+
+    def recreate_problem(self, instance) -> str | None:
+        """Why recreating this instance's container would lose it, or None.
+
+        Recreating means creating again from the stored spec. A container the console did not
+        create (registered by name, e.g. a compose service) and no stored spec would come back as
+        a bare container of its image, without its environment, mounts or ports.
+        """
+        container = self._container(instance)
+        if container is None or instance.run_spec or container.labels.get(MANAGED_LABEL) == "true":
+            return None
+        return (
+            f"container {instance.container_name} was not created by the console and {instance.name} has no "
+            "stored run spec, so it cannot be recreated faithfully; restart it, or recreate it with the tool "
+            "that created it (e.g. docker-compose up -d --force-recreate)"
+        )
+
+    def _create(self, instance):
+        if not instance.image:
+            raise RuntimeFailure(f"{instance.name} has no image to create its container from.")
+        spec = dict(instance.run_spec or {})
+        kwargs = {
+            "image": instance.image,
+            "name": instance.container_name,
+            "labels": {MANAGED_LABEL: "true", INSTANCE_LABEL: instance.name},
+            "environment": {**(spec.pop("environment", None) or {}), **(instance.env or {})},
+            "network_mode": spec.pop("network_mode", "host"),
+            "stop_signal": "SIGTERM",
+            "detach": True,
+        }
+        volumes = spec.pop("volumes", None)
+        if volumes:
+            kwargs["volumes"] = volumes
+        if instance.gpu_indices:
+            kwargs["device_requests"] = [
+                docker.types.DeviceRequest(device_ids=[str(i) for i in instance.gpu_indices], capabilities=[["gpu"]])
+            ]
+        kwargs.update(spec)
+        return self.client.containers.create(**kwargs)
+
+    def _remove(self, container) -> None:
+        try:
+            # With its anonymous volumes (an image's VOLUME nothing was mounted on): a re-created
+            # container gets fresh ones, so the old ones would only fill the disk. Named volumes stay.
+            container.remove(force=True, v=True)
+        except NotFound:
+            pass
+        except (APIError, DockerException, requests.RequestException) as exc:
+            raise RuntimeFailure(f"Docker could not remove {container.name}: {_explain(exc)}") from exc
+
+    def stop(self, instance, timeout: float) -> StopResult:
+        container = self._container(instance)
+        began = time.monotonic()
+        if container is None or container.status != "running":
+            return StopResult(forced=False, seconds=0.0, detail="was not running")
+        try:
+            # Docker sends the stop signal, waits `timeout`, then SIGKILLs.
+            container.stop(timeout=int(timeout))
+            container.reload()
+        except NotFound:
+            return StopResult(forced=False, seconds=time.monotonic() - began, detail="container disappeared")
+        except (APIError, DockerException, requests.RequestException) as exc:
+            raise RuntimeFailure(f"Docker could not stop {instance.container_name}: {_explain(exc)}") from exc
+        seconds = time.monotonic() - began
+        code = container.attrs.get("State", {}).get("ExitCode")
+        forced = code == 137
+        detail = f"killed after {timeout:.0f} s without exiting" if forced else f"exited {seconds:.1f} s after SIGTERM"
+        return StopResult(forced=forced, seconds=seconds, detail=detail)
+
+    def log_tail(self, instance, lines: int = 50) -> list[str]:
+        container = self._container(instance)
+        if container is None:
+            return []
+        try:
+            raw = container.logs(tail=lines, stdout=True, stderr=True)
+        except (APIError, DockerException):
+            return []
+        return raw.decode("utf-8", errors="replace").splitlines()[-lines:]
+
+    def log_cursor(self, instance) -> "ContainerCursor":
+        return ContainerCursor(self, instance)
+
+
+class ContainerCursor:
+    """New log lines of a container (stdout and stderr) since the last read."""
+
+    def __init__(self, runtime: "DockerRuntime", instance, backlog_lines: int = 200):
+        self.runtime = runtime
+        self.instance = instance
+        self.backlog_lines = backlog_lines
+        self.last = ""  # Docker's fixed-width RFC 3339 timestamp of the last line seen
+
+    def read(self) -> list[bytes]:
+        try:
+            container = self.runtime._container(self.instance)
+            if container is None:
+                return []
+            if self.last:
+                since = datetime.fromisoformat(self.last[:26] + "+00:00").timestamp()
+                raw = container.logs(stdout=True, stderr=True, timestamps=True, since=since)
+            else:
+                raw = container.logs(stdout=True, stderr=True, timestamps=True, tail=self.backlog_lines)
+        except (RuntimeFailure, APIError, DockerException, requests.RequestException):
+            return []
+        lines = []
+        for line in raw.split(b"\n"):
+            stamp, _, text = line.partition(b" ")
+            stamp_text = stamp.decode("ascii", errors="replace")
+            if not stamp or stamp_text <= self.last:
+                continue  # `since` has whole-microsecond precision: lines at the boundary come again
+            self.last = stamp_text
+            lines.append(text)
+        return lines
+
+
+def _explain(exc: Exception) -> str:
+    if isinstance(exc, APIError):
+        return str(exc.explanation or exc)
+    if isinstance(exc, requests.ConnectionError):
+        return f"the Docker Engine went away or is not running ({exc})"
+    if isinstance(exc, requests.Timeout):
+        return f"the Docker Engine did not answer in time ({exc})"
+    return str(exc)

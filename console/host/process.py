@@ -1,0 +1,266 @@
+"""The process runtime: a local supervisor for bare-metal instances.
+
+Each instance runs in its own process group with a pid file and a log file
+under CONSOLE_INSTANCE_DIR/<name>/. The pid file records the process start
+time, so a recycled pid is never mistaken for the instance, and a console
+that restarts re-adopts instances that are still running. Processes are only
+ever signalled by their recorded process group, never by name.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from django.conf import settings
+
+from console.host.runtime import RuntimeFailure, RuntimeStatus, StopResult
+
+LOG_MAX_BYTES = 20 * 1024 * 1024
+LOG_BACKUPS = 3
+# Variables passed through from the console's own environment; everything
+# else an instance needs is set on the instance, so console secrets never leak.
+PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES")
+
+# Children this console spawned, kept so their exit is reaped (no zombies)
+# and their exit code can be reported.
+_children: dict[int, subprocess.Popen] = {}
+_children_lock = threading.Lock()
+
+
+def instance_dir(instance) -> Path:
+    path = settings.CONSOLE_INSTANCE_DIR / instance.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def log_path(instance) -> Path:
+    return instance_dir(instance) / "server.log"
+
+
+def _pid_path(instance) -> Path:
+    return instance_dir(instance) / "pid.json"
+
+
+def _start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _reap(pid: int) -> int | None:
+    """Exit code of a child of ours that has ended, reaping it; None if alive or not ours."""
+    with _children_lock:
+        child = _children.get(pid)
+    if child is None:
+        return None
+    return child.poll()
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if os.getpgid(proc.pid) == pgid:
+                pids.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return sorted(pids)
+
+
+def rotate_log(path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS) -> bool:
+    """Copy-and-truncate rotation: the instance keeps its O_APPEND handle and writes on."""
+    try:
+        if path.stat().st_size < max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for n in range(backups - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{n}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{n + 1}"))
+    shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+    with open(path, "r+b") as handle:
+        handle.truncate(0)
+    return True
+
+
+class ProcessRuntime:
+    def _record(self, instance) -> dict | None:
+        try:
+            return json.loads(_pid_path(instance).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def status(self, instance) -> RuntimeStatus:
+        record = self._record(instance)
+        if record is None:
+            return RuntimeStatus(running=False, detail="not started")
+        pid, pgid = record["pid"], record["pgid"]
+        exit_code = _reap(pid)
+        leader_alive = exit_code is None and _start_time(pid) == record["start_time"]
+        if leader_alive:
+            try:
+                leader_alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                leader_alive = False
+        pids = _group_pids(pgid)
+        if leader_alive:
+            return RuntimeStatus(running=True, pids=pids, detail=f"running as pid {pid}")
+        if pids:
+            return RuntimeStatus(running=True, pids=pids, detail=f"pid {pid} ended but its group has {len(pids)} left")
+        detail = f"exited with code {exit_code}" if exit_code is not None else "not running"
+        return RuntimeStatus(running=False, detail=detail, exit_code=exit_code)
+
+    def start(self, instance, *, recreate: bool = False) -> str:
+        current = self.status(instance)
+        if current.running:
+            raise RuntimeFailure(f"{instance.name} is already running ({current.detail}).")
+        if not instance.command:
+            raise RuntimeFailure(f"{instance.name} has no command to run.")
+        path = log_path(instance)
+        rotate_log(path)
+        env = {key: os.environ[key] for key in PASSED_ENV if key in os.environ}
+        env.update(instance.env or {})
+        if instance.gpu_indices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in instance.gpu_indices)
+        cwd = instance.working_dir or None
+        if cwd and not Path(cwd).is_dir():
+            raise RuntimeFailure(f"Working directory {cwd} does not exist.")
+        with open(path, "ab") as log_file:
+            try:
+                child = subprocess.Popen(
+                    instance.command,
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, signalled as one
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise RuntimeFailure(f"Could not run {instance.command[0]!r}: {exc.strerror or exc}.") from exc
+        with _children_lock:
+            _children[child.pid] = child
+        record = {"pid": child.pid, "pgid": child.pid, "start_time": _start_time(child.pid), "started": time.time()}
+        _pid_path(instance).write_text(json.dumps(record))
+        return f"spawned pid {child.pid}"
+
+    def recreate_problem(self, instance) -> None:
+        return None  # a process is always started afresh from its command
+
+    def stop(self, instance, timeout: float) -> StopResult:
+        record = self._record(instance)
+        began = time.monotonic()
+        if record is None or not self.status(instance).running:
+            _pid_path(instance).unlink(missing_ok=True)
+            return StopResult(forced=False, seconds=0.0, detail="was not running")
+        pgid = record["pgid"]
+        self._signal(pgid, signal.SIGTERM)
+        if self._wait_gone(record, timeout):
+            _pid_path(instance).unlink(missing_ok=True)
+            seconds = time.monotonic() - began
+            return StopResult(forced=False, seconds=seconds, detail=f"exited {seconds:.1f} s after SIGTERM")
+        self._signal(pgid, signal.SIGKILL)
+        if not self._wait_gone(record, 10):
+            raise RuntimeFailure(f"Processes {_group_pids(pgid)} survived SIGKILL.")
+        _pid_path(instance).unlink(missing_ok=True)
+        seconds = time.monotonic() - began
+        return StopResult(forced=True, seconds=seconds, detail=f"killed after {timeout:.0f} s without exiting")
+
+    def log_tail(self, instance, lines: int = 50) -> list[str]:
+        return tail_lines(log_path(instance), lines)
+
+    def log_cursor(self, instance) -> "FileCursor":
+        return FileCursor(log_path(instance))
+
+    @staticmethod
+    def _signal(pgid: int, signum: int) -> None:
+        try:
+            os.killpg(pgid, signum)
+        except ProcessLookupError:
+            pass
+
+    @staticmethod
+    def _wait_gone(record: dict, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            _reap(record["pid"])
+            if not _group_pids(record["pgid"]):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
+class FileCursor:
+    """New lines of a log file since the last read. Survives copy-truncate rotation
+    (the file shrinks) and replacement (a new inode); a huge line is cut, not buffered."""
+
+    CHUNK = 4 * 1024 * 1024
+    MAX_LINE_BYTES = 64 * 1024
+
+    def __init__(self, path: Path, backlog_bytes: int = 64 * 1024):
+        self.path = path
+        self.backlog_bytes = backlog_bytes
+        self.inode: int | None = None
+        self.offset = 0
+        self.partial = b""
+        self.discarding = False  # inside a line already cut at MAX_LINE_BYTES
+
+    def read(self) -> list[bytes]:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        if stat.st_ino != self.inode:
+            first = self.inode is None
+            self.inode, self.partial = stat.st_ino, b""
+            # On first sight show only the recent past; a new file is read from its start.
+            self.offset = max(0, stat.st_size - self.backlog_bytes) if first else 0
+            self.discarding = self.offset > 0  # the first line is probably cut
+        elif stat.st_size < self.offset:
+            self.offset, self.partial, self.discarding = 0, b"", False
+        if stat.st_size == self.offset:
+            return []
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read(self.CHUNK)
+        self.offset += len(data)
+        return self._split(data)
+
+    def _split(self, data: bytes) -> list[bytes]:
+        if self.discarding:
+            newline = data.find(b"\n")
+            if newline < 0:
+                return []
+            data, self.discarding = data[newline + 1 :], False
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        if len(self.partial) > self.MAX_LINE_BYTES:
+            lines.append(self.partial[: self.MAX_LINE_BYTES])
+            self.partial, self.discarding = b"", True
+        return lines
+
+
+def tail_lines(path: Path, lines: int, max_bytes: int = 256 * 1024) -> list[str]:
+    """The last lines of a file, decoded leniently, reading at most max_bytes."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            data = handle.read()
+    except FileNotFoundError:
+        return []
+    text = data.decode("utf-8", errors="replace")
+    return text.splitlines()[-lines:]

@@ -1,0 +1,43 @@
+"""The runtime protocol: how the console starts, stops and inspects an instance."""
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class RuntimeFailure(Exception):
+    """An operation on an instance's runtime failed; the message is for the operator."""
+
+
+@dataclass
+class RuntimeStatus:
+    running: bool
+    pids: list[int] = field(default_factory=list)
+    detail: str = ""
+    exit_code: int | None = None
+
+
+@dataclass
+class StopResult:
+    forced: bool  # SIGKILL was needed
+    seconds: float
+    detail: str
+
+
+class Runtime(Protocol):
+    def status(self, instance) -> RuntimeStatus: ...
+
+    def start(self, instance, *, recreate: bool = False) -> str: ...
+
+    def recreate_problem(self, instance) -> str | None:
+        """Why `start(recreate=True)` would lose this instance's setup, or None."""
+
+    def stop(self, instance, timeout: float) -> StopResult: ...
+
+    def log_tail(self, instance, lines: int = 50) -> list[str]: ...
+
+    def log_cursor(self, instance) -> "LogCursor": ...
+
+
+class LogCursor(Protocol):
+    def read(self) -> list[bytes]:
+        """Raw log lines written since the last call (the recent past on the first)."""

@@ -1,0 +1,196 @@
+"""The one client for a model server's HTTP surface: health, readiness, drain, restart in place,
+soft reset and the models it serves.
+
+Nothing else in the console builds a model server's URLs. This is the seam where another engine
+plugs in: a class answering the same questions from that engine's own endpoints.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+
+class ServerError(Exception):
+    """The model server did not do what was asked; the message is the operator's explanation."""
+
+
+@dataclass
+class Probe:
+    """One GET /health: whether it answered sensibly, how fast, and what it said."""
+
+    ok: bool
+    ms: float | None
+    health: dict = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def state(self) -> str | None:
+        return self.health.get("state")
+
+
+@dataclass
+class Readiness:
+    ready: bool
+    answer: str  # what the server said, for "not ready after N s (last answer: ...)"
+    failed: bool = False  # the server says it cannot load its model: waiting longer will not help
+
+
+def _ms(seconds) -> float | None:
+    return round(seconds * 1000, 2) if isinstance(seconds, int | float) else None
+
+
+def _json_field(response: httpx.Response, key: str):
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get(key) if isinstance(body, dict) else None
+
+
+def _error_message(response: httpx.Response) -> str:
+    error = _json_field(response, "error")
+    return str(error.get("message")) if isinstance(error, dict) else response.text[:200]
+
+
+class ModelServer:
+    """Our inference server's contract (inference/server.py)."""
+
+    def __init__(self, base_url: str, admin_token: str = "", http: httpx.Client | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.admin_token = admin_token
+        self._own_http = http is None
+        self.http = http or httpx.Client()
+
+    @classmethod
+    def for_instance(cls, instance, http: httpx.Client | None = None) -> "ModelServer":
+        return cls(instance.base_url, instance.admin_token, http)
+
+    def close(self) -> None:
+        if self._own_http:
+            self.http.close()
+
+    def __enter__(self) -> "ModelServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def _admin(self) -> dict:
+        return {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
+
+    # -- seeing
+    def probe(self, timeout: float = 3.0) -> Probe:
+        began = time.perf_counter()
+        try:
+            response = self.http.get(self.url("/health"), timeout=timeout)
+            ms = (time.perf_counter() - began) * 1000
+            body = response.json()
+        except httpx.TimeoutException:
+            return Probe(ok=False, ms=None, error=f"no answer within {timeout:g} s")
+        except httpx.HTTPError as exc:
+            return Probe(ok=False, ms=None, error=f"unreachable: {exc}")
+        except ValueError:
+            return Probe(ok=False, ms=(time.perf_counter() - began) * 1000, error="/health did not return JSON")
+        if not isinstance(body, dict):
+            return Probe(ok=False, ms=ms, error="/health did not return a JSON object")
+        # A 503 while loading or draining still carries the figures.
+        return Probe(ok=response.status_code < 500 or "state" in body, ms=ms, health=body)
+
+    @staticmethod
+    def figures(health: dict) -> dict:
+        """The charted figures in a /health body (other servers give fewer)."""
+        timings = health.get("timings") or {}
+        allocator = health.get("allocator") or {}
+        process = health.get("process") or {}
+        return {
+            "in_flight": health.get("in_flight"),
+            "rps": timings.get("requests_per_second"),
+            "p50_ms": _ms(timings.get("latency_p50")),
+            "p95_ms": _ms(timings.get("latency_p95")),
+            "ttft_ms": _ms(timings.get("ttft_p50")),
+            "allocated": allocator.get("allocated_bytes"),
+            "reserved": allocator.get("reserved_bytes"),
+            "fragmentation": allocator.get("fragmentation"),
+            "rss": process.get("rss_bytes"),
+            "fds": process.get("open_fds"),
+        }
+
+    def in_flight(self) -> int | None:
+        """Requests the server is answering now; None if it does not say."""
+        try:
+            value = _json_field(self.http.get(self.url("/health"), timeout=3), "in_flight")
+        except httpx.HTTPError:
+            return None
+        return value if isinstance(value, int) else None
+
+    def serving_pid(self) -> int | None:
+        """The pid of the process answering now."""
+        try:
+            value = _json_field(self.http.get(self.url("/health"), timeout=3), "pid")
+        except httpx.HTTPError:
+            return None
+        return value if isinstance(value, int) else None
+
+    def readiness(self) -> Readiness:
+        try:
+            response = self.http.get(self.url("/health/ready"), timeout=3)
+        except httpx.HTTPError as exc:
+            return Readiness(False, type(exc).__name__)
+        if response.status_code == 200:
+            return Readiness(True, "HTTP 200")
+        return Readiness(False, f"HTTP {response.status_code}", failed=_json_field(response, "state") == "failed")
+
+    def models(self) -> list[str]:
+        """The model ids the server answers for (GET /v1/models)."""
+        try:
+            response = self.http.get(self.url("/v1/models"), timeout=10)
+        except httpx.HTTPError as exc:
+            raise ServerError(f"the server stopped answering ({type(exc).__name__})") from exc
+        if response.status_code != 200:
+            raise ServerError(f"GET /v1/models answered HTTP {response.status_code}")
+        data = _json_field(response, "data")
+        if not isinstance(data, list):
+            return []
+        return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
+
+    # -- acting
+    def drain(self) -> str | None:
+        """Ask the server to finish in-flight requests and take no new ones; None when it agreed,
+        else why not."""
+        try:
+            response = self.http.post(self.url("/admin/drain"), headers=self._admin(), timeout=5)
+        except httpx.HTTPError as exc:
+            return f"did not answer the drain request ({type(exc).__name__})"
+        if response.status_code >= 400:
+            return f"refused to drain (HTTP {response.status_code})"
+        return None
+
+    def restart_in_place(self) -> int | None:
+        """Ask the server's supervisor for a fresh model process; returns the old process's pid.
+        ServerError says why it will not."""
+        try:
+            response = self.http.post(self.url("/admin/restart"), headers=self._admin(), timeout=10)
+        except httpx.HTTPError as exc:
+            raise ServerError(f"no answer: {type(exc).__name__}") from exc
+        if response.status_code != 202:
+            raise ServerError(f"HTTP {response.status_code}: {_error_message(response)}")
+        pid = _json_field(response, "pid")
+        return pid if isinstance(pid, int) else None
+
+    def soft_reset(self) -> dict:
+        """Free cached allocator memory without a restart; the body says before and after."""
+        try:
+            response = self.http.post(self.url("/admin/soft-reset"), headers=self._admin(), timeout=60)
+        except httpx.HTTPError as exc:
+            raise ServerError(f"the server did not answer the soft reset ({type(exc).__name__})") from exc
+        if response.status_code != 200:
+            raise ServerError(f"the server refused the soft reset (HTTP {response.status_code}: {response.text[:200]})")
+        try:
+            body = response.json()
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}

@@ -1,0 +1,1 @@
+"""Every HTML page: the only app that combines the others (as Healthchecks' hc/front over hc/api)."""

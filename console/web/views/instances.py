@@ -1,0 +1,127 @@
+"""The dashboard and an instance's page, with its operate form, operation card and history."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import reswap, retarget
+
+from console.host.logs import recent_lines
+from console.instances.models import Instance
+from console.operations.forms import OperationForm
+from console.operations.models import Rollout
+from console.operations.request import OperationRefused, request_operation
+from console.operations.summaries import last_operations, operation_summary
+from console.telemetry.latest import latest_samples
+from console.telemetry.series import RANGES
+from console.watchdog.models import Watchdog
+
+OPERATE = "instances.operate_instance"
+
+
+def live_state(instances, samples: dict, operations: dict) -> dict:
+    """What live.js shows before the first event arrives, in the shape of the events themselves."""
+    return {
+        "samples": {i.name: samples[i.pk].summary() for i in instances if i.pk in samples},
+        "operations": {i.name: operation_summary(operations[i.pk]) for i in instances if i.pk in operations},
+    }
+
+
+@login_required
+@require_GET
+def instance_list(request):
+    """The dashboard: every instance with its badge and figures, filtered by host or group."""
+    host, group = request.GET.get("host", ""), request.GET.get("group", "")
+    chosen = Instance.objects.select_related("host").order_by("group", "name")
+    instances = list(chosen.filter(**{k: v for k, v in (("host__name", host), ("group", group)) if v}))
+    choices = set(Instance.objects.values_list("host__name", "group"))
+    attention = set(
+        Watchdog.objects.filter(instance__in=instances)
+        .exclude(needs_attention_since=None)
+        .values_list("instance_id", flat=True)
+    )
+    return render(
+        request,
+        "instances/list.html",
+        {
+            "rows": [(instance, instance.pk in attention) for instance in instances],
+            "live_state": live_state(instances, latest_samples(instances), last_operations(instances)),
+            "hosts": sorted({h for h, _g in choices}),
+            "groups": sorted({g for _h, g in choices if g}),
+            "host": host,
+            "group": group,
+            "can_operate": request.user.has_perm(OPERATE),
+            "rollouts": Rollout.objects.exclude(state__in=[Rollout.State.SUCCEEDED, Rollout.State.FAILED])[:5],
+        },
+    )
+
+
+@login_required
+@require_GET
+def instance_detail(request, name: str):
+    instance = get_object_or_404(Instance.objects.select_related("host"), name=name)
+    operations = last_operations([instance])
+    return render(
+        request,
+        "instances/detail.html",
+        {
+            "instance": instance,
+            "operations": instance.operations.select_related("requested_by")[:20],
+            "latest": operations.get(instance.pk),
+            "live_state": live_state([instance], latest_samples([instance]), operations),
+            "log_lines": recent_lines(instance.name),
+            "ranges": list(RANGES),
+            "watchdog": Watchdog.objects.filter(instance=instance).first(),
+            "form": OperationForm(),
+            "can_operate": request.user.has_perm(OPERATE),
+        },
+    )
+
+
+@login_required
+@require_GET
+def operation_card(request, name: str):
+    """The card of the instance's newest operation (htmx, when an operation event arrives)."""
+    instance = get_object_or_404(Instance, name=name)
+    latest = instance.operations.select_related("instance", "requested_by").first()
+    return render(request, "instances/_operation.html", {"latest": latest})
+
+
+@login_required
+@require_GET
+def operation_rows(request, name: str):
+    """The rows of the instance's operations table (htmx, when an operation event arrives)."""
+    instance = get_object_or_404(Instance, name=name)
+    operations = instance.operations.select_related("requested_by")[:20]
+    return render(request, "instances/_operations.html", {"operations": operations})
+
+
+@login_required
+@require_POST
+def operate(request, name: str):
+    instance = get_object_or_404(Instance, name=name)
+    if not request.user.has_perm(OPERATE):
+        raise PermissionDenied("You may look at instances but not operate them.")
+    form = OperationForm(request.POST)
+    if not form.is_valid():
+        return render(request, "operations/_form.html", {"instance": instance, "form": form}, status=400)
+    try:
+        operation, created = request_operation(
+            instance,
+            form.cleaned_data["kind"],
+            user=request.user,
+            reason=form.cleaned_data["reason"],
+            options=form.options(),
+            request=request,
+        )
+    except OperationRefused as exc:
+        if request.htmx:
+            # Shown beside the form; the progress of the running operation stays in view.
+            response = render(request, "operations/_refused.html", {"message": str(exc)}, status=409)
+            return reswap(retarget(response, "#operate-message"), "innerHTML")
+        messages.error(request, str(exc))
+        return redirect(instance)
+    if request.htmx:
+        return render(request, "operations/_progress.html", {"operation": operation, "joined": not created})
+    return redirect(instance)

@@ -1,0 +1,119 @@
+"""Schedule pages: list, create, edit, pause, delete, and the next-runs preview."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from console.audit.record import record
+from console.schedules import cron
+from console.schedules.forms import ScheduleForm, next_runs
+from console.schedules.models import RestartSchedule
+from console.watchdog.models import Watchdog
+
+CHANGE = "schedules.change_restartschedule"
+
+
+@login_required
+@permission_required("schedules.view_restartschedule", raise_exception=True)
+def schedule_list(request):
+    schedules = RestartSchedule.objects.prefetch_related("instances").order_by("name")
+    rows = []
+    for schedule in schedules:
+        upcoming = next_runs(schedule.cron, schedule.timezone, 1) if schedule.enabled else []
+        rows.append((schedule, upcoming[0] if upcoming else None, schedule.runs.first()))
+    return render(request, "schedules/list.html", {"rows": rows, "can_change": request.user.has_perm(CHANGE)})
+
+
+def _save(request, form: ScheduleForm) -> RestartSchedule:
+    schedule = form.save(commit=False)
+    if schedule.created_by_id is None:
+        schedule.created_by = request.user
+    created = schedule.pk is None
+    schedule.save()
+    form.save_m2m()
+    record(
+        "schedule.created" if created else "schedule.changed",
+        request=request,
+        target=f"schedule {schedule.name}",
+        outcome=f"{schedule.cron} {schedule.timezone}, {schedule.strategy}, "
+        + ("enabled" if schedule.enabled else "paused"),
+    )
+    return schedule
+
+
+@login_required
+@permission_required("schedules.add_restartschedule", raise_exception=True)
+def schedule_create(request):
+    form = ScheduleForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        schedule = _save(request, form)
+        messages.success(request, f"Schedule {schedule.name!r} saved.")
+        return redirect("schedules:list")
+    status = 400 if request.method == "POST" else 200
+    return render(request, "schedules/form.html", {"form": form, "preview": form.preview()}, status=status)
+
+
+@login_required
+@permission_required(CHANGE, raise_exception=True)
+def schedule_edit(request, pk: int):
+    schedule = get_object_or_404(RestartSchedule, pk=pk)
+    form = ScheduleForm(request.POST or None, instance=schedule)
+    if request.method == "POST" and form.is_valid():
+        _save(request, form)
+        messages.success(request, f"Schedule {schedule.name!r} saved.")
+        return redirect("schedules:list")
+    status = 400 if request.method == "POST" else 200
+    preview = form.preview() if request.method == "POST" else next_runs(schedule.cron, schedule.timezone)
+    context = {"form": form, "schedule": schedule, "preview": preview, "runs": schedule.runs.all()[:20]}
+    return render(request, "schedules/form.html", context, status=status)
+
+
+@login_required
+@permission_required(CHANGE, raise_exception=True)
+@require_POST
+def schedule_toggle(request, pk: int):
+    schedule = get_object_or_404(RestartSchedule, pk=pk)
+    schedule.enabled = not schedule.enabled
+    schedule.save(update_fields=["enabled", "updated"])
+    state = "resumed" if schedule.enabled else "paused"
+    record(f"schedule.{state}", request=request, target=f"schedule {schedule.name}", outcome=state)
+    messages.success(request, f"Schedule {schedule.name!r} {state}.")
+    return redirect("schedules:list")
+
+
+@login_required
+@permission_required("schedules.delete_restartschedule", raise_exception=True)
+@require_POST
+def schedule_delete(request, pk: int):
+    schedule = get_object_or_404(RestartSchedule, pk=pk)
+    schedule.delete()
+    record("schedule.deleted", request=request, target=f"schedule {schedule.name}", outcome="deleted")
+    messages.success(request, f"Schedule {schedule.name!r} deleted.")
+    return redirect("schedules:list")
+
+
+@login_required
+@require_GET
+def schedule_preview(request):
+    """The next runs of an expression in a zone, or what is wrong with them (htmx, as the form is typed)."""
+    try:
+        runs = next_runs(request.GET.get("cron", ""), request.GET.get("timezone", "UTC"))
+    except cron.CronError as exc:
+        return render(request, "schedules/_preview.html", {"error": str(exc)}, status=400)
+    return render(request, "schedules/_preview.html", {"preview": runs})
+
+
+@login_required
+@require_POST
+def watchdog_clear(request, name: str):
+    """An operator has looked at the instance: the watchdog may act on it again."""
+    if not request.user.has_perm("instances.operate_instance"):
+        raise PermissionDenied("You may look at instances but not operate them.")
+    dog = get_object_or_404(Watchdog, instance__name=name)
+    dog.needs_attention_since, dog.attention_reason = None, ""
+    dog.save(update_fields=["needs_attention_since", "attention_reason"])
+    record("watchdog.cleared", request=request, target=f"instance {name}", outcome="the watchdog acts again")
+    messages.success(request, f"The watchdog of {name} acts again.")
+    return redirect(dog.instance)

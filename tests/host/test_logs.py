@@ -1,0 +1,87 @@
+"""Following logs: a file cursor through rotation and huge lines; the follower on a real process."""
+
+import sys
+import time
+
+import pytest
+
+from console.host.logs import LogFollower, recent_lines
+from console.host.process import FileCursor, ProcessRuntime, rotate_log
+from tests.factories import process_instance
+
+
+def test_cursor_starts_with_the_recent_past_then_only_new_lines(tmp_path):
+    path = tmp_path / "server.log"
+    path.write_bytes(b"".join(b"old line %d\n" % i for i in range(10_000)))
+    cursor = FileCursor(path, backlog_bytes=1000)
+    first = cursor.read()
+    assert 0 < len(first) < 100 and first[-1] == b"old line 9999"
+    assert all(line.startswith(b"old line ") for line in first)  # the cut first line is skipped
+    assert cursor.read() == []
+    with open(path, "ab") as log:
+        log.write(b"new 1\nnew 2\npartial")
+    assert cursor.read() == [b"new 1", b"new 2"]
+    with open(path, "ab") as log:
+        log.write(b" end\n")
+    assert cursor.read() == [b"partial end"]
+
+
+def test_cursor_follows_copy_truncate_rotation(tmp_path):
+    path = tmp_path / "server.log"
+    path.write_bytes(b"a\n" * 100)
+    cursor = FileCursor(path)
+    assert len(cursor.read()) == 100
+    assert rotate_log(path, max_bytes=10)
+    with open(path, "ab") as log:
+        log.write(b"after rotation\n")
+    assert cursor.read() == [b"after rotation"]
+
+
+def test_a_10_mb_line_is_cut_and_the_next_line_still_arrives(tmp_path):
+    path = tmp_path / "server.log"
+    path.write_bytes(b"")
+    cursor = FileCursor(path)
+    cursor.read()
+    with open(path, "ab") as log:
+        log.write(b"y" * 10_000_000 + b"\nnext\n")
+    lines = []
+    for _ in range(5):
+        lines += cursor.read()
+    assert len(lines) == 2
+    assert len(lines[0]) == FileCursor.MAX_LINE_BYTES and lines[1] == b"next"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_follower_ships_lines_of_a_real_process_and_counts_errors(tmp_path):
+    script = (
+        "import sys, time\n"
+        "print('\\x1b[32mINFO\\x1b[0m starting', flush=True)\n"
+        "sys.stdout.buffer.write(b'bad bytes \\xff\\n'); sys.stdout.flush()\n"
+        "print('torch.OutOfMemoryError: CUDA out of memory.', flush=True)\n"
+        "print('ERROR request timed out', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    instance = process_instance("follow-a", command=[sys.executable, "-c", script], working_dir=str(tmp_path))
+    runtime = ProcessRuntime()
+    runtime.start(instance)
+    follower = LogFollower(["local"])
+    try:
+        seen = []
+        deadline = time.monotonic() + 15
+        while len(seen) < 4 and time.monotonic() < deadline:
+            follower.poll()
+            seen = recent_lines("follow-a")
+            time.sleep(0.3)
+            follower._flushed.clear()  # flush the tail every round in the test
+        texts = [entry["text"] for entry in seen]
+        assert texts == [
+            "INFO starting",
+            "bad bytes \ufffd",
+            "torch.OutOfMemoryError: CUDA out of memory.",
+            "ERROR request timed out",
+        ]
+        assert [entry["level"] for entry in seen] == ["info", "info", "info", "error"]
+        assert follower.take_counts("follow-a") == {"cuda_oom": 1, "timeout": 1}
+        assert follower.take_counts("follow-a") == {}  # taken once
+    finally:
+        runtime.stop(instance, timeout=5)

@@ -1,0 +1,111 @@
+"""The local supervisor: process groups, SIGKILL fallback, re-adoption, no killing by name."""
+
+import subprocess
+import sys
+
+import pytest
+
+from console.host import process
+from console.host.process import ProcessRuntime, rotate_log
+from tests.factories import process_instance
+
+IGNORES_TERM = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(600)"
+)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_for_line(instance, text: str, timeout: float = 10) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while text not in "\n".join(ProcessRuntime().log_tail(instance)):
+        assert time.monotonic() < deadline, f"{instance.name} never printed {text!r}"
+        time.sleep(0.05)
+
+
+@pytest.mark.django_db
+def test_stubborn_process_is_killed_after_the_timeout():
+    instance = process_instance("stubborn", command=[sys.executable, "-c", IGNORES_TERM])
+    runtime = ProcessRuntime()
+    runtime.start(instance)
+    _wait_for_line(instance, "up")  # its SIGTERM handler is installed
+    result = runtime.stop(instance, timeout=1)
+    assert result.forced and "killed" in result.detail
+    assert not runtime.status(instance).running
+
+
+@pytest.mark.django_db
+def test_children_of_the_server_are_stopped_too():
+    spawn_child = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)"
+    )
+    instance = process_instance("parent", command=[sys.executable, "-c", spawn_child])
+    runtime = ProcessRuntime()
+    runtime.start(instance)
+    import time
+
+    deadline = time.monotonic() + 10
+    while len(runtime.status(instance).pids) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = runtime.status(instance).pids
+    assert len(pids) == 2
+    runtime.stop(instance, timeout=5)
+    assert not any(_alive(pid) for pid in pids)
+
+
+@pytest.mark.django_db
+def test_running_instance_is_readopted_after_a_console_restart():
+    instance = process_instance("adopt", command=[sys.executable, "-c", "import time; time.sleep(600)"])
+    ProcessRuntime().start(instance)
+    process._children.clear()  # what a fresh console process knows: only the pid file
+    status = ProcessRuntime().status(instance)
+    assert status.running
+    assert ProcessRuntime().stop(instance, timeout=5).forced is False
+    assert not ProcessRuntime().status(instance).running
+
+
+@pytest.mark.django_db
+def test_an_unrelated_process_with_the_same_command_is_never_touched():
+    command = [sys.executable, "-c", "import time; time.sleep(600)"]
+    bystander = subprocess.Popen(command)
+    try:
+        instance = process_instance("twin", command=command)
+        runtime = ProcessRuntime()
+        runtime.start(instance)
+        runtime.stop(instance, timeout=5)
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+@pytest.mark.django_db
+def test_stale_pid_file_of_a_recycled_pid_is_not_running(tmp_path):
+    instance = process_instance("stale", command=["true"])
+    path = process.instance_dir(instance) / "pid.json"
+    # pid 1 exists but started at another time: not our instance.
+    path.write_text('{"pid": 1, "pgid": 999999, "start_time": 12345.0}')
+    assert not ProcessRuntime().status(instance).running
+
+
+def test_log_rotation_keeps_the_writer_appending(tmp_path):
+    log = tmp_path / "server.log"
+    writer = open(log, "ab")
+    writer.write(b"x" * 2000)
+    writer.flush()
+    assert rotate_log(log, max_bytes=1000, backups=2)
+    writer.write(b"after\n")
+    writer.flush()
+    writer.close()
+    assert (tmp_path / "server.log.1").stat().st_size == 2000
+    assert log.read_bytes().endswith(b"after\n") and log.stat().st_size < 2000

@@ -1,0 +1,51 @@
+"""Connection states read from /proc for real sockets of this process's namespace."""
+
+import os
+import socket
+import time
+
+from console.host.sockets import parse, tcp_states
+
+
+def test_parse_counts_only_the_given_local_port():
+    table = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 0 0
+   1: 0100007F:1F90 0100007F:D2A4 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 0 0
+   2: 0100007F:1F90 0100007F:D2A6 08 00000000:00000000 00:00000000 00000000     0        0 3 1 0 0 0
+   3: 0100007F:D2A4 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 4 1 0 0 0
+   garbage line
+"""
+    counts = parse(table, 8080)
+    assert counts == {"LISTEN": 1, "ESTABLISHED": 1, "CLOSE_WAIT": 1}  # the client side (row 3) is not ours
+
+
+def test_established_close_wait_and_time_wait_on_a_real_listener():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    port = server.getsockname()[1]
+    clients, accepted = [], []
+    try:
+        for _ in range(5):
+            client = socket.create_connection(("127.0.0.1", port))
+            clients.append(client)
+            accepted.append(server.accept()[0])
+        # A client that goes away while the server keeps its end open: CLOSE_WAIT, the leak of the checklist.
+        for client in clients[:2]:
+            client.close()
+        # The server closes first: its side waits in TIME_WAIT... after the peer's FIN.
+        accepted[4].close()
+        clients[4].close()
+        time.sleep(0.2)
+        states = tcp_states(os.getpid(), port)
+        assert states["LISTEN"] == 1
+        assert states["CLOSE_WAIT"] == 2
+        assert states["ESTABLISHED"] == 2
+        assert states["TIME_WAIT"] == 1
+    finally:
+        for sock in clients + accepted + [server]:
+            sock.close()
+
+
+def test_a_process_that_does_not_exist_reads_as_unknown():
+    assert tcp_states(2**22 + 12345, 80) is None

@@ -1,0 +1,138 @@
+"""Watchdog rules on sample histories: what fires, what waits, and when it stops acting."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from console.alerts.models import AlertChannel, AlertDelivery
+from console.operations.models import Operation
+from console.telemetry.models import Sample
+from console.watchdog.evaluate import evaluate, findings
+from console.watchdog.models import Watchdog
+from tests.factories import process_instance
+
+
+@pytest.fixture
+def dog(db):
+    instance = process_instance("dog-a", command=["true"])
+    return Watchdog.objects.create(
+        instance=instance,
+        liveness_failures=3,
+        startup_grace_seconds=60,
+        p95_limit_ms=500,
+        sustain_seconds=60,
+        backoff_seconds=300,
+        max_actions_per_hour=2,
+    )
+
+
+def samples(dog, count, every=5, uptime=3600, **figures):
+    now = timezone.now()
+    rows = []
+    for i in range(count):
+        values = {"status": "ready", "probe_ok": True, "p95_ms": 100.0, "data": {"uptime": uptime + i * every}}
+        values.update({k: (v(i) if callable(v) else v) for k, v in figures.items()})
+        rows.append(
+            Sample.objects.create(instance=dog.instance, at=now - timedelta(seconds=every * (count - 1 - i)), **values)
+        )
+    return rows
+
+
+def rules(dog, rows):
+    return [f.rule for f in findings(dog, rows, timezone.now())]
+
+
+def test_liveness_needs_n_failures_in_a_row(dog):
+    assert rules(dog, samples(dog, 3, probe_ok=lambda i: i != 1, status="down")) == []
+    Sample.objects.all().delete()
+    assert rules(dog, samples(dog, 3, probe_ok=False, status="down")) == ["liveness"]
+
+
+def test_latency_must_stay_high_for_the_sustain_period(dog):
+    short = samples(dog, 6, p95_ms=900.0)  # 25 s of it
+    assert rules(dog, short) == []
+    Sample.objects.all().delete()
+    held = samples(dog, 14, p95_ms=900.0)  # 65 s
+    assert rules(dog, held) == ["p95_limit"]
+    Sample.objects.all().delete()
+    dip = samples(dog, 14, p95_ms=lambda i: 100.0 if i == 10 else 900.0)
+    assert rules(dog, dip) == []
+
+
+def test_factor_over_its_own_baseline(dog):
+    dog.p95_limit_ms, dog.p95_factor = None, 3.0
+    # the process started 10 minutes ago at ~100 ms; now 400 ms for over a minute
+    rows = samples(dog, 120, every=5, uptime=0, p95_ms=lambda i: 100.0 if i < 100 else 400.0)
+    assert rules(dog, rows) == ["p95_factor"]
+
+
+def test_other_decay_signs(dog):
+    dog.p95_limit_ms = None
+    dog.close_wait_limit, dog.fragmentation_limit, dog.gpu_memory_percent, dog.error_burst = 10, 0.5, 90, 3
+    rows = samples(
+        dog,
+        14,
+        close_wait=40,
+        fragmentation=0.7,
+        gpu_used=79 * 2**30,
+        gpu_total=80 * 2**30,
+        log_errors=lambda i: 5 if i == 13 else 0,
+    )
+    assert rules(dog, rows) == ["fragmentation", "close_wait", "gpu_memory", "error_burst"]
+
+
+def test_start_up_grace_protects_a_loading_model(dog):
+    dog.startup_grace_seconds = 300
+    dog.save()
+    samples(dog, 14, p95_ms=900.0, uptime=0)  # a process 65 s old
+    assert evaluate(dog.instance) is None
+    assert not Operation.objects.exists()
+
+
+def test_backoff_then_cap_then_needs_attention_with_an_alert(dog):
+    AlertChannel.objects.create(name="hook", url="http://127.0.0.1:9/none")
+    samples(dog, 14, p95_ms=900.0)
+    first = evaluate(dog.instance)
+    assert isinstance(first, Operation) and first.trigger == "watchdog" and first.kind == "restart"
+    assert first.options["rule"] == "p95_limit" and "p95 900 ms above 500 ms" in first.reason
+    Operation.objects.filter(pk=first.pk).update(state="succeeded", finished=timezone.now() - timedelta(minutes=3))
+    assert evaluate(dog.instance) is None  # within the backoff of 300 s
+    Operation.objects.filter(pk=first.pk).update(created=timezone.now() - timedelta(minutes=6))
+    second = evaluate(dog.instance)
+    assert isinstance(second, Operation)
+    Operation.objects.filter(pk=second.pk).update(
+        state="succeeded",
+        created=timezone.now() - timedelta(minutes=20),
+        finished=timezone.now() - timedelta(minutes=3),
+    )
+    assert evaluate(dog.instance) == "alerted"  # the cap of 2 an hour: needs attention
+    dog.refresh_from_db()
+    assert dog.needs_attention_since is not None and "2 automatic actions" in dog.attention_reason
+    assert evaluate(dog.instance) is None  # alerts once, then stays quiet
+    assert Operation.objects.filter(trigger="watchdog").count() == 2
+    assert list(AlertDelivery.objects.order_by("created").values_list("event", flat=True)) == [
+        "watchdog",
+        "watchdog",
+        "needs_attention",
+    ]
+
+
+def test_alert_only_action(dog):
+    dog.decay_action = "alert"
+    dog.save()
+    AlertChannel.objects.create(name="hook", url="http://127.0.0.1:9/none")
+    samples(dog, 14, p95_ms=900.0)
+    assert evaluate(dog.instance) == "alerted"
+    assert evaluate(dog.instance) is None  # not again within the backoff
+    assert not Operation.objects.exists() and AlertDelivery.objects.count() == 1
+
+
+def test_sustain_shorter_than_a_few_sampling_intervals_still_fires(dog):
+    # Samples 2 s apart and a 4 s sustain: the high run began with the second sample, 4 s before
+    # the last. A window of 4 s holds two samples spanning 2 s; the run itself is what counts.
+    dog.sustain_seconds = 4
+    rows = samples(dog, 4, every=2, p95_ms=lambda i: 100.0 if i == 0 else 900.0)
+    last = rows[-1].at
+    assert [f.rule for f in findings(dog, rows, last - timedelta(seconds=0.5))] == []  # held 3.5 s
+    assert [f.rule for f in findings(dog, rows, last + timedelta(seconds=0.5))] == ["p95_limit"]  # 4.5 s

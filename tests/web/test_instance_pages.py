@@ -1,0 +1,63 @@
+"""Instance pages: login required, operate permission checked on the server, forms say what is wrong."""
+
+import pytest
+from django.test import Client
+
+from console.instances.roles import OPERATOR, VIEWER
+from console.operations.models import Operation
+from tests.factories import process_instance, user
+
+
+@pytest.fixture
+def instance(db):
+    return process_instance("page-a", command=["true"], display_name="GPU A")
+
+
+@pytest.mark.django_db
+def test_pages_need_login(instance):
+    for path in ("/", "/instances/page-a/", "/accounts/tokens/"):
+        response = Client().get(path)
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+@pytest.mark.django_db
+def test_viewer_sees_the_instance_but_may_not_restart_it(instance):
+    client = Client()
+    client.force_login(user("v", VIEWER))
+    page = client.get("/instances/page-a/")
+    assert page.status_code == 200 and b"GPU A" in page.content and b'id="operate"' not in page.content
+    response = client.post("/instances/page-a/operations/", {"kind": "restart"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 403
+    assert not Operation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_operator_restart_returns_the_live_progress_partial(instance):
+    client = Client()
+    client.force_login(user("o", OPERATOR))
+    response = client.post(
+        "/instances/page-a/operations/", {"kind": "restart", "reason": "slow"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200
+    operation = Operation.objects.get()
+    assert f"Restart #{operation.pk}".encode() in response.content
+    assert b"every 2s" not in response.content  # the page's live events refresh it, not polling
+    assert operation.requested_by.username == "o" and operation.reason == "slow"
+
+
+@pytest.mark.django_db
+def test_unknown_operation_kind_is_a_form_error(instance):
+    client = Client()
+    client.force_login(user("o2", OPERATOR))
+    response = client.post("/instances/page-a/operations/", {"kind": "format-disk"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 400
+    assert b"must be one of restart" in response.content
+    assert not Operation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_unknown_instance_is_404(instance):
+    client = Client()
+    client.force_login(user("o3", OPERATOR))
+    assert client.get("/instances/nope/").status_code == 404
+    assert client.post("/instances/nope/operations/", {"kind": "restart"}).status_code == 404
