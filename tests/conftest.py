@@ -55,6 +55,19 @@ def celery_worker(
     return spawn(command, env, log_path)
 
 
+def until(condition, timeout: float, every: float = 1.0, between=None):
+    """The condition's first true value, checked every `every` seconds (calling `between` first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if between is not None:
+            between()
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not within {timeout} s")
+
+
 @pytest.fixture(scope="session")
 def smoke_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "smoke"

@@ -137,27 +137,52 @@ def evaluate(instance, now=None) -> Operation | str | None:
     Returns the operation requested, "alerted", or None.
     """
     now = now or timezone.now()
-    dog = Watchdog.objects.filter(instance=instance, enabled=True).select_related("instance").first()
-    if dog is None or not instance.enabled:
-        return None
+    with transaction.atomic():
+        # One evaluation of an instance at a time (rounds may overlap on a busy worker).
+        dog = Watchdog.objects.select_for_update().filter(instance=instance, enabled=True).first()
+        if dog is None or not instance.enabled:
+            return None
+        return _evaluate(dog, instance, now)
+
+
+def _evaluate(dog: Watchdog, instance, now) -> Operation | str | None:
     if instance.operations.filter(state__in=Operation.ACTIVE_STATES).exists():
         return None
     last_finished = instance.operations.exclude(finished=None).order_by("-finished").first()
-    grace = timedelta(seconds=dog.startup_grace_seconds)
-    if last_finished is not None and now - last_finished.finished < grace:
-        return None  # the model may still be warming up: a startup probe's grace
+    if _stopped_on_purpose(last_finished):
+        return None  # down because someone stopped it: not the watchdog's to start
     horizon = now - timedelta(seconds=max(dog.sustain_seconds, 60) + 30)
     recent = list(Sample.objects.filter(instance=instance, resolution=Sample.RAW, at__gte=horizon).order_by("at"))
     if last_finished is not None:
         recent = [s for s in recent if s.at > last_finished.finished]  # only what the current process did
     latest = recent[-1] if recent else None
+    grace = timedelta(seconds=dog.startup_grace_seconds)
+    if last_finished is not None and now - last_finished.finished < grace and _starting(last_finished, latest):
+        return None  # the model may still be loading: a startup probe's grace
     if latest is not None and latest.probe_ok and (latest.data.get("uptime") or 0) < dog.startup_grace_seconds:
-        return None
+        return None  # a fresh process's figures are not its normal yet
     found = findings(dog, recent, now)
     if not found:
         return None
     first = next((f for f in found if f.rule == "liveness"), found[0])
     return _act(dog, first, now)
+
+
+def _stopped_on_purpose(last: Operation | None) -> bool:
+    return last is not None and last.kind == Operation.Kind.STOP and last.state == Operation.State.SUCCEEDED
+
+
+def _starting(last: Operation, latest: Sample | None) -> bool:
+    """Whether the server is still starting after the operation: the grace is for that only. Once it
+    has been ready (as Kubernetes' startupProbe hands over to the livenessProbe), or when its process
+    is gone, liveness applies at once."""
+    if latest is not None and latest.status == "down" and not latest.data.get("pids"):
+        return False  # no process: nothing is starting
+    if last.state == Operation.State.SUCCEEDED and last.kind in (Operation.Kind.START, Operation.Kind.RESTART):
+        return False  # its ready step saw it ready
+    return not Sample.objects.filter(
+        instance_id=last.instance_id, resolution=Sample.RAW, at__gt=last.finished, status="ready"
+    ).exists()
 
 
 def _act(dog: Watchdog, finding: Finding, now) -> Operation | str | None:
@@ -168,10 +193,14 @@ def _act(dog: Watchdog, finding: Finding, now) -> Operation | str | None:
     action = action_for(dog, finding)
     if count >= dog.max_actions_per_hour or dog.needs_attention_since:
         if dog.needs_attention_since is None:
+            reason = f"{count} automatic actions within an hour; last: {text}"[:300]
             with transaction.atomic():
-                dog.needs_attention_since = now
-                dog.attention_reason = f"{count} automatic actions within an hour; last: {text}"[:300]
-                dog.save(update_fields=["needs_attention_since", "attention_reason"])
+                # One UPDATE decides: of two evaluations at once, only one says so (and alerts).
+                won = Watchdog.objects.filter(pk=dog.pk, needs_attention_since=None).update(
+                    needs_attention_since=now, attention_reason=reason
+                )
+                if not won:
+                    return None
                 notify(
                     NEEDS_ATTENTION,
                     instance,

@@ -15,22 +15,10 @@ from console.schedules.models import RestartSchedule, ScheduleRun
 from console.telemetry.models import Sample
 from console.telemetry.sampler import sample_host
 from console.watchdog.models import Watchdog
-from tests.conftest import wait_http
+from tests.conftest import until, wait_http
 from tests.inference.helpers import chat
 
 pytestmark = pytest.mark.slow
-
-
-def until(condition, timeout: float, every: float = 1.0, between=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if between is not None:
-            between()
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout} s")
 
 
 class Traffic:

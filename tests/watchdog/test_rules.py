@@ -136,3 +136,41 @@ def test_sustain_shorter_than_a_few_sampling_intervals_still_fires(dog):
     last = rows[-1].at
     assert [f.rule for f in findings(dog, rows, last - timedelta(seconds=0.5))] == []  # held 3.5 s
     assert [f.rule for f in findings(dog, rows, last + timedelta(seconds=0.5))] == ["p95_limit"]  # 4.5 s
+
+
+def finished(instance, kind: str, state: str, seconds_ago: float) -> Operation:
+    end = timezone.now() - timedelta(seconds=seconds_ago)
+    return Operation.objects.create(
+        instance=instance, kind=kind, state=state, created=end - timedelta(seconds=5), started=end, finished=end
+    )
+
+
+GONE = {"detail": "not running", "pids": []}
+
+
+def test_a_server_that_dies_right_after_a_good_start_is_restarted_within_the_grace(dog):
+    finished(dog.instance, "restart", "succeeded", 10)  # its ready step saw it ready; the grace is 60 s
+    samples(dog, 3, every=1, probe_ok=False, status="down", data=GONE)
+    operation = evaluate(dog.instance)
+    assert isinstance(operation, Operation) and operation.options["rule"] == "liveness"
+
+
+def test_a_server_still_starting_gets_its_grace_until_its_process_is_gone(dog):
+    finished(dog.instance, "start", "failed", 10)  # not ready in time, but its process still loads
+    samples(dog, 3, every=1, probe_ok=False, status="down", data={"detail": "no answer", "pids": [4242]})
+    assert evaluate(dog.instance) is None
+    Sample.objects.all().delete()
+    samples(dog, 3, every=1, probe_ok=False, status="down", data=GONE)
+    assert isinstance(evaluate(dog.instance), Operation)
+
+
+def test_a_server_that_was_ready_once_gets_no_more_grace(dog):
+    finished(dog.instance, "start", "failed", 20)
+    samples(dog, 4, every=1, probe_ok=lambda i: i == 0, status=lambda i: "ready" if i == 0 else "down")
+    assert isinstance(evaluate(dog.instance), Operation)
+
+
+def test_an_instance_an_operator_stopped_stays_stopped(dog):
+    finished(dog.instance, "stop", "succeeded", 600)
+    samples(dog, 5, probe_ok=False, status="down", data=GONE)
+    assert evaluate(dog.instance) is None and not Operation.objects.filter(trigger="watchdog").exists()
