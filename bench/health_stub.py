@@ -1,5 +1,6 @@
-"""A minimal server answering the inference contract's /health and /health/ready, for load on the
-console's sampling path without twenty model processes. Optionally prints log lines at a rate.
+"""A minimal server answering only the inference contract's /health and /health/ready (404 for the
+rest), for load on the console's sampling path without twenty model processes, and as the smallest
+server a process instance may run. Optionally prints log lines at a rate.
 
     python bench/health_stub.py PORT [LINES_PER_SECOND]
 """
@@ -24,8 +25,10 @@ class Handler(BaseHTTPRequestHandler):
             "timings": {"requests_per_second": 1.0, "latency_p50": 0.02, "latency_p95": 0.05, "ttft_p50": 0.01},
             "totals": {"requests": 1},
         }
-        data = json.dumps(body if self.path == "/health" else {"ready": True}).encode()
-        self.send_response(200)
+        answers = {"/health": (200, body), "/health/ready": (200, {"ready": True})}
+        status, answer = answers.get(self.path, (404, {"error": {"message": "not found"}}))
+        data = json.dumps(answer).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

@@ -15,6 +15,10 @@ class ServerError(Exception):
     """The model server did not do what was asked; the message is the operator's explanation."""
 
 
+class NotOffered(ServerError):
+    """The server has no such endpoint (HTTP 404): a capability it lacks, not a failure."""
+
+
 @dataclass
 class Probe:
     """One GET /health: whether it answered sensibly, how fast, and what it said."""
@@ -145,11 +149,13 @@ class ModelServer:
         return Readiness(False, f"HTTP {response.status_code}", failed=_json_field(response, "state") == "failed")
 
     def models(self) -> list[str]:
-        """The model ids the server answers for (GET /v1/models)."""
+        """The model ids the server answers for (GET /v1/models); NotOffered when it has no such list."""
         try:
             response = self.http.get(self.url("/v1/models"), timeout=10)
         except httpx.HTTPError as exc:
             raise ServerError(f"the server stopped answering ({type(exc).__name__})") from exc
+        if response.status_code == 404:
+            raise NotOffered("the server offers no GET /v1/models")
         if response.status_code != 200:
             raise ServerError(f"GET /v1/models answered HTTP {response.status_code}")
         data = _json_field(response, "data")

@@ -20,7 +20,7 @@ from django.utils import timezone
 from console.host import gpu
 from console.host.runtime import Runtime, RuntimeFailure
 from console.host.runtimes import runtime_for
-from console.host.server import ModelServer, ServerError
+from console.host.server import ModelServer, NotOffered, ServerError
 from console.operations import progress
 from console.operations.models import Operation
 
@@ -44,6 +44,8 @@ class Context:
     runtime: Runtime
     server: ModelServer
     old_pids: list[int] = field(default_factory=list)
+    # Set by a step that did something else than its name says (a restart in place done whole).
+    step_name: str | None = None
 
 
 def drain(ctx: Context) -> str:
@@ -103,7 +105,7 @@ def restart_in_place(ctx: Context) -> str:
     try:
         old_pid = ctx.server.restart_in_place()
     except ServerError as exc:
-        return f"in place refused ({exc}); restarted whole instead: {_restart_whole(ctx)}"
+        return _restart_whole(ctx, f"in place refused: {exc}")
     began = time.monotonic()
     deadline = began + ctx.instance.drain_timeout + ctx.instance.stop_timeout
     while time.monotonic() < deadline:
@@ -117,10 +119,12 @@ def restart_in_place(ctx: Context) -> str:
         if not status.running:
             raise StepFailed(f"the server {status.detail} during its restart in place")
         time.sleep(0.2)
-    return f"model process {old_pid} did not end in time; restarted whole instead: {_restart_whole(ctx)}"
+    return _restart_whole(ctx, f"model process {old_pid} did not end in time")
 
 
-def _restart_whole(ctx: Context) -> str:
+def _restart_whole(ctx: Context, why: str) -> str:
+    """Stop and start in the restart-in-place step, which is then named for what it did."""
+    ctx.step_name = f"restart (whole: in place not possible — {why})"
     return "; ".join(step(ctx) for step in (stop, release, start))
 
 
@@ -153,8 +157,15 @@ def wait_ready(ctx: Context) -> str:
 
 
 def verify(ctx: Context) -> str:
+    """The server answers for its models (GET /v1/models), or, where it offers no such list, is
+    still ready a moment later (docs/ENGINES.md: the server contract)."""
     try:
         models = ctx.server.models()
+    except NotOffered as exc:
+        readiness = ctx.server.readiness()
+        if not readiness.ready:
+            raise StepFailed(f"{exc}, and /health/ready answered {readiness.answer} right after") from exc
+        return f"still ready ({exc})"
     except ServerError as exc:
         raise StepFailed(f"{exc} right after becoming ready") from exc
     return f"serving {', '.join(models) or 'requests'}"
@@ -291,22 +302,25 @@ def _run(operation: Operation) -> Operation:
         return operation
     with ModelServer.for_instance(instance) as server:
         ctx = Context(operation=operation, instance=instance, runtime=runtime, server=server)
-        for name, action in steps_for(operation):
-            step = progress.begin_step(operation, name)
+        for planned, action in steps_for(operation):
+            step = progress.begin_step(operation, planned)
             try:
                 detail = action(ctx)
             except (StepFailed, RuntimeFailure) as exc:
-                progress.end_step(operation, step, "failed", str(exc))
-                progress.finish(operation, Operation.State.FAILED, f"{name}: {exc}", _log_tail(ctx))
-                return operation
+                failure = str(exc)
             except DatabaseError:
                 raise  # the database is away: the task retries and resumes (tasks.run_operation)
             except Exception as exc:
-                log.exception("operation %s: step %s crashed", operation.pk, name)
-                progress.end_step(operation, step, "failed", f"internal error: {exc}")
-                progress.finish(operation, Operation.State.FAILED, f"{name}: internal error: {exc}", _log_tail(ctx))
-                return operation
-            progress.end_step(operation, step, "done", detail)
+                log.exception("operation %s: step %s crashed", operation.pk, planned)
+                failure = f"internal error: {exc}"
+            else:
+                progress.end_step(operation, step, "done", detail, name=ctx.step_name)
+                ctx.step_name = None
+                continue
+            name = ctx.step_name or planned
+            progress.end_step(operation, step, "failed", failure, name=name)
+            progress.finish(operation, Operation.State.FAILED, f"{name}: {failure}", _log_tail(ctx))
+            return operation
     progress.finish(operation, Operation.State.SUCCEEDED)
     return operation
 

@@ -23,10 +23,13 @@ def begin_step(operation: Operation, name: str) -> dict:
     return step
 
 
-def end_step(operation: Operation, step: dict, state: str, detail: str) -> None:
+def end_step(operation: Operation, step: dict, state: str, detail: str, name: str | None = None) -> None:
+    """Close the running step; `name` when it turned out to be another step than planned."""
     finished = timezone.now()
     seconds = (finished - datetime.fromisoformat(step["started"])).total_seconds()
     step.update(state=state, finished=finished.isoformat(), detail=detail, seconds=round(seconds, 3))
+    if name:
+        step["name"] = name
     operation.steps = [*operation.steps[:-1], step]
     operation.save(update_fields=["steps"])
     announce(operation)

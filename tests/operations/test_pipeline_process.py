@@ -77,9 +77,11 @@ def test_restart_in_place_of_a_server_without_supervisor_restarts_it_whole(manag
 
     restarted = run(instance, "restart")
     assert restarted.state == "succeeded", restarted.error
-    detail = restarted.steps[1]["detail"]
-    assert "in place refused (HTTP 409: this server does not run under inference.supervisor" in detail
-    assert "restarted whole instead" in detail and "after SIGTERM" in detail
+    # The step is named for what happened: a whole restart, and why.
+    name, detail = restarted.steps[1]["name"], restarted.steps[1]["detail"]
+    assert name.startswith("restart (whole: in place not possible — in place refused: HTTP 409: ")
+    assert "does not run under inference.supervisor" in name
+    assert "after SIGTERM" in detail and "spawned pid" in detail
     new = httpx.get(instance.base_url + "/health").json()
     assert new["pid"] != first_pid and new["state"] == "ready"  # restarted all the same, never left stopped
 

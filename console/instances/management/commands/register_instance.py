@@ -1,6 +1,8 @@
-"""Register (or update) a Docker instance and its host: for deployments configured as code."""
+"""Register (or update) an instance and its host: for deployments configured as code."""
 
+import json
 import os
+import shlex
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -9,14 +11,14 @@ from console.instances.models import Host, Instance
 
 
 class Command(BaseCommand):
-    help = "Create or update a Docker instance by name (idempotent); the container may already exist."
+    help = (
+        "Create or update an instance by name (idempotent): a Docker container (--container) or a local "
+        "process (--command), whose server meets the contract in docs/ENGINES.md."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("name")
         parser.add_argument("--host", required=True, help="Host name; its worker serves host.<name>.")
-        parser.add_argument("--docker-url", help="The host worker's Docker endpoint, e.g. tcp://socket-proxy:2375.")
-        parser.add_argument("--container", required=True, help="Container name.")
-        parser.add_argument("--image", default="", help="Image to recreate the container from.")
         parser.add_argument("--url", required=True, help="Where the server answers, e.g. http://glm-a-1:8080.")
         parser.add_argument("--group", default="")
         parser.add_argument("--display-name", default="")
@@ -27,8 +29,22 @@ class Command(BaseCommand):
             action="store_true",
             help="Restarts replace the model process only (the server runs python -m inference.supervisor).",
         )
+        docker = parser.add_argument_group("a Docker container")
+        docker.add_argument("--container", help="Container name.")
+        docker.add_argument("--docker-url", help="The host worker's Docker endpoint, e.g. tcp://socket-proxy:2375.")
+        docker.add_argument("--image", default="", help="Image to recreate the container from.")
+        process = parser.add_argument_group("a local process (run by the host's worker)")
+        process.add_argument(
+            "--command", help='The program and its arguments: a JSON list, or a shell-quoted line ("python -m app").'
+        )
+        process.add_argument("--working-dir", default="", help="Directory the process starts in.")
+        process.add_argument(
+            "--env", action="append", default=[], metavar="NAME=VALUE", help="An environment variable (repeatable)."
+        )
 
     def handle(self, *args, **o):
+        if bool(o["container"]) == bool(o["command"]):
+            raise CommandError("Give either --container (a Docker instance) or --command (a process instance).")
         host, _ = Host.objects.get_or_create(name=o["host"])
         if o["docker_url"] and host.docker_url != o["docker_url"]:
             host.docker_url = o["docker_url"]
@@ -44,9 +60,15 @@ class Command(BaseCommand):
                 raise CommandError(f"${o['admin_token_env']} is empty.")
         instance = Instance.objects.filter(name=o["name"]).first() or Instance(name=o["name"])
         instance.host = host
-        instance.runtime = Instance.Runtime.DOCKER
-        instance.container_name = o["container"]
-        instance.image = o["image"]
+        if o["container"]:
+            instance.runtime = Instance.Runtime.DOCKER
+            instance.container_name = o["container"]
+            instance.image = o["image"]
+        else:
+            instance.runtime = Instance.Runtime.PROCESS
+            instance.command = _command(o["command"])
+            instance.working_dir = o["working_dir"]
+            instance.env = _env(o["env"])
         instance.base_url = o["url"]
         instance.group = o["group"]
         instance.display_name = o["display_name"]
@@ -60,3 +82,27 @@ class Command(BaseCommand):
         created = instance.pk is None
         instance.save()
         self.stdout.write(f"{'registered' if created else 'updated'} {instance.name} on {host.name}")
+
+
+def _command(text: str) -> list:
+    if text.lstrip().startswith("["):
+        try:
+            command = json.loads(text)
+        except ValueError as exc:
+            raise CommandError(f"--command is not a JSON list: {exc}") from None
+    else:
+        try:
+            command = shlex.split(text)
+        except ValueError as exc:
+            raise CommandError(f"--command cannot be split into arguments: {exc}") from None
+    return command  # full_clean checks it is a list of non-empty strings
+
+
+def _env(pairs: list[str]) -> dict:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise CommandError(f"--env takes NAME=VALUE, not {pair!r}.")
+        env[name] = value
+    return env
