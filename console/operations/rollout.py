@@ -7,9 +7,7 @@ down more than one replica.
 """
 
 import time
-from datetime import timedelta
 
-from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
@@ -17,7 +15,7 @@ from console.audit.record import record
 from console.instances.models import Instance
 from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
-from console.telemetry.models import Sample
+from console.telemetry.latest import is_fresh, latest_samples
 
 
 def request_rollout(
@@ -62,9 +60,8 @@ def enqueue_rollout(rollout: Rollout) -> None:
 
 def busy(instance: Instance) -> int:
     """Requests in flight per the latest fresh sample (0 if unknown): the host worker measured it."""
-    fresh = timezone.now() - timedelta(seconds=max(30, 3 * settings.TELEMETRY_SAMPLE_SECONDS))
-    sample = Sample.objects.filter(instance=instance, resolution=Sample.RAW, at__gte=fresh).order_by("-at").first()
-    return (sample.in_flight or 0) if sample else 0
+    sample = latest_samples([instance]).get(instance.pk)
+    return (sample.in_flight or 0) if is_fresh(sample) else 0
 
 
 def _budget(instance: Instance) -> float:

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from console.instances.models import Instance
 from console.operations.models import Operation, Rollout
-from console.telemetry.latest import latest_samples
+from console.telemetry.latest import is_fresh, latest_samples
 from console.telemetry.models import Sample
 
 
@@ -56,10 +56,12 @@ def last_operations(instances) -> dict[int, Operation]:
 
 
 def instance_summary(instance: Instance, sample: Sample | None = None, last: Operation | None = None, now=None) -> dict:
-    """What the console knows of an instance: its setup, the latest sample and its age, and its
-    newest operation (running now when `active`)."""
+    """What the console knows of an instance: its setup; how it is, from the latest sample ("status":
+    what the host's worker saw, "unknown" when no sample is fresh; "badge": what the pages show,
+    "restarting" while an operation runs); that sample's figures and age; and its operations."""
     now = now or timezone.now()
     active = last is not None and not last.is_finished
+    status = sample.status if is_fresh(sample, now) else "unknown"
     return {
         "name": instance.name,
         "display_name": instance.label,
@@ -70,6 +72,11 @@ def instance_summary(instance: Instance, sample: Sample | None = None, last: Ope
         "gpu_indices": instance.gpu_indices,
         "enabled": instance.enabled,
         "restart_in_place": instance.restart_in_place,
+        "status": status,
+        "badge": "restarting" if active else status,
+        "ready": status == "ready",
+        "sample": {**sample.summary(), "age_seconds": round((now - sample.at).total_seconds(), 1)} if sample else None,
+        "operation": operation_summary(last) if active else None,
         "active_operation": last.pk if active else None,
         "last_operation": {"id": last.pk, "kind": last.kind, "state": last.state} if last else None,
     }

@@ -135,3 +135,40 @@ def test_rollouts_through_the_api_with_clear_refusals(instance):
     body = created.json()
     assert body["instances"] == ["api-b", "api-c"] and body["state"] == "queued" and body["trigger"] == "api"
     assert client.get(f"/api/rollouts/{body['id']}/", **bearer(viewer_key)).json()["reason"] == "nightly"
+
+
+@pytest.mark.django_db
+def test_a_script_can_ask_whether_an_instance_is_down(instance):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from console.telemetry.models import Sample
+
+    _, key = ApiToken.issue(user("script", VIEWER), "probe")
+    client = Client()
+
+    def state() -> dict:
+        return client.get("/api/instances/api-a/", **bearer(key)).json()
+
+    never = state()
+    assert (never["status"], never["badge"], never["ready"], never["sample"]) == ("unknown", "unknown", False, None)
+
+    Sample.objects.create(instance=instance, at=timezone.now() - timedelta(seconds=2), status="down", p95_ms=12.0)
+    down = state()
+    assert (down["status"], down["badge"], down["ready"]) == ("down", "down", False)
+    assert down["sample"]["p95_ms"] == 12.0 and 1 < down["sample"]["age_seconds"] < 30
+
+    Sample.objects.create(instance=instance, at=timezone.now(), status="ready")
+    operation = Operation.objects.create(instance=instance, kind="restart", state="running")
+    restarting = state()
+    assert (restarting["status"], restarting["badge"], restarting["ready"]) == ("ready", "restarting", True)
+    assert restarting["operation"]["id"] == operation.pk and restarting["operation"]["state"] == "running"
+
+    Operation.objects.filter(pk=operation.pk).update(state="succeeded")
+    Sample.objects.update(at=timezone.now() - timedelta(minutes=10))  # the host's worker went silent
+    silent = state()
+    assert (silent["status"], silent["ready"], silent["operation"]) == ("unknown", False, None)
+    assert silent["sample"]["age_seconds"] > 500
+    listed = client.get("/api/instances/", **bearer(key)).json()["instances"]
+    assert listed[0]["name"] == "api-a" and listed[0]["status"] == "unknown"
