@@ -1,5 +1,7 @@
 """Instance pages: login required, operate permission checked on the server, forms say what is wrong."""
 
+import logging
+
 import pytest
 from django.test import Client
 
@@ -27,8 +29,27 @@ def test_viewer_sees_the_instance_but_may_not_restart_it(instance):
     page = client.get("/instances/page-a/")
     assert page.status_code == 200 and b"GPU A" in page.content and b'id="operate"' not in page.content
     response = client.post("/instances/page-a/operations/", {"kind": "restart"}, HTTP_HX_REQUEST="true")
-    assert response.status_code == 403
+    assert response.status_code == 403 and b"may look at instances but not operate them" in response.content
     assert not Operation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_refusal_is_one_log_line_not_a_traceback(instance, caplog):
+    client = Client()
+    client.force_login(user("v2", VIEWER))
+    with caplog.at_level(logging.INFO):
+        assert client.post("/instances/page-a/operations/", {"kind": "restart"}).status_code == 403
+    refusals = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(refusals) == 1 and "Forbidden" in refusals[0].getMessage() and refusals[0].exc_info is None
+
+
+@pytest.mark.django_db
+def test_an_account_without_a_role_sees_no_instance(instance):
+    client = Client()
+    client.force_login(user("nobody"))
+    for path in ("/", "/instances/page-a/", "/instances/page-a/series/", "/audit/"):
+        response = client.get(path)
+        assert response.status_code == 403 and b"no role that may see instances" in response.content, path
 
 
 @pytest.mark.django_db

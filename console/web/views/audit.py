@@ -3,13 +3,13 @@
 import csv
 from datetime import datetime, time
 
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
 from console.audit.models import AuditEntry
+from console.web.access import role_required
 
 COLUMNS = ["at", "actor", "address", "action", "target", "reason", "outcome"]
 
@@ -38,7 +38,7 @@ def _selection(request):
     return entries
 
 
-@login_required
+@role_required()
 def audit_list(request):
     try:
         entries = _selection(request)
@@ -51,7 +51,7 @@ def audit_list(request):
     return render(request, "audit/list.html", {"page": page, "query": query.urlencode(), "actions": actions})
 
 
-@login_required
+@role_required()
 def audit_csv(request):
     try:
         entries = _selection(request)

@@ -1,8 +1,6 @@
 """The dashboard and an instance's page, with its operate form, operation card and history."""
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
@@ -16,8 +14,7 @@ from console.operations.summaries import last_operations, operation_summary
 from console.telemetry.latest import latest_samples
 from console.telemetry.series import RANGES
 from console.watchdog.models import Watchdog
-
-OPERATE = "instances.operate_instance"
+from console.web.access import MAY_NOT_OPERATE, OPERATE, role_required
 
 
 def live_state(instances, samples: dict, operations: dict) -> dict:
@@ -28,7 +25,7 @@ def live_state(instances, samples: dict, operations: dict) -> dict:
     }
 
 
-@login_required
+@role_required()
 @require_GET
 def instance_list(request):
     """The dashboard: every instance with its badge and figures, filtered by host or group."""
@@ -57,7 +54,7 @@ def instance_list(request):
     )
 
 
-@login_required
+@role_required()
 @require_GET
 def instance_detail(request, name: str):
     instance = get_object_or_404(Instance.objects.select_related("host"), name=name)
@@ -79,7 +76,7 @@ def instance_detail(request, name: str):
     )
 
 
-@login_required
+@role_required()
 @require_GET
 def operation_card(request, name: str):
     """The card of the instance's newest operation (htmx, when an operation event arrives)."""
@@ -88,7 +85,7 @@ def operation_card(request, name: str):
     return render(request, "instances/_operation.html", {"latest": latest})
 
 
-@login_required
+@role_required()
 @require_GET
 def operation_rows(request, name: str):
     """The rows of the instance's operations table (htmx, when an operation event arrives)."""
@@ -97,12 +94,10 @@ def operation_rows(request, name: str):
     return render(request, "instances/_operations.html", {"operations": operations})
 
 
-@login_required
+@role_required(OPERATE, MAY_NOT_OPERATE)
 @require_POST
 def operate(request, name: str):
     instance = get_object_or_404(Instance, name=name)
-    if not request.user.has_perm(OPERATE):
-        raise PermissionDenied("You may look at instances but not operate them.")
     form = OperationForm(request.POST)
     if not form.is_valid():
         return render(request, "operations/_form.html", {"instance": instance, "form": form}, status=400)
@@ -118,7 +113,7 @@ def operate(request, name: str):
     except OperationRefused as exc:
         if request.htmx:
             # Shown beside the form; the progress of the running operation stays in view.
-            response = render(request, "operations/_refused.html", {"message": str(exc)}, status=409)
+            response = render(request, "_refused.html", {"message": str(exc)}, status=409)
             return reswap(retarget(response, "#operate-message"), "innerHTML")
         messages.error(request, str(exc))
         return redirect(instance)

@@ -1,7 +1,5 @@
 """An operation's page, and restarting a group (a rollout) from the dashboard."""
 
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
@@ -10,11 +8,10 @@ from console.instances.models import Instance
 from console.operations.forms import RolloutForm
 from console.operations.models import Operation, Rollout
 from console.operations.rollout import request_rollout
+from console.web.access import MAY_NOT_OPERATE, OPERATE, role_required
 
-OPERATE = "instances.operate_instance"
 
-
-@login_required
+@role_required()
 @require_GET
 def operation_detail(request, pk: int):
     operation = get_object_or_404(Operation.objects.select_related("instance", "requested_by"), pk=pk)
@@ -22,11 +19,9 @@ def operation_detail(request, pk: int):
     return render(request, template, {"operation": operation})
 
 
-@login_required
+@role_required(OPERATE, MAY_NOT_OPERATE)
 @require_POST
 def rollout_create(request):
-    if not request.user.has_perm(OPERATE):
-        raise PermissionDenied("You may look at instances but not operate them.")
     form = RolloutForm(request.POST)
     if not form.is_valid():
         groups = sorted(set(Instance.objects.exclude(group="").values_list("group", flat=True)))
@@ -47,7 +42,7 @@ def rollout_create(request):
     return redirect("operations:rollout", pk=rollout.pk)
 
 
-@login_required
+@role_required()
 @require_GET
 def rollout_detail(request, pk: int):
     rollout = get_object_or_404(Rollout.objects.select_related("requested_by"), pk=pk)

@@ -1,8 +1,6 @@
 """Schedule pages: list, create, edit, pause, delete, and the next-runs preview."""
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
-from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -11,12 +9,13 @@ from console.schedules import cron
 from console.schedules.forms import ScheduleForm, next_runs
 from console.schedules.models import RestartSchedule
 from console.watchdog.models import Watchdog
+from console.web.access import MAY_NOT_OPERATE, OPERATE, role_required
 
 CHANGE = "schedules.change_restartschedule"
+MAY_NOT_CHANGE = "Your role may look at schedules but not change them."
 
 
-@login_required
-@permission_required("schedules.view_restartschedule", raise_exception=True)
+@role_required("schedules.view_restartschedule")
 def schedule_list(request):
     schedules = RestartSchedule.objects.prefetch_related("instances").order_by("name")
     rows = []
@@ -43,8 +42,7 @@ def _save(request, form: ScheduleForm) -> RestartSchedule:
     return schedule
 
 
-@login_required
-@permission_required("schedules.add_restartschedule", raise_exception=True)
+@role_required("schedules.add_restartschedule", MAY_NOT_CHANGE)
 def schedule_create(request):
     form = ScheduleForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -55,8 +53,7 @@ def schedule_create(request):
     return render(request, "schedules/form.html", {"form": form, "preview": form.preview()}, status=status)
 
 
-@login_required
-@permission_required(CHANGE, raise_exception=True)
+@role_required(CHANGE, MAY_NOT_CHANGE)
 def schedule_edit(request, pk: int):
     schedule = get_object_or_404(RestartSchedule, pk=pk)
     form = ScheduleForm(request.POST or None, instance=schedule)
@@ -70,8 +67,7 @@ def schedule_edit(request, pk: int):
     return render(request, "schedules/form.html", context, status=status)
 
 
-@login_required
-@permission_required(CHANGE, raise_exception=True)
+@role_required(CHANGE, MAY_NOT_CHANGE)
 @require_POST
 def schedule_toggle(request, pk: int):
     schedule = get_object_or_404(RestartSchedule, pk=pk)
@@ -83,8 +79,7 @@ def schedule_toggle(request, pk: int):
     return redirect("schedules:list")
 
 
-@login_required
-@permission_required("schedules.delete_restartschedule", raise_exception=True)
+@role_required("schedules.delete_restartschedule", MAY_NOT_CHANGE)
 @require_POST
 def schedule_delete(request, pk: int):
     schedule = get_object_or_404(RestartSchedule, pk=pk)
@@ -94,7 +89,7 @@ def schedule_delete(request, pk: int):
     return redirect("schedules:list")
 
 
-@login_required
+@role_required("schedules.view_restartschedule")
 @require_GET
 def schedule_preview(request):
     """The next runs of an expression in a zone, or what is wrong with them (htmx, as the form is typed)."""
@@ -105,12 +100,10 @@ def schedule_preview(request):
     return render(request, "schedules/_preview.html", {"preview": runs})
 
 
-@login_required
+@role_required(OPERATE, MAY_NOT_OPERATE)
 @require_POST
 def watchdog_clear(request, name: str):
     """An operator has looked at the instance: the watchdog may act on it again."""
-    if not request.user.has_perm("instances.operate_instance"):
-        raise PermissionDenied("You may look at instances but not operate them.")
     dog = get_object_or_404(Watchdog, instance__name=name)
     dog.needs_attention_since, dog.attention_reason = None, ""
     dog.save(update_fields=["needs_attention_since", "attention_reason"])

@@ -2,7 +2,6 @@
 
 import re
 
-from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -12,9 +11,10 @@ from console.host.logs import recent_lines
 from console.instances.models import Instance
 from console.telemetry.diagnose import diagnose
 from console.telemetry.series import RANGES, series
+from console.web.access import role_required
 
 
-@login_required
+@role_required()
 @require_GET
 def instance_series(request, name: str):
     instance = get_object_or_404(Instance, name=name)
@@ -24,7 +24,7 @@ def instance_series(request, name: str):
     return JsonResponse(series(instance, range_name))
 
 
-@login_required
+@role_required()
 @require_GET
 def instance_diagnose(request, name: str):
     instance = get_object_or_404(Instance, name=name)
@@ -34,7 +34,7 @@ def instance_diagnose(request, name: str):
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-@login_required
+@role_required()
 @require_GET
 def log_download(request, name: str):
     """The recent log lines as text, optionally filtered by a substring and a minimum level."""
