@@ -102,6 +102,13 @@ def _times_of(day: date, sets, tz: ZoneInfo):
             yield instant
 
 
+def happens_twice(local: datetime) -> bool:
+    """Whether this wall-clock time happens twice that day (a fall-back hour): it runs at the first."""
+    naive = local.replace(tzinfo=None)
+    first, second = (naive.replace(tzinfo=local.tzinfo, fold=fold) for fold in (0, 1))
+    return first.utcoffset() != second.utcoffset()
+
+
 def next_runs(cron: Cron, tz: ZoneInfo, after: datetime, count: int = 5) -> list[datetime]:
     """The next `count` run instants (UTC) strictly after `after`."""
     sets = cron.sets

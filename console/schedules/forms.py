@@ -49,8 +49,12 @@ class ScheduleForm(forms.ModelForm):
         return next_runs(self.cleaned_data["cron"], self.cleaned_data["timezone"], count) if self.is_valid() else []
 
 
-def next_runs(expression: str, zone_name: str, count: int = 5) -> list[dict]:
+def next_runs(expression: str, zone_name: str, count: int = 5, after=None) -> list[dict]:
+    """The next runs, each in the zone (with its abbreviation: on a fall-back day 01:30 EDT and
+    01:30 EST are different instants) and in UTC."""
     tz = cron.zone(zone_name)
-    return [
-        {"local": t.astimezone(tz), "utc": t} for t in cron.next_runs(cron.parse(expression), tz, timezone.now(), count)
-    ]
+    runs = []
+    for instant in cron.next_runs(cron.parse(expression), tz, after or timezone.now(), count):
+        local = instant.astimezone(tz)
+        runs.append({"local": local, "utc": instant, "zone": local.tzname(), "twice": cron.happens_twice(local)})
+    return runs

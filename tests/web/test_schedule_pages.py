@@ -84,3 +84,17 @@ def test_viewers_see_schedules_but_cannot_change_them(client, db):
     client.login(username="viewer-sched", password="pw-for-tests-123")
     assert client.get("/schedules/").status_code == 200
     assert client.post("/schedules/new/", form()).status_code == 403
+
+
+def test_the_fall_back_day_shows_which_of_the_two_times_runs():
+    from datetime import UTC, datetime
+
+    from django.template.loader import render_to_string
+
+    from console.schedules.forms import next_runs
+
+    runs = next_runs("30 1 * * *", "America/New_York", 3, after=datetime(2026, 10, 31, 12, tzinfo=UTC))
+    page = render_to_string("schedules/_preview.html", {"preview": runs})
+    assert "Sun 2026-11-01 01:30 EDT" in page and "= 2026-11-01 05:30 UTC" in page
+    assert page.count("happens twice") == 1  # that day only
+    assert "Mon 2026-11-02 01:30 EST" in page and "= 2026-11-02 06:30 UTC" in page
