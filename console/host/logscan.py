@@ -21,14 +21,21 @@ _LEVEL_WORD = re.compile(r"\b(CRITICAL|FATAL|ERROR|WARNING|WARN|INFO|DEBUG)\b")
 
 
 def clean(raw: bytes | str) -> str:
-    """One line for display: bytes decoded with replacement, escapes stripped, length capped."""
+    """One line for display: bytes decoded with replacement, escapes stripped, length capped.
+
+    A line the reader already cut (host.process.CutLine) says how long it was in truth."""
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
     text = text.rstrip("\r\n")
     if "\r" in text:  # a progress bar redrawn in place: what a terminal would show last
         text = text.rsplit("\r", 1)[1]
     text = CONTROL.sub("\ufffd", ANSI.sub("", text))
+    length = getattr(raw, "length", None)
+    if length is not None:
+        shown = text[:MAX_LINE_CHARS]
+        more = length - len(shown.encode("utf-8", errors="replace"))
+        return f"{shown}… [{'more than ' if not raw.complete else ''}{more:,} more bytes]"
     if len(text) > MAX_LINE_CHARS:
-        text = f"{text[:MAX_LINE_CHARS]}… [{len(text) - MAX_LINE_CHARS} more characters]"
+        text = f"{text[:MAX_LINE_CHARS]}… [{len(text) - MAX_LINE_CHARS:,} more characters]"
     return text
 
 

@@ -202,9 +202,20 @@ class ProcessRuntime:
             time.sleep(0.05)
 
 
+class CutLine(bytes):
+    """The head of a line too long to keep whole, with the line's true length in bytes (a floor
+    when the line had not ended: `complete` is False)."""
+
+    def __new__(cls, head: bytes, length: int, complete: bool = True):
+        line = super().__new__(cls, head)
+        line.length, line.complete = length, complete
+        return line
+
+
 class FileCursor:
     """New lines of a log file since the last read. Survives copy-truncate rotation
-    (the file shrinks) and replacement (a new inode); a huge line is cut, not buffered."""
+    (the file shrinks) and replacement (a new inode); a huge line is cut, not buffered: its head is
+    kept until it ends, then shipped with the length it had in truth."""
 
     CHUNK = 4 * 1024 * 1024
     MAX_LINE_BYTES = 64 * 1024
@@ -215,39 +226,57 @@ class FileCursor:
         self.inode: int | None = None
         self.offset = 0
         self.partial = b""
-        self.discarding = False  # inside a line already cut at MAX_LINE_BYTES
+        self.discarding = False  # inside a line whose head was kept (or, on first sight, not wanted)
+        self.head: bytes | None = None  # the kept head of the long line being discarded
+        self.length = 0  # that line's bytes so far
 
     def read(self) -> list[bytes]:
         try:
             stat = os.stat(self.path)
         except FileNotFoundError:
             return []
+        lost = []
         if stat.st_ino != self.inode:
             first = self.inode is None
+            lost = self._unfinished()
             self.inode, self.partial = stat.st_ino, b""
             # On first sight show only the recent past; a new file is read from its start.
             self.offset = max(0, stat.st_size - self.backlog_bytes) if first else 0
             self.discarding = self.offset > 0  # the first line is probably cut
         elif stat.st_size < self.offset:
+            lost = self._unfinished()
             self.offset, self.partial, self.discarding = 0, b"", False
         if stat.st_size == self.offset:
-            return []
+            return lost
         with open(self.path, "rb") as handle:
             handle.seek(self.offset)
             data = handle.read(self.CHUNK)
         self.offset += len(data)
-        return self._split(data)
+        return lost + self._split(data)
+
+    def _unfinished(self) -> list[bytes]:
+        """A long line the file lost before it ended (rotation): shipped with the length it reached."""
+        if self.head is None:
+            return []
+        line = CutLine(self.head, self.length, complete=False)
+        self.head, self.discarding = None, False
+        return [line]
 
     def _split(self, data: bytes) -> list[bytes]:
+        lines = []
         if self.discarding:
             newline = data.find(b"\n")
             if newline < 0:
+                self.length += len(data)
                 return []
-            data, self.discarding = data[newline + 1 :], False
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()
+            if self.head is not None:
+                lines.append(CutLine(self.head, self.length + newline))
+            data, self.discarding, self.head = data[newline + 1 :], False, None
+        pieces = (self.partial + data).split(b"\n")
+        self.partial = pieces.pop()
+        lines += pieces
         if len(self.partial) > self.MAX_LINE_BYTES:
-            lines.append(self.partial[: self.MAX_LINE_BYTES])
+            self.head, self.length = self.partial[: self.MAX_LINE_BYTES], len(self.partial)
             self.partial, self.discarding = b"", True
         return lines
 

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from console.host.logs import LogFollower, recent_lines
+from console.host.logscan import MAX_LINE_CHARS, clean
 from console.host.process import FileCursor, ProcessRuntime, rotate_log
 from tests.factories import process_instance
 
@@ -49,6 +50,22 @@ def test_a_10_mb_line_is_cut_and_the_next_line_still_arrives(tmp_path):
         lines += cursor.read()
     assert len(lines) == 2
     assert len(lines[0]) == FileCursor.MAX_LINE_BYTES and lines[1] == b"next"
+    # The page is told how much was cut in truth, not what the reader happened to keep.
+    assert clean(lines[0]).endswith(f"… [{10_000_000 - MAX_LINE_CHARS:,} more bytes]")
+
+
+def test_a_long_line_the_file_loses_to_rotation_says_how_long_it_got_at_least(tmp_path):
+    path = tmp_path / "server.log"
+    path.write_bytes(b"")
+    cursor = FileCursor(path)
+    cursor.read()
+    with open(path, "ab") as log:
+        log.write("é".encode() * 100_000)  # 200,000 bytes, no newline yet
+    assert cursor.read() == []  # its head is kept until the line ends
+    path.write_bytes(b"fresh\n")  # copy-truncate rotation
+    lost, fresh = cursor.read()
+    assert fresh == b"fresh"
+    assert clean(lost).endswith(f"… [more than {200_000 - 2 * MAX_LINE_CHARS:,} more bytes]")
 
 
 @pytest.mark.django_db(transaction=True)
