@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.conftest import wait_http
-from tests.e2e.conftest import login
+from tests.e2e.conftest import ensure_viewer, login
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
@@ -50,18 +50,8 @@ def test_restart_from_the_instance_page_shows_each_step(browser, embedded_consol
 
 def test_a_viewer_sees_no_operate_controls_and_is_refused(browser, embedded_console):
     console = embedded_console
-    console.manage(
-        "shell",
-        "-c",
-        "from tests.factories import user; from django.contrib.auth import get_user_model as g; "
-        "g().objects.filter(username='viewer1').exists() or user('viewer1', 'viewer', 'viewer-pass-123')",
-    )
     context_page = browser.new_page()
-    context_page.context.clear_cookies()
-    context_page.goto(console.url + "/accounts/login/")
-    context_page.fill("input[name=username]", "viewer1")
-    context_page.fill("input[name=password]", "viewer-pass-123")
-    context_page.click("button[type=submit]")
+    login(context_page, console, *ensure_viewer(console))
     context_page.goto(console.url + "/instances/demo/")
     assert context_page.locator("form#operate").count() == 0
     context_page.close()

@@ -1,0 +1,54 @@
+"""Everyone watching an instance sees every operation live, whoever or whatever started it: an
+operator and a viewer with the page open while a script restarts the instance through the API."""
+
+import httpx
+import pytest
+
+from tests.conftest import wait_http
+from tests.e2e.conftest import ensure_viewer, login
+
+pytestmark = pytest.mark.browser
+IDLE = "!document.querySelector('#operation-live [data-state=running], #operation-live [data-state=queued]')"
+
+
+def api_key(console) -> str:
+    """An API token of the demo operator, as a script would hold one."""
+    result = console.manage(
+        "shell",
+        "-c",
+        "from console.api.models import ApiToken; from django.contrib.auth import get_user_model as g; "
+        f"print(ApiToken.issue(g().objects.get(username='{console.username}'), 'script')[1])",
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_an_operation_started_by_the_api_appears_on_every_open_page(browser, second_browser, embedded_console):
+    console = embedded_console
+    wait_http(console.demo_url + "/health/ready", timeout=90)
+    operator, viewer = browser.new_page(), second_browser.new_page()
+    login(operator, console)
+    login(viewer, console, *ensure_viewer(console))
+    for page in (operator, viewer):
+        page.goto(console.url + "/instances/demo/")
+        page.wait_for_function(IDLE, timeout=90_000)
+        page.wait_for_selector("[data-live-state].on", timeout=15_000)
+    assert viewer.locator("form#operate").count() == 0
+
+    response = httpx.post(
+        console.url + "/api/instances/demo/operations/",
+        json={"kind": "restart", "reason": "from a script"},
+        headers={"Authorization": f"Bearer {api_key(console)}"},
+    )
+    assert response.status_code == 202, response.text
+    number = response.json()["id"]
+
+    for page in (operator, viewer):
+        card = f"#operation-live #operation-{number}[data-state=succeeded]"
+        page.wait_for_selector(card, timeout=90_000)
+        steps = page.locator(f"{card} li.step strong").all_inner_texts()
+        assert steps == ["drain", "restart in place", "ready", "verify"], steps
+        row = page.locator("#operations tbody tr").filter(has=page.locator(f"a:text-is('{number}')"))
+        row.filter(has_text="Succeeded").wait_for(timeout=15_000)
+        assert "API" in row.inner_text() and "from a script" in row.inner_text()
+    operator.close()
+    viewer.close()
