@@ -2,7 +2,9 @@
 rest), for load on the console's sampling path without twenty model processes, and as the smallest
 server a process instance may run. Optionally prints log lines at a rate.
 
-    python bench/health_stub.py PORT [LINES_PER_SECOND]
+    python bench/health_stub.py PORT [LINES_PER_SECOND] [START_SECONDS]
+
+START_SECONDS: how long it takes to start (before it listens), like a model loading.
 """
 
 import json
@@ -50,6 +52,8 @@ def chatter(rate: int) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 3:
+        time.sleep(float(sys.argv[3]))
     if len(sys.argv) > 2 and int(sys.argv[2]) > 0:
         threading.Thread(target=chatter, args=(int(sys.argv[2]),), daemon=True).start()
     ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()

@@ -8,4 +8,19 @@ class OperationsConfig(AppConfig):
     def ready(self) -> None:
         # Binds shared tasks to the console's Celery app in every Django process
         # (kept out of console/__init__ so plain modules import without Celery).
+        from celery.signals import worker_ready
+
         import console.celery  # noqa: F401
+
+        worker_ready.connect(_watch_host_operations, weak=False)
+
+
+def _watch_host_operations(sender=None, **kwargs) -> None:
+    """A worker that serves host queues watches those hosts' operations (takes over a dead worker's)."""
+    from console.instances.models import host_of_queue
+    from console.operations.recovery import Watch
+
+    queues = sender.app.amqp.queues.consume_from or {}
+    hosts = [host for host in map(host_of_queue, queues) if host]
+    if hosts:
+        Watch(hosts).start()

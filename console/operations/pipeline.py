@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection
-from django.db.models import F, Q
-from django.db.models.functions import Coalesce, Now
+from django.db import DatabaseError, connection, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from console.host import gpu
@@ -44,8 +43,14 @@ class Context:
     runtime: Runtime
     server: ModelServer
     old_pids: list[int] = field(default_factory=list)
+    fenced: threading.Event = field(default_factory=threading.Event)
     # Set by a step that did something else than its name says (a restart in place done whole).
     step_name: str | None = None
+
+    def check(self) -> None:
+        """Stop at once when another attempt has taken the operation over."""
+        if self.fenced.is_set():
+            raise progress.Fenced(f"operation #{self.operation.pk} was taken over by another attempt")
 
 
 def drain(ctx: Context) -> str:
@@ -58,6 +63,7 @@ def drain(ctx: Context) -> str:
     deadline = began + ctx.instance.drain_timeout
     in_flight = None
     while time.monotonic() < deadline:
+        ctx.check()
         in_flight = ctx.server.in_flight()
         if in_flight == 0 or in_flight is None:
             break
@@ -88,6 +94,7 @@ def _gpu_released(ctx: Context, pids, note: str) -> str:
         return f"{note}; {gpu.nvml_error()}: GPU memory not checked"
     began = time.monotonic()
     while True:
+        ctx.check()
         holding = [p for p in gpu.processes(ctx.instance.gpu_indices or None) if p.pid in pids]
         if not holding:
             return f"{note}; GPU memory released after {time.monotonic() - began:.1f} s"
@@ -109,6 +116,7 @@ def restart_in_place(ctx: Context) -> str:
     began = time.monotonic()
     deadline = began + ctx.instance.drain_timeout + ctx.instance.stop_timeout
     while time.monotonic() < deadline:
+        ctx.check()
         # The supervisor forks the new process only once the old one has ended.
         pid = ctx.server.serving_pid()
         if pid is not None and pid != old_pid:
@@ -142,6 +150,7 @@ def wait_ready(ctx: Context) -> str:
     delay = 0.1
     last = "no answer yet"
     while time.monotonic() < deadline:
+        ctx.check()
         readiness = ctx.server.readiness()
         if readiness.ready:
             return f"ready after {time.monotonic() - began:.1f} s"
@@ -209,47 +218,57 @@ def steps_for(operation: Operation) -> list:
 
 
 class Busy(Exception):
-    """Another live worker is running this operation; try the delivery again later."""
+    """Another live worker is running this operation: this delivery has nothing to do."""
 
 
 def claim(operation_id: int) -> Operation | None:
-    """Mark the operation running and count the attempt; None if it is already finished.
+    """Mark the operation running and count the attempt, which fences every later write (see
+    progress); None if it is already finished.
 
-    A running operation is taken over only when its worker's heartbeat is stale,
-    so a redelivered message never runs it twice at once.
+    A running operation is taken over only when its worker's heartbeat is stale, so a second
+    delivery never runs it twice at once.
     """
-    stale = timezone.now() - timedelta(seconds=settings.CONSOLE_HEARTBEAT_STALE_SECONDS)
-    takeable = Q(state=Operation.State.QUEUED) | Q(state=Operation.State.RUNNING) & (
-        Q(heartbeat__isnull=True) | Q(heartbeat__lt=stale)
-    )
-    claimed = Operation.objects.filter(takeable, pk=operation_id).update(
-        state=Operation.State.RUNNING,
-        attempts=F("attempts") + 1,
-        started=Coalesce(F("started"), Now()),
-        heartbeat=Now(),
-    )
-    if not claimed:
-        if Operation.objects.filter(pk=operation_id, state__in=Operation.ACTIVE_STATES).exists():
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.CONSOLE_HEARTBEAT_STALE_SECONDS)
+    with transaction.atomic():
+        operation = (
+            Operation.objects.select_for_update(of=("self",))
+            .select_related("instance__host", "requested_by")
+            .filter(pk=operation_id)
+            .first()
+        )
+        if operation is None or operation.is_finished:
+            return None
+        alive = operation.state == Operation.State.RUNNING and operation.heartbeat and operation.heartbeat >= stale
+        if alive:
             raise Busy(operation_id)
-        return None
-    return Operation.objects.select_related("instance__host", "requested_by").get(pk=operation_id)
+        operation.attempts += 1
+        operation.state, operation.started, operation.heartbeat = Operation.State.RUNNING, operation.started or now, now
+        Operation.objects.filter(pk=operation_id).update(
+            state=operation.state, attempts=operation.attempts, started=operation.started, heartbeat=now
+        )
+    return operation
 
 
 class Heartbeat:
-    """Writes the operation's heartbeat every few seconds while its worker runs it."""
+    """Writes the operation's heartbeat every few seconds while its attempt owns it; `fenced` is set
+    once another attempt has taken it over."""
 
-    def __init__(self, operation_id: int, every: float = 5.0):
-        self.operation_id, self.every = operation_id, every
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{operation_id}", daemon=True)
+    def __init__(self, operation: Operation, every: float = 5.0):
+        self.operation_id, self.attempt, self.every = operation.pk, operation.attempts, every
+        self.stopped, self.fenced = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{operation.pk}", daemon=True)
 
     def _beat(self) -> None:
         try:
             while not self.stopped.wait(self.every):
                 try:
-                    Operation.objects.filter(pk=self.operation_id, state=Operation.State.RUNNING).update(
-                        heartbeat=Now()
+                    mine = Operation.objects.filter(
+                        pk=self.operation_id, state=Operation.State.RUNNING, attempts=self.attempt
                     )
+                    if not mine.update(heartbeat=Now()):
+                        self.fenced.set()
+                        return
                 except DatabaseError:
                     connection.close()  # the database is restarting: beat again once it is back
         finally:
@@ -265,26 +284,25 @@ class Heartbeat:
 
 
 def execute(operation_id: int) -> Operation | None:
-    """Run an operation to its end. Safe to call again for the same id (redelivery).
+    """Run an operation to its end. Safe to call again for the same id (a second delivery).
 
     Raises Busy while another live worker runs it.
     """
     operation = claim(operation_id)
     if operation is None:
         return None  # finished already: a duplicate delivery does nothing
-    with Heartbeat(operation_id):
-        return _run(operation)
+    with Heartbeat(operation, every=min(5.0, settings.CONSOLE_HEARTBEAT_STALE_SECONDS / 3)) as heartbeat:
+        try:
+            return _run(operation, heartbeat.fenced)
+        except progress.Fenced as exc:
+            log.warning("operation %s: %s; this worker stops driving it", operation.pk, exc)
+            return None
 
 
-def _run(operation: Operation) -> Operation:
+def _run(operation: Operation, fenced: threading.Event) -> Operation:
+    planned = steps_for(operation)
     if operation.attempts > 1:
-        step = progress.begin_step(operation, "resume")
-        progress.end_step(
-            operation,
-            step,
-            "done",
-            f"picked up again (attempt {operation.attempts}) after the worker running it was lost",
-        )
+        planned = _resume(operation, planned)
     if operation.attempts > MAX_ATTEMPTS:
         progress.finish(operation, Operation.State.FAILED, f"gave up after {MAX_ATTEMPTS} workers were lost running it")
         return operation
@@ -301,28 +319,49 @@ def _run(operation: Operation) -> Operation:
         progress.finish(operation, Operation.State.FAILED, str(exc))
         return operation
     with ModelServer.for_instance(instance) as server:
-        ctx = Context(operation=operation, instance=instance, runtime=runtime, server=server)
-        for planned, action in steps_for(operation):
-            step = progress.begin_step(operation, planned)
+        ctx = Context(operation=operation, instance=instance, runtime=runtime, server=server, fenced=fenced)
+        for name, action in planned:
+            ctx.check()
+            step = progress.begin_step(operation, name)
             try:
                 detail = action(ctx)
             except (StepFailed, RuntimeFailure) as exc:
                 failure = str(exc)
-            except DatabaseError:
-                raise  # the database is away: the task retries and resumes (tasks.run_operation)
+            except (DatabaseError, progress.Fenced):
+                raise  # the database is away (the task retries and resumes) or another attempt owns it
             except Exception as exc:
-                log.exception("operation %s: step %s crashed", operation.pk, planned)
+                log.exception("operation %s: step %s crashed", operation.pk, name)
                 failure = f"internal error: {exc}"
             else:
                 progress.end_step(operation, step, "done", detail, name=ctx.step_name)
                 ctx.step_name = None
                 continue
-            name = ctx.step_name or planned
+            name = ctx.step_name or name
             progress.end_step(operation, step, "failed", failure, name=name)
             progress.finish(operation, Operation.State.FAILED, f"{name}: {failure}", _log_tail(ctx))
             return operation
     progress.finish(operation, Operation.State.SUCCEEDED)
     return operation
+
+
+def _resume(operation: Operation, planned: list) -> list:
+    """The steps left for an operation taken over from a lost worker: those its earlier attempts
+    did not finish (a step cut short is done again; each checks the state first)."""
+    recorded = [s for s in operation.steps if s["name"] != "resume"]
+    done = [s["name"] for s in recorded if s["state"] == "done"]
+    cut = [{**s, "state": "interrupted"} if s["state"] == "running" else s for s in operation.steps]
+    progress.write_steps(operation, cut)
+    left = planned[len(done) :]
+    step = progress.begin_step(operation, "resume")
+    progress.end_step(
+        operation,
+        step,
+        "done",
+        f"picked up again (attempt {operation.attempts}) after the worker running it was lost"
+        + (f"; done before: {', '.join(done)}" if done else "")
+        + (f"; going on from {left[0][0]}" if left else ""),
+    )
+    return left
 
 
 def _log_tail(ctx: Context) -> str:

@@ -1,14 +1,13 @@
 """Restarting several instances: rolling (the next only once the previous is ready) or all at once.
 
-A rollout is resumable: run again after its worker was lost, it picks up the
-operations it already started (linked to it) instead of starting them twice.
-A failed restart stops a rolling rollout, so a bad image or config never takes
-down more than one replica.
+A rollout is a small state machine in the database, advanced by short tasks (`advance`): when it
+is requested, each time one of its operations finishes, and by the minute recovery round. No task
+waits for a restart, so no worker thread is held while a replica restarts, and a message delivered
+twice, or a worker that died mid-rollout, only means one more look at the same rows. A failed
+restart stops a rolling rollout, so a bad image or config never takes down more than one replica.
 """
 
-import time
-
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from console.audit.record import record
@@ -16,6 +15,8 @@ from console.instances.models import Instance
 from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
 from console.telemetry.latest import is_fresh, latest_samples
+
+SETTLED = ("skipped", "not started")  # entries of instances the rollout will not restart
 
 
 def request_rollout(
@@ -48,25 +49,20 @@ def request_rollout(
         reason=reason,
         outcome=f"queued as rollout #{rollout.pk} ({strategy})",
     )
-    transaction.on_commit(lambda: enqueue_rollout(rollout))
+    transaction.on_commit(lambda: enqueue_advance(rollout.pk))
     return rollout
 
 
-def enqueue_rollout(rollout: Rollout) -> None:
-    from console.operations.tasks import run_rollout  # tasks imports this module
+def enqueue_advance(rollout_id: int) -> None:
+    from console.operations.tasks import advance_rollout  # tasks imports this module
 
-    run_rollout.apply_async(args=[rollout.pk])
+    advance_rollout.apply_async(args=[rollout_id])
 
 
 def busy(instance: Instance) -> int:
     """Requests in flight per the latest fresh sample (0 if unknown): the host worker measured it."""
     sample = latest_samples([instance]).get(instance.pk)
     return (sample.in_flight or 0) if is_fresh(sample) else 0
-
-
-def _budget(instance: Instance) -> float:
-    """The longest a restart of this instance may take before the rollout stops waiting."""
-    return instance.drain_timeout + instance.stop_timeout + instance.ready_timeout + 120
 
 
 def _record(rollout: Rollout, name: str, operation: Operation | None, state: str, detail: str = "") -> None:
@@ -76,14 +72,17 @@ def _record(rollout: Rollout, name: str, operation: Operation | None, state: str
         rollout.results[names.index(name)] = entry
     else:
         rollout.results.append(entry)
-    rollout.save(update_fields=["results"])
+
+
+def _operation_of(rollout: Rollout, instance: Instance, entry: dict | None) -> Operation | None:
+    """The operation this rollout started or joined for the instance, if any."""
+    if entry and entry.get("operation"):
+        return Operation.objects.filter(pk=entry["operation"]).first()
+    return rollout.operations.filter(instance=instance).order_by("-created").first()
 
 
 def _start(rollout: Rollout, instance: Instance) -> Operation | None:
-    """The rollout's operation for this instance: the one it already has, or a new one."""
-    existing = rollout.operations.filter(instance=instance).order_by("-created").first()
-    if existing is not None:
-        return existing
+    """Restart the instance for the rollout (or join its restart already running); None if skipped."""
     if rollout.skip_busy and (in_flight := busy(instance)):
         _record(rollout, instance.name, None, "skipped", f"{in_flight} request(s) in flight")
         return None
@@ -104,59 +103,71 @@ def _start(rollout: Rollout, instance: Instance) -> Operation | None:
     return operation
 
 
-def _wait(rollout: Rollout, operation: Operation, poll: float) -> Operation:
-    deadline = time.monotonic() + _budget(operation.instance)
-    while True:
-        operation.refresh_from_db()
-        if operation.is_finished or time.monotonic() > deadline:
-            break
-        close_old_connections()
-        time.sleep(poll)
-    if not operation.is_finished:
-        _record(rollout, operation.instance.name, operation, "failed", "did not finish within its timeouts")
-    else:
-        _record(rollout, operation.instance.name, operation, operation.state, operation.error)
+def _follow(rollout: Rollout, instance: Instance, entries: dict) -> Operation | None:
+    """The instance's operation, started now if it has none yet; recorded as it stands."""
+    entry = entries.get(instance.name)
+    operation = _operation_of(rollout, instance, entry)
+    if operation is None:
+        return _start(rollout, instance)
+    detail = operation.error if operation.is_finished else (entry or {}).get("detail", "")
+    _record(rollout, instance.name, operation, operation.state, detail)
     return operation
 
 
-def execute_rollout(rollout_id: int, poll: float = 0.5) -> Rollout | None:
-    rollout = Rollout.objects.filter(pk=rollout_id).first()
-    if rollout is None or rollout.is_finished:
-        return rollout
-    if rollout.state == Rollout.State.QUEUED:
-        rollout.state, rollout.started = Rollout.State.RUNNING, timezone.now()
-        rollout.save(update_fields=["state", "started"])
-    by_name = {i.name: i for i in Instance.objects.filter(name__in=rollout.instance_names).select_related("host")}
-    missing = [name for name in rollout.instance_names if name not in by_name]
-    for name in missing:
-        _record(rollout, name, None, "skipped", "no such instance any more")
-    ordered = [by_name[name] for name in rollout.instance_names if name in by_name]
-    failed = None
-    if rollout.strategy == Rollout.Strategy.ALL:
-        started = [op for op in (_start(rollout, i) for i in ordered) if op is not None]
-        for operation in started:
-            if _wait(rollout, operation, poll).state != Operation.State.SUCCEEDED:
-                failed = failed or operation
-    else:
-        for instance in ordered:
-            if rollout.not_after and timezone.now() >= rollout.not_after:
-                _record(rollout, instance.name, None, "not started", "the maintenance window has closed")
-                continue
-            operation = _start(rollout, instance)
-            if operation is None:
-                continue
-            if _wait(rollout, operation, poll).state != Operation.State.SUCCEEDED:
-                failed = operation
-                left = ordered[ordered.index(instance) + 1 :]
-                for rest in left:
-                    _record(rollout, rest.name, None, "not started", f"stopped after {instance.name} failed")
-                break
-    rollout.refresh_from_db()
-    if failed is not None:
-        rollout.state = Rollout.State.FAILED
-        rollout.error = f"{failed.instance.name}: {failed.error or failed.state}"
-    else:
-        rollout.state = Rollout.State.SUCCEEDED
-    rollout.finished = timezone.now()
-    rollout.save(update_fields=["state", "error", "finished"])
+def advance(rollout_id: int) -> Rollout | None:
+    """Take the rollout one step further from what the database says now; returns it."""
+    with transaction.atomic():
+        rollout = Rollout.objects.select_for_update(of=("self",)).filter(pk=rollout_id).first()
+        if rollout is None or rollout.is_finished:
+            return rollout
+        if rollout.state == Rollout.State.QUEUED:
+            rollout.state, rollout.started = Rollout.State.RUNNING, timezone.now()
+        by_name = {i.name: i for i in Instance.objects.filter(name__in=rollout.instance_names).select_related("host")}
+        entries = {r["instance"]: r for r in rollout.results}
+        for name in rollout.instance_names:
+            if name not in by_name and name not in entries:
+                _record(rollout, name, None, "skipped", "no such instance any more")
+        ordered = [
+            by_name[n]
+            for n in rollout.instance_names
+            if n in by_name and entries.get(n, {}).get("state") not in SETTLED
+        ]
+        failed = (
+            _advance_all(rollout, ordered, entries)
+            if rollout.strategy == Rollout.Strategy.ALL
+            else _advance_rolling(rollout, ordered, entries)
+        )
+        if failed is not False:  # False: still waiting for an operation
+            rollout.state = Rollout.State.FAILED if failed else Rollout.State.SUCCEEDED
+            rollout.error = f"{failed.instance.name}: {failed.error or failed.state}" if failed else ""
+            rollout.finished = timezone.now()
+        rollout.save(update_fields=["state", "started", "results", "error", "finished"])
     return rollout
+
+
+def _advance_all(rollout: Rollout, ordered: list[Instance], entries: dict):
+    """Start every restart at once; done when all have ended. Returns False while waiting, else the
+    first failed operation or None."""
+    operations = [op for op in (_follow(rollout, i, entries) for i in ordered) if op is not None]
+    if any(not op.is_finished for op in operations):
+        return False
+    return next((op for op in operations if op.state != Operation.State.SUCCEEDED), None)
+
+
+def _advance_rolling(rollout: Rollout, ordered: list[Instance], entries: dict):
+    """One restart at a time, each ready before the next starts; the first failure stops the rest."""
+    for position, instance in enumerate(ordered):
+        entry = entries.get(instance.name)
+        if entry is None and rollout.not_after and timezone.now() >= rollout.not_after:
+            _record(rollout, instance.name, None, "not started", "the maintenance window has closed")
+            continue
+        operation = _follow(rollout, instance, entries)
+        if operation is None:
+            continue  # skipped
+        if not operation.is_finished:
+            return False
+        if operation.state != Operation.State.SUCCEEDED:
+            for rest in ordered[position + 1 :]:
+                _record(rollout, rest.name, None, "not started", f"stopped after {instance.name} failed")
+            return operation
+    return None

@@ -1,4 +1,9 @@
-"""Celery tasks for operations: thin wrappers around the pipeline."""
+"""Celery tasks for operations: thin wrappers around the pipeline, rollouts and recovery.
+
+Operations are acknowledged when a worker starts them, not when they end: the operation's claim and
+heartbeat in the database, not the broker's visibility timeout, decide who runs it (recovery.py), so
+a restart that takes minutes is never delivered a second time while its worker lives.
+"""
 
 from celery import shared_task
 from django.db import DatabaseError, connections
@@ -6,14 +11,12 @@ from django.db import DatabaseError, connections
 from console.operations import pipeline, recovery, rollout
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+@shared_task(bind=True, acks_late=False, max_retries=None)
 def run_operation(self, operation_id: int) -> str | None:
     try:
         operation = pipeline.execute(operation_id)
     except pipeline.Busy:
-        # A redelivery while the first worker is still alive and working:
-        # look again later, in case that worker dies before it finishes.
-        raise self.retry(countdown=15) from None
+        return "busy: another worker runs it"  # if that worker dies, recovery sends it again
     except DatabaseError:
         # The database went away mid-operation (a restart, a failover). Try again once it is
         # back: the claim takes the operation over when its heartbeat is stale and resumes it
@@ -23,13 +26,14 @@ def run_operation(self, operation_id: int) -> str | None:
     return operation.state if operation else None
 
 
-@shared_task
-def fail_stale_operations() -> list[int]:
-    return recovery.fail_stale()
+@shared_task(ignore_result=True)
+def recover() -> dict:
+    """Beat's minute round: operations nobody runs are sent again or failed; rollouts advanced."""
+    return recovery.recover()
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
-def run_rollout(rollout_id: int) -> str | None:
-    """Runs on the console queue; each restart runs on its instance's host queue."""
-    finished = rollout.execute_rollout(rollout_id)
-    return finished.state if finished else None
+@shared_task(acks_late=True, ignore_result=True)
+def advance_rollout(rollout_id: int) -> str | None:
+    """One short step of a rollout (no waiting: safe to deliver twice); on the console queue."""
+    advanced = rollout.advance(rollout_id)
+    return advanced.state if advanced else None

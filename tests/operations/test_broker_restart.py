@@ -113,7 +113,7 @@ def test_operations_survive_a_redis_restart(smoke_model, tmp_path):
                 "manage.py",
                 "shell",
                 "-c",
-                "from console.operations.recovery import fail_stale; print('failed:', fail_stale())",
+                "from console.operations.recovery import recover; print('failed:', recover()['failed'])",
             ],
             cwd=ROOT,
             env={**os.environ, "REDIS_URL": redis.url, "DATABASE_URL": _database_url()},

@@ -7,7 +7,7 @@ import pytest
 
 from console.host.process import ProcessRuntime
 from console.operations.models import Operation, Rollout
-from console.operations.rollout import execute_rollout, request_rollout
+from console.operations.rollout import advance, request_rollout
 from tests.conftest import wait_http
 
 
@@ -68,7 +68,7 @@ def test_a_resumed_rollout_reuses_its_operations(managed):
     a = managed("resume-a")
     rollout = Rollout.objects.create(instance_names=["resume-a", "gone"], state="running")
     done = Operation.objects.create(instance=a, kind="restart", state="succeeded", rollout=rollout)
-    result = execute_rollout(rollout.pk, poll=0.05)
+    result = advance(rollout.pk)
     assert result.state == "succeeded"
     assert Operation.objects.filter(instance=a).count() == 1  # not restarted a second time
     assert result.results == [

@@ -8,7 +8,7 @@ from console.embedded.worker import EmbeddedWorker
 from console.host.logs import start_follower, stop_follower
 from console.host.process import ProcessRuntime
 from console.instances.models import Host, Instance, host_queue
-from console.operations.recovery import requeue_active
+from console.operations.recovery import Watch, resume_at_start
 
 
 class Command(BaseCommand):
@@ -23,15 +23,17 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, keep_instances: bool, **options):
         embedded = settings.CONSOLE_MODE == "embedded"
-        worker = None
+        worker = watch = None
         if embedded:
-            queues = {settings.CELERY_TASK_DEFAULT_QUEUE} | {host_queue(h.name) for h in Host.objects.all()}
+            hosts = [h.name for h in Host.objects.all()] or [settings.CONSOLE_HOST_NAME]
+            queues = {settings.CELERY_TASK_DEFAULT_QUEUE} | {host_queue(h) for h in hosts}
             worker = EmbeddedWorker(sorted(queues), settings.CONSOLE_WORKER_CONCURRENCY)
             worker.start()
-            start_follower([h.name for h in Host.objects.all()] or [settings.CONSOLE_HOST_NAME])
-            requeued = requeue_active()
-            if requeued:
-                self.stdout.write(f"re-queued {requeued} operation(s) left unfinished by the last run")
+            start_follower(hosts)
+            watch = Watch(hosts).start()
+            resumed = resume_at_start()  # queued ones (the demo's first start, say) just go to the worker
+            if resumed:
+                self.stdout.write(f"resumed {resumed} operation(s) the last run left unfinished")
         self.stdout.write(f"Instance Console on http://{host}:{port}/ ({settings.CONSOLE_MODE} mode). Ctrl-C stops it.")
         config = uvicorn.Config("console.asgi:application", host=host, port=port, lifespan="off", log_level="warning")
         try:
@@ -40,6 +42,7 @@ class Command(BaseCommand):
             pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; ours follows
         finally:
             if worker is not None:
+                watch.stop()
                 stop_follower()
                 worker.stop()
             if embedded and not keep_instances:
