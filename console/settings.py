@@ -153,6 +153,8 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 # Failed sign-ins for one account from one address before a lockout (4x that per address).
 LOGIN_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5)
+# Failed sign-ins for one account from any address before a lockout: no change of address escapes it.
+LOGIN_ACCOUNT_FAILURE_LIMIT = envint("LOGIN_ACCOUNT_FAILURE_LIMIT", 20)
 LOGIN_LOCKOUT_SECONDS = envint("LOGIN_LOCKOUT_SECONDS", 900)
 LOGIN_REDIRECT_URL = "instances:list"
 LOGOUT_REDIRECT_URL = "login"
@@ -194,6 +196,9 @@ SECURE_REFERRER_POLICY = "same-origin"
 CELERY_BROKER_URL = REDIS_URL or "memory://localhost/"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
+# JSON only: a message planted in Redis can carry data, never code.
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -212,6 +217,8 @@ CONSOLE_HEARTBEAT_STALE_SECONDS = envint("CONSOLE_HEARTBEAT_STALE_SECONDS", 30)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "console.schedules.beat:Scheduler"
+# How often an open WebSocket checks again that its session and role still allow it.
+CONSOLE_WS_RECHECK_SECONDS = envint("CONSOLE_WS_RECHECK_SECONDS", 60)
 # Threads in the embedded worker: enough that one slow restart does not hold
 # up the others.
 CONSOLE_WORKER_CONCURRENCY = envint("CONSOLE_WORKER_CONCURRENCY", 8)
@@ -230,6 +237,10 @@ else:
 
 # Where the process runtime keeps each instance's pid file and log.
 CONSOLE_INSTANCE_DIR = Path(env("CONSOLE_INSTANCE_DIR", str(VAR_DIR / "instances")))
+# What containers the console creates may use: host paths they may bind (read-only; never the
+# Docker socket) and network modes besides a bridge network ("host", "container", "none").
+CONSOLE_BIND_SOURCES = envlist("CONSOLE_BIND_SOURCES", "/srv/models")
+CONSOLE_NETWORK_MODES = envlist("CONSOLE_NETWORK_MODES", "")
 # Name of the host this process runs on (its worker serves host.<name>).
 CONSOLE_HOST_NAME = env("CONSOLE_HOST_NAME", "local")
 
@@ -264,12 +275,18 @@ TELEMETRY_MINUTE_RETENTION = envint("TELEMETRY_MINUTE_RETENTION", 30 * 24 * 3600
 # The log follower's recent lines and other small shared state: Redis when
 # there is one (the worker writes, the web process reads), else this process.
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"serializer": "console.serializers.JSONSerializer"},  # never pickle
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 CELERY_BEAT_SCHEDULE = {
-    "fail-stale-operations": {"task": "console.operations.tasks.fail_stale_operations", "schedule": 60.0},
+    "recover-operations": {"task": "console.operations.tasks.recover", "schedule": 60.0},
     "sample-instances": {
         "task": "console.telemetry.tasks.sample_all",
         "schedule": float(TELEMETRY_SAMPLE_SECONDS),

@@ -30,8 +30,16 @@ def tail_key(instance_name: str) -> str:
 
 
 def recent_lines(instance_name: str) -> list[dict]:
-    """The last lines the follower saw, for a page that has just opened."""
-    return cache.get(tail_key(instance_name)) or []
+    """The last lines the follower saw, for a page that has just opened ([] for anything else in
+    the cache's place)."""
+    lines = cache.get(tail_key(instance_name))
+    if not isinstance(lines, list):
+        return []
+    return [
+        line
+        for line in lines
+        if isinstance(line, dict) and isinstance(line.get("text"), str) and isinstance(line.get("level"), str)
+    ]
 
 
 class LogFollower:
