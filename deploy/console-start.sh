@@ -1,6 +1,7 @@
 #!/bin/sh
 # The console container's entry: migrate, static files, accounts and instances configured as
-# code (idempotent), then the ASGI server. Behind nginx: client addresses from X-Forwarded-For.
+# code (idempotent), then the ASGI server. Behind nginx: client addresses from X-Forwarded-For, set
+# by nginx and believed only from CONSOLE_TRUSTED_PROXIES (the stack's nginx).
 set -eu
 python manage.py migrate --noinput
 python manage.py collectstatic --noinput -v 0
@@ -24,4 +25,4 @@ EOF_ENTRY
     --admin-token-env INFERENCE_ADMIN_TOKEN $in_place
 done
 exec uvicorn console.asgi:application --host "${CONSOLE_BIND:-0.0.0.0}" --port "${CONSOLE_PORT:-8000}" \
-  --proxy-headers --forwarded-allow-ips "*" --log-level warning
+  --proxy-headers --forwarded-allow-ips "${CONSOLE_TRUSTED_PROXIES:-127.0.0.1}" --log-level warning

@@ -1,5 +1,8 @@
-"""Login throttling: after a few failed attempts for one account from one address, or many from
-one address, further attempts are refused for a while (both pages: the console's and admin's)."""
+"""Login throttling: after a few failed attempts for one account from one address, many from one
+address, or many for one account from anywhere, further attempts are refused for a while (both
+pages: the console's and the admin's). The address is the one the deployment's own proxy saw
+(uvicorn trusts only CONSOLE_TRUSTED_PROXIES), and the per-account limit holds whatever address a
+guesser claims or uses."""
 
 from django.conf import settings
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -12,14 +15,21 @@ from console.audit.record import client_address
 
 def _keys(request, username: str) -> list[tuple[str, int]]:
     address = client_address(request) or "unknown"
+    account = username.lower()[:150]
     return [
-        (f"login-fail:{address}:{username.lower()}", settings.LOGIN_FAILURE_LIMIT),
+        (f"login-fail:{address}:{account}", settings.LOGIN_FAILURE_LIMIT),
         (f"login-fail:{address}", settings.LOGIN_FAILURE_LIMIT * 4),
+        (f"login-fail-account:{account}", settings.LOGIN_ACCOUNT_FAILURE_LIMIT),
     ]
 
 
+def _count(key: str) -> int:
+    value = cache.get(key)
+    return value if isinstance(value, int) else 0
+
+
 def locked(request, username: str) -> bool:
-    return any((cache.get(key) or 0) >= limit for key, limit in _keys(request, username))
+    return any(_count(key) >= limit for key, limit in _keys(request, username))
 
 
 def failed(request, username: str) -> None:
@@ -28,6 +38,10 @@ def failed(request, username: str) -> None:
         try:
             cache.incr(key)
         except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=settings.LOGIN_LOCKOUT_SECONDS)
+        except Exception:
+            # Not a counter (planted, or written by something else): count again from here. If the
+            # cache itself is away, the set fails too and the sign-in fails with it.
             cache.set(key, 1, timeout=settings.LOGIN_LOCKOUT_SECONDS)
 
 

@@ -103,3 +103,14 @@ def test_deploy_checks_are_clean_with_production_settings(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_no_change_of_address_escapes_the_per_account_limit(db, settings):
+    settings.LOGIN_FAILURE_LIMIT, settings.LOGIN_ACCOUNT_FAILURE_LIMIT = 3, 6
+    user("target", role="viewer")
+    for n in range(6):  # two guesses each from three addresses: under the per-address limit
+        guesser = Client(REMOTE_ADDR=f"10.7.0.{n // 2}")
+        guesser.post("/accounts/login/", {"username": "target", "password": "guess"})
+    fresh = Client(REMOTE_ADDR="10.7.9.9")
+    refused = fresh.post("/accounts/login/", {"username": "Target", "password": "pw-for-tests-123"})
+    assert "Too many failed sign-ins" in refused.content.decode() and "_auth_user_id" not in fresh.session
