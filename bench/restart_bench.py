@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CONSOLE_VAR_DIR", tempfile.mkdtemp(prefix="restart-bench-"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
+os.environ.setdefault("CONSOLE_NETWORK_MODES", "host")  # the bench's container answers on 127.0.0.1
+os.environ.setdefault("CONSOLE_BIND_SOURCES", os.environ["CONSOLE_VAR_DIR"])
 
 import django  # noqa: E402
 
@@ -70,6 +72,7 @@ def main() -> None:
         base_url=f"http://127.0.0.1:{port}",
         admin_token="bench-token",
         run_spec={
+            "network_mode": "host",
             "volumes": [f"{model}:/models/smoke:ro"],
             "environment": {
                 "MODEL_PATH": "/models/smoke",

@@ -12,9 +12,11 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from console.host.runtime import RuntimeFailure, RuntimeStatus, StopResult
+from console.instances.models import run_spec_problem
 
 MANAGED_LABEL = "io.instance-console.managed"
 INSTANCE_LABEL = "io.instance-console.instance"
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 
 
 class DockerRuntime:
@@ -29,12 +31,14 @@ class DockerRuntime:
             raise RuntimeFailure(f"Docker Engine at {host.docker_url} is unreachable: {exc}") from exc
 
     def _container(self, instance):
+        """The container named exactly as the instance says (Docker would also match an ID prefix)."""
         try:
-            return self.client.containers.get(instance.container_name)
+            container = self.client.containers.get(instance.container_name)
         except NotFound:
             return None
         except (APIError, DockerException, requests.RequestException) as exc:
             raise RuntimeFailure(f"Docker Engine error: {_explain(exc)}") from exc
+        return container if container.name == instance.container_name else None
 
     def status(self, instance) -> RuntimeStatus:
         container = self._container(instance)
@@ -81,7 +85,16 @@ class DockerRuntime:
         a bare container of its image, without its environment, mounts or ports.
         """
         container = self._container(instance)
-        if container is None or instance.run_spec or container.labels.get(MANAGED_LABEL) == "true":
+        if container is None:
+            return None
+        project = container.labels.get(COMPOSE_PROJECT_LABEL)
+        if project:
+            return (
+                f"container {instance.container_name} is a service of the compose project {project!r}, which "
+                "owns its setup (models mount, GPUs, networks); restart it, or recreate it with "
+                "docker-compose up -d --force-recreate"
+            )
+        if instance.run_spec or container.labels.get(MANAGED_LABEL) == "true":
             return None
         return (
             f"container {instance.container_name} was not created by the console and {instance.name} has no "
@@ -92,13 +105,16 @@ class DockerRuntime:
     def _create(self, instance):
         if not instance.image:
             raise RuntimeFailure(f"{instance.name} has no image to create its container from.")
+        problem = run_spec_problem(instance.run_spec or {})  # checked again: the row may have been edited
+        if problem:
+            raise RuntimeFailure(f"the container spec of {instance.name} is not allowed: {problem}")
         spec = dict(instance.run_spec or {})
         kwargs = {
             "image": instance.image,
             "name": instance.container_name,
             "labels": {MANAGED_LABEL: "true", INSTANCE_LABEL: instance.name},
             "environment": {**(spec.pop("environment", None) or {}), **(instance.env or {})},
-            "network_mode": spec.pop("network_mode", "host"),
+            "network_mode": spec.pop("network_mode", "bridge"),
             "stop_signal": "SIGTERM",
             "detach": True,
         }

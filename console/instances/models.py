@@ -1,7 +1,13 @@
 """What runs where: GPU hosts and the inference instances on them."""
 
+import posixpath
+import re
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, URLValidator
 from django.db import models
 from django.urls import reverse
 
@@ -9,6 +15,28 @@ slug_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9-]{0,62}$",
     "Use 1-63 lower-case letters, digits and hyphens, starting with a letter or digit.",
 )
+
+
+def server_url_validator(value: str) -> None:
+    """An http(s) URL whose host may also be a single name: a compose or Kubernetes service
+    (http://glm-a-1:8080), which Django's URL validator refuses for lack of a top-level domain."""
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme in ("http", "https")
+        and SERVICE_NAME.fullmatch(parts.hostname or "")
+        and (port is None or 0 < port < 65536)
+        and not parts.username
+        and not parts.password
+    ):
+        return
+    URLValidator(schemes=["http", "https"], message="Enter an http(s) URL, e.g. http://glm-a-1:8080.")(value)
+
+
+SERVICE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # Docker's own rule for container names.
 container_name_validator = RegexValidator(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$", "Not a valid container name.")
 
@@ -87,7 +115,12 @@ class Instance(models.Model):
     working_dir = models.CharField(max_length=500, blank=True)
     env = models.JSONField(default=dict, blank=True, help_text="Environment variables for the process.")
 
-    base_url = models.URLField("server URL", help_text="Where the inference server answers, e.g. http://127.0.0.1:8080")
+    base_url = models.CharField(
+        "server URL",
+        max_length=200,
+        validators=[server_url_validator],
+        help_text="Where the inference server answers, e.g. http://127.0.0.1:8080 or http://glm-a-1:8080",
+    )
     admin_token = models.CharField(
         max_length=200, blank=True, help_text="Bearer token for the server's /admin endpoints (drain, soft reset)."
     )
@@ -154,25 +187,72 @@ class Instance(models.Model):
 
 
 RUN_SPEC_KEYS = {"command", "environment", "volumes", "network_mode", "shm_size", "entrypoint", "user"}
+DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+ROOT_USERS = {"root", "0"}
 
 
 def _check_run_spec(spec: dict) -> dict:
+    problem = run_spec_problem(spec)
+    return {"run_spec": problem} if problem else {}
+
+
+def run_spec_problem(spec: dict) -> str | None:
+    """What in a container spec the deployment does not allow, in a sentence; None if nothing.
+
+    Bind sources come only from CONSOLE_BIND_SOURCES (mounted read-only, never the Docker socket),
+    network modes other than a bridge only from CONSOLE_NETWORK_MODES, and never root: recreating
+    a container from its spec must not be a way onto the host. The Docker socket proxy holds the
+    same line for whatever reaches it.
+    """
     unknown = sorted(set(spec) - RUN_SPEC_KEYS)
     if unknown:
-        return {
-            "run_spec": f"Unknown run spec keys: {', '.join(unknown)}. Allowed: {', '.join(sorted(RUN_SPEC_KEYS))}."
-        }
-    if "privileged" in spec:
-        return {"run_spec": "Privileged containers are not allowed."}
+        return f"Unknown run spec keys: {', '.join(unknown)}. Allowed: {', '.join(sorted(RUN_SPEC_KEYS))}."
     command = spec.get("command")
     if command is not None and not (isinstance(command, list) and all(isinstance(a, str) for a in command)):
-        return {"run_spec": "run_spec.command must be a list of strings."}
+        return "run_spec.command must be a list of strings."
     environment = spec.get("environment")
     if environment is not None and not (
         isinstance(environment, dict) and all(isinstance(v, str) for v in environment.values())
     ):
-        return {"run_spec": "run_spec.environment must be an object of strings."}
+        return "run_spec.environment must be an object of strings."
     volumes = spec.get("volumes")
-    if volumes is not None and not (isinstance(volumes, list) and all(isinstance(v, str) for v in volumes)):
-        return {"run_spec": 'run_spec.volumes must be a list like ["/models:/models:ro"].'}
-    return {}
+    if volumes is not None:
+        if not (isinstance(volumes, list) and all(isinstance(v, str) for v in volumes)):
+            return 'run_spec.volumes must be a list like ["/models:/models:ro"].'
+        for volume in volumes:
+            problem = _volume_problem(volume)
+            if problem:
+                return problem
+    user = spec.get("user")
+    if user is not None and (not isinstance(user, str) or user.split(":")[0].strip() in ROOT_USERS):
+        return 'run_spec.user must name a user other than root (e.g. "1000").'
+    network = spec.get("network_mode", "bridge")
+    if not isinstance(network, str):
+        return "run_spec.network_mode must be a string."
+    kind = network.split(":")[0]
+    if kind in ("host", "container", "none") and kind not in settings.CONSOLE_NETWORK_MODES:
+        allowed = ", ".join(["bridge", *settings.CONSOLE_NETWORK_MODES])
+        return (
+            f"Network mode {network!r} is not allowed on this deployment (allowed: {allowed}; CONSOLE_NETWORK_MODES)."
+        )
+    return None
+
+
+def _volume_problem(volume: str) -> str | None:
+    parts = volume.split(":")
+    if len(parts) not in (2, 3) or not all(parts[:2]):
+        return f"Volume {volume!r} must be source:target[:ro]."
+    source = parts[0]
+    if not source.startswith("/"):
+        return None  # a named volume: Docker's storage, not the host's files
+    path = PurePosixPath(posixpath.normpath(source))
+    if ".." in PurePosixPath(source).parts:
+        return f"Volume source {source!r} may not climb out with '..'."
+    if any(path == PurePosixPath(s) or PurePosixPath(s).is_relative_to(path) for s in DOCKER_SOCKETS):
+        return f"Volume source {source!r} would expose the Docker socket: never allowed."
+    if not any(path.is_relative_to(PurePosixPath(allowed)) for allowed in settings.CONSOLE_BIND_SOURCES):
+        allowed = ", ".join(settings.CONSOLE_BIND_SOURCES) or "none"
+        return f"Volume source {source!r} is outside the allowed bind sources ({allowed}; CONSOLE_BIND_SOURCES)."
+    if len(parts) == 2 or "ro" not in parts[2].split(","):
+        return f"Volume {volume!r} must be mounted read-only (:ro)."
+    return None

@@ -6,7 +6,7 @@ import docker
 import httpx
 import pytest
 
-from console.host.docker import INSTANCE_LABEL, MANAGED_LABEL
+from console.host.docker import INSTANCE_LABEL, MANAGED_LABEL, DockerRuntime
 from console.instances.models import Host, Instance
 from console.operations.models import Operation
 from console.operations.pipeline import execute
@@ -53,6 +53,7 @@ def container_instance(db, engine, image, smoke_model):
             "base_url": f"http://127.0.0.1:{port}",
             "admin_token": "docker-test-token",
             "run_spec": {
+                "network_mode": "host",
                 "volumes": [f"{smoke_model}:/models/smoke:ro"],
                 "environment": {
                     "MODEL_PATH": "/models/smoke",
@@ -173,3 +174,31 @@ def test_recreate_of_a_container_the_console_did_not_create_is_refused_before_an
     assert operation.steps == []  # not drained, not stopped
     outsider.reload()
     assert outsider.status == "running" and engine.containers.get(instance.container_name).id == outsider.id
+
+
+def test_a_compose_service_is_never_recreated_even_with_the_console_s_label(engine, container_instance):
+    """Compose replicas carry the console's label (so the socket proxy lets it restart them), but
+    their setup (models mount, GPUs, networks) is compose's: a recreate is refused before anything."""
+    instance = container_instance()
+    service = engine.containers.run(
+        base_image(engine),
+        ["sleep", "300"],
+        name=instance.container_name,
+        detach=True,
+        network_mode="host",
+        labels={MANAGED_LABEL: "true", "com.docker.compose.project": "stack"},
+    )
+    operation = run(instance, "restart", recreate=True)
+    assert operation.state == "failed" and "compose project 'stack'" in operation.error
+    assert operation.steps == []
+    assert engine.containers.get(instance.container_name).id == service.id
+
+
+def test_a_container_is_matched_by_its_exact_name_never_by_an_id_prefix(engine, container_instance):
+    other = engine.containers.run(base_image(engine), ["sleep", "300"], detach=True, network_mode="host")
+    try:
+        instance = container_instance(container_name=other.id[:12])  # a name that is another's ID prefix
+        status = DockerRuntime(engine).status(instance)
+        assert not status.running and "does not exist" in status.detail
+    finally:
+        other.remove(force=True)

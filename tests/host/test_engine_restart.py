@@ -111,6 +111,7 @@ def test_engine_restarted_mid_restart_ends_final_and_the_next_restart_recovers(d
         image=image,
         base_url=f"http://127.0.0.1:{port}",
         run_spec={
+            "network_mode": "host",
             "command": ["python3", "/stub/health_stub.py", str(port)],
             "volumes": [f"{ROOT / 'bench'}:/stub:ro"],
         },
