@@ -22,7 +22,7 @@ def record(
     reason: str = "",
     outcome: str = "",
     **detail,
-) -> AuditEntry | None:
+) -> AuditEntry:
     user = user if user is not None else getattr(request, "user", None)
     if user is not None and not user.is_authenticated:
         user = None
@@ -37,6 +37,8 @@ def record(
             outcome=str(outcome)[:500],
             detail=detail,
         )
-    except Exception:  # the action itself must not fail because its record could not be written
+    except Exception:
+        # An action that cannot be recorded is an error, not silence: it fails with its record
+        # (inside a transaction, it does not happen at all).
         log.exception("could not write the audit entry %s %s", action, target)
-        return None
+        raise

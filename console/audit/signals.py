@@ -1,4 +1,4 @@
-from django.contrib.admin.models import LogEntry
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db.models.signals import post_save
 from django.dispatch import receiver
@@ -30,9 +30,7 @@ def login_failed(sender, credentials, request=None, **kwargs):
 @receiver(post_save, sender=LogEntry)
 def admin_change(sender, instance: LogEntry, created: bool, **kwargs):
     if created:
-        verb = {LogEntry.ADDITION: "added", LogEntry.CHANGE: "changed", LogEntry.DELETION: "deleted"}.get(
-            instance.action_flag, "changed"
-        )
+        verb = {ADDITION: "added", CHANGE: "changed", DELETION: "deleted"}.get(instance.action_flag, "changed")
         record(
             f"admin.{verb}",
             user=instance.user,

@@ -78,3 +78,59 @@ def test_page_filters_and_csv_export(operator):
     by_action = {row[3]: row for row in rows[1:]}
     assert by_action["operation.restart"][1:3] == ["audit-op", "10.1.2.3"]
     assert by_action["schedule.created"][5] == '\'=HYPERLINK("x")'  # no formula in a spreadsheet
+
+
+@pytest.mark.django_db(transaction=True)  # TRUNCATE waits for every other transaction on the table
+def test_the_console_s_own_database_role_cannot_empty_the_trail():
+    """TRUNCATE skips row triggers; a statement trigger refuses it for any role but a superuser."""
+    import psycopg
+
+    if connection.vendor != "postgresql":
+        pytest.fail("run on PostgreSQL (make test)")
+    record("test.kept", actor="system", outcome="ok")
+    settings = connection.settings_dict
+    admin = psycopg.connect(
+        host=settings["HOST"],
+        port=settings["PORT"],
+        user=settings["USER"],
+        password=settings["PASSWORD"],
+        dbname=settings["NAME"],
+        autocommit=True,
+    )
+    with admin:
+        admin.execute("DROP ROLE IF EXISTS audit_app")
+        admin.execute("CREATE ROLE audit_app LOGIN PASSWORD 'audit-app-pw'")
+        admin.execute("GRANT ALL ON audit_auditentry TO audit_app")
+        try:
+            with psycopg.connect(
+                host=settings["HOST"],
+                port=settings["PORT"],
+                user="audit_app",
+                password="audit-app-pw",
+                dbname=settings["NAME"],
+                autocommit=True,
+            ) as app:
+                with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                    app.execute("TRUNCATE audit_auditentry")
+        finally:
+            admin.execute("REVOKE ALL ON audit_auditentry FROM audit_app")
+            admin.execute("DROP ROLE audit_app")
+    assert AuditEntry.objects.filter(action="test.kept").exists()
+
+
+def test_the_trail_s_triggers_cannot_be_migrated_away(db):
+    from django.db.migrations.exceptions import IrreversibleError
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    with pytest.raises(IrreversibleError):
+        executor.migrate([("audit", "0001_initial")])
+
+
+def test_an_action_whose_record_cannot_be_written_fails(db, monkeypatch):
+    def broken(**fields):
+        raise DatabaseError("disk full")
+
+    monkeypatch.setattr(AuditEntry.objects, "create", broken)
+    with pytest.raises(DatabaseError):
+        record("test.lost", actor="system", outcome="ok")

@@ -8,7 +8,6 @@ BEGIN RAISE EXCEPTION 'audit entries are append-only'; END; $$ LANGUAGE plpgsql;
 CREATE TRIGGER audit_no_update BEFORE UPDATE OR DELETE ON audit_auditentry
 FOR EACH ROW EXECUTE FUNCTION audit_append_only();
 """
-POSTGRES_UNDO = "DROP TRIGGER IF EXISTS audit_no_update ON audit_auditentry; DROP FUNCTION IF EXISTS audit_append_only();"
 SQLITE = [
     "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit_auditentry "
     "BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END;",
@@ -26,15 +25,8 @@ def create(apps, schema_editor):
             schema_editor.execute(statement)
 
 
-def drop(apps, schema_editor):
-    vendor = schema_editor.connection.vendor
-    if vendor == "postgresql":
-        schema_editor.execute(POSTGRES_UNDO)
-    elif vendor == "sqlite":
-        schema_editor.execute("DROP TRIGGER IF EXISTS audit_no_update")
-        schema_editor.execute("DROP TRIGGER IF EXISTS audit_no_delete")
-
-
 class Migration(migrations.Migration):
     dependencies = [("audit", "0001_initial")]
-    operations = [migrations.RunPython(create, drop)]
+    # Not reversible: taking the triggers away must be a deliberate act of a database superuser,
+    # never a side effect of migrating backwards.
+    operations = [migrations.RunPython(create)]
