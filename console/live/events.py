@@ -43,9 +43,6 @@ def publish(instance_name: str, event_type: str, data: dict[str, Any]) -> None:
     """Send one event to the browsers watching this instance. Never blocks on slow browsers."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}")
-    layer = get_channel_layer()
-    if layer is None:
-        return
     message = {"type": "console.event", "event": event_type, "instance": instance_name, "data": data}
     # Log lines are for the instance's page only; the dashboard gets the rest.
     groups = (
@@ -53,6 +50,22 @@ def publish(instance_name: str, event_type: str, data: dict[str, Any]) -> None:
         if event_type == LOG_LINES
         else (instance_group(instance_name), DASHBOARD_GROUP)
     )
+    _send(groups, message, f"{event_type} for {instance_name}")
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def recheck_user(user_id: int) -> None:
+    """Make every open socket of this user check its session and role again (logout, role change)."""
+    _send((user_group(user_id),), {"type": "console.recheck"}, f"a recheck of user {user_id}")
+
+
+def _send(groups, message: dict, what: str) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
     try:
         if isinstance(layer, InMemoryChannelLayer):
             loop = _server_loop
@@ -64,7 +77,7 @@ def publish(instance_name: str, event_type: str, data: dict[str, Any]) -> None:
             for group in groups:
                 async_to_sync(layer.group_send)(group, message)
     except Exception as exc:  # live updates are best effort; the database holds the truth
-        warn_throttled(f"could not publish {event_type} for {instance_name}: {exc!r}")
+        warn_throttled(f"could not send {what}: {exc!r}")
 
 
 _last_warning = 0.0
