@@ -63,15 +63,27 @@ def _reap(pid: int) -> int | None:
     return child.poll()
 
 
-def _group_pids(pgid: int) -> list[int]:
+def _group_pids(pgid: int, leader_start: float | None) -> list[int]:
+    """The live processes of the instance's process group.
+
+    Linux keeps a pid allocated while any process still has it as its group id, so members of our
+    group can outlive the leader without the group id passing to a stranger. Once the whole group
+    is gone the pid may be reused: a process with that pid and another start time is a stranger,
+    and so is its group. Members never started before our leader did.
+    """
+    leader = _start_time(pgid)
+    if leader is not None and leader_start is not None and leader != leader_start:
+        return []  # the pid went to another process: our group is gone
     pids = []
-    for proc in psutil.process_iter(["status"]):
+    for proc in psutil.process_iter(["status", "create_time"]):
         try:
             if proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
+            if leader_start is not None and proc.info["create_time"] < leader_start - 1:
+                continue
             if os.getpgid(proc.pid) == pgid:
                 pids.append(proc.pid)
-        except (ProcessLookupError, psutil.Error):
+        except (ProcessLookupError, PermissionError, psutil.Error):
             continue
     return sorted(pids)
 
@@ -112,7 +124,7 @@ class ProcessRuntime:
                 leader_alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
             except psutil.Error:
                 leader_alive = False
-        pids = _group_pids(pgid)
+        pids = _group_pids(pgid, record.get("start_time"))
         if leader_alive:
             return RuntimeStatus(running=True, pids=pids, detail=f"running as pid {pid}")
         if pids:
@@ -165,14 +177,14 @@ class ProcessRuntime:
             _pid_path(instance).unlink(missing_ok=True)
             return StopResult(forced=False, seconds=0.0, detail="was not running")
         pgid = record["pgid"]
-        self._signal(pgid, signal.SIGTERM)
+        self._signal(record, signal.SIGTERM)
         if self._wait_gone(record, timeout):
             _pid_path(instance).unlink(missing_ok=True)
             seconds = time.monotonic() - began
             return StopResult(forced=False, seconds=seconds, detail=f"exited {seconds:.1f} s after SIGTERM")
-        self._signal(pgid, signal.SIGKILL)
+        self._signal(record, signal.SIGKILL)
         if not self._wait_gone(record, 10):
-            raise RuntimeFailure(f"Processes {_group_pids(pgid)} survived SIGKILL.")
+            raise RuntimeFailure(f"Processes {_group_pids(pgid, record.get('start_time'))} survived SIGKILL.")
         _pid_path(instance).unlink(missing_ok=True)
         seconds = time.monotonic() - began
         return StopResult(forced=True, seconds=seconds, detail=f"killed after {timeout:.0f} s without exiting")
@@ -184,18 +196,26 @@ class ProcessRuntime:
         return FileCursor(log_path(instance))
 
     @staticmethod
-    def _signal(pgid: int, signum: int) -> None:
+    def _signal(record: dict, signum: int) -> None:
+        """Signal the instance's process group, and only if it is still ours (see _group_pids)."""
+        pgid = record["pgid"]
+        if not _group_pids(pgid, record.get("start_time")):
+            return
         try:
             os.killpg(pgid, signum)
         except ProcessLookupError:
             pass
+        except PermissionError as exc:
+            raise RuntimeFailure(
+                f"Not allowed to signal process group {pgid} ({exc.strerror}): it runs as another user."
+            ) from exc
 
     @staticmethod
     def _wait_gone(record: dict, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
             _reap(record["pid"])
-            if not _group_pids(record["pgid"]):
+            if not _group_pids(record["pgid"], record.get("start_time")):
                 return True
             if time.monotonic() >= deadline:
                 return False

@@ -109,3 +109,24 @@ def test_log_rotation_keeps_the_writer_appending(tmp_path):
     writer.close()
     assert (tmp_path / "server.log.1").stat().st_size == 2000
     assert log.read_bytes().endswith(b"after\n") and log.stat().st_size < 2000
+
+
+@pytest.mark.django_db
+def test_a_pid_reused_by_a_stranger_is_never_signalled():
+    """The recorded leader's pid now belongs to another process (another start time): neither it nor
+    its group is the instance's, whatever the pid file says."""
+    import json
+
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    try:
+        instance = process_instance("reused", command=["true"])
+        record = {"pid": stranger.pid, "pgid": stranger.pid, "start_time": 1.0, "started": 0}
+        process._pid_path(instance).write_text(json.dumps(record))
+        runtime = ProcessRuntime()
+        status = runtime.status(instance)
+        assert not status.running and status.pids == []
+        assert runtime.stop(instance, timeout=1).detail == "was not running"
+        assert stranger.poll() is None  # alive: never signalled
+    finally:
+        stranger.kill()
+        stranger.wait()
