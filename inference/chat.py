@@ -3,6 +3,7 @@
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 
@@ -46,19 +47,31 @@ def _error_kind(exc: BaseException) -> tuple[str, str]:
     return "generation_error", "generation failed"
 
 
-async def read_body(request: Request, limit: int) -> dict:
+# A request id is echoed and logged: only a plain token, never text a client could dress up as a
+# log line (the console counts CUDA errors and timeouts in the log).
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused past `limit` bytes while it arrives (parsed later, off the event loop)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body larger than {limit} bytes", "body_too_large")
+    if "json" not in request.headers.get("content-type", "application/json"):
+        raise ApiError(415, "send the request as application/json", "unsupported_media_type")
     data = bytearray()
     async for chunk in request.stream():
         data += chunk
         if len(data) > limit:
             raise ApiError(413, f"request body larger than {limit} bytes", "body_too_large")
-    if "json" not in request.headers.get("content-type", "application/json"):
-        raise ApiError(415, "send the request as application/json", "unsupported_media_type")
+    return bytes(data)
+
+
+def parse_body(data: bytes) -> dict:
     try:
         body = json.loads(data)
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply", "invalid_json") from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "the request body is not valid JSON", "invalid_json") from None
     if not isinstance(body, dict):
@@ -76,6 +89,9 @@ def register_chat(app: FastAPI, server) -> None:
         began = time.monotonic()
         client = request.client.host if request.client else "unknown"
         stats.requests += 1
+        if not REQUEST_ID.match(request_id):
+            stats.reject("invalid_request_id")
+            raise ApiError(400, "X-Request-Id must be 1-128 letters, digits and . _ : -", "invalid_request_id")
         if server.draining:
             stats.reject("draining")
             raise ApiError(
@@ -87,30 +103,43 @@ def register_chat(app: FastAPI, server) -> None:
         if not server.rate_limiter.allow(client):
             stats.reject("rate_limited")
             raise ApiError(429, "rate limit exceeded for this client", "rate_limited", {"Retry-After": "60"})
+        # Admission before the body is read: a request beyond what the slots and the queue hold is
+        # refused at once, not after its 20 MB are read, decoded and tokenised.
+        if server.preparing + stats.queued + stats.in_flight >= settings.max_concurrency + settings.max_queue:
+            stats.reject("overloaded")
+            raise ApiError(429, "too many requests in flight; retry shortly", "overloaded", {"Retry-After": "2"})
+        server.preparing += 1
         try:
-            body = await read_body(request, settings.max_body_bytes)
-            max_tokens = check_number(
-                body, "max_tokens", min(512, settings.max_new_tokens), 1, settings.max_new_tokens, int
-            )
-            temperature = check_number(body, "temperature", 0.0, 0.0, 2.0)
-            top_p = check_number(body, "top_p", 1.0, 0.01, 1.0)
-            stream = body.get("stream", False)
-            if not isinstance(stream, bool):
-                raise ApiError(400, "'stream' must be true or false", "invalid_parameter")
+            data = await read_body(request, settings.max_body_bytes)
 
             def parse_and_prepare():
-                # One hop off the event loop for decoding, validating and preprocessing, done
-                # before the request queues for a slot: a queued request is ready to prefill.
+                # Off the event loop, on the preprocessing threads: parsing, validating, decoding
+                # images and tokenising, before the request queues for a slot (ready to prefill).
+                body = parse_body(data)
+                max_tokens = check_number(
+                    body, "max_tokens", min(512, settings.max_new_tokens), 1, settings.max_new_tokens, int
+                )
+                temperature = check_number(body, "temperature", 0.0, 0.0, 2.0)
+                top_p = check_number(body, "top_p", 1.0, 0.01, 1.0)
+                stream = body.get("stream", False)
+                if not isinstance(stream, bool):
+                    raise ApiError(400, "'stream' must be true or false", "invalid_parameter")
                 messages, images = parse_messages(body, settings)
-                return server.engine.prepare(messages, images, server.engine.prompt_limit(settings.max_prompt_tokens))
+                limit = server.engine.prompt_limit(settings.max_prompt_tokens)
+                return server.engine.prepare(messages, images, limit), max_tokens, temperature, top_p, stream
 
-            prepared = await asyncio.to_thread(parse_and_prepare)
+            loop = asyncio.get_running_loop()
+            prepared, max_tokens, temperature, top_p, stream = await loop.run_in_executor(
+                server.preprocessing, parse_and_prepare
+            )
         except PromptTooLong as exc:
             stats.reject("prompt_too_long")
             raise ApiError(400, str(exc), "context_length_exceeded") from None
         except ApiError as exc:
             stats.reject(exc.code)
             raise
+        finally:
+            server.preparing -= 1
         if stats.queued >= settings.max_queue and server.slots.locked():
             stats.reject("overloaded")
             raise ApiError(429, "too many requests in flight; retry shortly", "overloaded", {"Retry-After": "2"})

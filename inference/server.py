@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -52,6 +53,11 @@ class Server:
         self.load_error = ""
         self.draining = False
         self.slots = asyncio.Semaphore(settings.max_concurrency)
+        # Requests admitted and not yet queued for a slot: their bodies being read and prepared.
+        self.preparing = 0
+        # Parsing, image decoding and tokenising run here, so a flood of large requests never holds
+        # up the default pool that /health and /metrics answer from.
+        self.preprocessing = ThreadPoolExecutor(max(1, settings.preprocess_workers), thread_name_prefix="preprocess")
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
         self.fault_delay = 0.0
         self.uvicorn: uvicorn.Server | None = None

@@ -32,6 +32,8 @@ class Settings:
     request_timeout: float = field(default_factory=lambda: _float("REQUEST_TIMEOUT", 120.0))
     max_concurrency: int = field(default_factory=lambda: _int("MAX_CONCURRENCY", 4))
     max_queue: int = field(default_factory=lambda: _int("MAX_QUEUE", 16))
+    # Threads that parse bodies, decode images and tokenise, apart from the pool /health uses.
+    preprocess_workers: int = field(default_factory=lambda: _int("PREPROCESS_WORKERS", 2))
     max_body_bytes: int = field(default_factory=lambda: _int("MAX_BODY_BYTES", 20 * 1024 * 1024))
     max_image_bytes: int = field(default_factory=lambda: _int("MAX_IMAGE_BYTES", 10 * 1024 * 1024))
     max_image_pixels: int = field(default_factory=lambda: _int("MAX_IMAGE_PIXELS", 4096 * 4096))

@@ -13,7 +13,7 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 SIGNATURES = {
     "cuda_oom": re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED", re.I),
     "cuda_error": re.compile(r"CUDA error|cudaError|device-side assert|NCCL error|Xid", re.I),
-    "timeout": re.compile(r"\btimed out\b|\bTimeoutError\b|\bReadTimeout\b|deadline exceeded|\"status\": ?504\b", re.I),
+    "timeout": re.compile(r"\btimed out\b|\bTimeoutError\b|\bReadTimeout\b|deadline exceeded", re.I),
     "traceback": re.compile(r"Traceback \(most recent call last\)"),
 }
 LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -57,10 +57,33 @@ def level(line: str) -> str:
     return "info"
 
 
+def _structured(line: str) -> dict | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        entry = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
 def signatures(lines: list[str]) -> Counter:
+    """The checklist's signatures in the lines. A JSON line (our server's log) is read by its
+    fields: only what the server itself says at warning level or above (its message, exception and
+    error) and a 504 status count, so text a client sent (a prompt, a header) can never pass for a
+    CUDA error. Plain lines (a traceback on stderr, another engine) are matched as they are."""
     counts: Counter = Counter()
     for line in lines:
+        entry = _structured(line)
+        if entry is None:
+            text = line
+        else:
+            if entry.get("status") == 504:
+                counts["timeout"] += 1
+            if str(entry.get("level", "")).lower() not in ("warning", "error", "critical"):
+                continue
+            text = " ".join(str(entry.get(key) or "") for key in ("msg", "exc", "error"))
         for name, pattern in SIGNATURES.items():
-            if pattern.search(line):
+            if pattern.search(text):
                 counts[name] += 1
     return counts

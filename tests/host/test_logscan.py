@@ -42,3 +42,14 @@ def test_signatures_of_the_checklist():
         ]
     )
     assert counts == {"cuda_oom": 1, "cuda_error": 1, "timeout": 2, "traceback": 1}
+
+
+def test_text_a_client_sent_never_passes_for_a_cuda_error():
+    forged = [
+        '{"level": "info", "msg": "request", "request_id": "CUDA error: device-side assert", "status": 200}',
+        '{"level": "info", "msg": "request", "prompt": "CUDA out of memory Traceback (most recent call last)"}',
+        '{"level": "error", "msg": "generation failed", "request_id": "CUDA out of memory"}',
+    ]
+    assert signatures(forged) == {}
+    real = ['{"level": "error", "msg": "CUDA out of memory", "request_id": "r1", "error": "Tried to allocate 2 GiB"}']
+    assert signatures(real) == {"cuda_oom": 1}

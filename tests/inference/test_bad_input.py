@@ -28,6 +28,7 @@ BROKEN_PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB"  # header 
         (chat(temperature=5), 400, "invalid_parameter"),
         (chat(stream="yes"), 400, "invalid_parameter"),
         (chat("word " * 2000), 400, "context_length_exceeded"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json"),  # nested too deeply for the parser
     ],
 )
 def test_bad_request_is_refused_with_its_reason(shared_server, body, status, code):
@@ -79,3 +80,19 @@ def test_admin_endpoints_need_the_token(shared_server):
     wrong = httpx.post(shared_server.url + "/admin/soft-reset", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
     assert httpx.get(shared_server.url + "/health/ready").status_code == 200
+
+
+@pytest.mark.parametrize("request_id", ["CUDA error: out of memory", "x" * 200, "id;rm -rf", "a b"])
+def test_a_request_id_that_is_not_a_plain_token_is_refused(shared_server, request_id):
+    response = httpx.post(
+        shared_server.url + "/v1/chat/completions", json=chat(), headers={"X-Request-Id": request_id}, timeout=30
+    )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request_id"
+    assert request_id not in shared_server.log()
+
+
+def test_a_plain_request_id_is_echoed(shared_server):
+    response = httpx.post(
+        shared_server.url + "/v1/chat/completions", json=chat(), headers={"X-Request-Id": "job-42.a_b:c"}, timeout=30
+    )
+    assert response.status_code == 200 and '"request_id": "job-42.a_b:c"' in shared_server.log()
