@@ -9,12 +9,21 @@ mkdir -p "$STATE"
 PY="$ROOT/.venv/bin/python"
 
 need=()
-for pkg in redis-server postgresql docker.io docker-compose chromium debootstrap iproute2; do
+# nginx with its JavaScript module: the Docker socket proxy's policy (tests/deploy/test_socket_proxy.py).
+for pkg in redis-server postgresql docker.io docker-compose chromium debootstrap iproute2 nginx-light libnginx-mod-http-js; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null || exit 1
+  # No service starts on install (nginx would listen on every address): the tests start their own.
+  no_start=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && no_start=1
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  installed=$?
+  [ -n "$no_start" ] && rm -f /usr/sbin/policy-rc.d
+  [ $installed -eq 0 ] || exit 1
 fi
 
 started=()

@@ -1,7 +1,10 @@
-"""The production compose stack, on this machine: CPU replicas, images built here, every service
-on 127.0.0.1. An operator logs in with chromium through nginx, watches both replicas turn ready
-on the live dashboard and restarts the replica group from it, rolling, while clients keep sending
-requests through nginx: none of them fails."""
+"""The production compose stack, on this machine: CPU replicas, images built here, the stack's own
+networks (internal bridges; only nginx published, on 127.0.0.1). Attacked first as the review did:
+from inside a replica, Redis, PostgreSQL and the Docker proxy are out of reach; Redis wants its
+password; the proxy refuses a privileged container; the public listener never forwards /admin/; a
+forged X-Forwarded-For escapes no sign-in limit and lands in no audit entry. Then an operator logs in
+with chromium through nginx, watches both replicas turn ready on the live dashboard and restarts the
+replica group from it, rolling, while clients keep sending requests through nginx: none fails."""
 
 import os
 import secrets
@@ -24,7 +27,62 @@ pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.slow]
 
 CONSOLE = "http://127.0.0.1:58080"
 INFERENCE = "http://127.0.0.1:58081"
-PORTS = (55432, 56379, 58000, 58080, 58081, 58101, 58102, 52375)
+PORTS = (58080, 58081)
+PROJECT = "ictest"
+
+REACH = """
+import json, socket, sys
+out = {}
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+        out[target] = "connected"
+    except OSError as exc:
+        out[target] = type(exc).__name__
+print(json.dumps(out))
+"""
+PRIVILEGED = """
+import docker
+client = docker.DockerClient(base_url="tcp://socket-proxy:2375", version="1.41")
+try:
+    client.containers.create("x", name="ictest-escape", privileged=True, labels={"io.instance-console.managed": "true"})
+    print("created")
+except docker.errors.APIError as exc:
+    print(exc.status_code, exc.explanation)
+"""
+
+
+def attacks_fail(client: docker.DockerClient) -> None:
+    """What the review tried from a compromised replica and from the internet, on the real stack."""
+    container = client.containers.get
+    targets = ["redis:6379", "postgres:5432", "socket-proxy:2375"]
+    for service, port in (("redis", 6379), ("postgres", 5432), ("socket-proxy", 2375)):
+        networks = container(f"{PROJECT}_{service}_1").attrs["NetworkSettings"]["Networks"]
+        targets += [f"{net['IPAddress']}:{port}" for net in networks.values() if net.get("IPAddress")]
+    reached = container("glm-a-1").exec_run(["python3", "-c", REACH, *targets]).output.decode()
+    assert "connected" not in reached, f"a replica reached a service it must not: {reached}"
+
+    noauth = container(f"{PROJECT}_redis_1").exec_run(["redis-cli", "ping"]).output.decode()
+    assert "NOAUTH" in noauth or "NOPERM" in noauth, noauth
+
+    refused = container(f"{PROJECT}_worker-gpu-a_1").exec_run(["python3", "-c", PRIVILEGED]).output.decode()
+    assert refused.startswith("403") and "privileged" in refused, refused
+    assert not client.containers.list(all=True, filters={"name": "ictest-escape"})
+
+    for path in ("/admin/restart", "/admin/drain", "/debug/faults"):
+        assert httpx.post(INFERENCE + path, json={}).status_code == 404
+
+    with httpx.Client(base_url=CONSOLE) as browser:
+        for n in range(6):
+            page = browser.get("/accounts/login/")
+            token = page.text.split('name="csrfmiddlewaretoken" value="')[1].split('"')[0]
+            answer = browser.post(
+                "/accounts/login/",
+                data={"username": "target-x", "password": "guess", "csrfmiddlewaretoken": token},
+                headers={"X-Forwarded-For": f"203.0.113.{n}", "Referer": CONSOLE + "/accounts/login/"},
+            )
+        assert "Too many failed sign-ins" in answer.text  # the forged addresses changed nothing
 
 
 class Load:
@@ -58,17 +116,15 @@ class Load:
 
 def test_rolling_restart_through_nginx_loses_no_request(smoke_model, tmp_path):
     client = docker.from_env()
-    for port in PORTS:
-        if subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout.strip():
-            pytest.fail(f"port {port} is taken; the CPU stack binds it on 127.0.0.1")
     services, inference = services_image(client), inference_image(client)
     client.images.get(console_image(client)).tag("instance-console", "latest")
     password = secrets.token_urlsafe(16)
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/root"),
-        "COMPOSE_PROJECT_NAME": "ictest",
+        "COMPOSE_PROJECT_NAME": PROJECT,
         "POSTGRES_PASSWORD": secrets.token_urlsafe(16),
+        "REDIS_PASSWORD": secrets.token_urlsafe(16),
         "SECRET_KEY": secrets.token_urlsafe(50),
         "INFERENCE_ADMIN_TOKEN": secrets.token_urlsafe(16),
         "CONSOLE_OPERATOR_PASSWORD": password,
@@ -86,11 +142,14 @@ def test_rolling_restart_through_nginx_loses_no_request(smoke_model, tmp_path):
         return result
 
     run("down", "-v", "--remove-orphans", check=False)  # leftovers of an interrupted run
+    for port in PORTS:
+        if subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout.strip():
+            pytest.fail(f"port {port} is taken; the CPU stack binds it on 127.0.0.1")
     run("up", "-d", "--no-build")
     try:
         wait_http(CONSOLE + "/accounts/login/", timeout=180)
-        for port in (58101, 58102):
-            wait_http(f"http://127.0.0.1:{port}/health/ready", timeout=180)
+        wait_http(INFERENCE + "/health/ready", timeout=180)
+        attacks_fail(client)
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as playwright:
@@ -131,10 +190,13 @@ def test_rolling_restart_through_nginx_loses_no_request(smoke_model, tmp_path):
                     f"\ncompose: {len(load.statuses)} requests through nginx during the rolling restart "
                     f"(started in chromium), {len(failed)} failed"
                 )
-                assert len(load.statuses) > 200 and not failed, failed[:20]
+                assert len(load.statuses) > 100 and not failed, failed[:20]
                 page.goto(CONSOLE + "/audit/?action=rollout")
                 audit = page.content()
                 assert "rollout.requested" in audit and "operator" in audit
+                page.goto(CONSOLE + "/audit/?action=login")
+                audit = page.content()
+                assert "target-x" in audit and "203.0.113." not in audit  # nginx's address, not the forged one
             finally:
                 browser.close()
                 shutil.rmtree(profile, ignore_errors=True)

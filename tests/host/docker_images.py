@@ -16,7 +16,7 @@ import docker
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_TAG = "instance-console-test/base:bookworm"
-SERVICES_TAG = "instance-console-test/services:bookworm"
+SERVICES_TAG = "instance-console-test/services:bookworm-njs"
 INFERENCE_REPO = "instance-console-test/inference"
 CONSOLE_REPO = "instance-console-test/console"
 WHEELS = ROOT / "var" / "test" / "wheels"
@@ -55,8 +55,10 @@ def base_image(client: docker.DockerClient) -> str:
 
 
 def services_image(client: docker.DockerClient) -> str:
-    """Debian's PostgreSQL, Redis and nginx: the stack's services where no image can be pulled."""
-    return _debootstrap_image(client, SERVICES_TAG, "postgresql,redis-server,nginx-light,ca-certificates")
+    """Debian's PostgreSQL, Redis and nginx (with its JavaScript module, for the socket proxy's
+    policy): the stack's services where no image can be pulled."""
+    packages = "postgresql,redis-server,nginx-light,libnginx-mod-http-js,ca-certificates"
+    return _debootstrap_image(client, SERVICES_TAG, packages)
 
 
 # The base image's Python (Debian bookworm) decides which wheels and markers apply. pip download
