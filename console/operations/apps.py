@@ -8,11 +8,15 @@ class OperationsConfig(AppConfig):
     def ready(self) -> None:
         # Binds shared tasks to the console's Celery app in every Django process
         # (kept out of console/__init__ so plain modules import without Celery).
-        from celery.signals import worker_ready
+        from celery.signals import worker_ready, worker_shutdown
 
         import console.celery  # noqa: F401
 
         worker_ready.connect(_watch_host_operations, weak=False)
+        worker_shutdown.connect(_stop_watching, weak=False)
+
+
+_watches: list = []
 
 
 def _watch_host_operations(sender=None, **kwargs) -> None:
@@ -23,4 +27,9 @@ def _watch_host_operations(sender=None, **kwargs) -> None:
     queues = sender.app.amqp.queues.consume_from or {}
     hosts = [host for host in map(host_of_queue, queues) if host]
     if hosts:
-        Watch(hosts).start()
+        _watches.append(Watch(hosts).start())
+
+
+def _stop_watching(sender=None, **kwargs) -> None:
+    while _watches:
+        _watches.pop().stop()

@@ -266,13 +266,19 @@ class Heartbeat:
                     mine = Operation.objects.filter(
                         pk=self.operation_id, state=Operation.State.RUNNING, attempts=self.attempt
                     )
-                    if not mine.update(heartbeat=Now()):
+                    if not mine.update(heartbeat=Now()) and self._taken_over():
                         self.fenced.set()
                         return
                 except DatabaseError:
                     connection.close()  # the database is restarting: beat again once it is back
         finally:
             connection.close()
+
+    def _taken_over(self) -> bool:
+        """Another attempt owns the operation, or it was ended without this one (a row this
+        connection cannot see yet, as inside a test's transaction, is neither)."""
+        row = Operation.objects.filter(pk=self.operation_id).values_list("attempts", "state").first()
+        return row is not None and row != (self.attempt, Operation.State.RUNNING)
 
     def __enter__(self):
         self.thread.start()

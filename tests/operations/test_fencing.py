@@ -38,6 +38,7 @@ def test_a_taken_over_attempt_can_write_nothing(operation):
     assert stored.state == "succeeded" and [s["name"] for s in stored.steps] == ["drain"]
 
 
+@pytest.mark.django_db(transaction=True)  # the heartbeat's own connection must see the rows
 def test_the_old_attempt_s_heartbeat_notices_it_was_fenced(operation):
     first = claim(operation.pk)
     heartbeat = Heartbeat(first, every=0.05)
@@ -75,3 +76,16 @@ def test_a_queued_operation_nobody_takes_is_failed_with_its_host(operation):
     Operation.objects.filter(pk=operation.pk).update(created=timezone.now() - timedelta(hours=2))
     assert recover_operations()["failed"] == [operation.pk]
     assert "is host local's worker running?" in Operation.objects.get(pk=operation.pk).error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_heartbeat_that_cannot_see_its_row_yet_is_not_fenced():
+    """An operation written in a transaction another connection cannot see yet (a test's) is not
+    taken for one taken over."""
+    instance = process_instance("fence-b", command=["true"])
+    operation = Operation.objects.create(instance=instance, kind="restart")
+    first = claim(operation.pk)
+    Operation.objects.filter(pk=operation.pk).delete()  # gone from every other connection's view
+    heartbeat = Heartbeat(first, every=0.05)
+    with heartbeat:
+        assert not heartbeat.fenced.wait(0.5)
