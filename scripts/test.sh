@@ -9,8 +9,9 @@ mkdir -p "$STATE"
 PY="$ROOT/.venv/bin/python"
 
 need=()
-# nginx with its JavaScript module: the Docker socket proxy's policy (tests/deploy/test_socket_proxy.py).
-for pkg in redis-server postgresql docker.io docker-compose chromium debootstrap iproute2 nginx-light libnginx-mod-http-js; do
+# nginx with its JavaScript module: the Docker socket proxy's policy (tests/deploy/test_socket_proxy.py);
+# prometheus and promtool (tests/deploy/test_prometheus.py); a CJK font for the Chinese pages in chromium.
+for pkg in redis-server postgresql docker.io docker-compose chromium debootstrap iproute2 nginx-light libnginx-mod-http-js prometheus fonts-noto-cjk; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

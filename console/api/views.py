@@ -3,12 +3,14 @@
 import json
 from functools import wraps
 
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from console.api.auth import user_from_token
+from console.api.metrics import ConsoleCollector
 from console.instances.models import Instance
 from console.operations.forms import OperationForm, RolloutForm, form_errors
 from console.operations.models import Operation, Rollout
@@ -157,6 +159,14 @@ def rollouts(request):
         request=request,
     )
     return JsonResponse(rollout_summary(rollout), status=202)
+
+
+@api_view(["GET"])
+def metrics(request):
+    """The console's figures in Prometheus's text format (a bearer token with the view permission)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ConsoleCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 @api_view(["GET"])

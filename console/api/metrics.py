@@ -1,0 +1,274 @@
+"""The console's figures for Prometheus, read from the database at each scrape.
+
+The numbers live in several processes (each host's worker samples, any worker runs operations), and
+all of them end in the database: a collector that reads it at scrape time is right whichever process
+answers, with no multiprocess files to share. Counters are counts of rows that are never deleted
+(operations, rollouts, schedule runs, alert deliveries), so they only grow.
+"""
+
+from collections import Counter, defaultdict
+from datetime import datetime
+
+from django.db.models import Count, Sum
+from django.utils import timezone
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from console.alerts.models import AlertDelivery
+from console.instances.models import Instance
+from console.operations.models import Operation, Rollout
+from console.operations.summaries import last_operations
+from console.schedules.models import ScheduleRun
+from console.telemetry.latest import is_fresh, latest_samples
+from console.watchdog.models import Watchdog
+
+PREFIX = "instance_console"
+STATUSES = ("ready", "loading", "degraded", "draining", "down", "unknown")
+DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+# A schedule run's reason, as a label of few values (the sentence itself says minutes and names).
+SKIP_REASONS = (
+    ("missed by", "missed"),
+    ("outside the maintenance window", "outside_window"),
+    ("no enabled instance", "no_instance"),
+)
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def _histogram(name: str, documentation: str, labels: list[str], observed: dict) -> HistogramMetricFamily:
+    """A histogram family from {label values: [seconds, ...]}."""
+    family = HistogramMetricFamily(name, documentation, labels=labels)
+    for key, values in sorted(observed.items()):
+        buckets = [(str(b), sum(1 for v in values if v <= b)) for b in DURATION_BUCKETS]
+        family.add_metric(list(key), [*buckets, ("+Inf", len(values))], sum(values))
+    return family
+
+
+def skip_reason(reason: str) -> str:
+    return next((label for start, label in SKIP_REASONS if reason.startswith(start)), "other")
+
+
+class ConsoleCollector(Collector):
+    def collect(self):
+        now = timezone.now()
+        yield from self._instances(now)
+        yield from self._operations()
+        yield from self._rollouts_and_schedules()
+        yield from self._alerts()
+
+    def _instances(self, now):
+        instances = list(Instance.objects.select_related("host").order_by("name"))
+        samples, last = latest_samples(instances), last_operations(instances)
+        dogs = {d.instance_id: d for d in Watchdog.objects.filter(instance__in=instances)}
+        last_restart = {}
+        for instance_id, finished in (
+            Operation.objects.filter(
+                instance__in=instances,
+                state=Operation.State.SUCCEEDED,
+                kind__in=[Operation.Kind.START, Operation.Kind.RESTART],
+            )
+            .order_by("instance_id", "-finished")
+            .values_list("instance_id", "finished")
+        ):
+            last_restart.setdefault(instance_id, finished)
+        labels = ["instance_name", "host", "group"]  # "instance" is Prometheus's own target label
+        status = GaugeMetricFamily(
+            f"{PREFIX}_instance_status",
+            "1 for the instance's status now (from its latest fresh sample; unknown when none is fresh)",
+            labels=[*labels, "status"],
+        )
+        up = GaugeMetricFamily(
+            f"{PREFIX}_instance_up",
+            "1 when the instance's health probe answered in its latest fresh sample",
+            labels=labels,
+        )
+        ready = GaugeMetricFamily(f"{PREFIX}_instance_ready", "1 when the instance is ready to serve", labels=labels)
+        operating = GaugeMetricFamily(
+            f"{PREFIX}_instance_operation_active", "1 while an operation runs on the instance", labels=labels
+        )
+        age = GaugeMetricFamily(
+            f"{PREFIX}_instance_sample_age_seconds", "Seconds since the instance's latest sample", labels=labels
+        )
+        figures = {
+            "gpu_used": (
+                f"{PREFIX}_instance_gpu_memory_used_bytes",
+                "GPU memory held by the instance's processes (NVML)",
+            ),
+            "gpu_total": (f"{PREFIX}_instance_gpu_memory_total_bytes", "Total memory of the instance's GPUs"),
+            "reserved": (
+                f"{PREFIX}_instance_allocator_reserved_bytes",
+                "Memory the torch allocator holds from the driver",
+            ),
+            "allocated": (f"{PREFIX}_instance_allocator_allocated_bytes", "Memory in live tensors"),
+            "in_flight": (f"{PREFIX}_instance_requests_in_flight", "Requests the server is answering"),
+            "close_wait": (
+                f"{PREFIX}_instance_connections_close_wait",
+                "Connections in CLOSE_WAIT on the server's port",
+            ),
+            "established": (
+                f"{PREFIX}_instance_connections_established",
+                "Established connections on the server's port",
+            ),
+        }
+        gauges = {name: GaugeMetricFamily(metric, text, labels=labels) for name, (metric, text) in figures.items()}
+        p95 = GaugeMetricFamily(
+            f"{PREFIX}_instance_latency_p95_seconds", "p95 request latency the server reports", labels=labels
+        )
+        uptime = GaugeMetricFamily(
+            f"{PREFIX}_instance_uptime_seconds", "Seconds since the serving process started", labels=labels
+        )
+        restart_at = GaugeMetricFamily(
+            f"{PREFIX}_instance_last_restart_timestamp_seconds",
+            "When the last start or restart through the console succeeded",
+            labels=labels,
+        )
+        attention = GaugeMetricFamily(
+            f"{PREFIX}_watchdog_needs_attention",
+            "1 when the watchdog stopped acting and an operator must look",
+            labels=labels,
+        )
+        watched = GaugeMetricFamily(f"{PREFIX}_watchdog_enabled", "1 when the instance's watchdog is on", labels=labels)
+        host_age: dict[str, float] = {}
+        for instance in instances:
+            values = [instance.name, instance.host.name, instance.group]
+            sample = samples.get(instance.pk)
+            fresh = is_fresh(sample, now)
+            current = sample.status if fresh else "unknown"
+            for name in STATUSES:
+                status.add_metric([*values, name], 1.0 if current == name else 0.0)
+            up.add_metric(values, 1.0 if fresh and sample.probe_ok else 0.0)
+            ready.add_metric(values, 1.0 if current == "ready" else 0.0)
+            operation = last.get(instance.pk)
+            operating.add_metric(values, 1.0 if operation is not None and not operation.is_finished else 0.0)
+            if sample is not None:
+                seconds = (now - sample.at).total_seconds()
+                age.add_metric(values, seconds)
+                host_age[instance.host.name] = min(seconds, host_age.get(instance.host.name, seconds))
+                for name, gauge in gauges.items():
+                    if getattr(sample, name) is not None:
+                        gauge.add_metric(values, float(getattr(sample, name)))
+                if sample.p95_ms is not None:
+                    p95.add_metric(values, sample.p95_ms / 1000)
+                if isinstance(sample.data.get("uptime"), int | float):
+                    uptime.add_metric(values, float(sample.data["uptime"]))
+            if instance.pk in last_restart and last_restart[instance.pk]:
+                restart_at.add_metric(values, last_restart[instance.pk].timestamp())
+            dog = dogs.get(instance.pk)
+            watched.add_metric(values, 1.0 if dog is not None and dog.enabled else 0.0)
+            attention.add_metric(values, 1.0 if dog is not None and dog.needs_attention_since else 0.0)
+        hosts = GaugeMetricFamily(
+            f"{PREFIX}_host_sample_age_seconds",
+            "Seconds since the newest sample of the host's instances: a silent worker shows here",
+            labels=["host"],
+        )
+        for host, seconds in sorted(host_age.items()):
+            hosts.add_metric([host], seconds)
+        yield from (
+            status,
+            up,
+            ready,
+            operating,
+            age,
+            *gauges.values(),
+            p95,
+            uptime,
+            restart_at,
+            watched,
+            attention,
+            hosts,
+        )
+
+    def _operations(self):
+        total = CounterMetricFamily(
+            f"{PREFIX}_operations",
+            "Operations ended, by kind, trigger and outcome",
+            labels=["kind", "trigger", "state"],
+        )
+        active = GaugeMetricFamily(
+            f"{PREFIX}_operations_active", "Operations queued or running", labels=["kind", "state"]
+        )
+        for row in Operation.objects.order_by().values("kind", "trigger", "state").annotate(n=Count("pk")):
+            if row["state"] in Operation.ACTIVE_STATES:
+                continue
+            total.add_metric([row["kind"], row["trigger"], row["state"]], row["n"])
+        counted = Counter(Operation.objects.filter(state__in=Operation.ACTIVE_STATES).values_list("kind", "state"))
+        for kind in Operation.Kind.values:
+            for state in Operation.ACTIVE_STATES:
+                active.add_metric([kind, state], counted.get((kind, state), 0))
+        durations, steps = defaultdict(list), defaultdict(list)
+        finished = (
+            Operation.objects.exclude(state__in=Operation.ACTIVE_STATES).exclude(started=None).exclude(finished=None)
+        )
+        for kind, state, started, ended, recorded in finished.values_list(
+            "kind", "state", "started", "finished", "steps"
+        ).iterator(chunk_size=2000):
+            durations[(kind, state)].append((ended - started).total_seconds())
+            for step in recorded or []:
+                seconds = step.get("seconds")
+                if seconds is None:
+                    seconds = _seconds(step.get("started"), step.get("finished"))
+                if seconds is not None and step.get("state") in ("done", "failed"):
+                    name = step["name"] if not step["name"].startswith("restart (whole") else "restart whole"
+                    steps[(kind, name, step["state"])].append(seconds)
+        yield total
+        yield active
+        yield _histogram(
+            f"{PREFIX}_operation_duration_seconds",
+            "How long operations took, start to end",
+            ["kind", "state"],
+            durations,
+        )
+        yield _histogram(
+            f"{PREFIX}_operation_step_duration_seconds",
+            "How long each step of an operation took",
+            ["kind", "step", "state"],
+            steps,
+        )
+
+    def _rollouts_and_schedules(self):
+        rollouts = CounterMetricFamily(
+            f"{PREFIX}_rollouts",
+            "Rollouts requested, by strategy, trigger and state",
+            labels=["strategy", "trigger", "state"],
+        )
+        for row in Rollout.objects.order_by().values("strategy", "trigger", "state").annotate(n=Count("pk")):
+            rollouts.add_metric([row["strategy"], row["trigger"], row["state"]], row["n"])
+        yield rollouts
+        runs = CounterMetricFamily(
+            f"{PREFIX}_schedule_runs",
+            "Schedule runs, started or skipped (and why)",
+            labels=["schedule", "state", "reason"],
+        )
+        counted = Counter()
+        for name, state, reason in ScheduleRun.objects.values_list("schedule__name", "state", "reason"):
+            counted[(name, state, "" if state == ScheduleRun.State.STARTED else skip_reason(reason))] += 1
+        for key, n in sorted(counted.items()):
+            runs.add_metric(list(key), n)
+        yield runs
+
+    def _alerts(self):
+        deliveries = CounterMetricFamily(
+            f"{PREFIX}_alert_deliveries",
+            "Alerts, by channel, event and state (pending, sent, failed)",
+            labels=["channel", "event", "state"],
+        )
+        attempts = CounterMetricFamily(
+            f"{PREFIX}_alert_delivery_attempts", "Delivery attempts, failed ones included", labels=["channel"]
+        )
+        rows = (
+            AlertDelivery.objects.order_by()
+            .values("channel__name", "event", "state")
+            .annotate(n=Count("pk"), tries=Sum("attempts"))
+        )
+        tries: Counter = Counter()
+        for row in rows:
+            deliveries.add_metric([row["channel__name"], row["event"], row["state"]], row["n"])
+            tries[row["channel__name"]] += row["tries"] or 0
+        for channel, n in sorted(tries.items()):
+            attempts.add_metric([channel], n)
+        yield deliveries
+        yield attempts

@@ -1,0 +1,118 @@
+"""The console's /metrics: Prometheus's format, the figures the database holds, a token to read them."""
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from console.alerts.models import AlertChannel, AlertDelivery
+from console.api.models import ApiToken
+from console.operations.models import Operation, Rollout
+from console.schedules.models import RestartSchedule, ScheduleRun
+from console.telemetry.models import Sample
+from console.watchdog.models import Watchdog
+from tests.factories import process_instance, user
+
+
+def scrape(key: str) -> dict:
+    response = Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
+    values = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+def value(values: dict, name: str, **labels):
+    return values[(name, tuple(sorted(labels.items())))]
+
+
+@pytest.mark.django_db
+def test_metrics_need_a_token_with_the_view_permission():
+    assert Client().get("/metrics").status_code == 401
+    _, nobody = ApiToken.issue(user("no-role"), "prom")
+    assert Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {nobody}").status_code == 403
+
+
+@pytest.mark.django_db
+def test_instances_operations_rollouts_schedules_and_alerts_are_counted():
+    a = process_instance("met-a", command=["true"], group="g")
+    b = process_instance("met-b", command=["true"])
+    now = timezone.now()
+    Sample.objects.create(
+        instance=a,
+        at=now,
+        status="ready",
+        probe_ok=True,
+        p95_ms=250.0,
+        gpu_used=3 * 2**30,
+        close_wait=7,
+        data={"uptime": 42},
+    )
+    Sample.objects.create(instance=b, at=now - timedelta(minutes=10), status="ready", probe_ok=True)  # stale
+    Operation.objects.create(
+        instance=a,
+        kind="restart",
+        trigger="watchdog",
+        state="succeeded",
+        started=now - timedelta(seconds=4),
+        finished=now,
+        steps=[{"name": "drain", "state": "done", "seconds": 1.5}, {"name": "ready", "state": "done", "seconds": 2.5}],
+    )
+    Operation.objects.create(instance=b, kind="stop", state="running", started=now)
+    Rollout.objects.create(instance_names=["met-a"], state="succeeded")
+    schedule = RestartSchedule.objects.create(name="nightly", cron="0 3 * * *", timezone="UTC")
+    ScheduleRun.objects.create(
+        schedule=schedule, planned_for=now, fired_at=now, state="skipped", reason="missed by 61 min (grace 30 min)"
+    )
+    Watchdog.objects.create(instance=a, needs_attention_since=now)
+    channel = AlertChannel.objects.create(name="hook", url="http://127.0.0.1:9/x")
+    AlertDelivery.objects.create(
+        channel=channel, event="watchdog", instance_name="met-a", title="t", text="x", state="failed", attempts=5
+    )
+    _, key = ApiToken.issue(user("prom", "viewer"), "prometheus")
+
+    values = scrape(key)
+    a_labels = {"instance_name": "met-a", "host": "local", "group": "g"}
+    b_labels = {"instance_name": "met-b", "host": "local", "group": ""}
+    assert value(values, "instance_console_instance_ready", **a_labels) == 1
+    assert value(values, "instance_console_instance_status", status="unknown", **b_labels) == 1  # stale sample
+    assert value(values, "instance_console_instance_ready", **b_labels) == 0
+    assert value(values, "instance_console_instance_operation_active", **b_labels) == 1
+    assert value(values, "instance_console_instance_latency_p95_seconds", **a_labels) == 0.25
+    assert value(values, "instance_console_instance_gpu_memory_used_bytes", **a_labels) == 3 * 2**30
+    assert value(values, "instance_console_instance_connections_close_wait", **a_labels) == 7
+    assert value(values, "instance_console_instance_uptime_seconds", **a_labels) == 42
+    assert value(values, "instance_console_watchdog_needs_attention", **a_labels) == 1
+    assert value(values, "instance_console_instance_last_restart_timestamp_seconds", **a_labels) == pytest.approx(
+        now.timestamp()
+    )
+    assert value(values, "instance_console_host_sample_age_seconds", host="local") < 5
+    assert (
+        value(values, "instance_console_operations_total", kind="restart", trigger="watchdog", state="succeeded") == 1
+    )
+    assert value(values, "instance_console_operations_active", kind="stop", state="running") == 1
+    assert value(values, "instance_console_operation_duration_seconds_count", kind="restart", state="succeeded") == 1
+    assert (
+        value(values, "instance_console_operation_duration_seconds_bucket", kind="restart", state="succeeded", le="5")
+        == 1
+    )
+    assert (
+        value(
+            values, "instance_console_operation_step_duration_seconds_sum", kind="restart", step="ready", state="done"
+        )
+        == 2.5
+    )
+    assert (
+        value(values, "instance_console_rollouts_total", strategy="rolling", trigger="manual", state="succeeded") == 1
+    )
+    assert (
+        value(values, "instance_console_schedule_runs_total", schedule="nightly", state="skipped", reason="missed") == 1
+    )
+    assert (
+        value(values, "instance_console_alert_deliveries_total", channel="hook", event="watchdog", state="failed") == 1
+    )
+    assert value(values, "instance_console_alert_delivery_attempts_total", channel="hook") == 5

@@ -1,0 +1,102 @@
+"""Prometheus against the real console: promtool accepts both /metrics endpoints and the alert
+rules; a real Prometheus scrapes the console with a token, answers a query for the demo's
+readiness, and every expression of the Grafana dashboard is valid PromQL over what it scraped."""
+
+import json
+import shutil
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, free_port, wait_http
+
+pytestmark = pytest.mark.slow
+DEPLOY = ROOT / "deploy"
+
+
+def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    if not shutil.which("promtool"):
+        pytest.fail("no promtool here: make test installs Debian's prometheus")
+    return subprocess.run(["promtool", *args], input=stdin, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def token(embedded_console) -> str:
+    result = embedded_console.manage(
+        "shell",
+        "-c",
+        "from console.api.models import ApiToken; from django.contrib.auth import get_user_model as g; "
+        f"print(ApiToken.issue(g().objects.get(username='{embedded_console.username}'), 'prometheus')[1])",
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_promtool_accepts_the_metrics_and_the_rules(embedded_console, token):
+    wait_http(embedded_console.demo_url + "/health/ready", timeout=90)
+    console = httpx.get(embedded_console.url + "/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert console.status_code == 200 and "instance_console_instance_ready" in console.text
+    for text in (console.text, httpx.get(embedded_console.demo_url + "/metrics").text):
+        checked = promtool("check", "metrics", stdin=text)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    rules = promtool("check", "rules", str(DEPLOY / "prometheus" / "alerts.yml"))
+    assert rules.returncode == 0 and "SUCCESS: 9 rules found" in rules.stdout, rules.stdout + rules.stderr
+
+
+def test_a_real_prometheus_scrapes_the_console(embedded_console, token, tmp_path):
+    if not shutil.which("prometheus"):
+        pytest.fail("no prometheus here: make test installs Debian's prometheus")
+    port = free_port()
+    target = embedded_console.url.removeprefix("http://")
+    (tmp_path / "prometheus.yml").write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(DEPLOY / "prometheus" / "alerts.yml")],
+                "scrape_configs": [
+                    {
+                        "job_name": "instance-console",
+                        "metrics_path": "/metrics",
+                        "authorization": {"credentials": token},
+                        "static_configs": [{"targets": [target]}],
+                    }
+                ],
+            }
+        )
+    )
+    server = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "prometheus.log", "wb"),
+    )
+    api = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=60)
+
+        def query(expr: str) -> dict:
+            return httpx.get(api + "/query", params={"query": expr}, timeout=10).json()
+
+        deadline = time.monotonic() + 60
+        ready = []
+        while time.monotonic() < deadline and not ready:
+            ready = query('instance_console_instance_ready{instance_name="demo"} == 1')["data"]["result"]
+            time.sleep(0.5)
+        assert ready, (tmp_path / "prometheus.log").read_text()[-2000:]
+        targets = httpx.get(api + "/targets").json()["data"]["activeTargets"]
+        assert targets[0]["health"] == "up", targets
+
+        dashboard = json.loads((DEPLOY / "grafana" / "instance-console.json").read_text())
+        expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+        for expr in expressions:
+            answer = query(expr.replace("$instance", ".*").replace("$host", ".*"))
+            assert answer["status"] == "success", (expr, answer)
+        assert len(expressions) >= 15
+    finally:
+        server.terminate()
+        server.wait(20)
