@@ -134,10 +134,24 @@ def build_tokenizer(vocab_size: int):
     return fast
 
 
+def image_processor():
+    """GLM-4V's image processor: its default (torchvision) form where torchvision is installed, else
+    its PIL form, which transformers would fall back to anyway, with a warning at every start."""
+    from transformers.utils import is_torchvision_available
+
+    if is_torchvision_available():
+        from transformers import Glm4vImageProcessor
+
+        return Glm4vImageProcessor()
+    from transformers import Glm4vImageProcessorPil  # naming the default form is what warns
+
+    return Glm4vImageProcessorPil()
+
+
 def write_checkpoint(path: Path, full: bool = False, dtype: str = "bfloat16", seed: int = 0) -> Path:
     """Write config, random weights (safetensors), tokenizer and processor config to `path`."""
     import torch
-    from transformers import GenerationConfig, Glm4vConfig, Glm4vForConditionalGeneration, Glm4vImageProcessor
+    from transformers import GenerationConfig, Glm4vConfig, Glm4vForConditionalGeneration
 
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -169,7 +183,7 @@ def write_checkpoint(path: Path, full: bool = False, dtype: str = "bfloat16", se
     # them the same way from real checkpoints, without the video processor
     # (which would need torchvision).
     tokenizer.save_pretrained(path)
-    Glm4vImageProcessor().save_pretrained(path)
+    image_processor().save_pretrained(path)
     (path / "smoke_model.json").write_text(json.dumps({"full": full, "seed": seed, "random_weights": True}))
     # Readable by the unprivileged user of the server image, as mounted weights are.
     path.chmod(0o755)

@@ -266,13 +266,11 @@ class EmbeddedConsole:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self) -> int | None:
-        """Ctrl-C, as an operator would."""
+    def stop(self, signum: int = signal.SIGINT) -> int | None:
+        """Ctrl-C, as an operator would (or SIGTERM, as systemd and docker stop do)."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
-        import signal
-
-        self.proc.send_signal(signal.SIGINT)
+        self.proc.send_signal(signum)
         try:
             return self.proc.wait(40)
         except subprocess.TimeoutExpired:

@@ -114,6 +114,10 @@ class LogFollower:
 
     def _ship(self, name: str, lines: list[str]) -> int:
         entries = [{"text": text, "level": logscan.level(text)} for text in lines]
+        for entry in entries:
+            fields = logscan.structured(entry["text"])
+            if fields:
+                entry["fields"] = fields
         with self._lock:
             self._counts.setdefault(name, Counter()).update(logscan.signatures(lines))
         tail = self._tails.setdefault(name, deque(maxlen=TAIL_LINES))

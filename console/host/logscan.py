@@ -57,6 +57,29 @@ def level(line: str) -> str:
     return "info"
 
 
+STRUCTURED_KEYS = {"ts", "time", "timestamp", "level", "levelname", "logger", "name", "msg", "message", "request_id"}
+
+
+def structured(line: str) -> dict | None:
+    """A JSON log line as the log panel's columns: time, logger, message, request id and the other
+    fields as key=value; None for a plain line."""
+    entry = _structured(line)
+    if entry is None:
+        return None
+    message = entry.get("msg", entry.get("message"))
+    if message is None:
+        return None
+    extra = " ".join(f"{key}={value}" for key, value in entry.items() if key not in STRUCTURED_KEYS and key != "exc")
+    return {
+        "time": str(entry.get("ts") or entry.get("time") or entry.get("timestamp") or ""),
+        "logger": str(entry.get("logger") or entry.get("name") or ""),
+        "message": str(message),
+        "request_id": str(entry.get("request_id") or ""),
+        "extra": extra[:1000],
+        "exc": str(entry.get("exc") or "")[:MAX_LINE_CHARS],
+    }
+
+
 def _structured(line: str) -> dict | None:
     if not line.startswith("{"):
         return None

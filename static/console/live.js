@@ -91,14 +91,14 @@
   Object.entries(initial.operations || {}).forEach(([name, d]) => applyOperation(name, d, false));
   Object.entries(initial.samples || {}).forEach(([name, d]) => applySample(name, d, false));
 
-  // -- log panel: bounded, filterable, follow or pause
+  // -- log panel: bounded, filterable, follow or pause; JSON lines in columns unless "raw"
   const logs = (function () {
     const pre = document.getElementById("log-lines");
     if (!pre) return { add() {} };
     const max = parseInt(pre.dataset.maxLines || "2000", 10);
     const tool = (n) => document.querySelector('[data-log="' + n + '"]');
     const levels = ["debug", "info", "warning", "error", "critical"];
-    let entries = Array.from(pre.querySelectorAll(".line")).map((el) => ({ text: el.textContent, level: el.classList[1] || "info" }));
+    let entries = JSON.parse((document.getElementById("log-initial") || {}).textContent || "[]");
     let follow = true, pending = [], scheduled = false, regex = null, held = 0;
     const status = (t) => { const s = tool("status"); if (s) s.textContent = t; };
     function visible(e) {
@@ -107,10 +107,31 @@
       if (!needle) return true;
       return regex ? regex.test(e.text) : e.text.includes(needle);
     }
+    function cell(className, text) {
+      const span = document.createElement("span");
+      span.className = className;
+      span.textContent = text;
+      return span;
+    }
     function lineNode(e) {
       const span = document.createElement("span");
       span.className = "line " + e.level;
-      span.textContent = e.text + "\n";
+      const f = e.fields;
+      if (!f || tool("raw").checked) {
+        span.textContent = e.text + "\n";
+        return span;
+      }
+      span.classList.add("structured");
+      span.append(
+        cell("t", (f.time || "").replace(/^\d{4}-\d{2}-\d{2}T/, "")), " ",
+        cell("lv", e.level.toUpperCase()), " ",
+        cell("lg", f.logger), " ",
+        cell("m", f.message), " ",
+        cell("rid", f.request_id), " ",
+        cell("kv", f.extra),
+        f.exc ? cell("exc", "\n" + f.exc) : "",
+        "\n"
+      );
       return span;
     }
     function render() {
@@ -159,6 +180,7 @@
     tool("filter").addEventListener("input", refilter);
     tool("regex").addEventListener("change", refilter);
     tool("level").addEventListener("change", refilter);
+    tool("raw").addEventListener("change", () => render());
     tool("follow").addEventListener("click", (ev) => {
       follow = !follow;
       ev.currentTarget.classList.toggle("on", follow);
@@ -170,7 +192,7 @@
       if (!tool("regex").checked) url.searchParams.set("contains", tool("filter").value);
       ev.currentTarget.href = url.pathname + url.search;
     });
-    pre.scrollTop = pre.scrollHeight;
+    render();
     return {
       add(lines) {
         entries = entries.concat(lines);

@@ -39,6 +39,14 @@ def test_instance_page_updates_live_and_a_second_dashboard_follows_a_restart(bro
     response = httpx.post(console.demo_url + "/v1/chat/completions", json=chat(), headers={"X-Request-Id": request_id})
     assert response.status_code == 200
     page.wait_for_selector(f"#log-lines .line:has-text('{request_id}')", timeout=15_000)
+    # Our server logs JSON: shown as columns, the request id in its own, the JSON itself on "raw".
+    line = page.locator("#log-lines .line.structured", has=page.locator(f".rid:text-is('{request_id}')")).last
+    assert line.locator(".lv").inner_text() == "INFO" and line.locator(".m").inner_text() == "request"
+    assert "status=200" in line.locator(".kv").inner_text()
+    page.check("[data-log=raw]")
+    page.wait_for_selector(f'#log-lines .line:has-text(\'"request_id": "{request_id}"\')')
+    assert page.locator("#log-lines .line.structured").count() == 0
+    page.uncheck("[data-log=raw]")
     # A catastrophic pattern is refused rather than freezing the page.
     page.check("[data-log=regex]")
     page.fill("[data-log=filter]", "(a+)+$")

@@ -1,9 +1,11 @@
 """`make run` on a machine with no Redis, PostgreSQL, Docker or GPU gives a working console."""
 
 import re
+import signal
 import subprocess
 
 import httpx
+import pytest
 
 from tests.conftest import EmbeddedConsole, wait_http
 
@@ -38,10 +40,14 @@ def test_bootstrap_is_idempotent_and_keeps_the_password(embedded_console):
     assert "exists (password unchanged)" in output
 
 
-def test_ctrl_c_stops_the_console_and_its_demo_instance(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_the_console_and_its_demo_instance(tmp_path, signum):
+    """Ctrl-C and SIGTERM (systemd, docker stop) take the same way out: the worker stops, the demo
+    instance is drained and stopped, the console exits 0."""
     console = EmbeddedConsole(tmp_path).start()
     wait_http(console.demo_url + "/health/ready", timeout=90)
-    assert console.stop() == 0, console.log()[-2000:]
+    assert "resumed" not in console.log()  # a fresh machine has nothing left unfinished to speak of
+    assert console.stop(signum) == 0, console.log()[-2000:]
     assert "stopped demo" in console.log()
     try:
         httpx.get(console.demo_url + "/health/live", timeout=2)
@@ -51,3 +57,8 @@ def test_ctrl_c_stops_the_console_and_its_demo_instance(tmp_path):
     # nothing left listening on the console port either
     result = subprocess.run(["ss", "-ltn", f"sport = :{console.port}"], capture_output=True, text=True)
     assert f":{console.port}" not in result.stdout
+
+
+def test_the_favicon_is_served(embedded_console):
+    icon = httpx.get(embedded_console.url + "/favicon.ico", follow_redirects=True)
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg")

@@ -1,5 +1,7 @@
 """Serve the console over ASGI; in embedded mode also run the worker and beat in-process."""
 
+import signal
+
 import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -11,8 +13,19 @@ from console.instances.models import Host, Instance, host_queue
 from console.operations.recovery import Watch, resume_at_start
 
 
+class Terminated(Exception):
+    """SIGTERM arrived."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 class Command(BaseCommand):
-    help = "Serve the console (and, in embedded mode, its worker and beat) until Ctrl-C."
+    help = (
+        "Serve the console (and, in embedded mode, its worker and beat) until Ctrl-C or SIGTERM, which "
+        "stop the worker and the local process instances it runs (unless --keep-instances)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
@@ -36,10 +49,14 @@ class Command(BaseCommand):
                 self.stdout.write(f"resumed {resumed} operation(s) the last run left unfinished")
         self.stdout.write(f"Instance Console on http://{host}:{port}/ ({settings.CONSOLE_MODE} mode). Ctrl-C stops it.")
         config = uvicorn.Config("console.asgi:application", host=host, port=port, lifespan="off", log_level="warning")
+        # SIGTERM (systemd, docker stop) takes Ctrl-C's way out: uvicorn shuts down gracefully, then
+        # raises the signal again once it has put the previous handler back; this one turns it into
+        # the exception below, so the worker and the embedded instances are stopped too.
+        previous = signal.signal(signal.SIGTERM, _terminated)
         try:
             uvicorn.Server(config).run()
-        except KeyboardInterrupt:
-            pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; ours follows
+        except (KeyboardInterrupt, Terminated):
+            pass  # uvicorn re-raises Ctrl-C and SIGTERM after its graceful shutdown; ours follows
         finally:
             if worker is not None:
                 watch.stop()
@@ -47,6 +64,7 @@ class Command(BaseCommand):
                 worker.stop()
             if embedded and not keep_instances:
                 self._stop_local_instances()
+            signal.signal(signal.SIGTERM, previous)
 
     def _stop_local_instances(self) -> None:
         runtime = ProcessRuntime()
