@@ -5,6 +5,7 @@ Nothing else in the console builds a model server's URLs. This is the seam where
 plugs in: a class answering the same questions from that engine's own endpoints.
 """
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -162,6 +163,39 @@ class ModelServer:
         if not isinstance(data, list):
             return []
         return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
+
+    def chat_stream(self, messages: list[dict], max_tokens: int, request_id: str, timeout: float = 120.0):
+        """Stream a chat completion (OpenAI's API, which every engine the console manages speaks):
+        yields each piece of text as it comes. ServerError says why it failed."""
+        body = {"messages": messages, "max_tokens": max_tokens, "stream": True, "temperature": 0}
+        try:
+            with self.http.stream(
+                "POST",
+                self.url("/v1/chat/completions"),
+                json=body,
+                headers={"X-Request-Id": request_id},
+                timeout=timeout,
+            ) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise ServerError(f"HTTP {response.status_code}: {_error_message(response)}")
+                for line in response.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    try:
+                        chunk = json.loads(line[6:])
+                    except ValueError:
+                        continue
+                    if not isinstance(chunk, dict):
+                        continue
+                    if isinstance(chunk.get("error"), dict):
+                        raise ServerError(str(chunk["error"].get("message", "the server reported an error")))
+                    for choice in chunk.get("choices") or []:
+                        text = ((choice or {}).get("delta") or {}).get("content")
+                        if isinstance(text, str) and text:
+                            yield text
+        except httpx.HTTPError as exc:
+            raise ServerError(f"the server stopped answering ({type(exc).__name__})") from exc
 
     # -- acting
     def drain(self) -> str | None:

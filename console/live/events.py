@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 OPERATION_UPDATED = "operation.updated"  # data: operation summary with its steps
 SAMPLE = "sample"  # data: one telemetry sample
 LOG_LINES = "log.lines"  # data: {"lines": [...]}
-EVENT_TYPES = {OPERATION_UPDATED, SAMPLE, LOG_LINES}
+TRIAL = "trial.update"  # data: one step of an operator's try of an instance (to that operator only)
+EVENT_TYPES = {OPERATION_UPDATED, SAMPLE, LOG_LINES, TRIAL}
 
 DASHBOARD_GROUP = "dashboard"
 
@@ -55,6 +56,14 @@ def publish(instance_name: str, event_type: str, data: dict[str, Any]) -> None:
 
 def user_group(user_id: int) -> str:
     return f"user.{user_id}"
+
+
+def publish_to_user(user_id: int, instance_name: str, event_type: str, data: dict[str, Any]) -> None:
+    """Send an event to one user's open pages only."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {event_type!r}")
+    message = {"type": "console.event", "event": event_type, "instance": instance_name, "data": data}
+    _send((user_group(user_id),), message, f"{event_type} for user {user_id}")
 
 
 def recheck_user(user_id: int) -> None:

@@ -1,8 +1,11 @@
 """What an operator (page or API) may ask for: one operation, or a restart of several instances."""
 
+import base64
+
 from django import forms
 
 from console.instances.models import Instance
+from console.operations import trial
 from console.operations.models import Operation, Rollout
 
 
@@ -58,6 +61,28 @@ class RolloutForm(forms.Form):
             found = [by_name[n] for n in dict.fromkeys(wanted)]
         data["targets"] = found
         return data
+
+
+class TryForm(forms.Form):
+    """An operator's try of an instance: a prompt, maybe an image, a cap on the answer."""
+
+    prompt = forms.CharField(max_length=trial.MAX_PROMPT_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
+    image = forms.FileField(required=False)
+    max_tokens = forms.IntegerField(min_value=1, max_value=trial.MAX_TOKENS, initial=128)
+
+    def clean_image(self) -> str | None:
+        """The image as a data: URL, or None."""
+        image = self.cleaned_data.get("image")
+        if not image:
+            return None
+        if image.size > trial.MAX_IMAGE_BYTES:
+            raise forms.ValidationError(f"The image is larger than {trial.MAX_IMAGE_BYTES // 2**20} MiB.")
+        data = image.read()
+        kinds = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"RIFF": "image/webp", b"GIF8": "image/gif"}
+        kind = next((k for magic, k in kinds.items() if data.startswith(magic)), None)
+        if kind is None:
+            raise forms.ValidationError("Send a PNG, JPEG, WebP or GIF image.")
+        return f"data:{kind};base64,{base64.b64encode(data).decode()}"
 
 
 def form_errors(form: forms.Form) -> str:

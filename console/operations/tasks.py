@@ -8,7 +8,8 @@ a restart that takes minutes is never delivered a second time while its worker l
 from celery import shared_task
 from django.db import DatabaseError, connections
 
-from console.operations import pipeline, recovery, rollout
+from console.instances.models import Instance
+from console.operations import pipeline, recovery, rollout, trial
 
 
 @shared_task(bind=True, acks_late=False, max_retries=None)
@@ -37,3 +38,12 @@ def advance_rollout(rollout_id: int) -> str | None:
     """One short step of a rollout (no waiting: safe to deliver twice); on the console queue."""
     advanced = rollout.advance(rollout_id)
     return advanced.state if advanced else None
+
+
+@shared_task(acks_late=False, ignore_result=True)
+def try_instance(instance_id: int, user_id: int, trial_id: str, chat: list, max_tokens: int) -> str:
+    """An operator's try, on the instance's host worker (not retried: the operator sees the outcome)."""
+    instance = Instance.objects.select_related("host").filter(pk=instance_id).first()
+    if instance is None:
+        return "gone"
+    return trial.run(instance, user_id, trial_id, chat, max_tokens)["state"]

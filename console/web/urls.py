@@ -10,6 +10,7 @@ instance_pages = [
     path("", instances.instance_list, name="list"),
     path("instances/<slug:name>/", instances.instance_detail, name="detail"),
     path("instances/<slug:name>/operations/", instances.operate, name="operate"),
+    path("instances/<slug:name>/try/", instances.try_instance, name="try"),
     path("instances/<slug:name>/operations/latest/", instances.operation_card, name="operation-card"),
     path("instances/<slug:name>/operations/rows/", instances.operation_rows, name="operation-rows"),
 ]

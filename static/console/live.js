@@ -87,6 +87,20 @@
     if (live && kind !== "dashboard") document.body.dispatchEvent(new CustomEvent("operation-updated", { detail: d }));
   }
 
+  // -- an operator's try: the answer streams into its card
+  function applyTrial(d) {
+    const card = document.querySelector('[data-trial="' + CSS.escape(d.trial) + '"]');
+    if (!card) return;
+    const field = (n) => card.querySelector('[data-field="trial-' + n + '"]');
+    card.dataset.state = d.state;
+    if (d.text) field("answer").textContent += d.text;
+    if (d.request_id) field("request").textContent = d.request_id;
+    if (d.ttft_ms != null) field("ttft").textContent = ms(d.ttft_ms);
+    if (d.per_second != null) field("rate").textContent = String(d.per_second);
+    if (d.error) field("error").textContent = d.error;
+    field("state").textContent = d.state;
+  }
+
   const initial = JSON.parse((document.getElementById("live-state") || {}).textContent || "{}");
   Object.entries(initial.operations || {}).forEach(([name, d]) => applyOperation(name, d, false));
   Object.entries(initial.samples || {}).forEach(([name, d]) => applySample(name, d, false));
@@ -282,6 +296,7 @@
       if (ev.type === "sample") applySample(ev.instance, ev.data, true);
       else if (ev.type === "operation.updated") applyOperation(ev.instance, ev.data, true);
       else if (ev.type === "log.lines") logs.add(ev.data.lines);
+      else if (ev.type === "trial.update") applyTrial(ev.data);
       document.dispatchEvent(new CustomEvent("console:event", { detail: ev }));
     };
     ws.onclose = (e) => {

@@ -5,13 +5,16 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
+from console.audit.record import record
 from console.host.logs import recent_lines
 from console.instances.models import Instance
-from console.operations.forms import OperationForm
-from console.operations.models import Rollout
+from console.operations import trial
+from console.operations.forms import OperationForm, TryForm, form_errors
+from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
 from console.operations.summaries import last_operations, operation_summary
-from console.telemetry.latest import latest_samples
+from console.operations.tasks import try_instance as try_instance_task
+from console.telemetry.latest import is_fresh, latest_samples
 from console.telemetry.series import RANGES
 from console.watchdog.models import Watchdog
 from console.web.access import MAY_NOT_OPERATE, OPERATE, role_required
@@ -71,6 +74,7 @@ def instance_detail(request, name: str):
             "ranges": list(RANGES),
             "watchdog": Watchdog.objects.filter(instance=instance).first(),
             "form": OperationForm(),
+            "try_form": TryForm(),
             "can_operate": request.user.has_perm(OPERATE),
         },
     )
@@ -92,6 +96,48 @@ def operation_rows(request, name: str):
     instance = get_object_or_404(Instance, name=name)
     operations = instance.operations.select_related("requested_by")[:20]
     return render(request, "instances/_operations.html", {"operations": operations})
+
+
+@role_required(OPERATE, MAY_NOT_OPERATE)
+@require_POST
+def try_instance(request, name: str):
+    """Send one chat request to the instance through its host's worker; the answer streams to this
+    operator's page (live.js, trial.update events)."""
+    instance = get_object_or_404(Instance.objects.select_related("host"), name=name)
+    form = TryForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return render(request, "instances/_try_result.html", {"error": form_errors(form)}, status=400)
+    sample = latest_samples([instance]).get(instance.pk)
+    active = instance.operations.filter(state__in=Operation.ACTIVE_STATES).first()
+    if active is not None or not is_fresh(sample) or sample.status != "ready":
+        why = (
+            f"{active} is {active.state}"
+            if active
+            else f"it is {sample.status if is_fresh(sample) else 'not sampled lately'}"
+        )
+        return render(
+            request, "instances/_try_result.html", {"error": f"{instance.name} is not ready to try: {why}."}, status=409
+        )
+    trial_id = trial.new_trial_id()
+    prompt = form.cleaned_data["prompt"]
+    record(
+        "instance.try",
+        request=request,
+        target=f"instance {instance.name}",
+        reason=prompt[:200],
+        outcome=f"sent as {trial_id}" + (" with an image" if form.cleaned_data["image"] else ""),
+    )
+    try_instance_task.apply_async(
+        args=[
+            instance.pk,
+            request.user.pk,
+            trial_id,
+            trial.messages(prompt, form.cleaned_data["image"]),
+            form.cleaned_data["max_tokens"],
+        ],
+        queue=instance.host.queue,
+    )
+    return render(request, "instances/_try_result.html", {"trial_id": trial_id})
 
 
 @role_required(OPERATE, MAY_NOT_OPERATE)
