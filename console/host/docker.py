@@ -13,6 +13,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from console.host.runtime import RuntimeFailure, RuntimeStatus, StopResult
 from console.instances.models import run_spec_problem
+from console.sentences import Sentence, gettext_noop
 
 MANAGED_LABEL = "io.instance-console.managed"
 INSTANCE_LABEL = "io.instance-console.instance"
@@ -28,7 +29,11 @@ class DockerRuntime:
         try:
             return cls(docker.DockerClient(base_url=host.docker_url, timeout=30))
         except DockerException as exc:
-            raise RuntimeFailure(f"Docker Engine at {host.docker_url} is unreachable: {exc}") from exc
+            raise RuntimeFailure(
+                Sentence(
+                    gettext_noop("Docker Engine at %(url)s is unreachable: %(why)s"), url=host.docker_url, why=str(exc)
+                )
+            ) from exc
 
     def _container(self, instance):
         """The container named exactly as the instance says (Docker would also match an ID prefix)."""
@@ -37,18 +42,25 @@ class DockerRuntime:
         except NotFound:
             return None
         except (APIError, DockerException, requests.RequestException) as exc:
-            raise RuntimeFailure(f"Docker Engine error: {_explain(exc)}") from exc
+            raise RuntimeFailure(Sentence(gettext_noop("Docker Engine error: %(why)s"), why=_explain(exc))) from exc
         return container if container.name == instance.container_name else None
 
     def status(self, instance) -> RuntimeStatus:
         container = self._container(instance)
         if container is None:
-            return RuntimeStatus(running=False, detail=f"container {instance.container_name} does not exist")
+            missing = Sentence(gettext_noop("container %(name)s does not exist"), name=instance.container_name)
+            return RuntimeStatus(running=False, detail=missing)
         state = container.attrs.get("State", {})
         if state.get("Running"):
-            return RuntimeStatus(running=True, pids=self.pids(container), detail=f"container {state.get('Status')}")
+            return RuntimeStatus(
+                running=True,
+                pids=self.pids(container),
+                detail=Sentence(gettext_noop("container %(state)s"), state=state.get("Status")),
+            )
         return RuntimeStatus(
-            running=False, detail=f"container {state.get('Status', 'unknown')}", exit_code=state.get("ExitCode")
+            running=False,
+            detail=Sentence(gettext_noop("container %(state)s"), state=state.get("Status", "unknown")),
+            exit_code=state.get("ExitCode"),
         )
 
     def pids(self, container) -> list[int]:
@@ -67,15 +79,23 @@ class DockerRuntime:
         try:
             if container is None:
                 container = self._create(instance)
-                created = "created and started"
+                created = gettext_noop("container %(name)s created and started (%(id)s)")
             else:
-                created = "started"
+                created = gettext_noop("container %(name)s started (%(id)s)")
             container.start()
         except ImageNotFound as exc:
-            raise RuntimeFailure(f"Image {instance.image!r} is not on this host.") from exc
+            raise RuntimeFailure(
+                Sentence(gettext_noop("Image %(image)r is not on this host."), image=instance.image)
+            ) from exc
         except (APIError, DockerException, requests.RequestException) as exc:
-            raise RuntimeFailure(f"Docker could not start {instance.container_name}: {_explain(exc)}") from exc
-        return f"container {instance.container_name} {created} ({container.short_id})"
+            raise RuntimeFailure(
+                Sentence(
+                    gettext_noop("Docker could not start %(name)s: %(why)s"),
+                    name=instance.container_name,
+                    why=_explain(exc),
+                )
+            ) from exc
+        return Sentence(created, name=instance.container_name, id=container.short_id)
 
     def recreate_problem(self, instance) -> str | None:
         """Why recreating this instance's container would lose it, or None.
@@ -104,10 +124,18 @@ class DockerRuntime:
 
     def _create(self, instance):
         if not instance.image:
-            raise RuntimeFailure(f"{instance.name} has no image to create its container from.")
+            raise RuntimeFailure(
+                Sentence(gettext_noop("%(name)s has no image to create its container from."), name=instance.name)
+            )
         problem = run_spec_problem(instance.run_spec or {})  # checked again: the row may have been edited
         if problem:
-            raise RuntimeFailure(f"the container spec of {instance.name} is not allowed: {problem}")
+            raise RuntimeFailure(
+                Sentence(
+                    gettext_noop("the container spec of %(name)s is not allowed: %(why)s"),
+                    name=instance.name,
+                    why=problem,
+                )
+            )
         spec = dict(instance.run_spec or {})
         kwargs = {
             "image": instance.image,
@@ -136,25 +164,40 @@ class DockerRuntime:
         except NotFound:
             pass
         except (APIError, DockerException, requests.RequestException) as exc:
-            raise RuntimeFailure(f"Docker could not remove {container.name}: {_explain(exc)}") from exc
+            raise RuntimeFailure(
+                Sentence(
+                    gettext_noop("Docker could not remove %(name)s: %(why)s"), name=container.name, why=_explain(exc)
+                )
+            ) from exc
 
     def stop(self, instance, timeout: float) -> StopResult:
         container = self._container(instance)
         began = time.monotonic()
         if container is None or container.status != "running":
-            return StopResult(forced=False, seconds=0.0, detail="was not running")
+            return StopResult(forced=False, seconds=0.0, detail=Sentence(gettext_noop("was not running")))
         try:
             # Docker sends the stop signal, waits `timeout`, then SIGKILLs.
             container.stop(timeout=int(timeout))
             container.reload()
         except NotFound:
-            return StopResult(forced=False, seconds=time.monotonic() - began, detail="container disappeared")
+            gone = Sentence(gettext_noop("container disappeared"))
+            return StopResult(forced=False, seconds=time.monotonic() - began, detail=gone)
         except (APIError, DockerException, requests.RequestException) as exc:
-            raise RuntimeFailure(f"Docker could not stop {instance.container_name}: {_explain(exc)}") from exc
+            raise RuntimeFailure(
+                Sentence(
+                    gettext_noop("Docker could not stop %(name)s: %(why)s"),
+                    name=instance.container_name,
+                    why=_explain(exc),
+                )
+            ) from exc
         seconds = time.monotonic() - began
         code = container.attrs.get("State", {}).get("ExitCode")
         forced = code == 137
-        detail = f"killed after {timeout:.0f} s without exiting" if forced else f"exited {seconds:.1f} s after SIGTERM"
+        detail = (
+            Sentence(gettext_noop("killed after %(seconds).0f s without exiting"), seconds=timeout)
+            if forced
+            else Sentence(gettext_noop("exited %(seconds).1f s after SIGTERM"), seconds=seconds)
+        )
         return StopResult(forced=forced, seconds=seconds, detail=detail)
 
     def log_tail(self, instance, lines: int = 50) -> list[str]:
@@ -207,7 +250,7 @@ def _explain(exc: Exception) -> str:
     if isinstance(exc, APIError):
         return str(exc.explanation or exc)
     if isinstance(exc, requests.ConnectionError):
-        return f"the Docker Engine went away or is not running ({exc})"
+        return Sentence(gettext_noop("the Docker Engine went away or is not running (%(why)s)"), why=str(exc))
     if isinstance(exc, requests.Timeout):
-        return f"the Docker Engine did not answer in time ({exc})"
+        return Sentence(gettext_noop("the Docker Engine did not answer in time (%(why)s)"), why=str(exc))
     return str(exc)

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import pynvml
 
+from console.sentences import Sentence, gettext_noop
+
 _init_lock = threading.Lock()
 _initialised: bool | None = None
 _init_error = ""
@@ -42,7 +44,11 @@ def nvml_available() -> bool:
 
 
 def nvml_error() -> str:
-    return f"no NVIDIA GPU ({_init_error})" if _init_error else "no NVIDIA GPU"
+    return (
+        Sentence(gettext_noop("no NVIDIA GPU (%(why)s)"), why=_init_error)
+        if _init_error
+        else Sentence(gettext_noop("no NVIDIA GPU"))
+    )
 
 
 def _optional(call, *args):

@@ -20,6 +20,7 @@ import psutil
 from django.conf import settings
 
 from console.host.runtime import RuntimeFailure, RuntimeStatus, StopResult
+from console.sentences import Sentence, gettext_noop
 
 LOG_MAX_BYTES = 20 * 1024 * 1024
 LOG_BACKUPS = 3
@@ -115,7 +116,7 @@ class ProcessRuntime:
     def status(self, instance) -> RuntimeStatus:
         record = self._record(instance)
         if record is None:
-            return RuntimeStatus(running=False, detail="not started")
+            return RuntimeStatus(running=False, detail=Sentence(gettext_noop("not started")))
         pid, pgid = record["pid"], record["pgid"]
         exit_code = _reap(pid)
         leader_alive = exit_code is None and _start_time(pid) == record["start_time"]
@@ -126,18 +127,34 @@ class ProcessRuntime:
                 leader_alive = False
         pids = _group_pids(pgid, record.get("start_time"))
         if leader_alive:
-            return RuntimeStatus(running=True, pids=pids, detail=f"running as pid {pid}")
+            return RuntimeStatus(
+                running=True, pids=pids, detail=Sentence(gettext_noop("running as pid %(pid)s"), pid=pid)
+            )
         if pids:
-            return RuntimeStatus(running=True, pids=pids, detail=f"pid {pid} ended but its group has {len(pids)} left")
-        detail = f"exited with code {exit_code}" if exit_code is not None else "not running"
+            return RuntimeStatus(
+                running=True,
+                pids=pids,
+                detail=Sentence(
+                    gettext_noop("pid %(pid)s ended but its group has %(count)d left"), pid=pid, count=len(pids)
+                ),
+            )
+        detail = (
+            Sentence(gettext_noop("exited with code %(code)s"), code=exit_code)
+            if exit_code is not None
+            else Sentence(gettext_noop("not running"))
+        )
         return RuntimeStatus(running=False, detail=detail, exit_code=exit_code)
 
     def start(self, instance, *, recreate: bool = False) -> str:
         current = self.status(instance)
         if current.running:
-            raise RuntimeFailure(f"{instance.name} is already running ({current.detail}).")
+            raise RuntimeFailure(
+                Sentence(
+                    gettext_noop("%(name)s is already running (%(state)s)."), name=instance.name, state=current.detail
+                )
+            )
         if not instance.command:
-            raise RuntimeFailure(f"{instance.name} has no command to run.")
+            raise RuntimeFailure(Sentence(gettext_noop("%(name)s has no command to run."), name=instance.name))
         path = log_path(instance)
         rotate_log(path)
         env = {key: os.environ[key] for key in PASSED_ENV if key in os.environ}
@@ -146,7 +163,7 @@ class ProcessRuntime:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in instance.gpu_indices)
         cwd = instance.working_dir or None
         if cwd and not Path(cwd).is_dir():
-            raise RuntimeFailure(f"Working directory {cwd} does not exist.")
+            raise RuntimeFailure(Sentence(gettext_noop("Working directory %(path)s does not exist."), path=cwd))
         with open(path, "ab") as log_file:
             try:
                 child = subprocess.Popen(
@@ -160,12 +177,18 @@ class ProcessRuntime:
                     close_fds=True,
                 )
             except OSError as exc:
-                raise RuntimeFailure(f"Could not run {instance.command[0]!r}: {exc.strerror or exc}.") from exc
+                raise RuntimeFailure(
+                    Sentence(
+                        gettext_noop("Could not run %(program)r: %(why)s."),
+                        program=instance.command[0],
+                        why=exc.strerror or str(exc),
+                    )
+                ) from exc
         with _children_lock:
             _children[child.pid] = child
         record = {"pid": child.pid, "pgid": child.pid, "start_time": _start_time(child.pid), "started": time.time()}
         _pid_path(instance).write_text(json.dumps(record))
-        return f"spawned pid {child.pid}"
+        return Sentence(gettext_noop("spawned pid %(pid)s"), pid=child.pid)
 
     def recreate_problem(self, instance) -> None:
         return None  # a process is always started afresh from its command
@@ -175,19 +198,21 @@ class ProcessRuntime:
         began = time.monotonic()
         if record is None or not self.status(instance).running:
             _pid_path(instance).unlink(missing_ok=True)
-            return StopResult(forced=False, seconds=0.0, detail="was not running")
+            return StopResult(forced=False, seconds=0.0, detail=Sentence(gettext_noop("was not running")))
         pgid = record["pgid"]
         self._signal(record, signal.SIGTERM)
         if self._wait_gone(record, timeout):
             _pid_path(instance).unlink(missing_ok=True)
             seconds = time.monotonic() - began
-            return StopResult(forced=False, seconds=seconds, detail=f"exited {seconds:.1f} s after SIGTERM")
+            exited = Sentence(gettext_noop("exited %(seconds).1f s after SIGTERM"), seconds=seconds)
+            return StopResult(forced=False, seconds=seconds, detail=exited)
         self._signal(record, signal.SIGKILL)
         if not self._wait_gone(record, 10):
             raise RuntimeFailure(f"Processes {_group_pids(pgid, record.get('start_time'))} survived SIGKILL.")
         _pid_path(instance).unlink(missing_ok=True)
         seconds = time.monotonic() - began
-        return StopResult(forced=True, seconds=seconds, detail=f"killed after {timeout:.0f} s without exiting")
+        killed = Sentence(gettext_noop("killed after %(seconds).0f s without exiting"), seconds=timeout)
+        return StopResult(forced=True, seconds=seconds, detail=killed)
 
     def log_tail(self, instance, lines: int = 50) -> list[str]:
         return tail_lines(log_path(instance), lines)

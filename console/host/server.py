@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from console.sentences import Sentence, gettext_noop
+
 
 class ServerError(Exception):
     """The model server did not do what was asked; the message is the operator's explanation."""
@@ -95,13 +97,18 @@ class ModelServer:
             ms = (time.perf_counter() - began) * 1000
             body = response.json()
         except httpx.TimeoutException:
-            return Probe(ok=False, ms=None, error=f"no answer within {timeout:g} s")
+            return Probe(
+                ok=False,
+                ms=None,
+                error=Sentence(gettext_noop("no answer within %(seconds)s s"), seconds=f"{timeout:g}"),
+            )
         except httpx.HTTPError as exc:
-            return Probe(ok=False, ms=None, error=f"unreachable: {exc}")
+            return Probe(ok=False, ms=None, error=Sentence(gettext_noop("unreachable: %(why)s"), why=str(exc)))
         except ValueError:
-            return Probe(ok=False, ms=(time.perf_counter() - began) * 1000, error="/health did not return JSON")
+            not_json = Sentence(gettext_noop("/health did not return JSON"))
+            return Probe(ok=False, ms=(time.perf_counter() - began) * 1000, error=not_json)
         if not isinstance(body, dict):
-            return Probe(ok=False, ms=ms, error="/health did not return a JSON object")
+            return Probe(ok=False, ms=ms, error=Sentence(gettext_noop("/health did not return a JSON object")))
         # A 503 while loading or draining still carries the figures.
         return Probe(ok=response.status_code < 500 or "state" in body, ms=ms, health=body)
 
@@ -154,11 +161,15 @@ class ModelServer:
         try:
             response = self.http.get(self.url("/v1/models"), timeout=10)
         except httpx.HTTPError as exc:
-            raise ServerError(f"the server stopped answering ({type(exc).__name__})") from exc
+            raise ServerError(
+                Sentence(gettext_noop("the server stopped answering (%(why)s)"), why=type(exc).__name__)
+            ) from exc
         if response.status_code == 404:
-            raise NotOffered("the server offers no GET /v1/models")
+            raise NotOffered(Sentence(gettext_noop("the server offers no GET /v1/models")))
         if response.status_code != 200:
-            raise ServerError(f"GET /v1/models answered HTTP {response.status_code}")
+            raise ServerError(
+                Sentence(gettext_noop("GET /v1/models answered HTTP %(status)s"), status=response.status_code)
+            )
         data = _json_field(response, "data")
         if not isinstance(data, list):
             return []
@@ -204,9 +215,9 @@ class ModelServer:
         try:
             response = self.http.post(self.url("/admin/drain"), headers=self._admin(), timeout=5)
         except httpx.HTTPError as exc:
-            return f"did not answer the drain request ({type(exc).__name__})"
+            return Sentence(gettext_noop("did not answer the drain request (%(why)s)"), why=type(exc).__name__)
         if response.status_code >= 400:
-            return f"refused to drain (HTTP {response.status_code})"
+            return Sentence(gettext_noop("refused to drain (HTTP %(status)s)"), status=response.status_code)
         return None
 
     def restart_in_place(self) -> int | None:
@@ -215,9 +226,13 @@ class ModelServer:
         try:
             response = self.http.post(self.url("/admin/restart"), headers=self._admin(), timeout=10)
         except httpx.HTTPError as exc:
-            raise ServerError(f"no answer: {type(exc).__name__}") from exc
+            raise ServerError(Sentence(gettext_noop("no answer: %(why)s"), why=type(exc).__name__)) from exc
         if response.status_code != 202:
-            raise ServerError(f"HTTP {response.status_code}: {_error_message(response)}")
+            raise ServerError(
+                Sentence(
+                    gettext_noop("HTTP %(status)s: %(why)s"), status=response.status_code, why=_error_message(response)
+                )
+            )
         pid = _json_field(response, "pid")
         return pid if isinstance(pid, int) else None
 
@@ -226,9 +241,17 @@ class ModelServer:
         try:
             response = self.http.post(self.url("/admin/soft-reset"), headers=self._admin(), timeout=60)
         except httpx.HTTPError as exc:
-            raise ServerError(f"the server did not answer the soft reset ({type(exc).__name__})") from exc
+            raise ServerError(
+                Sentence(gettext_noop("the server did not answer the soft reset (%(why)s)"), why=type(exc).__name__)
+            ) from exc
         if response.status_code != 200:
-            raise ServerError(f"the server refused the soft reset (HTTP {response.status_code}: {response.text[:200]})")
+            raise ServerError(
+                Sentence(
+                    gettext_noop("the server refused the soft reset (HTTP %(status)s: %(why)s)"),
+                    status=response.status_code,
+                    why=response.text[:200],
+                )
+            )
         try:
             body = response.json()
         except ValueError:

@@ -45,6 +45,8 @@ class Operation(models.Model):
     # Ordered list of {"name", "state", "started", "finished", "detail"}.
     steps = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
+    # The error as message ids and parameters (console.sentences), for pages in other languages.
+    error_said = models.JSONField(null=True, blank=True)
     log_tail = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker picked it up.")
     heartbeat = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of the worker running it.")

@@ -22,6 +22,7 @@ from console.host.runtimes import runtime_for
 from console.host.server import ModelServer, NotOffered, ServerError
 from console.operations import progress
 from console.operations.models import Operation
+from console.sentences import Sentence, Sentences, gettext_noop
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,12 @@ LOG_TAIL_LINES = 40
 
 class StepFailed(Exception):
     """A step could not do its job; the message is the operator's explanation."""
+
+
+def _said(exc: Exception) -> str:
+    """An exception's message, as a Sentence where it was raised with one."""
+    message = exc.args[0] if exc.args else ""
+    return message if isinstance(message, Sentence | Sentences) else str(exc)
 
 
 @dataclass
@@ -55,10 +62,10 @@ class Context:
 
 def drain(ctx: Context) -> str:
     if not ctx.runtime.status(ctx.instance).running:
-        return "not running; nothing to drain"
+        return Sentence(gettext_noop("not running; nothing to drain"))
     refused = ctx.server.drain()
     if refused:
-        return f"server {refused}; stopping without drain"
+        return Sentence(gettext_noop("server %(refused)s; stopping without drain"), refused=refused)
     began = time.monotonic()
     deadline = began + ctx.instance.drain_timeout
     in_flight = None
@@ -70,8 +77,12 @@ def drain(ctx: Context) -> str:
         time.sleep(0.2)
     waited = time.monotonic() - began
     if in_flight:
-        return f"{in_flight} requests still in flight after {waited:.1f} s; stopping anyway"
-    return f"drained: no request in flight after {waited:.1f} s"
+        return Sentence(
+            gettext_noop("%(count)d requests still in flight after %(seconds).1f s; stopping anyway"),
+            count=in_flight,
+            seconds=waited,
+        )
+    return Sentence(gettext_noop("drained: no request in flight after %(seconds).1f s"), seconds=waited)
 
 
 def stop(ctx: Context) -> str:
@@ -83,24 +94,38 @@ def stop(ctx: Context) -> str:
 def release(ctx: Context) -> str:
     """Check the old processes are gone and hold no GPU memory any more."""
     if ctx.runtime.status(ctx.instance).running:
-        raise StepFailed("the instance is still running after stop")
-    note = f"processes {', '.join(map(str, ctx.old_pids))} gone" if ctx.old_pids else "no processes left"
+        raise StepFailed(Sentence(gettext_noop("the instance is still running after stop")))
+    pids = ", ".join(map(str, ctx.old_pids))
+    note = (
+        Sentence(gettext_noop("processes %(pids)s gone"), pids=pids)
+        if ctx.old_pids
+        else Sentence(gettext_noop("no processes left"))
+    )
     return _gpu_released(ctx, ctx.old_pids, note)
 
 
 def _gpu_released(ctx: Context, pids, note: str) -> str:
     """`note`, once the processes `pids` (ended) hold no GPU memory any more."""
     if not gpu.nvml_available():
-        return f"{note}; {gpu.nvml_error()}: GPU memory not checked"
+        return Sentences([note, Sentence(gettext_noop("%(why)s: GPU memory not checked"), why=gpu.nvml_error())])
     began = time.monotonic()
     while True:
         ctx.check()
         holding = [p for p in gpu.processes(ctx.instance.gpu_indices or None) if p.pid in pids]
         if not holding:
-            return f"{note}; GPU memory released after {time.monotonic() - began:.1f} s"
+            released = Sentence(
+                gettext_noop("GPU memory released after %(seconds).1f s"), seconds=time.monotonic() - began
+            )
+            return Sentences([note, released])
         if time.monotonic() - began > RELEASE_TIMEOUT:
             held = sum(p.used_bytes for p in holding) / 2**30
-            raise StepFailed(f"old processes still hold {held:.1f} GiB of GPU memory after {RELEASE_TIMEOUT:.0f} s")
+            raise StepFailed(
+                Sentence(
+                    gettext_noop("old processes still hold %(gib).1f GiB of GPU memory after %(seconds).0f s"),
+                    gib=held,
+                    seconds=RELEASE_TIMEOUT,
+                )
+            )
         time.sleep(0.5)
 
 
@@ -112,7 +137,7 @@ def restart_in_place(ctx: Context) -> str:
     try:
         old_pid = ctx.server.restart_in_place()
     except ServerError as exc:
-        return _restart_whole(ctx, f"in place refused: {exc}")
+        return _restart_whole(ctx, Sentence(gettext_noop("in place refused: %(why)s"), why=_said(exc)))
     began = time.monotonic()
     deadline = began + ctx.instance.drain_timeout + ctx.instance.stop_timeout
     while time.monotonic() < deadline:
@@ -121,26 +146,33 @@ def restart_in_place(ctx: Context) -> str:
         pid = ctx.server.serving_pid()
         if pid is not None and pid != old_pid:
             gone = sorted(set(ctx.old_pids) - set(ctx.runtime.status(ctx.instance).pids))
-            note = f"model process {old_pid} replaced by {pid} after {time.monotonic() - began:.1f} s"
+            note = Sentence(
+                gettext_noop("model process %(old)s replaced by %(new)s after %(seconds).1f s"),
+                old=old_pid,
+                new=pid,
+                seconds=time.monotonic() - began,
+            )
             return _gpu_released(ctx, gone, note)
         status = ctx.runtime.status(ctx.instance)
         if not status.running:
-            raise StepFailed(f"the server {status.detail} during its restart in place")
+            raise StepFailed(
+                Sentence(gettext_noop("the server %(state)s during its restart in place"), state=status.detail)
+            )
         time.sleep(0.2)
-    return _restart_whole(ctx, f"model process {old_pid} did not end in time")
+    return _restart_whole(ctx, Sentence(gettext_noop("model process %(pid)s did not end in time"), pid=old_pid))
 
 
 def _restart_whole(ctx: Context, why: str) -> str:
     """Stop and start in the restart-in-place step, which is then named for what it did."""
-    ctx.step_name = f"restart (whole: in place not possible — {why})"
-    return "; ".join(step(ctx) for step in (stop, release, start))
+    ctx.step_name = Sentence(gettext_noop("restart (whole: in place not possible — %(why)s)"), why=why)
+    return Sentences([step(ctx) for step in (stop, release, start)])
 
 
 def start(ctx: Context) -> str:
     recreate = bool(ctx.operation.options.get("recreate"))
     status = ctx.runtime.status(ctx.instance)
     if status.running and not recreate:
-        return f"already running ({status.detail})"
+        return Sentence(gettext_noop("already running (%(state)s)"), state=status.detail)
     return ctx.runtime.start(ctx.instance, recreate=recreate)
 
 
@@ -153,16 +185,24 @@ def wait_ready(ctx: Context) -> str:
         ctx.check()
         readiness = ctx.server.readiness()
         if readiness.ready:
-            return f"ready after {time.monotonic() - began:.1f} s"
+            return Sentence(gettext_noop("ready after %(seconds).1f s"), seconds=time.monotonic() - began)
         if readiness.failed:
-            raise StepFailed("the server could not load its model (state 'failed'; see the log tail)")
+            raise StepFailed(
+                Sentence(gettext_noop("the server could not load its model (state 'failed'; see the log tail)"))
+            )
         last = readiness.answer
         status = ctx.runtime.status(ctx.instance)
         if not status.running:
-            raise StepFailed(f"the server {status.detail} before it became ready")
+            raise StepFailed(Sentence(gettext_noop("the server %(state)s before it became ready"), state=status.detail))
         time.sleep(delay)
         delay = min(delay * 1.5, 0.25)  # a local GET is cheap; a long pause would only delay "ready"
-    raise StepFailed(f"not ready after {ctx.instance.ready_timeout} s (last answer: {last})")
+    raise StepFailed(
+        Sentence(
+            gettext_noop("not ready after %(seconds)s s (last answer: %(last)s)"),
+            seconds=ctx.instance.ready_timeout,
+            last=last,
+        )
+    )
 
 
 def verify(ctx: Context) -> str:
@@ -173,38 +213,61 @@ def verify(ctx: Context) -> str:
     except NotOffered as exc:
         readiness = ctx.server.readiness()
         if not readiness.ready:
-            raise StepFailed(f"{exc}, and /health/ready answered {readiness.answer} right after") from exc
-        return f"still ready ({exc})"
+            raise StepFailed(
+                Sentence(
+                    gettext_noop("%(why)s, and /health/ready answered %(answer)s right after"),
+                    why=_said(exc),
+                    answer=readiness.answer,
+                )
+            ) from exc
+        return Sentence(gettext_noop("still ready (%(why)s)"), why=_said(exc))
     except ServerError as exc:
-        raise StepFailed(f"{exc} right after becoming ready") from exc
-    return f"serving {', '.join(models) or 'requests'}"
+        raise StepFailed(Sentence(gettext_noop("%(why)s right after becoming ready"), why=_said(exc))) from exc
+    if not models:
+        return Sentence(gettext_noop("serving requests"))
+    return Sentence(gettext_noop("serving %(models)s"), models=", ".join(models))
 
 
 def soft_reset(ctx: Context) -> str:
     try:
         body = ctx.server.soft_reset()
     except ServerError as exc:
-        raise StepFailed(str(exc)) from exc
+        raise StepFailed(_said(exc)) from exc
     before, after = body.get("reserved_before"), body.get("reserved_after")
     if not isinstance(before, int | float) or not isinstance(after, int | float):
-        return "soft reset done"
-    return f"reserved memory {before / 2**20:.0f} MiB -> {after / 2**20:.0f} MiB"
+        return Sentence(gettext_noop("soft reset done"))
+    return Sentence(
+        gettext_noop("reserved memory %(before).0f MiB -> %(after).0f MiB"), before=before / 2**20, after=after / 2**20
+    )
 
 
+DRAIN, STOP, RELEASE, START, READY, VERIFY = (
+    Sentence(gettext_noop("drain")),
+    Sentence(gettext_noop("stop")),
+    Sentence(gettext_noop("release")),
+    Sentence(gettext_noop("start")),
+    Sentence(gettext_noop("ready")),
+    Sentence(gettext_noop("verify")),
+)
 STEPS = {
     Operation.Kind.RESTART: [
-        ("drain", drain),
-        ("stop", stop),
-        ("release", release),
-        ("start", start),
-        ("ready", wait_ready),
-        ("verify", verify),
+        (DRAIN, drain),
+        (STOP, stop),
+        (RELEASE, release),
+        (START, start),
+        (READY, wait_ready),
+        (VERIFY, verify),
     ],
-    Operation.Kind.START: [("start", start), ("ready", wait_ready), ("verify", verify)],
-    Operation.Kind.STOP: [("drain", drain), ("stop", stop), ("release", release)],
-    Operation.Kind.SOFT_RESET: [("soft reset", soft_reset)],
+    Operation.Kind.START: [(START, start), (READY, wait_ready), (VERIFY, verify)],
+    Operation.Kind.STOP: [(DRAIN, drain), (STOP, stop), (RELEASE, release)],
+    Operation.Kind.SOFT_RESET: [(Sentence(gettext_noop("soft reset")), soft_reset)],
 }
-RESTART_IN_PLACE = [("drain", drain), ("restart in place", restart_in_place), ("ready", wait_ready), ("verify", verify)]
+RESTART_IN_PLACE = [
+    (DRAIN, drain),
+    (Sentence(gettext_noop("restart in place")), restart_in_place),
+    (READY, wait_ready),
+    (VERIFY, verify),
+]
 
 
 def steps_for(operation: Operation) -> list:
@@ -310,7 +373,8 @@ def _run(operation: Operation, fenced: threading.Event) -> Operation:
     if operation.attempts > 1:
         planned = _resume(operation, planned)
     if operation.attempts > MAX_ATTEMPTS:
-        progress.finish(operation, Operation.State.FAILED, f"gave up after {MAX_ATTEMPTS} workers were lost running it")
+        gave_up = Sentence(gettext_noop("gave up after %(count)d workers were lost running it"), count=MAX_ATTEMPTS)
+        progress.finish(operation, Operation.State.FAILED, gave_up)
         return operation
     instance = operation.instance
     progress.announce(operation)
@@ -319,10 +383,12 @@ def _run(operation: Operation, fenced: threading.Event) -> Operation:
         # Before anything changes: a recreate that could not rebuild the container is refused.
         problem = operation.options.get("recreate") and runtime.recreate_problem(instance)
         if problem:
-            progress.finish(operation, Operation.State.FAILED, f"recreate refused: {problem}")
+            progress.finish(
+                operation, Operation.State.FAILED, Sentence(gettext_noop("recreate refused: %(why)s"), why=problem)
+            )
             return operation
     except RuntimeFailure as exc:
-        progress.finish(operation, Operation.State.FAILED, str(exc))
+        progress.finish(operation, Operation.State.FAILED, _said(exc))
         return operation
     with ModelServer.for_instance(instance) as server:
         ctx = Context(operation=operation, instance=instance, runtime=runtime, server=server, fenced=fenced)
@@ -332,19 +398,20 @@ def _run(operation: Operation, fenced: threading.Event) -> Operation:
             try:
                 detail = action(ctx)
             except (StepFailed, RuntimeFailure) as exc:
-                failure = str(exc)
+                failure = _said(exc)
             except (DatabaseError, progress.Fenced):
                 raise  # the database is away (the task retries and resumes) or another attempt owns it
             except Exception as exc:
                 log.exception("operation %s: step %s crashed", operation.pk, name)
-                failure = f"internal error: {exc}"
+                failure = Sentence(gettext_noop("internal error: %(why)s"), why=str(exc))
             else:
                 progress.end_step(operation, step, "done", detail, name=ctx.step_name)
                 ctx.step_name = None
                 continue
             name = ctx.step_name or name
             progress.end_step(operation, step, "failed", failure, name=name)
-            progress.finish(operation, Operation.State.FAILED, f"{name}: {failure}", _log_tail(ctx))
+            error = Sentence(gettext_noop("%(step)s: %(why)s"), step=name, why=failure)
+            progress.finish(operation, Operation.State.FAILED, error, _log_tail(ctx))
             return operation
     progress.finish(operation, Operation.State.SUCCEEDED)
     return operation
@@ -358,15 +425,18 @@ def _resume(operation: Operation, planned: list) -> list:
     cut = [{**s, "state": "interrupted"} if s["state"] == "running" else s for s in operation.steps]
     progress.write_steps(operation, cut)
     left = planned[len(done) :]
-    step = progress.begin_step(operation, "resume")
-    progress.end_step(
-        operation,
-        step,
-        "done",
-        f"picked up again (attempt {operation.attempts}) after the worker running it was lost"
-        + (f"; done before: {', '.join(done)}" if done else "")
-        + (f"; going on from {left[0][0]}" if left else ""),
-    )
+    step = progress.begin_step(operation, Sentence(gettext_noop("resume")))
+    parts = [
+        Sentence(
+            gettext_noop("picked up again (attempt %(attempt)d) after the worker running it was lost"),
+            attempt=operation.attempts,
+        )
+    ]
+    if done:
+        parts.append(Sentence(gettext_noop("done before: %(steps)s"), steps=", ".join(done)))
+    if left:
+        parts.append(Sentence(gettext_noop("going on from %(step)s"), step=left[0][0]))
+    progress.end_step(operation, step, "done", Sentences(parts))
     return left
 
 

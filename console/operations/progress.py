@@ -16,6 +16,7 @@ from console.audit.record import record
 from console.live.events import OPERATION_UPDATED, publish
 from console.operations.models import Operation
 from console.operations.summaries import operation_summary
+from console.sentences import said
 
 
 class Fenced(Exception):
@@ -40,7 +41,14 @@ def write_steps(operation: Operation, steps: list[dict]) -> None:
 
 
 def begin_step(operation: Operation, name: str) -> dict:
-    step = {"name": name, "state": "running", "started": timezone.now().isoformat(), "finished": None, "detail": ""}
+    step = {
+        "name": str(name),
+        "state": "running",
+        "started": timezone.now().isoformat(),
+        "finished": None,
+        "detail": "",
+    }
+    step["name_said"] = said(name)
     _write(operation, steps=[*operation.steps, step])
     announce(operation)
     return step
@@ -50,9 +58,16 @@ def end_step(operation: Operation, step: dict, state: str, detail: str, name: st
     """Close the running step; `name` when it turned out to be another step than planned."""
     finished = timezone.now()
     seconds = (finished - datetime.fromisoformat(step["started"])).total_seconds()
-    step = {**step, "state": state, "finished": finished.isoformat(), "detail": detail, "seconds": round(seconds, 3)}
+    step = {
+        **step,
+        "state": state,
+        "finished": finished.isoformat(),
+        "detail": str(detail),
+        "seconds": round(seconds, 3),
+    }
+    step["said"] = said(detail)  # the detail in the reader's language, on the pages
     if name:
-        step["name"] = name
+        step["name"], step["name_said"] = str(name), said(name)
     _write(operation, steps=[*operation.steps[:-1], step])
     announce(operation)
 
@@ -60,7 +75,14 @@ def end_step(operation: Operation, step: dict, state: str, detail: str, name: st
 def finish(operation: Operation, state: str, error: str = "", log_tail: str = "") -> None:
     """End the operation (raises Fenced if another attempt owns it now); audit, alert, and tell the
     rollout it belongs to."""
-    _write(operation, state=state, error=error, log_tail=log_tail, finished=timezone.now())
+    _write(
+        operation,
+        state=state,
+        error=str(error),
+        error_said=said(error) if error else None,
+        log_tail=log_tail,
+        finished=timezone.now(),
+    )
     announce(operation)
     record(
         f"operation.{operation.kind}.finished",

@@ -69,8 +69,10 @@ class Sample(models.Model):
             at=self.at.timestamp(),
             status=self.status,
             detail=self.data.get("detail", ""),
+            detail_said=self.data.get("detail_said"),
             uptime=self.data.get("uptime"),
             devices=(self.data.get("gpu") or {}).get("devices", []),
             nvml=self.data.get("nvml", ""),
+            nvml_said=self.data.get("nvml_said"),
         )
         return summary

@@ -20,6 +20,7 @@ from console.host.runtimes import runtime_for
 from console.host.server import ModelServer, Probe
 from console.instances.models import Instance
 from console.live import events
+from console.sentences import Sentence, gettext_noop, said
 from console.telemetry.models import Sample
 from console.telemetry.signals import samples_recorded
 
@@ -38,9 +39,9 @@ def derive_status(running: bool, probe: Probe) -> tuple[str, str]:
     """The status and its explanation, from what the runtime and the probe say. (What the console
     is doing to the instance meanwhile, a restart say, is the operations' business, not a sample's.)"""
     if not running:
-        return "down", "not running"
+        return "down", Sentence(gettext_noop("not running"))
     if not probe.ok:
-        return "down", probe.error or "health probe failed"
+        return "down", probe.error or Sentence(gettext_noop("health probe failed"))
     state = probe.state or "ready"
     if state in ("loading", "draining", "degraded"):
         return state, probe.health.get("load_error") or state
@@ -78,6 +79,7 @@ def collect(instance, snapshot: gpu.Snapshot, client: httpx.Client | None = None
     sample["log_errors"] = sum(errors.values()) if follower is not None else None
     sample["data"] = {
         "detail": detail or runtime_error,
+        "detail_said": said(detail or runtime_error),
         "pids": pids,
         "probe_error": probe.error,
         "health_state": probe.state,
@@ -87,6 +89,7 @@ def collect(instance, snapshot: gpu.Snapshot, client: httpx.Client | None = None
         "signatures": dict(errors),
         "gpu": gpu_figures,
         "nvml": snapshot.error,
+        "nvml_said": said(snapshot.error) if snapshot.error else None,
         "requests": (probe.health.get("totals") or {}).get("requests"),
         "tokens_per_second": (probe.health.get("timings") or {}).get("tokens_per_second"),
     }

@@ -5,6 +5,18 @@
   "use strict";
   const DASH = "–";
   const labels = JSON.parse((document.getElementById("status-labels") || {}).textContent || "{}");
+  const words = JSON.parse((document.getElementById("live-words") || {}).textContent || "{}");
+  const word = (w) => words[w] || w;
+  // A stored sentence (console/sentences.py) in the page's language: {id, params}, or plain text.
+  function say(s) {
+    if (!s || typeof s !== "object") return s || "";
+    if (Array.isArray(s)) return s.map(say).join("; ");
+    const params = s.params || {};
+    return word(s.id).replace(/%\((\w+)\)(\.\d+)?([sdfr])/g, (_, name, precision, kind) => {
+      const v = typeof params[name] === "object" ? say(params[name]) : params[name];
+      return kind === "f" && precision ? Number(v).toFixed(Number(precision.slice(1))) : String(v);
+    });
+  }
   const gib = (v) => (v == null ? DASH : (v / 2 ** 30).toFixed(1));
   const ms = (v) => (v == null ? DASH : v >= 10 ? v.toFixed(0) + " ms" : v.toFixed(1) + " ms");
   const count = (v) => (v == null ? DASH : String(v));
@@ -42,7 +54,7 @@
       el.className = "badge " + status;
       el.textContent = labels[status] || status;
     });
-    setField(scope, "detail", op ? (op.kind_display || op.kind) + " · " + (op.state_display || op.state) : d ? d.detail || "" : "");
+    setField(scope, "detail", op ? (op.kind_display || op.kind) + " · " + (op.state_display || op.state) : d ? say(d.detail_said || d.detail) : "");
   }
 
   // -- samples: badges and figures
@@ -62,7 +74,7 @@
     setField(scope, "connections", count(d.established) + " / " + count(d.close_wait));
     setField(scope, "uptime", uptime(d.uptime));
     setField(scope, "probe_ms", ms(d.probe_ms));
-    setField(scope, "nvml", d.nvml || "");
+    setField(scope, "nvml", say(d.nvml_said || d.nvml));
     scope.querySelectorAll("[data-sampled-at]").forEach((el) => (el.dataset.sampledAt = d.at));
     if (live && kind === "instance") charts.push(d);
   }
@@ -98,7 +110,7 @@
     if (d.ttft_ms != null) field("ttft").textContent = ms(d.ttft_ms);
     if (d.per_second != null) field("rate").textContent = String(d.per_second);
     if (d.error) field("error").textContent = d.error;
-    field("state").textContent = d.state;
+    field("state").textContent = word(d.state);
   }
 
   const initial = JSON.parse((document.getElementById("live-state") || {}).textContent || "{}");
@@ -225,10 +237,10 @@
     if (!section || !window.uPlot) return { push() {} };
     const GiB = 2 ** 30;
     const defs = {
-      memory: { series: [["used", "gpu_used", GiB], ["total", "gpu_total", GiB], ["reserved", "reserved", GiB], ["in tensors", "allocated", GiB]] },
+      memory: { series: [[word("used"), "gpu_used", GiB], [word("total"), "gpu_total", GiB], [word("reserved"), "reserved", GiB], [word("in tensors"), "allocated", GiB]] },
       latency: { series: [["p50", "p50_ms", 1], ["p95", "p95_ms", 1]] },
-      rps: { series: [["req/s", "rps", 1]] },
-      connections: { series: [["established", "established", 1], ["close-wait", "close_wait", 1], ["time-wait", "time_wait", 1]] },
+      rps: { series: [[word("req/s"), "rps", 1]] },
+      connections: { series: [[word("established"), "established", 1], [word("close-wait"), "close_wait", 1], [word("time-wait"), "time_wait", 1]] },
     };
     const colours = ["#1a5fb4", "#888", "#c64600", "#1f7a3a"];
     let range = "15m", plots = {}, data = {};

@@ -23,7 +23,7 @@ STAIRCASE = {
     "web": 7,  # every page: the only app that combines the others
 }
 # Project modules: the settings and paths are for everyone; the Celery app imports no app.
-SHARED = {"settings", "paths", "celery", "serializers", "__init__"}
+SHARED = {"settings", "paths", "celery", "serializers", "sentences", "__init__"}
 TOP = {"urls", "asgi"}
 
 

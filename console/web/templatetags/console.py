@@ -1,8 +1,11 @@
-"""What pages hand to static/console/live.js, which renders every live figure and badge (one place)."""
+"""What pages hand to static/console/live.js, which renders every live figure and badge (one place),
+and stored sentences rendered in the reader's language."""
 
 from django import template
 from django.utils.html import json_script
 from django.utils.translation import gettext_lazy as _
+
+from console.sentences import render
 
 register = template.Library()
 
@@ -17,7 +20,54 @@ STATUS_LABELS = {
 }
 
 
+# Words live.js writes itself: chart legends, a try's states, NVML's notes (sentences by message id).
+LIVE_WORDS = {
+    "used": _("used"),
+    "total": _("total"),
+    "reserved": _("reserved"),
+    "in tensors": _("in tensors"),
+    "req/s": _("req/s"),
+    "established": _("established"),
+    "close-wait": _("close-wait"),
+    "time-wait": _("time-wait"),
+    "queued": _("queued"),
+    "running": _("running"),
+    "done": _("done"),
+    "failed": _("failed"),
+    "no NVIDIA GPU": _("no NVIDIA GPU"),
+    "no NVIDIA GPU (%(why)s)": _("no NVIDIA GPU (%(why)s)"),
+    "not running": _("not running"),
+    "health probe failed": _("health probe failed"),
+    "no answer within %(seconds)s s": _("no answer within %(seconds)s s"),
+    "unreachable: %(why)s": _("unreachable: %(why)s"),
+    "/health did not return JSON": _("/health did not return JSON"),
+    "/health did not return a JSON object": _("/health did not return a JSON object"),
+}
+
+
 @register.simple_tag
 def status_labels_json():
-    """The badge labels in the page's language."""
-    return json_script({k: str(v) for k, v in STATUS_LABELS.items()}, "status-labels")
+    """The badge labels and the words live.js writes, in the page's language."""
+    labels = json_script({k: str(v) for k, v in STATUS_LABELS.items()}, "status-labels")
+    words = json_script({k: str(v) for k, v in LIVE_WORDS.items()}, "live-words")
+    return labels + words
+
+
+@register.filter
+def said(step: dict, key: str = "said") -> str:
+    """A stored step's detail (or, with "name_said", its name) in the reader's language."""
+    fallback = step.get("detail" if key == "said" else "name", "")
+    return render(step.get(key, fallback))
+
+
+@register.filter
+def error_said(operation) -> str:
+    return render(operation.error_said) if operation.error_said else operation.error
+
+
+STEP_STATES = {"done": _("done"), "failed": _("failed"), "running": _("running"), "interrupted": _("interrupted")}
+
+
+@register.filter
+def step_state(state: str) -> str:
+    return str(STEP_STATES.get(state, state))
