@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format image clean
+.PHONY: install run test lint format clean
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c "import ensurepip" 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
@@ -18,6 +18,8 @@ $(VENV)/.run-deps: $(VENV)/bin/python requirements.txt inference/requirements.tx
 $(VENV)/.test-deps: $(VENV)/.run-deps requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
+
+install: $(VENV)/.run-deps
 
 run: $(VENV)/.run-deps
 	$(PY) manage.py migrate --noinput

@@ -1,12 +1,15 @@
 """An operator tries the demo from its page: the answer streams in, with its first-token time, and
 its request id leads to its line in the log panel."""
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import wait_http
 from tests.e2e.conftest import login
 
 pytestmark = pytest.mark.browser
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 def test_try_it_streams_an_answer_and_its_request_shows_in_the_log(browser, embedded_console):
@@ -26,4 +29,6 @@ def test_try_it_streams_an_answer_and_its_request_shows_in_the_log(browser, embe
     assert page.inner_text(f"[data-trial='{trial}'] [data-field=trial-ttft]").endswith("ms")
     assert page.inner_text(f"[data-trial='{trial}'] [data-field=trial-request]") == trial
     page.wait_for_selector(f"#log-lines .line.structured .rid:text-is('{trial}')", timeout=15_000)
+    page.locator("#try").scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "try.png"))
     page.close()
