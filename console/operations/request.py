@@ -1,14 +1,30 @@
 """How anything (button, API, CLI, schedule, watchdog) asks for an operation."""
 
 from django.db import IntegrityError, transaction
+from django.utils import translation
 
 from console.audit.record import record
 from console.operations import progress
 from console.operations.models import Operation
+from console.sentences import Sentence, gettext_noop, render, said
 
 
 class OperationRefused(Exception):
-    """The operation cannot be queued; the message says why."""
+    """The operation cannot be queued; the message (an English Sentence, as the audit keeps it) says why."""
+
+    def rendered(self) -> str:
+        """The reason in the active language (a page's reader's)."""
+        return render(said(self.args[0]))
+
+
+# How an active operation's state reads inside a sentence.
+ACTIVE_WORDS = {Operation.State.QUEUED: gettext_noop("queued"), Operation.State.RUNNING: gettext_noop("running")}
+
+
+def _english(label) -> Sentence:
+    """A model choice's label as a Sentence: English text, translated where it is shown."""
+    with translation.override(None):
+        return Sentence(str(label))
 
 
 def request_operation(
@@ -42,10 +58,14 @@ def request_operation(
 
     if kind not in Operation.Kind.values:
         audit(f"refused: unknown operation {kind!r}")
-        raise OperationRefused(f"Unknown operation {kind!r}.")
+        raise OperationRefused(Sentence(gettext_noop("Unknown operation %(kind)r."), kind=kind))
     if not instance.enabled:
         audit("refused: instance disabled")
-        raise OperationRefused(f"{instance.name} is disabled; enable it before operating on it.")
+        raise OperationRefused(
+            Sentence(
+                gettext_noop("%(instance)s is disabled; enable it before operating on it."), instance=instance.name
+            )
+        )
     try:
         with transaction.atomic():
             operation = Operation.objects.create(
@@ -73,8 +93,12 @@ def request_operation(
         if active.kind == kind:
             audit(f"joined #{active.pk} already {active.state}")
             return active, False
-        message = (
-            f"{active.get_kind_display()} #{active.pk} is {active.state} for {instance.name}; wait for it to finish."
+        message = Sentence(
+            gettext_noop("%(kind)s #%(id)s is %(state)s for %(instance)s; wait for it to finish."),
+            kind=_english(Operation.Kind(active.kind).label),
+            id=active.pk,
+            state=Sentence(ACTIVE_WORDS[active.state]),
+            instance=instance.name,
         )
         audit(f"refused: {message}")
         raise OperationRefused(message) from None

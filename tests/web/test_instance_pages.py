@@ -5,6 +5,7 @@ import logging
 import pytest
 from django.test import Client
 
+from console.audit.models import AuditEntry
 from console.instances.roles import OPERATOR, VIEWER
 from console.operations.models import Operation
 from tests.factories import process_instance, user
@@ -82,3 +83,16 @@ def test_unknown_instance_is_404(instance):
     client.force_login(user("o3", OPERATOR))
     assert client.get("/instances/nope/").status_code == 404
     assert client.post("/instances/nope/operations/", {"kind": "restart"}).status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_refusal_is_said_in_the_readers_language_and_audited_in_english(instance):
+    client = Client(HTTP_ACCEPT_LANGUAGE="zh-hans")
+    client.force_login(user("o3", OPERATOR))
+    assert client.post("/instances/page-a/operations/", {"kind": "stop"}, HTTP_HX_REQUEST="true").status_code == 200
+    stop = Operation.objects.get()
+    response = client.post("/instances/page-a/operations/", {"kind": "restart"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 409
+    assert f"page-a 的停止 #{stop.pk} 状态为排队中；请等待它结束。" in response.content.decode()
+    refused = AuditEntry.objects.filter(action="operation.restart").latest("pk")
+    assert refused.outcome == f"refused: Stop #{stop.pk} is queued for page-a; wait for it to finish."

@@ -159,9 +159,9 @@ def operate(request, name: str):
     except OperationRefused as exc:
         if request.htmx:
             # Shown beside the form; the progress of the running operation stays in view.
-            response = render(request, "_refused.html", {"message": str(exc)}, status=409)
+            response = render(request, "_refused.html", {"message": exc.rendered()}, status=409)
             return reswap(retarget(response, "#operate-message"), "innerHTML")
-        messages.error(request, str(exc))
+        messages.error(request, exc.rendered())
         return redirect(instance)
     if request.htmx:
         return render(request, "operations/_progress.html", {"operation": operation, "joined": not created})
