@@ -20,9 +20,12 @@ import psutil
 from django.conf import settings
 
 from console.host.runtime import RuntimeFailure, RuntimeStatus, StopResult
+from console.instances.engines import launch_command
 from console.sentences import Sentence, gettext_noop
 
 LOG_MAX_BYTES = 20 * 1024 * 1024
+# Seconds the rest of a process group has to end by itself once its main process has ended.
+LEFT_BEHIND_GRACE = 2.0
 LOG_BACKUPS = 3
 # Variables passed through from the console's own environment; everything
 # else an instance needs is set on the instance, so console secrets never leak.
@@ -167,7 +170,7 @@ class ProcessRuntime:
         with open(path, "ab") as log_file:
             try:
                 child = subprocess.Popen(
-                    instance.command,
+                    launch_command(instance, instance.command),
                     cwd=cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -200,12 +203,18 @@ class ProcessRuntime:
             _pid_path(instance).unlink(missing_ok=True)
             return StopResult(forced=False, seconds=0.0, detail=Sentence(gettext_noop("was not running")))
         pgid = record["pgid"]
+        deadline = began + timeout
+        # SIGTERM goes to the main process first, as `docker stop` does: a server with worker processes
+        # (vLLM's engine core) lets them finish in-flight requests only when it shuts them down
+        # itself; a signal to each of them at once aborts those requests. What is left of the group
+        # once the main process has ended gets SIGTERM in turn, and all of it SIGKILL at the timeout.
+        self._signal_leader(record, signal.SIGTERM)
+        self._wait_leader_gone(record, deadline)
+        if self._wait_gone(record, min(LEFT_BEHIND_GRACE, max(0.0, deadline - time.monotonic()))):
+            return self._stopped(instance, began)
         self._signal(record, signal.SIGTERM)
-        if self._wait_gone(record, timeout):
-            _pid_path(instance).unlink(missing_ok=True)
-            seconds = time.monotonic() - began
-            exited = Sentence(gettext_noop("exited %(seconds).1f s after SIGTERM"), seconds=seconds)
-            return StopResult(forced=False, seconds=seconds, detail=exited)
+        if self._wait_gone(record, max(0.0, deadline - time.monotonic())):
+            return self._stopped(instance, began)
         self._signal(record, signal.SIGKILL)
         if not self._wait_gone(record, 10):
             raise RuntimeFailure(f"Processes {_group_pids(pgid, record.get('start_time'))} survived SIGKILL.")
@@ -213,6 +222,39 @@ class ProcessRuntime:
         seconds = time.monotonic() - began
         killed = Sentence(gettext_noop("killed after %(seconds).0f s without exiting"), seconds=timeout)
         return StopResult(forced=True, seconds=seconds, detail=killed)
+
+    @staticmethod
+    def _stopped(instance, began: float) -> StopResult:
+        _pid_path(instance).unlink(missing_ok=True)
+        seconds = time.monotonic() - began
+        exited = Sentence(gettext_noop("exited %(seconds).1f s after SIGTERM"), seconds=seconds)
+        return StopResult(forced=False, seconds=seconds, detail=exited)
+
+    @staticmethod
+    def _signal_leader(record: dict, signum: int) -> None:
+        """Signal the main process, if it is still the one started (pid and start time)."""
+        pid = record["pid"]
+        if _reap(pid) is not None or _start_time(pid) != record.get("start_time"):
+            return
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+        except PermissionError as exc:
+            raise RuntimeFailure(f"Not allowed to signal pid {pid} ({exc.strerror}): it runs as another user.") from exc
+
+    @staticmethod
+    def _wait_leader_gone(record: dict, deadline: float) -> None:
+        pid = record["pid"]
+        while time.monotonic() < deadline:
+            if _reap(pid) is not None or _start_time(pid) != record.get("start_time"):
+                return
+            try:
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    return
+            except psutil.Error:
+                return
+            time.sleep(0.05)
 
     def log_tail(self, instance, lines: int = 50) -> list[str]:
         return tail_lines(log_path(instance), lines)

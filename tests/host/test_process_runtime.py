@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +61,36 @@ def test_children_of_the_server_are_stopped_too():
     pids = runtime.status(instance).pids
     assert len(pids) == 2
     runtime.stop(instance, timeout=5)
+    assert not any(_alive(pid) for pid in pids)
+
+
+PROGRAMS = Path(__file__).parent / "programs"
+
+
+@pytest.mark.django_db
+def test_sigterm_goes_to_the_main_process_which_shuts_its_children_down():
+    program = PROGRAMS / "shuts_down_its_child.py"
+    instance = process_instance("leader", command=[sys.executable, str(program)])
+    runtime = ProcessRuntime()
+    runtime.start(instance)
+    _wait_for_line(instance, "child up")
+    _wait_for_line(instance, "main up")
+    result = runtime.stop(instance, timeout=10)
+    log = "\n".join(runtime.log_tail(instance))
+    assert "child: finished its work" in log and "aborted" not in log, log
+    assert not result.forced and not runtime.status(instance).running
+
+
+@pytest.mark.django_db
+def test_what_is_left_of_the_group_gets_sigterm_once_the_main_process_has_ended():
+    instance = process_instance("orphaning", command=[sys.executable, str(PROGRAMS / "leaves_a_child.py")])
+    runtime = ProcessRuntime()
+    runtime.start(instance)
+    _wait_for_line(instance, "child up")
+    _wait_for_line(instance, "main up")
+    pids = runtime.status(instance).pids
+    result = runtime.stop(instance, timeout=30)
+    assert not result.forced and result.seconds < 10, result  # not left until the stop timeout
     assert not any(_alive(pid) for pid in pids)
 
 
