@@ -28,8 +28,8 @@ import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tests.browser import CHROMIUM_ARGS  # noqa: E402
 from tests.conftest import free_port, wait_http  # noqa: E402
-from tests.e2e.conftest import CHROMIUM_ARGS  # noqa: E402
 
 PASSWORD = "bench-password-123"
 

@@ -219,6 +219,10 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "console.schedules.beat:Scheduler"
 # How often an open WebSocket checks again that its session and role still allow it.
 CONSOLE_WS_RECHECK_SECONDS = envint("CONSOLE_WS_RECHECK_SECONDS", 60)
+# An engine with work that generates no token this long is checked with a one-token request, which
+# must be answered in CONSOLE_STALL_PROBE_SECONDS (vLLM: its /health says 200 while it hangs).
+CONSOLE_STALL_SECONDS = envint("CONSOLE_STALL_SECONDS", 30)
+CONSOLE_STALL_PROBE_SECONDS = envint("CONSOLE_STALL_PROBE_SECONDS", 10)
 # Threads in the embedded worker: enough that one slow restart does not hold
 # up the others.
 CONSOLE_WORKER_CONCURRENCY = envint("CONSOLE_WORKER_CONCURRENCY", 8)

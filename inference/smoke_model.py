@@ -57,9 +57,11 @@ Describe the picture. What is in this image? The image shows a cat sitting on a 
 Numbers 0 1 2 3 4 5 6 7 8 9 10 100 1000. Punctuation: , . ; : ! ? ( ) [ ] { } " ' - _ / \\ @ # $ % ^ & * + = < > |
 """
 
+# Heads of 64 (hidden 256 over 4 heads): vLLM's CPU attention takes head sizes 32 to 512 only, and
+# one smoke checkpoint serves both engines. mrope_section sums to half the rotary dimension.
 SMOKE_TEXT = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
+    "hidden_size": 256,
+    "intermediate_size": 512,
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
@@ -67,7 +69,7 @@ SMOKE_TEXT = {
     "rope_parameters": {
         "rope_type": "default",
         "rope_theta": 10000.0,
-        "mrope_section": [2, 1, 1],
+        "mrope_section": [8, 4, 4],
         "partial_rotary_factor": 0.5,
     },
 }
@@ -76,7 +78,7 @@ SMOKE_VISION = {
     "hidden_size": 32,
     "num_heads": 2,
     "intermediate_size": 64,
-    "out_hidden_size": 64,
+    "out_hidden_size": 256,
     "image_size": 336,
     "patch_size": 14,
     "spatial_merge_size": 2,

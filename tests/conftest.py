@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.browser"]
 
 
 def free_port() -> int:
@@ -235,7 +236,7 @@ class EmbeddedConsole:
     username = "operator"
     password = "demo-password-for-tests"
 
-    def __init__(self, var: Path):
+    def __init__(self, var: Path, **extra_env: str):
         self.port = free_port()
         self.demo_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -248,6 +249,7 @@ class EmbeddedConsole:
             "CONSOLE_DEMO_PASSWORD": self.password,
             "CONSOLE_DEMO_PORT": str(self.demo_port),
             "TELEMETRY_SAMPLE_SECONDS": "1",
+            **extra_env,
         }
         self.proc: subprocess.Popen | None = None
 

@@ -12,6 +12,7 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from console.host.runtime import RuntimeFailure, RuntimeStatus, StopResult
+from console.instances.engines import launch_command
 from console.instances.models import run_spec_problem
 from console.sentences import Sentence, gettext_noop
 
@@ -146,6 +147,8 @@ class DockerRuntime:
             "stop_signal": "SIGTERM",
             "detach": True,
         }
+        if spec.get("command"):
+            spec["command"] = launch_command(instance, spec["command"])
         volumes = spec.pop("volumes", None)
         if volumes:
             kwargs["volumes"] = volumes

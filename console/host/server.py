@@ -2,7 +2,8 @@
 soft reset and the models it serves.
 
 Nothing else in the console builds a model server's URLs. This is the seam where another engine
-plugs in: a class answering the same questions from that engine's own endpoints.
+plugs in: a class answering the same questions from that engine's own endpoints (vllm.py), chosen
+by the instance's engine (engines.server_for).
 """
 
 import json
@@ -68,10 +69,6 @@ class ModelServer:
         self.admin_token = admin_token
         self._own_http = http is None
         self.http = http or httpx.Client()
-
-    @classmethod
-    def for_instance(cls, instance, http: httpx.Client | None = None) -> "ModelServer":
-        return cls(instance.base_url, instance.admin_token, http)
 
     def close(self) -> None:
         if self._own_http:

@@ -1,5 +1,6 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from console.instances.engines import launch_warnings
 from console.instances.models import Host, Instance
 
 
@@ -15,8 +16,8 @@ class HostAdmin(admin.ModelAdmin):
 
 @admin.register(Instance)
 class InstanceAdmin(admin.ModelAdmin):
-    list_display = ["name", "display_name", "host", "runtime", "group", "base_url", "enabled"]
-    list_filter = ["host", "runtime", "group", "enabled"]
+    list_display = ["name", "display_name", "host", "runtime", "engine", "group", "base_url", "enabled"]
+    list_filter = ["host", "runtime", "engine", "group", "enabled"]
     search_fields = ["name", "display_name", "container_name", "image", "group"]
     list_select_related = ["host"]
     fieldsets = [
@@ -28,6 +29,7 @@ class InstanceAdmin(admin.ModelAdmin):
                     "display_name",
                     "host",
                     "runtime",
+                    "engine",
                     "group",
                     "enabled",
                     "base_url",
@@ -43,3 +45,8 @@ class InstanceAdmin(admin.ModelAdmin):
             {"fields": ["restart_in_place", "drain_timeout", "stop_timeout", "ready_timeout"]},
         ),
     ]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        for warning in launch_warnings(obj):
+            messages.warning(request, f"{obj.name}: {warning}")

@@ -91,10 +91,20 @@ class Instance(models.Model):
         DOCKER = "docker", "Docker container"
         PROCESS = "process", "Local process"
 
+    class Engine(models.TextChoices):
+        GLM = "glm", "GLM server (inference/)"
+        VLLM = "vllm", "vLLM"
+
     name = models.CharField(max_length=63, unique=True, validators=[slug_validator])
     display_name = models.CharField(max_length=120, blank=True)
     host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="instances")
     runtime = models.CharField(max_length=16, choices=Runtime.choices, default=Runtime.PROCESS)
+    engine = models.CharField(
+        max_length=16,
+        choices=Engine.choices,
+        default=Engine.GLM,
+        help_text="The model server's kind: how the console reads its health and figures, drains and resets it.",
+    )
     group = models.CharField(
         max_length=63, blank=True, validators=[slug_validator], help_text="Replicas share a group."
     )
@@ -182,6 +192,8 @@ class Instance(models.Model):
             isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 64 for i in self.gpu_indices
         ):
             errors["gpu_indices"] = "GPU indices must be a list of integers between 0 and 63."
+        if self.engine == self.Engine.VLLM and self.restart_in_place:
+            errors["restart_in_place"] = "vLLM has no restart in place: its restarts are whole."
         if errors:
             raise ValidationError(errors)
 

@@ -17,6 +17,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from console.host import gpu
+from console.host.engines import server_for
 from console.host.runtime import Runtime, RuntimeFailure
 from console.host.runtimes import runtime_for
 from console.host.server import ModelServer, NotOffered, ServerError
@@ -119,11 +120,15 @@ def _gpu_released(ctx: Context, pids, note: str) -> str:
             return Sentences([note, released])
         if time.monotonic() - began > RELEASE_TIMEOUT:
             held = sum(p.used_bytes for p in holding) / 2**30
+            each = ", ".join(f"pid {p.pid}: {p.used_bytes / 2**20:.0f} MiB" for p in holding)
             raise StepFailed(
                 Sentence(
-                    gettext_noop("old processes still hold %(gib).1f GiB of GPU memory after %(seconds).0f s"),
+                    gettext_noop(
+                        "old processes still hold %(gib).1f GiB of GPU memory after %(seconds).0f s (%(each)s)"
+                    ),
                     gib=held,
                     seconds=RELEASE_TIMEOUT,
+                    each=each,
                 )
             )
         time.sleep(0.5)
@@ -233,6 +238,8 @@ def soft_reset(ctx: Context) -> str:
         body = ctx.server.soft_reset()
     except ServerError as exc:
         raise StepFailed(_said(exc)) from exc
+    if body.get("prefix_cache_reset"):  # vLLM
+        return Sentences([part for part in (Sentence(gettext_noop("prefix cache reset")), body.get("sleep")) if part])
     before, after = body.get("reserved_before"), body.get("reserved_after")
     if not isinstance(before, int | float) or not isinstance(after, int | float):
         return Sentence(gettext_noop("soft reset done"))
@@ -390,7 +397,7 @@ def _run(operation: Operation, fenced: threading.Event) -> Operation:
     except RuntimeFailure as exc:
         progress.finish(operation, Operation.State.FAILED, _said(exc))
         return operation
-    with ModelServer.for_instance(instance) as server:
+    with server_for(instance) as server:
         ctx = Context(operation=operation, instance=instance, runtime=runtime, server=server, fenced=fenced)
         for name, action in planned:
             ctx.check()

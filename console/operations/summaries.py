@@ -67,6 +67,7 @@ def instance_summary(instance: Instance, sample: Sample | None = None, last: Ope
         "display_name": instance.label,
         "host": instance.host.name,
         "runtime": instance.runtime,
+        "engine": instance.engine,
         "group": instance.group,
         "base_url": instance.base_url,
         "gpu_indices": instance.gpu_indices,

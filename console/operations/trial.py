@@ -5,7 +5,8 @@ with its time to first token, tokens per second and request id (to find its line
 import secrets
 import time
 
-from console.host.server import ModelServer, ServerError
+from console.host.engines import server_for
+from console.host.server import ServerError
 from console.instances.models import Instance
 from console.live.events import TRIAL, publish_to_user
 
@@ -39,7 +40,7 @@ def run(instance: Instance, user_id: int, trial_id: str, chat: list[dict], max_t
         return data
 
     request_id = trial_id
-    with ModelServer.for_instance(instance) as server:
+    with server_for(instance) as server:
         readiness = server.readiness()
         if not readiness.ready:
             return tell(

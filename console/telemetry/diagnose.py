@@ -1,7 +1,8 @@
 """The checklist an operator runs before restarting, in plain words.
 
 The four rows of the runbook — GPU memory, duplicate processes, connections,
-log tail — evaluated on the recent samples, and a verdict: soft decay (a
+log tail — evaluated on the recent samples, with the server's host memory and,
+where the engine reports one (vLLM), its KV cache; and a verdict: soft decay (a
 restart is the cure), or something a restart will not fix for long.
 """
 
@@ -24,6 +25,9 @@ CLOSE_WAIT_MANY = 20
 ESTABLISHED_MANY = 200
 SLOW_FACTOR = 2.0  # p95 over its own baseline (rules.baseline_p95)
 SLOW_FLOOR_MS = 50.0  # ignore doubling of tiny latencies
+KV_CACHE_FULL = 0.95  # of an engine's KV cache (vLLM): new requests wait, running ones are preempted
+RSS_GROWTH = 0.25  # of the server's host memory over the window ...
+RSS_GROWTH_FLOOR = 256 * 2**20  # ... and at least this much: a leak (vLLM's vision models, #15597)
 
 
 @dataclass
@@ -128,6 +132,40 @@ def _log_tail(samples: list[Sample], lines: list[str]) -> Finding:
     return Finding("log_tail", "ok", _("No OOM, timeout or CUDA error in the recent log."))
 
 
+def _kv_cache(samples: list[Sample]) -> Finding | None:
+    """An engine's KV cache (vLLM): full, and requests preempted (recomputed) meanwhile. None where
+    the server does not report one."""
+    engines = [s.data.get("engine") or {} for s in samples]
+    usage = [e.get("kv_cache_usage") for e in engines if isinstance(e.get("kv_cache_usage"), int | float)]
+    if not usage:
+        return None
+    preempted = [e.get("preemptions") for e in engines if isinstance(e.get("preemptions"), int | float)]
+    grew = preempted[-1] - min(preempted) if preempted else 0
+    evidence = [
+        _("%(pct).0f%% of the KV cache in use now, %(peak).0f%% at most")
+        % {"pct": usage[-1] * 100, "peak": max(usage) * 100}
+    ]
+    if grew > 0:
+        evidence.append(_("%(n)d requests preempted in 15 min") % {"n": grew})
+    if max(usage) >= KV_CACHE_FULL and grew > 0:
+        return Finding(
+            "kv_cache", "warn", _("The KV cache runs full and requests are preempted: the load exceeds it."), evidence
+        )
+    return Finding("kv_cache", "ok", _("The KV cache has room."), evidence)
+
+
+def _host_memory(samples: list[Sample]) -> Finding | None:
+    """The server process's host memory (RSS) over the window: steady, or growing like a leak."""
+    rss = [s.rss for s in samples if s.rss]
+    if len(rss) < 3:
+        return None
+    growth = rss[-1] - min(rss)
+    evidence = [_("%(now)s now, %(low)s at its lowest in 15 min") % {"now": _gib(rss[-1]), "low": _gib(min(rss))}]
+    if growth >= RSS_GROWTH_FLOOR and growth >= RSS_GROWTH * min(rss):
+        return Finding("host_memory", "warn", _("Host memory keeps growing: a leak that a restart frees."), evidence)
+    return Finding("host_memory", "ok", _("Host memory is steady."), evidence)
+
+
 def _latency(samples: list[Sample]) -> tuple[float | None, float | None]:
     """(baseline, now) p95 in ms: the process's own normal, and the last few samples."""
     with_p95 = [s for s in samples if s.p95_ms is not None]
@@ -147,6 +185,7 @@ def diagnose(instance, now=None) -> Diagnosis:
     lines = [entry["text"] for entry in recent_lines(instance.name)]
     baseline, current = _latency(samples)
     findings = [_memory(samples), _duplicates(latest, instance), _connections(latest), _log_tail(samples, lines)]
+    findings += [f for f in (_kv_cache(samples), _host_memory(samples)) if f is not None]
     slow = baseline is not None and current >= SLOW_FLOOR_MS and current >= SLOW_FACTOR * baseline
     if baseline is not None:
         level = "warn" if slow else "ok"
@@ -160,6 +199,7 @@ def diagnose(instance, now=None) -> Diagnosis:
             )
         )
     by = {f.rule: f for f in findings}
+    leaking = "host_memory" in by and by["host_memory"].level == "warn"
     if latest.status == "down":
         verdict, advice = "down", _("The instance is down: read the log tail, then restart it.")
     elif by["processes"].level == "bad":
@@ -177,10 +217,20 @@ def diagnose(instance, now=None) -> Diagnosis:
             "connection_leak",
             _("Leaked connections: a restart frees them; check client timeouts and disconnect handling."),
         )
-    elif slow and by["gpu_memory"].level in ("ok", "warn", "unknown") and by["log_tail"].level == "ok":
+    elif (slow or leaking) and by["gpu_memory"].level != "bad" and by["log_tail"].level == "ok":
+        verdict = "soft_decay"
+        advice = (
+            _("Memory has room and the log is clean, yet it is slower: soft decay. A restart is recommended.")
+            if slow
+            else _("The log is clean but host memory keeps growing: soft decay. A restart frees it.")
+        )
+    elif "kv_cache" in by and by["kv_cache"].level == "warn":
         verdict, advice = (
-            "soft_decay",
-            _("Memory has room and the log is clean, yet it is slower: soft decay. A restart is recommended."),
+            "kv_pressure",
+            _(
+                "The KV cache is too small for the load: a restart will not help. Lower max-num-seqs or "
+                "max-model-len, give the engine more memory, or add a replica."
+            ),
         )
     elif by["log_tail"].level == "bad":
         verdict, advice = (

@@ -74,5 +74,7 @@ class Sample(models.Model):
             devices=(self.data.get("gpu") or {}).get("devices", []),
             nvml=self.data.get("nvml", ""),
             nvml_said=self.data.get("nvml_said"),
+            tokens_per_second=self.data.get("tokens_per_second"),
+            engine=self.data.get("engine"),
         )
         return summary

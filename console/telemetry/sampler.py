@@ -14,10 +14,11 @@ from django.db import connection
 from django.utils import timezone
 
 from console.host import gpu, sockets
+from console.host.engines import server_for
 from console.host.logs import current_follower
 from console.host.runtime import RuntimeFailure
 from console.host.runtimes import runtime_for
-from console.host.server import ModelServer, Probe
+from console.host.server import Probe
 from console.instances.models import Instance
 from console.live import events
 from console.sentences import Sentence, gettext_noop, said
@@ -41,7 +42,10 @@ def derive_status(running: bool, probe: Probe) -> tuple[str, str]:
     if not running:
         return "down", Sentence(gettext_noop("not running"))
     if not probe.ok:
-        return "down", probe.error or Sentence(gettext_noop("health probe failed"))
+        # A server that answers but cannot serve (an engine stall) is degraded, not down; either way
+        # the probe failed, which is what the watchdog's liveness counts.
+        state = "degraded" if probe.state == "degraded" else "down"
+        return state, probe.error or Sentence(gettext_noop("health probe failed"))
     state = probe.state or "ready"
     if state in ("loading", "draining", "degraded"):
         return state, probe.health.get("load_error") or state
@@ -56,7 +60,7 @@ def collect(instance, snapshot: gpu.Snapshot, client: httpx.Client | None = None
         running, pids = status.running, status.pids
     except RuntimeFailure as exc:
         running, pids, runtime_error = False, [], str(exc)
-    server = ModelServer.for_instance(instance, client)
+    server = server_for(instance, client)
     probe = server.probe() if running else Probe(ok=False, ms=None)
     state, detail = derive_status(running, probe)
     sample = {"status": state, "probe_ok": probe.ok, "probe_ms": round(probe.ms, 2) if probe.ms else None}
@@ -92,6 +96,7 @@ def collect(instance, snapshot: gpu.Snapshot, client: httpx.Client | None = None
         "nvml_said": said(snapshot.error) if snapshot.error else None,
         "requests": (probe.health.get("totals") or {}).get("requests"),
         "tokens_per_second": (probe.health.get("timings") or {}).get("tokens_per_second"),
+        "engine": probe.health.get("engine") if isinstance(probe.health.get("engine"), dict) else None,
     }
     return sample
 

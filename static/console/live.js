@@ -20,6 +20,7 @@
   const gib = (v) => (v == null ? DASH : (v / 2 ** 30).toFixed(1));
   const ms = (v) => (v == null ? DASH : v >= 10 ? v.toFixed(0) + " ms" : v.toFixed(1) + " ms");
   const count = (v) => (v == null ? DASH : String(v));
+  const percent = (v) => (v == null ? DASH : (v * 100).toFixed(v < 0.1 ? 1 : 0) + " %");
   const pad = (n) => String(n).padStart(2, "0");
   function uptime(s) {
     if (s == null) return DASH;
@@ -75,6 +76,13 @@
     setField(scope, "uptime", uptime(d.uptime));
     setField(scope, "probe_ms", ms(d.probe_ms));
     setField(scope, "nvml", say(d.nvml_said || d.nvml));
+    const e = d.engine || {};  // an engine's own figures (vLLM), where the page shows them
+    setField(scope, "kv_cache", percent(e.kv_cache_usage));
+    setField(scope, "queue", count(e.running) + " / " + count(e.waiting));
+    setField(scope, "tokens_per_second", d.tokens_per_second == null ? DASH : d.tokens_per_second.toFixed(1));
+    setField(scope, "ttft", ms(d.ttft_ms) + " / " + ms(e.ttft_p95_ms));
+    setField(scope, "preemptions", count(e.preemptions));
+    setField(scope, "prefix_hits", percent(e.prefix_cache_hit_rate));
     scope.querySelectorAll("[data-sampled-at]").forEach((el) => (el.dataset.sampledAt = d.at));
     if (live && kind === "instance") charts.push(d);
   }

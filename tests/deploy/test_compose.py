@@ -18,8 +18,8 @@ import docker
 import httpx
 import pytest
 
+from tests.browser import launch
 from tests.conftest import ROOT, wait_http
-from tests.e2e.conftest import launch
 from tests.host.docker_images import console_image, inference_image, services_image
 from tests.inference.helpers import chat
 

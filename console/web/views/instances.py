@@ -7,6 +7,7 @@ from django_htmx.http import reswap, retarget
 
 from console.audit.record import record
 from console.host.logs import recent_lines
+from console.instances.engines import launch_warnings
 from console.instances.models import Instance
 from console.operations import trial
 from console.operations.forms import OperationForm, TryForm, form_errors
@@ -76,6 +77,7 @@ def instance_detail(request, name: str):
             "form": OperationForm(),
             "try_form": TryForm(),
             "can_operate": request.user.has_perm(OPERATE),
+            "launch_warnings": launch_warnings(instance),
         },
     )
 

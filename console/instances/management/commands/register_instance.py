@@ -7,6 +7,7 @@ import shlex
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from console.instances.engines import launch_warnings
 from console.instances.models import Host, Instance
 
 
@@ -24,6 +25,16 @@ class Command(BaseCommand):
         parser.add_argument("--display-name", default="")
         parser.add_argument("--gpus", default="", help="GPU indices, e.g. 0 or 0,1.")
         parser.add_argument("--admin-token-env", help="Environment variable holding the server's admin token.")
+        parser.add_argument(
+            "--engine",
+            choices=Instance.Engine.values,
+            default=Instance.Engine.GLM,
+            help="The model server: glm (ours, inference/) or vllm (docs/ENGINES.md).",
+        )
+        parser.add_argument("--drain-timeout", type=int, help="Seconds in-flight requests get to finish (default 30).")
+        parser.add_argument(
+            "--stop-timeout", type=int, help="Seconds between SIGTERM and SIGKILL (default 30; vLLM: drain + 15)."
+        )
         parser.add_argument(
             "--restart-in-place",
             action="store_true",
@@ -75,6 +86,15 @@ class Command(BaseCommand):
         instance.gpu_indices = gpus
         instance.admin_token = token
         instance.restart_in_place = o["restart_in_place"]
+        instance.engine = o["engine"]
+        if o["drain_timeout"] is not None:
+            instance.drain_timeout = o["drain_timeout"]
+        if o["stop_timeout"] is not None:
+            instance.stop_timeout = o["stop_timeout"]
+        elif instance.engine == Instance.Engine.VLLM:
+            # vLLM gets --shutdown-timeout = the drain timeout: the stop timeout outlasts it, with time
+            # for the engine's teardown
+            instance.stop_timeout = max(instance.stop_timeout, instance.drain_timeout + 15)
         try:
             instance.full_clean()
         except ValidationError as exc:
@@ -82,6 +102,8 @@ class Command(BaseCommand):
         created = instance.pk is None
         instance.save()
         self.stdout.write(f"{'registered' if created else 'updated'} {instance.name} on {host.name}")
+        for warning in launch_warnings(instance):
+            self.stderr.write(f"warning: {warning}")
 
 
 def _command(text: str) -> list:
