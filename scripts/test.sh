@@ -79,6 +79,9 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not start; see $STATE/dockerd.log"; exit 1; }
 fi
 
+# vLLM's CPU build in its own virtualenv (tests/engines): a few minutes the first time, then nothing.
+bash scripts/install-vllm.sh "$ROOT/.venv-vllm" || { echo "could not install vLLM (scripts/install-vllm.sh)"; exit 1; }
+
 "$ROOT/.venv/bin/ruff" format --check . && "$ROOT/.venv/bin/ruff" check . || { echo "ruff found problems (make format fixes most)"; exit 1; }
 
 "$PY" -m pytest "$@"
