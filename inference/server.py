@@ -10,6 +10,7 @@ import hmac
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 
-from inference import logs
+from inference import handover, logs
 from inference.engine import Engine
 from inference.limits import ApiError, RateLimiter
 from inference.metrics import HealthCollector
@@ -52,6 +53,9 @@ class Server:
         self.loaded = False
         self.load_error = ""
         self.draining = False
+        # A handover's new process serves: answer what still comes on open connections, each answer
+        # saying Connection: close, and take no new ones.
+        self.retiring = False
         self.slots = asyncio.Semaphore(settings.max_concurrency)
         # Requests admitted and not yet queued for a slot: their bodies being read and prepared.
         self.preparing = 0
@@ -107,6 +111,8 @@ class Server:
             "allocator": self.engine.allocator_stats() if self.loaded else {},
             "decoder": self.engine.decoder_stats() if self.loaded else {},
             "process": stats.process_stats(),
+            # Under inference.supervisor: which process serves, and the last handovers' phases.
+            "supervisor": handover.read(),
         }
 
     def begin_drain(self) -> None:
@@ -127,11 +133,13 @@ def create_app(settings: Settings | None = None, server: Server | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        threading.Thread(target=server.load, name="load-model", daemon=True).start()
+        if not server.loaded:  # a handover's new process loaded before it took the socket
+            threading.Thread(target=server.load, name="load-model", daemon=True).start()
         yield
 
     app = FastAPI(title="GLM-4.6V inference server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = server
+    app.add_middleware(CloseWhenRetiring, server=server)
     registry = CollectorRegistry()
     registry.register(HealthCollector(server.health))
 
@@ -192,6 +200,35 @@ def create_app(settings: Settings | None = None, server: Server | None = None) -
             {"restarting": True, "pid": os.getpid(), "in_flight": server.stats.in_flight}, status_code=202
         )
 
+    @app.post("/admin/handover")
+    async def handover_(request: Request):
+        require_admin(request)
+        supervisor = os.environ.get(SUPERVISOR_ENV)
+        if not supervisor:
+            raise ApiError(
+                409,
+                "this server does not run under inference.supervisor: restart its process or container",
+                "not_supervised",
+            )
+        if server.draining or server.retiring:
+            raise ApiError(409, "the server is already stopping", "stopping")
+        record = handover.read() or {}
+        handovers = record.get("handovers") or []
+        if handovers and handovers[-1].get("state") == "running":
+            raise ApiError(409, "a handover is already under way", "handover_running")
+        after = handovers[-1]["id"] if handovers else 0
+        os.kill(int(supervisor), signal.SIGUSR1)
+        logs.event(log, "handover asked for")
+        # Answered once the supervisor has begun it, so a second request is refused and the caller
+        # knows which handover to follow in /health.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            begun = ((handover.read() or {}).get("handovers") or [{}])[-1]
+            if begun.get("id", 0) > after:
+                return JSONResponse({"handover": begun["id"], "pid": os.getpid(), "after": after}, status_code=202)
+            await asyncio.sleep(0.02)
+        raise ApiError(503, "the supervisor did not begin the handover", "supervisor_silent")
+
     @app.post("/admin/soft-reset")
     async def soft_reset(request: Request):
         require_admin(request)
@@ -215,15 +252,73 @@ def create_app(settings: Settings | None = None, server: Server | None = None) -
     return app
 
 
+class CloseWhenRetiring:
+    """Every answer of a retiring process says Connection: close, so its clients reconnect (to the
+    new process) instead of reusing a connection it is about to close."""
+
+    def __init__(self, app, server: Server):
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def sending(message):
+            if message["type"] == "http.response.start" and self.server.retiring:
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        return await self.app(scope, receive, sending)
+
+
 class DrainingServer(uvicorn.Server):
     """SIGTERM: readiness off at once, in-flight requests finish (bounded), then exit 0.
-    /admin/restart under the supervisor: the same, then exit RESTART_EXIT for a fresh process."""
+    /admin/restart under the supervisor (or its SIGHUP): the same, then exit RESTART_EXIT for a fresh
+    process. SIGUSR2 from the supervisor, once a handover's new process serves: stop accepting at
+    once, finish the requests in flight, exit 0."""
 
-    def __init__(self, config: uvicorn.Config, server: Server):
+    def __init__(self, config: uvicorn.Config, server: Server, handover_fd: int | None = None):
         super().__init__(config)
         self.inference = server
         self.restart = False
+        self.handover_fd = handover_fd
         self._drain_thread: threading.Thread | None = None
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if not self.started:
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR2, self.retire)
+        loop.add_signal_handler(signal.SIGHUP, self.exit_after_drain, True)
+        if self.handover_fd is not None:  # the supervisor retires the old process on this word
+            os.write(self.handover_fd, f"ready {self.inference.engine.load_seconds:.3f}\n".encode())
+            os.close(self.handover_fd)
+            self.handover_fd = None
+
+    def retire(self) -> None:
+        """Stop accepting (the socket's queue is the new process's now) and exit once every open
+        connection has closed. A connection is never closed under a client that may be sending on it:
+        each answer from now on says Connection: close, and uvicorn closes idle ones after its
+        keep-alive timeout as at any time. Bounded by the drain timeout."""
+        if self.inference.retiring or self._drain_thread is not None:
+            return
+        self.inference.retiring = True
+        logs.event(log, "retiring: the new process serves", in_flight=self.inference.stats.in_flight)
+        for listening in self.servers:
+            listening.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.inference.settings.drain_timeout
+
+        def check() -> None:
+            if not self.server_state.connections or loop.time() > deadline:
+                logs.event(log, "retired", open_connections=len(self.server_state.connections))
+                self.should_exit = True
+            else:
+                loop.call_later(0.1, check)
+
+        loop.call_later(0.1, check)
 
     def handle_exit(self, sig, frame) -> None:
         if sig != signal.SIGTERM:
@@ -256,12 +351,33 @@ class DrainingServer(uvicorn.Server):
         return True
 
 
-def main() -> None:
+def load_for_handover(server: Server, handover_fd: int) -> None:
+    """A handover's new process: load and warm up before taking the socket; exit if it cannot."""
+    import torch
+
+    settings = server.settings
+    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    why = handover.no_room(settings.model_path, device, settings.handover_reserve_bytes)
+    if why:
+        logs.event(log, "no room for a handover", logging.WARNING, why=why)
+        os.write(handover_fd, f"no-room {why}\n".encode())
+        raise SystemExit(handover.NO_ROOM_EXIT)
+    logs.event(log, "loading beside the serving process", pid=os.getpid())
+    server.load()
+    if not server.loaded:
+        raise SystemExit(1)
+
+
+def main(listener: socket.socket | None = None) -> None:
+    """Serve on HOST:PORT, or on the supervisor's listening socket."""
     settings = Settings()
     logs.setup(settings)
     if not settings.model_path:
         raise SystemExit("MODEL_PATH is not set: point it at a GLM-4V checkpoint directory")
     server = Server(settings)
+    handover_fd = os.environ.get(handover.HANDOVER_FD_ENV)
+    if handover_fd:
+        load_for_handover(server, int(handover_fd))
     app = create_app(settings, server)
     config = uvicorn.Config(
         app,
@@ -272,10 +388,10 @@ def main() -> None:
         timeout_keep_alive=5,
         timeout_graceful_shutdown=5,
     )
-    runner = DrainingServer(config, server)
+    runner = DrainingServer(config, server, int(handover_fd) if handover_fd else None)
     server.uvicorn = runner
     logs.event(log, "starting", host=settings.host, port=settings.port, model_path=settings.model_path)
-    runner.run()
+    runner.run(sockets=[listener] if listener is not None else None)
     if runner.restart:
         raise SystemExit(RESTART_EXIT)
 

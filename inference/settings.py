@@ -28,6 +28,9 @@ class Settings:
     device: str = field(default_factory=lambda: os.environ.get("DEVICE", ""))  # "" = cuda if present
     dtype: str = field(default_factory=lambda: os.environ.get("DTYPE", ""))  # "" = bf16 on GPU, fp32 on CPU
     admin_token: str = field(default_factory=lambda: os.environ.get("ADMIN_TOKEN", ""))
+    # A handover loads a second model beside the serving one: it needs the weights once more plus this
+    # (KV cache, activations, CUDA context) free on the device, or the restart is done the drained way.
+    handover_reserve_bytes: int = field(default_factory=lambda: _int("HANDOVER_RESERVE_BYTES", 2 * 2**30))
     drain_timeout: float = field(default_factory=lambda: _float("DRAIN_TIMEOUT", 30.0))
     request_timeout: float = field(default_factory=lambda: _float("REQUEST_TIMEOUT", 120.0))
     max_concurrency: int = field(default_factory=lambda: _int("MAX_CONCURRENCY", 4))

@@ -1,35 +1,51 @@
-"""The model server under a parent that keeps its imports, so a restart skips them.
+"""The model server under a parent that keeps its imports and its listening socket, so a restart
+skips the imports and a handover loses no request.
 
     MODEL_PATH=/models/glm-4.6v-flash python -m inference.supervisor
 
 Most of a server's start is importing torch and transformers (docs/BENCHMARKS.md). The supervisor
-forks the server (inference.server) as its child at once, then imports them itself, never touching
-the GPU. `POST /admin/restart` drains the child and ends it; the supervisor forks a fresh one,
-which starts with everything imported: a new CUDA context, allocator, KV cache and set of
-connections, as after a restart of the container, in the time of the load alone. (The first child
-imports for itself, in parallel with the supervisor, and reads the weights meanwhile, as a server
-without a supervisor does: a child forked after the import would read them only then.)
+binds the server's port itself, forks the server (inference.server) as its child at once, then
+imports them, never touching the GPU. Every model process it forks serves that one socket.
 
-SIGTERM and SIGINT go to the child (which drains, as without a supervisor); the supervisor then
-exits with the child's code. A child that ends any other way (a crash, an exit of its own) ends the
-supervisor with its code too, so the container's restart policy and the console see it, rather
-than a supervisor quietly restarting a broken server.
+- `POST /admin/restart` drains the child and ends it; the supervisor forks a fresh one, which starts
+  with everything imported: a new CUDA context, allocator, KV cache and set of connections, as after
+  a restart of the container, in the time of the load alone. Connections that arrive meanwhile wait
+  in the socket's backlog instead of being refused.
+- `POST /admin/handover` (SIGUSR1 to the supervisor) forks the new process *beside* the old one: it
+  loads and warms up its model, then accepts on the shared socket; only then does the old one stop
+  accepting (SIGUSR2), finish its in-flight requests and exit. Nobody is refused. A new process that
+  finds no room for a second model (inference/handover.py) exits at once and the supervisor restarts
+  the old one the drained way instead (SIGHUP); one that fails to load leaves the old one serving.
+  The phases go to a small JSON record that every model process reports in its /health.
+
+(The first child imports for itself, in parallel with the supervisor, and reads the weights
+meanwhile, as a server without a supervisor does: a child forked after the import would read them
+only then.)
+
+SIGTERM and SIGINT go to the children (which drain, as without a supervisor); the supervisor then
+exits with the serving child's code. A serving child that ends any other way (a crash, an exit of
+its own) ends the supervisor with its code too, so the container's restart policy and the console
+see it, rather than a supervisor quietly restarting a broken server.
 """
 
 import dataclasses
 import logging
 import os
 import signal
+import socket
 import sys
+import tempfile
 import time
 
-from inference import logs
+from inference import handover, logs
 from inference.settings import Settings
 
 log = logging.getLogger("inference.supervisor")
 
 RESTART_EXIT = 75  # the child's exit code that asks for a fresh child (EX_TEMPFAIL)
-SUPERVISOR_ENV = "INFERENCE_SUPERVISOR_PID"  # set in the child: /admin/restart is offered
+SUPERVISOR_ENV = "INFERENCE_SUPERVISOR_PID"  # set in the child: /admin/restart and /admin/handover are offered
+LISTEN_BACKLOG = 2048  # connections wait here while no model process accepts (a restart's load)
+POLL_SECONDS = 0.05
 
 
 def preload() -> None:
@@ -62,15 +78,21 @@ def exit_code(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def serve_child() -> int:
-    """In the forked child: run the server; its exit code."""
+def serve_child(listener: socket.socket, handover_fd: int | None) -> int:
+    """In the forked child: run the server on the supervisor's socket; its exit code."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own once it runs
+    for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # the server takes them once it serves
     os.environ[SUPERVISOR_ENV] = str(os.getppid())
+    if handover_fd is None:
+        os.environ.pop(handover.HANDOVER_FD_ENV, None)
+    else:
+        os.environ[handover.HANDOVER_FD_ENV] = str(handover_fd)
     from inference import server
 
     try:
-        server.main()
+        server.main(listener)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
@@ -79,62 +101,191 @@ def serve_child() -> int:
     return 0
 
 
-class Supervisor:
-    def __init__(self):
-        self.child = 0
-        self.stopping = 0  # the signal that asked us to stop
+def listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound once for every model process the supervisor forks."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(LISTEN_BACKLOG)
+    return sock
 
+
+class Supervisor:
+    def __init__(self, settings: Settings, listener: socket.socket, record: handover.Record):
+        self.settings = settings
+        self.listener = listener
+        self.record = record
+        self.serving = 0  # the model process clients are served by
+        self.incoming = 0  # a handover's new process, until it serves
+        self.incoming_says: int | None = None  # the read end of its pipe
+        self.retiring: set[int] = set()  # old processes finishing their requests
+        self.stopping = 0  # the signal that asked us to stop
+        self.wanted = False  # a handover asked for (SIGUSR1), not yet begun
+        self.fallback = False  # the serving process is draining for a restart a handover could not do
+        self.starts = 0
+        self.imported = False
+
+    # Signal handlers only set flags or pass the signal on: the loop in run() does the work.
     def forward(self, sig, frame) -> None:
         self.stopping = self.stopping or sig
-        if self.child:
+        for pid in (self.serving, self.incoming, *self.retiring):
+            self._signal(pid, sig)
+
+    def want_handover(self, sig, frame) -> None:
+        self.wanted = True
+
+    @staticmethod
+    def _signal(pid: int, sig: int) -> None:
+        if pid:
             try:
-                os.kill(self.child, sig)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 pass
+
+    def fork(self, handover_fd: int | None = None) -> int:
+        pid = os.fork()
+        if pid == 0:
+            if self.incoming_says is not None:
+                os.close(self.incoming_says)
+            code = serve_child(self.listener, handover_fd)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        self.starts += 1
+        logs.event(log, "model process started", pid=pid, starts=self.starts, handover=handover_fd is not None)
+        return pid
+
+    def start(self) -> None:
+        began = time.monotonic()
+        self.serving = self.fork()
+        self.record.serving(self.serving)
+        if self.stopping:  # the signal came while forking, before the child was known
+            self._signal(self.serving, self.stopping)
+        if not self.imported:
+            self.imported = True
+            try:
+                preload()
+                logs.event(log, "imports ready", seconds=round(time.monotonic() - began, 2))
+            except Exception:  # the child is running: keep it, and let each restart import for itself
+                log.exception("the supervisor could not import the server's modules; restarts will")
+
+    def begin_handover(self) -> None:
+        self.wanted = False
+        if self.record.current or self.fallback or not self.serving:
+            logs.event(log, "handover not begun: one is already under way", logging.WARNING)
+            return
+        current = self.record.begin(self.serving)
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        self.incoming_says = read_end
+        self.incoming = self.fork(handover_fd=write_end)
+        os.close(write_end)
+        current["new_pid"] = self.incoming
+        self.record.phase(current, "new process started", pid=self.incoming)
+
+    def read_incoming(self) -> None:
+        """The new process's word: a line "ready <load seconds>" once it accepts connections."""
+        try:
+            said = os.read(self.incoming_says, 4096).decode(errors="replace")
+        except BlockingIOError:
+            return
+        current = self.record.current
+        if not said or current is None:
+            return
+        for line in said.splitlines():
+            word, _, rest = line.partition(" ")
+            if word == "ready":
+                self.record.phase(current, "new process serving", pid=self.incoming, load_seconds=float(rest or 0))
+                old, self.serving = self.serving, self.incoming
+                self.incoming = 0
+                self.record.serving(self.serving)
+                self.retiring.add(old)
+                self._signal(old, signal.SIGUSR2)
+                self.record.phase(current, "old process draining", pid=old)
+                logs.event(log, "handover: the new process serves", old_pid=old, new_pid=self.serving)
+            elif word == "no-room":
+                current["why"] = rest
+
+    def ended(self, pid: int, code: int) -> int | None:
+        """A child ended; the supervisor's exit code when it must end too."""
+        current = self.record.current
+        if pid == self.incoming:
+            self.read_incoming()  # its last word (why it found no room) may come with its end
+            self.incoming = 0
+            self._close_pipe()
+            if current is None:
+                return None
+            if code == handover.NO_ROOM_EXIT and not self.stopping:
+                why = current["why"] or "no room for a second model"
+                self.record.phase(current, "fallback: drained restart", why=why)
+                self.record.end(current, "fallback", why)
+                self.fallback = True
+                self._signal(self.serving, signal.SIGHUP)  # drain, then exit for a fresh process
+                logs.event(log, "handover not possible; restarting the drained way", logging.WARNING, why=why)
+            else:
+                why = f"the new process exited with code {code} before it served; the old one still serves"
+                self.record.phase(current, "failed", pid=pid, exit_code=code)
+                self.record.end(current, "failed", why)
+                logs.event(log, "handover failed", logging.ERROR, why=why)
+            return None
+        if pid in self.retiring:
+            self.retiring.discard(pid)
+            self._close_pipe()
+            if current is not None:
+                self.record.phase(current, "old process gone", pid=pid, exit_code=code)
+                self.record.end(current, "done")
+                logs.event(log, "handover done", old_pid=pid, new_pid=self.serving)
+            return None
+        if pid != self.serving:
+            return None  # an orphan the container's first process inherited (say, an ended child's compile worker)
+        self.serving = 0
+        if self.stopping:
+            stopped = code == 0 or code == 128 + self.stopping
+            logs.event(log, "stopped", child_exit=code)
+            return 0 if stopped else code
+        if code != RESTART_EXIT:
+            for other in (self.incoming, *self.retiring):
+                self._signal(other, signal.SIGTERM)
+            logs.event(log, "model process ended; the supervisor ends with it", logging.ERROR, exit_code=code)
+            return code
+        logs.event(log, "model process restarting", pid=pid)
+        self.fallback = False
+        self.start()
+        return None
+
+    def _close_pipe(self) -> None:
+        if self.incoming_says is not None and not self.incoming:
+            os.close(self.incoming_says)
+            self.incoming_says = None
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.forward)
-        starts = 0
-        imported = False
-        while not self.stopping:
-            began = time.monotonic()
-            pid = os.fork()
-            if pid == 0:
-                code = serve_child()
-                logging.shutdown()
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-            self.child = pid
-            if self.stopping:  # the signal came while forking, before the child was known
-                os.kill(pid, self.stopping)
-            starts += 1
-            logs.event(log, "model process started", pid=pid, starts=starts)
-            if not imported:
-                imported = True
-                try:
-                    preload()
-                    logs.event(log, "imports ready", seconds=round(time.monotonic() - began, 2))
-                except Exception:  # the child is running: keep it, and let each restart import for itself
-                    log.exception("the supervisor could not import the server's modules; restarts will")
+        signal.signal(signal.SIGUSR1, self.want_handover)
+        self.start()
+        code = None
+        while True:
+            # As the container's first process the supervisor reaps every child that ends, its own
+            # and orphans it inherits, rather than leaving zombies.
             while True:
-                # As the container's first process the supervisor also inherits orphans (say, the
-                # compile workers of an ended child): reaped here rather than left as zombies.
-                reaped, status = os.waitpid(-1, 0)
-                if reaped == pid:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    pid = 0
+                if not pid:
                     break
-            self.child = 0
-            code = exit_code(status)
-            if self.stopping:
-                stopped = code == 0 or code == 128 + self.stopping
-                logs.event(log, "stopped", child_exit=code)
-                return 0 if stopped else code
-            if code != RESTART_EXIT:
-                logs.event(log, "model process ended; the supervisor ends with it", logging.ERROR, exit_code=code)
+                ended = self.ended(pid, exit_code(status))
+                if ended is not None and code is None:
+                    code = ended
+            if code is not None and not (self.incoming or self.retiring):
                 return code
-            logs.event(log, "model process restarting", pid=pid, ran_s=round(time.monotonic() - began, 1))
-        return 0
+            if self.wanted and not self.stopping and code is None:
+                self.begin_handover()
+            if self.incoming_says is not None:
+                self.read_incoming()
+            time.sleep(POLL_SECONDS)
 
 
 def main() -> None:
@@ -143,8 +294,17 @@ def main() -> None:
     logs.setup(dataclasses.replace(settings, log_file=""))
     if not settings.model_path:
         raise SystemExit("MODEL_PATH is not set: point it at a GLM-4V checkpoint directory")
-    logs.event(log, "supervising", pid=os.getpid())
-    sys.exit(Supervisor().run())
+    listener = listen(settings.host, settings.port)
+    fd, path = tempfile.mkstemp(prefix="inference-supervisor-", suffix=".json")
+    os.close(fd)
+    os.environ[handover.STATE_ENV] = path
+    record = handover.Record(path)
+    logs.event(log, "supervising", pid=os.getpid(), host=settings.host, port=settings.port)
+    try:
+        code = Supervisor(settings, listener, record).run()
+    finally:
+        record.remove()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

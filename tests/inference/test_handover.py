@@ -1,0 +1,146 @@
+"""A handover under inference.supervisor: a new model process takes the socket before the old one
+drains, under continuous streaming load, on real processes."""
+
+import json
+import shutil
+import threading
+import time
+
+import httpx
+
+from tests.inference.helpers import chat
+from tests.inference.test_supervisor import SUPERVISOR, _admin, _alive, _health
+
+
+class Load:
+    """Streaming chat clients, each sending one request after another until stopped; every answer
+    is kept, so a refusal, an error or an empty stream fails the test."""
+
+    def __init__(self, base_url: str, clients: int = 8):
+        self.url = base_url + "/v1/chat/completions"
+        self.stop = threading.Event()
+        self.results: list[tuple[str, object]] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+        for thread in self.threads:
+            thread.start()
+
+    def _client(self) -> None:
+        with httpx.Client(timeout=60) as client:
+            while not self.stop.is_set():
+                try:
+                    with client.stream("POST", self.url, json=chat(stream=True, max_tokens=12)) as response:
+                        body = response.read().decode()
+                    chunks = [line for line in body.splitlines() if line.startswith("data: {")]
+                    outcome = ("ok", None) if response.status_code == 200 and chunks else (response.status_code, body)
+                except httpx.HTTPError as exc:
+                    outcome = (type(exc).__name__, str(exc))
+                with self.lock:
+                    self.results.append(outcome)
+
+    def finish(self) -> list:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(60)
+        return self.results
+
+
+def _handover(server, after: int, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = _health(server)["supervisor"]
+        last = record["handovers"][-1] if record["handovers"] else None
+        if last and last["id"] > after and last["state"] != "running":
+            return last
+        time.sleep(0.1)
+    raise TimeoutError("the handover did not end:\n" + server.log()[-3000:])
+
+
+def test_handover_under_load_refuses_nobody(start_server):
+    server = start_server(module=SUPERVISOR, DRAIN_TIMEOUT=30)
+    first = _health(server)
+    assert first["supervisor"]["serving_pid"] == first["pid"]
+    load = Load(server.url)
+    time.sleep(1.5)  # the clients are busy before the handover begins
+
+    answer = _admin(server, "/admin/handover")
+    assert answer.status_code == 202, answer.text
+    assert _admin(server, "/admin/handover").json()["error"]["code"] == "handover_running"  # one at a time
+    done = _handover(server, answer.json()["after"])
+    time.sleep(1.5)  # and stay busy after it
+    results = load.finish()
+
+    assert done["state"] == "done", done
+    assert [p["name"] for p in done["phases"]] == [
+        "new process started",
+        "new process serving",
+        "old process draining",
+        "old process gone",
+    ]
+    assert done["old_pid"] == first["pid"] and done["new_pid"] != first["pid"]
+    failures = [r for r in results if r[0] != "ok"]
+    assert len(results) > 20 and not failures, failures[:5]
+    assert not _alive(first["pid"])
+    after = _health(server)
+    assert after["pid"] == done["new_pid"] and after["state"] == "ready"
+    assert after["supervisor"]["serving_pid"] == done["new_pid"]
+    log = server.log()
+    assert '"msg": "retiring: the new process serves"' in log and '"msg": "handover done"' in log
+
+
+def test_a_new_process_that_cannot_load_leaves_the_old_one_serving(start_server, smoke_model, tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(smoke_model, checkpoint)
+    server = start_server(module=SUPERVISOR, MODEL_PATH=str(checkpoint))
+    first = _health(server)
+    config = checkpoint / "config.json"
+    good = config.read_text()
+    config.write_text(json.dumps({"model_type": "no_such_model"}))  # what the new process will read
+    try:
+        answer = _admin(server, "/admin/handover")
+        assert answer.status_code == 202
+        failed = _handover(server, answer.json()["after"])
+    finally:
+        config.write_text(good)
+    assert failed["state"] == "failed" and "still serves" in failed["why"]
+    now = _health(server)
+    assert now["pid"] == first["pid"] and now["state"] == "ready"
+    reply = httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=60)
+    assert reply.status_code == 200
+
+    # Mended, the next handover works.
+    answer = _admin(server, "/admin/handover")
+    assert _handover(server, answer.json()["after"])["state"] == "done"
+
+
+def test_no_room_for_two_models_restarts_the_drained_way(start_server):
+    server = start_server(module=SUPERVISOR, HANDOVER_RESERVE_BYTES=str(2**50))  # more than any host has
+    first = _health(server)
+    answer = _admin(server, "/admin/handover")
+    assert answer.status_code == 202
+    fallback = _handover(server, answer.json()["after"])
+    assert fallback["state"] == "fallback"
+    assert "a second model needs" in fallback["why"] and "free" in fallback["why"]
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            now = _health(server)
+            if now["pid"] != first["pid"] and now["state"] == "ready":
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    else:
+        raise AssertionError("no fresh process after the fallback:\n" + server.log()[-3000:])
+    assert not _alive(first["pid"])
+
+
+def test_handover_needs_the_token_and_the_supervisor(start_server):
+    plain = start_server()
+    refused = _admin(plain, "/admin/handover")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "not_supervised"
+    assert _health(plain)["supervisor"] is None
+    supervised = start_server(module=SUPERVISOR)
+    assert _admin(supervised, "/admin/handover", token="wrong").status_code == 401
+    record = _health(supervised)["supervisor"]
+    assert record["pid"] == supervised.proc.pid and record["handovers"] == []
