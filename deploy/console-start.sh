@@ -13,9 +13,11 @@ if [ -n "${CONSOLE_OPERATOR_PASSWORD:-}" ]; then
 fi
 # CONSOLE_INSTANCES: space-separated "name,container,url,group" entries on host $CONSOLE_HOST_NAME.
 # The image runs its server under inference.supervisor: restarts replace the model process only,
-# unless INFERENCE_RESTART_IN_PLACE=0.
+# unless INFERENCE_RESTART_IN_PLACE=0; with INFERENCE_HANDOVER=1 they are handovers (a new model
+# process serves before the old one drains; it needs room for the weights twice on the GPU).
 in_place=""
 if [ "${INFERENCE_RESTART_IN_PLACE:-1}" = 1 ]; then in_place="--restart-in-place"; fi
+if [ "${INFERENCE_HANDOVER:-0}" = 1 ]; then in_place="$in_place --handover"; fi
 for entry in ${CONSOLE_INSTANCES:-}; do
   IFS=, read -r name container url group <<EOF_ENTRY
 $entry

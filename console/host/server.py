@@ -233,6 +233,37 @@ class ModelServer:
         pid = _json_field(response, "pid")
         return pid if isinstance(pid, int) else None
 
+    def handover(self) -> int:
+        """Ask the server's supervisor for a handover: a new model process beside the old one, which
+        drains once the new one serves. Returns the handover's id (its record in /health)."""
+        try:
+            response = self.http.post(self.url("/admin/handover"), headers=self._admin(), timeout=10)
+        except httpx.HTTPError as exc:
+            raise ServerError(Sentence(gettext_noop("no answer: %(why)s"), why=type(exc).__name__)) from exc
+        if response.status_code == 404:
+            raise NotOffered(Sentence(gettext_noop("this server offers no handover (POST /admin/handover)")))
+        handover = _json_field(response, "handover")
+        if response.status_code != 202 or not isinstance(handover, int):
+            raise ServerError(
+                Sentence(
+                    gettext_noop("HTTP %(status)s: %(why)s"), status=response.status_code, why=_error_message(response)
+                )
+            )
+        return handover
+
+    def handover_record(self, handover: int) -> dict | None:
+        """The supervisor's record of that handover (state, pids, phases) from /health; None when
+        there is no answer or no such record."""
+        try:
+            record = _json_field(self.http.get(self.url("/health"), timeout=3), "supervisor")
+        except httpx.HTTPError:
+            return None
+        handovers = record.get("handovers") if isinstance(record, dict) else None
+        for entry in handovers if isinstance(handovers, list) else []:
+            if isinstance(entry, dict) and entry.get("id") == handover:
+                return entry
+        return None
+
     def soft_reset(self) -> dict:
         """Free cached allocator memory without a restart; the body says before and after."""
         try:

@@ -348,6 +348,9 @@ class VllmServer(ModelServer):
     def restart_in_place(self) -> int | None:
         raise NotOffered(Sentence(gettext_noop("vLLM has no restart in place")))
 
+    def handover(self) -> int:
+        raise NotOffered(Sentence(gettext_noop("vLLM has no handover")))
+
     def soft_reset(self) -> dict:
         """Drop vLLM's prefix cache (POST /reset_prefix_cache, offered with VLLM_SERVER_DEV_MODE=1)."""
         try:

@@ -42,7 +42,7 @@ class InstanceAdmin(admin.ModelAdmin):
         ("Process", {"fields": ["command", "working_dir", "env"]}),
         (
             "Restarts (timeouts in seconds)",
-            {"fields": ["restart_in_place", "drain_timeout", "stop_timeout", "ready_timeout"]},
+            {"fields": ["handover", "restart_in_place", "drain_timeout", "stop_timeout", "ready_timeout"]},
         ),
     ]
 

@@ -146,6 +146,18 @@ class Instance(models.Model):
         ),
     )
 
+    handover = models.BooleanField(
+        "restart by handover",
+        default=False,
+        help_text=(
+            "Restarts start a new model process beside the old one, from its supervisor "
+            "(python -m inference.supervisor); the old one stops taking requests only once the new one "
+            "serves, then finishes its own: nobody is refused. Needs room for a second model on the "
+            "device (else the supervisor restarts in place, drained). Wins over restart in place; "
+            "a recreate is always whole."
+        ),
+    )
+
     drain_timeout = _positive_seconds(30, "Seconds to let in-flight requests finish before stopping.")
     stop_timeout = _positive_seconds(30, "Seconds between SIGTERM and SIGKILL.")
     ready_timeout = _positive_seconds(300, "Seconds to wait for /health/ready after a start.")
@@ -194,6 +206,8 @@ class Instance(models.Model):
             errors["gpu_indices"] = "GPU indices must be a list of integers between 0 and 63."
         if self.engine == self.Engine.VLLM and self.restart_in_place:
             errors["restart_in_place"] = "vLLM has no restart in place: its restarts are whole."
+        if self.engine == self.Engine.VLLM and self.handover:
+            errors["handover"] = "vLLM has no handover: its restarts are whole."
         if errors:
             raise ValidationError(errors)
 

@@ -143,7 +143,16 @@ def restart_in_place(ctx: Context) -> str:
         old_pid = ctx.server.restart_in_place()
     except ServerError as exc:
         return _restart_whole(ctx, Sentence(gettext_noop("in place refused: %(why)s"), why=_said(exc)))
-    began = time.monotonic()
+    replaced = _replaced(ctx, old_pid, time.monotonic())
+    if replaced is None:
+        why = Sentence(gettext_noop("model process %(pid)s did not end in time"), pid=old_pid)
+        return _restart_whole(ctx, why)
+    return replaced
+
+
+def _replaced(ctx: Context, old_pid: int | None, began: float) -> str | None:
+    """Once a process other than old_pid serves: what happened, the old processes' GPU memory
+    checked; None if that took longer than a drain and a stop may."""
     deadline = began + ctx.instance.drain_timeout + ctx.instance.stop_timeout
     while time.monotonic() < deadline:
         ctx.check()
@@ -164,13 +173,98 @@ def restart_in_place(ctx: Context) -> str:
                 Sentence(gettext_noop("the server %(state)s during its restart in place"), state=status.detail)
             )
         time.sleep(0.2)
-    return _restart_whole(ctx, Sentence(gettext_noop("model process %(pid)s did not end in time"), pid=old_pid))
+    return None
 
 
-def _restart_whole(ctx: Context, why: str) -> str:
-    """Stop and start in the restart-in-place step, which is then named for what it did."""
-    ctx.step_name = Sentence(gettext_noop("restart (whole: in place not possible — %(why)s)"), why=why)
-    return Sentences([step(ctx) for step in (stop, release, start)])
+def _restart_whole(ctx: Context, why: str, drained: bool = True) -> str:
+    """Stop and start in the restart-in-place or handover step, which is then named for what it did."""
+    if drained:
+        ctx.step_name = Sentence(gettext_noop("restart (whole: in place not possible — %(why)s)"), why=why)
+        return Sentences([step(ctx) for step in (stop, release, start)])
+    ctx.step_name = Sentence(gettext_noop("restart (whole: handover not possible — %(why)s)"), why=why)
+    return Sentences([step(ctx) for step in (drain, stop, release, start)])
+
+
+# The supervisor's phase names (inference/handover.py), as the pages say them.
+HANDOVER_PHASES = {
+    "new process started": gettext_noop("new process %(pid)s started at %(seconds).1f s"),
+    "new process serving": gettext_noop("new process %(pid)s serving at %(seconds).1f s (loaded in %(load).1f s)"),
+    "old process draining": gettext_noop("old process %(pid)s draining at %(seconds).1f s"),
+    "old process gone": gettext_noop("old process %(pid)s gone at %(seconds).1f s"),
+    "fallback: drained restart": gettext_noop("no room for a handover at %(seconds).1f s: %(why)s"),
+    "failed": gettext_noop("new process %(pid)s ended with code %(code)s at %(seconds).1f s"),
+}
+
+
+def _phases(record: dict) -> Sentences:
+    said = []
+    for phase in record.get("phases") or []:
+        if not isinstance(phase, dict):
+            continue
+        template = HANDOVER_PHASES.get(phase.get("name"))
+        seconds = phase.get("seconds") if isinstance(phase.get("seconds"), int | float) else 0
+        if template is None:  # a phase this console does not know yet
+            phase_name = str(phase.get("name"))[:100]
+            said.append(Sentence(gettext_noop("%(phase)s at %(seconds).1f s"), phase=phase_name, seconds=seconds))
+            continue
+        load = phase.get("load_seconds")
+        said.append(
+            Sentence(
+                template,
+                pid=phase.get("pid"),
+                seconds=seconds,
+                load=load if isinstance(load, int | float) else 0,
+                why=str(phase.get("why", ""))[:300],
+                code=phase.get("exit_code"),
+            )
+        )
+    return Sentences(said)
+
+
+def handover(ctx: Context) -> str:
+    """A new model process beside the old one, which drains once the new one serves
+    (inference.supervisor): nobody is refused. Where the server offers none, a drained whole restart;
+    where the supervisor finds no room for two models, its drained restart in place."""
+    ctx.old_pids = ctx.runtime.status(ctx.instance).pids
+    try:
+        handover_id = ctx.server.handover()
+    except ServerError as exc:
+        return _restart_whole(ctx, _said(exc), drained=False)
+    began = time.monotonic()
+    deadline = began + ctx.instance.ready_timeout + ctx.instance.drain_timeout + ctx.instance.stop_timeout
+    shown = 0
+    while time.monotonic() < deadline:
+        ctx.check()
+        record = ctx.server.handover_record(handover_id) or {}
+        phases = _phases(record)
+        if len(phases.parts) != shown:
+            shown = len(phases.parts)
+            progress.note_step(ctx.operation, phases)
+        state = record.get("state")
+        if state == "done":
+            return _gpu_released(ctx, [record.get("old_pid")], phases)
+        if state == "failed":
+            why = Sentence(gettext_noop("handover failed: %(why)s"), why=str(record.get("why", ""))[:300])
+            raise StepFailed(Sentences([*phases.parts, why]))
+        if state == "fallback":
+            ctx.step_name = Sentence(gettext_noop("restart in place (no room for a handover)"))
+            replaced = _replaced(ctx, record.get("old_pid"), began)
+            if replaced is None:
+                late = Sentence(gettext_noop("the old process did not end in time"))
+                raise StepFailed(Sentences([*phases.parts, late]))
+            return Sentences([*phases.parts, replaced])
+        status = ctx.runtime.status(ctx.instance)
+        if not status.running:
+            raise StepFailed(Sentence(gettext_noop("the server %(state)s during its handover"), state=status.detail))
+        time.sleep(0.2)
+    raise StepFailed(
+        Sentences(
+            [
+                *phases.parts,
+                Sentence(gettext_noop("the handover did not end in %(seconds).0f s"), seconds=time.monotonic() - began),
+            ]
+        )
+    )
 
 
 def start(ctx: Context) -> str:
@@ -277,13 +371,20 @@ RESTART_IN_PLACE = [
 ]
 
 
+HANDOVER = [
+    (Sentence(gettext_noop("handover")), handover),
+    (READY, wait_ready),
+    (VERIFY, verify),
+]
+
+
 def steps_for(operation: Operation) -> list:
-    if (
-        operation.kind == Operation.Kind.RESTART
-        and operation.instance.restart_in_place
-        and not operation.options.get("recreate")  # a new container is a whole restart by definition
-    ):
-        return RESTART_IN_PLACE
+    # A new container is a whole restart by definition.
+    if operation.kind == Operation.Kind.RESTART and not operation.options.get("recreate"):
+        if operation.instance.handover:
+            return HANDOVER
+        if operation.instance.restart_in_place:
+            return RESTART_IN_PLACE
     return STEPS[operation.kind]
 
 

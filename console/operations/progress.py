@@ -54,6 +54,13 @@ def begin_step(operation: Operation, name: str) -> dict:
     return step
 
 
+def note_step(operation: Operation, detail) -> None:
+    """What a long step has done so far, on the pages while it runs."""
+    step = {**operation.steps[-1], "detail": str(detail), "said": said(detail)}
+    _write(operation, steps=[*operation.steps[:-1], step])
+    announce(operation)
+
+
 def end_step(operation: Operation, step: dict, state: str, detail: str, name: str | None = None) -> None:
     """Close the running step; `name` when it turned out to be another step than planned."""
     finished = timezone.now()

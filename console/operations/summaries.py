@@ -73,6 +73,7 @@ def instance_summary(instance: Instance, sample: Sample | None = None, last: Ope
         "gpu_indices": instance.gpu_indices,
         "enabled": instance.enabled,
         "restart_in_place": instance.restart_in_place,
+        "handover": instance.handover,
         "status": status,
         "badge": "restarting" if active else status,
         "ready": status == "ready",

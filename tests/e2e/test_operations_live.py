@@ -46,7 +46,7 @@ def test_an_operation_started_by_the_api_appears_on_every_open_page(browser, sec
         card = f"#operation-live #operation-{number}[data-state=succeeded]"
         page.wait_for_selector(card, timeout=90_000)
         steps = page.locator(f"{card} li.step strong").all_inner_texts()
-        assert steps == ["drain", "restart in place", "ready", "verify"], steps
+        assert steps == ["handover", "ready", "verify"], steps
         row = page.locator("#operations tbody tr").filter(has=page.locator(f"a:text-is('{number}')"))
         row.filter(has_text="Succeeded").wait_for(timeout=15_000)
         assert "API" in row.inner_text() and "from a script" in row.inner_text()

@@ -34,10 +34,10 @@ def test_restart_from_the_instance_page_shows_each_step(browser, embedded_consol
     progress.wait_for()
     page.wait_for_selector("#operation-live .progress[data-state=succeeded]", timeout=90_000)
     steps = page.locator("#operation-live li.step").all_inner_texts()
-    # The demo runs under inference.supervisor: the model process is replaced, the imports kept.
-    assert [s.split(" done")[0].strip() for s in steps] == ["drain", "restart in place", "ready", "verify"], steps
+    # The demo runs under inference.supervisor: a new model process takes over, then the old one goes.
+    assert [s.split(" done")[0].strip() for s in steps] == ["handover", "ready", "verify"], steps
     assert all(" done " in f" {s} " for s in steps)
-    assert "replaced by" in steps[1]
+    assert "serving at" in steps[0] and "gone at" in steps[0]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "restart.png"), full_page=True)
     assert httpx.get(console.demo_url + "/health").json()["pid"] != old_pid

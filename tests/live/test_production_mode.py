@@ -171,7 +171,7 @@ def test_samples_logs_and_a_restart_reach_websocket_clients_through_redis(tmp_pa
             )
             assert restart.wait(30) == 0, restart.stdout.read()
             steps = {s["name"] for e in seen if e["type"] == "operation.updated" for s in e["data"]["steps"]}
-            assert {"drain", "restart in place", "ready", "verify"} <= steps  # the demo restarts in place
+            assert {"handover", "ready", "verify"} <= steps  # the demo's restarts are handovers
             receive_until(dashboard, lambda e: e["type"] == "sample" and e["data"]["status"] == "ready", timeout=30)
 
             # The beat process (its own process, the database scheduler) fires a schedule; the

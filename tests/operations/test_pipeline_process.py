@@ -87,6 +87,45 @@ def test_restart_in_place_of_a_server_without_supervisor_restarts_it_whole(manag
 
 
 @pytest.mark.django_db
+def test_handover_restart_refuses_no_request(managed):
+    from tests.inference.test_handover import Load
+
+    instance = managed("proc-h", command=SUPERVISED, handover=True, restart_in_place=True)
+    assert run(instance, "start").state == "succeeded"
+    first_pid = httpx.get(instance.base_url + "/health").json()["pid"]
+    load = Load(instance.base_url, clients=4)
+
+    restarted = run(instance, "restart")
+    results = load.finish()
+    assert restarted.state == "succeeded", restarted.error
+    assert [s["name"] for s in restarted.steps] == ["handover", "ready", "verify"]
+    detail = restarted.steps[0]["detail"]
+    for phase in ("new process", "serving at", f"old process {first_pid} draining", f"old process {first_pid} gone"):
+        assert phase in detail, detail
+    assert "GPU memory" in detail  # checked, or said why not
+    new = httpx.get(instance.base_url + "/health").json()
+    assert new["pid"] != first_pid and new["state"] == "ready"
+    assert first_pid not in ProcessRuntime().status(instance).pids
+    failures = [r for r in results if r[0] != "ok"]
+    assert results and not failures, failures[:5]
+    print(f"\nhandover restart (process runtime, smoke model): {restarted.duration:.2f} s, {len(results)} requests")
+
+
+@pytest.mark.django_db
+def test_handover_of_a_server_without_supervisor_restarts_it_whole(managed):
+    instance = managed("proc-i", handover=True)  # plain inference.server
+    assert run(instance, "start").state == "succeeded"
+    first_pid = httpx.get(instance.base_url + "/health").json()["pid"]
+    restarted = run(instance, "restart")
+    assert restarted.state == "succeeded", restarted.error
+    name, detail = restarted.steps[0]["name"], restarted.steps[0]["detail"]
+    assert name.startswith("restart (whole: handover not possible — HTTP 409: "), name
+    assert detail.startswith("drained") and "after SIGTERM" in detail and "spawned pid" in detail
+    new = httpx.get(instance.base_url + "/health").json()
+    assert new["pid"] != first_pid and new["state"] == "ready"
+
+
+@pytest.mark.django_db
 def test_soft_reset_reports_memory(managed):
     instance = managed("proc-b")
     run(instance, "start")

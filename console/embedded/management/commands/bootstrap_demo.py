@@ -39,9 +39,11 @@ class Command(BaseCommand):
                 "display_name": "Demo (smoke model, CPU)",
                 "host": host,
                 "runtime": Instance.Runtime.PROCESS,
-                # Under the supervisor: a restart replaces the model process only, keeping the imports.
+                # Under the supervisor: a restart is a handover, a new model process taking over from
+                # the old one with nobody refused (restart in place, keeping the imports, where it cannot).
                 "command": [sys.executable, "-m", "inference.supervisor"],
                 "restart_in_place": True,
+                "handover": True,
                 "working_dir": str(settings.BASE_DIR),
                 "env": {
                     "MODEL_PATH": str(model_dir),

@@ -40,6 +40,11 @@ class Command(BaseCommand):
             action="store_true",
             help="Restarts replace the model process only (the server runs python -m inference.supervisor).",
         )
+        parser.add_argument(
+            "--handover",
+            action="store_true",
+            help="Restarts are handovers: a new model process serves before the old one drains (inference.supervisor).",
+        )
         docker = parser.add_argument_group("a Docker container")
         docker.add_argument("--container", help="Container name.")
         docker.add_argument("--docker-url", help="The host worker's Docker endpoint, e.g. tcp://socket-proxy:2375.")
@@ -86,6 +91,7 @@ class Command(BaseCommand):
         instance.gpu_indices = gpus
         instance.admin_token = token
         instance.restart_in_place = o["restart_in_place"]
+        instance.handover = o["handover"]
         instance.engine = o["engine"]
         if o["drain_timeout"] is not None:
             instance.drain_timeout = o["drain_timeout"]
