@@ -112,7 +112,10 @@ FULL_VISION = {
 }
 
 
-def build_tokenizer(vocab_size: int):
+def build_tokenizer(vocab_size: int, cover: int = 0):
+    """A byte-level BPE tokenizer trained on CORPUS; with `cover`, padded with word tokens up to that
+    many ids, so that every id a model of that vocabulary can sample decodes to text (a random
+    full-size model samples from all 151,552; without them a streamed answer carried nothing)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -126,6 +129,8 @@ def build_tokenizer(vocab_size: int):
         show_progress=False,
     )
     tok.train_from_iterator([CORPUS] * 4, trainer=trainer)
+    if cover > tok.get_vocab_size():
+        tok = _covering(tok, cover)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|endoftext|>",
@@ -134,6 +139,31 @@ def build_tokenizer(vocab_size: int):
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
+
+
+def _covering(trained, size: int):
+    """The trained tokenizer with ids up to `size`: the added ones are words (" w1234") no merge
+    produces, so encoding is unchanged and each decodes to itself."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    state = json.loads(trained.to_str())
+    vocab = dict(state["model"]["vocab"])
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in state["model"]["merges"]]
+    for added in state["added_tokens"]:
+        vocab[added["content"]] = added["id"]
+    next_id = max(vocab.values()) + 1
+    number = 0
+    while next_id < size:
+        word = f"\u0120w{number}"  # "Ġ": the byte-level form of a leading space
+        number += 1
+        if word not in vocab:
+            vocab[word] = next_id
+            next_id += 1
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(SPECIAL_TOKENS)
+    return tok
 
 
 def image_processor():
@@ -157,9 +187,9 @@ def write_checkpoint(path: Path, full: bool = False, dtype: str = "bfloat16", se
 
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(600)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     text = dict(FULL_TEXT if full else SMOKE_TEXT)
+    tokenizer = build_tokenizer(600, cover=text["vocab_size"] if full else 0)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     if not full:
         text["vocab_size"] = len(tokenizer)
     config = Glm4vConfig(
