@@ -105,3 +105,29 @@ def test_supervised_restart_on_the_gpu_frees_the_old_process_memory(start_server
     assert response.status_code == 200, response.text
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(60) == 0
+
+
+def test_handover_on_the_gpu_under_load_refuses_nobody_and_frees_the_old_process(start_server):
+    """Two model processes on the GPU for a moment (the new one checked its room with
+    cudaMemGetInfo), then the old one gone with its memory."""
+    from tests.inference.test_handover import Load, _handover
+
+    server = start_server(module="inference.supervisor", DEVICE="cuda", DRAIN_TIMEOUT=30)
+    first = httpx.get(server.url + "/health").json()["pid"]
+    load = Load(server.url, clients=8)
+    time.sleep(1)
+    answer = httpx.post(server.url + "/admin/handover", headers={"Authorization": f"Bearer {server.token}"})
+    assert answer.status_code == 202, answer.text
+    done = _handover(server, answer.json()["after"])
+    time.sleep(1)
+    results = load.finish()
+    assert done["state"] == "done", done
+    failures = [r for r in results if r[0] != "ok"]
+    assert results and not failures, failures[:5]
+    deadline = time.monotonic() + 20
+    while first in {p.pid for p in gpu.processes()} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    holders = {p.pid for p in gpu.processes()}
+    assert first not in holders and done["new_pid"] in holders
+    health = httpx.get(server.url + "/health").json()
+    assert health["pid"] == done["new_pid"] and health["device"].startswith("cuda")

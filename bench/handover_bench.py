@@ -1,0 +1,218 @@
+"""What clients see of a restart: steady state, a restart in place and a handover, each under the
+same continuous streaming load, one server under inference.supervisor, one run.
+
+    python bench/handover_bench.py --out handover.json                  # the smoke model (CPU or GPU)
+    python bench/handover_bench.py --full --out handover.json           # the real GLM-4.6V-Flash shape
+
+Each of the `--clients` clients streams one chat answer (`--max-tokens`) after another on its own
+keep-alive connection. For each phase: requests, failures by kind (HTTP status or exception),
+latency and time to first token p50/p99 of the requests that began in it; for the restarts, the
+seconds from the request to the new process serving.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = {"Authorization": "Bearer bench"}
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4)
+
+
+class Load:
+    def __init__(self, base: str, clients: int, max_tokens: int):
+        self.url = base + "/v1/chat/completions"
+        self.body = {
+            "messages": [{"role": "user", "content": "Describe the picture in detail."}],
+            "max_tokens": max_tokens,
+            "stream": True,
+        }
+        self.stop = threading.Event()
+        self.records: list[dict] = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(clients)]
+        for thread in self.threads:
+            thread.start()
+
+    def client(self) -> None:
+        with httpx.Client(timeout=120) as client:
+            while not self.stop.is_set():
+                began = time.perf_counter()
+                first = None
+                outcome = "ok"
+                try:
+                    with client.stream("POST", self.url, json=self.body) as response:
+                        if response.status_code != 200:
+                            outcome = f"HTTP {response.status_code}"
+                        chunks = 0
+                        for line in response.iter_lines():
+                            if line.startswith("data: {"):
+                                chunks += 1
+                                first = first or time.perf_counter()
+                        if outcome == "ok" and not chunks:
+                            outcome = "empty"
+                except httpx.HTTPError as exc:
+                    outcome = type(exc).__name__
+                ended = time.perf_counter()
+                with self.lock:
+                    self.records.append(
+                        {"began": began, "ended": ended, "ttft": first and first - began, "outcome": outcome}
+                    )
+                if outcome != "ok":
+                    time.sleep(0.05)  # as a client's retry would
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(120)
+
+    def summary(self, since: float, until: float) -> dict:
+        chosen = [r for r in self.records if since <= r["began"] < until]
+        ok = [r for r in chosen if r["outcome"] == "ok"]
+        failures: dict[str, int] = {}
+        for r in chosen:
+            if r["outcome"] != "ok":
+                failures[r["outcome"]] = failures.get(r["outcome"], 0) + 1
+        latency = [r["ended"] - r["began"] for r in ok]
+        ttft = [r["ttft"] for r in ok if r["ttft"]]
+        return {
+            "requests": len(chosen),
+            "failed": len(chosen) - len(ok),
+            "failures": failures,
+            "latency_p50_s": percentile(latency, 0.5),
+            "latency_p99_s": percentile(latency, 0.99),
+            "ttft_p50_s": percentile(ttft, 0.5),
+            "ttft_p99_s": percentile(ttft, 0.99),
+            "mean_latency_s": round(statistics.fmean(latency), 4) if latency else None,
+        }
+
+
+def health(base: str) -> dict | None:
+    try:
+        return httpx.get(base + "/health", timeout=5).json()
+    except httpx.HTTPError:
+        return None
+
+
+def restart_in_place(base: str) -> float:
+    old = health(base)["pid"]
+    began = time.perf_counter()
+    assert httpx.post(base + "/admin/restart", headers=TOKEN, timeout=10).status_code == 202
+    while time.perf_counter() - began < 600:
+        now = health(base)
+        if now and now["pid"] != old and now["state"] == "ready":
+            return time.perf_counter() - began
+        time.sleep(0.02)
+    raise RuntimeError("no new process 600 s after the restart")
+
+
+def handover(base: str) -> dict:
+    began = time.perf_counter()
+    answer = httpx.post(base + "/admin/handover", headers=TOKEN, timeout=10)
+    assert answer.status_code == 202, answer.text
+    number = answer.json()["handover"]
+    while time.perf_counter() - began < 600:
+        record = (health(base) or {}).get("supervisor") or {}
+        last = next((h for h in record.get("handovers", []) if h["id"] == number), None)
+        if last and last["state"] != "running":
+            serving = next((p for p in last["phases"] if p["name"] == "new process serving"), None)
+            return {
+                "state": last["state"],
+                "why": last["why"],
+                "phases": last["phases"],
+                "new_process_serving_s": serving and serving["seconds"],
+                "request_to_done_s": round(time.perf_counter() - began, 3),
+            }
+        time.sleep(0.05)
+    raise RuntimeError("the handover did not end in 600 s")
+
+
+@contextlib.contextmanager
+def supervised(model: str, port: int, **env: str):
+    log = open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "a")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inference.supervisor"],
+        cwd=ROOT,
+        env={**os.environ, "MODEL_PATH": model, "PORT": str(port), "ADMIN_TOKEN": "bench", **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            now = health(base)
+            if now and now["state"] == "ready":
+                break
+            if proc.poll() is not None:
+                raise RuntimeError("the server exited during start")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="")
+    parser.add_argument("--full", action="store_true", help="the real GLM-4.6V-Flash shape, random weights")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--steady", type=float, default=20, help="seconds of steady state measured")
+    parser.add_argument("--port", type=int, default=8391)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    model = args.model or (
+        "/tmp/glm-4.6v-flash-random" if args.full else str(Path(tempfile.gettempdir()) / "handover-bench-smoke")
+    )
+    if not (Path(model) / "config.json").exists():
+        command = [sys.executable, "-m", "inference.smoke_model", model] + (["--full"] if args.full else [])
+        subprocess.run(command, cwd=ROOT, check=True)
+
+    result: dict = {"model": model, "clients": args.clients, "max_tokens": args.max_tokens}
+    with supervised(model, args.port, DRAIN_TIMEOUT="60") as base:
+        first = health(base)
+        result["device"], result["dtype"] = first["device"], first["dtype"]
+        load = Load(base, args.clients, args.max_tokens)
+        try:
+            time.sleep(3)  # every client past its first request
+            began = time.perf_counter()
+            time.sleep(args.steady)
+            result["steady"] = load.summary(began, time.perf_counter())
+
+            began = time.perf_counter()
+            result["restart_in_place_to_ready_s"] = round(restart_in_place(base), 3)
+            time.sleep(2)
+            result["restart_in_place"] = load.summary(began, time.perf_counter())
+
+            time.sleep(3)
+            began = time.perf_counter()
+            result["handover"] = handover(base)
+            time.sleep(2)
+            result["during_handover"] = load.summary(began, time.perf_counter())
+        finally:
+            load.finish()
+    print(json.dumps(result, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
