@@ -46,6 +46,7 @@ RESTART_EXIT = 75  # the child's exit code that asks for a fresh child (EX_TEMPF
 SUPERVISOR_ENV = "INFERENCE_SUPERVISOR_PID"  # set in the child: /admin/restart and /admin/handover are offered
 LISTEN_BACKLOG = 2048  # connections wait here while no model process accepts (a restart's load)
 POLL_SECONDS = 0.05
+RETIRE_GRACE_SECONDS = 10  # beyond DRAIN_TIMEOUT, for an old process to end after a handover
 
 
 def preload() -> None:
@@ -119,7 +120,9 @@ class Supervisor:
         self.serving = 0  # the model process clients are served by
         self.incoming = 0  # a handover's new process, until it serves
         self.incoming_says: int | None = None  # the read end of its pipe
-        self.retiring: set[int] = set()  # old processes finishing their requests
+        # Old processes finishing their requests, with when they must have ended: one that outlives
+        # its drain (hung, stopped) is killed, so a handover never waits on it for ever.
+        self.retiring: dict[int, float] = {}
         self.stopping = 0  # the signal that asked us to stop
         self.wanted = False  # a handover asked for (SIGUSR1), not yet begun
         self.fallback = False  # the serving process is draining for a restart a handover could not do
@@ -201,7 +204,7 @@ class Supervisor:
                 old, self.serving = self.serving, self.incoming
                 self.incoming = 0
                 self.record.serving(self.serving)
-                self.retiring.add(old)
+                self.retiring[old] = time.monotonic() + self.settings.drain_timeout + RETIRE_GRACE_SECONDS
                 self._signal(old, signal.SIGUSR2)
                 self.record.phase(current, "old process draining", pid=old)
                 logs.event(log, "handover: the new process serves", old_pid=old, new_pid=self.serving)
@@ -231,7 +234,7 @@ class Supervisor:
                 logs.event(log, "handover failed", logging.ERROR, why=why)
             return None
         if pid in self.retiring:
-            self.retiring.discard(pid)
+            del self.retiring[pid]
             self._close_pipe()
             if current is not None:
                 self.record.phase(current, "old process gone", pid=pid, exit_code=code)
@@ -285,7 +288,19 @@ class Supervisor:
                 self.begin_handover()
             if self.incoming_says is not None:
                 self.read_incoming()
+            self.kill_overdue()
             time.sleep(POLL_SECONDS)
+
+    def kill_overdue(self) -> None:
+        now = time.monotonic()
+        for pid, deadline in list(self.retiring.items()):
+            if now > deadline:
+                self.retiring[pid] = float("inf")  # killed once; its end is reaped as any other
+                current = self.record.current
+                if current is not None:
+                    self.record.phase(current, "old process killed", pid=pid)
+                logs.event(log, "the old process outlived its drain; killed", logging.WARNING, pid=pid)
+                self._signal(pid, signal.SIGKILL)
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 drains, under continuous streaming load, on real processes."""
 
 import json
+import os
 import shutil
+import signal
 import threading
 import time
 
@@ -144,3 +146,23 @@ def test_handover_needs_the_token_and_the_supervisor(start_server):
     assert _admin(supervised, "/admin/handover", token="wrong").status_code == 401
     record = _health(supervised)["supervisor"]
     assert record["pid"] == supervised.proc.pid and record["handovers"] == []
+
+
+def test_a_hung_old_process_is_killed_once_it_outlives_its_drain(start_server):
+    server = start_server(module=SUPERVISOR, DRAIN_TIMEOUT=2)
+    first = _health(server)
+    os.kill(first["pid"], signal.SIGSTOP)  # hung: it neither answers nor ends
+    try:
+        os.kill(server.proc.pid, signal.SIGUSR1)  # what /admin/handover asks of the supervisor
+        done = _handover(server, 0, timeout=120)
+    finally:
+        if _alive(first["pid"]):
+            os.kill(first["pid"], signal.SIGCONT)
+    assert done["state"] == "done", done
+    names = [p["name"] for p in done["phases"]]
+    assert names[-2:] == ["old process killed", "old process gone"], names
+    killed = next(p for p in done["phases"] if p["name"] == "old process killed")
+    serving = next(p for p in done["phases"] if p["name"] == "new process serving")
+    assert killed["seconds"] - serving["seconds"] >= 2 + 10 - 0.5  # its drain and the grace, not sooner
+    assert not _alive(first["pid"])
+    assert _health(server)["pid"] == done["new_pid"]
