@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from console.alerts.models import AlertDelivery
-from console.instances.models import Instance
+from console.instances.models import Host, Instance
 from console.operations.models import Operation, Rollout
 from console.operations.summaries import last_operations
 from console.schedules.models import ScheduleRun
@@ -167,7 +167,15 @@ class ConsoleCollector(Collector):
         )
         for host, seconds in sorted(host_age.items()):
             hosts.add_metric([host], seconds)
+        reports = GaugeMetricFamily(
+            f"{PREFIX}_host_report_age_seconds",
+            "Seconds since the host's worker last reported (every sampling round, instances or not)",
+            labels=["host"],
+        )
+        for name, seen_at in Host.objects.exclude(seen_at=None).values_list("name", "seen_at").order_by("name"):
+            reports.add_metric([name], (now - seen_at).total_seconds())
         yield from (
+            reports,
             status,
             up,
             ready,

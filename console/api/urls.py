@@ -4,6 +4,8 @@ from console.api import views
 
 app_name = "api"
 urlpatterns = [
+    path("hosts/", views.hosts, name="hosts"),
+    path("hosts/<slug:name>/", views.host, name="host"),
     path("instances/", views.instances, name="instances"),
     path("instances/<slug:name>/", views.instance, name="instance"),
     path("instances/<slug:name>/operations/", views.operate, name="operate"),

@@ -11,12 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from console.api.auth import user_from_token
 from console.api.metrics import ConsoleCollector
-from console.instances.models import Instance
+from console.instances.models import Host, Instance
 from console.operations.forms import OperationForm, RolloutForm, form_errors
 from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
 from console.operations.rollout import request_rollout
 from console.operations.summaries import instance_summaries, operation_summary, rollout_summary
+from console.telemetry.hosts import host_summaries, host_summary, hosts_with_counts
 
 OPERATE = "instances.operate_instance"
 MAX_BODY_BYTES = 64 * 1024
@@ -76,8 +77,28 @@ def api_view(methods: list[str]):
 
 @api_view(["GET"])
 def instances(request):
+    """Every instance; ?host= and ?group= filter (an unknown host is a 404, not an empty list)."""
     items = Instance.objects.select_related("host").order_by("name")
+    host, group = request.GET.get("host"), request.GET.get("group")
+    if host:
+        if not Host.objects.filter(name=host).exists():
+            return error(404, f"no host named {host[:100]!r}")
+        items = items.filter(host__name=host)
+    if group:
+        items = items.filter(group=group)
     return JsonResponse({"instances": instance_summaries(items)})
+
+
+@api_view(["GET"])
+def hosts(request):
+    """Every host: online (its worker reported lately), its last report's age, GPUs and counts."""
+    return JsonResponse({"hosts": host_summaries()})
+
+
+@api_view(["GET"])
+def host(request, name: str):
+    item = get_object_or_404(hosts_with_counts(), name=name)
+    return JsonResponse(host_summary(item))
 
 
 @api_view(["GET"])

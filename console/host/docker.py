@@ -64,6 +64,18 @@ class DockerRuntime:
             exit_code=state.get("ExitCode"),
         )
 
+    def signal_supervisor(self, instance, supervisor_pid: int, signum: int) -> bool:
+        """Signal the container's first process if it is the supervisor the server named (pid 1 in
+        the container's namespace); False when it is not."""
+        container = self._container(instance)
+        if container is None or supervisor_pid != 1:
+            return False
+        try:
+            container.kill(signal=int(signum))
+        except (APIError, DockerException, requests.RequestException) as exc:
+            raise RuntimeFailure(Sentence(gettext_noop("Docker Engine error: %(why)s"), why=_explain(exc))) from exc
+        return True
+
     def pids(self, container) -> list[int]:
         """Host PIDs of the container's processes (to map GPU processes to the instance)."""
         try:

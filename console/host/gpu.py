@@ -127,3 +127,24 @@ class Snapshot:
                 {"pid": p.pid, "gpu": p.gpu_index, "used": p.used_bytes, "ours": p.pid in mine} for p in procs
             ],
         }
+
+    def for_host(self, owners: dict[int, str]) -> list[dict]:
+        """Every device with the processes holding its memory, each named by the instance whose
+        pid it is (owners: pid -> instance name; None for a process of no instance)."""
+        return [
+            {
+                "index": d.index,
+                "name": d.name,
+                "used": d.used_bytes,
+                "total": d.total_bytes,
+                "util": d.utilisation,
+                "temp": d.temperature,
+                "power": d.power_watts,
+                "processes": [
+                    {"pid": p.pid, "used": p.used_bytes, "instance": owners.get(p.pid)}
+                    for p in self.processes
+                    if p.gpu_index == d.index
+                ],
+            }
+            for d in self.devices
+        ]

@@ -256,6 +256,15 @@ class ProcessRuntime:
                 return
             time.sleep(0.05)
 
+    def signal_supervisor(self, instance, supervisor_pid: int, signum: int) -> bool:
+        """Signal the instance's main process if it is the supervisor the server named (its pid);
+        False when it is not, so a process that would die of the signal never gets it."""
+        record = self._record(instance)
+        if record is None or record["pid"] != supervisor_pid:
+            return False
+        self._signal_leader(record, signum)
+        return True
+
     def log_tail(self, instance, lines: int = 50) -> list[str]:
         return tail_lines(log_path(instance), lines)
 

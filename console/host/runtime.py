@@ -33,6 +33,9 @@ class Runtime(Protocol):
 
     def stop(self, instance, timeout: float) -> StopResult: ...
 
+    def signal_supervisor(self, instance, supervisor_pid: int, signum: int) -> bool:
+        """Signal the main process if it is the supervisor named; False if it is not."""
+
     def log_tail(self, instance, lines: int = 50) -> list[str]: ...
 
     def log_cursor(self, instance) -> "LogCursor": ...

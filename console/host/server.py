@@ -23,6 +23,10 @@ class NotOffered(ServerError):
     """The server has no such endpoint (HTTP 404): a capability it lacks, not a failure."""
 
 
+class NoAnswer(ServerError):
+    """The server did not answer at all (refused, timed out): hung or gone, not refusing."""
+
+
 @dataclass
 class Probe:
     """One GET /health: whether it answered sensibly, how fast, and what it said."""
@@ -239,7 +243,7 @@ class ModelServer:
         try:
             response = self.http.post(self.url("/admin/handover"), headers=self._admin(), timeout=10)
         except httpx.HTTPError as exc:
-            raise ServerError(Sentence(gettext_noop("no answer: %(why)s"), why=type(exc).__name__)) from exc
+            raise NoAnswer(Sentence(gettext_noop("no answer: %(why)s"), why=type(exc).__name__)) from exc
         if response.status_code == 404:
             raise NotOffered(Sentence(gettext_noop("this server offers no handover (POST /admin/handover)")))
         handover = _json_field(response, "handover")
@@ -251,18 +255,20 @@ class ModelServer:
             )
         return handover
 
-    def handover_record(self, handover: int) -> dict | None:
-        """The supervisor's record of that handover (state, pids, phases) from /health; None when
-        there is no answer or no such record."""
+    def handover_record(self, handover: int | None, since: float = 0) -> dict | None:
+        """The supervisor's record of that handover (state, pids, phases) from /health, or, without an
+        id, of the newest one begun after `since` (a Unix time); None when there is no answer or no
+        such record."""
         try:
             record = _json_field(self.http.get(self.url("/health"), timeout=3), "supervisor")
         except httpx.HTTPError:
             return None
         handovers = record.get("handovers") if isinstance(record, dict) else None
-        for entry in handovers if isinstance(handovers, list) else []:
-            if isinstance(entry, dict) and entry.get("id") == handover:
-                return entry
-        return None
+        entries = [e for e in handovers if isinstance(e, dict)] if isinstance(handovers, list) else []
+        if handover is None:
+            begun = [e for e in entries if isinstance(e.get("began"), int | float) and e["began"] >= since]
+            return begun[-1] if begun else None
+        return next((e for e in entries if e.get("id") == handover), None)
 
     def soft_reset(self) -> dict:
         """Free cached allocator memory without a restart; the body says before and after."""

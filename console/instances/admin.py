@@ -6,8 +6,9 @@ from console.instances.models import Host, Instance
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["name", "queue", "docker_url", "instance_count", "created"]
+    list_display = ["name", "queue", "docker_url", "instance_count", "seen_at", "created"]
     search_fields = ["name", "notes"]
+    readonly_fields = ["seen_at", "nvml"]
 
     @admin.display(description="instances")
     def instance_count(self, host: Host) -> int:

@@ -66,6 +66,17 @@ class Host(models.Model):
     )
     notes = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True)
+    # Written by the host's worker at each sampling round: its sign of life and what NVML saw.
+    seen_at = models.DateTimeField(
+        "last report", null=True, blank=True, editable=False, help_text="The end of its worker's last sampling round."
+    )
+    gpus = models.JSONField(
+        default=list, blank=True, editable=False, help_text="Its worker's last NVML snapshot, with owners."
+    )
+    nvml = models.CharField("NVML", max_length=300, blank=True, editable=False, help_text="Why NVML gave nothing.")
+    reported_by = models.CharField(
+        max_length=200, blank=True, editable=False, help_text="The worker that reported: its host name, machine, pid."
+    )
 
     class Meta:
         ordering = ["name"]

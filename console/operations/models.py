@@ -50,6 +50,9 @@ class Operation(models.Model):
     log_tail = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Times a worker picked it up.")
     heartbeat = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of the worker running it.")
+    worker = models.CharField(
+        max_length=200, blank=True, help_text="The worker of the last attempt: its host name, machine and pid."
+    )
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)

@@ -6,6 +6,7 @@ raises StepFailed with the reason.
 """
 
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,12 +19,14 @@ from django.utils import timezone
 
 from console.host import gpu
 from console.host.engines import server_for
+from console.host.identity import worker_identity
 from console.host.runtime import Runtime, RuntimeFailure
 from console.host.runtimes import runtime_for
-from console.host.server import ModelServer, NotOffered, ServerError
+from console.host.server import ModelServer, NoAnswer, NotOffered, ServerError
 from console.operations import progress
 from console.operations.models import Operation
 from console.sentences import Sentence, Sentences, gettext_noop
+from console.telemetry.latest import is_fresh, latest_samples
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +194,7 @@ HANDOVER_PHASES = {
     "new process serving": gettext_noop("new process %(pid)s serving at %(seconds).1f s (loaded in %(load).1f s)"),
     "old process draining": gettext_noop("old process %(pid)s draining at %(seconds).1f s"),
     "old process gone": gettext_noop("old process %(pid)s gone at %(seconds).1f s"),
+    "old process killed": gettext_noop("old process %(pid)s killed at %(seconds).1f s: it outlived its drain"),
     "fallback: drained restart": gettext_noop("no room for a handover at %(seconds).1f s: %(why)s"),
     "failed": gettext_noop("new process %(pid)s ended with code %(code)s at %(seconds).1f s"),
 }
@@ -221,13 +225,38 @@ def _phases(record: dict) -> Sentences:
     return Sentences(said)
 
 
+def _ask_supervisor(ctx: Context) -> Sentence | None:
+    """SIGUSR1 to the instance's supervisor, when the latest fresh sample named it and it is still the
+    instance's main process; what was done, or None."""
+    sample = latest_samples([ctx.instance]).get(ctx.instance.pk)
+    pid = sample.data.get("supervisor_pid") if is_fresh(sample) else None
+    if not isinstance(pid, int):
+        return None
+    try:
+        if not ctx.runtime.signal_supervisor(ctx.instance, pid, signal.SIGUSR1):
+            return None
+    except RuntimeFailure:
+        return None
+    return Sentence(gettext_noop("the model process did not answer: handover asked of its supervisor (SIGUSR1)"))
+
+
 def handover(ctx: Context) -> str:
     """A new model process beside the old one, which drains once the new one serves
     (inference.supervisor): nobody is refused. Where the server offers none, a drained whole restart;
     where the supervisor finds no room for two models, its drained restart in place."""
     ctx.old_pids = ctx.runtime.status(ctx.instance).pids
+    asked_at = time.time() - 1
+    signalled = None
     try:
         handover_id = ctx.server.handover()
+    except NoAnswer as exc:
+        # A hung model process cannot answer; its supervisor can still start a new one (SIGUSR1),
+        # and will kill the hung one once it outlives its drain.
+        signalled = _ask_supervisor(ctx)
+        if signalled is None:
+            return _restart_whole(ctx, _said(exc), drained=False)
+        handover_id = None
+        progress.note_step(ctx.operation, signalled)
     except ServerError as exc:
         return _restart_whole(ctx, _said(exc), drained=False)
     began = time.monotonic()
@@ -235,8 +264,10 @@ def handover(ctx: Context) -> str:
     shown = 0
     while time.monotonic() < deadline:
         ctx.check()
-        record = ctx.server.handover_record(handover_id) or {}
+        record = ctx.server.handover_record(handover_id, since=asked_at) or {}
         phases = _phases(record)
+        if signalled is not None:
+            phases = Sentences([signalled, *phases.parts])
         if len(phases.parts) != shown:
             shown = len(phases.parts)
             progress.note_step(ctx.operation, phases)
@@ -415,8 +446,13 @@ def claim(operation_id: int) -> Operation | None:
             raise Busy(operation_id)
         operation.attempts += 1
         operation.state, operation.started, operation.heartbeat = Operation.State.RUNNING, operation.started or now, now
+        operation.worker = worker_identity()
         Operation.objects.filter(pk=operation_id).update(
-            state=operation.state, attempts=operation.attempts, started=operation.started, heartbeat=now
+            state=operation.state,
+            attempts=operation.attempts,
+            started=operation.started,
+            heartbeat=now,
+            worker=operation.worker,
         )
     return operation
 

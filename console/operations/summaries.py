@@ -28,6 +28,8 @@ def operation_summary(operation: Operation) -> dict:
         "started": operation.started.isoformat() if operation.started else None,
         "finished": operation.finished.isoformat() if operation.finished else None,
         "duration": operation.duration,
+        "worker": operation.worker,
+        "attempts": operation.attempts,
     }
 
 

@@ -10,16 +10,18 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import httpx
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from console.host import gpu, sockets
 from console.host.engines import server_for
+from console.host.identity import worker_identity
 from console.host.logs import current_follower
 from console.host.runtime import RuntimeFailure
 from console.host.runtimes import runtime_for
 from console.host.server import Probe
-from console.instances.models import Instance
+from console.instances.models import Host, Instance
 from console.live import events
 from console.sentences import Sentence, gettext_noop, said
 from console.telemetry.models import Sample
@@ -89,6 +91,10 @@ def collect(instance, snapshot: gpu.Snapshot, client: httpx.Client | None = None
         "health_state": probe.state,
         "uptime": probe.health.get("uptime_seconds"),
         "server_pid": probe.health.get("pid"),
+        # inference.supervisor's pid: a handover can be asked of it by signal when its model process hangs.
+        "supervisor_pid": (probe.health.get("supervisor") or {}).get("pid")
+        if isinstance(probe.health.get("supervisor"), dict)
+        else None,
         "tcp": dict(states) if states is not None else None,
         "signatures": dict(errors),
         "gpu": gpu_figures,
@@ -103,30 +109,49 @@ def collect(instance, snapshot: gpu.Snapshot, client: httpx.Client | None = None
 
 def record(instance, sample: dict) -> Sample:
     row = Sample.objects.create(instance=instance, at=timezone.now(), **sample)
-    events.publish(instance.name, events.SAMPLE, row.summary())
+    events.publish(instance.name, events.SAMPLE, {**row.summary(), "host": instance.host.name})
     return row
+
+
+_warned: set[str] = set()
 
 
 def sample_host(host_name: str, workers: int = 8) -> int:
     """One round over the host's enabled instances, probes in parallel. Returns samples stored.
 
-    Receivers of `samples_recorded` (the watchdog) hear about the round once it is stored.
+    The round ends with the host's own report (its sign of life and NVML snapshot), written even
+    when it has no instance. Receivers of `samples_recorded` (the watchdog) hear about the round
+    once it is stored.
     """
     instances = list(Instance.objects.filter(host__name=host_name, enabled=True).select_related("host"))
-    if not instances:
-        return 0
     snapshot = gpu.Snapshot()
+    owners: dict[int, str] = {}
 
     def one(instance) -> int | None:
         try:
-            return record(instance, collect(instance, snapshot, client)).instance_id
+            row = record(instance, collect(instance, snapshot, client))
+            owners.update(dict.fromkeys(row.data.get("pids") or [], instance.name))
+            return row.instance_id
         except Exception:  # one broken instance never stops the others' samples
             log.exception("sampling %s failed", instance.name)
             return None
         finally:
             connection.close()  # pool threads end with the round; so do their connections
 
-    with httpx.Client() as client, ThreadPoolExecutor(max_workers=min(workers, len(instances))) as pool:
-        sampled = [pk for pk in pool.map(one, instances) if pk is not None]
-    samples_recorded.send(sender=Sample, host_name=host_name, instance_ids=sampled)
+    sampled = []
+    if instances:
+        with httpx.Client() as client, ThreadPoolExecutor(max_workers=min(workers, len(instances))) as pool:
+            sampled = [pk for pk in pool.map(one, instances) if pk is not None]
+    Host.objects.filter(name=host_name).update(
+        seen_at=timezone.now(),
+        gpus=snapshot.for_host(owners),
+        nvml=str(snapshot.error)[:300],
+        reported_by=worker_identity(),
+    )
+    if host_name != settings.CONSOLE_HOST_NAME and host_name not in _warned:
+        # A worker on another host's queue reads its own machine's NVML and processes: said once.
+        _warned.add(host_name)
+        log.warning("sampled host %s from a worker set up for host %s", host_name, settings.CONSOLE_HOST_NAME)
+    if instances:
+        samples_recorded.send(sender=Sample, host_name=host_name, instance_ids=sampled)
     return len(sampled)

@@ -9,8 +9,9 @@ from console.telemetry import retention, sampler
 
 @shared_task(ignore_result=True)
 def sample_all() -> int:
-    """Ask every host's worker for one sampling round (dropped if not taken within one interval)."""
-    hosts = list(Host.objects.filter(instances__enabled=True).distinct().values_list("name", flat=True))
+    """Ask every host's worker for one sampling round (dropped if not taken within one interval);
+    a host without instances reports too, so that its page says whether its worker lives."""
+    hosts = list(Host.objects.values_list("name", flat=True))
     for name in hosts:
         sample_host.apply_async(args=[name], queue=host_queue(name), expires=settings.TELEMETRY_SAMPLE_SECONDS)
     return len(hosts)

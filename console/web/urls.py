@@ -9,6 +9,7 @@ from console.web.views import accounts, audit, instances, operations, schedules,
 instance_pages = [
     path("", instances.instance_list, name="list"),
     path("instances/<slug:name>/", instances.instance_detail, name="detail"),
+    path("hosts/<slug:name>/", instances.host_detail, name="host"),
     path("instances/<slug:name>/operations/", instances.operate, name="operate"),
     path("instances/<slug:name>/try/", instances.try_instance, name="try"),
     path("instances/<slug:name>/operations/latest/", instances.operation_card, name="operation-card"),

@@ -35,6 +35,13 @@
   const liveState = document.querySelector("[data-live-state]");
   const samples = {};  // instance name -> its latest sample
   const running = {};  // instance name -> its queued or running operation
+  const initial = JSON.parse((document.getElementById("live-state") || {}).textContent || "{}");
+  // A sample counts this long; after it the badge says "no data" and the host, offline. Ages are
+  // kept on this browser's clock (received = now - age at render), so clocks need not agree.
+  const staleMs = (initial.stale_seconds || 90) * 1000;
+  const hostSeen = {};  // host name -> when its worker last reported, on this browser's clock
+  Object.entries(initial.hosts || {}).forEach(([h, age]) => { if (age != null) hostSeen[h] = Date.now() - age * 1000; });
+  const ageOf = (received) => Math.round((Date.now() - received) / 1000);
 
   function scopeOf(name) {
     if (kind === "dashboard") return document.querySelector('[data-instance="' + CSS.escape(name) + '"]');
@@ -50,20 +57,37 @@
     const scope = scopeOf(name);
     if (!scope) return;
     const op = running[name], d = samples[name];
-    const status = op ? "restarting" : d ? d.status : "unknown";
+    const stale = d && Date.now() - d.received > staleMs;
+    const status = op ? "restarting" : d && !stale ? d.status : "unknown";
     scope.querySelectorAll('[data-field="status"]').forEach((el) => {
       el.className = "badge " + status;
       el.textContent = labels[status] || status;
     });
-    setField(scope, "detail", op ? (op.kind_display || op.kind) + " · " + (op.state_display || op.state) : d ? say(d.detail_said || d.detail) : "");
+    const silent = { id: "no report from host %(host)s for %(seconds)s s", params: { host: d && d.host, seconds: d && ageOf(d.received) } };
+    setField(scope, "detail", op ? (op.kind_display || op.kind) + " · " + (op.state_display || op.state) : d ? say(stale ? silent : d.detail_said || d.detail) : "");
+  }
+  // Host cards: online while their worker's reports keep coming.
+  function renderHosts() {
+    document.querySelectorAll("[data-host-card]").forEach((card) => {
+      const seen = hostSeen[card.dataset.hostCard];
+      if (seen == null) return;
+      const online = Date.now() - seen <= staleMs;
+      const badge = card.querySelector('[data-field="host-state"]');
+      badge.className = "badge " + (online ? "ready" : "down");
+      badge.textContent = word(online ? "online" : "offline");
+      card.querySelector('[data-field="host-seen"]').textContent = say({ id: "reported %(seconds)s s ago", params: { seconds: ageOf(seen) } });
+    });
   }
 
   // -- samples: badges and figures
   function applySample(name, d, live) {
     const scope = scopeOf(name);
     if (!scope) return;
+    d.received = Date.now() - (d.age || 0) * 1000;
     samples[name] = d;
+    if (d.host && (hostSeen[d.host] == null || hostSeen[d.host] < d.received)) hostSeen[d.host] = d.received;
     renderBadge(name);
+    renderHosts();
     setField(scope, "gpu", gib(d.gpu_used) + " / " + gib(d.gpu_total) + " GiB");
     const bar = scope.querySelector('[data-field="gpu_bar"]');
     if (bar) bar.style.width = (d.gpu_used && d.gpu_total ? Math.min(100, Math.round((d.gpu_used * 100) / d.gpu_total)) : 0) + "%";
@@ -121,9 +145,10 @@
     field("state").textContent = word(d.state);
   }
 
-  const initial = JSON.parse((document.getElementById("live-state") || {}).textContent || "{}");
   Object.entries(initial.operations || {}).forEach(([name, d]) => applyOperation(name, d, false));
   Object.entries(initial.samples || {}).forEach(([name, d]) => applySample(name, d, false));
+  renderHosts();
+  setInterval(() => { Object.keys(samples).forEach(renderBadge); renderHosts(); }, 5000);
 
   // -- log panel: bounded, filterable, follow or pause; JSON lines in columns unless "raw"
   const logs = (function () {

@@ -1,5 +1,7 @@
 """The restart pipeline against real inference server processes (process runtime)."""
 
+import os
+import signal
 import sys
 
 import httpx
@@ -109,6 +111,33 @@ def test_handover_restart_refuses_no_request(managed):
     failures = [r for r in results if r[0] != "ok"]
     assert results and not failures, failures[:5]
     print(f"\nhandover restart (process runtime, smoke model): {restarted.duration:.2f} s, {len(results)} requests")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hung_model_process_is_handed_over_by_signalling_its_supervisor(managed):
+    from console.telemetry import sampler
+
+    instance = managed("proc-j", command=SUPERVISED, handover=True, drain_timeout=2)
+    instance.env = {**instance.env, "DRAIN_TIMEOUT": "2"}
+    instance.save()
+    assert run(instance, "start").state == "succeeded"
+    sampler.sample_host("local")  # the sample names the supervisor
+    supervisor = min(ProcessRuntime().status(instance).pids)
+    hung = httpx.get(instance.base_url + "/health").json()["pid"]
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        restarted = run(instance, "restart")
+    finally:
+        if hung in ProcessRuntime().status(instance).pids:
+            os.kill(hung, signal.SIGCONT)
+    assert restarted.state == "succeeded", restarted.error
+    assert [s["name"] for s in restarted.steps] == ["handover", "ready", "verify"]
+    detail = restarted.steps[0]["detail"]
+    assert "handover asked of its supervisor (SIGUSR1)" in detail, detail
+    assert f"old process {hung} killed" in detail and f"old process {hung} gone" in detail, detail
+    pids = ProcessRuntime().status(instance).pids
+    assert hung not in pids and supervisor in pids  # the supervisor stayed; the hung process is gone
+    assert httpx.get(instance.base_url + "/health/ready").status_code == 200
 
 
 @pytest.mark.django_db

@@ -42,6 +42,10 @@ LIVE_WORDS = {
     "unreachable: %(why)s": _("unreachable: %(why)s"),
     "/health did not return JSON": _("/health did not return JSON"),
     "/health did not return a JSON object": _("/health did not return a JSON object"),
+    "no report from host %(host)s for %(seconds)s s": _("no report from host %(host)s for %(seconds)s s"),
+    "online": _("online"),
+    "offline": _("offline"),
+    "reported %(seconds)s s ago": _("reported %(seconds)s s ago"),
 }
 
 
@@ -71,3 +75,9 @@ STEP_STATES = {"done": _("done"), "failed": _("failed"), "running": _("running")
 @register.filter
 def step_state(state: str) -> str:
     return str(STEP_STATES.get(state, state))
+
+
+@register.filter
+def gib(value) -> str:
+    """Bytes as GiB with one decimal; a dash for nothing."""
+    return f"{value / 2**30:.1f}" if isinstance(value, int | float) else "–"

@@ -2,6 +2,7 @@
 
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
@@ -15,17 +16,27 @@ from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
 from console.operations.summaries import last_operations, operation_summary
 from console.operations.tasks import try_instance as try_instance_task
-from console.telemetry.latest import is_fresh, latest_samples
+from console.telemetry.hosts import host_summaries, host_summary, hosts_with_counts
+from console.telemetry.latest import is_fresh, latest_samples, stale_after
 from console.telemetry.series import RANGES
 from console.watchdog.models import Watchdog
 from console.web.access import MAY_NOT_OPERATE, OPERATE, role_required
 
 
-def live_state(instances, samples: dict, operations: dict) -> dict:
-    """What live.js shows before the first event arrives, in the shape of the events themselves."""
+def live_state(instances, samples: dict, operations: dict, hosts=()) -> dict:
+    """What live.js shows before the first event arrives, in the shape of the events themselves;
+    with each sample's and host report's age, so that the page turns a badge to "no data" (and a
+    host to offline) once nothing new has come for the window in which a sample still counts."""
+    now = timezone.now()
     return {
-        "samples": {i.name: samples[i.pk].summary() for i in instances if i.pk in samples},
+        "samples": {
+            i.name: {**samples[i.pk].summary(), "age": (now - samples[i.pk].at).total_seconds(), "host": i.host.name}
+            for i in instances
+            if i.pk in samples
+        },
         "operations": {i.name: operation_summary(operations[i.pk]) for i in instances if i.pk in operations},
+        "hosts": {h["name"]: h["seen_age_seconds"] for h in hosts},
+        "stale_seconds": stale_after().total_seconds(),
     }
 
 
@@ -42,18 +53,40 @@ def instance_list(request):
         .exclude(needs_attention_since=None)
         .values_list("instance_id", flat=True)
     )
+    hosts = host_summaries()
     return render(
         request,
         "instances/list.html",
         {
             "rows": [(instance, instance.pk in attention) for instance in instances],
-            "live_state": live_state(instances, latest_samples(instances), last_operations(instances)),
+            "live_state": live_state(instances, latest_samples(instances), last_operations(instances), hosts),
+            "host_cards": hosts,
             "hosts": sorted({h for h, _g in choices}),
             "groups": sorted({g for _h, g in choices if g}),
             "host": host,
             "group": group,
             "can_operate": request.user.has_perm(OPERATE),
             "rollouts": Rollout.objects.exclude(state__in=[Rollout.State.SUCCEEDED, Rollout.State.FAILED])[:5],
+        },
+    )
+
+
+@role_required()
+@require_GET
+def host_detail(request, name: str):
+    """A host: whether its worker reports, its GPUs from the worker's last NVML snapshot with what
+    each instance (or a process of none) holds, and its instances."""
+    host = get_object_or_404(hosts_with_counts(), name=name)
+    instances = list(host.instances.select_related("host").order_by("group", "name"))
+    summary = host_summary(host)
+    template = "instances/_host_gpus.html" if request.htmx else "instances/host.html"
+    return render(
+        request,
+        template,
+        {
+            "host": summary,
+            "rows": [(instance, False) for instance in instances],
+            "live_state": live_state(instances, latest_samples(instances), last_operations(instances), [summary]),
         },
     )
 

@@ -14,7 +14,7 @@ from console.web.access import MAY_NOT_OPERATE, OPERATE, role_required
 @role_required()
 @require_GET
 def operation_detail(request, pk: int):
-    operation = get_object_or_404(Operation.objects.select_related("instance", "requested_by"), pk=pk)
+    operation = get_object_or_404(Operation.objects.select_related("instance__host", "requested_by"), pk=pk)
     template = "operations/_progress.html" if request.htmx else "operations/detail.html"
     return render(request, template, {"operation": operation})
 
