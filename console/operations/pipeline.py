@@ -26,7 +26,8 @@ from console.host.server import ModelServer, NoAnswer, NotOffered, ServerError
 from console.operations import progress
 from console.operations.models import Operation
 from console.sentences import Sentence, Sentences, gettext_noop
-from console.telemetry.latest import is_fresh, latest_samples
+from console.telemetry.latest import stale_after
+from console.telemetry.models import Sample
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 RELEASE_TIMEOUT = 20.0
 LOG_TAIL_LINES = 40
+SUPERVISOR_SAMPLES = 50  # how far back a handover looks for the sample that named the supervisor
 
 
 class StepFailed(Exception):
@@ -226,11 +228,13 @@ def _phases(record: dict) -> Sentences:
 
 
 def _ask_supervisor(ctx: Context) -> Sentence | None:
-    """SIGUSR1 to the instance's supervisor, when the latest fresh sample named it and it is still the
-    instance's main process; what was done, or None."""
-    sample = latest_samples([ctx.instance]).get(ctx.instance.pk)
-    pid = sample.data.get("supervisor_pid") if is_fresh(sample) else None
-    if not isinstance(pid, int):
+    """SIGUSR1 to the instance's supervisor, when a recent sample named it (the latest ones, of a hung
+    process, name nobody) and it is still the instance's main process; what was done, or None."""
+    recent = Sample.objects.filter(
+        instance=ctx.instance, resolution=Sample.RAW, at__gte=timezone.now() - stale_after()
+    ).order_by("-at")[:SUPERVISOR_SAMPLES]
+    pid = next((s.data.get("supervisor_pid") for s in recent if isinstance(s.data.get("supervisor_pid"), int)), None)
+    if pid is None:
         return None
     try:
         if not ctx.runtime.signal_supervisor(ctx.instance, pid, signal.SIGUSR1):

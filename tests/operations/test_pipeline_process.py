@@ -126,6 +126,7 @@ def test_a_hung_model_process_is_handed_over_by_signalling_its_supervisor(manage
     hung = httpx.get(instance.base_url + "/health").json()["pid"]
     os.kill(hung, signal.SIGSTOP)
     try:
+        sampler.sample_host("local")  # a failed probe: the newest sample names nobody, as a watchdog sees it
         restarted = run(instance, "restart")
     finally:
         if hung in ProcessRuntime().status(instance).pids:
