@@ -147,6 +147,7 @@ def main() -> None:
         Instance.objects.filter(pk=instance.pk).update(handover=True)
         instance.refresh_from_db()
         Watchdog.objects.create(instance=instance, liveness_failures=2, startup_grace_seconds=0, backoff_seconds=0)
+        sampler.sample_host("local")  # as beat does every few seconds: the sample names the supervisor
         hung = httpx.get(instance.base_url + "/health", timeout=5).json()["pid"]
         os.kill(hung, signal.SIGSTOP)
         began = time.monotonic()

@@ -26,7 +26,6 @@ from console.host.server import ModelServer, NoAnswer, NotOffered, ServerError
 from console.operations import progress
 from console.operations.models import Operation
 from console.sentences import Sentence, Sentences, gettext_noop
-from console.telemetry.latest import stale_after
 from console.telemetry.models import Sample
 
 log = logging.getLogger(__name__)
@@ -228,11 +227,10 @@ def _phases(record: dict) -> Sentences:
 
 
 def _ask_supervisor(ctx: Context) -> Sentence | None:
-    """SIGUSR1 to the instance's supervisor, when a recent sample named it (the latest ones, of a hung
-    process, name nobody) and it is still the instance's main process; what was done, or None."""
-    recent = Sample.objects.filter(
-        instance=ctx.instance, resolution=Sample.RAW, at__gte=timezone.now() - stale_after()
-    ).order_by("-at")[:SUPERVISOR_SAMPLES]
+    """SIGUSR1 to the instance's supervisor, when a sample named it (the latest ones, of a hung process,
+    name nobody) and it is still the instance's main process, which the runtime checks (the pid and
+    start time it launched, or a container's first process); what was done, or None."""
+    recent = Sample.objects.filter(instance=ctx.instance, resolution=Sample.RAW).order_by("-at")[:SUPERVISOR_SAMPLES]
     pid = next((s.data.get("supervisor_pid") for s in recent if isinstance(s.data.get("supervisor_pid"), int)), None)
     if pid is None:
         return None
