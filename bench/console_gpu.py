@@ -65,18 +65,6 @@ def summary(operation: Operation) -> dict:
     return result
 
 
-def ready(url: str, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.02)
-    raise TimeoutError("not ready")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="/tmp/glm-4.6v-flash-random")

@@ -95,6 +95,18 @@ def processes(indices: list[int] | None = None) -> list[GpuProcess]:
     return found
 
 
+def _device(d: GpuDevice) -> dict:
+    return {
+        "index": d.index,
+        "name": d.name,
+        "used": d.used_bytes,
+        "total": d.total_bytes,
+        "util": d.utilisation,
+        "temp": d.temperature,
+        "power": d.power_watts,
+    }
+
+
 class Snapshot:
     """NVML read once per round for all instances of the host."""
 
@@ -111,18 +123,7 @@ class Snapshot:
         return {
             "gpu_used": sum(p.used_bytes for p in procs if p.pid in mine) if self.available else None,
             "gpu_total": sum(d.total_bytes for d in devices) if devices else None,
-            "devices": [
-                {
-                    "index": d.index,
-                    "name": d.name,
-                    "used": d.used_bytes,
-                    "total": d.total_bytes,
-                    "util": d.utilisation,
-                    "temp": d.temperature,
-                    "power": d.power_watts,
-                }
-                for d in devices
-            ],
+            "devices": [_device(d) for d in devices],
             "processes": [
                 {"pid": p.pid, "gpu": p.gpu_index, "used": p.used_bytes, "ours": p.pid in mine} for p in procs
             ],
@@ -133,13 +134,7 @@ class Snapshot:
         pid it is (owners: pid -> instance name; None for a process of no instance)."""
         return [
             {
-                "index": d.index,
-                "name": d.name,
-                "used": d.used_bytes,
-                "total": d.total_bytes,
-                "util": d.utilisation,
-                "temp": d.temperature,
-                "power": d.power_watts,
+                **_device(d),
                 "processes": [
                     {"pid": p.pid, "used": p.used_bytes, "instance": owners.get(p.pid)}
                     for p in self.processes

@@ -48,6 +48,15 @@ class Readiness:
     failed: bool = False  # the server says it cannot load its model: waiting longer will not help
 
 
+def unanswered(exc: httpx.HTTPError, timeout: float) -> Probe:
+    """A health probe that got no answer: timed out, or the server unreachable."""
+    if isinstance(exc, httpx.TimeoutException):
+        return Probe(
+            ok=False, ms=None, error=Sentence(gettext_noop("no answer within %(seconds)s s"), seconds=f"{timeout:g}")
+        )
+    return Probe(ok=False, ms=None, error=Sentence(gettext_noop("unreachable: %(why)s"), why=str(exc)))
+
+
 def _ms(seconds) -> float | None:
     return round(seconds * 1000, 2) if isinstance(seconds, int | float) else None
 
@@ -97,14 +106,8 @@ class ModelServer:
             response = self.http.get(self.url("/health"), timeout=timeout)
             ms = (time.perf_counter() - began) * 1000
             body = response.json()
-        except httpx.TimeoutException:
-            return Probe(
-                ok=False,
-                ms=None,
-                error=Sentence(gettext_noop("no answer within %(seconds)s s"), seconds=f"{timeout:g}"),
-            )
         except httpx.HTTPError as exc:
-            return Probe(ok=False, ms=None, error=Sentence(gettext_noop("unreachable: %(why)s"), why=str(exc)))
+            return unanswered(exc, timeout)
         except ValueError:
             not_json = Sentence(gettext_noop("/health did not return JSON"))
             return Probe(ok=False, ms=(time.perf_counter() - began) * 1000, error=not_json)

@@ -17,7 +17,7 @@ import httpx
 from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from console.host.server import ModelServer, NotOffered, Probe, Readiness, ServerError, _json_field
+from console.host.server import ModelServer, NotOffered, Probe, Readiness, ServerError, _json_field, unanswered
 from console.sentences import Sentence, gettext_noop
 
 HISTOGRAMS = {
@@ -177,14 +177,8 @@ class VllmServer(ModelServer):
         began = time.perf_counter()
         try:
             response = self._get("/health", timeout)
-        except httpx.TimeoutException:
-            return Probe(
-                ok=False,
-                ms=None,
-                error=Sentence(gettext_noop("no answer within %(seconds)s s"), seconds=f"{timeout:g}"),
-            )
         except httpx.HTTPError as exc:
-            return Probe(ok=False, ms=None, error=Sentence(gettext_noop("unreachable: %(why)s"), why=str(exc)))
+            return unanswered(exc, timeout)
         ms = (time.perf_counter() - began) * 1000
         if response.status_code != 200:
             return Probe(
