@@ -46,7 +46,8 @@ class DockerRuntime:
             raise RuntimeFailure(Sentence(gettext_noop("Docker Engine error: %(why)s"), why=_explain(exc))) from exc
         return container if container.name == instance.container_name else None
 
-    def status(self, instance) -> RuntimeStatus:
+    def status(self, instance, groups=None) -> RuntimeStatus:
+        """The container's state; `groups` (a process runtime's round table) is not needed here."""
         container = self._container(instance)
         if container is None:
             missing = Sentence(gettext_noop("container %(name)s does not exist"), name=instance.container_name)

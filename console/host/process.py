@@ -67,7 +67,26 @@ def _reap(pid: int) -> int | None:
     return child.poll()
 
 
-def _group_pids(pgid: int, leader_start: float | None) -> list[int]:
+class ProcessGroups:
+    """Every process's group, start time and state, read once: a sampling round asks for the groups
+    of all its instances, and walking /proc again for each made a round grow with the square of the
+    instances (docs/BENCHMARKS.md, scale). Operations read the system afresh instead."""
+
+    def __init__(self):
+        self.members: dict[int, list[tuple[int, float]]] = {}
+        for proc in psutil.process_iter(["status", "create_time"]):
+            try:
+                if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                    continue
+                self.members.setdefault(os.getpgid(proc.pid), []).append((proc.pid, proc.info["create_time"]))
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                continue
+
+    def of(self, pgid: int) -> list[tuple[int, float]]:
+        return self.members.get(pgid, [])
+
+
+def _group_pids(pgid: int, leader_start: float | None, groups: ProcessGroups | None = None) -> list[int]:
     """The live processes of the instance's process group.
 
     Linux keeps a pid allocated while any process still has it as its group id, so members of our
@@ -78,18 +97,8 @@ def _group_pids(pgid: int, leader_start: float | None) -> list[int]:
     leader = _start_time(pgid)
     if leader is not None and leader_start is not None and leader != leader_start:
         return []  # the pid went to another process: our group is gone
-    pids = []
-    for proc in psutil.process_iter(["status", "create_time"]):
-        try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if leader_start is not None and proc.info["create_time"] < leader_start - 1:
-                continue
-            if os.getpgid(proc.pid) == pgid:
-                pids.append(proc.pid)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
-    return sorted(pids)
+    members = (groups or ProcessGroups()).of(pgid)
+    return sorted(pid for pid, started in members if leader_start is None or started >= leader_start - 1)
 
 
 def rotate_log(path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS) -> bool:
@@ -116,7 +125,8 @@ class ProcessRuntime:
         except (FileNotFoundError, ValueError):
             return None
 
-    def status(self, instance) -> RuntimeStatus:
+    def status(self, instance, groups: ProcessGroups | None = None) -> RuntimeStatus:
+        """How the instance's process is; `groups`: a sampling round's process table, else read now."""
         record = self._record(instance)
         if record is None:
             return RuntimeStatus(running=False, detail=Sentence(gettext_noop("not started")))
@@ -128,7 +138,7 @@ class ProcessRuntime:
                 leader_alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
             except psutil.Error:
                 leader_alive = False
-        pids = _group_pids(pgid, record.get("start_time"))
+        pids = _group_pids(pgid, record.get("start_time"), groups)
         if leader_alive:
             return RuntimeStatus(
                 running=True, pids=pids, detail=Sentence(gettext_noop("running as pid %(pid)s"), pid=pid)

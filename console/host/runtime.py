@@ -24,7 +24,8 @@ class StopResult:
 
 
 class Runtime(Protocol):
-    def status(self, instance) -> RuntimeStatus: ...
+    def status(self, instance, groups=None) -> RuntimeStatus:
+        """How the instance is; `groups`: a sampling round's process table (process runtime)."""
 
     def start(self, instance, *, recreate: bool = False) -> str: ...
 

@@ -7,6 +7,7 @@ sample is stored for charts and rules, and published to the browsers.
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
@@ -18,6 +19,7 @@ from console.host import gpu, sockets
 from console.host.engines import server_for
 from console.host.identity import worker_identity
 from console.host.logs import current_follower
+from console.host.process import ProcessGroups
 from console.host.runtime import RuntimeFailure
 from console.host.runtimes import runtime_for
 from console.host.server import Probe
@@ -54,11 +56,23 @@ def derive_status(running: bool, probe: Probe) -> tuple[str, str]:
     return "ready", ""
 
 
-def collect(instance, snapshot: gpu.Snapshot, client: httpx.Client | None = None) -> dict:
+@dataclass
+class Round:
+    """What a sampling round reads once for all its instances: NVML, the process table and each
+    network namespace's TCP table (read per instance, they made a round grow with the square of
+    the instances)."""
+
+    gpus: gpu.Snapshot = field(default_factory=gpu.Snapshot)
+    groups: ProcessGroups = field(default_factory=ProcessGroups)
+    tcp: sockets.TcpTables = field(default_factory=sockets.TcpTables)
+
+
+def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict:
     """Everything one sample says about one instance (no database writes)."""
+    snapshot = shared.gpus
     runtime_error = ""
     try:
-        status = runtime_for(instance).status(instance)
+        status = runtime_for(instance).status(instance, shared.groups)
         running, pids = status.running, status.pids
     except RuntimeFailure as exc:
         running, pids, runtime_error = False, [], str(exc)
@@ -76,7 +90,7 @@ def collect(instance, snapshot: gpu.Snapshot, client: httpx.Client | None = None
     states = None
     port = port_of(instance.base_url)
     if pids and port:
-        states = sockets.tcp_states(pids[0], port)
+        states = shared.tcp.states(pids[0], port)
     sample["established"] = states.get("ESTABLISHED", 0) if states is not None else None
     sample["close_wait"] = states.get("CLOSE_WAIT", 0) if states is not None else None
     sample["time_wait"] = states.get("TIME_WAIT", 0) if states is not None else None
@@ -124,12 +138,13 @@ def sample_host(host_name: str, workers: int = 8) -> int:
     once it is stored.
     """
     instances = list(Instance.objects.filter(host__name=host_name, enabled=True).select_related("host"))
-    snapshot = gpu.Snapshot()
+    this_round = Round()
+    snapshot = this_round.gpus
     owners: dict[int, str] = {}
 
     def one(instance) -> int | None:
         try:
-            row = record(instance, collect(instance, snapshot, client))
+            row = record(instance, collect(instance, this_round, client))
             owners.update(dict.fromkeys(row.data.get("pids") or [], instance.name))
             return row.instance_id
         except Exception:  # one broken instance never stops the others' samples

@@ -161,3 +161,22 @@ def test_a_pid_reused_by_a_stranger_is_never_signalled():
     finally:
         stranger.kill()
         stranger.wait()
+
+
+@pytest.mark.django_db
+def test_a_rounds_process_table_gives_the_group_a_fresh_read_gives():
+    instance = process_instance("grouped", command=["sh", "-c", "sleep 60 & sleep 60 & wait"])
+    runtime = ProcessRuntime()
+    runtime.start(instance)
+    try:
+        import time
+
+        deadline = time.monotonic() + 10
+        while len(runtime.status(instance).pids) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        fresh = runtime.status(instance)
+        shared = runtime.status(instance, process.ProcessGroups())
+        assert len(fresh.pids) == 3 and shared.pids == fresh.pids and shared.running
+    finally:
+        runtime.stop(instance, timeout=5)
+    assert runtime.status(instance, process.ProcessGroups()).pids == []

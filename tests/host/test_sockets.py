@@ -2,9 +2,10 @@
 
 import os
 import socket
+import subprocess
 import time
 
-from console.host.sockets import parse, tcp_states
+from console.host.sockets import TcpTables, parse, tcp_states
 
 
 def test_parse_counts_only_the_given_local_port():
@@ -49,3 +50,32 @@ def test_established_close_wait_and_time_wait_on_a_real_listener():
 
 def test_a_process_that_does_not_exist_reads_as_unknown():
     assert tcp_states(2**22 + 12345, 80) is None
+
+
+def test_a_round_reads_each_namespace_once_and_answers_every_port_from_it():
+    """Two real listeners in this process's namespace, and a child process in the same one: the round
+    reads the table once (a second pid of that namespace is answered from it) and agrees with a
+    direct read for each port."""
+    servers = []
+    try:
+        for _ in range(2):
+            server = socket.socket()
+            server.bind(("127.0.0.1", 0))
+            server.listen(4)
+            servers.append(server)
+        ports = [s.getsockname()[1] for s in servers]
+        tables = TcpTables()
+        for port in ports:
+            assert tables.states(os.getpid(), port) == tcp_states(os.getpid(), port) == {"LISTEN": 1}
+        assert len(tables._tables) == 1  # one namespace, read once
+        child = subprocess.Popen(["sleep", "5"])
+        try:
+            assert tables.states(child.pid, ports[0]) == {"LISTEN": 1}
+            assert len(tables._tables) == 1  # the child's namespace is this one: no second read
+        finally:
+            child.kill()
+            child.wait()
+        assert tables.states(2**22 + 12345, 80) is None
+    finally:
+        for server in servers:
+            server.close()
