@@ -94,8 +94,9 @@ async def dashboard_clients(url: str, cookie: str, count: int, seconds: float) -
                 except TimeoutError:
                     break
                 event = json.loads(raw)
-                if event["type"] == "sample":
-                    latencies.append((time.time() - event["data"]["at"]) * 1000)
+                if event["type"] == "samples":  # the dashboard's: a batch of a host's round
+                    now = time.time()
+                    latencies.extend((now - s["data"]["at"]) * 1000 for s in event["data"]["samples"])
 
     await asyncio.gather(*(one() for _ in range(count)))
     return latencies
@@ -183,7 +184,8 @@ def main() -> None:
             page.goto(url + "/")
             page.evaluate(
                 "window.lat = []; document.addEventListener('console:event', (e) => {"
-                " if (e.detail.type === 'sample') window.lat.push(Date.now() - e.detail.data.at * 1000); });"
+                " if (e.detail.type === 'samples') e.detail.data.samples.forEach("
+                "(s) => window.lat.push(Date.now() - s.data.at * 1000)); });"
             )
             time.sleep(args.seconds / 6)  # every stub started and sampled at least once
             # Playwright's sync API owns this thread's event loop: the clients get a thread of their own.

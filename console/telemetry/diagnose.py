@@ -28,6 +28,7 @@ SLOW_FLOOR_MS = 50.0  # ignore doubling of tiny latencies
 KV_CACHE_FULL = 0.95  # of an engine's KV cache (vLLM): new requests wait, running ones are preempted
 RSS_GROWTH = 0.25  # of the server's host memory over the window ...
 RSS_GROWTH_FLOOR = 256 * 2**20  # ... and at least this much: a leak (vLLM's vision models, #15597)
+RSS_SETTLE_SECONDS = 120  # a process's host memory is judged from this long after its start
 
 
 @dataclass
@@ -155,8 +156,15 @@ def _kv_cache(samples: list[Sample]) -> Finding | None:
 
 
 def _host_memory(samples: list[Sample]) -> Finding | None:
-    """The server process's host memory (RSS) over the window: steady, or growing like a leak."""
-    rss = [s.rss for s in samples if s.rss]
+    """The server process's host memory (RSS) over the window: steady, or growing like a leak. Only
+    the process serving now counts, once it has settled: a process that just started grows while it
+    warms up and serves its first requests, and an earlier process's figures are another's."""
+    serving = samples[-1].data.get("server_pid")
+    rss = [
+        s.rss
+        for s in samples
+        if s.rss and s.data.get("server_pid") == serving and (s.data.get("uptime") or 0) >= RSS_SETTLE_SECONDS
+    ]
     if len(rss) < 3:
         return None
     growth = rss[-1] - min(rss)

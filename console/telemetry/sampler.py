@@ -5,6 +5,8 @@ sample is stored for charts and rules, and published to the browsers.
 """
 
 import logging
+import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +32,9 @@ from console.telemetry.models import Sample
 from console.telemetry.signals import samples_recorded
 
 log = logging.getLogger(__name__)
+# A round's samples reach the dashboard in batches at most this old: one message per open dashboard
+# for a batch instead of one per sample.
+BATCH_SECONDS = 0.1
 
 
 def port_of(base_url: str) -> int | None:
@@ -121,9 +126,38 @@ def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict
     return sample
 
 
-def record(instance, sample: dict) -> Sample:
+class DashboardBatch:
+    """A round's samples for the dashboard, sent every BATCH_SECONDS rather than one by one."""
+
+    def __init__(self, every: float = BATCH_SECONDS):
+        self.every = every
+        self.lock = threading.Lock()
+        self.items: list[dict] = []
+        self.since = 0.0
+
+    def add(self, instance_name: str, summary: dict) -> None:
+        with self.lock:
+            if not self.items:
+                self.since = time.monotonic()
+            self.items.append({"instance": instance_name, "data": summary})
+            due = time.monotonic() - self.since >= self.every
+            items, self.items = (self.items, []) if due else ([], self.items)
+        events.publish_samples(items)
+
+    def flush(self) -> None:
+        with self.lock:
+            items, self.items = self.items, []
+        events.publish_samples(items)
+
+
+def record(instance, sample: dict, batch: DashboardBatch | None = None) -> Sample:
     row = Sample.objects.create(instance=instance, at=timezone.now(), **sample)
-    events.publish(instance.name, events.SAMPLE, {**row.summary(), "host": instance.host.name})
+    summary = {**row.summary(), "host": instance.host.name}
+    events.publish(instance.name, events.SAMPLE, summary)
+    if batch is None:
+        events.publish_samples([{"instance": instance.name, "data": summary}])
+    else:
+        batch.add(instance.name, summary)
     return row
 
 
@@ -144,7 +178,7 @@ def sample_host(host_name: str, workers: int = 8) -> int:
 
     def one(instance) -> int | None:
         try:
-            row = record(instance, collect(instance, this_round, client))
+            row = record(instance, collect(instance, this_round, client), batch)
             owners.update(dict.fromkeys(row.data.get("pids") or [], instance.name))
             return row.instance_id
         except Exception:  # one broken instance never stops the others' samples
@@ -154,9 +188,11 @@ def sample_host(host_name: str, workers: int = 8) -> int:
             connection.close()  # pool threads end with the round; so do their connections
 
     sampled = []
+    batch = DashboardBatch()
     if instances:
         with httpx.Client() as client, ThreadPoolExecutor(max_workers=min(workers, len(instances))) as pool:
             sampled = [pk for pk in pool.map(one, instances) if pk is not None]
+        batch.flush()
     Host.objects.filter(name=host_name).update(
         seen_at=timezone.now(),
         gpus=snapshot.for_host(owners),

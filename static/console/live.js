@@ -339,6 +339,7 @@
     ws.onmessage = (m) => {
       const ev = JSON.parse(m.data);
       if (ev.type === "sample") applySample(ev.instance, ev.data, true);
+      else if (ev.type === "samples") ev.data.samples.forEach((s) => applySample(s.instance, s.data, true));
       else if (ev.type === "operation.updated") applyOperation(ev.instance, ev.data, true);
       else if (ev.type === "log.lines") logs.add(ev.data.lines);
       else if (ev.type === "trial.update") applyTrial(ev.data);

@@ -96,3 +96,19 @@ def test_a_stray_server_on_the_port_or_gpu_is_a_duplicate(instance):
 def test_down_wins(instance):
     history(instance, status=lambda i: "ready" if i < 9 else "down")
     assert verdict(instance)[0] == "down"
+
+
+def test_host_memory_growing_in_a_settled_process_is_soft_decay(instance):
+    history(instance, rss=lambda i: (1 + i) * GiB // 2)  # 0.5 GiB to 5 GiB in an hour-old process
+    found, levels = verdict(instance)
+    assert found == "soft_decay" and levels["host_memory"] == "warn"
+
+
+def test_host_memory_of_a_process_warming_up_or_of_the_one_before_is_not_judged(instance):
+    def data(i: int) -> dict:
+        # Samples 0-4: an older process at 6 GiB; 5-9: a new one, growing in its first minute.
+        return {"uptime": 5 * i if i >= 5 else 3600, "pids": [10 + (i >= 5)], "server_pid": 10 + (i >= 5)}
+
+    history(instance, rss=lambda i: 6 * GiB if i < 5 else (i - 4) * GiB // 4, data=data)
+    found, levels = verdict(instance)
+    assert "host_memory" not in levels and found == "healthy", (found, levels)
