@@ -227,13 +227,22 @@ CONSOLE_STALL_PROBE_SECONDS = envint("CONSOLE_STALL_PROBE_SECONDS", 10)
 # up the others.
 CONSOLE_WORKER_CONCURRENCY = envint("CONSOLE_WORKER_CONCURRENCY", 8)
 
+
+def channel_layer_hosts(url: str) -> list[dict]:
+    """channels-redis waits for a socket's next message in 5 s blocking pops; redis-py 8 gives a
+    connection a 5 s read timeout by default, so a socket with nothing to send for 5 s (a dashboard
+    of instances sampled every 5 s) died of "Timeout reading". A longer read timeout, still bounded
+    so that a Redis gone away is noticed."""
+    return [{"address": url, "socket_timeout": 15}]
+
+
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # A browser that falls behind loses the oldest events; it never
             # slows the samplers or other browsers.
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 200, "expiry": 30},
+            "CONFIG": {"hosts": channel_layer_hosts(REDIS_URL), "capacity": 200, "expiry": 30},
         }
     }
 else:
