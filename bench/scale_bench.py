@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -131,6 +132,7 @@ class Stack:
                     proc.kill()
             with psycopg.connect(os.environ["BENCH_POSTGRES"], autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+            shutil.rmtree(self.var, ignore_errors=True)
 
     def session(self) -> httpx.Client:
         client = httpx.Client(base_url=self.url, timeout=30)
