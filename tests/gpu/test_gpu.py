@@ -79,6 +79,14 @@ def test_sampler_maps_the_servers_gpu_memory_to_its_instance(gpu_server):
     assert mine["devices"][0]["util"] is not None and mine["devices"][0]["total"] == mine["gpu_total"]
 
 
+def test_the_host_snapshot_names_the_instance_holding_each_gpu_process(gpu_server):
+    # What a host's report stores (Host.gpus): every device, each process named by its instance.
+    devices = gpu.Snapshot().for_host({gpu_server.proc.pid: "gpu-instance"})
+    assert devices and all(d["total"] > 0 and d["name"] for d in devices)
+    held = [p for d in devices for p in d["processes"] if p["pid"] == gpu_server.proc.pid]
+    assert held and held[0]["instance"] == "gpu-instance" and held[0]["used"] > 0
+
+
 def test_supervised_restart_on_the_gpu_frees_the_old_process_memory(start_server):
     """The supervisor imports torch without starting CUDA; each forked model process has its own."""
     server = start_server(module="inference.supervisor", DEVICE="cuda")
