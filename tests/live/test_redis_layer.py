@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from channels_redis.core import RedisChannelLayer
@@ -24,4 +25,6 @@ def test_a_socket_with_nothing_to_receive_waits_past_redis_read_timeout():
         assert (await asyncio.wait_for(waiting, 5))["n"] == 1
         await layer.flush()
 
-    asyncio.run(main())
+    # On a thread of its own: the browser tests' Playwright keeps an event loop running on this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, main()).result()
