@@ -73,17 +73,25 @@ class ProcessGroups:
     instances (docs/BENCHMARKS.md, scale). Operations read the system afresh instead."""
 
     def __init__(self):
-        self.members: dict[int, list[tuple[int, float]]] = {}
+        self._lock = threading.Lock()
+        self._members: dict[int, list[tuple[int, float]]] | None = None  # read at the first question
+
+    def _read(self) -> dict[int, list[tuple[int, float]]]:
+        members: dict[int, list[tuple[int, float]]] = {}
         for proc in psutil.process_iter(["status", "create_time"]):
             try:
                 if proc.info["status"] == psutil.STATUS_ZOMBIE:
                     continue
-                self.members.setdefault(os.getpgid(proc.pid), []).append((proc.pid, proc.info["create_time"]))
+                members.setdefault(os.getpgid(proc.pid), []).append((proc.pid, proc.info["create_time"]))
             except (ProcessLookupError, PermissionError, psutil.Error):
                 continue
+        return members
 
     def of(self, pgid: int) -> list[tuple[int, float]]:
-        return self.members.get(pgid, [])
+        with self._lock:  # a round's threads ask at once: one walk
+            if self._members is None:
+                self._members = self._read()
+            return self._members.get(pgid, [])
 
 
 def _group_pids(pgid: int, leader_start: float | None, groups: ProcessGroups | None = None) -> list[int]:

@@ -102,6 +102,7 @@ def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict
     follower = current_follower()
     errors = follower.take_counts(instance.name) if follower is not None else Counter()
     sample["log_errors"] = sum(errors.values()) if follower is not None else None
+    supervisor = probe.health.get("supervisor")
     sample["data"] = {
         "detail": detail or runtime_error,
         "detail_said": said(detail or runtime_error),
@@ -111,9 +112,7 @@ def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict
         "uptime": probe.health.get("uptime_seconds"),
         "server_pid": probe.health.get("pid"),
         # inference.supervisor's pid: a handover can be asked of it by signal when its model process hangs.
-        "supervisor_pid": (probe.health.get("supervisor") or {}).get("pid")
-        if isinstance(probe.health.get("supervisor"), dict)
-        else None,
+        "supervisor_pid": supervisor.get("pid") if isinstance(supervisor, dict) else None,
         "tcp": dict(states) if states is not None else None,
         "signatures": dict(errors),
         "gpu": gpu_figures,
