@@ -3,11 +3,14 @@ same continuous streaming load, one server under inference.supervisor, one run.
 
     python bench/handover_bench.py --out handover.json                  # the smoke model (CPU or GPU)
     python bench/handover_bench.py --full --out handover.json           # the real GLM-4.6V-Flash shape
+    python bench/handover_bench.py --full --hold auto,off               # with the weight holder, then without
 
 Each of the `--clients` clients streams one chat answer (`--max-tokens`) after another on its own
 keep-alive connection. For each phase: requests, failures by kind (HTTP status or exception),
 latency and time to first token p50/p99 of the requests that began in it; for the restarts, the
-seconds from the request to the new process serving.
+seconds from the request to the new process serving. Per HOLD_WEIGHTS mode (`--hold`, one server
+each, one after the other): its start to ready with the load's phases, the handover's phases, and
+what each process holds on the GPU (nvidia-smi) right after the handover.
 """
 
 import argparse
@@ -143,6 +146,21 @@ def handover(base: str) -> dict:
     raise RuntimeError("the handover did not end in 600 s")
 
 
+def gpu_processes() -> list[dict]:
+    """Each process's GPU memory as the driver sees it (nvidia-smi); [] without one."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    rows = [line.split(",") for line in out.splitlines() if line.strip()]
+    return [{"pid": int(pid), "used_mib": int(used)} for pid, used in rows]
+
+
 @contextlib.contextmanager
 def supervised(model: str, port: int, **env: str):
     log = open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "a")
@@ -154,6 +172,7 @@ def supervised(model: str, port: int, **env: str):
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
+    began = time.perf_counter()
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -163,7 +182,7 @@ def supervised(model: str, port: int, **env: str):
             if proc.poll() is not None:
                 raise RuntimeError("the server exited during start")
             time.sleep(0.1)
-        yield base
+        yield base, round(time.perf_counter() - began, 3)
     finally:
         proc.terminate()
         proc.wait(120)
@@ -178,6 +197,7 @@ def main() -> None:
     parser.add_argument("--steady", type=float, default=20, help="seconds of steady state measured")
     parser.add_argument("--port", type=int, default=8391)
     parser.add_argument("--out", default="")
+    parser.add_argument("--hold", default="auto", help="HOLD_WEIGHTS modes, one server each: auto,off")
     args = parser.parse_args()
     model = args.model or (
         "/tmp/glm-4.6v-flash-random" if args.full else str(Path(tempfile.gettempdir()) / "handover-bench-smoke")
@@ -187,28 +207,37 @@ def main() -> None:
         subprocess.run(command, cwd=ROOT, check=True)
 
     result: dict = {"model": model, "clients": args.clients, "max_tokens": args.max_tokens}
-    with supervised(model, args.port, DRAIN_TIMEOUT="60") as base:
-        first = health(base)
-        result["device"], result["dtype"] = first["device"], first["dtype"]
-        load = Load(base, args.clients, args.max_tokens)
-        try:
-            time.sleep(3)  # every client past its first request
-            began = time.perf_counter()
-            time.sleep(args.steady)
-            result["steady"] = load.summary(began, time.perf_counter())
+    for number, mode in enumerate(args.hold.split(",")):
+        # The first mode's keys at the top level (as earlier runs wrote them), the others by name.
+        part = result if number == 0 else result.setdefault(f"hold_{mode}", {})
+        with supervised(model, args.port, DRAIN_TIMEOUT="60", HOLD_WEIGHTS=mode) as (base, start_s):
+            first = health(base)
+            part.update(hold_weights=mode, start_to_ready_s=start_s, load_phases=first["load_phases"])
+            part["device"], part["dtype"], part["weights"] = first["device"], first["dtype"], first.get("weights")
+            load = Load(base, args.clients, args.max_tokens)
+            try:
+                time.sleep(3)  # every client past its first request
+                began = time.perf_counter()
+                time.sleep(args.steady)
+                part["steady"] = load.summary(began, time.perf_counter())
 
-            began = time.perf_counter()
-            result["restart_in_place_to_ready_s"] = round(restart_in_place(base), 3)
-            time.sleep(2)
-            result["restart_in_place"] = load.summary(began, time.perf_counter())
+                if number == 0:
+                    began = time.perf_counter()
+                    part["restart_in_place_to_ready_s"] = round(restart_in_place(base), 3)
+                    time.sleep(2)
+                    part["restart_in_place"] = load.summary(began, time.perf_counter())
+                    time.sleep(3)
 
-            time.sleep(3)
-            began = time.perf_counter()
-            result["handover"] = handover(base)
-            time.sleep(2)
-            result["during_handover"] = load.summary(began, time.perf_counter())
-        finally:
-            load.finish()
+                began = time.perf_counter()
+                part["handover"] = handover(base)
+                part["gpu_processes_after"] = gpu_processes()
+                time.sleep(2)
+                part["during_handover"] = load.summary(began, time.perf_counter())
+                after = health(base) or {}
+                part["after"] = {k: after.get(k) for k in ("pid", "load_phases", "weights", "allocator")}
+                part["after"]["holder"] = (after.get("supervisor") or {}).get("holder")
+            finally:
+                load.finish()
     print(json.dumps(result, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

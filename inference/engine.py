@@ -71,6 +71,8 @@ class Engine:
         cuda_graphs: bool = True,
         step_kernels: str = "auto",
         weight_loader: str = "prefetch",
+        hold_weights: str = "off",
+        weights_socket: str = "",
     ):
         for setting, value, choices in (
             ("KV_CACHE", kv_cache, KV_CACHES),
@@ -84,6 +86,11 @@ class Engine:
         # their own while transformers imports, then handed to from_pretrained. "transformers":
         # from_pretrained reads the files itself, after the import.
         self.weight_loader = weight_loader
+        # Under the supervisor with a weight holder (inference/holder.py): the weights are mapped from
+        # it instead of read; where they came from is in /health.
+        self.hold_weights, self.weights_socket = hold_weights, weights_socket
+        self.weights: dict = {"source": "files"}
+        self.on_mapped: Callable[[float], None] | None = None  # told the seconds the mapping took
         # decoders.py: "batched" (the default) or "generate" (transformers' own, the reference).
         self.decoder = decoder
         self.slots, self.context, self.cuda_graphs, self.step_kernels = slots, context, cuda_graphs, step_kernels
@@ -139,8 +146,7 @@ class Engine:
         self.image_processor = AutoImageProcessor.from_pretrained(self.model_path)
         mark = phase("tokenizer_and_processor", mark)
         if prefetch is not None:
-            model = self._from_prefetched(Glm4vForConditionalGeneration, prefetch, getattr(torch, dtype_name))
-            phases["weights_read"] = round(prefetch.seconds, 3)  # on its thread, from the start
+            model = self._from_source(Glm4vForConditionalGeneration, prefetch, getattr(torch, dtype_name), phases)
         else:
             model = Glm4vForConditionalGeneration.from_pretrained(
                 self.model_path, dtype=getattr(torch, dtype_name), **self._placement()
@@ -175,9 +181,37 @@ class Engine:
         """from_pretrained's placement: on a GPU the weights go straight to the device."""
         return {"device_map": self.device} if self.device != "cpu" else {}
 
-    def _prefetch(self):
-        """Start reading the weights onto the device, or None where from_pretrained must read them
-        (asked for, or a checkpoint that is not plain safetensors)."""
+    def _from_source(self, model_class, source, dtype, phases: dict):
+        """The model over the holder's mapped weights or the prefetched ones; weights read from the
+        files after all when the holder cannot give them."""
+        from inference import holder
+
+        if isinstance(source, holder.Mapped):
+            try:
+                model = self._from_prefetched(model_class, source, dtype)
+            except holder.Unavailable as exc:
+                log.warning("reading the weights myself", extra={"fields": {"reason": str(exc)}})
+                self.weights = {"source": "files", "holder_error": str(exc)}
+                source = self._prefetch(holder=False)
+                if source is None:
+                    return model_class.from_pretrained(self.model_path, dtype=dtype, **self._placement())
+            else:
+                phases["weights_mapped"] = round(source.seconds, 3)  # on its thread, from the start
+                if self.on_mapped is not None:
+                    self.on_mapped(source.seconds)
+                self.weights = {"source": "holder", "holder_pid": source.holder_pid, "held_bytes": source.held_bytes}
+                return model
+        model = self._from_prefetched(model_class, source, dtype)
+        phases["weights_read"] = round(source.seconds, 3)  # on its thread, from the start
+        return model
+
+    def _prefetch(self, holder: bool = True):
+        """Start mapping the weights from the holder or reading them onto the device, or None where
+        from_pretrained must read them (asked for, or a checkpoint that is not plain safetensors)."""
+        from inference import holder as holders
+
+        if holder and self.weights_socket and holders.wanted(self.hold_weights, self.device):
+            return holders.Mapped(self.weights_socket)
         if self.weight_loader != "prefetch":
             return None
         from inference import weights

@@ -21,7 +21,7 @@ class Record:
 
     def __init__(self, path: str):
         self.path = path
-        self.data = {"pid": os.getpid(), "serving_pid": None, "handovers": []}
+        self.data = {"pid": os.getpid(), "serving_pid": None, "holder": None, "handovers": []}
 
     def save(self) -> None:
         tmp = f"{self.path}.tmp"
@@ -31,6 +31,12 @@ class Record:
 
     def serving(self, pid: int) -> None:
         self.data["serving_pid"] = pid
+        self.save()
+
+    def holder(self, **fields) -> None:
+        """The weight holder (inference/holder.py): its pid, state ("loading", "holding", "not held",
+        "ended"), what it holds and how long it took to read."""
+        self.data["holder"] = fields
         self.save()
 
     @property
@@ -91,10 +97,11 @@ def weights_bytes(model_path: str) -> int:
     return 0
 
 
-def no_room(model_path: str, device: str, reserve_bytes: int) -> str:
+def no_room(model_path: str, device: str, reserve_bytes: int, weights_held: bool = False) -> str:
     """Why a second model cannot load beside the serving one ("" if it can): the weights once more
-    plus reserve_bytes (KV cache, activations, CUDA context) must fit in the device's free memory."""
-    need = weights_bytes(model_path) + reserve_bytes
+    (unless a holder keeps them for both) plus reserve_bytes (KV cache, activations, CUDA context)
+    must fit in the device's free memory."""
+    need = (0 if weights_held else weights_bytes(model_path)) + reserve_bytes
     if device.startswith("cuda"):
         import torch
 

@@ -65,8 +65,18 @@ def fuse_layer(layer) -> Layer:
     attention = layer.self_attn
     projections = (attention.q_proj, attention.k_proj, attention.v_proj)
     with torch.no_grad():
-        weight = torch.cat([p.weight for p in projections])
-        bias = torch.cat([p.bias if p.bias is not None else torch.zeros_like(p.weight[:, 0]) for p in projections])
+        weight = _side_by_side([p.weight for p in projections])
+        if weight is None:
+            weight = torch.cat([p.weight for p in projections])
+        biases = [p.bias for p in projections]
+        bias = _side_by_side(biases) if all(b is not None for b in biases) else None
+        if bias is None:
+            bias = torch.cat(
+                [
+                    b if b is not None else torch.zeros_like(p.weight[:, 0])
+                    for b, p in zip(biases, projections, strict=True)
+                ]
+            )
         start = 0
         for p in projections:
             rows = p.weight.shape[0]
@@ -85,6 +95,26 @@ def fuse_layer(layer) -> Layer:
         down_weight=layer.mlp.down_proj.weight,
         activation=layer.mlp.activation_fn,
         norm_after_mlp=_norm(layer.post_mlp_layernorm),
+    )
+
+
+def _side_by_side(parts: list):
+    """The tensors as one, without a copy, when they already lie one after another in one storage (as
+    the weight holder lays q, k and v out, inference/holder.py); else None."""
+    import torch
+
+    first = parts[0]
+    storage = first.untyped_storage()
+    at = first.data_ptr()
+    for part in parts:
+        if not part.is_contiguous() or part.untyped_storage().data_ptr() != storage.data_ptr() or part.data_ptr() != at:
+            return None
+        if part.dtype != first.dtype or part.shape[1:] != first.shape[1:]:
+            return None
+        at += part.numel() * part.element_size()
+    rows = sum(part.shape[0] for part in parts)
+    return torch.empty(0, dtype=first.dtype, device=first.device).set_(
+        storage, first.storage_offset(), (rows, *first.shape[1:])
     )
 
 

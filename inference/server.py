@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 
-from inference import handover, logs
+from inference import handover, holder, logs
 from inference.engine import Engine
 from inference.limits import ApiError, RateLimiter
 from inference.metrics import HealthCollector
@@ -48,6 +48,8 @@ class Server:
             cuda_graphs=settings.cuda_graphs,
             step_kernels=settings.step_kernels,
             weight_loader=settings.weight_loader,
+            hold_weights=settings.hold_weights,
+            weights_socket=os.environ.get(holder.SOCKET_ENV, ""),
         )
         self.stats = Stats(settings.stats_window_seconds)
         self.loaded = False
@@ -102,6 +104,9 @@ class Server:
             "uptime_seconds": round(time.time() - stats.started, 3),
             "load_seconds": round(self.engine.load_seconds, 3),
             "load_phases": self.engine.load_phases,
+            # Where the weights came from: "holder" (mapped from the weight holder, with its pid and
+            # what it holds) or "files".
+            "weights": self.engine.weights,
             "load_error": self.load_error or None,
             "in_flight": stats.in_flight,
             "queued": stats.queued,
@@ -357,12 +362,14 @@ def load_for_handover(server: Server, handover_fd: int) -> None:
 
     settings = server.settings
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    why = handover.no_room(settings.model_path, device, settings.handover_reserve_bytes)
+    held = bool(os.environ.get(holder.SOCKET_ENV)) and holder.wanted(settings.hold_weights, device)
+    why = handover.no_room(settings.model_path, device, settings.handover_reserve_bytes, weights_held=held)
     if why:
         logs.event(log, "no room for a handover", logging.WARNING, why=why)
         os.write(handover_fd, f"no-room {why}\n".encode())
         raise SystemExit(handover.NO_ROOM_EXIT)
-    logs.event(log, "loading beside the serving process", pid=os.getpid())
+    logs.event(log, "loading beside the serving process", pid=os.getpid(), weights_held=held)
+    server.engine.on_mapped = lambda seconds: os.write(handover_fd, f"mapped {seconds:.3f}\n".encode())
     server.load()
     if not server.loaded:
         raise SystemExit(1)

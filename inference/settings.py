@@ -65,6 +65,10 @@ class Settings:
     # "prefetch" (default): safetensors shards are read onto the device while the server imports
     # transformers (inference/weights.py). "transformers": from_pretrained reads them, after the import.
     weight_loader: str = field(default_factory=lambda: os.environ.get("WEIGHT_LOADER", "prefetch"))
+    # Under inference.supervisor: "auto" (default) keeps the weights in one holder process on a GPU,
+    # mapped by every model process (inference/holder.py); "on" on any device (a CPU holds them in
+    # /dev/shm, which must have room); "off": each model process reads them itself.
+    hold_weights: str = field(default_factory=lambda: os.environ.get("HOLD_WEIGHTS", "auto"))
     # For DECODER=generate: "dynamic" (default) or "static" (compiled decoding, one generation at a time).
     kv_cache: str = field(default_factory=lambda: os.environ.get("KV_CACHE", "dynamic"))
 

@@ -18,6 +18,12 @@ imports them, never touching the GPU. Every model process it forks serves that o
   the old one the drained way instead (SIGHUP); one that fails to load leaves the old one serving.
   The phases go to a small JSON record that every model process reports in its /health.
 
+With a weight holder (HOLD_WEIGHTS, inference/holder.py: by default on a GPU) the supervisor first
+forks the holder, which reads the weights onto the device once and keeps them; every model process
+maps them from it instead of reading them, so a handover's new process skips the weights and the pair
+needs them only once. The holder outlives every model process; its death ends the supervisor as a
+crash (the weights the serving process reads are gone with it), which the console sees.
+
 (The first child imports for itself, in parallel with the supervisor, and reads the weights
 meanwhile, as a server without a supervisor does: a child forked after the import would read them
 only then.)
@@ -31,13 +37,14 @@ see it, rather than a supervisor quietly restarting a broken server.
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
 import tempfile
 import time
 
-from inference import handover, logs
+from inference import handover, holder, logs
 from inference.settings import Settings
 
 log = logging.getLogger("inference.supervisor")
@@ -113,8 +120,11 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, listener: socket.socket, record: handover.Record):
+    def __init__(self, settings: Settings, listener: socket.socket, record: handover.Record, holder_path: str = ""):
         self.settings = settings
+        self.holder_path = holder_path  # the weight holder's socket; "" = no holder
+        self.holder = 0
+        self.holder_says: int | None = None
         self.listener = listener
         self.record = record
         self.serving = 0  # the model process clients are served by
@@ -149,8 +159,9 @@ class Supervisor:
     def fork(self, handover_fd: int | None = None) -> int:
         pid = os.fork()
         if pid == 0:
-            if self.incoming_says is not None:
-                os.close(self.incoming_says)
+            for fd in (self.incoming_says, self.holder_says):
+                if fd is not None:
+                    os.close(fd)
             code = serve_child(self.listener, handover_fd)
             logging.shutdown()
             sys.stdout.flush()
@@ -159,6 +170,74 @@ class Supervisor:
         self.starts += 1
         logs.event(log, "model process started", pid=pid, starts=self.starts, handover=handover_fd is not None)
         return pid
+
+    def start_holder(self) -> None:
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            self.listener.close()
+            code = 1
+            try:
+                settings = self.settings
+                code = holder.serve(
+                    settings.model_path, settings.device, settings.hold_weights, self.holder_path, write_end
+                )
+            except BaseException:
+                log.exception("the weight holder failed")
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        os.close(write_end)
+        self.holder, self.holder_says = pid, read_end
+        self.record.holder(pid=pid, state="loading")
+        logs.event(log, "weight holder started", pid=pid)
+
+    def read_holder(self) -> None:
+        """The holder's word: "holding <bytes> <seconds>", or "none <why>" where it holds nothing."""
+        try:
+            said = os.read(self.holder_says, 4096).decode(errors="replace")
+        except BlockingIOError:
+            return
+        for line in said.splitlines():
+            word, _, rest = line.partition(" ")
+            if word == "holding":
+                held, _, seconds = rest.partition(" ")
+                self.record.holder(pid=self.holder, state="holding", bytes=int(held), seconds=float(seconds))
+            elif word == "none":
+                self.record.holder(pid=self.holder, state="not held", why=rest)
+
+    def holder_ended(self, code: int) -> int | None:
+        """The holder ended: expected where it holds nothing, else a crash that ends the supervisor."""
+        self.read_holder()
+        state = (self.record.data.get("holder") or {}).get("state")
+        os.close(self.holder_says)
+        self.holder, self.holder_says = 0, None
+        if state == "not held" and code == 0:
+            return None
+        self.record.holder(pid=0, state="ended", exit_code=code)
+        logs.event(log, "the weight holder ended; the supervisor ends with it", logging.ERROR, exit_code=code)
+        # Its model processes drain (or are killed once overdue) and the supervisor ends with them.
+        deadline = time.monotonic() + self.settings.drain_timeout + RETIRE_GRACE_SECONDS
+        for pid in (self.serving, self.incoming):
+            if pid:
+                self.retiring[pid] = deadline
+        self.serving = self.incoming = 0
+        for pid in self.retiring:
+            self._signal(pid, signal.SIGTERM)
+        return code or 1
+
+    def stop_holder(self) -> None:
+        """After the last model process: nothing maps the weights any more."""
+        if self.holder:
+            self._signal(self.holder, signal.SIGKILL)
+            try:
+                os.waitpid(self.holder, 0)
+            except ChildProcessError:
+                pass
+            self.holder = 0
 
     def start(self) -> None:
         began = time.monotonic()
@@ -210,9 +289,13 @@ class Supervisor:
                 logs.event(log, "handover: the new process serves", old_pid=old, new_pid=self.serving)
             elif word == "no-room":
                 current["why"] = rest
+            elif word == "mapped":  # the weights, from the holder
+                self.record.phase(current, "weights mapped", pid=self.incoming, load_seconds=float(rest or 0))
 
     def ended(self, pid: int, code: int) -> int | None:
         """A child ended; the supervisor's exit code when it must end too."""
+        if pid == self.holder:
+            return self.holder_ended(code)
         current = self.record.current
         if pid == self.incoming:
             self.read_incoming()  # its last word (why it found no room) may come with its end
@@ -267,6 +350,8 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.forward)
         signal.signal(signal.SIGUSR1, self.want_handover)
+        if self.holder_path:
+            self.start_holder()
         self.start()
         code = None
         while True:
@@ -282,12 +367,15 @@ class Supervisor:
                 ended = self.ended(pid, exit_code(status))
                 if ended is not None and code is None:
                     code = ended
-            if code is not None and not (self.incoming or self.retiring):
+            if code is not None and not (self.serving or self.incoming or self.retiring):
+                self.stop_holder()
                 return code
             if self.wanted and not self.stopping and code is None:
                 self.begin_handover()
             if self.incoming_says is not None:
                 self.read_incoming()
+            if self.holder_says is not None:
+                self.read_holder()
             self.kill_overdue()
             time.sleep(POLL_SECONDS)
 
@@ -310,15 +398,23 @@ def main() -> None:
     if not settings.model_path:
         raise SystemExit("MODEL_PATH is not set: point it at a GLM-4V checkpoint directory")
     listener = listen(settings.host, settings.port)
-    fd, path = tempfile.mkstemp(prefix="inference-supervisor-", suffix=".json")
-    os.close(fd)
+    if settings.hold_weights not in holder.HOLD_MODES:
+        raise SystemExit(f"HOLD_WEIGHTS must be one of {', '.join(holder.HOLD_MODES)}, not {settings.hold_weights!r}")
+    # The record and the holder's socket, in a directory only this user enters.
+    private = tempfile.mkdtemp(prefix="inference-supervisor-")
+    path = os.path.join(private, "state.json")
     os.environ[handover.STATE_ENV] = path
+    holder_path = ""
+    if settings.hold_weights != "off":
+        holder_path = os.environ[holder.SOCKET_ENV] = os.path.join(private, "weights.sock")
     record = handover.Record(path)
+    record.save()
     logs.event(log, "supervising", pid=os.getpid(), host=settings.host, port=settings.port)
     try:
-        code = Supervisor(settings, listener, record).run()
+        code = Supervisor(settings, listener, record, holder_path).run()
     finally:
         record.remove()
+        shutil.rmtree(private, ignore_errors=True)
     sys.exit(code)
 
 

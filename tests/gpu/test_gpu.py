@@ -139,3 +139,9 @@ def test_handover_on_the_gpu_under_load_refuses_nobody_and_frees_the_old_process
     assert first not in holders and done["new_pid"] in holders
     health = httpx.get(server.url + "/health").json()
     assert health["pid"] == done["new_pid"] and health["device"].startswith("cuda")
+    # The weights stayed in the holder (HOLD_WEIGHTS=auto on a GPU) and the new process mapped them
+    # (that mapping adds nothing to a process's allocator: tests/inference/test_holder.py).
+    held = health["supervisor"]["holder"]
+    assert held["state"] == "holding" and held["pid"] in holders, held
+    assert health["weights"]["source"] == "holder" and health["weights"]["holder_pid"] == held["pid"]
+    assert "weights mapped" in [p["name"] for p in done["phases"]]

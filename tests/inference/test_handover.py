@@ -59,9 +59,14 @@ def _handover(server, after: int, timeout: float = 120) -> dict:
 
 
 def test_handover_under_load_refuses_nobody(start_server):
-    server = start_server(module=SUPERVISOR, DRAIN_TIMEOUT=30)
+    # The weights in a holder (on this CPU in shared memory; CUDA IPC on a GPU, tests/gpu): both
+    # model processes map them from it.
+    server = start_server(module=SUPERVISOR, DRAIN_TIMEOUT=30, HOLD_WEIGHTS="on")
     first = _health(server)
     assert first["supervisor"]["serving_pid"] == first["pid"]
+    held = first["supervisor"]["holder"]
+    assert held["state"] == "holding" and held["bytes"] > 0, held
+    assert first["weights"] == {"source": "holder", "holder_pid": held["pid"], "held_bytes": held["bytes"]}
     load = Load(server.url)
     time.sleep(1.5)  # the clients are busy before the handover begins
 
@@ -75,6 +80,7 @@ def test_handover_under_load_refuses_nobody(start_server):
     assert done["state"] == "done", done
     assert [p["name"] for p in done["phases"]] == [
         "new process started",
+        "weights mapped",
         "new process serving",
         "old process draining",
         "old process gone",
@@ -86,6 +92,7 @@ def test_handover_under_load_refuses_nobody(start_server):
     after = _health(server)
     assert after["pid"] == done["new_pid"] and after["state"] == "ready"
     assert after["supervisor"]["serving_pid"] == done["new_pid"]
+    assert after["weights"]["source"] == "holder" and after["supervisor"]["holder"] == held  # the same holder
     log = server.log()
     assert '"msg": "retiring: the new process serves"' in log and '"msg": "handover done"' in log
 
@@ -146,6 +153,25 @@ def test_handover_needs_the_token_and_the_supervisor(start_server):
     assert _admin(supervised, "/admin/handover", token="wrong").status_code == 401
     record = _health(supervised)["supervisor"]
     assert record["pid"] == supervised.proc.pid and record["handovers"] == []
+    # HOLD_WEIGHTS=auto holds weights on a GPU only: here each process read its own.
+    deadline = time.monotonic() + 30
+    while record["holder"]["state"] == "loading" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        record = _health(supervised)["supervisor"]
+    assert record["holder"]["state"] == "not held" and "cpu" in record["holder"]["why"], record
+    assert _health(supervised)["weights"] == {"source": "files"}
+
+
+def test_the_weight_holders_death_ends_the_supervisor_as_a_crash(start_server):
+    """The serving process reads the holder's memory: without it the server must not go on as if
+    nothing happened, but end so the container's restart policy and the console see it."""
+    server = start_server(module=SUPERVISOR, HOLD_WEIGHTS="on", DRAIN_TIMEOUT=2)
+    health = _health(server)
+    held = health["supervisor"]["holder"]
+    os.kill(held["pid"], signal.SIGKILL)
+    assert server.proc.wait(60) == 128 + signal.SIGKILL
+    assert not _alive(health["pid"])
+    assert '"msg": "the weight holder ended; the supervisor ends with it"' in server.log()
 
 
 def test_a_hung_old_process_is_killed_once_it_outlives_its_drain(start_server):

@@ -1,0 +1,225 @@
+"""The weight holder: one long-lived process keeps the model's weights; model processes map them.
+
+A model process is replaceable, its weights need not be. Under inference.supervisor (HOLD_WEIGHTS),
+the supervisor forks this process first: it reads the checkpoint onto the device once and hands the
+tensors to every model process that asks, over a Unix socket, as torch's inter-process handles (CUDA
+IPC on a GPU; shared memory files on a CPU). A model process maps them in a fraction of a second and
+they add nothing to its own memory, so a handover's new process skips the weights and two model
+processes side by side need the weights only once.
+
+Protocol: a model process connects and sends `weights\\n`; the holder answers, once its weights are
+read, with an 8-byte little-endian length and a pickle (torch's ForkingPickler) of
+`{"state": {name: tensor}, "pid", "bytes", "seconds"}`, or of `{"error": why}`. Only processes of
+the same user reach the socket (its directory is 0700).
+
+The holder must outlive every process that maps its weights (on a GPU, its exit frees the memory
+they read): it ignores SIGINT and SIGTERM, and the supervisor ends it after the last model process.
+It ends by itself when the supervisor is gone.
+"""
+
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+import threading
+import time
+
+from inference import logs
+
+log = logging.getLogger("inference.holder")
+
+SOCKET_ENV = "INFERENCE_WEIGHTS_SOCKET"  # set in model processes when a holder keeps the weights
+HOLD_MODES = ("auto", "on", "off")  # auto: hold on a GPU; on: on any device (a CPU needs /dev/shm room)
+ASK = b"weights\n"
+WAIT_SECONDS = 900  # for the holder's first read of the weights (a large checkpoint, a cold disk)
+PARENT_POLL_SECONDS = 1.0
+
+
+class Unavailable(Exception):
+    """The holder could not give the weights; the model process reads them itself."""
+
+
+def wanted(mode: str, device: str) -> bool:
+    """Whether weights on `device` are held, for HOLD_WEIGHTS = mode."""
+    return mode == "on" or (mode == "auto" and device.startswith("cuda"))
+
+
+def fuse_attention(state: dict) -> dict:
+    """Put each attention layer's q, k and v projections side by side in one tensor (views of it in
+    the state), so a model process fuses them for its decoding step without a copy of its own
+    (inference.model_runner.fuse_layer)."""
+    import torch
+
+    for name in [n for n in state if n.endswith("self_attn.q_proj.weight")]:
+        for kind in ("weight", "bias"):
+            names = [name.replace("q_proj.weight", f"{p}_proj.{kind}") for p in ("q", "k", "v")]
+            parts = [state.get(n) for n in names]
+            if any(p is None for p in parts) or len({(p.dtype, p.shape[1:]) for p in parts}) != 1:
+                continue
+            fused = torch.cat(parts)
+            start = 0
+            for part_name, part in zip(names, parts, strict=True):
+                state[part_name] = fused[start : start + part.shape[0]]
+                start += part.shape[0]
+    return state
+
+
+def share(state: dict, device: str) -> dict:
+    """The tensors made shareable: on a CPU moved into shared memory files; on a GPU as they are."""
+    import torch.multiprocessing
+
+    if not device.startswith("cuda"):
+        torch.multiprocessing.set_sharing_strategy("file_system")  # names, not descriptors: a plain socket carries them
+        for tensor in state.values():
+            tensor.share_memory_()
+    return state
+
+
+def _send(conn: socket.socket, message: dict) -> None:
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401  (registers the reductions of tensors)
+
+    data = ForkingPickler.dumps(message)
+    conn.sendall(struct.pack("<Q", len(data)) + data)
+
+
+def _receive(conn: socket.socket) -> dict:
+    import torch.multiprocessing
+
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    head = _read(conn, 8)
+    (length,) = struct.unpack("<Q", head)
+    return pickle.loads(_read(conn, length))
+
+
+def _read(conn: socket.socket, size: int) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        chunk = conn.recv(min(size - got, 1 << 20))
+        if not chunk:
+            raise Unavailable("the weight holder closed the connection (it ended?)")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def serve(model_path: str, device: str, mode: str, path: str, says: int | None = None) -> int:
+    """The holder's life: bind, read the weights, then hand them to whoever asks; its exit code.
+    `says` is a pipe to the supervisor: "holding <bytes> <seconds>" once the weights are read, or
+    "none <why>" where HOLD_WEIGHTS (mode) keeps no weights on this device (then it exits, 0)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # model processes may still map the weights: the supervisor ends it
+    parent = os.getppid()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)  # before anything slow: a model process that asks early waits in the backlog
+    listener.listen(16)
+    began = time.monotonic()
+    try:
+        import torch
+
+        from inference import weights
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if not wanted(mode, device):
+            why = f"HOLD_WEIGHTS={mode}: each model process reads the weights on {device}"
+            if says is not None:
+                os.write(says, f"none {why}\n".encode())
+            return 0
+        state = share(fuse_attention(weights.read_state_dict(model_path, device)), device)
+    except Exception as exc:
+        log.exception("the weight holder could not read the weights")
+        _refuse_all(listener, f"the weight holder could not read the weights: {exc}")
+        return 1
+    held = sum(storage.nbytes() for storage in _storages(state))
+    seconds = round(time.monotonic() - began, 3)
+    logs.event(log, "holding the weights", device=device, bytes=held, tensors=len(state), seconds=seconds)
+    if says is not None:
+        os.write(says, f"holding {held} {seconds}\n".encode())
+    message = {"state": state, "pid": os.getpid(), "bytes": held, "seconds": seconds}
+    listener.settimeout(PARENT_POLL_SECONDS)
+    while os.getppid() == parent:
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        threading.Thread(target=_answer, args=(conn, message), name="holder-answer", daemon=True).start()
+    logs.event(log, "the supervisor is gone; the weight holder ends", logging.WARNING)
+    return 0
+
+
+def _storages(state: dict) -> list:
+    seen = {}
+    for tensor in state.values():
+        storage = tensor.untyped_storage()
+        seen.setdefault(storage.data_ptr(), storage)
+    return list(seen.values())
+
+
+def _answer(conn: socket.socket, message: dict) -> None:
+    with conn:
+        try:
+            conn.settimeout(30)
+            if _read(conn, len(ASK)) != ASK:
+                return
+            _send(conn, message)
+            conn.recv(1)  # the model process has rebuilt its tensors once it closes its end
+        except (OSError, Unavailable) as exc:
+            logs.event(log, "a model process left before it had the weights", logging.WARNING, why=str(exc))
+
+
+def _refuse_all(listener: socket.socket, why: str) -> None:
+    """Tell whoever is waiting (and asks in the next moments) why, so they read the weights themselves."""
+    listener.settimeout(2)
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            return
+        with conn:
+            try:
+                _send(conn, {"error": why})
+            except OSError:
+                pass
+
+
+class Mapped:
+    """A model process's side, shaped like weights.Prefetch: the holder's tensors fetched on a thread
+    while the process imports; `result()` gives the state dict or raises Unavailable."""
+
+    def __init__(self, path: str, timeout: float = WAIT_SECONDS):
+        self.seconds = 0.0
+        self.holder_pid = 0
+        self.held_bytes = 0
+        self._done = threading.Event()
+        self._state: dict | None = None
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, args=(path, timeout), name="weights-holder", daemon=True).start()
+
+    def _run(self, path: str, timeout: float) -> None:
+        began = time.monotonic()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.settimeout(timeout)
+                conn.connect(path)
+                conn.sendall(ASK)
+                message = _receive(conn)
+            if "error" in message:
+                raise Unavailable(message["error"])
+            self._state = message["state"]
+            self.holder_pid, self.held_bytes = message["pid"], message["bytes"]
+        except (OSError, ValueError, pickle.UnpicklingError, Unavailable, RuntimeError) as exc:
+            self._error = (
+                exc if isinstance(exc, Unavailable) else Unavailable(f"the weight holder did not answer: {exc}")
+            )
+        finally:
+            self.seconds = time.monotonic() - began
+            self._done.set()
+
+    def result(self) -> dict:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._state
