@@ -192,6 +192,7 @@ def _restart_whole(ctx: Context, why: str, drained: bool = True) -> str:
 # The supervisor's phase names (inference/handover.py), as the pages say them.
 HANDOVER_PHASES = {
     "new process started": gettext_noop("new process %(pid)s started at %(seconds).1f s"),
+    "weights mapped": gettext_noop("new process %(pid)s mapped the held weights in %(load).1f s"),
     "new process serving": gettext_noop("new process %(pid)s serving at %(seconds).1f s (loaded in %(load).1f s)"),
     "old process draining": gettext_noop("old process %(pid)s draining at %(seconds).1f s"),
     "old process gone": gettext_noop("old process %(pid)s gone at %(seconds).1f s"),
