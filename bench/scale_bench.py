@@ -9,6 +9,13 @@ TELEMETRY_SAMPLE_SECONDS.
 For each (hosts, instances): sample-to-browser latency p50/p95 over `--clients` WebSocket clients on
 the dashboard; the dashboard's page time; each worker's CPU per sampled instance; samples written
 per second; the console's RSS. A fresh database for each.
+
+    ... python bench/scale_bench.py --hosts 1 --instances 500 --soak 3600 --every 300 --raw-retention 900
+
+A soak: one stack for `--soak` seconds; every `--every` seconds the sample table's rows and size, the
+database's size, the console's and the workers' RSS, and 20 s of sample-to-browser latency. With a
+short TELEMETRY_RAW_RETENTION the raw rows stop growing once retention prunes as fast as sampling
+writes; what the default (24 h) holds follows from the rows per hour measured.
 """
 
 import argparse
@@ -62,6 +69,12 @@ for instance in Instance.objects.filter(name__startswith="stub-"):
     ProcessRuntime().stop(instance, timeout=5)
 """
 ROWS = "from console.telemetry.models import Sample; print(Sample.objects.count())"
+SIZES = """
+from django.db import connection
+with connection.cursor() as cursor:
+    cursor.execute("SELECT pg_database_size(current_database()), pg_total_relation_size('telemetry_sample')")
+    print(*cursor.fetchone())
+"""
 
 
 def pct(values: list[float], q: int) -> float | None:
@@ -69,7 +82,7 @@ def pct(values: list[float], q: int) -> float | None:
 
 
 class Stack:
-    def __init__(self, hosts: int, instances: int, sample_seconds: int):
+    def __init__(self, hosts: int, instances: int, sample_seconds: int, **env: str):
         self.hosts, self.instances = hosts, instances
         self.var = Path(tempfile.mkdtemp(prefix="scale-bench-"))
         self.db = f"scale_bench_{secrets.token_hex(4)}"
@@ -85,6 +98,7 @@ class Stack:
             "TELEMETRY_SAMPLE_SECONDS": str(sample_seconds),
             "CONSOLE_DEMO_PASSWORD": PASSWORD,
             "SECRET_KEY": secrets.token_urlsafe(40),
+            **env,
         }
         self.workers: list[subprocess.Popen] = []
         self.procs: list[subprocess.Popen] = []
@@ -194,6 +208,48 @@ def measure(hosts: int, instances: int, clients: int, seconds: float, sample_sec
         stack.stop()
 
 
+def rss_mib(procs: list[subprocess.Popen]) -> float:
+    total = 0
+    for proc in procs:
+        try:
+            total += psutil.Process(proc.pid).memory_info().rss
+        except psutil.Error:
+            pass
+    return round(total / 2**20, 1)
+
+
+def soak(hosts: int, instances: int, clients: int, sample_seconds: int, seconds: float, every: float, **env) -> dict:
+    stack = Stack(hosts, instances, sample_seconds, **env)
+    points = []
+    try:
+        stack.start()
+        client = stack.session()
+        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        began = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - began
+            latencies = asyncio.run(dashboard_clients(stack.url, cookie, clients, 20))
+            database, table = (int(n) for n in stack.python(SIZES).split())
+            point = {
+                "minutes": round(elapsed / 60, 1),
+                "sample_rows": int(stack.python(ROWS)),
+                "sample_table_mib": round(table / 2**20, 1),
+                "database_mib": round(database / 2**20, 1),
+                "console_rss_mib": rss_mib([stack.console]),
+                "workers_rss_mib": rss_mib(stack.workers),
+                "latency_p50_ms": pct(latencies, 50),
+                "latency_p95_ms": pct(latencies, 95),
+            }
+            points.append(point)
+            print(json.dumps(point), flush=True)
+            if elapsed >= seconds:
+                break
+            time.sleep(max(0.0, min(every, seconds - elapsed) - 20))
+        return {"hosts": hosts, "instances": instances, "clients": clients, "env": env, "points": points}
+    finally:
+        stack.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hosts", type=int, nargs="+", default=[1, 4])
@@ -202,7 +258,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--sample-seconds", type=int, default=5)
     parser.add_argument("--out", default="")
+    parser.add_argument("--soak", type=float, default=0, help="seconds of one long run instead")
+    parser.add_argument("--every", type=float, default=300)
+    parser.add_argument("--raw-retention", type=int, default=0, help="TELEMETRY_RAW_RETENTION for a soak")
     args = parser.parse_args()
+    if args.soak:
+        env = {"TELEMETRY_RAW_RETENTION": str(args.raw_retention)} if args.raw_retention else {}
+        result = soak(args.hosts[0], args.instances[0], args.clients, args.sample_seconds, args.soak, args.every, **env)
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1))
+        return
     results = [
         measure(hosts, instances, args.clients, args.seconds, args.sample_seconds)
         for instances in args.instances
