@@ -87,7 +87,7 @@ class _EventConsumer(AsyncJsonWebsocketConsumer):
     async def console_event(self, message: dict) -> None:
         if len(self.pending) == self.pending.maxlen:
             self.dropped += 1
-        self.pending.append({"type": message["event"], "instance": message["instance"], "data": message["data"]})
+        self.pending.append(message["text"])  # encoded once by the sender (events.py)
         self.wakeup.set()
 
     async def _send_pending(self) -> None:
@@ -95,7 +95,7 @@ class _EventConsumer(AsyncJsonWebsocketConsumer):
             await self.wakeup.wait()
             self.wakeup.clear()
             while self.pending:
-                await self.send_json(self.pending.popleft())
+                await self.send(text_data=self.pending.popleft())
 
 
 class DashboardConsumer(_EventConsumer):

@@ -6,6 +6,7 @@ to the dashboard within a batch of its host's round ("samples").
 """
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -46,7 +47,7 @@ def publish(instance_name: str, event_type: str, data: dict[str, Any]) -> None:
     """Send one event to the browsers watching this instance. Never blocks on slow browsers."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}")
-    message = {"type": "console.event", "event": event_type, "instance": instance_name, "data": data}
+    message = _event(event_type, instance_name, data)
     # Log lines are for the instance's page only; samples reach the dashboard in batches
     # (publish_samples); the dashboard gets the rest.
     groups = (
@@ -62,8 +63,15 @@ def publish_samples(samples: list[dict[str, Any]]) -> None:
     a batch rather than per sample (at 100 instances and 50 dashboards, relaying one message per
     sample per dashboard was what the console spent its time on: docs/BENCHMARKS.md, scale)."""
     if samples:
-        message = {"type": "console.event", "event": SAMPLES, "instance": "", "data": {"samples": samples}}
-        _send((DASHBOARD_GROUP,), message, f"{len(samples)} samples")
+        _send((DASHBOARD_GROUP,), _event(SAMPLES, "", {"samples": samples}), f"{len(samples)} samples")
+
+
+def _event(event_type: str, instance_name: str, data: dict[str, Any]) -> dict:
+    """The channel-layer message of an event: its JSON text for the browsers, encoded once here, not
+    once per open page (at 500 instances and 50 dashboards the consumers' encoding of every batch
+    was what the console spent its time on: docs/BENCHMARKS.md, scale)."""
+    text = json.dumps({"type": event_type, "instance": instance_name, "data": data}, default=str)
+    return {"type": "console.event", "text": text}
 
 
 def user_group(user_id: int) -> str:
@@ -74,7 +82,7 @@ def publish_to_user(user_id: int, instance_name: str, event_type: str, data: dic
     """Send an event to one user's open pages only."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}")
-    message = {"type": "console.event", "event": event_type, "instance": instance_name, "data": data}
+    message = _event(event_type, instance_name, data)
     _send((user_group(user_id),), message, f"{event_type} for user {user_id}")
 
 
