@@ -46,26 +46,6 @@ def wanted(mode: str, device: str) -> bool:
     return mode == "on" or (mode == "auto" and device.startswith("cuda"))
 
 
-def fuse_attention(state: dict) -> dict:
-    """Put each attention layer's q, k and v projections side by side in one tensor (views of it in
-    the state), so a model process fuses them for its decoding step without a copy of its own
-    (inference.model_runner.fuse_layer)."""
-    import torch
-
-    for name in [n for n in state if n.endswith("self_attn.q_proj.weight")]:
-        for kind in ("weight", "bias"):
-            names = [name.replace("q_proj.weight", f"{p}_proj.{kind}") for p in ("q", "k", "v")]
-            parts = [state.get(n) for n in names]
-            if any(p is None for p in parts) or len({(p.dtype, p.shape[1:]) for p in parts}) != 1:
-                continue
-            fused = torch.cat(parts)
-            start = 0
-            for part_name, part in zip(names, parts, strict=True):
-                state[part_name] = fused[start : start + part.shape[0]]
-                start += part.shape[0]
-    return state
-
-
 def share(state: dict, device: str) -> dict:
     """The tensors made shareable: on a CPU moved into shared memory files; on a GPU as they are."""
     import torch.multiprocessing
@@ -128,7 +108,7 @@ def serve(model_path: str, device: str, mode: str, path: str, says: int | None =
             if says is not None:
                 os.write(says, f"none {why}\n".encode())
             return 0
-        state = share(fuse_attention(weights.read_state_dict(model_path, device)), device)
+        state = share(weights.read_state_dict(model_path, device), device)
     except Exception as exc:
         log.exception("the weight holder could not read the weights")
         _refuse_all(listener, f"the weight holder could not read the weights: {exc}")

@@ -100,7 +100,7 @@ def fuse_layer(layer) -> Layer:
 
 def _side_by_side(parts: list):
     """The tensors as one, without a copy, when they already lie one after another in one storage (as
-    the weight holder lays q, k and v out, inference/holder.py); else None."""
+    the weight reader lays q, k and v out, inference/weights.py); else None."""
     import torch
 
     first = parts[0]

@@ -102,13 +102,43 @@ def read_state_dict(model_dir: str | os.PathLike, device: str) -> dict:
     return read_files(shard_files(model_dir), device)
 
 
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
+
+
+def _allocate(tensors: list[tuple], device) -> dict:
+    """Empty tensors for the checkpoint; each attention layer's q, k and v projections (weights and
+    biases) side by side in one allocation, so the decoding step's fused projection is a view of
+    them rather than a copy (inference.model_runner.fuse_layer): 1.6 GiB less for GLM-4.6V-Flash."""
+    import torch
+
+    specs = {name: (dtype, shape) for name, dtype, shape in tensors}
+    state = {}
+    for name in specs:
+        if not name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
+            continue
+        names = [name.replace("q_proj", p) for p in ATTENTION_PROJECTIONS]
+        parts = [specs.get(n) for n in names]
+        if None in parts or len({(dtype, tuple(shape[1:])) for dtype, shape in parts}) != 1:
+            continue
+        dtype, shape = parts[0]
+        together = torch.empty((sum(s[0] for _, s in parts), *shape[1:]), dtype=dtype, device=device)
+        start = 0
+        for part_name, (_, part_shape) in zip(names, parts, strict=True):
+            state[part_name] = together[start : start + part_shape[0]]
+            start += part_shape[0]
+    for name, (dtype, shape) in specs.items():
+        if name not in state:
+            state[name] = torch.empty(shape, dtype=dtype, device=device)
+    return state
+
+
 def read_files(files: list[Path], device: str) -> dict:
     """Every tensor of these safetensors files, on `device`, in its stored dtype."""
     import torch
 
     tensors, reads = _plan(files)
     target = torch.device(device)
-    state = {name: torch.empty(shape, dtype=dtype, device=target) for name, dtype, shape in tensors}
+    state = _allocate(tensors, target)
     flat = {name: tensor.view(-1).view(torch.uint8) if tensor.numel() else None for name, tensor in state.items()}
     handles = {path: os.open(path, os.O_RDONLY) for path in files}
     cuda = target.type == "cuda"

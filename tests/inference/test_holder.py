@@ -63,7 +63,8 @@ def test_a_process_maps_the_holders_weights_without_a_copy(smoke_model, socket_p
         _stop(process)
 
 
-def test_q_k_v_side_by_side_are_fused_without_a_copy(smoke_model):
+def test_q_k_v_read_side_by_side_are_fused_without_a_copy(smoke_model):
+    from safetensors.torch import load_file
     from transformers import AutoConfig, Glm4vForConditionalGeneration
 
     config = AutoConfig.from_pretrained(smoke_model)
@@ -73,17 +74,19 @@ def test_q_k_v_side_by_side_are_fused_without_a_copy(smoke_model):
         layer = model.model.language_model.layers[0]
         return layer, fuse_layer(layer)
 
-    layer, fused = first_layer(holder.fuse_attention(weights.read_state_dict(smoke_model, "cpu")))
+    name = "model.language_model.layers.0.self_attn.q_proj.weight"
+    read = weights.read_state_dict(smoke_model, "cpu")
+    layer, fused = first_layer(dict(read))
     q, k, v = (getattr(layer.self_attn, f"{p}_proj") for p in "qkv")
-    assert fused.qkv_weight.data_ptr() == q.weight.data_ptr()  # the holder's layout, used as it is
-    assert fused.qkv_bias.data_ptr() == q.bias.data_ptr()
+    assert fused.qkv_weight.data_ptr() == read[name].data_ptr()  # the reader's layout, used as it is
+    assert fused.qkv_bias.data_ptr() == read[name.replace("weight", "bias")].data_ptr()
     assert torch.equal(fused.qkv_weight, torch.cat([q.weight, k.weight, v.weight]))
 
-    plain = weights.read_state_dict(smoke_model, "cpu")
-    layer, fused = first_layer(dict(plain))
-    assert torch.equal(
-        fused.qkv_weight[: q.weight.shape[0]], plain["model.language_model.layers.0.self_attn.q_proj.weight"]
-    )
+    # Tensors each on their own (as safetensors loads them) are concatenated into a new one.
+    plain = load_file(smoke_model / "model.safetensors")
+    layer, copied = first_layer(dict(plain))
+    assert copied.qkv_weight.data_ptr() != plain[name].data_ptr()
+    assert torch.equal(copied.qkv_weight, fused.qkv_weight)
 
 
 def test_a_holder_that_cannot_read_says_why_and_nobody_waits(tmp_path, socket_path):
