@@ -183,10 +183,14 @@ def measure(hosts: int, instances: int, clients: int, seconds: float, sample_sec
             assert client.get("/").status_code == 200
             page_ms.append((time.perf_counter() - began) * 1000)
         rows_before, cpu_before, began = int(stack.python(ROWS)), cpu_seconds(stack.workers), time.monotonic()
+        console_before, clients_before = cpu_seconds([stack.console]), psutil.Process().cpu_times()
         latencies = asyncio.run(dashboard_clients(stack.url, cookie, clients, seconds))
         elapsed = time.monotonic() - began
         rows = int(stack.python(ROWS)) - rows_before
         cpu = cpu_seconds(stack.workers) - cpu_before
+        console_cpu = cpu_seconds([stack.console]) - console_before
+        clients_now = psutil.Process().cpu_times()
+        clients_cpu = clients_now.user + clients_now.system - clients_before.user - clients_before.system
         result = {
             "hosts": hosts,
             "instances": instances,
@@ -201,6 +205,10 @@ def measure(hosts: int, instances: int, clients: int, seconds: float, sample_sec
             "worker_cpu_ms_per_sample": round(cpu * 1000 / rows, 2) if rows else None,
             "worker_cpu_percent": round(cpu * 100 / elapsed, 1),
             "console_rss_mib": round(psutil.Process(stack.console.pid).memory_info().rss / 2**20, 1),
+            # Where the 2 cores went: the console relaying, and this process's protocol clients.
+            "console_cpu_percent": round(console_cpu * 100 / elapsed, 1),
+            "clients_cpu_percent": round(clients_cpu * 100 / elapsed, 1),
+            "load_average_1m": round(os.getloadavg()[0], 2),
         }
         print(json.dumps(result), flush=True)
         return result
