@@ -9,10 +9,12 @@ One vLLM for the module (it takes about half a minute to start on two cores); th
 import base64
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -26,7 +28,8 @@ pytestmark = [pytest.mark.vllm, pytest.mark.browser, pytest.mark.slow]
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-DRAIN = 10  # the instance's drain timeout, which the console passes on as --shutdown-timeout
+DRAIN = 4  # the instance's drain timeout, which the console passes on as --shutdown-timeout
+INSTALL_WAIT = 1200  # scripts/test.sh installs vLLM beside the first tests
 
 
 class Api:
@@ -50,8 +53,22 @@ class Api:
         return until(finished, timeout, every=0.5)
 
 
+def wait_for_the_install() -> None:
+    """Where scripts/test.sh installs vLLM in the background, its status once it has finished."""
+    status = os.environ.get("VLLM_INSTALL_STATUS")
+    if not status:
+        return
+    deadline = time.monotonic() + INSTALL_WAIT
+    while not Path(status).exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    code = Path(status).read_text().strip() if Path(status).exists() else f"not done after {INSTALL_WAIT} s"
+    if code != "0":
+        pytest.fail(f"scripts/install-vllm.sh failed ({code}); its output: {os.environ.get('VLLM_INSTALL_LOG')}")
+
+
 @pytest.fixture(scope="module")
 def vllm(tmp_path_factory):
+    wait_for_the_install()
     if not VLLM_PYTHON.exists():
         pytest.fail("no vLLM here: scripts/install-vllm.sh installs it (make test does)")
     console = EmbeddedConsole(
