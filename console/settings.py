@@ -229,21 +229,22 @@ CONSOLE_WORKER_CONCURRENCY = envint("CONSOLE_WORKER_CONCURRENCY", 8)
 
 
 def channel_layer_hosts(url: str) -> list[dict]:
-    """channels-redis waits for a socket's next message in 5 s blocking pops; redis-py 8 gives a
-    connection a 5 s read timeout by default, so a socket with nothing to send for 5 s (a dashboard
-    of instances sampled every 5 s) died of "Timeout reading". A longer read timeout, still bounded
-    so that a Redis gone away is noticed."""
+    """redis-py 8 gives a connection a 5 s read timeout by default; channels-redis's list-based layer
+    waited in 5 s blocking pops, so a socket with nothing to send for 5 s died of "Timeout reading".
+    A longer read timeout, still bounded so that a Redis gone away is noticed."""
     return [{"address": url, "socket_timeout": 15}]
 
 
+# Redis pub/sub: an event for a group is published once, and each console process hands it to its
+# open pages; the list-based layer pushed one copy per page into Redis and each was popped on its own
+# (at 100 instances and 50 dashboards that fan-out was most of a sample's way to the browser:
+# docs/BENCHMARKS.md, scale). Nothing is kept for a page that is not reading: live events are best
+# effort (the database holds the truth), and a page that reads slowly loses its oldest events from
+# its own bounded queue (console/live/consumers.py), never slowing the samplers or other pages.
+CHANNEL_LAYER_BACKEND = "channels_redis.pubsub.RedisPubSubChannelLayer"
 if REDIS_URL:
     CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # A browser that falls behind loses the oldest events; it never
-            # slows the samplers or other browsers.
-            "CONFIG": {"hosts": channel_layer_hosts(REDIS_URL), "capacity": 200, "expiry": 30},
-        }
+        "default": {"BACKEND": CHANNEL_LAYER_BACKEND, "CONFIG": {"hosts": channel_layer_hosts(REDIS_URL)}}
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 200}}}

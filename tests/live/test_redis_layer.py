@@ -5,16 +5,16 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from channels_redis.core import RedisChannelLayer
+from django.utils.module_loading import import_string
 
-from console.settings import channel_layer_hosts
+from console.settings import CHANNEL_LAYER_BACKEND, channel_layer_hosts
 
 
 def test_a_socket_with_nothing_to_receive_waits_past_redis_read_timeout():
     url = os.environ.get("TEST_REDIS_URL")
     if not url:
         pytest.fail("TEST_REDIS_URL is not set: run through make test, which starts Redis")
-    layer = RedisChannelLayer(hosts=channel_layer_hosts(url.rsplit("/", 1)[0] + "/5"))
+    layer = import_string(CHANNEL_LAYER_BACKEND)(hosts=channel_layer_hosts(url.rsplit("/", 1)[0] + "/5"))
 
     async def main():
         channel = await layer.new_channel()
