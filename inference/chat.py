@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from inference import logs
 from inference.decoders import TokenSink
+from inference.detokenize import TextStream
 from inference.engine import PromptTooLong
 from inference.limits import ApiError, check_number, parse_messages
 from inference.stats import Finished
@@ -346,18 +347,15 @@ class Generation:
                 return
 
     async def sse(self, request: Request):
-        sent = ""
         status = 200
         watcher = asyncio.create_task(self.watch_disconnect(request))
+        text = TextStream(self.server.engine.decode)
         try:
             yield self._chunk({"role": "assistant"})
-            async for _ in self.tokens():
-                text = self.server.engine.decode(self.ids)
-                if text.endswith("\ufffd"):
-                    continue  # wait for the rest of a multi-byte character
-                if len(text) > len(sent):
-                    yield self._chunk({"content": text[len(sent) :]})
-                    sent = text
+            async for ids in self.tokens():
+                added = text.add(ids)
+                if added:
+                    yield self._chunk({"content": added})
             reason = self.finish_reason()
             if reason == "timeout":
                 status = 504

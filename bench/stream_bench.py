@@ -1,0 +1,121 @@
+"""What a client sees of a streamed answer, against a whole one: time to the first content chunk,
+tokens/s, and the aggregate of concurrent streams, over HTTP.
+
+    BENCH_SERVER_LOG=server.log python bench/stream_bench.py --model /tmp/glm-4.6v-flash-random --out stream.json
+
+The same prompt (text only, about 30 tokens) throughout. Figures: the median of `--repeat` requests
+of one token answered whole (what "time to first token" measured before), the median time to the
+first byte and to the first chunk with text of a `--tokens`-token streamed answer, the server's own
+time to its first token for those (its request log), and tokens/s of `--streams` concurrent streamed
+and whole answers.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.inference_bench import PROMPT  # noqa: E402
+from bench.startup_bench import running_server  # noqa: E402
+
+
+def body(tokens: int, stream: bool) -> dict:
+    return {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": tokens, "stream": stream}
+
+
+def whole(client: httpx.Client, base: str, tokens: int) -> tuple[float, int]:
+    began = time.perf_counter()
+    answer = client.post(base + "/v1/chat/completions", json=body(tokens, False)).json()
+    return time.perf_counter() - began, answer["usage"]["completion_tokens"]
+
+
+def streamed(client: httpx.Client, base: str, tokens: int) -> dict:
+    began = time.perf_counter()
+    first_byte = first_text = None
+    chunks = 0
+    with client.stream("POST", base + "/v1/chat/completions", json=body(tokens, True)) as response:
+        for line in response.iter_lines():
+            now = time.perf_counter()
+            first_byte = first_byte or now
+            if line.startswith("data: {") and '"content"' in line:
+                chunks += 1
+                first_text = first_text or now
+    ended = time.perf_counter()
+    return {
+        "first_byte": first_byte - began,
+        "first_text": (first_text or ended) - began,
+        "total": ended - began,
+        "chunks": chunks,
+    }
+
+
+def server_ttft(count: int) -> float | None:
+    """The server's time to first token for the first `count` streamed requests (its request log)."""
+    path = os.environ.get("BENCH_SERVER_LOG")
+    if not path:
+        return None
+    values = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        if line.startswith("{") and '"msg": "request"' in line and '"stream": true' in line:
+            values.append(json.loads(line)["ttft_ms"])
+    return statistics.median(values[:count]) if values else None
+
+
+def measure(base: str, tokens: int, streams: int, repeat: int) -> dict:
+    client = httpx.Client(timeout=600)
+    whole(client, base, 4)  # warm-up
+    one_token = statistics.median(whole(client, base, 1)[0] for _ in range(repeat))
+    runs = [streamed(client, base, tokens) for _ in range(repeat)]
+    result = {
+        "whole_1_token_ms": round(one_token * 1000, 1),
+        "streamed_first_byte_ms": round(statistics.median(r["first_byte"] for r in runs) * 1000, 1),
+        "streamed_first_text_ms": round(statistics.median(r["first_text"] for r in runs) * 1000, 1),
+        "streamed_chunks_median": statistics.median(r["chunks"] for r in runs),
+        "streamed_total_s": round(statistics.median(r["total"] for r in runs), 3),
+        "server_ttft_ms_median": server_ttft(repeat),
+    }
+    for kind in ("streamed", "whole"):
+        with ThreadPoolExecutor(streams) as pool:
+            began = time.perf_counter()
+            if kind == "streamed":
+                done = list(pool.map(lambda _: streamed(httpx.Client(timeout=600), base, tokens), range(streams)))
+                produced = tokens * len(done)  # random weights: an end-of-text id is one in ~50,000
+            else:
+                done = list(pool.map(lambda _: whole(httpx.Client(timeout=600), base, tokens), range(streams)))
+                produced = sum(n for _, n in done)
+            wall = time.perf_counter() - began
+        result[f"{kind}_{streams}_concurrent_tokens_per_second"] = round(produced / wall, 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="/tmp/glm-4.6v-flash-random")
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--port", type=int, default=8379)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    env = {"MAX_CONCURRENCY": str(args.streams), "MAX_QUEUE": "64"}
+    with running_server(args.model, args.port, **env) as (base, _, _):
+        result = {
+            "tokens": args.tokens,
+            "streams": args.streams,
+            **measure(base, args.tokens, args.streams, args.repeat),
+        }
+    print(json.dumps(result, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
