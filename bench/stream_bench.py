@@ -3,11 +3,11 @@ tokens/s, and the aggregate of concurrent streams, over HTTP.
 
     BENCH_SERVER_LOG=server.log python bench/stream_bench.py --model /tmp/glm-4.6v-flash-random --out stream.json
 
-The same prompt (text only, about 30 tokens) throughout. Figures: the median of `--repeat` requests
-of one token answered whole (what "time to first token" measured before), the median time to the
-first byte and to the first chunk with text of a `--tokens`-token streamed answer, the server's own
-time to its first token for those (its request log), and tokens/s of `--streams` concurrent streamed
-and whole answers.
+The same prompt (text only, about 30 tokens; with `--image` a 336x336 picture first) throughout.
+Figures: the median of `--repeat` requests of one token answered whole (what "time to first token"
+measured before), the median time to the first byte and to the first chunk with text of a
+`--tokens`-token streamed answer, the server's own time to its first token for those (its request
+log), and tokens/s of `--streams` concurrent streamed and whole answers.
 """
 
 import argparse
@@ -23,12 +23,14 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.inference_bench import PROMPT  # noqa: E402
+from bench.inference_bench import PROMPT, image_url  # noqa: E402
 from bench.startup_bench import running_server  # noqa: E402
+
+CONTENT: list | str = PROMPT  # --image: a 336x336 picture before the text, as inference_bench sends
 
 
 def body(tokens: int, stream: bool) -> dict:
-    return {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": tokens, "stream": stream}
+    return {"messages": [{"role": "user", "content": CONTENT}], "max_tokens": tokens, "stream": stream}
 
 
 def whole(client: httpx.Client, base: str, tokens: int) -> tuple[float, int]:
@@ -104,7 +106,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--port", type=int, default=8379)
     parser.add_argument("--out", default="")
+    parser.add_argument("--image", action="store_true", help="a 336x336 image before the text")
     args = parser.parse_args()
+    if args.image:
+        global CONTENT
+        CONTENT = [{"type": "image_url", "image_url": {"url": image_url()}}, {"type": "text", "text": PROMPT}]
     env = {"MAX_CONCURRENCY": str(args.streams), "MAX_QUEUE": "64"}
     with running_server(args.model, args.port, **env) as (base, _, _):
         result = {
