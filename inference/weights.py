@@ -108,7 +108,9 @@ ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
 def _allocate(tensors: list[tuple], device) -> dict:
     """Empty tensors for the checkpoint; each attention layer's q, k and v projections (weights and
     biases) side by side in one allocation, so the decoding step's fused projection is a view of
-    them rather than a copy (inference.model_runner.fuse_layer): 1.6 GiB less for GLM-4.6V-Flash."""
+    them rather than a copy (inference.model_runner.fuse_layer): no 1.6 GiB of copies for
+    GLM-4.6V-Flash at load, and no blocks of the originals left in the allocator's cache (the weight
+    holder on an H200: 20,326 MiB instead of 21,708)."""
     import torch
 
     specs = {name: (dtype, shape) for name, dtype, shape in tensors}

@@ -5,11 +5,14 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import httpx
 
+from tests.conftest import ROOT
 from tests.inference.helpers import chat
 from tests.inference.test_supervisor import SUPERVISOR, _admin, _alive, _health
 
@@ -192,3 +195,11 @@ def test_a_hung_old_process_is_killed_once_it_outlives_its_drain(start_server):
     assert killed["seconds"] - serving["seconds"] >= 2 + 10 - 0.5  # its drain and the grace, not sooner
     assert not _alive(first["pid"])
     assert _health(server)["pid"] == done["new_pid"]
+
+
+def test_an_unknown_hold_weights_mode_is_refused_at_start(tmp_path):
+    env = {**os.environ, "MODEL_PATH": str(tmp_path), "HOLD_WEIGHTS": "sometimes", "PORT": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", SUPERVISOR], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "HOLD_WEIGHTS must be one of auto, on, off, not 'sometimes'" in done.stderr
