@@ -74,31 +74,31 @@ def vllm(tmp_path_factory):
     console = EmbeddedConsole(
         tmp_path_factory.mktemp("vllm-console"), CONSOLE_STALL_SECONDS="3", CONSOLE_STALL_PROBE_SECONDS="3"
     ).start()
-    port = free_port()
-    model = Path(console.env["CONSOLE_VAR_DIR"]) / "models" / "smoke"
-    command = [
-        str(VLLM_PYTHON),
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        *("--model", str(model), "--served-model-name", "smoke", "--host", "127.0.0.1", "--port", str(port)),
-        *("--max-model-len", "1024", "--enforce-eager", "--gpu-memory-utilization", "0.1"),
-    ]
-    registered = console.manage(
-        "register_instance",
-        "vllm-a",
-        *("--engine", "vllm", "--host", "local", "--url", f"http://127.0.0.1:{port}", "--group", "vl"),
-        *("--command", json.dumps(command), "--drain-timeout", str(DRAIN)),
-        *("--env", "VLLM_CPU_KVCACHE_SPACE=1", "--env", "VLLM_SERVER_DEV_MODE=1"),
-    )
-    token = console.manage(
-        "shell",
-        "-c",
-        "from console.api.models import ApiToken; from django.contrib.auth import get_user_model as g; "
-        f"print(ApiToken.issue(g().objects.get(username='{console.username}'), 'vllm')[1])",
-    ).stdout.splitlines()[-1]
-    api = Api(console, token)
-    started = api.run("start")
-    try:
+    try:  # whatever fails on the way, the console and what it started are stopped
+        port = free_port()
+        model = Path(console.env["CONSOLE_VAR_DIR"]) / "models" / "smoke"
+        command = [
+            str(VLLM_PYTHON),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            *("--model", str(model), "--served-model-name", "smoke", "--host", "127.0.0.1", "--port", str(port)),
+            *("--max-model-len", "1024", "--enforce-eager", "--gpu-memory-utilization", "0.1"),
+        ]
+        registered = console.manage(
+            "register_instance",
+            "vllm-a",
+            *("--engine", "vllm", "--host", "local", "--url", f"http://127.0.0.1:{port}", "--group", "vl"),
+            *("--command", json.dumps(command), "--drain-timeout", str(DRAIN)),
+            *("--env", "VLLM_CPU_KVCACHE_SPACE=1", "--env", "VLLM_SERVER_DEV_MODE=1"),
+        )
+        token = console.manage(
+            "shell",
+            "-c",
+            "from console.api.models import ApiToken; from django.contrib.auth import get_user_model as g; "
+            f"print(ApiToken.issue(g().objects.get(username='{console.username}'), 'vllm')[1])",
+        ).stdout.splitlines()[-1]
+        api = Api(console, token)
+        started = api.run("start")
         yield {
             "console": console,
             "api": api,
