@@ -34,7 +34,7 @@ from console.telemetry.signals import samples_recorded
 log = logging.getLogger(__name__)
 # A round's samples reach the dashboard in batches at most this old: one message per open dashboard
 # for a batch instead of one per sample.
-BATCH_SECONDS = 0.1
+BATCH_SECONDS = 0.05
 
 
 def port_of(base_url: str) -> int | None:
