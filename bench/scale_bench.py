@@ -6,8 +6,9 @@ TELEMETRY_SAMPLE_SECONDS.
     BENCH_POSTGRES=postgres://USER:PASS@127.0.0.1:5433/postgres BENCH_REDIS=redis://127.0.0.1:6391/0 \\
         python bench/scale_bench.py --hosts 1 4 --instances 10 100 --clients 50 --seconds 60 --out scale.json
 
-For each (hosts, instances): sample-to-browser latency p50/p95 over `--clients` WebSocket clients on
-the dashboard; the dashboard's page time; each worker's CPU per sampled instance; samples written
+For each (hosts, instances): sample-to-browser latency p50/p95 over `--clients` on the dashboard (one
+real chromium page, whose own latency is measured as its script applies the events, and protocol
+clients); the dashboard's page time; each worker's CPU per sampled instance; samples written
 per second; the console's RSS. A fresh database for each.
 
     ... python bench/scale_bench.py --hosts 1 --instances 500 --soak 3600 --every 300 --raw-retention 900
@@ -29,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from live_bench import dashboard_clients  # noqa: E402
 
+from tests.browser import CHROMIUM_ARGS  # noqa: E402
 from tests.conftest import celery_worker, free_port, spawn, wait_http  # noqa: E402
 
 PASSWORD = "bench-password-123"
@@ -159,6 +162,41 @@ class Stack:
         return client
 
 
+def with_a_browser(url: str, client: httpx.Client, clients: int, seconds: float) -> tuple[list[float], list[float]]:
+    """One real chromium page on the dashboard beside `clients` - 1 protocol clients: the clients'
+    latencies and the page's own (from its events, as its script applies them)."""
+    from playwright.sync_api import sync_playwright
+
+    latencies: list[float] = []
+    with sync_playwright() as pw:
+        profile = tempfile.mkdtemp(prefix="bench-chromium-")
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            context.add_cookies([{"name": k, "value": v, "url": url} for k, v in client.cookies.items()])
+            page = context.new_page()
+            page.goto(url + "/")
+            page.evaluate(
+                "window.lat = []; document.addEventListener('console:event', (e) => {"
+                " if (e.detail.type === 'samples') e.detail.data.samples.forEach("
+                "(s) => window.lat.push(Date.now() - s.data.at * 1000)); });"
+            )
+            cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+            # Playwright's sync API owns this thread's event loop: the clients get a thread of their own.
+            others = threading.Thread(
+                target=lambda: latencies.extend(asyncio.run(dashboard_clients(url, cookie, clients - 1, seconds)))
+            )
+            others.start()
+            while others.is_alive():
+                page.wait_for_timeout(500)  # keep the page's own events flowing meanwhile
+            in_page = page.evaluate("window.lat")
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+    return latencies, in_page
+
+
 def cpu_seconds(procs: list[subprocess.Popen]) -> float:
     total = 0.0
     for proc in procs:
@@ -175,7 +213,6 @@ def measure(hosts: int, instances: int, clients: int, seconds: float, sample_sec
     try:
         stack.start()
         client = stack.session()
-        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
         time.sleep(3 * sample_seconds + 5)  # every stub sampled a few times
         page_ms = []
         for _ in range(5):
@@ -184,7 +221,7 @@ def measure(hosts: int, instances: int, clients: int, seconds: float, sample_sec
             page_ms.append((time.perf_counter() - began) * 1000)
         rows_before, cpu_before, began = int(stack.python(ROWS)), cpu_seconds(stack.workers), time.monotonic()
         console_before, clients_before = cpu_seconds([stack.console]), psutil.Process().cpu_times()
-        latencies = asyncio.run(dashboard_clients(stack.url, cookie, clients, seconds))
+        latencies, in_page = with_a_browser(stack.url, client, clients, seconds)
         elapsed = time.monotonic() - began
         rows = int(stack.python(ROWS)) - rows_before
         cpu = cpu_seconds(stack.workers) - cpu_before
@@ -199,6 +236,9 @@ def measure(hosts: int, instances: int, clients: int, seconds: float, sample_sec
             "events": len(latencies),
             "latency_p50_ms": pct(latencies, 50),
             "latency_p95_ms": pct(latencies, 95),
+            "browser_events": len(in_page),
+            "browser_latency_p50_ms": pct(in_page, 50),
+            "browser_latency_p95_ms": pct(in_page, 95),
             "dashboard_page_ms_median": round(statistics.median(page_ms), 1),
             "samples_per_second": round(rows / elapsed, 1),
             "expected_samples_per_second": round(instances / sample_seconds, 1),
