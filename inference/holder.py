@@ -41,6 +41,17 @@ class Unavailable(Exception):
     """The holder could not give the weights; the model process reads them itself."""
 
 
+def not_here(mode: str, device: str) -> str:
+    """Why no holder is started (""): asked for none, or `auto` on a machine without an NVIDIA
+    driver, told without importing torch (seconds of CPU a CPU machine would spend for nothing)."""
+    if mode == "off":
+        return "HOLD_WEIGHTS=off: each model process reads the weights itself"
+    if mode == "auto" and not device.startswith("cuda"):
+        if device or not os.path.exists("/proc/driver/nvidia/version"):
+            return f"HOLD_WEIGHTS=auto holds weights on a GPU; this server runs on {device or 'cpu'} (no NVIDIA driver)"
+    return ""
+
+
 def wanted(mode: str, device: str) -> bool:
     """Whether weights on `device` are held, for HOLD_WEIGHTS = mode."""
     return mode == "on" or (mode == "auto" and device.startswith("cuda"))

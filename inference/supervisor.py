@@ -405,9 +405,12 @@ def main() -> None:
     path = os.path.join(private, "state.json")
     os.environ[handover.STATE_ENV] = path
     holder_path = ""
-    if settings.hold_weights != "off":
-        holder_path = os.environ[holder.SOCKET_ENV] = os.path.join(private, "weights.sock")
     record = handover.Record(path)
+    why_not = holder.not_here(settings.hold_weights, settings.device)
+    if why_not:
+        record.data["holder"] = {"pid": 0, "state": "not held", "why": why_not}
+    else:
+        holder_path = os.environ[holder.SOCKET_ENV] = os.path.join(private, "weights.sock")
     record.save()
     logs.event(log, "supervising", pid=os.getpid(), host=settings.host, port=settings.port)
     try:
