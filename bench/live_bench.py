@@ -10,6 +10,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -152,6 +153,46 @@ def signed_in_with_stubs(env: dict, url: str, instances: int, reason: str) -> tu
     return client, "; ".join(f"{k}={v}" for k, v in client.cookies.items())
 
 
+@contextlib.contextmanager
+def dashboard_page(url: str, client: httpx.Client):
+    """A real chromium page on the dashboard, signed in as `client`, keeping in `window.lat` the age
+    of each sample as its script receives it; closed, profile and all, on exit."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        profile = tempfile.mkdtemp(prefix="bench-chromium-")
+        context = pw.chromium.launch_persistent_context(
+            profile, executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            context.add_cookies([{"name": k, "value": v, "url": url} for k, v in client.cookies.items()])
+            page = context.new_page()
+            page.goto(url + "/")
+            page.evaluate(
+                "window.lat = []; document.addEventListener('console:event', (e) => {"
+                " if (e.detail.type === 'samples') e.detail.data.samples.forEach("
+                "(s) => window.lat.push(Date.now() - s.data.at * 1000)); });"
+            )
+            yield page
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def beside_clients(page, url: str, cookie: str, count: int, seconds: float) -> tuple[list[float], list[float]]:
+    """`count` protocol clients on the dashboard for `seconds` beside the page: their latencies and
+    the page's own."""
+    latencies: list[float] = []
+    # Playwright's sync API owns this thread's event loop: the clients get a thread of their own.
+    clients = threading.Thread(
+        target=lambda: latencies.extend(asyncio.run(dashboard_clients(url, cookie, count, seconds)))
+    )
+    clients.start()
+    while clients.is_alive():
+        page.wait_for_timeout(500)  # keep the page's own events flowing meanwhile
+    return latencies, page.evaluate("window.lat")
+
+
 def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) >= 2 else float("nan")
 
@@ -169,36 +210,9 @@ def main() -> None:
     console = serve(env, port, var)
     try:
         client, cookie = signed_in_with_stubs(env, url, args.instances, "bench")
-        from playwright.sync_api import sync_playwright
-
-        with sync_playwright() as pw:
-            profile = tempfile.mkdtemp(prefix="bench-chromium-")
-            context = pw.chromium.launch_persistent_context(
-                profile,
-                executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                args=CHROMIUM_ARGS,
-                headless=True,
-            )
-            context.add_cookies([{"name": k, "value": v, "url": url} for k, v in client.cookies.items()])
-            page = context.new_page()
-            page.goto(url + "/")
-            page.evaluate(
-                "window.lat = []; document.addEventListener('console:event', (e) => {"
-                " if (e.detail.type === 'samples') e.detail.data.samples.forEach("
-                "(s) => window.lat.push(Date.now() - s.data.at * 1000)); });"
-            )
+        with dashboard_page(url, client) as page:
             time.sleep(args.seconds / 6)  # every stub started and sampled at least once
-            # Playwright's sync API owns this thread's event loop: the clients get a thread of their own.
-            latencies: list[float] = []
-            clients = threading.Thread(
-                target=lambda: latencies.extend(
-                    asyncio.run(dashboard_clients(url, cookie, args.clients - 1, args.seconds))
-                )
-            )
-            clients.start()
-            while clients.is_alive():
-                page.wait_for_timeout(500)  # keep the page's own events flowing meanwhile
-            in_page = page.evaluate("window.lat")
+            latencies, in_page = beside_clients(page, url, cookie, args.clients - 1, args.seconds)
 
             # Log lines into the instance page of the chatty stub.
             page.goto(url + "/instances/stub-00/")
@@ -215,8 +229,6 @@ def main() -> None:
             lines, gap = page.evaluate("[window.lines, window.maxGap]")
             shown = page.evaluate("document.querySelectorAll('#log-lines .line').length")
             rate = lines / (time.time() - began)
-            context.close()
-            shutil.rmtree(profile, ignore_errors=True)
         result = {
             "instances": args.instances,
             "clients": args.clients,

@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -41,9 +40,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from live_bench import dashboard_clients  # noqa: E402
+from live_bench import beside_clients, dashboard_clients, dashboard_page  # noqa: E402
 
-from tests.browser import CHROMIUM_ARGS  # noqa: E402
 from tests.conftest import celery_worker, free_port, spawn, wait_http  # noqa: E402
 
 PASSWORD = "bench-password-123"
@@ -165,36 +163,9 @@ class Stack:
 def with_a_browser(url: str, client: httpx.Client, clients: int, seconds: float) -> tuple[list[float], list[float]]:
     """One real chromium page on the dashboard beside `clients` - 1 protocol clients: the clients'
     latencies and the page's own (from its events, as its script applies them)."""
-    from playwright.sync_api import sync_playwright
-
-    latencies: list[float] = []
-    with sync_playwright() as pw:
-        profile = tempfile.mkdtemp(prefix="bench-chromium-")
-        context = pw.chromium.launch_persistent_context(
-            profile, executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            context.add_cookies([{"name": k, "value": v, "url": url} for k, v in client.cookies.items()])
-            page = context.new_page()
-            page.goto(url + "/")
-            page.evaluate(
-                "window.lat = []; document.addEventListener('console:event', (e) => {"
-                " if (e.detail.type === 'samples') e.detail.data.samples.forEach("
-                "(s) => window.lat.push(Date.now() - s.data.at * 1000)); });"
-            )
-            cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
-            # Playwright's sync API owns this thread's event loop: the clients get a thread of their own.
-            others = threading.Thread(
-                target=lambda: latencies.extend(asyncio.run(dashboard_clients(url, cookie, clients - 1, seconds)))
-            )
-            others.start()
-            while others.is_alive():
-                page.wait_for_timeout(500)  # keep the page's own events flowing meanwhile
-            in_page = page.evaluate("window.lat")
-        finally:
-            context.close()
-            shutil.rmtree(profile, ignore_errors=True)
-    return latencies, in_page
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    with dashboard_page(url, client) as page:
+        return beside_clients(page, url, cookie, clients - 1, seconds)
 
 
 def cpu_seconds(procs: list[subprocess.Popen]) -> float:
