@@ -156,7 +156,7 @@ def signed_in_with_stubs(env: dict, url: str, instances: int, reason: str) -> tu
 @contextlib.contextmanager
 def dashboard_page(url: str, client: httpx.Client):
     """A real chromium page on the dashboard, signed in as `client`, keeping in `window.lat` the age
-    of each sample as its script receives it; closed, profile and all, on exit."""
+    of each sample when its script has written it into the page; closed, profile and all, on exit."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -169,9 +169,8 @@ def dashboard_page(url: str, client: httpx.Client):
             page = context.new_page()
             page.goto(url + "/")
             page.evaluate(
-                "window.lat = []; document.addEventListener('console:event', (e) => {"
-                " if (e.detail.type === 'samples') e.detail.data.samples.forEach("
-                "(s) => window.lat.push(Date.now() - s.data.at * 1000)); });"
+                "window.lat = []; document.addEventListener('console:rendered', (e) =>"
+                " e.detail.forEach((d) => window.lat.push(Date.now() - d.at * 1000)));"
             )
             yield page
         finally:

@@ -79,15 +79,32 @@
     });
   }
 
-  // -- samples: badges and figures
-  function applySample(name, d, live) {
-    const scope = scopeOf(name);
-    if (!scope) return;
+  // -- samples: badges and figures. A sample is kept when it arrives (and charted on its
+  // instance's page); the DOM is written once per animation frame with each instance's latest, so
+  // a dashboard of hundreds of rows does its work at most once a frame however often batches
+  // come, and a hidden tab does none until it is shown.
+  const toRender = new Set();
+  let frameAsked = false;
+  function takeSample(name, d, live) {
     d.received = Date.now() - (d.age || 0) * 1000;
     samples[name] = d;
     if (d.host && (hostSeen[d.host] == null || hostSeen[d.host] < d.received)) hostSeen[d.host] = d.received;
-    renderBadge(name);
+    if (live && kind === "instance") charts.push(d);
+    toRender.add(name);
+    if (!frameAsked) { frameAsked = true; requestAnimationFrame(renderFrame); }
+  }
+  function renderFrame() {
+    frameAsked = false;
+    const names = [...toRender];
+    toRender.clear();
+    names.forEach(renderSample);
     renderHosts();
+    if (names.length) document.dispatchEvent(new CustomEvent("console:rendered", { detail: names.map((n) => samples[n]) }));
+  }
+  function renderSample(name) {
+    const scope = scopeOf(name), d = samples[name];
+    if (!scope || !d) return;
+    renderBadge(name);
     setField(scope, "gpu", gib(d.gpu_used) + " / " + gib(d.gpu_total) + " GiB");
     const bar = scope.querySelector('[data-field="gpu_bar"]');
     if (bar) bar.style.width = (d.gpu_used && d.gpu_total ? Math.min(100, Math.round((d.gpu_used * 100) / d.gpu_total)) : 0) + "%";
@@ -108,7 +125,6 @@
     setField(scope, "preemptions", count(e.preemptions));
     setField(scope, "prefix_hits", percent(e.prefix_cache_hit_rate));
     scope.querySelectorAll("[data-sampled-at]").forEach((el) => (el.dataset.sampledAt = d.at));
-    if (live && kind === "instance") charts.push(d);
   }
 
   // -- operations: the badge, the dashboard's last-operation cell; on other pages htmx fetches
@@ -146,8 +162,8 @@
   }
 
   Object.entries(initial.operations || {}).forEach(([name, d]) => applyOperation(name, d, false));
-  Object.entries(initial.samples || {}).forEach(([name, d]) => applySample(name, d, false));
-  renderHosts();
+  Object.entries(initial.samples || {}).forEach(([name, d]) => takeSample(name, d, false));
+  renderFrame();  // the page's first figures now, not a frame after it shows empty fields
   setInterval(() => { Object.keys(samples).forEach(renderBadge); renderHosts(); }, 5000);
 
   // -- log panel: bounded, filterable, follow or pause; JSON lines in columns unless "raw"
@@ -338,8 +354,8 @@
     };
     ws.onmessage = (m) => {
       const ev = JSON.parse(m.data);
-      if (ev.type === "sample") applySample(ev.instance, ev.data, true);
-      else if (ev.type === "samples") ev.data.samples.forEach((s) => applySample(s.instance, s.data, true));
+      if (ev.type === "sample") takeSample(ev.instance, ev.data, true);
+      else if (ev.type === "samples") ev.data.samples.forEach((s) => takeSample(s.instance, s.data, true));
       else if (ev.type === "operation.updated") applyOperation(ev.instance, ev.data, true);
       else if (ev.type === "log.lines") logs.add(ev.data.lines);
       else if (ev.type === "trial.update") applyTrial(ev.data);

@@ -95,3 +95,43 @@ def test_dashboard_fits_a_phone(second_browser, embedded_console):
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px"
     page.close()
+
+
+# Every socket the page opens, kept where the test can reach it.
+KEEP_SOCKETS = """
+window.sockets = [];
+const RealSocket = window.WebSocket;
+window.WebSocket = class extends RealSocket {
+  constructor(...args) { super(...args); window.sockets.push(this); }
+};
+"""
+# A burst of 200 samples of the demo in one task, the console's own events held back meanwhile:
+# the page writes the row once, in the next frame, with the last of them.
+BURST = """() => new Promise((resolve) => {
+  const ws = window.sockets[0], handle = ws.onmessage, rendered = [];
+  ws.onmessage = () => {};
+  document.addEventListener('console:rendered', (e) => rendered.push(e.detail.map((d) => d.in_flight)));
+  const at = Date.now() / 1000;
+  for (let i = 1; i <= 200; i++) {
+    const sample = { instance: 'demo', data: { status: 'ready', in_flight: 1000 + i, at: at, age: 0 } };
+    handle({ data: JSON.stringify({ type: 'samples', data: { samples: [sample] } }) });
+  }
+  const written = document.querySelector('#instance-demo [data-field=in_flight]').textContent;
+  requestAnimationFrame(() => requestAnimationFrame(() => resolve({
+    before: written, rendered: rendered,
+    after: document.querySelector('#instance-demo [data-field=in_flight]').textContent,
+  })));
+})"""
+
+
+def test_the_dashboard_writes_a_burst_of_samples_once_a_frame(second_browser, embedded_console):
+    console = embedded_console
+    page = second_browser.new_page()
+    page.add_init_script(KEEP_SOCKETS)
+    login(page, console)
+    page.wait_for_selector("[data-live-state].on", timeout=15_000)
+    result = page.evaluate(BURST)
+    assert result["before"] != "1200", "written before the frame"
+    assert result["rendered"] == [[1200]], result["rendered"]
+    assert result["after"] == "1200"
+    page.close()
