@@ -79,6 +79,7 @@ class BatchedDecoder:
         return {
             "decoder": "batched",
             "slots": runner.slots,
+            "slots_wanted": self.scheduler.wanted_slots,  # more while a handover's smaller cache grows back
             "slots_in_use": self.scheduler.running,
             "waiting": len(self.scheduler.waiting),
             "context_tokens": runner.context,

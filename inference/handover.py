@@ -14,6 +14,7 @@ STATE_ENV = "INFERENCE_SUPERVISOR_STATE"
 HANDOVER_FD_ENV = "INFERENCE_HANDOVER_FD"  # set in a handover's new process: where it says "serving"
 NO_ROOM_EXIT = 76  # a handover's new process found no room for a second model beside the first
 KEEP_HANDOVERS = 5
+GROW_MARGIN_BYTES = 256 * 2**20  # left free when a smaller KV cache grows back (the step's own work)
 
 
 class Record:
@@ -97,22 +98,45 @@ def weights_bytes(model_path: str) -> int:
     return 0
 
 
-def no_room(model_path: str, device: str, reserve_bytes: int, weights_held: bool = False) -> str:
-    """Why a second model cannot load beside the serving one ("" if it can): the weights once more
-    (unless a holder keeps them for both) plus reserve_bytes (KV cache, activations, CUDA context)
-    must fit in the device's free memory."""
-    need = (0 if weights_held else weights_bytes(model_path)) + reserve_bytes
+def kv_slot_bytes(model_path: str, context: int, dtype_bytes: int) -> int:
+    """What one slot of the batched decoder's KV cache takes (model_runner.py: keys and values of
+    every text layer over `context` positions), from the checkpoint's config; 0 if it cannot say."""
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text())
+        text = config.get("text_config") or config
+        heads = int(text["num_attention_heads"])
+        head_dim = int(text.get("head_dim") or int(text["hidden_size"]) // heads)
+        kv_heads = int(text.get("num_key_value_heads") or heads)
+        layers = int(text["num_hidden_layers"])
+        context = min(context, int(text.get("max_position_embeddings") or context))
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return 0
+    return layers * 2 * kv_heads * context * head_dim * dtype_bytes
+
+
+def free_bytes(device: str) -> tuple[int, str]:
+    """Free memory where a model process would allocate, and what that is ("GPU" or "host")."""
     if device.startswith("cuda"):
         import torch
 
         free, _ = torch.cuda.mem_get_info(torch.device(device))
-        where = "GPU"
-    else:
-        free = _host_available()
-        where = "host"
-    if free >= need:
-        return ""
-    return f"a second model needs {need / 2**30:.1f} GiB and the {where} has {free / 2**30:.1f} GiB free"
+        return free, "GPU"
+    return _host_available(), "host"
+
+
+def fit_slots(free: int, where: str, weights: int, reserve: int, slot_bytes: int, slots: int) -> tuple[int, str]:
+    """How many KV cache slots a second model process can have beside the serving one: `slots` when the
+    weights (0 when a holder keeps them for both), the whole cache and `reserve` (activations, CUDA
+    context) fit in `free`; fewer when only a smaller cache fits (it grows back once the old process is
+    gone: scheduler.py); 0 with why when not even one slot does."""
+    room = free - weights - reserve
+    if room >= slot_bytes * slots:
+        return slots, ""
+    if slot_bytes > 0 and room >= slot_bytes:
+        fit = int(min(slots - 1, room // slot_bytes))
+        return fit, f"the {where} has room for {fit} of {slots} KV cache slots beside the serving process"
+    need = weights + reserve + max(slot_bytes, 0)
+    return 0, f"a second model needs {need / 2**30:.1f} GiB and the {where} has {free / 2**30:.1f} GiB free"
 
 
 def _host_available() -> int:

@@ -234,6 +234,26 @@ class ModelRunner:
         log.info("Triton decoding kernels", extra={"fields": timing})
         return kernels
 
+    def resize(self, slots: int) -> None:
+        """Give the KV cache `slots` slots, between steps: the slots in use keep their keys and values
+        (copied into the new cache), graphs are recorded again for the new tensors. A handover's new
+        process that started with fewer slots, so that it fit beside the old one, grows back here."""
+        import torch
+
+        keep = min(slots, self.slots)
+        cache = []
+        for old in self.cache:
+            new = torch.zeros((slots, *old.shape[1:]), dtype=old.dtype, device=old.device)
+            new[:keep].copy_(old[:keep])
+            cache.append(new)
+        self.cache = cache
+        state = torch.zeros((3, slots), dtype=torch.long, device=self.device)
+        state[:, :keep].copy_(self.state[:, :keep])
+        self.state, self.rows = state, torch.arange(slots, device=self.device)
+        self.slots, self.slot_sizes = slots, buckets(slots, 1)
+        self.graphs.clear()  # they captured the old tensors
+        self.record_common()
+
     @property
     def cache_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.cache)

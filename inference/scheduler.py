@@ -16,6 +16,7 @@ from inference.model_runner import ModelRunner
 from inference.sampler import sample
 
 log = logging.getLogger("inference.scheduler")
+GROW_CHECK_SECONDS = 1.0
 
 
 @dataclass
@@ -43,6 +44,12 @@ class Scheduler:
         self.wake = threading.Condition()
         self.active: list[Job | None] = [None] * runner.slots
         self.last_prefill: dict[str, float] = {}  # where the last first token's time went (benchmarks)
+        # A handover's new process may start with fewer KV cache slots than asked, to fit beside the
+        # old one (handover.fit_slots): it grows to `wanted_slots` between steps once `room()` says
+        # the rest fits, asked at most every GROW_CHECK_SECONDS.
+        self.wanted_slots = runner.slots
+        self.room: Callable[[int], bool] = lambda more_bytes: False
+        self._grow_checked = 0.0
         self.thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self.thread.start()
 
@@ -69,9 +76,43 @@ class Scheduler:
                     for job in [job for job in self.active if job is not None]:
                         self._finish(job, exc)
 
+    def grow_to(self, slots: int, room: Callable[[int], bool]) -> None:
+        with self.wake:
+            self.wanted_slots, self.room = slots, room
+            self.wake.notify()
+
+    def _grow(self) -> None:
+        """To the slots asked for, once there is room for them (the old process gone)."""
+        runner = self.runner
+        now = time.monotonic()
+        if self.wanted_slots <= runner.slots or now - self._grow_checked < GROW_CHECK_SECONDS:
+            return
+        self._grow_checked = now
+        more = runner.cache_bytes // runner.slots * (self.wanted_slots - runner.slots)
+        try:
+            if not self.room(runner.cache_bytes + more):  # old and new cache side by side while copying
+                return
+            began = time.monotonic()
+            had = runner.slots
+            runner.resize(self.wanted_slots)
+        except Exception:
+            log.exception("the KV cache could not grow; it keeps its %d slots", runner.slots)
+            self.wanted_slots = runner.slots
+            return
+        with self.wake:
+            self.active.extend([None] * (runner.slots - len(self.active)))
+        log.info(
+            "KV cache grown",
+            extra={"fields": {"slots": runner.slots, "had": had, "seconds": round(time.monotonic() - began, 3)}},
+        )
+
     def _admit(self) -> None:
+        self._grow()
         with self.wake:
             while not self.waiting and not self.running:
+                if self.wanted_slots > self.runner.slots:
+                    self.wake.wait(GROW_CHECK_SECONDS)
+                    return  # back through _grow
                 self.wake.wait()
             admitted = []
             while self.waiting and None in self.active:

@@ -363,16 +363,38 @@ def load_for_handover(server: Server, handover_fd: int) -> None:
     settings = server.settings
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     held = bool(os.environ.get(holder.SOCKET_ENV)) and holder.wanted(settings.hold_weights, device)
-    why = handover.no_room(settings.model_path, device, settings.handover_reserve_bytes, weights_held=held)
-    if why:
+    free, where = handover.free_bytes(device)
+    if settings.handover_max_bytes:
+        free = min(free, settings.handover_max_bytes)
+    dtype_bytes = 4 if (settings.dtype or ("float32" if device == "cpu" else "bfloat16")) == "float32" else 2
+    batched = settings.decoder == "batched"
+    wanted = settings.max_concurrency
+    slots, why = handover.fit_slots(
+        free,
+        where,
+        0 if held else handover.weights_bytes(settings.model_path),
+        settings.handover_reserve_bytes,
+        handover.kv_slot_bytes(settings.model_path, settings.context, dtype_bytes) if batched else 0,
+        wanted,
+    )
+    if not slots:
         logs.event(log, "no room for a handover", logging.WARNING, why=why)
         os.write(handover_fd, f"no-room {why}\n".encode())
         raise SystemExit(handover.NO_ROOM_EXIT)
+    if slots < wanted:
+        logs.event(log, "a smaller KV cache for the handover", logging.WARNING, slots=slots, wanted=wanted, why=why)
+        os.write(handover_fd, f"kv-slots {slots} {wanted}\n".encode())
+        server.engine.slots = slots
     logs.event(log, "loading beside the serving process", pid=os.getpid(), weights_held=held)
     server.engine.on_mapped = lambda seconds: os.write(handover_fd, f"mapped {seconds:.3f}\n".encode())
     server.load()
     if not server.loaded:
         raise SystemExit(1)
+    if slots < wanted:
+        # Grown between steps once the old process is gone and its memory free again.
+        server.engine.decoding.scheduler.grow_to(
+            wanted, lambda need: handover.free_bytes(device)[0] >= need + handover.GROW_MARGIN_BYTES
+        )
 
 
 def main(listener: socket.socket | None = None) -> None:

@@ -28,9 +28,14 @@ class Settings:
     device: str = field(default_factory=lambda: os.environ.get("DEVICE", ""))  # "" = cuda if present
     dtype: str = field(default_factory=lambda: os.environ.get("DTYPE", ""))  # "" = bf16 on GPU, fp32 on CPU
     admin_token: str = field(default_factory=lambda: os.environ.get("ADMIN_TOKEN", ""))
-    # A handover loads a second model beside the serving one: it needs the weights once more plus this
-    # (KV cache, activations, CUDA context) free on the device, or the restart is done the drained way.
+    # A handover loads a second model beside the serving one: it needs the weights once more (unless a
+    # holder keeps them), its KV cache and this (activations, CUDA context) free on the device. With
+    # room for a smaller cache only it starts with fewer slots and grows back once the old one is gone;
+    # with room for none the restart is done the drained way.
     handover_reserve_bytes: int = field(default_factory=lambda: _int("HANDOVER_RESERVE_BYTES", 2 * 2**30))
+    # The most of the free memory a handover's second process may count on (0: all of it): on a device
+    # shared with other work, what it must leave them.
+    handover_max_bytes: int = field(default_factory=lambda: _int("HANDOVER_MAX_BYTES", 0))
     drain_timeout: float = field(default_factory=lambda: _float("DRAIN_TIMEOUT", 30.0))
     request_timeout: float = field(default_factory=lambda: _float("REQUEST_TIMEOUT", 120.0))
     max_concurrency: int = field(default_factory=lambda: _int("MAX_CONCURRENCY", 4))

@@ -289,6 +289,12 @@ class Supervisor:
                 logs.event(log, "handover: the new process serves", old_pid=old, new_pid=self.serving)
             elif word == "no-room":
                 current["why"] = rest
+            elif word == "kv-slots":  # room for a smaller KV cache only: it grows back later
+                slots, _, wanted = rest.partition(" ")
+                if slots.isdigit() and wanted.isdigit():
+                    self.record.phase(
+                        current, "smaller kv cache", pid=self.incoming, slots=int(slots), wanted=int(wanted)
+                    )
             elif word == "mapped":  # the weights, from the holder
                 self.record.phase(current, "weights mapped", pid=self.incoming, load_seconds=float(rest or 0))
 

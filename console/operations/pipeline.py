@@ -192,6 +192,10 @@ def _restart_whole(ctx: Context, why: str, drained: bool = True) -> str:
 # The supervisor's phase names (inference/handover.py), as the pages say them.
 HANDOVER_PHASES = {
     "new process started": gettext_noop("new process %(pid)s started at %(seconds).1f s"),
+    "smaller kv cache": gettext_noop(
+        "new process %(pid)s fits beside the old one with %(slots)s of %(wanted)s KV cache slots (it grows back"
+        " once the old one is gone)"
+    ),
     "weights mapped": gettext_noop("new process %(pid)s mapped the held weights in %(load).1f s"),
     "new process serving": gettext_noop("new process %(pid)s serving at %(seconds).1f s (loaded in %(load).1f s)"),
     "old process draining": gettext_noop("old process %(pid)s draining at %(seconds).1f s"),
@@ -200,6 +204,10 @@ HANDOVER_PHASES = {
     "fallback: drained restart": gettext_noop("no room for a handover at %(seconds).1f s: %(why)s"),
     "failed": gettext_noop("new process %(pid)s ended with code %(code)s at %(seconds).1f s"),
 }
+
+
+def _count(value) -> int | str:
+    return value if isinstance(value, int) and not isinstance(value, bool) else "?"
 
 
 def _phases(record: dict) -> Sentences:
@@ -222,6 +230,8 @@ def _phases(record: dict) -> Sentences:
                 load=load if isinstance(load, int | float) else 0,
                 why=str(phase.get("why", ""))[:300],
                 code=phase.get("exit_code"),
+                slots=_count(phase.get("slots")),
+                wanted=_count(phase.get("wanted")),
             )
         )
     return Sentences(said)

@@ -145,3 +145,39 @@ def test_handover_on_the_gpu_under_load_refuses_nobody_and_frees_the_old_process
     assert held["state"] == "holding" and held["pid"] in holders, held
     assert health["weights"]["source"] == "holder" and health["weights"]["holder_pid"] == held["pid"]
     assert "weights mapped" in [p["name"] for p in done["phases"]]
+
+
+def test_a_handover_with_room_for_fewer_kv_cache_slots_grows_back_on_the_gpu(start_server, smoke_model):
+    """The new process counts its KV cache against the GPU's free memory (capped here so that two
+    of four slots fit); it serves with two, then grows to four with its graphs recorded again."""
+    from inference import handover
+    from tests.inference.test_handover import Load, _handover
+
+    slot = handover.kv_slot_bytes(str(smoke_model), 4096, 2)  # bfloat16 on a GPU
+    reserve = 256 * 2**20
+    server = start_server(
+        module="inference.supervisor",
+        DEVICE="cuda",
+        MAX_CONCURRENCY="4",
+        MAX_CONTEXT="4096",
+        HANDOVER_RESERVE_BYTES=str(reserve),
+        HANDOVER_MAX_BYTES=str(reserve + int(2.5 * slot)),  # the weights are held: not counted again
+    )
+    load = Load(server.url, clients=8)
+    time.sleep(1)
+    answer = httpx.post(server.url + "/admin/handover", headers={"Authorization": f"Bearer {server.token}"})
+    assert answer.status_code == 202, answer.text
+    done = _handover(server, answer.json()["after"])
+    time.sleep(1)
+    results = load.finish()
+    assert done["state"] == "done", done
+    assert results and not [r for r in results if r[0] != "ok"]
+    smaller = [p for p in done["phases"] if p["name"] == "smaller kv cache"]
+    assert smaller and (smaller[0]["slots"], smaller[0]["wanted"]) == (2, 4), done["phases"]
+    deadline = time.monotonic() + 30
+    while (decoder := httpx.get(server.url + "/health").json()["decoder"])["slots"] != 4:
+        assert time.monotonic() < deadline, decoder
+        time.sleep(0.2)
+    assert decoder["cuda_graphs"] > 0 and decoder["kv_cache_bytes"] == 4 * slot, decoder
+    response = httpx.post(server.url + "/v1/chat/completions", json=chat("Describe.", [image_url()]), timeout=120)
+    assert response.status_code == 200, response.text

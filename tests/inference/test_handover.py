@@ -203,3 +203,38 @@ def test_an_unknown_hold_weights_mode_is_refused_at_start(tmp_path):
         [sys.executable, "-m", SUPERVISOR], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 1 and "HOLD_WEIGHTS must be one of auto, on, off, not 'sometimes'" in done.stderr
+
+
+def test_room_for_a_smaller_kv_cache_only_hands_over_with_fewer_slots_then_grows_back(start_server, smoke_model):
+    """HANDOVER_MAX_BYTES leaves the new process room for its weights, the reserve and two and a half
+    of its four KV cache slots: it starts with two, serves without refusing anybody, and grows to
+    four once there is room."""
+    from inference import handover
+
+    slot = handover.kv_slot_bytes(str(smoke_model), 4096, 4)  # float32 on a CPU, MAX_CONTEXT below
+    reserve = 64 * 2**20
+    room = handover.weights_bytes(str(smoke_model)) + reserve + int(2.5 * slot)
+    server = start_server(
+        module=SUPERVISOR,
+        MAX_CONCURRENCY="4",
+        MAX_CONTEXT="4096",
+        HANDOVER_RESERVE_BYTES=str(reserve),
+        HANDOVER_MAX_BYTES=str(room),
+    )
+    assert _health(server)["decoder"]["slots"] == 4
+    load = Load(server.url, clients=6)
+    time.sleep(1)
+    answer = _admin(server, "/admin/handover")
+    assert answer.status_code == 202
+    done = _handover(server, answer.json()["after"])
+    time.sleep(1)
+    results = load.finish()
+    assert done["state"] == "done", done
+    smaller = [p for p in done["phases"] if p["name"] == "smaller kv cache"]
+    assert smaller and smaller[0]["slots"] == 2 and smaller[0]["wanted"] == 4, done["phases"]
+    assert results and not [r for r in results if r[0] != "ok"]
+    deadline = time.monotonic() + 30
+    while (decoder := _health(server)["decoder"])["slots"] != 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert decoder["slots"] == 4 and decoder["slots_wanted"] == 4, decoder
+    assert '"had": 2' in server.log() and "KV cache grown" in server.log()
