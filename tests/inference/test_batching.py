@@ -39,19 +39,8 @@ def images(count: int) -> list:
     return [Image.new("RGB", (112, 84), (30 * i, 200, 90)) for i in range(count)]
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        ("cpu", "eager"),
-        ("cpu", "triton"),  # the kernels in Triton's interpreter (tests/env.py)
-        pytest.param(("cuda", "auto"), marks=pytest.mark.gpu),
-        pytest.param(("cuda", "eager"), marks=pytest.mark.gpu),
-    ],
-    ids="-".join,
-)
-def engines(smoke_model, request):
-    """On "cuda" the decoding step runs as recorded CUDA graphs; "auto" is the Triton kernels there."""
-    device, kernels = request.param
+def engine_pair(smoke_model, device: str, kernels: str) -> tuple[Engine, Engine]:
+    """transformers' `generate` and the batched decoder on `device`, the step's kernels `kernels`."""
     reference = Engine(str(smoke_model), device, "float32", decoder="generate")
     reference.load()
     batched = Engine(str(smoke_model), device, "float32", decoder="batched", slots=3, context=512, step_kernels=kernels)
@@ -59,6 +48,20 @@ def engines(smoke_model, request):
     assert batched.decoding.runner.use_graphs == (device == "cuda")
     assert batched.decoding.runner.kernels == ("triton" if kernels == "auto" else kernels)
     return reference, batched
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        ("cpu", "eager"),
+        pytest.param(("cuda", "auto"), marks=pytest.mark.gpu),
+        pytest.param(("cuda", "eager"), marks=pytest.mark.gpu),
+    ],
+    ids="-".join,
+)
+def engines(smoke_model, request):
+    """On "cuda" the decoding step runs as recorded CUDA graphs; "auto" is the Triton kernels there."""
+    return engine_pair(smoke_model, *request.param)
 
 
 def run(engine: Engine, prompts, max_new_tokens=12, **sampling) -> list[Collect]:
@@ -82,7 +85,16 @@ def run(engine: Engine, prompts, max_new_tokens=12, **sampling) -> list[Collect]
 
 
 def test_batched_greedy_tokens_equal_generate_for_text_and_image_prompts(engines):
-    reference, batched = engines
+    greedy_tokens_equal_generate(*engines)
+
+
+def test_the_triton_kernels_give_generates_tokens_in_their_interpreter_on_a_cpu(smoke_model):
+    """The whole runner with the Triton kernels, on a CPU in Triton's interpreter (tests/env.py): slow
+    there, so this test only; the kernels one by one are in test_kernels.py."""
+    greedy_tokens_equal_generate(*engine_pair(smoke_model, "cpu", "triton"))
+
+
+def greedy_tokens_equal_generate(reference: Engine, batched: Engine) -> None:
     expected = [run(reference, [prompt])[0].ids for prompt in PROMPTS]
     # Five requests over three slots: they join and leave the shared step mid-way.
     got = [sink.ids for sink in run(batched, PROMPTS)]
@@ -184,3 +196,71 @@ def test_an_engine_thread_failure_fails_the_running_requests_and_the_thread_goes
         assert batcher.thread.is_alive() and batcher.running == 0
     finally:
         batcher._decode = original
+
+
+class RoomAfter(Collect):
+    """Says there is room for more KV cache slots once it has `tokens` tokens."""
+
+    def __init__(self, tokens: int):
+        super().__init__()
+        self.tokens_before_room = tokens
+        self.room = threading.Event()
+
+    def tokens(self, ids):
+        super().tokens(ids)
+        if len(self.ids) >= self.tokens_before_room:
+            self.room.set()
+
+
+def test_a_smaller_kv_cache_grows_back_between_steps_and_its_stream_goes_on(engines, monkeypatch):
+    """A handover's new process may start with fewer slots than asked (handover.fit_slots), then
+    grows once there is room: mid-stream, the stream keeping its keys and values."""
+    from inference import handover, scheduler
+
+    monkeypatch.setattr(scheduler, "GROW_CHECK_SECONDS", 0.0)  # ask at every step, not once a second
+    reference, batched = engines
+    device, kernels = str(batched.decoding.runner.device), batched.decoding.runner.kernels
+    small = Engine(
+        reference.model_path, device, "float32", decoder="batched", slots=1, context=512, step_kernels=kernels
+    )
+    small.load()
+    runner = small.decoding.runner
+    assert runner.cache_bytes == handover.kv_slot_bytes(reference.model_path, 512, 4)  # what fit_slots counts
+    expected = [run(reference, [prompt], max_new_tokens=24)[0].ids for prompt in PROMPTS[:3]]
+
+    stream = RoomAfter(4)
+    asked: list[int] = []
+    small.decoding.scheduler.grow_to(3, lambda need: asked.append(need) or stream.room.is_set())
+    text, count = PROMPTS[0]
+    prepared = small.prepare(messages(text, count), images(count), 1 << 20)
+    small.generate(prepared, stream, max_new_tokens=24, temperature=0, top_p=1, should_stop=lambda: False)
+    assert stream.finished.wait(60) and stream.error is None
+    assert stream.ids == expected[0]
+    assert runner.slots == 3 and small.decoding.stats()["slots"] == 3
+    assert asked and asked[-1] == 3 * handover.kv_slot_bytes(reference.model_path, 512, 4)  # old and new side by side
+    # All three slots serve at once now, and give the same tokens.
+    assert [sink.ids for sink in run(small, PROMPTS[:3], max_new_tokens=24)] == expected
+    assert small.decoding.scheduler.running == 0
+
+
+def test_fit_slots_counts_the_weights_the_cache_and_the_reserve():
+    gib = 2**30
+    # Room for everything: the slots asked for.
+    assert handover_fit(free=30 * gib, weights=20 * gib, reserve=2 * gib, slot=gib, slots=8) == (8, "")
+    # A holder keeps the weights: they are not counted again.
+    assert handover_fit(free=11 * gib, weights=0, reserve=2 * gib, slot=gib, slots=8) == (8, "")
+    # Room for three slots of eight.
+    slots, why = handover_fit(free=25.5 * gib, weights=20 * gib, reserve=2 * gib, slot=gib, slots=8)
+    assert slots == 3 and "3 of 8 KV cache slots" in why
+    # Not one slot: no handover, and why.
+    slots, why = handover_fit(free=22.5 * gib, weights=20 * gib, reserve=2 * gib, slot=gib, slots=8)
+    assert slots == 0 and "a second model needs 23.0 GiB and the GPU has 22.5 GiB free" == why
+    # A cache it cannot size (no config) counts nothing beyond the weights and the reserve.
+    assert handover_fit(free=23 * gib, weights=20 * gib, reserve=2 * gib, slot=0, slots=8) == (8, "")
+    assert handover_fit(free=21 * gib, weights=20 * gib, reserve=2 * gib, slot=0, slots=8)[0] == 0
+
+
+def handover_fit(*, free, weights, reserve, slot, slots):
+    from inference.handover import fit_slots
+
+    return fit_slots(int(free), "GPU", weights, reserve, slot, slots)
