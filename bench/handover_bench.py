@@ -4,6 +4,7 @@ same continuous streaming load, one server under inference.supervisor, one run.
     python bench/handover_bench.py --out handover.json                  # the smoke model (CPU or GPU)
     python bench/handover_bench.py --full --out handover.json           # the real GLM-4.6V-Flash shape
     python bench/handover_bench.py --full --hold auto,off               # with the weight holder, then without
+    python bench/handover_bench.py --full --hold auto --room-slots 2.5  # a GPU with room for 2.5 slots only
 
 Each of the `--clients` clients streams one chat answer (`--max-tokens`) after another on its own
 keep-alive connection. For each phase: requests, failures by kind (HTTP status or exception),
@@ -29,6 +30,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = {"Authorization": "Bearer bench"}
+CUDA_CONTEXT_BYTES = 600 * 2**20  # about what a process's CUDA context takes on the H200
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -162,6 +164,33 @@ def gpu_processes() -> list[dict]:
 
 
 @contextlib.contextmanager
+def gpu_tenant(leave_bytes: int):
+    """Another tenant of the GPU: a process holding all of its free memory but `leave_bytes`."""
+    code = (
+        "import sys, torch; free, _ = torch.cuda.mem_get_info(); n = max(0, free - int(sys.argv[1]));"
+        " x = torch.empty(n, dtype=torch.uint8, device='cuda'); print(n, flush=True); sys.stdin.read()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(leave_bytes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield int(proc.stdout.readline() or 0)
+    finally:
+        proc.stdin.close()
+        proc.wait(60)
+
+
+def grown(base: str, began: float, timeout: float = 120) -> float | None:
+    """Seconds from `began` until the serving process has every KV cache slot it asks for."""
+    while time.perf_counter() - began < timeout:
+        decoder = (health(base) or {}).get("decoder") or {}
+        if decoder.get("slots") and decoder.get("slots") == decoder.get("slots_wanted"):
+            return round(time.perf_counter() - began, 3)
+        time.sleep(0.05)
+    return None
+
+
+@contextlib.contextmanager
 def supervised(model: str, port: int, **env: str):
     log = open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "a")
     proc = subprocess.Popen(
@@ -188,6 +217,18 @@ def supervised(model: str, port: int, **env: str):
         proc.wait(120)
 
 
+def room(model: str, mode: str, slots: float) -> int:
+    """What a handover's new process needs free for `slots` KV cache slots: the weights unless held,
+    HANDOVER_RESERVE_BYTES, the slots, and its CUDA context (taken before it counts)."""
+    from inference import handover
+    from inference.settings import Settings
+
+    settings = Settings()
+    weights = 0 if mode in ("auto", "on") else handover.weights_bytes(model)
+    slot = handover.kv_slot_bytes(model, settings.context, 2)
+    return weights + settings.handover_reserve_bytes + int(slots * slot) + CUDA_CONTEXT_BYTES
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="")
@@ -198,6 +239,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8391)
     parser.add_argument("--out", default="")
     parser.add_argument("--hold", default="auto", help="HOLD_WEIGHTS modes, one server each: auto,off")
+    parser.add_argument(
+        "--room-slots",
+        type=float,
+        default=0,
+        help="before each handover another process takes the GPU's free memory but what leaves the new"
+        " process room for this many KV cache slots (e.g. 2.5 of 4): the smaller cache, then its growth",
+    )
     args = parser.parse_args()
     model = args.model or (
         "/tmp/glm-4.6v-flash-random" if args.full else str(Path(tempfile.gettempdir()) / "handover-bench-smoke")
@@ -228,11 +276,16 @@ def main() -> None:
                     part["restart_in_place"] = load.summary(began, time.perf_counter())
                     time.sleep(3)
 
-                began = time.perf_counter()
-                part["handover"] = handover(base)
-                part["gpu_processes_after"] = gpu_processes()
-                time.sleep(2)
-                part["during_handover"] = load.summary(began, time.perf_counter())
+                with contextlib.ExitStack() as tenant:
+                    if args.room_slots:
+                        part["tenant_bytes"] = tenant.enter_context(gpu_tenant(room(model, mode, args.room_slots)))
+                    began = time.perf_counter()
+                    part["handover"] = handover(base)
+                    part["gpu_processes_after"] = gpu_processes()
+                    if args.room_slots:
+                        part["kv_cache_grown_s"] = grown(base, began)
+                    time.sleep(2)
+                    part["during_handover"] = load.summary(began, time.perf_counter())
                 after = health(base) or {}
                 part["after"] = {k: after.get(k) for k in ("pid", "load_phases", "weights", "allocator")}
                 part["after"]["holder"] = (after.get("supervisor") or {}).get("holder")

@@ -252,7 +252,16 @@ class ModelRunner:
         self.state, self.rows = state, torch.arange(slots, device=self.device)
         self.slots, self.slot_sizes = slots, buckets(slots, 1)
         self.graphs.clear()  # they captured the old tensors
-        self.record_common()
+        if not self.use_graphs:
+            return
+        # A fresh pool: the old one may be released with the graphs that used it.
+        self.pool = torch.cuda.graph_pool_handle()
+        try:
+            self.record_common()
+        except Exception:  # every later step would try again and fail: run eagerly instead
+            log.exception("the decoding step's graphs could not be recorded again; it runs without them")
+            self.graphs.clear()
+            self.use_graphs = False
 
     @property
     def cache_bytes(self) -> int:

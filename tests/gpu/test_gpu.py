@@ -178,6 +178,6 @@ def test_a_handover_with_room_for_fewer_kv_cache_slots_grows_back_on_the_gpu(sta
     while (decoder := httpx.get(server.url + "/health").json()["decoder"])["slots"] != 4:
         assert time.monotonic() < deadline, decoder
         time.sleep(0.2)
-    assert decoder["cuda_graphs"] > 0 and decoder["kv_cache_bytes"] == 4 * slot, decoder
+    assert decoder["cuda_graphs"] > 0 and decoder["kv_cache_bytes"] == 4 * slot, (decoder, server.log()[-6000:])
     response = httpx.post(server.url + "/v1/chat/completions", json=chat("Describe.", [image_url()]), timeout=120)
     assert response.status_code == 200, response.text
