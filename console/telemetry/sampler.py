@@ -6,7 +6,6 @@ sample is stored for charts and rules, and published to the browsers.
 
 import logging
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -126,27 +125,32 @@ def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict
 
 
 class DashboardBatch:
-    """A round's samples for the dashboard, sent every BATCH_SECONDS rather than one by one."""
+    """A round's samples for the dashboard, sent every BATCH_SECONDS rather than one by one: a batch
+    goes `every` seconds after its first sample (a timer, so the last samples of a round never wait
+    for a later one), or at the round's end."""
 
     def __init__(self, every: float = BATCH_SECONDS):
         self.every = every
         self.lock = threading.Lock()
         self.items: list[dict] = []
-        self.since = 0.0
+        self.timer: threading.Timer | None = None
 
     def add(self, instance_name: str, summary: dict) -> None:
         with self.lock:
-            if not self.items:
-                self.since = time.monotonic()
             self.items.append({"instance": instance_name, "data": summary})
-            due = time.monotonic() - self.since >= self.every
-            items, self.items = (self.items, []) if due else ([], self.items)
-        events.publish_samples(items)
+            if self.timer is None:
+                self.timer = threading.Timer(self.every, self.flush)
+                self.timer.daemon = True
+                self.timer.start()
 
     def flush(self) -> None:
         with self.lock:
             items, self.items = self.items, []
-        events.publish_samples(items)
+            if self.timer is not None:
+                self.timer.cancel()  # a no-op where the timer itself flushes
+                self.timer = None
+        if items:
+            events.publish_samples(items)
 
 
 def record(instance, sample: dict, batch: DashboardBatch | None = None) -> Sample:

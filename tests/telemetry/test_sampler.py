@@ -1,5 +1,7 @@
 """Sampling real instances: a smoke server process answering, one that is down, GPU mapping."""
 
+import time
+
 import httpx
 import pytest
 
@@ -84,3 +86,22 @@ def test_no_nvidia_gpu_is_reported_cleanly(monkeypatch):
     snapshot = sampler.gpu.Snapshot()
     assert snapshot.error == "no NVIDIA GPU (driver not loaded)"
     assert snapshot.for_instance([0], [1])["gpu_used"] is None
+
+
+def test_a_dashboard_batch_goes_out_without_waiting_for_a_later_sample(monkeypatch):
+    """The last samples of a round (or of a slow one) must not wait for another sample to come."""
+    from console.telemetry import sampler
+
+    sent: list[list[str]] = []
+    monkeypatch.setattr(sampler.events, "publish_samples", lambda items: sent.append([i["instance"] for i in items]))
+    batch = sampler.DashboardBatch(every=0.05)
+    batch.add("a", {})
+    batch.add("b", {})
+    deadline = time.monotonic() + 5
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sent == [["a", "b"]]
+    batch.add("c", {})
+    batch.flush()  # the round's end: at once, and its timer with it
+    time.sleep(0.2)
+    assert sent == [["a", "b"], ["c"]]
