@@ -160,12 +160,28 @@ class Stack:
         return client
 
 
-def with_a_browser(url: str, client: httpx.Client, clients: int, seconds: float) -> tuple[list[float], list[float]]:
+def with_a_browser(url: str, client: httpx.Client, clients: int, seconds: float) -> tuple[list, list, float]:
     """One real chromium page on the dashboard beside `clients` - 1 protocol clients: the clients'
-    latencies and the page's own (from its events, as its script applies them)."""
+    latencies, the page's own (as its script writes the samples into the page) and the share of a
+    core chromium's processes took meanwhile (percent)."""
     cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
     with dashboard_page(url, client) as page:
-        return beside_clients(page, url, cookie, clients - 1, seconds)
+        before, began = browser_cpu(), time.monotonic()
+        latencies, in_page = beside_clients(page, url, cookie, clients - 1, seconds)
+        return latencies, in_page, round((browser_cpu() - before) * 100 / (time.monotonic() - began), 1)
+
+
+def browser_cpu() -> float:
+    """CPU seconds of this process's chromium descendants."""
+    total = 0.0
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "chrom" in proc.name():
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def cpu_seconds(procs: list[subprocess.Popen]) -> float:
@@ -192,7 +208,7 @@ def measure(hosts: int, instances: int, clients: int, seconds: float, sample_sec
             page_ms.append((time.perf_counter() - began) * 1000)
         rows_before, cpu_before, began = int(stack.python(ROWS)), cpu_seconds(stack.workers), time.monotonic()
         console_before, clients_before = cpu_seconds([stack.console]), psutil.Process().cpu_times()
-        latencies, in_page = with_a_browser(stack.url, client, clients, seconds)
+        latencies, in_page, browser_cpu_percent = with_a_browser(stack.url, client, clients, seconds)
         elapsed = time.monotonic() - began
         rows = int(stack.python(ROWS)) - rows_before
         cpu = cpu_seconds(stack.workers) - cpu_before
@@ -219,6 +235,7 @@ def measure(hosts: int, instances: int, clients: int, seconds: float, sample_sec
             # Where the 2 cores went: the console relaying, and this process's protocol clients.
             "console_cpu_percent": round(console_cpu * 100 / elapsed, 1),
             "clients_cpu_percent": round(clients_cpu * 100 / elapsed, 1),
+            "browser_cpu_percent": browser_cpu_percent,
             "load_average_1m": round(os.getloadavg()[0], 2),
         }
         print(json.dumps(result), flush=True)
