@@ -57,6 +57,22 @@ def wanted(mode: str, device: str) -> bool:
     return mode == "on" or (mode == "auto" and device.startswith("cuda"))
 
 
+def stamp(model_path: str) -> list:
+    """What the checkpoint's files are now (name, size, modification time): a holder's weights are
+    stale once this differs from what it was when they were read."""
+    from pathlib import Path
+
+    files = []
+    for path in sorted(Path(model_path).glob("*")):
+        if path.suffix in (".safetensors", ".bin", ".json"):
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            files.append([path.name, info.st_size, info.st_mtime_ns])
+    return files
+
+
 def share(state: dict, device: str) -> dict:
     """The tensors made shareable: on a CPU moved into shared memory files; on a GPU as they are."""
     import torch.multiprocessing

@@ -22,7 +22,10 @@ With a weight holder (HOLD_WEIGHTS, inference/holder.py: by default on a GPU) th
 forks the holder, which reads the weights onto the device once and keeps them; every model process
 maps them from it instead of reading them, so a handover's new process skips the weights and the pair
 needs them only once. The holder outlives every model process; its death ends the supervisor as a
-crash (the weights the serving process reads are gone with it), which the console sees.
+crash (the weights the serving process reads are gone with it), which the console sees. A handover
+after the checkpoint's files changed starts a second holder on the new files; the new process maps
+its weights, and the first holder ends once the old process is gone (if the new files cannot be read,
+the handover fails and the old weights go on serving).
 
 (The first child imports for itself, in parallel with the supervisor, and reads the weights
 meanwhile, as a server without a supervisor does: a child forked after the import would read them
@@ -125,6 +128,15 @@ class Supervisor:
         self.holder_path = holder_path  # the weight holder's socket; "" = no holder
         self.holder = 0
         self.holder_says: int | None = None
+        self.holder_stamp: list = []  # the checkpoint's files when the holder read them
+        # A handover after the checkpoint changed starts a second holder reading the new files; the
+        # new model process maps its weights, and it replaces the first once the old process is gone.
+        self.next_holder = 0
+        self.next_says: int | None = None
+        self.next_path = ""
+        self.next_stamp: list = []
+        self.next_held: dict = {}
+        self.reloads = 0
         self.listener = listener
         self.record = record
         self.serving = 0  # the model process clients are served by
@@ -159,7 +171,7 @@ class Supervisor:
     def fork(self, handover_fd: int | None = None) -> int:
         pid = os.fork()
         if pid == 0:
-            for fd in (self.incoming_says, self.holder_says):
+            for fd in (self.incoming_says, self.holder_says, self.next_says):
                 if fd is not None:
                     os.close(fd)
             code = serve_child(self.listener, handover_fd)
@@ -171,7 +183,8 @@ class Supervisor:
         logs.event(log, "model process started", pid=pid, starts=self.starts, handover=handover_fd is not None)
         return pid
 
-    def start_holder(self) -> None:
+    def start_holder(self, path: str) -> tuple[int, int]:
+        """A weight holder on `path`: its pid and the read end of its pipe."""
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
         pid = os.fork()
@@ -181,9 +194,7 @@ class Supervisor:
             code = 1
             try:
                 settings = self.settings
-                code = holder.serve(
-                    settings.model_path, settings.device, settings.hold_weights, self.holder_path, write_end
-                )
+                code = holder.serve(settings.model_path, settings.device, settings.hold_weights, path, write_end)
             except BaseException:
                 log.exception("the weight holder failed")
             logging.shutdown()
@@ -191,9 +202,8 @@ class Supervisor:
             sys.stderr.flush()
             os._exit(code)
         os.close(write_end)
-        self.holder, self.holder_says = pid, read_end
-        self.record.holder(pid=pid, state="loading")
-        logs.event(log, "weight holder started", pid=pid)
+        logs.event(log, "weight holder started", pid=pid, socket=os.path.basename(path))
+        return pid, read_end
 
     def read_holder(self) -> None:
         """The holder's word: "holding <bytes> <seconds>", or "none <why>" where it holds nothing."""
@@ -231,13 +241,81 @@ class Supervisor:
 
     def stop_holder(self) -> None:
         """After the last model process: nothing maps the weights any more."""
-        if self.holder:
-            self._signal(self.holder, signal.SIGKILL)
+        self._end(self.holder, self.holder_says)
+        self.holder, self.holder_says = 0, None
+        self.stop_next_holder()
+
+    def _end(self, pid: int, says: int | None) -> None:
+        if pid:
+            self._signal(pid, signal.SIGKILL)
             try:
-                os.waitpid(self.holder, 0)
+                os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-            self.holder = 0
+        if says is not None:
+            os.close(says)
+
+    # -- new weights: a second holder while the checkpoint changed
+    def start_next_holder(self, current: dict) -> None:
+        self.reloads += 1
+        self.next_path = os.path.join(os.path.dirname(self.holder_path), f"weights-{self.reloads}.sock")
+        self.next_stamp = holder.stamp(self.settings.model_path)
+        self.next_holder, self.next_says = self.start_holder(self.next_path)
+        self.next_held = {}
+        self.record.phase(current, "reading new weights", pid=self.next_holder)
+        logs.event(log, "the checkpoint changed: a new weight holder reads it", pid=self.next_holder)
+
+    def read_next_holder(self) -> None:
+        """Once the new holder holds the new weights, the handover's new process maps them."""
+        try:
+            said = os.read(self.next_says, 4096).decode(errors="replace")
+        except BlockingIOError:
+            return
+        current = self.record.current
+        for line in said.splitlines():
+            word, _, rest = line.partition(" ")
+            if word == "holding" and current is not None and not self.incoming:
+                held, _, seconds = rest.partition(" ")
+                self.next_held = {"bytes": int(held), "seconds": float(seconds)}
+                self.record.phase(
+                    current, "new weights held", pid=self.next_holder, bytes=int(held), load_seconds=float(seconds)
+                )
+                self.fork_incoming(current, self.next_path)
+
+    def next_holder_ended(self, code: int) -> None:
+        """The new holder ended before it replaced the old one: the new weights could not be read (or,
+        mapped already, are gone): the handover fails and the old process and weights go on."""
+        os.close(self.next_says)
+        self.next_holder, self.next_says = 0, None
+        current = self.record.current
+        if self.incoming:  # it may map memory that is gone now
+            self._signal(self.incoming, signal.SIGKILL)
+        if current is not None:
+            why = f"the changed checkpoint could not be read (its weight holder exited with code {code}); the old weights still serve"
+            self.record.phase(current, "new weights failed", exit_code=code)
+            self.record.end(current, "failed", why)
+            logs.event(log, "handover failed", logging.ERROR, why=why)
+
+    def stop_next_holder(self) -> None:
+        self._end(self.next_holder, self.next_says)
+        self.next_holder, self.next_says = 0, None
+
+    def promote_next_holder(self) -> None:
+        """The old model process is gone: the new holder's weights are the only ones mapped."""
+        if not (self.next_holder and self.next_held):
+            return
+        old, old_path = self.holder, self.holder_path
+        self._end(self.holder, self.holder_says)
+        self.holder, self.holder_says, self.holder_path = self.next_holder, self.next_says, self.next_path
+        self.holder_stamp = self.next_stamp
+        self.next_holder, self.next_says = 0, None
+        os.environ[holder.SOCKET_ENV] = self.holder_path  # every later model process maps these
+        try:
+            os.unlink(old_path)
+        except OSError:
+            pass
+        self.record.holder(pid=self.holder, state="holding", **self.next_held)
+        logs.event(log, "the new weight holder replaces the old one", old_pid=old, pid=self.holder)
 
     def start(self) -> None:
         began = time.monotonic()
@@ -259,10 +337,22 @@ class Supervisor:
             logs.event(log, "handover not begun: one is already under way", logging.WARNING)
             return
         current = self.record.begin(self.serving)
+        if self.holder and holder.stamp(self.settings.model_path) != self.holder_stamp:
+            self.start_next_holder(current)  # the new process is forked once it holds them
+            return
+        self.fork_incoming(current)
+
+    def fork_incoming(self, current: dict, weights_socket: str = "") -> None:
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
         self.incoming_says = read_end
-        self.incoming = self.fork(handover_fd=write_end)
+        if weights_socket:
+            os.environ[holder.SOCKET_ENV] = weights_socket
+        try:
+            self.incoming = self.fork(handover_fd=write_end)
+        finally:
+            if weights_socket:
+                os.environ[holder.SOCKET_ENV] = self.holder_path
         os.close(write_end)
         current["new_pid"] = self.incoming
         self.record.phase(current, "new process started", pid=self.incoming)
@@ -302,6 +392,9 @@ class Supervisor:
         """A child ended; the supervisor's exit code when it must end too."""
         if pid == self.holder:
             return self.holder_ended(code)
+        if pid == self.next_holder:
+            self.next_holder_ended(code)
+            return None
         current = self.record.current
         if pid == self.incoming:
             self.read_incoming()  # its last word (why it found no room) may come with its end
@@ -309,6 +402,8 @@ class Supervisor:
             self._close_pipe()
             if current is None:
                 return None
+            if code != handover.NO_ROOM_EXIT or self.stopping:
+                self.stop_next_holder()  # its weights served nobody (after a fallback, the restart maps them)
             if code == handover.NO_ROOM_EXIT and not self.stopping:
                 why = current["why"] or "no room for a second model"
                 self.record.phase(current, "fallback: drained restart", why=why)
@@ -329,6 +424,8 @@ class Supervisor:
                 self.record.phase(current, "old process gone", pid=pid, exit_code=code)
                 self.record.end(current, "done")
                 logs.event(log, "handover done", old_pid=pid, new_pid=self.serving)
+            if not self.retiring:
+                self.promote_next_holder()
             return None
         if pid != self.serving:
             return None  # an orphan the container's first process inherited (say, an ended child's compile worker)
@@ -344,6 +441,8 @@ class Supervisor:
             return code
         logs.event(log, "model process restarting", pid=pid)
         self.fallback = False
+        if not self.retiring:
+            self.promote_next_holder()  # a fallback's restart maps the new weights
         self.start()
         return None
 
@@ -357,7 +456,9 @@ class Supervisor:
             signal.signal(sig, self.forward)
         signal.signal(signal.SIGUSR1, self.want_handover)
         if self.holder_path:
-            self.start_holder()
+            self.holder_stamp = holder.stamp(self.settings.model_path)
+            self.holder, self.holder_says = self.start_holder(self.holder_path)
+            self.record.holder(pid=self.holder, state="loading")
         self.start()
         code = None
         while True:
@@ -382,6 +483,8 @@ class Supervisor:
                 self.read_incoming()
             if self.holder_says is not None:
                 self.read_holder()
+            if self.next_says is not None:
+                self.read_next_holder()
             self.kill_overdue()
             time.sleep(POLL_SECONDS)
 

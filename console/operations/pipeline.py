@@ -192,6 +192,13 @@ def _restart_whole(ctx: Context, why: str, drained: bool = True) -> str:
 # The supervisor's phase names (inference/handover.py), as the pages say them.
 HANDOVER_PHASES = {
     "new process started": gettext_noop("new process %(pid)s started at %(seconds).1f s"),
+    "reading new weights": gettext_noop(
+        "the checkpoint changed: new weight holder %(pid)s reading it at %(seconds).1f s"
+    ),
+    "new weights held": gettext_noop("new weight holder %(pid)s read the changed checkpoint in %(load).1f s"),
+    "new weights failed": gettext_noop(
+        "the changed checkpoint could not be read (code %(code)s) at %(seconds).1f s: the old weights still serve"
+    ),
     "smaller kv cache": gettext_noop(
         "new process %(pid)s fits beside the old one with %(slots)s of %(wanted)s KV cache slots (it grows back"
         " once the old one is gone)"
