@@ -11,6 +11,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from tests.conftest import ROOT
 from tests.inference.helpers import chat
@@ -250,7 +251,8 @@ def _answer(server) -> str:
     return reply.json()["choices"][0]["message"]["content"]
 
 
-def test_a_changed_checkpoint_is_read_by_a_new_holder_at_the_next_handover(start_server, smoke_model, tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_a_changed_checkpoint_is_read_by_a_new_holder_at_the_next_handover(start_server, smoke_model, tmp_path, device):
     """The weights are held for every model process; a handover after the checkpoint changed reads
     the new files in a second holder, which replaces the first once the old process is gone. New
     files that cannot be read fail the handover and the old weights go on serving."""
@@ -259,7 +261,7 @@ def test_a_changed_checkpoint_is_read_by_a_new_holder_at_the_next_handover(start
     model = tmp_path / "model"
     shutil.copytree(smoke_model, model)
     other = write_checkpoint(tmp_path / "other", seed=1) / "model.safetensors"
-    server = start_server(module=SUPERVISOR, HOLD_WEIGHTS="on", MODEL_PATH=str(model), DRAIN_TIMEOUT=5)
+    server = start_server(module=SUPERVISOR, HOLD_WEIGHTS="on", MODEL_PATH=str(model), DRAIN_TIMEOUT=5, DEVICE=device)
     first = _health(server)
     holder_pid = first["supervisor"]["holder"]["pid"]
     assert first["weights"]["source"] == "holder"
