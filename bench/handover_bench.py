@@ -5,6 +5,7 @@ same continuous streaming load, one server under inference.supervisor, one run.
     python bench/handover_bench.py --full --out handover.json           # the real GLM-4.6V-Flash shape
     python bench/handover_bench.py --full --hold auto,off               # with the weight holder, then without
     python bench/handover_bench.py --full --hold auto --room-slots 2.5  # a GPU with room for 2.5 slots only
+    python bench/handover_bench.py --full --hold auto --new-weights     # the checkpoint changed: new weights
 
 Each of the `--clients` clients streams one chat answer (`--max-tokens`) after another on its own
 keep-alive connection. For each phase: requests, failures by kind (HTTP status or exception),
@@ -240,6 +241,9 @@ def main() -> None:
     parser.add_argument("--out", default="")
     parser.add_argument("--hold", default="auto", help="HOLD_WEIGHTS modes, one server each: auto,off")
     parser.add_argument(
+        "--new-weights", action="store_true", help="the checkpoint's files touched before the handover: new weights"
+    )
+    parser.add_argument(
         "--room-slots",
         type=float,
         default=0,
@@ -279,6 +283,9 @@ def main() -> None:
                 with contextlib.ExitStack() as tenant:
                     if args.room_slots:
                         part["tenant_bytes"] = tenant.enter_context(gpu_tenant(room(model, mode, args.room_slots)))
+                    if args.new_weights:  # the checkpoint "changed": a second holder reads it
+                        for shard in Path(model).glob("*.safetensors"):
+                            os.utime(shard)
                     began = time.perf_counter()
                     part["handover"] = handover(base)
                     part["gpu_processes_after"] = gpu_processes()
@@ -286,6 +293,7 @@ def main() -> None:
                         part["kv_cache_grown_s"] = grown(base, began)
                     time.sleep(2)
                     part["during_handover"] = load.summary(began, time.perf_counter())
+                    part["gpu_processes_2s_after"] = gpu_processes()
                 after = health(base) or {}
                 part["after"] = {k: after.get(k) for k in ("pid", "load_phases", "weights", "allocator")}
                 part["after"]["holder"] = (after.get("supervisor") or {}).get("holder")

@@ -291,7 +291,10 @@ class Supervisor:
         if self.incoming:  # it may map memory that is gone now
             self._signal(self.incoming, signal.SIGKILL)
         if current is not None:
-            why = f"the changed checkpoint could not be read (its weight holder exited with code {code}); the old weights still serve"
+            why = (
+                f"the changed checkpoint could not be read (its weight holder exited with code {code});"
+                " the old weights still serve"
+            )
             self.record.phase(current, "new weights failed", exit_code=code)
             self.record.end(current, "failed", why)
             logs.event(log, "handover failed", logging.ERROR, why=why)
