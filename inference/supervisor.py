@@ -161,6 +161,15 @@ class Supervisor:
         self.wanted = True
 
     @staticmethod
+    def _said(fd: int) -> list[tuple[str, str]]:
+        """A child's words on its pipe since the last read: (first word, rest of the line) per line."""
+        try:
+            said = os.read(fd, 4096).decode(errors="replace")
+        except BlockingIOError:
+            return []
+        return [(word, rest) for word, _, rest in (line.partition(" ") for line in said.splitlines())]
+
+    @staticmethod
     def _signal(pid: int, sig: int) -> None:
         if pid:
             try:
@@ -207,12 +216,7 @@ class Supervisor:
 
     def read_holder(self) -> None:
         """The holder's word: "holding <bytes> <seconds>", or "none <why>" where it holds nothing."""
-        try:
-            said = os.read(self.holder_says, 4096).decode(errors="replace")
-        except BlockingIOError:
-            return
-        for line in said.splitlines():
-            word, _, rest = line.partition(" ")
+        for word, rest in self._said(self.holder_says):
             if word == "holding":
                 held, _, seconds = rest.partition(" ")
                 self.record.holder(pid=self.holder, state="holding", bytes=int(held), seconds=float(seconds))
@@ -267,13 +271,8 @@ class Supervisor:
 
     def read_next_holder(self) -> None:
         """Once the new holder holds the new weights, the handover's new process maps them."""
-        try:
-            said = os.read(self.next_says, 4096).decode(errors="replace")
-        except BlockingIOError:
-            return
         current = self.record.current
-        for line in said.splitlines():
-            word, _, rest = line.partition(" ")
+        for word, rest in self._said(self.next_says):
             if word == "holding" and current is not None and not self.incoming:
                 held, _, seconds = rest.partition(" ")
                 self.next_held = {"bytes": int(held), "seconds": float(seconds)}
@@ -362,15 +361,11 @@ class Supervisor:
 
     def read_incoming(self) -> None:
         """The new process's word: a line "ready <load seconds>" once it accepts connections."""
-        try:
-            said = os.read(self.incoming_says, 4096).decode(errors="replace")
-        except BlockingIOError:
-            return
+        said = self._said(self.incoming_says)
         current = self.record.current
         if not said or current is None:
             return
-        for line in said.splitlines():
-            word, _, rest = line.partition(" ")
+        for word, rest in said:
             if word == "ready":
                 self.record.phase(current, "new process serving", pid=self.incoming, load_seconds=float(rest or 0))
                 old, self.serving = self.serving, self.incoming

@@ -118,20 +118,12 @@ def test_supervised_restart_on_the_gpu_frees_the_old_process_memory(start_server
 def test_handover_on_the_gpu_under_load_refuses_nobody_and_frees_the_old_process(start_server):
     """Two model processes on the GPU for a moment (the new one checked its room with
     cudaMemGetInfo), then the old one gone with its memory."""
-    from tests.inference.test_handover import Load, _handover
+    from tests.inference.test_handover import handover_under_load
 
     server = start_server(module="inference.supervisor", DEVICE="cuda", DRAIN_TIMEOUT=30)
     first = httpx.get(server.url + "/health").json()["pid"]
-    load = Load(server.url, clients=8)
-    time.sleep(1)
-    answer = httpx.post(server.url + "/admin/handover", headers={"Authorization": f"Bearer {server.token}"})
-    assert answer.status_code == 202, answer.text
-    done = _handover(server, answer.json()["after"])
-    time.sleep(1)
-    results = load.finish()
+    done = handover_under_load(server)
     assert done["state"] == "done", done
-    failures = [r for r in results if r[0] != "ok"]
-    assert results and not failures, failures[:5]
     deadline = time.monotonic() + 20
     while first in {p.pid for p in gpu.processes()} and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -151,7 +143,7 @@ def test_a_handover_with_room_for_fewer_kv_cache_slots_grows_back_on_the_gpu(sta
     """The new process counts its KV cache against the GPU's free memory (capped here so that two
     of four slots fit); it serves with two, then grows to four with its graphs recorded again."""
     from inference import handover
-    from tests.inference.test_handover import Load, _handover
+    from tests.inference.test_handover import handover_under_load
 
     slot = handover.kv_slot_bytes(str(smoke_model), 4096, 2)  # bfloat16 on a GPU
     reserve = 256 * 2**20
@@ -163,15 +155,8 @@ def test_a_handover_with_room_for_fewer_kv_cache_slots_grows_back_on_the_gpu(sta
         HANDOVER_RESERVE_BYTES=str(reserve),
         HANDOVER_MAX_BYTES=str(reserve + int(2.5 * slot)),  # the weights are held: not counted again
     )
-    load = Load(server.url, clients=8)
-    time.sleep(1)
-    answer = httpx.post(server.url + "/admin/handover", headers={"Authorization": f"Bearer {server.token}"})
-    assert answer.status_code == 202, answer.text
-    done = _handover(server, answer.json()["after"])
-    time.sleep(1)
-    results = load.finish()
+    done = handover_under_load(server)
     assert done["state"] == "done", done
-    assert results and not [r for r in results if r[0] != "ok"]
     smaller = [p for p in done["phases"] if p["name"] == "smaller kv cache"]
     assert smaller and (smaller[0]["slots"], smaller[0]["wanted"]) == (2, 4), done["phases"]
     deadline = time.monotonic() + 30
