@@ -32,6 +32,9 @@ def test_channels_get_the_events_they_asked_for_per_instance_or_globally(worker,
         time.sleep(0.1)
     assert webhook.received[0]["event"] == "watchdog" and webhook.received[0]["details"] == {"p95_ms": 900}
     assert webhook.received[0]["text"].startswith("[Instance Console] alert-a: p95_limit")
+    # The worker records the delivery once the receiver has answered: a moment after it received it.
+    while AlertDelivery.objects.get().state == "pending" and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert AlertDelivery.objects.get().state == "sent"
 
 
