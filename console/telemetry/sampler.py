@@ -7,7 +7,7 @@ sample is stored for charts and rules, and published to the browsers.
 import logging
 import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -179,22 +179,29 @@ def sample_host(host_name: str, workers: int = 8) -> int:
     snapshot = this_round.gpus
     owners: dict[int, str] = {}
 
-    def one(instance) -> int | None:
+    def probe(instance) -> dict:
         try:
-            row = record(instance, collect(instance, this_round, client), batch)
-            owners.update(dict.fromkeys(row.data.get("pids") or [], instance.name))
-            return row.instance_id
-        except Exception:  # one broken instance never stops the others' samples
-            log.exception("sampling %s failed", instance.name)
-            return None
+            return collect(instance, this_round, client)
         finally:
-            connection.close()  # pool threads end with the round; so do their connections
+            connection.close()  # pool threads end with the round; so do connections they opened
 
+    # Probes run on the pool; each sample is written here as its probe ends, on this thread's one
+    # connection (a connection per sample cost tens of ms between a sample and its row: the
+    # dashboard's latency, docs/BENCHMARKS.md).
     sampled = []
     batch = DashboardBatch()
     if instances:
         with httpx.Client() as client, ThreadPoolExecutor(max_workers=min(workers, len(instances))) as pool:
-            sampled = [pk for pk in pool.map(one, instances) if pk is not None]
+            probes = {pool.submit(probe, instance): instance for instance in instances}
+            for done in as_completed(probes):
+                instance = probes[done]
+                try:
+                    row = record(instance, done.result(), batch)
+                except Exception:  # one broken instance never stops the others' samples
+                    log.exception("sampling %s failed", instance.name)
+                    continue
+                owners.update(dict.fromkeys(row.data.get("pids") or [], instance.name))
+                sampled.append(row.instance_id)
         batch.flush()
     Host.objects.filter(name=host_name).update(
         seen_at=timezone.now(),
