@@ -77,6 +77,11 @@ def _outside_allocator(reserved: int) -> dict:
     return {"process_gpu_bytes": used, "outside_allocator_bytes": max(0, used - reserved)}
 
 
+def dtype_for(device: str, requested: str = "") -> str:
+    """The weights' dtype on `device`: DTYPE where set, else bfloat16 on a GPU and float32 on a CPU."""
+    return requested or ("bfloat16" if device.startswith("cuda") else "float32")
+
+
 class Engine:
     def __init__(
         self,
@@ -143,7 +148,7 @@ class Engine:
         import torch
 
         self.device = self.requested_device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype_name = self.requested_dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
+        dtype_name = dtype_for(self.device, self.requested_dtype)
         self.dtype = dtype_name
         prefetch = self._prefetch()
         from transformers import AutoImageProcessor, AutoTokenizer, Glm4vForConditionalGeneration

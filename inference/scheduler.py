@@ -84,8 +84,10 @@ class Scheduler:
     def _grow(self) -> None:
         """To the slots asked for, once there is room for them (the old process gone)."""
         runner = self.runner
+        if self.wanted_slots <= runner.slots:  # every step asks: nothing more once grown
+            return
         now = time.monotonic()
-        if self.wanted_slots <= runner.slots or now - self._grow_checked < GROW_CHECK_SECONDS:
+        if now - self._grow_checked < GROW_CHECK_SECONDS:
             return
         self._grow_checked = now
         more = runner.cache_bytes // runner.slots * (self.wanted_slots - runner.slots)

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 
 from inference import handover, holder, logs
-from inference.engine import Engine
+from inference.engine import Engine, dtype_for
 from inference.limits import ApiError, RateLimiter
 from inference.metrics import HealthCollector
 from inference.settings import Settings
@@ -366,7 +366,7 @@ def load_for_handover(server: Server, handover_fd: int) -> None:
     free, where = handover.free_bytes(device)
     if settings.handover_max_bytes:
         free = min(free, settings.handover_max_bytes)
-    dtype_bytes = 4 if (settings.dtype or ("float32" if device == "cpu" else "bfloat16")) == "float32" else 2
+    dtype_bytes = getattr(torch, dtype_for(device, settings.dtype)).itemsize
     batched = settings.decoder == "batched"
     wanted = settings.max_concurrency
     slots, why = handover.fit_slots(

@@ -59,6 +59,18 @@ POLL_SECONDS = 0.05
 RETIRE_GRACE_SECONDS = 10  # beyond DRAIN_TIMEOUT, for an old process to end after a handover
 
 
+@dataclasses.dataclass
+class HolderProcess:
+    """A weight holder the supervisor forked: its pid, the read end of its pipe, its socket, the
+    checkpoint's files when it began reading them (holder.stamp) and, once it holds them, what."""
+
+    pid: int
+    says: int
+    path: str
+    stamp: list
+    held: dict = dataclasses.field(default_factory=dict)
+
+
 def preload() -> None:
     """Import what a server spends most of its start on. Nothing here may start CUDA: a child
     forked from a process that did cannot use the GPU. (PyTorch's DataLoader forks its workers
@@ -125,17 +137,11 @@ def listen(host: str, port: int) -> socket.socket:
 class Supervisor:
     def __init__(self, settings: Settings, listener: socket.socket, record: handover.Record, holder_path: str = ""):
         self.settings = settings
-        self.holder_path = holder_path  # the weight holder's socket; "" = no holder
-        self.holder = 0
-        self.holder_says: int | None = None
-        self.holder_stamp: list = []  # the checkpoint's files when the holder read them
+        self.holder_path = holder_path  # the first weight holder's socket; "" = no holder
+        self.holder: HolderProcess | None = None
         # A handover after the checkpoint changed starts a second holder reading the new files; the
         # new model process maps its weights, and it replaces the first once the old process is gone.
-        self.next_holder = 0
-        self.next_says: int | None = None
-        self.next_path = ""
-        self.next_stamp: list = []
-        self.next_held: dict = {}
+        self.next: HolderProcess | None = None
         self.reloads = 0
         self.listener = listener
         self.record = record
@@ -180,7 +186,7 @@ class Supervisor:
     def fork(self, handover_fd: int | None = None) -> int:
         pid = os.fork()
         if pid == 0:
-            for fd in (self.incoming_says, self.holder_says, self.next_says):
+            for fd in (self.incoming_says, *(h.says for h in (self.holder, self.next) if h)):
                 if fd is not None:
                     os.close(fd)
             code = serve_child(self.listener, handover_fd)
@@ -192,8 +198,9 @@ class Supervisor:
         logs.event(log, "model process started", pid=pid, starts=self.starts, handover=handover_fd is not None)
         return pid
 
-    def start_holder(self, path: str) -> tuple[int, int]:
-        """A weight holder on `path`: its pid and the read end of its pipe."""
+    def start_holder(self, path: str) -> HolderProcess:
+        """A weight holder on `path`, reading the checkpoint as it is now."""
+        stamp = holder.stamp(self.settings.model_path)
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
         pid = os.fork()
@@ -212,23 +219,23 @@ class Supervisor:
             os._exit(code)
         os.close(write_end)
         logs.event(log, "weight holder started", pid=pid, socket=os.path.basename(path))
-        return pid, read_end
+        return HolderProcess(pid, read_end, path, stamp)
 
     def read_holder(self) -> None:
         """The holder's word: "holding <bytes> <seconds>", or "none <why>" where it holds nothing."""
-        for word, rest in self._said(self.holder_says):
+        for word, rest in self._said(self.holder.says):
             if word == "holding":
                 held, _, seconds = rest.partition(" ")
-                self.record.holder(pid=self.holder, state="holding", bytes=int(held), seconds=float(seconds))
+                self.record.holder(pid=self.holder.pid, state="holding", bytes=int(held), seconds=float(seconds))
             elif word == "none":
-                self.record.holder(pid=self.holder, state="not held", why=rest)
+                self.record.holder(pid=self.holder.pid, state="not held", why=rest)
 
     def holder_ended(self, code: int) -> int | None:
         """The holder ended: expected where it holds nothing, else a crash that ends the supervisor."""
         self.read_holder()
         state = (self.record.data.get("holder") or {}).get("state")
-        os.close(self.holder_says)
-        self.holder, self.holder_says = 0, None
+        os.close(self.holder.says)
+        self.holder = None
         if state == "not held" and code == 0:
             return None
         self.record.holder(pid=0, state="ended", exit_code=code)
@@ -245,47 +252,43 @@ class Supervisor:
 
     def stop_holder(self) -> None:
         """After the last model process: nothing maps the weights any more."""
-        self._end(self.holder, self.holder_says)
-        self.holder, self.holder_says = 0, None
+        self._end(self.holder)
+        self.holder = None
         self.stop_next_holder()
 
-    def _end(self, pid: int, says: int | None) -> None:
-        if pid:
-            self._signal(pid, signal.SIGKILL)
+    def _end(self, process: HolderProcess | None) -> None:
+        if process is not None:
+            self._signal(process.pid, signal.SIGKILL)
             try:
-                os.waitpid(pid, 0)
+                os.waitpid(process.pid, 0)
             except ChildProcessError:
                 pass
-        if says is not None:
-            os.close(says)
+            os.close(process.says)
 
     # -- new weights: a second holder while the checkpoint changed
     def start_next_holder(self, current: dict) -> None:
         self.reloads += 1
-        self.next_path = os.path.join(os.path.dirname(self.holder_path), f"weights-{self.reloads}.sock")
-        self.next_stamp = holder.stamp(self.settings.model_path)
-        self.next_holder, self.next_says = self.start_holder(self.next_path)
-        self.next_held = {}
-        self.record.phase(current, "reading new weights", pid=self.next_holder)
-        logs.event(log, "the checkpoint changed: a new weight holder reads it", pid=self.next_holder)
+        self.next = self.start_holder(os.path.join(os.path.dirname(self.holder.path), f"weights-{self.reloads}.sock"))
+        self.record.phase(current, "reading new weights", pid=self.next.pid)
+        logs.event(log, "the checkpoint changed: a new weight holder reads it", pid=self.next.pid)
 
     def read_next_holder(self) -> None:
         """Once the new holder holds the new weights, the handover's new process maps them."""
         current = self.record.current
-        for word, rest in self._said(self.next_says):
+        for word, rest in self._said(self.next.says):
             if word == "holding" and current is not None and not self.incoming:
                 held, _, seconds = rest.partition(" ")
-                self.next_held = {"bytes": int(held), "seconds": float(seconds)}
+                self.next.held = {"bytes": int(held), "seconds": float(seconds)}
                 self.record.phase(
-                    current, "new weights held", pid=self.next_holder, bytes=int(held), load_seconds=float(seconds)
+                    current, "new weights held", pid=self.next.pid, bytes=int(held), load_seconds=float(seconds)
                 )
-                self.fork_incoming(current, self.next_path)
+                self.fork_incoming(current, self.next.path)
 
     def next_holder_ended(self, code: int) -> None:
         """The new holder ended before it replaced the old one: the new weights could not be read (or,
         mapped already, are gone): the handover fails and the old process and weights go on."""
-        os.close(self.next_says)
-        self.next_holder, self.next_says = 0, None
+        os.close(self.next.says)
+        self.next = None
         current = self.record.current
         if self.incoming:  # it may map memory that is gone now
             self._signal(self.incoming, signal.SIGKILL)
@@ -299,25 +302,23 @@ class Supervisor:
             logs.event(log, "handover failed", logging.ERROR, why=why)
 
     def stop_next_holder(self) -> None:
-        self._end(self.next_holder, self.next_says)
-        self.next_holder, self.next_says = 0, None
+        self._end(self.next)
+        self.next = None
 
     def promote_next_holder(self) -> None:
         """The old model process is gone: the new holder's weights are the only ones mapped."""
-        if not (self.next_holder and self.next_held):
+        if not (self.next and self.next.held):
             return
-        old, old_path = self.holder, self.holder_path
-        self._end(self.holder, self.holder_says)
-        self.holder, self.holder_says, self.holder_path = self.next_holder, self.next_says, self.next_path
-        self.holder_stamp = self.next_stamp
-        self.next_holder, self.next_says = 0, None
-        os.environ[holder.SOCKET_ENV] = self.holder_path  # every later model process maps these
+        old = self.holder
+        self._end(old)
+        self.holder, self.next = self.next, None
+        os.environ[holder.SOCKET_ENV] = self.holder.path  # every later model process maps these
         try:
-            os.unlink(old_path)
+            os.unlink(old.path)
         except OSError:
             pass
-        self.record.holder(pid=self.holder, state="holding", **self.next_held)
-        logs.event(log, "the new weight holder replaces the old one", old_pid=old, pid=self.holder)
+        self.record.holder(pid=self.holder.pid, state="holding", **self.holder.held)
+        logs.event(log, "the new weight holder replaces the old one", old_pid=old.pid, pid=self.holder.pid)
 
     def start(self) -> None:
         began = time.monotonic()
@@ -339,7 +340,7 @@ class Supervisor:
             logs.event(log, "handover not begun: one is already under way", logging.WARNING)
             return
         current = self.record.begin(self.serving)
-        if self.holder and holder.stamp(self.settings.model_path) != self.holder_stamp:
+        if self.holder and holder.stamp(self.settings.model_path) != self.holder.stamp:
             self.start_next_holder(current)  # the new process is forked once it holds them
             return
         self.fork_incoming(current)
@@ -354,7 +355,7 @@ class Supervisor:
             self.incoming = self.fork(handover_fd=write_end)
         finally:
             if weights_socket:
-                os.environ[holder.SOCKET_ENV] = self.holder_path
+                os.environ[holder.SOCKET_ENV] = self.holder.path
         os.close(write_end)
         current["new_pid"] = self.incoming
         self.record.phase(current, "new process started", pid=self.incoming)
@@ -388,9 +389,9 @@ class Supervisor:
 
     def ended(self, pid: int, code: int) -> int | None:
         """A child ended; the supervisor's exit code when it must end too."""
-        if pid == self.holder:
+        if self.holder and pid == self.holder.pid:
             return self.holder_ended(code)
-        if pid == self.next_holder:
+        if self.next and pid == self.next.pid:
             self.next_holder_ended(code)
             return None
         current = self.record.current
@@ -454,9 +455,8 @@ class Supervisor:
             signal.signal(sig, self.forward)
         signal.signal(signal.SIGUSR1, self.want_handover)
         if self.holder_path:
-            self.holder_stamp = holder.stamp(self.settings.model_path)
-            self.holder, self.holder_says = self.start_holder(self.holder_path)
-            self.record.holder(pid=self.holder, state="loading")
+            self.holder = self.start_holder(self.holder_path)
+            self.record.holder(pid=self.holder.pid, state="loading")
         self.start()
         code = None
         while True:
@@ -479,9 +479,9 @@ class Supervisor:
                 self.begin_handover()
             if self.incoming_says is not None:
                 self.read_incoming()
-            if self.holder_says is not None:
+            if self.holder:
                 self.read_holder()
-            if self.next_says is not None:
+            if self.next:
                 self.read_next_holder()
             self.kill_overdue()
             time.sleep(POLL_SECONDS)

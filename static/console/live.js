@@ -22,6 +22,16 @@
   const count = (v) => (v == null ? DASH : String(v));
   const percent = (v) => (v == null ? DASH : (v * 100).toFixed(v < 0.1 ? 1 : 0) + " %");
   const pad = (n) => String(n).padStart(2, "0");
+  // `fn` once in the next animation frame however often this is called before it: the DOM is
+  // written at most once a frame, and not at all while the tab is hidden.
+  function perFrame(fn) {
+    let asked = false;
+    return () => {
+      if (asked) return;
+      asked = true;
+      requestAnimationFrame(() => { asked = false; fn(); });
+    };
+  }
   function uptime(s) {
     if (s == null) return DASH;
     s = Math.floor(s);
@@ -84,17 +94,16 @@
   // a dashboard of hundreds of rows does its work at most once a frame however often batches
   // come, and a hidden tab does none until it is shown.
   const toRender = new Set();
-  let frameAsked = false;
   function takeSample(name, d, live) {
     d.received = Date.now() - (d.age || 0) * 1000;
     samples[name] = d;
     if (d.host && (hostSeen[d.host] == null || hostSeen[d.host] < d.received)) hostSeen[d.host] = d.received;
     if (live && kind === "instance") charts.push(d);
     toRender.add(name);
-    if (!frameAsked) { frameAsked = true; requestAnimationFrame(renderFrame); }
+    renderSoon();
   }
+  const renderSoon = perFrame(() => renderFrame());
   function renderFrame() {
-    frameAsked = false;
     const names = [...toRender];
     toRender.clear();
     names.forEach(renderSample);
@@ -174,7 +183,7 @@
     const tool = (n) => document.querySelector('[data-log="' + n + '"]');
     const levels = ["debug", "info", "warning", "error", "critical"];
     let entries = JSON.parse((document.getElementById("log-initial") || {}).textContent || "[]");
-    let follow = true, pending = [], scheduled = false, regex = null, held = 0;
+    let follow = true, pending = [], regex = null, held = 0;
     const status = (t) => { const s = tool("status"); if (s) s.textContent = t; };
     function visible(e) {
       if (levels.indexOf(e.level) < levels.indexOf(tool("level").value)) return false;
@@ -215,8 +224,8 @@
       pre.replaceChildren(frag);
       if (follow) pre.scrollTop = pre.scrollHeight;
     }
+    const flushSoon = perFrame(() => flush());
     function flush() {
-      scheduled = false;
       if (!follow) { status(held + " new lines (paused)"); return; }
       const batch = pending; pending = []; held = 0;
       const frag = document.createDocumentFragment();
@@ -275,7 +284,7 @@
         pending = pending.concat(lines);
         if (pending.length > max) pending = pending.slice(pending.length - max);
         held += lines.length;
-        if (!scheduled) { scheduled = true; requestAnimationFrame(flush); }
+        flushSoon();
       },
     };
   })();
