@@ -9,11 +9,17 @@ from console.telemetry import retention, sampler
 
 @shared_task(ignore_result=True)
 def sample_all() -> int:
-    """Ask every host's worker for one sampling round (dropped if not taken within one interval);
-    a host without instances reports too, so that its page says whether its worker lives."""
-    hosts = list(Host.objects.values_list("name", flat=True))
-    for name in hosts:
-        sample_host.apply_async(args=[name], queue=host_queue(name), expires=settings.TELEMETRY_SAMPLE_SECONDS)
+    """Ask every host's worker for one sampling round (dropped if not taken within one interval of
+    its turn); a host without instances reports too, so that its page says whether its worker lives.
+
+    The hosts take turns spread over the interval rather than all at its start: the console relays
+    each host's round as it comes, so its work (and the dashboards' events) is spread evenly instead
+    of every host's batches arriving at one instant (docs/BENCHMARKS.md, scale)."""
+    every = settings.TELEMETRY_SAMPLE_SECONDS
+    hosts = list(Host.objects.order_by("name").values_list("name", flat=True))
+    for turn, name in enumerate(hosts):
+        offset = every * turn / len(hosts)
+        sample_host.apply_async(args=[name], queue=host_queue(name), countdown=offset, expires=offset + every)
     return len(hosts)
 
 

@@ -135,3 +135,35 @@ def test_the_api_lists_hosts_and_filters_instances_by_host_and_group():
     assert [i["name"] for i in client.get("/api/instances/?group=g", **auth).json()["instances"]] == ["local-1"]
     missing = client.get("/api/instances/?host=nope", **auth)
     assert missing.status_code == 404 and "nope" in json.loads(missing.content)["error"]
+
+
+@pytest.mark.django_db
+def test_hosts_take_turns_over_the_sampling_interval(settings, monkeypatch):
+    """Each host's round is asked for at its own offset in the interval (and expires one interval
+    after it), so that the console never gets every host's round at one instant."""
+    from celery import current_app
+
+    from console.instances.models import host_queue
+    from console.telemetry import tasks
+
+    settings.TELEMETRY_SAMPLE_SECONDS = 6
+    names = sorted({*Host.objects.values_list("name", flat=True), "gpu-b", "gpu-a", "gpu-c"})
+    for name in names:
+        Host.objects.get_or_create(name=name)
+    # Kombu's in-memory transport: the messages as a broker would hold them, read back here.
+    with current_app.connection_for_write("memory://") as connection:
+        send = tasks.sample_host.apply_async
+        monkeypatch.setattr(tasks.sample_host, "apply_async", lambda *a, **kw: send(*a, connection=connection, **kw))
+        asked = timezone.now()
+        assert tasks.sample_all.run() == len(names)
+        offsets = []
+        for name in names:
+            message = connection.SimpleQueue(host_queue(name)).get(timeout=1)
+            assert message.headers["argsrepr"] == repr([name])
+            eta = timezone.datetime.fromisoformat(message.headers["eta"] or asked.isoformat())  # none: at once
+            expires = timezone.datetime.fromisoformat(message.headers["expires"])
+            offsets.append((eta - asked).total_seconds())
+            assert abs((expires - eta).total_seconds() - 6) < 0.5
+            message.ack()
+    step = 6 / len(names)
+    assert [round(offset / step) for offset in offsets] == list(range(len(names)))
