@@ -139,6 +139,18 @@ def fit_slots(free: int, where: str, weights: int, reserve: int, slot_bytes: int
     return 0, f"a second model needs {need / 2**30:.1f} GiB and the {where} has {free / 2**30:.1f} GiB free"
 
 
+def room_for_weights(model_path: str, device: str, max_bytes: int = 0) -> str:
+    """Why the checkpoint's weights do not fit beside those already held ("" when they do): a second
+    weight holder reading a changed checkpoint needs room for both copies for a moment."""
+    free, where = free_bytes(device)
+    if max_bytes:
+        free = min(free, max_bytes)
+    need = weights_bytes(model_path)
+    if need <= free:
+        return ""
+    return f"the new weights need {need / 2**30:.1f} GiB beside the old and the {where} has {free / 2**30:.1f} GiB free"
+
+
 def _host_available() -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

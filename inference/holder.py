@@ -26,7 +26,7 @@ import struct
 import threading
 import time
 
-from inference import logs
+from inference import handover, logs
 
 log = logging.getLogger("inference.holder")
 
@@ -113,10 +113,17 @@ def _read(conn: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def serve(model_path: str, device: str, mode: str, path: str, says: int | None = None) -> int:
+def serve(
+    model_path: str, device: str, mode: str, path: str, says: int | None = None, beside: int | None = None
+) -> int:
     """The holder's life: bind, read the weights, then hand them to whoever asks; its exit code.
     `says` is a pipe to the supervisor: "holding <bytes> <seconds>" once the weights are read, or
-    "none <why>" where HOLD_WEIGHTS (mode) keeps no weights on this device (then it exits, 0)."""
+    "none <why>" where HOLD_WEIGHTS (mode) keeps no weights on this device (then it exits, 0).
+
+    `beside` (a byte limit, 0 for none) makes it a second holder, reading a changed checkpoint while
+    the first still holds the old weights: it first checks that the new files look whole (else it
+    fails, 1: the old weights go on) and that they fit beside the old ones; where they do not it says
+    "no-room <why>" and exits NO_ROOM_EXIT (the supervisor then restarts the drained way)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)  # model processes may still map the weights: the supervisor ends it
     parent = os.getppid()
@@ -135,6 +142,14 @@ def serve(model_path: str, device: str, mode: str, path: str, says: int | None =
             if says is not None:
                 os.write(says, f"none {why}\n".encode())
             return 0
+        if beside is not None:
+            weights.check(model_path)
+            why = handover.room_for_weights(model_path, device, beside)
+            if why:
+                logs.event(log, "no room for the new weights beside the old", logging.WARNING, why=why)
+                if says is not None:
+                    os.write(says, f"no-room {why}\n".encode())
+                return handover.NO_ROOM_EXIT
         state = share(weights.read_state_dict(model_path, device), device)
     except Exception as exc:
         log.exception("the weight holder could not read the weights")

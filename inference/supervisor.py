@@ -154,6 +154,7 @@ class Supervisor:
         self.stopping = 0  # the signal that asked us to stop
         self.wanted = False  # a handover asked for (SIGUSR1), not yet begun
         self.fallback = False  # the serving process is draining for a restart a handover could not do
+        self.reload = False  # and the holder is to read the changed checkpoint once it is gone
         self.starts = 0
         self.imported = False
 
@@ -198,8 +199,9 @@ class Supervisor:
         logs.event(log, "model process started", pid=pid, starts=self.starts, handover=handover_fd is not None)
         return pid
 
-    def start_holder(self, path: str) -> HolderProcess:
-        """A weight holder on `path`, reading the checkpoint as it is now."""
+    def start_holder(self, path: str, beside: bool = False) -> HolderProcess:
+        """A weight holder on `path`, reading the checkpoint as it is now (`beside` the held weights:
+        only where both fit, holder.serve)."""
         stamp = holder.stamp(self.settings.model_path)
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
@@ -210,7 +212,14 @@ class Supervisor:
             code = 1
             try:
                 settings = self.settings
-                code = holder.serve(settings.model_path, settings.device, settings.hold_weights, path, write_end)
+                code = holder.serve(
+                    settings.model_path,
+                    settings.device,
+                    settings.hold_weights,
+                    path,
+                    write_end,
+                    beside=settings.handover_max_bytes if beside else None,
+                )
             except BaseException:
                 log.exception("the weight holder failed")
             logging.shutdown()
@@ -268,7 +277,8 @@ class Supervisor:
     # -- new weights: a second holder while the checkpoint changed
     def start_next_holder(self, current: dict) -> None:
         self.reloads += 1
-        self.next = self.start_holder(os.path.join(os.path.dirname(self.holder.path), f"weights-{self.reloads}.sock"))
+        path = os.path.join(os.path.dirname(self.holder.path), f"weights-{self.reloads}.sock")
+        self.next = self.start_holder(path, beside=True)
         self.record.phase(current, "reading new weights", pid=self.next.pid)
         logs.event(log, "the checkpoint changed: a new weight holder reads it", pid=self.next.pid)
 
@@ -285,14 +295,24 @@ class Supervisor:
                 self.fork_incoming(current, self.next.path)
 
     def next_holder_ended(self, code: int) -> None:
-        """The new holder ended before it replaced the old one: the new weights could not be read (or,
+        """The new holder ended before it replaced the old one. With no room for both copies of the
+        weights: the drained way (the old process drains and exits, the old holder ends, a holder
+        reads the new weights, a new process maps them). Else the new weights could not be read (or,
         mapped already, are gone): the handover fails and the old process and weights go on."""
+        why = next((rest for word, rest in self._said(self.next.says) if word == "no-room"), "")
         os.close(self.next.says)
         self.next = None
         current = self.record.current
         if self.incoming:  # it may map memory that is gone now
             self._signal(self.incoming, signal.SIGKILL)
-        if current is not None:
+        if current is not None and code == handover.NO_ROOM_EXIT and not self.stopping:
+            why = f"{why or 'no room for the new weights beside the old'}; they are read once the old process is gone"
+            self.record.phase(current, "fallback: drained restart", why=why)
+            self.record.end(current, "fallback", why)
+            self.fallback = self.reload = True
+            self._signal(self.serving, signal.SIGHUP)  # drain, then exit for a fresh process
+            logs.event(log, "no room for the new weights; restarting the drained way", logging.WARNING, why=why)
+        elif current is not None:
             why = (
                 f"the changed checkpoint could not be read (its weight holder exited with code {code});"
                 " the old weights still serve"
@@ -304,6 +324,20 @@ class Supervisor:
     def stop_next_holder(self) -> None:
         self._end(self.next)
         self.next = None
+
+    def reload_holder(self) -> None:
+        """No model process maps the weights (a drained restart): the holder is replaced by one that
+        reads the checkpoint as it is now, at the same socket; the next model process waits for it."""
+        self.reload = False
+        old, path = self.holder, self.holder.path
+        self._end(old)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        self.holder = self.start_holder(path)
+        self.record.holder(pid=self.holder.pid, state="loading")
+        logs.event(log, "the weight holder reads the changed checkpoint", old_pid=old.pid, pid=self.holder.pid)
 
     def promote_next_holder(self) -> None:
         """The old model process is gone: the new holder's weights are the only ones mapped."""
@@ -440,7 +474,9 @@ class Supervisor:
             return code
         logs.event(log, "model process restarting", pid=pid)
         self.fallback = False
-        if not self.retiring:
+        if self.reload and self.holder and not self.retiring:
+            self.reload_holder()  # the new weights did not fit beside the old ones
+        elif not self.retiring:
             self.promote_next_holder()  # a fallback's restart maps the new weights
         self.start()
         return None

@@ -64,6 +64,22 @@ def read_header(path: Path) -> tuple[int, dict]:
     return 8 + length, header
 
 
+def check(model_dir: str | os.PathLike) -> None:
+    """Whether the checkpoint's files look whole without reading their tensors: each shard's header
+    parses, names dtypes this reader knows, and its tensors end where the file does. Raises
+    Unsupported (or OSError, ValueError) with why; a truncated or overwritten file fails here."""
+    for path in shard_files(model_dir):
+        base, header = read_header(path)
+        end = base
+        for name, entry in header.items():
+            if entry.get("dtype") not in DTYPES:
+                raise Unsupported(f"{path.name}: tensor {name} has dtype {entry.get('dtype')}")
+            end = max(end, base + int(entry["data_offsets"][1]))
+        size = path.stat().st_size
+        if end != size:
+            raise Unsupported(f"{path.name}: its tensors end at byte {end}, the file at {size}")
+
+
 def _plan(files: list[Path]) -> tuple[list[tuple], list[tuple]]:
     """Tensors to allocate (name, dtype, shape) and reads of at most CHUNK_BYTES: (file, offset, size,
     [(name, byte offset in the tensor, byte offset in the read, bytes)])."""

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.inference.helpers import chat
-from tests.inference.test_supervisor import SUPERVISOR, _admin, _alive, _health
+from tests.inference.test_supervisor import SUPERVISOR, _admin, _alive, _health, _wait_new_process
 
 
 class Load:
@@ -306,3 +306,48 @@ def test_a_changed_checkpoint_is_read_by_a_new_holder_at_the_next_handover(start
     again = _handover(server, _admin(server, "/admin/handover").json()["after"])
     assert again["state"] == "done" and "reading new weights" not in [p["name"] for p in again["phases"]]
     assert _health(server)["weights"]["holder_pid"] == new_holder
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_new_weights_without_room_for_both_copies_are_read_the_drained_way(start_server, smoke_model, tmp_path, device):
+    """A changed checkpoint whose weights do not fit beside the held ones: the old process drains and
+    exits, the old holder ends, a new holder reads the new files and a new process maps them. Broken
+    new files are found before anything stops: the handover fails and the old weights go on."""
+    from inference import handover
+    from inference.smoke_model import write_checkpoint
+
+    model = tmp_path / "model"
+    shutil.copytree(smoke_model, model)
+    other = write_checkpoint(tmp_path / "other", seed=1) / "model.safetensors"
+    room = handover.weights_bytes(str(model)) // 2  # the new weights fit once, never beside the old
+    server = start_server(
+        module=SUPERVISOR,
+        HOLD_WEIGHTS="on",
+        MODEL_PATH=str(model),
+        DRAIN_TIMEOUT=5,
+        HANDOVER_MAX_BYTES=str(room),
+        DEVICE=device,
+    )
+    first = _health(server)
+    holder_pid = first["supervisor"]["holder"]["pid"]
+    before = _answer(server)
+
+    weights_file = model / "model.safetensors"
+    whole = weights_file.read_bytes()
+    weights_file.write_bytes(whole[: len(whole) // 2])  # cut short: its header promises more
+    failed = _handover(server, _admin(server, "/admin/handover").json()["after"])
+    assert failed["state"] == "failed" and "could not be read" in failed["why"], failed
+    assert _health(server)["pid"] == first["pid"] and _alive(holder_pid)
+    assert _answer(server) == before
+    assert "its tensors end at byte" in server.log()
+
+    shutil.copyfile(other, weights_file)
+    done = _handover(server, _admin(server, "/admin/handover").json()["after"])
+    assert done["state"] == "fallback", done
+    assert [p["name"] for p in done["phases"]] == ["reading new weights", "fallback: drained restart"]
+    assert "beside the old" in done["why"] and "once the old process is gone" in done["why"], done
+    now = _wait_new_process(server, first["pid"])
+    assert now["weights"]["source"] == "holder" and now["weights"]["holder_pid"] != holder_pid
+    assert now["supervisor"]["holder"]["pid"] == now["weights"]["holder_pid"]
+    assert not _alive(holder_pid)
+    assert _answer(server) != before

@@ -104,6 +104,20 @@ def test_truncated_shard_fails_with_its_name(smoke_model, tmp_path):
         weights.Prefetch(tmp_path, "cpu").result()
 
 
+def test_check_finds_a_shard_cut_short_or_grown_without_reading_it(smoke_model, tmp_path):
+    for extra in smoke_model.iterdir():
+        shutil.copy(extra, tmp_path)
+    weights.check(tmp_path)  # whole
+    shard = tmp_path / "model.safetensors"
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[:-1])
+    with pytest.raises(weights.Unsupported, match=f"end at byte {len(whole)}, the file at {len(whole) - 1}"):
+        weights.check(tmp_path)
+    shard.write_bytes(whole + b"\0")
+    with pytest.raises(weights.Unsupported, match="model.safetensors: its tensors end"):
+        weights.check(tmp_path)
+
+
 def test_unknown_dtype_is_refused(tmp_path):
     header = json.dumps({"x": {"dtype": "F4", "shape": [2], "data_offsets": [0, 1]}}).encode()
     (tmp_path / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0")
