@@ -71,6 +71,25 @@ def server_ttft(count: int) -> float | None:
     return statistics.median(values[:count]) if values else None
 
 
+def where_time_went(before: dict, health: dict, wall: float) -> dict:
+    """Where the batched decoder's wall time went meanwhile (its /health counters), in seconds: decoding
+    steps (to the chosen tokens on the host), handing their tokens to requests, prefills (one prompt
+    at a time, between steps), and the rest (waiting for requests, the interpreter); with the steps'
+    count and mean."""
+    after = health.get("decoder") or {}
+    steps = after.get("steps", 0) - before.get("steps", 0)
+    if steps <= 0:
+        return {}
+    spent = {key: after[f"{key}_seconds"] - before[f"{key}_seconds"] for key in ("step", "emit", "prefill")}
+    return {
+        "steps": steps,
+        "step_ms_mean": round(1000 * spent["step"] / steps, 3),
+        "prefills": after["prefills"] - before["prefills"],
+        **{f"{key}_s": round(value, 3) for key, value in spent.items()},
+        "rest_s": round(wall - sum(spent.values()), 3),
+    }
+
+
 def measure(base: str, tokens: int, streams: int, repeat: int) -> dict:
     client = httpx.Client(timeout=600)
     whole(client, base, 4)  # warm-up
@@ -85,16 +104,28 @@ def measure(base: str, tokens: int, streams: int, repeat: int) -> dict:
         "server_ttft_ms_median": server_ttft(repeat),
     }
     for kind in ("streamed", "whole"):
+        decoder = client.get(base + "/health").json().get("decoder") or {}
+        # Each stream's client made and connected before the clock starts: making 16 inside it took
+        # about 0.35 s of the bench's own time (TLS contexts, thread start), not the server's.
+        clients = [httpx.Client(timeout=600) for _ in range(streams)]
+        for each in clients:
+            each.get(base + "/health/live")
         with ThreadPoolExecutor(streams) as pool:
+            list(pool.map(lambda _: None, range(streams)))  # the pool's threads started
             began = time.perf_counter()
             if kind == "streamed":
-                done = list(pool.map(lambda _: streamed(httpx.Client(timeout=600), base, tokens), range(streams)))
+                done = list(pool.map(lambda each: streamed(each, base, tokens), clients))
                 produced = tokens * len(done)  # random weights: an end-of-text id is one in ~50,000
             else:
-                done = list(pool.map(lambda _: whole(httpx.Client(timeout=600), base, tokens), range(streams)))
+                done = list(pool.map(lambda each: whole(each, base, tokens), clients))
                 produced = sum(n for _, n in done)
             wall = time.perf_counter() - began
+        for each in clients:
+            each.close()
         result[f"{kind}_{streams}_concurrent_tokens_per_second"] = round(produced / wall, 1)
+        result[f"{kind}_{streams}_concurrent_steps"] = where_time_went(
+            decoder, client.get(base + "/health").json(), wall
+        )
     return result
 
 

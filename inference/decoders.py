@@ -86,6 +86,11 @@ class BatchedDecoder:
             "kv_cache_bytes": runner.cache_bytes,
             "cuda_graphs": len(runner.graphs),
             "kernels": runner.kernels,
+            "steps": self.scheduler.steps,
+            "step_seconds": round(self.scheduler.step_seconds, 3),
+            "emit_seconds": round(self.scheduler.emit_seconds, 3),
+            "prefills": self.scheduler.prefills,
+            "prefill_seconds": round(self.scheduler.prefill_seconds, 3),
         }
 
 

@@ -376,45 +376,64 @@ class ModelRunner:
         return graph, out
 
     def prefill(self, inputs: dict, slot: int):
-        """Run the prompt, keep its keys/values in `slot`; returns (last logits, rope delta).
+        """Run the prompt, keep its keys/values in `slot`; returns (last logits, rope delta)."""
+        return self.prefill_many([(inputs, slot)])[0]
 
-        The model's own forward builds the input embeddings (vision encoder, image features in
-        place of the placeholders) and the M-RoPE positions; it is stopped as it calls the text
-        layers, which run here instead: fewer kernels, causal attention straight into the slot.
+    def prefill_many(self, prompts: list[tuple[dict, int]]) -> list[tuple]:
+        """Run several prompts (inputs, slot) in one pass over the text layers, each keeping its
+        keys/values in its slot; returns (last logits, rope delta) per prompt, in order.
+
+        The model's own forward builds each prompt's input embeddings (vision encoder, image features
+        in place of the placeholders) and M-RoPE positions; it is stopped as it calls the text
+        layers, which run here instead, over the prompts' tokens side by side: every weight is read
+        once for all of them (prompts one at a time cost a pass each: 16 requests arriving together
+        waited for 16 prefills, docs/BENCHMARKS.md), and each prompt attends causally to itself only.
         """
         import torch
         import torch.nn.functional as F
 
-        n = inputs["input_ids"].shape[1]
-        if n >= self.context:
-            raise ValueError(f"the prompt is {n} tokens; a slot holds {self.context}")
-        embeds, positions = self._embed(inputs)
-        hidden = embeds[0]
-        if positions is None:  # text only: the same position on all three M-RoPE axes
-            positions = torch.arange(n, device=self.device).view(1, 1, n).expand(3, 1, n)
-        elif positions.shape[0] == 4:  # text positions first, as some versions pass them
-            positions = positions[1:]
-        cos, sin = self._text.rotary_emb(embeds, positions)
-        cos, sin = self._widen(cos[0], sin[0])
+        segments, hiddens, angles, deltas, start = [], [], [], [], 0
+        for inputs, slot in prompts:
+            n = inputs["input_ids"].shape[1]
+            if n >= self.context:
+                raise ValueError(f"the prompt is {n} tokens; a slot holds {self.context}")
+            embeds, positions = self._embed(inputs)
+            if positions is None:  # text only: the same position on all three M-RoPE axes
+                positions = torch.arange(n, device=self.device).view(1, 1, n).expand(3, 1, n)
+            elif positions.shape[0] == 4:  # text positions first, as some versions pass them
+                positions = positions[1:]
+            cos, sin = self._text.rotary_emb(embeds, positions)
+            angles.append(self._widen(cos[0], sin[0]))
+            hiddens.append(embeds[0])
+            deltas.append(int(positions.max()) + 1 - n)
+            segments.append((start, n, slot))
+            start += n
+        hidden = torch.cat(hiddens) if len(hiddens) > 1 else hiddens[0]
+        cos = torch.cat([c for c, _ in angles]) if len(angles) > 1 else angles[0][0]
+        sin = torch.cat([s for _, s in angles]) if len(angles) > 1 else angles[0][1]
 
         def attend(number, qkv):
             q, k, v = self._rotated(qkv, cos, sin, self.eager_ops)
-            k, v = k.transpose(0, 1), v.transpose(0, 1)  # kv heads, tokens, head dim
-            self.cache[number][slot, 0, :, :n] = k
-            self.cache[number][slot, 1, :, :n] = v
-            attended = F.scaled_dot_product_attention(
-                q.transpose(0, 1)[None],
-                k.repeat_interleave(self.group, dim=0)[None],
-                v.repeat_interleave(self.group, dim=0)[None],
-                is_causal=True,
-            )
-            return attended[0].transpose(0, 1).reshape(n, -1)
+            attended = []
+            for begin, n, slot in segments:
+                keys, values = k[begin : begin + n].transpose(0, 1), v[begin : begin + n].transpose(0, 1)
+                self.cache[number][slot, 0, :, :n] = keys  # kv heads, tokens, head dim
+                self.cache[number][slot, 1, :, :n] = values
+                out = F.scaled_dot_product_attention(
+                    q[begin : begin + n].transpose(0, 1)[None],
+                    keys.repeat_interleave(self.group, dim=0)[None],
+                    values.repeat_interleave(self.group, dim=0)[None],
+                    is_causal=True,
+                )
+                attended.append(out[0].transpose(0, 1).reshape(n, -1))
+            return torch.cat(attended) if len(attended) > 1 else attended[0]
 
         # Eager operations: a prompt's many tokens keep the kernels busy, and compiled forms for
         # every prompt length would cost more in guards and compiling than they save.
         x = self._layers(hidden, attend, self.eager_ops)
-        delta = int(positions.max()) + 1 - n
-        return self.lm_head(x[-1:]).float(), delta
+        last = [begin + n - 1 for begin, n, _ in segments]
+        logits = self.lm_head(x[last]).float()
+        return [(logits[i : i + 1], delta) for i, delta in enumerate(deltas)]
 
     def _embed(self, inputs: dict):
         """(inputs_embeds, position ids) exactly as the model would hand them to its text layers."""

@@ -17,6 +17,7 @@ from inference.sampler import sample
 
 log = logging.getLogger("inference.scheduler")
 GROW_CHECK_SECONDS = 1.0
+PREFILL_TOKENS = 8192  # the most prompt tokens prefilled in one pass (their activations at once)
 
 
 @dataclass
@@ -44,6 +45,11 @@ class Scheduler:
         self.wake = threading.Condition()
         self.active: list[Job | None] = [None] * runner.slots
         self.last_prefill: dict[str, float] = {}  # where the last first token's time went (benchmarks)
+        # Where decoding's time goes (/health, bench/stream_bench.py): steps taken, seconds in them (to
+        # the chosen tokens on the host), seconds handing their tokens to the requests; prompts
+        # prefilled, seconds in them (to the first token on the host).
+        self.steps, self.step_seconds, self.emit_seconds = 0, 0.0, 0.0
+        self.prefills, self.prefill_seconds = 0, 0.0
         # A handover's new process may start with fewer KV cache slots than asked, to fit beside the
         # old one (handover.fit_slots): it grows to `wanted_slots` between steps once `room()` says
         # the rest fits, asked at most every GROW_CHECK_SECONDS.
@@ -122,31 +128,58 @@ class Scheduler:
                 job.slot = self.active.index(None)
                 self.active[job.slot] = job
                 admitted.append(job)
+        ready = []
         for job in admitted:
-            try:
-                if job.should_stop():
-                    self._finish(job)
-                    continue
-                began = time.monotonic()
-                inputs = {k: v.to(self.runner.device) for k, v in job.inputs.items()}
-                job.inputs.clear()
-                moved = time.monotonic()
-                logits, delta = self.runner.prefill(inputs, job.slot)
-                job.index = int(inputs["input_ids"].shape[1])
-                job.position = job.index + delta
-                del inputs  # pixels and ids are in the cache now
-                token = int(sample(logits, [job.temperature], [job.top_p])[0])
-                self.last_prefill = {
-                    "to_device_ms": 1000 * (moved - began),
-                    "prefill_ms": 1000 * (time.monotonic() - moved),
-                }
-                self._emit(job, token)
-            except BaseException as exc:  # reported to its request; the others go on
-                self._finish(job, exc)
+            if job.should_stop():
+                self._finish(job)
+            else:
+                ready.append(job)
+        # Prompts that arrived together are prefilled together (one pass over the weights), up to
+        # PREFILL_TOKENS at a time; a failed group is tried one prompt at a time, so that a prompt
+        # that cannot be prefilled fails its own request only.
+        group: list[Job] = []
+        tokens = 0
+        for job in ready:
+            length = int(job.inputs["input_ids"].shape[1])
+            if group and tokens + length > PREFILL_TOKENS:
+                self._prefill(group)
+                group, tokens = [], 0
+            group.append(job)
+            tokens += length
+        if group:
+            self._prefill(group)
+
+    def _prefill(self, jobs: list[Job]) -> None:
+        import torch
+
+        try:
+            began = time.monotonic()
+            inputs = [{k: v.to(self.runner.device) for k, v in job.inputs.items()} for job in jobs]
+            moved = time.monotonic()
+            results = self.runner.prefill_many([(each, job.slot) for each, job in zip(inputs, jobs, strict=True)])
+            logits = torch.cat([each for each, _ in results])
+            chosen = sample(logits, [j.temperature for j in jobs], [j.top_p for j in jobs]).tolist()
+        except BaseException as exc:
+            if len(jobs) > 1:
+                for job in jobs:
+                    self._prefill([job])
+                return
+            self._finish(jobs[0], exc)  # reported to its request; the others go on
+            return
+        now = time.monotonic()
+        self.last_prefill = {"to_device_ms": 1000 * (moved - began), "prefill_ms": 1000 * (now - moved)}
+        self.prefills += len(jobs)
+        self.prefill_seconds += now - began
+        for job, each, (_, delta), token in zip(jobs, inputs, results, chosen, strict=True):
+            job.inputs.clear()
+            job.index = int(each["input_ids"].shape[1])
+            job.position = job.index + delta
+            self._emit(job, int(token))
 
     def _decode(self) -> None:
         import torch
 
+        began = time.perf_counter()
         jobs = [job for job in self.active if job is not None]
         rows = max(job.slot for job in jobs) + 1
         state = [[0] * rows for _ in range(3)]
@@ -162,10 +195,14 @@ class Scheduler:
             for job in jobs:
                 self._finish(job, exc)
             return
+        stepped = time.perf_counter()
         for job in jobs:
             job.index += 1
             job.position += 1
             self._emit(job, chosen[job.slot])
+        self.steps += 1
+        self.step_seconds += stepped - began
+        self.emit_seconds += time.perf_counter() - stepped
 
     def _emit(self, job: Job, token: int) -> None:
         job.last_id = token

@@ -148,6 +148,62 @@ def test_a_prompt_longer_than_a_slot_fails_alone(engines):
     assert run(batched, PROMPTS[1:2], max_new_tokens=3)[0].ids
 
 
+def test_prompts_prefilled_together_give_what_each_gives_alone(engines):
+    """One pass over the layers for several prompts (text and image, different lengths): each
+    prompt's last logits, rope offset and keys/values in its slot are those of its own prefill."""
+    import torch
+
+    _, batched = engines
+    runner = batched.decoding.runner
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[3]]
+    inputs = [
+        {k: v.to(runner.device) for k, v in batched.prepare(messages(t, n), images(n), 1 << 20).inputs.items()}
+        for t, n in prompts
+    ]
+    lengths = [each["input_ids"].shape[1] for each in inputs]
+    with torch.inference_mode():
+        alone = []
+        for slot, each in enumerate(inputs):
+            logits, delta = runner.prefill(each, slot)
+            alone.append((logits, delta, [layer[slot, :, :, : lengths[slot]].clone() for layer in runner.cache]))
+        together = runner.prefill_many([(each, slot) for slot, each in enumerate(inputs)])
+    tolerance = {"atol": 1e-4, "rtol": 1e-4} if runner.dtype == torch.float32 else {"atol": 5e-2, "rtol": 5e-2}
+    for slot, ((logits, delta, cache), (logits_now, delta_now)) in enumerate(zip(alone, together, strict=True)):
+        assert delta_now == delta
+        assert logits_now.shape == logits.shape and logits_now.argmax() == logits.argmax()
+        torch.testing.assert_close(logits_now, logits, **tolerance)
+        for before, layer in zip(cache, runner.cache, strict=True):
+            torch.testing.assert_close(layer[slot, :, :, : lengths[slot]], before, **tolerance)
+    assert any(delta for _, delta, _ in alone)  # an image prompt's rope offset was among them
+
+
+def test_a_prompt_too_long_fails_alone_among_prompts_admitted_together(engines):
+    """Requests admitted in one go are prefilled together; one that cannot be fails its own request
+    only, and the others are prefilled and answered."""
+    reference, batched = engines
+    expected = [run(reference, [prompt], max_new_tokens=4)[0].ids for prompt in PROMPTS[1:3]]
+    scheduler = batched.decoding.scheduler
+    sinks = [Collect() for _ in range(3)]
+    requests = [messages("word " * 600, 0), messages(PROMPTS[1][0], 0), messages(PROMPTS[2][0], 0)]
+    with scheduler.wake:  # held: the engine thread admits all three at once, after
+        for sink, request in zip(sinks, requests, strict=True):
+            batched.generate(
+                batched.prepare(request, [], 1 << 20),
+                sink,
+                max_new_tokens=4,
+                temperature=0,
+                top_p=1,
+                should_stop=lambda: False,
+            )
+        assert len(scheduler.waiting) == 3
+        prefills = scheduler.prefills
+    assert all(sink.finished.wait(60) for sink in sinks)
+    assert "a slot holds 512" in str(sinks[0].error)
+    assert [sink.error for sink in sinks[1:]] == [None, None]
+    assert [sink.ids for sink in sinks[1:]] == expected
+    assert scheduler.prefills == prefills + 2
+
+
 def test_buckets_cover_the_limit():
     assert buckets(16, 1) == [1, 2, 4, 8, 16]
     assert buckets(10240, 256)[-2:] == [8192, 10240]
