@@ -58,8 +58,10 @@ def wanted(mode: str, device: str) -> bool:
 
 
 def stamp(model_path: str) -> list:
-    """What the checkpoint's files are now (name, size, modification time): a holder's weights are
-    stale once this differs from what it was when they were read."""
+    """What the checkpoint's files are now (name, size, modification time, inode, change time): a
+    holder's weights are stale once this differs from what it was when they were read. The change
+    time is the kernel's (no tool sets it): files copied over the old ones with their sizes and
+    modification times kept (`cp -p`, `rsync -a` of a fine-tune of the same shape) count as new."""
     from pathlib import Path
 
     files = []
@@ -69,7 +71,7 @@ def stamp(model_path: str) -> list:
                 info = path.stat()
             except OSError:
                 continue
-            files.append([path.name, info.st_size, info.st_mtime_ns])
+            files.append([path.name, info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns])
     return files
 
 

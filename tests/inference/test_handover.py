@@ -277,7 +277,7 @@ def test_a_changed_checkpoint_is_read_by_a_new_holder_at_the_next_handover(start
 
     # Unreadable new weights: a failed handover, the old ones still serve.
     weights_file = model / "model.safetensors"
-    original = weights_file.read_bytes()
+    original, read_at = weights_file.read_bytes(), weights_file.stat()
     weights_file.write_bytes(b"not a checkpoint" * 64)
     failed = _handover(server, _admin(server, "/admin/handover").json()["after"])
     assert failed["state"] == "failed" and "could not be read" in failed["why"], failed
@@ -285,9 +285,11 @@ def test_a_changed_checkpoint_is_read_by_a_new_holder_at_the_next_handover(start
     assert _health(server)["pid"] == first["pid"] and _alive(holder_pid)
     assert _answer(server) == before
 
-    # Readable new weights: served by a new process mapping them from a new holder.
+    # Readable new weights: served by a new process mapping them from a new holder. Copied over the
+    # old file keeping its size and modification time, as `cp -p` or `rsync -a` would.
     shutil.copyfile(other, weights_file)
-    assert weights_file.read_bytes() != original
+    os.utime(weights_file, ns=(read_at.st_atime_ns, read_at.st_mtime_ns))
+    assert weights_file.read_bytes() != original and weights_file.stat().st_size == read_at.st_size
     done = _handover(server, _admin(server, "/admin/handover").json()["after"])
     assert done["state"] == "done", done
     names = [p["name"] for p in done["phases"]]
