@@ -12,6 +12,9 @@ from pathlib import Path
 
 STATE_ENV = "INFERENCE_SUPERVISOR_STATE"
 HANDOVER_FD_ENV = "INFERENCE_HANDOVER_FD"  # set in a handover's new process: where it says "serving"
+# Beside the record: the decoding kernels a model process under this supervisor checked against the
+# eager step (model_runner.py), so that later ones on the same device and shapes skip the check.
+KERNELS_CHECKED_SUFFIX = ".kernels-checked"
 NO_ROOM_EXIT = 76  # a handover's new process found no room for a second model beside the first
 KEEP_HANDOVERS = 5
 GROW_MARGIN_BYTES = 256 * 2**20  # left free when a smaller KV cache grows back (the step's own work)
@@ -70,7 +73,7 @@ class Record:
         self.save()
 
     def remove(self) -> None:
-        for path in (self.path, f"{self.path}.tmp"):
+        for path in (self.path, f"{self.path}.tmp", self.path + KERNELS_CHECKED_SUFFIX):
             try:
                 os.unlink(path)
             except FileNotFoundError:

@@ -137,6 +137,10 @@ def test_handover_on_the_gpu_under_load_refuses_nobody_and_frees_the_old_process
     assert held["state"] == "holding" and held["pid"] in holders, held
     assert health["weights"]["source"] == "holder" and health["weights"]["holder_pid"] == held["pid"]
     assert "weights mapped" in [p["name"] for p in done["phases"]]
+    # The first process checked the Triton kernels against the eager step; the new one, on the same
+    # device and shapes, skipped that check and runs them.
+    assert health["decoder"]["kernels"] == "triton"
+    assert server.log().count('"check_s"') == 1 and server.log().count('"checked": "by an earlier process"') == 1
 
 
 def test_a_handover_with_room_for_fewer_kv_cache_slots_grows_back_on_the_gpu(start_server, smoke_model):
