@@ -59,6 +59,9 @@ def read_header(path: Path) -> tuple[int, dict]:
     """(offset of the data, {name: entry}) of one safetensors file."""
     with open(path, "rb") as file:
         (length,) = struct.unpack("<Q", file.read(8))
+        size = os.fstat(file.fileno()).st_size
+        if length > size - 8:  # not a safetensors file (or cut short): never read that much
+            raise Unsupported(f"{path.name}: its header claims {length} bytes, the file has {size}")
         header = json.loads(file.read(length))
     header.pop("__metadata__", None)
     return 8 + length, header

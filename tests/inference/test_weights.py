@@ -118,6 +118,12 @@ def test_check_finds_a_shard_cut_short_or_grown_without_reading_it(smoke_model, 
         weights.check(tmp_path)
 
 
+def test_a_file_that_is_not_safetensors_is_refused_without_reading_what_its_first_bytes_claim(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"not a checkpoint" * 64)
+    with pytest.raises(weights.Unsupported, match="its header claims 7521891404167278446 bytes, the file has 1024"):
+        weights.check(tmp_path)
+
+
 def test_unknown_dtype_is_refused(tmp_path):
     header = json.dumps({"x": {"dtype": "F4", "shape": [2], "data_offsets": [0, 1]}}).encode()
     (tmp_path / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0")
