@@ -73,9 +73,9 @@ def server_ttft(count: int) -> float | None:
 
 def where_time_went(before: dict, health: dict, wall: float) -> dict:
     """Where the batched decoder's wall time went meanwhile (its /health counters), in seconds: decoding
-    steps (to the chosen tokens on the host), handing their tokens to requests, prefills (one prompt
-    at a time, between steps), and the rest (waiting for requests, the interpreter); with the steps'
-    count and mean."""
+    steps (to the chosen tokens on the host), handing their tokens to requests, prefills (between
+    steps, the prompts admitted together in one pass), and the rest (waiting for requests, the
+    interpreter); with the steps' count and mean."""
     after = health.get("decoder") or {}
     steps = after.get("steps", 0) - before.get("steps", 0)
     if steps <= 0:
