@@ -15,6 +15,9 @@ HANDOVER_FD_ENV = "INFERENCE_HANDOVER_FD"  # set in a handover's new process: wh
 # Beside the record: the decoding kernels a model process under this supervisor checked against the
 # eager step (model_runner.py), so that later ones on the same device and shapes skip the check.
 KERNELS_CHECKED_SUFFIX = ".kernels-checked"
+# Beside the record: a handover asked to read the weights again (POST /admin/handover?reload_weights=true),
+# written by the model process that was asked, taken by the supervisor as it begins the handover.
+RELOAD_SUFFIX = ".reload-weights"
 NO_ROOM_EXIT = 76  # a handover's new process found no room for a second model beside the first
 KEEP_HANDOVERS = 5
 GROW_MARGIN_BYTES = 256 * 2**20  # left free when a smaller KV cache grows back (the step's own work)
@@ -48,6 +51,14 @@ class Record:
         handovers = self.data["handovers"]
         return handovers[-1] if handovers and handovers[-1]["state"] == "running" else None
 
+    def take_reload(self) -> bool:
+        """Whether the handover asked for reads the weights again (and forget the ask)."""
+        try:
+            os.unlink(self.path + RELOAD_SUFFIX)
+        except FileNotFoundError:
+            return False
+        return True
+
     def begin(self, old_pid: int) -> dict:
         handovers = self.data["handovers"]
         handover = {
@@ -73,11 +84,18 @@ class Record:
         self.save()
 
     def remove(self) -> None:
-        for path in (self.path, f"{self.path}.tmp", self.path + KERNELS_CHECKED_SUFFIX):
+        for path in (self.path, f"{self.path}.tmp", self.path + KERNELS_CHECKED_SUFFIX, self.path + RELOAD_SUFFIX):
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+def ask_reload() -> None:
+    """From a model process: the next handover reads the weights again (Record.take_reload)."""
+    path = os.environ.get(STATE_ENV)
+    if path:
+        Path(path + RELOAD_SUFFIX).touch()
 
 
 def read() -> dict | None:

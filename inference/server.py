@@ -222,8 +222,13 @@ def create_app(settings: Settings | None = None, server: Server | None = None) -
         if handovers and handovers[-1].get("state") == "running":
             raise ApiError(409, "a handover is already under way", "handover_running")
         after = handovers[-1]["id"] if handovers else 0
+        reload = request.query_params.get("reload_weights", "false").lower()
+        if reload not in ("true", "false", "1", "0"):
+            raise ApiError(400, "reload_weights must be true or false", "invalid_reload_weights")
+        if reload in ("true", "1"):
+            handover.ask_reload()  # a new weight holder reads them, even if the files did not change
         os.kill(int(supervisor), signal.SIGUSR1)
-        logs.event(log, "handover asked for")
+        logs.event(log, "handover asked for", reload_weights=reload in ("true", "1"))
         # Answered once the supervisor has begun it, so a second request is refused and the caller
         # knows which handover to follow in /health.
         deadline = time.monotonic() + 5

@@ -275,12 +275,15 @@ class Supervisor:
             os.close(process.says)
 
     # -- new weights: a second holder while the checkpoint changed
-    def start_next_holder(self, current: dict) -> None:
+    def start_next_holder(self, current: dict, asked: bool = False) -> None:
+        """A second holder reading the checkpoint: it changed, or (`asked`) the weights are to be read
+        again although it did not (a holder's copy is suspect, say after the GPU reported memory
+        errors)."""
         self.reloads += 1
         path = os.path.join(os.path.dirname(self.holder.path), f"weights-{self.reloads}.sock")
         self.next = self.start_holder(path, beside=True)
-        self.record.phase(current, "reading new weights", pid=self.next.pid)
-        logs.event(log, "the checkpoint changed: a new weight holder reads it", pid=self.next.pid)
+        self.record.phase(current, "reloading weights" if asked else "reading new weights", pid=self.next.pid)
+        logs.event(log, "a new weight holder reads the checkpoint", pid=self.next.pid, asked=asked)
 
     def read_next_holder(self) -> None:
         """Once the new holder holds the new weights, the handover's new process maps them."""
@@ -370,12 +373,13 @@ class Supervisor:
 
     def begin_handover(self) -> None:
         self.wanted = False
+        reload = self.record.take_reload()
         if self.record.current or self.fallback or not self.serving:
             logs.event(log, "handover not begun: one is already under way", logging.WARNING)
             return
         current = self.record.begin(self.serving)
-        if self.holder and holder.stamp(self.settings.model_path) != self.holder.stamp:
-            self.start_next_holder(current)  # the new process is forked once it holds them
+        if self.holder and (reload or holder.stamp(self.settings.model_path) != self.holder.stamp):
+            self.start_next_holder(current, asked=reload)  # the new process is forked once it holds them
             return
         self.fork_incoming(current)
 

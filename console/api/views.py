@@ -122,6 +122,7 @@ def operate(request, name: str):
             "kind": request.json.get("kind"),
             "reason": request.json.get("reason", ""),
             "recreate": request.json.get("recreate") is True,
+            "reload_weights": request.json.get("reload_weights") is True,
         }
     )
     if not form.is_valid():

@@ -240,11 +240,13 @@ class ModelServer:
         pid = _json_field(response, "pid")
         return pid if isinstance(pid, int) else None
 
-    def handover(self) -> int:
+    def handover(self, reload_weights: bool = False) -> int:
         """Ask the server's supervisor for a handover: a new model process beside the old one, which
-        drains once the new one serves. Returns the handover's id (its record in /health)."""
+        drains once the new one serves (with `reload_weights`, mapping weights a new holder read
+        again). Returns the handover's id (its record in /health)."""
+        params = {"reload_weights": "true"} if reload_weights else None
         try:
-            response = self.http.post(self.url("/admin/handover"), headers=self._admin(), timeout=10)
+            response = self.http.post(self.url("/admin/handover"), params=params, headers=self._admin(), timeout=10)
         except httpx.HTTPError as exc:
             raise NoAnswer(Sentence(gettext_noop("no answer: %(why)s"), why=type(exc).__name__)) from exc
         if response.status_code == 404:

@@ -23,9 +23,20 @@ class OperationForm(forms.Form):
     recreate = forms.BooleanField(
         required=False, help_text="Docker only: remove the container and create it again from its spec."
     )
+    reload_weights = forms.BooleanField(
+        required=False,
+        help_text="Restart only: the weights are read again from the checkpoint, even by a server whose weight "
+        "holder keeps them across restarts (a copy that is suspect, say after GPU memory errors).",
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("reload_weights") and data.get("kind") not in (None, Operation.Kind.RESTART):
+            raise forms.ValidationError("Only a restart can reload the weights.")
+        return data
 
     def options(self) -> dict:
-        return {"recreate": True} if self.cleaned_data.get("recreate") else {}
+        return {name: True for name in ("recreate", "reload_weights") if self.cleaned_data.get(name)}
 
 
 class RolloutForm(forms.Form):

@@ -195,7 +195,10 @@ HANDOVER_PHASES = {
     "reading new weights": gettext_noop(
         "the checkpoint changed: new weight holder %(pid)s reading it at %(seconds).1f s"
     ),
-    "new weights held": gettext_noop("new weight holder %(pid)s read the changed checkpoint in %(load).1f s"),
+    "reloading weights": gettext_noop(
+        "weights reload asked for: new weight holder %(pid)s reading them at %(seconds).1f s"
+    ),
+    "new weights held": gettext_noop("new weight holder %(pid)s read the checkpoint in %(load).1f s"),
     "new weights failed": gettext_noop(
         "the changed checkpoint could not be read (code %(code)s) at %(seconds).1f s: the old weights still serve"
     ),
@@ -268,7 +271,7 @@ def handover(ctx: Context) -> str:
     asked_at = time.time() - 1
     signalled = None
     try:
-        handover_id = ctx.server.handover()
+        handover_id = ctx.server.handover(reload_weights=bool(ctx.operation.options.get("reload_weights")))
     except NoAnswer as exc:
         # A hung model process cannot answer; its supervisor can still start a new one (SIGUSR1),
         # and will kill the hung one once it outlives its drain.

@@ -78,6 +78,7 @@ def test_viewer_token_can_read_but_not_operate(instance):
         ("/api/instances/api-a/operations/", "{broken", 400, "must be JSON"),
         ("/api/instances/api-a/operations/", [1], 400, "JSON object"),
         ("/api/instances/api-a/operations/", {"kind": "restart", "reason": "x" * 501}, 400, "500 characters"),
+        ("/api/instances/api-a/operations/", {"kind": "stop", "reload_weights": True}, 400, "Only a restart"),
     ],
 )
 def test_bad_requests_change_nothing(instance, path, body, status, message):

@@ -308,6 +308,16 @@ def test_a_changed_checkpoint_is_read_by_a_new_holder_at_the_next_handover(start
     again = _handover(server, _admin(server, "/admin/handover").json()["after"])
     assert again["state"] == "done" and "reading new weights" not in [p["name"] for p in again["phases"]]
     assert _health(server)["weights"]["holder_pid"] == new_holder
+    answer = _answer(server)
+
+    # Asked to read the weights again although the files did not change: a new holder all the same.
+    refused = _admin(server, "/admin/handover?reload_weights=maybe")
+    assert refused.status_code == 400 and "reload_weights" in refused.text
+    reloaded = _handover(server, _admin(server, "/admin/handover?reload_weights=true").json()["after"])
+    assert reloaded["state"] == "done", reloaded
+    assert [p["name"] for p in reloaded["phases"]][:2] == ["reloading weights", "new weights held"]
+    assert _health(server)["weights"]["holder_pid"] not in (new_holder, holder_pid)
+    assert _answer(server) == answer
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])

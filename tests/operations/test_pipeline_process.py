@@ -113,6 +113,27 @@ def test_handover_restart_refuses_no_request(managed):
     print(f"\nhandover restart (process runtime, smoke model): {restarted.duration:.2f} s, {len(results)} requests")
 
 
+@pytest.mark.django_db
+def test_a_restart_that_reloads_the_weights_has_them_read_by_a_new_holder(managed):
+    """The weights stay in a holder across handovers; a restart asked to reload them has a new holder
+    read the checkpoint (its files unchanged) and the new process map those."""
+    instance = managed("proc-w", command=SUPERVISED, handover=True, restart_in_place=True)
+    instance.env = {**instance.env, "HOLD_WEIGHTS": "on"}
+    instance.save()
+    assert run(instance, "start").state == "succeeded"
+    holder = httpx.get(instance.base_url + "/health").json()["weights"]["holder_pid"]
+    plain = run(instance, "restart")
+    assert plain.state == "succeeded", plain.error
+    assert httpx.get(instance.base_url + "/health").json()["weights"]["holder_pid"] == holder
+
+    reloaded = run(instance, "restart", reload_weights=True)
+    assert reloaded.state == "succeeded", reloaded.error
+    assert [s["name"] for s in reloaded.steps] == ["handover", "ready", "verify"]
+    assert "weights reload asked for: new weight holder" in reloaded.steps[0]["detail"], reloaded.steps[0]
+    weights = httpx.get(instance.base_url + "/health").json()["weights"]
+    assert weights["source"] == "holder" and weights["holder_pid"] not in (holder, None)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_hung_model_process_is_handed_over_by_signalling_its_supervisor(managed):
     from console.telemetry import sampler
