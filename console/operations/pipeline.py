@@ -436,8 +436,10 @@ def steps_for(operation: Operation) -> list:
     # A new container is a whole restart by definition.
     if operation.kind == Operation.Kind.RESTART and not operation.options.get("recreate"):
         if operation.instance.handover:
-            return HANDOVER
-        if operation.instance.restart_in_place:
+            return HANDOVER  # with reload_weights, a new weight holder reads them
+        # A restart in place maps the weights its supervisor's holder keeps: reloading them is a
+        # whole restart (the holder ends with the supervisor).
+        if operation.instance.restart_in_place and not operation.options.get("reload_weights"):
             return RESTART_IN_PLACE
     return STEPS[operation.kind]
 

@@ -248,3 +248,15 @@ def test_a_recreate_is_never_in_place():
     assert steps_for(Operation(kind="stop", instance=instance)) == STEPS["stop"]
     instance.restart_in_place = False
     assert steps_for(Operation(kind="restart", instance=instance)) == STEPS["restart"]
+
+
+def test_weights_reloaded_by_a_handover_or_a_whole_restart_never_in_place():
+    """In place, the new model process would map the weights the supervisor's holder keeps."""
+    from console.instances.models import Instance
+    from console.operations.pipeline import HANDOVER, STEPS, steps_for
+
+    instance = Instance(name="x", runtime=Instance.Runtime.PROCESS, restart_in_place=True)
+    reload = {"reload_weights": True}
+    assert steps_for(Operation(kind="restart", instance=instance, options=reload)) == STEPS["restart"]
+    instance.handover = True
+    assert steps_for(Operation(kind="restart", instance=instance, options=reload)) == HANDOVER
