@@ -91,11 +91,17 @@ class Record:
                 pass
 
 
+def beside_record(suffix: str) -> Path | None:
+    """A model process's path to a file the supervisor keeps beside its record; None when not under one."""
+    path = os.environ.get(STATE_ENV)
+    return Path(path + suffix) if path else None
+
+
 def ask_reload() -> None:
     """From a model process: the next handover reads the weights again (Record.take_reload)."""
-    path = os.environ.get(STATE_ENV)
-    if path:
-        Path(path + RELOAD_SUFFIX).touch()
+    path = beside_record(RELOAD_SUFFIX)
+    if path is not None:
+        path.touch()
 
 
 def read() -> dict | None:
@@ -135,14 +141,16 @@ def kv_slot_bytes(model_path: str, context: int, dtype_bytes: int) -> int:
     return layers * 2 * kv_heads * context * head_dim * dtype_bytes
 
 
-def free_bytes(device: str) -> tuple[int, str]:
-    """Free memory where a model process would allocate, and what that is ("GPU" or "host")."""
+def free_bytes(device: str, at_most: int = 0) -> tuple[int, str]:
+    """Free memory where a model process would allocate (no more than `at_most` where set: the
+    HANDOVER_MAX_BYTES of a device shared with other work), and what that is ("GPU" or "host")."""
     if device.startswith("cuda"):
         import torch
 
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        return free, "GPU"
-    return _host_available(), "host"
+        free, where = torch.cuda.mem_get_info(torch.device(device))[0], "GPU"
+    else:
+        free, where = _host_available(), "host"
+    return (min(free, at_most) if at_most else free), where
 
 
 def fit_slots(free: int, where: str, weights: int, reserve: int, slot_bytes: int, slots: int) -> tuple[int, str]:
@@ -163,9 +171,7 @@ def fit_slots(free: int, where: str, weights: int, reserve: int, slot_bytes: int
 def room_for_weights(model_path: str, device: str, max_bytes: int = 0) -> str:
     """Why the checkpoint's weights do not fit beside those already held ("" when they do): a second
     weight holder reading a changed checkpoint needs room for both copies for a moment."""
-    free, where = free_bytes(device)
-    if max_bytes:
-        free = min(free, max_bytes)
+    free, where = free_bytes(device, max_bytes)
     need = weights_bytes(model_path)
     if need <= free:
         return ""

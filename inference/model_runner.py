@@ -252,13 +252,12 @@ class ModelRunner:
         one; what this process's check would cover: torch, device, dtype and the shapes)."""
         import torch
 
-        from inference.handover import KERNELS_CHECKED_SUFFIX, STATE_ENV
+        from inference.handover import KERNELS_CHECKED_SUFFIX, beside_record
 
-        state = os.environ.get(STATE_ENV)
         device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "interpreter"
         shapes = (self.heads, self.kv_heads, self.head_dim, self.hidden, len(self.layers), self.context_sizes[0])
         key = f"torch {torch.__version__} on {device}, {self.dtype}, shapes {shapes}"
-        return (Path(state + KERNELS_CHECKED_SUFFIX) if state else None), key
+        return beside_record(KERNELS_CHECKED_SUFFIX), key
 
     def resize(self, slots: int) -> None:
         """Give the KV cache `slots` slots, between steps: the slots in use keep their keys and values

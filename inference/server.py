@@ -368,9 +368,7 @@ def load_for_handover(server: Server, handover_fd: int) -> None:
     settings = server.settings
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     held = bool(os.environ.get(holder.SOCKET_ENV)) and holder.wanted(settings.hold_weights, device)
-    free, where = handover.free_bytes(device)
-    if settings.handover_max_bytes:
-        free = min(free, settings.handover_max_bytes)
+    free, where = handover.free_bytes(device, settings.handover_max_bytes)
     dtype_bytes = getattr(torch, dtype_for(device, settings.dtype)).itemsize
     batched = settings.decoder == "batched"
     wanted = settings.max_concurrency

@@ -102,7 +102,7 @@
     toRender.add(name);
     renderSoon();
   }
-  const renderSoon = perFrame(() => renderFrame());
+  const renderSoon = perFrame(renderFrame);
   function renderFrame() {
     const names = [...toRender];
     toRender.clear();
@@ -224,7 +224,7 @@
       pre.replaceChildren(frag);
       if (follow) pre.scrollTop = pre.scrollHeight;
     }
-    const flushSoon = perFrame(() => flush());
+    const flushSoon = perFrame(flush);
     function flush() {
       if (!follow) { status(held + " new lines (paused)"); return; }
       const batch = pending; pending = []; held = 0;
