@@ -4,7 +4,9 @@
 
 Runs the batched decoder's step eagerly under torch.profiler and sums each kernel's GPU time per
 step, next to the replay time of the same step as a CUDA graph: the difference between the two sums
-is what launching and gaps cost; the kernels are what fusing or better kernels could save.
+is what launching and gaps cost; the kernels are what fusing or better kernels could save. Also the
+step against its bandwidth floor: the weights it reads (all but the token embeddings) at the rate
+of the fastest copy on the device (bench/matvec_bench.py), measured in the same process.
 """
 
 import argparse
@@ -82,8 +84,14 @@ def main() -> None:
             graph.replay()
         torch.cuda.synchronize()
         graph_ms = (time.perf_counter() - began) * 10
-    weight_bytes = sum(p.numel() * p.element_size() for p in engine.model.model.language_model.parameters())
+    from bench.matvec_bench import copy_bandwidth
+
+    text = engine.model.model.language_model
+    weight_bytes = sum(p.numel() * p.element_size() for p in text.parameters())
     weight_bytes += engine.model.lm_head.weight.numel() * engine.model.lm_head.weight.element_size()
+    # what a step reads: every weight but the token embeddings, of which it takes a row
+    read_bytes = weight_bytes - text.embed_tokens.weight.numel() * text.embed_tokens.weight.element_size()
+    bandwidth = max(copy_bandwidth().values())
     result = {
         "rows": rows,
         "context": length,
@@ -93,6 +101,11 @@ def main() -> None:
         "kernels_per_step": launches,
         "text_weights_gb": round(weight_bytes / 1e9, 2),
         "achieved_tb_s": round(weight_bytes / graph_ms / 1e9, 2),
+        "read_gb": round(read_bytes / 1e9, 3),
+        "copy_tb_s": round(bandwidth / 1e12, 3),
+        # the issue's floor: the weights read once at the rate of the fastest copy on this device
+        "floor_ms": round(read_bytes / bandwidth * 1e3, 3),
+        "of_floor": round(read_bytes / bandwidth * 1e3 / graph_ms, 3),
         "by_kernel": table,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "by_kernel"}))

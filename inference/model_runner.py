@@ -301,10 +301,10 @@ class ModelRunner:
         heads, kv_heads = self.heads, self.kv_heads
         x = F.rms_norm(hidden, (self.hidden,), *self.layers[0].norm_in)
         for number, layer in enumerate(self.layers):
-            qkv = F.linear(x, layer.qkv_weight, layer.qkv_bias).view(x.shape[0], heads + 2 * kv_heads, self.head_dim)
-            out = F.linear(attend(number, qkv), layer.out_weight)
+            qkv = ops.linear(x, layer.qkv_weight, layer.qkv_bias).view(x.shape[0], heads + 2 * kv_heads, self.head_dim)
+            out = ops.linear(attend(number, qkv), layer.out_weight)
             hidden, x = ops.add_norm(hidden, out, layer.norm_after_attention, layer.norm_mlp_in)
-            x = F.linear(ops.gated(F.linear(x, layer.gate_up_weight)), layer.down_weight)
+            x = ops.linear(ops.gated_product(x, layer.gate_up_weight), layer.down_weight)
             following = self.layers[number + 1].norm_in if number + 1 < len(self.layers) else self.final_norm
             hidden, x = ops.add_norm(hidden, x, layer.norm_after_mlp, following)
         return x
@@ -336,7 +336,8 @@ class ModelRunner:
                 q = kernels.rotate_store(qkv, cache, index, position, self.inv_freq, self.rotary_scale, heads, kv_heads)
                 return kernels.attend(q, cache, index, length)
 
-            return self.lm_head(self._layers(self.embed(ids), attend, self.ops)).float()
+            hidden = self._layers(self.embed(ids), attend, self.ops)
+            return self.ops.linear(hidden, self.lm_head.weight, self.lm_head.bias).float()
 
         slot = self.rows[:rows]
         freqs = (position[:, None].float() * self.inv_freq[None]).repeat_interleave(2, dim=-1)

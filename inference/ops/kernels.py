@@ -14,8 +14,11 @@ one step both ways at start and uses these kernels only if they run and agree. W
 Triton interpreter too (TRITON_INTERPRET=1), which runs them on a CPU in the tests.
 """
 
+import torch.nn.functional as F
 import triton
 import triton.language as tl
+
+from inference.ops import matvec
 
 BLOCK_KEYS = 64  # positions per inner block of attention
 MAX_SPLITS = 32  # slices of the positions per (row, KV head); also bounds the merge kernel's tile
@@ -265,12 +268,25 @@ def rotate_store(qkv, cache, index, position, inv_freq, scale: float, heads: int
 
 
 class Ops:
-    """The step's add_norm and gated activation (as reference.Ops offers them) as Triton kernels; the
-    gated activation only for SiLU, else `eager`'s. Rotation is part of rotate_store."""
+    """The step's operations (as reference.Ops offers them) as Triton kernels: add_norm, the gated
+    activation (for SiLU, else `eager`'s) and, at one row, the matrix products (inference/ops/matvec.py),
+    the gated activation then computed with the gate/up product.
+    Rotation is part of rotate_store."""
 
     def __init__(self, eager):
         self.add_norm = add_norm
-        self.gated = gated_silu if eager.activation is None else eager.gated
+        self.silu = eager.activation is None
+        self.gated = gated_silu if self.silu else eager.gated
+
+    def linear(self, x, weight, bias=None):
+        if x.shape[0] == 1 and x.is_contiguous() and weight.is_contiguous():
+            return matvec.linear(x, weight, bias)
+        return F.linear(x, weight, bias)
+
+    def gated_product(self, x, weight):
+        if self.silu and x.shape[0] == 1 and x.is_contiguous() and weight.is_contiguous():
+            return matvec.linear(x, weight, gated=True)
+        return self.gated(F.linear(x, weight))
 
 
 def attend(q, cache, index, length: int):

@@ -63,6 +63,16 @@ class Ops:
         self.rotate = self._guarded(compile(rotate_pairs), eager_rotate)
         self.gated = self._guarded(compile(gated_silu), eager_gated) if activation is None else eager_gated
 
+    @staticmethod
+    def linear(x, weight, bias=None):
+        import torch.nn.functional as F
+
+        return F.linear(x, weight, bias)
+
+    def gated_product(self, x, weight):
+        """The gated activation of x's product with the MLP's gate/up weight."""
+        return self.gated(self.linear(x, weight))
+
     def _guarded(self, compiled, eager):
         """The compiled form, falling back to the eager one for good if compiling fails (no Triton,
         an unsupported GPU): slower, never broken. Compiling happens in the warm-up, before any

@@ -54,6 +54,49 @@ def test_gated_silu(setup):
     torch.testing.assert_close(kernels.gated_silu(gate_up), reference.gated_silu(gate_up), **tolerance)
 
 
+@pytest.mark.parametrize("outputs, inputs", [(40, 512), (37, 700), (6, 1024)])
+def test_matvec_matches_linear(setup, outputs, inputs):
+    """Bands of outputs that do not divide the width (37, 6 of 8 or 16), inputs that do not divide
+    the block (700), with and without bias, and the gated form against F.linear then gated_silu."""
+    _, device, dtype, tolerance = setup
+    from inference.ops import matvec
+
+    torch.manual_seed(outputs)
+    x = torch.randn(1, inputs, device=device, dtype=dtype)
+    weight = (torch.randn(outputs, inputs, device=device) / inputs**0.5).to(dtype)
+    bias = torch.randn(outputs, device=device, dtype=dtype)
+    torch.testing.assert_close(matvec.linear(x, weight), F.linear(x, weight), **tolerance)
+    torch.testing.assert_close(matvec.linear(x, weight, bias), F.linear(x, weight, bias), **tolerance)
+    gate_up = (torch.randn(2 * outputs, inputs, device=device) / inputs**0.5).to(dtype)
+    expected = reference.gated_silu(F.linear(x, gate_up))
+    torch.testing.assert_close(matvec.linear(x, gate_up, gated=True), expected, **tolerance)
+    for wrong in (x[:, 1:].contiguous(), x.expand(2, -1).contiguous()):
+        with pytest.raises(ValueError, match="one row of"):
+            matvec.linear(wrong, weight)
+    with pytest.raises(ValueError, match="even number of weight rows and no bias"):
+        matvec.linear(x, gate_up, torch.zeros(2 * outputs, device=device, dtype=dtype), gated=True)
+
+
+def test_the_step_ops_run_matvec_at_one_row_only(setup, monkeypatch):
+    """kernels.Ops: one row through matvec, more rows or a weight not laid out by rows through
+    F.linear, with the same answers; the gated product too, against reference.Ops's."""
+    kernels, device, dtype, tolerance = setup
+    eager = reference.Ops(None, None, compiled=False)
+    ops = kernels.Ops(eager)
+    calls = []
+    run = kernels.matvec.linear
+    monkeypatch.setattr(
+        kernels.matvec, "linear", lambda x, *args, **kw: calls.append(x.shape[0]) or run(x, *args, **kw)
+    )
+    weight = (torch.randn(48, 256, device=device) / 16).to(dtype)
+    for rows in (1, 2):
+        x = torch.randn(rows, 256, device=device, dtype=dtype)
+        torch.testing.assert_close(ops.linear(x, weight), F.linear(x, weight), **tolerance)
+        torch.testing.assert_close(ops.linear(x, weight.t().contiguous().t()), F.linear(x, weight), **tolerance)
+        torch.testing.assert_close(ops.gated_product(x, weight), eager.gated_product(x, weight), **tolerance)
+    assert calls == [1, 1]  # the plain and the gated product at one row; the transposed weight not
+
+
 def _rotate_reference(x, position, inv_freq, scale):
     """GLM's partial interleaved rotary, written out: pairs (2i, 2i+1) for i < len(inv_freq)."""
     out = x.float().clone()
