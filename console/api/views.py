@@ -108,6 +108,12 @@ def instance(request, name: str):
     return JsonResponse({**instance_summaries([item])[0], "operations": recent})
 
 
+def not_flags(body: dict, names: tuple) -> str | None:
+    """Why the body's optional flags among `names` are not booleans, or None."""
+    wrong = [repr(name) for name in names if name in body and not isinstance(body[name], bool)]
+    return f"{' and '.join(wrong)} must be true or false." if wrong else None
+
+
 @api_view(["POST"])
 def operate(request, name: str):
     item = Instance.objects.filter(name=name).first()
@@ -117,6 +123,8 @@ def operate(request, name: str):
         return error(403, "Your role may look at instances but not operate them.")
     if not isinstance(request.json.get("reason", ""), str):
         return error(400, "'reason' must be a string.")
+    if problem := not_flags(request.json, ("recreate", "reload_weights")):
+        return error(400, problem)
     form = OperationForm(
         {
             "kind": request.json.get("kind"),
@@ -150,7 +158,8 @@ def operation(request, pk: int):
 
 @api_view(["POST"])
 def rollouts(request):
-    """Body: {"group": "gpu-a"} or {"instances": ["a", "b"]}, plus "strategy", "skip_busy", "reason"."""
+    """Body: {"group": "gpu-a"} or {"instances": ["a", "b"]}, plus "strategy", "skip_busy",
+    "reload_weights" and "reason"."""
     if not request.user.has_perm(OPERATE):
         return error(403, "Your role may look at instances but not operate them.")
     body = request.json
@@ -159,12 +168,15 @@ def rollouts(request):
         return error(400, "'instances' must be a list of names.")
     if not all(isinstance(body.get(key, ""), str) for key in ("group", "strategy", "reason")):
         return error(400, "'group', 'strategy' and 'reason' must be strings.")
+    if problem := not_flags(body, ("skip_busy", "reload_weights")):
+        return error(400, problem)
     form = RolloutForm(
         {
             "group": body.get("group") or "",
             "instances": " ".join(names),
             "strategy": body.get("strategy", "rolling"),
             "skip_busy": body.get("skip_busy") is True,
+            "reload_weights": body.get("reload_weights") is True,
             "reason": body.get("reason", ""),
         }
     )
@@ -178,6 +190,7 @@ def rollouts(request):
         reason=data["reason"],
         trigger=Operation.Trigger.API,
         skip_busy=data["skip_busy"],
+        reload_weights=data["reload_weights"],
         request=request,
     )
     return JsonResponse(rollout_summary(rollout), status=202)

@@ -94,6 +94,13 @@ class Operation(models.Model):
         super().save(*args, **kwargs)
 
 
+RELOAD_WEIGHTS_HELP = (
+    "Read the weights again from the checkpoint at each restart, even on a server whose weight holder keeps "
+    "them across restarts (a new fine-tune copied over the old files, a copy that is suspect); a restart in "
+    "place is then a whole restart."
+)
+
+
 class Rollout(models.Model):
     """A restart of several instances: rolling (one at a time, each ready before the next) or all at once."""
 
@@ -112,6 +119,7 @@ class Rollout(models.Model):
     skip_busy = models.BooleanField(
         default=False, help_text="Skip an instance that has requests in flight instead of draining it."
     )
+    reload_weights = models.BooleanField(default=False, help_text=RELOAD_WEIGHTS_HELP)
     trigger = models.CharField(max_length=16, choices=Operation.Trigger.choices, default=Operation.Trigger.MANUAL)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

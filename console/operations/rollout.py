@@ -27,6 +27,7 @@ def request_rollout(
     reason: str = "",
     trigger: str = Operation.Trigger.MANUAL,
     skip_busy: bool = False,
+    reload_weights: bool = False,
     request=None,
 ) -> Rollout:
     """Queue a restart of `instances`; callers have validated them (RolloutForm, a schedule's targets)."""
@@ -36,6 +37,7 @@ def request_rollout(
         strategy=strategy,
         instance_names=[i.name for i in instances],
         skip_busy=skip_busy,
+        reload_weights=reload_weights,
         trigger=trigger,
         requested_by=user if user is not None and user.is_authenticated else None,
         reason=reason[:500],
@@ -47,7 +49,7 @@ def request_rollout(
         actor=trigger,
         target=", ".join(rollout.instance_names),
         reason=reason,
-        outcome=f"queued as rollout #{rollout.pk} ({strategy})",
+        outcome=f"queued as rollout #{rollout.pk} ({strategy}{', reloading the weights' if reload_weights else ''})",
     )
     transaction.on_commit(lambda: enqueue_advance(rollout.pk))
     return rollout
@@ -93,12 +95,15 @@ def _start(rollout: Rollout, instance: Instance) -> Operation | None:
             user=rollout.requested_by,
             reason=rollout.reason or f"rollout #{rollout.pk}",
             trigger=rollout.trigger,
+            options={"reload_weights": True} if rollout.reload_weights else None,
             rollout=rollout,
         )
     except OperationRefused as exc:
         _record(rollout, instance.name, None, "skipped", str(exc))
         return None
     detail = "" if created else f"joined restart #{operation.pk} already in progress"
+    if not created and rollout.reload_weights and not operation.options.get("reload_weights"):
+        detail += " (it keeps the weights: not reloaded)"
     _record(rollout, instance.name, operation, operation.state, detail)
     return operation
 

@@ -37,6 +37,7 @@ def rollout_summary(rollout: Rollout) -> dict:
     return {
         "id": rollout.pk,
         "strategy": rollout.strategy,
+        "reload_weights": rollout.reload_weights,
         "instances": rollout.instance_names,
         "state": rollout.state,
         "results": rollout.results,

@@ -45,6 +45,7 @@ def fire(schedule_id: int, now=None) -> ScheduleRun | None:
             reason=f"schedule {schedule.name!r} ({planned.astimezone(schedule.zone):%Y-%m-%d %H:%M %Z})",
             trigger=Operation.Trigger.SCHEDULE,
             skip_busy=schedule.busy_policy == RestartSchedule.BusyPolicy.SKIP,
+            reload_weights=schedule.reload_weights,
         )
         if schedule.window_end is not None:
             rollout.not_after = _window_close(schedule, planned)

@@ -79,6 +79,8 @@ def test_viewer_token_can_read_but_not_operate(instance):
         ("/api/instances/api-a/operations/", [1], 400, "JSON object"),
         ("/api/instances/api-a/operations/", {"kind": "restart", "reason": "x" * 501}, 400, "500 characters"),
         ("/api/instances/api-a/operations/", {"kind": "stop", "reload_weights": True}, 400, "Only a restart"),
+        ("/api/instances/api-a/operations/", {"kind": "restart", "reload_weights": "yes"}, 400, "true or false"),
+        ("/api/instances/api-a/operations/", {"kind": "restart", "recreate": 1}, 400, "'recreate' must be true"),
     ],
 )
 def test_bad_requests_change_nothing(instance, path, body, status, message):
@@ -136,6 +138,12 @@ def test_rollouts_through_the_api_with_clear_refusals(instance):
     body = created.json()
     assert body["instances"] == ["api-b", "api-c"] and body["state"] == "queued" and body["trigger"] == "api"
     assert client.get(f"/api/rollouts/{body['id']}/", **bearer(viewer_key)).json()["reason"] == "nightly"
+    assert body["reload_weights"] is False
+    flags = post(client, "/api/rollouts/", {"group": "pair", "skip_busy": "no", "reload_weights": 1}, key)
+    assert flags.status_code == 400
+    assert flags.json()["error"] == "'skip_busy' and 'reload_weights' must be true or false."
+    reload = post(client, "/api/rollouts/", {"instances": ["api-b"], "reload_weights": True}, key)
+    assert reload.status_code == 202 and reload.json()["reload_weights"] is True
 
 
 @pytest.mark.django_db

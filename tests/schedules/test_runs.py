@@ -30,6 +30,30 @@ def test_on_time_run_starts_a_rolling_rollout_of_the_group(schedule):
     assert rollout.trigger == "schedule" and "nightly" in rollout.reason and "03:00 CST" in rollout.reason
 
 
+def test_a_schedule_that_reloads_the_weights_asks_it_of_each_restart(schedule):
+    """The schedule's choice reaches its rollout, each restart the rollout starts, and is said when
+    the rollout joins a restart already running that keeps the weights."""
+    from console.operations.models import Operation
+    from console.operations.rollout import advance
+
+    schedule.reload_weights = True
+    schedule.strategy = Rollout.Strategy.ALL
+    schedule.save()
+    running = Operation.objects.create(instance=schedule.targets()[1], kind="restart", state="running")
+    rollout = fire(schedule.pk, now=PLANNED + timedelta(seconds=3)).rollout
+    assert rollout.reload_weights
+    advance(rollout.pk)
+    started = Operation.objects.get(instance=schedule.targets()[0], rollout=rollout)
+    assert started.options == {"reload_weights": True}
+    rollout.refresh_from_db()
+    joined = next(r for r in rollout.results if r["instance"] == "gpu-a-2")
+    assert joined["operation"] == running.pk and "not reloaded" in joined["detail"]
+    schedule.reload_weights = False
+    schedule.save()
+    plain = fire(schedule.pk, now=PLANNED + timedelta(days=1, seconds=3)).rollout
+    assert not plain.reload_weights
+
+
 def test_a_second_firing_for_the_same_time_does_nothing(schedule):
     fire(schedule.pk, now=PLANNED + timedelta(seconds=3))
     assert fire(schedule.pk, now=PLANNED + timedelta(seconds=50)) is None

@@ -44,6 +44,19 @@ def test_operator_creates_a_schedule_that_beat_will_fire(operator):
     assert edit.count("= ") >= 5 and "19:00 UTC" in edit  # the next five runs, local and UTC
 
 
+def test_a_schedule_and_a_group_restart_can_reload_the_weights(operator):
+    """The schedule's checkbox is kept and shown in the list; the page's group restart asks it too."""
+    from console.operations.models import Rollout
+
+    assert "reload weights" not in operator.get("/schedules/").content.decode()
+    operator.post("/schedules/new/", form(reload_weights="on"))
+    assert RestartSchedule.objects.get().reload_weights
+    assert "reloads weights" in operator.get("/schedules/").content.decode()
+    rollout_page = operator.post("/rollouts/", {"group": "gpu-a", "strategy": "all", "reload_weights": "on"})
+    assert rollout_page.status_code == 302 and Rollout.objects.get().reload_weights
+    assert "reloads weights" in operator.get(rollout_page.url).content.decode()
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

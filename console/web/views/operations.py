@@ -35,6 +35,7 @@ def rollout_create(request):
         user=request.user,
         reason=data["reason"],
         skip_busy=data["skip_busy"],
+        reload_weights=data["reload_weights"],
         request=request,
     )
     if request.htmx:
