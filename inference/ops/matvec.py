@@ -26,6 +26,7 @@ def _matvec(
     out_ptr,
     N,
     K,
+    UP_OFFSET,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -39,7 +40,7 @@ def _matvec(
     inside = outputs < N
     columns = tl.arange(0, BLOCK_K)
     weight_rows = weight_ptr + outputs[:, None].to(tl.int64) * K
-    up_rows = weight_rows + N.to(tl.int64) * K
+    up_rows = weight_rows + UP_OFFSET  # GATED: the up half's rows, N * K elements on
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     acc_up = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     for start in range(0, K, BLOCK_K):
@@ -94,6 +95,7 @@ def linear(x, weight, bias=None, gated: bool = False, config=None):
         out,
         n,
         k,
+        n * k if gated else 0,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         HAS_BIAS=bias is not None,

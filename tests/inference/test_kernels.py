@@ -54,7 +54,7 @@ def test_gated_silu(setup):
     torch.testing.assert_close(kernels.gated_silu(gate_up), reference.gated_silu(gate_up), **tolerance)
 
 
-@pytest.mark.parametrize("outputs, inputs", [(40, 512), (37, 700), (6, 1024)])
+@pytest.mark.parametrize("outputs, inputs", [(40, 512), (37, 700), (6, 1024), (1, 300)])
 def test_matvec_matches_linear(setup, outputs, inputs):
     """Bands of outputs that do not divide the width (37, 6 of 8 or 16), inputs that do not divide
     the block (700), with and without bias, and the gated form against F.linear then gated_silu."""
