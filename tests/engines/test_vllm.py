@@ -168,7 +168,11 @@ def test_the_page_shows_vllm_figures_live(vllm, browser):
         assert kv.endswith("%"), kv
         assert page.inner_text("[data-field=queue]") != "– / –"
         assert page.inner_text("[data-field=in_flight]") != "–"
-        assert "ms" in page.inner_text("[data-field=latency]")
+        # Latency is over the requests that finished between two scrapes: a window in which none
+        # did (answers slower than the interval on a loaded machine) shows "– / –" until one does.
+        page.wait_for_function(
+            "() => document.querySelector('[data-field=latency]').textContent.includes('ms')", timeout=30_000
+        )
         page.screenshot(path=str(SCREENSHOTS / "vllm.png"))
         page.close()
     finally:
@@ -307,38 +311,65 @@ def test_a_hung_engine_is_found_stalled_and_restarted_by_the_watchdog(vllm):
     )
     server = leader(vllm)
     engine = next(p for p in server.children(recursive=True) if "EngineCore" in " ".join(p.cmdline() or [p.name()]))
-    # A long streamed answer keeps the engine busy; once it is generating, its core stops dead, as a
-    # hung engine does.
-    generating, answer = threading.Event(), {}
 
-    def long_answer():
-        body = {"model": "smoke", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 1000}
-        body.update(ignore_eos=True, stream=True)
-        try:
-            with httpx.stream("POST", vllm["url"] + "/v1/chat/completions", json=body, timeout=120) as response:
-                answer["status"] = response.status_code
-                for line in response.iter_lines():
-                    if '"content"' in line:
-                        generating.set()
-        except httpx.HTTPError as exc:
-            answer["error"] = exc
-        generating.set()
+    def in_engine() -> float:
+        """Requests running or waiting per vLLM's own gauges (its API server keeps the last values)."""
+        text = httpx.get(vllm["url"] + "/metrics", timeout=5).text
+        gauges = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(gauges))
 
-    hung = threading.Thread(target=long_answer, daemon=True)
-    hung.start()
-    assert generating.wait(30) and not answer.get("error"), answer
-    engine.send_signal(signal.SIGSTOP)
+    # A long streamed answer keeps the engine busy; once its first text arrives, the engine's core
+    # stops dead, as a hung engine does (vLLM's gauges, which the console reads, then keep counting
+    # it). Stopped before its first step (the role chunk comes before it) or after its last (all
+    # 1,000 tokens take about 1.5 s here), the engine would have no work and nothing would be
+    # stalled: then it goes on and the test tries again.
+    for _attempt in range(3):
+        generating, answer = threading.Event(), {}
+
+        def long_answer(generating=generating, answer=answer):
+            body = {"model": "smoke", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 1000}
+            body.update(ignore_eos=True, stream=True)
+            try:
+                with httpx.stream("POST", vllm["url"] + "/v1/chat/completions", json=body, timeout=120) as response:
+                    answer["status"] = response.status_code
+                    for line in response.iter_lines():
+                        if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                            generating.set()  # text, not only the role chunk sent before the engine has it
+                answer["done"] = True
+            except httpx.HTTPError as exc:
+                answer["error"] = exc
+            generating.set()
+
+        hung = threading.Thread(target=long_answer, daemon=True)
+        hung.start()
+        assert generating.wait(30) and not answer.get("error"), answer
+        engine.send_signal(signal.SIGSTOP)
+        if in_engine() >= 1 and not answer.get("done"):
+            break
+        engine.send_signal(signal.SIGCONT)
+        hung.join(120)
+    else:
+        pytest.fail(
+            f"three answers of 1,000 tokens ended, or were not counted by vLLM ({in_engine()}), before the stop"
+        )
     try:
         # /health still says 200 ...
         assert httpx.get(vllm["url"] + "/health", timeout=5).status_code == 200
         # ... but the console sees the stall,
-        degraded = until(
-            lambda: (lambda i: i if i["sample"] and "engine stalled" in (i["sample"]["detail"] or "") else None)(
-                api.instance()
-            ),
-            60,
-            every=0.5,
-        )
+        try:
+            degraded = until(
+                lambda: (lambda i: i if i["sample"] and "engine stalled" in (i["sample"]["detail"] or "") else None)(
+                    api.instance()
+                ),
+                60,
+                every=0.5,
+            )
+        except AssertionError:
+            seen = api.instance()
+            raise AssertionError(
+                f"no stall seen in 60 s: latest sample {seen['sample']}, vLLM's gauges {in_engine()} requests, "
+                f"the answer {answer}"
+            ) from None
         assert degraded["sample"]["status"] == "degraded"
 
         # and its watchdog restarts it.
