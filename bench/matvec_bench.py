@@ -113,7 +113,7 @@ def main() -> None:
             for config in grid:
                 try:
                     seconds = timed(
-                        lambda x=x, b=b, mats=mats, c=config: [matvec.linear(x, w, b, config=c) for w in mats]
+                        lambda x=x, b=b, g=g, mats=mats, c=config: [matvec.linear(x, w, b, g, c) for w in mats]
                     )
                 except Exception as error:  # a configuration the compiler refuses
                     rows.append({"config": config, "error": str(error)[:120]})

@@ -114,7 +114,8 @@ def _follow(rollout: Rollout, instance: Instance, entries: dict) -> Operation | 
     operation = _operation_of(rollout, instance, entry)
     if operation is None:
         return _start(rollout, instance)
-    detail = operation.error if operation.is_finished else (entry or {}).get("detail", "")
+    # A finished operation's error, else what was said of it (a joined restart that keeps the weights)
+    detail = (operation.is_finished and operation.error) or (entry or {}).get("detail", "")
     _record(rollout, instance.name, operation, operation.state, detail)
     return operation
 

@@ -48,6 +48,11 @@ def test_a_schedule_that_reloads_the_weights_asks_it_of_each_restart(schedule):
     rollout.refresh_from_db()
     joined = next(r for r in rollout.results if r["instance"] == "gpu-a-2")
     assert joined["operation"] == running.pk and "not reloaded" in joined["detail"]
+    running.state = "succeeded"
+    running.save()
+    advance(rollout.pk)  # what was said of the joined restart stays once it has finished
+    rollout.refresh_from_db()
+    assert "not reloaded" in next(r for r in rollout.results if r["instance"] == "gpu-a-2")["detail"]
     schedule.reload_weights = False
     schedule.save()
     plain = fire(schedule.pk, now=PLANNED + timedelta(days=1, seconds=3)).rollout
