@@ -5,7 +5,10 @@ drain, restart-in-place or figures endpoint of the console's kind. This client r
 /health and /v1/models for readiness, /metrics (Prometheus text) for the figures, turned into the
 same /health body our server gives, so samples, charts, Diagnose and the watchdog read both alike.
 A request queue that does not move while no token is generated, confirmed by a one-token request
-that gets no answer, is an engine stall: a failed probe in state "degraded".
+that gets no answer, is an engine stall: a failed probe in state "degraded". The queue is the
+engine's gauges or, where larger, the requests its HTTP server holds (GET /load, when launched with
+--enable-server-load-tracking as the console launches it): an engine hung while idle never counts
+the requests sent to it after it stopped.
 """
 
 import math
@@ -188,6 +191,10 @@ class VllmServer(ModelServer):
             )
         scrape = self.scrape(timeout)
         health = self._health(scrape)
+        held = self.held(timeout)
+        if held is not None:
+            health["engine"]["in_server"] = held
+            health["in_flight"] = max(health.get("in_flight") or 0, held)
         stall = self._stall(scrape, health)
         if stall:
             health["state"] = "degraded"
@@ -260,7 +267,7 @@ class VllmServer(ModelServer):
         if scrape is None:
             return None
         engine = health["engine"]
-        busy = (engine.get("running") or 0) + (engine.get("waiting") or 0)
+        busy = max((engine.get("running") or 0) + (engine.get("waiting") or 0), engine.get("in_server") or 0)
         tokens = engine.get("generation_tokens")
         with _memory_lock:
             memory = _memory[self.base_url]
@@ -307,11 +314,24 @@ class VllmServer(ModelServer):
             return False
         return response.status_code == 200
 
+    def held(self, timeout: float = 3.0) -> int | None:
+        """Requests vLLM's HTTP server holds (GET /load), or None where it does not say (launched
+        without load tracking, an older vLLM, an answer that is not its JSON)."""
+        try:
+            response = self._get("/load", timeout)
+            value = response.json().get("server_load") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        if type(value) is not int:
+            return None
+        return max(0, value)  # vLLM also counts down on a client's disconnect: never below 0
+
     def in_flight(self) -> int | None:
         scrape = self.scrape()
+        held = self.held()
         if scrape is None or "running" not in scrape.gauges or "waiting" not in scrape.gauges:
-            return None
-        return int(scrape.gauges["running"] + scrape.gauges["waiting"])
+            return held
+        return max(int(scrape.gauges["running"] + scrape.gauges["waiting"]), held or 0)
 
     def serving_pid(self) -> int | None:
         return None  # vLLM does not say; the runtime knows its processes

@@ -3,6 +3,9 @@ settings alone: how its command is launched, and what in its set-up will hurt cl
 The clients that speak to each engine's server are the host's (console/host/engines.py)."""
 
 SHUTDOWN_FLAG = "--shutdown-timeout"
+# vLLM's /load then counts the requests its HTTP server holds, those its engine has not taken too: an
+# engine hung while idle leaves its own gauges at 0 while every new request waits (console/host/vllm.py).
+LOAD_FLAG = "--enable-server-load-tracking"
 
 
 def shutdown_timeout_of(command: list[str]) -> int | None:
@@ -29,12 +32,21 @@ def with_shutdown_timeout(command: list[str], seconds: int) -> list[str]:
     return [*command, SHUTDOWN_FLAG, str(seconds)]
 
 
+def with_load_tracking(command: list[str]) -> list[str]:
+    """The command with --enable-server-load-tracking, unless it says either way itself."""
+    said = ("--no-" + LOAD_FLAG[2:], LOAD_FLAG)
+    if any(arg in said or arg.startswith(tuple(flag + "=" for flag in said)) for arg in command):
+        return list(command)
+    return [*command, LOAD_FLAG]
+
+
 def launch_command(instance, command: list[str]) -> list[str]:
     """The command line the console starts the instance with: a vLLM command always carries
     --shutdown-timeout (the instance's drain timeout unless it sets its own), so that SIGTERM lets
-    in-flight requests finish instead of aborting them."""
+    in-flight requests finish instead of aborting them, and load tracking, so that requests its
+    engine never took are seen."""
     if instance.engine == "vllm" and command:
-        return with_shutdown_timeout(command, instance.drain_timeout)
+        return with_load_tracking(with_shutdown_timeout(command, instance.drain_timeout))
     return list(command)
 
 

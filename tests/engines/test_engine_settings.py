@@ -19,9 +19,10 @@ VLLM = ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/srv/m
 @pytest.mark.django_db
 def test_a_vllm_command_is_launched_with_the_drain_timeout_unless_it_sets_its_own():
     instance = process_instance("v-a", command=VLLM, engine="vllm", drain_timeout=25, stop_timeout=40)
-    assert launch_command(instance, VLLM)[-2:] == ["--shutdown-timeout", "25"]
-    own = [*VLLM, "--shutdown-timeout=50"]
-    assert launch_command(instance, own) == own
+    assert launch_command(instance, VLLM)[len(VLLM) :] == ["--shutdown-timeout", "25", "--enable-server-load-tracking"]
+    for said in ("--no-enable-server-load-tracking", "--enable-server-load-tracking=false"):
+        own = [*VLLM, "--shutdown-timeout=50", said]
+        assert launch_command(instance, own) == own  # the operator's choices, kept
     assert shutdown_timeout_of(own) == 50
     glm = process_instance("g-a", command=["python", "-m", "inference.server"])
     assert launch_command(glm, glm.command) == glm.command  # our server drains on SIGTERM by itself
@@ -91,3 +92,40 @@ def test_garbage_metrics_are_left_out_not_raised():
     scrape = parse_metrics('vllm:num_requests_running{engine="0"} 2\nvllm:num_requests_waiting 1\nsomething else 3\n')
     assert scrape.gauges == {"running": 2.0, "waiting": 1.0}  # the line that is not a metric is left out
     assert parse_metrics("not { prometheus").gauges == {}
+
+
+def test_what_vllm_says_it_holds_is_read_only_when_it_is_its_answer():
+    """GET /load from a real HTTP server answering in turn: vLLM's count, a count below 0 (read as 0),
+    and what no vLLM says (a boolean, another JSON, not JSON, an error status: unknown, never raised)."""
+    import http.server
+    import threading
+
+    answers = [
+        (200, b'{"server_load": 3}'),
+        (200, b'{"server_load": -2}'),
+        (200, b'{"server_load": true}'),
+        (200, b"[3]"),
+        (200, b"not json"),
+        (404, b'{"detail": "Not Found"}'),
+    ]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            status, body = answers.pop(0)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    server = VllmServer(f"http://127.0.0.1:{httpd.server_address[1]}")
+    try:
+        assert [server.held() for _ in range(6)] == [3, 0, None, None, None, None]
+    finally:
+        server.close()
+        httpd.shutdown()
+        httpd.server_close()
