@@ -19,7 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-HIDDEN, INTERMEDIATE, LAYERS, VOCAB, QKV = 4096, 13696, 40, 151552, 4096 + 2 * 2 * 128
+from inference.smoke_model import FULL_TEXT  # noqa: E402  (the real-size checkpoint's text model)
+
+HIDDEN, INTERMEDIATE = FULL_TEXT["hidden_size"], FULL_TEXT["intermediate_size"]
+LAYERS, VOCAB = FULL_TEXT["num_hidden_layers"], FULL_TEXT["vocab_size"]
+HEAD_DIM = HIDDEN // FULL_TEXT["num_attention_heads"]
+QKV = HIDDEN + 2 * FULL_TEXT["num_key_value_heads"] * HEAD_DIM
 SHAPES = {  # name: (outputs, inputs, bias)
     "qkv": (QKV, HIDDEN, True),
     "out": (HIDDEN, HIDDEN, False),

@@ -222,13 +222,14 @@ def create_app(settings: Settings | None = None, server: Server | None = None) -
         if handovers and handovers[-1].get("state") == "running":
             raise ApiError(409, "a handover is already under way", "handover_running")
         after = handovers[-1]["id"] if handovers else 0
-        reload = request.query_params.get("reload_weights", "false").lower()
-        if reload not in ("true", "false", "1", "0"):
+        asked = request.query_params.get("reload_weights", "false").lower()
+        if asked not in ("true", "false", "1", "0"):
             raise ApiError(400, "reload_weights must be true or false", "invalid_reload_weights")
-        if reload in ("true", "1"):
+        reload = asked in ("true", "1")
+        if reload:
             handover.ask_reload()  # a new weight holder reads them, even if the files did not change
         os.kill(int(supervisor), signal.SIGUSR1)
-        logs.event(log, "handover asked for", reload_weights=reload in ("true", "1"))
+        logs.event(log, "handover asked for", reload_weights=reload)
         # Answered once the supervisor has begun it, so a second request is refused and the caller
         # knows which handover to follow in /health.
         deadline = time.monotonic() + 5

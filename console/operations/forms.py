@@ -23,11 +23,7 @@ class OperationForm(forms.Form):
     recreate = forms.BooleanField(
         required=False, help_text="Docker only: remove the container and create it again from its spec."
     )
-    reload_weights = forms.BooleanField(
-        required=False,
-        help_text="Restart only: the weights are read again from the checkpoint, even by a server whose weight "
-        "holder keeps them across restarts (a copy that is suspect, say after GPU memory errors).",
-    )
+    reload_weights = forms.BooleanField(required=False, help_text="Restart only. " + RELOAD_WEIGHTS_HELP)
 
     def clean(self):
         data = super().clean()

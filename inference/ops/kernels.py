@@ -279,14 +279,19 @@ class Ops:
         self.gated = gated_silu if self.silu else eager.gated
 
     def linear(self, x, weight, bias=None):
-        if x.shape[0] == 1 and x.is_contiguous() and weight.is_contiguous():
+        if _one_row(x, weight):
             return matvec.linear(x, weight, bias)
         return F.linear(x, weight, bias)
 
     def gated_product(self, x, weight):
-        if self.silu and x.shape[0] == 1 and x.is_contiguous() and weight.is_contiguous():
+        if self.silu and _one_row(x, weight):
             return matvec.linear(x, weight, gated=True)
         return self.gated(F.linear(x, weight))
+
+
+def _one_row(x, weight) -> bool:
+    """Whether matvec.linear takes this product: one row, both laid out by rows."""
+    return x.shape[0] == 1 and x.is_contiguous() and weight.is_contiguous()
 
 
 def attend(q, cache, index, length: int):

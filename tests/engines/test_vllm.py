@@ -15,12 +15,14 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
+from console.host.vllm import VllmServer
 from tests.conftest import ROOT, EmbeddedConsole, free_port, until, wait_http
 from tests.e2e.conftest import login
 
@@ -316,10 +318,9 @@ def test_a_hung_engine_is_found_stalled_and_restarted_by_the_watchdog(vllm):
     def seen_by_vllm() -> dict:
         """vLLM's own count of its work: the engine's gauges (its API server keeps their last values)
         and the requests its HTTP server holds."""
-        text = httpx.get(vllm["url"] + "/metrics", timeout=5).text
-        gauges = ("vllm:num_requests_running", "vllm:num_requests_waiting")
-        engine_count = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(gauges))
-        return {"engine": engine_count, "held": httpx.get(vllm["url"] + "/load", timeout=5).json()["server_load"]}
+        with closing(VllmServer(vllm["url"])) as server:
+            gauges = server.scrape().gauges
+            return {"engine": gauges["running"] + gauges["waiting"], "held": server.held()}
 
     # The engine's core stops dead while idle, as a hung engine does; a request sent after waits for
     # ever. The engine never counts it (its gauges stay at 0): the console sees it held by vLLM's HTTP
