@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, until
 from tests.inference.helpers import chat
 from tests.inference.test_supervisor import SUPERVISOR, _admin, _alive, _health, _wait_new_process
 
@@ -85,7 +85,13 @@ def test_handover_under_load_refuses_nobody(start_server):
     # The weights in a holder (on this CPU in shared memory; CUDA IPC on a GPU, tests/gpu): both
     # model processes map them from it.
     server = start_server(module=SUPERVISOR, DRAIN_TIMEOUT=30, HOLD_WEIGHTS="on")
-    first = _health(server)
+    # The supervisor records the holder's word at its next look (every 50 ms; later on a busy
+    # machine), which can come after a model process that mapped the weights is ready.
+    first = until(
+        lambda: (lambda h: h if h["supervisor"]["holder"]["state"] != "loading" else None)(_health(server)),
+        10,
+        every=0.1,
+    )
     assert first["supervisor"]["serving_pid"] == first["pid"]
     held = first["supervisor"]["holder"]
     assert held["state"] == "holding" and held["bytes"] > 0, held
