@@ -1,12 +1,13 @@
 """The decoding step's matrix products at one row: cuBLAS (as F.linear runs them) against
 inference/ops/matvec.py's Triton kernel, and both against what a copy moves (on a GPU machine).
 
-    python bench/matvec_bench.py [--search] [--out matvec.json]
+    python bench/matvec_bench.py [--search [SHAPE ...]] [--out matvec.json]
 
 The weights are the real GLM-4.6V-Flash text model's shapes with random values, one copy per layer
 as in the model, so that nothing is served from L2 across layers; each figure is a CUDA graph of
 all 40 layers' products (and the LM head) replayed. `--search` times every kernel configuration of
-the grid on each shape first and uses each shape's fastest; without it, matvec.CONFIGS.
+the grid on each shape (or on the shapes named: qkv, out, gate_up, down, head) first and uses each
+shape's fastest; without it, matvec.CONFIGS.
 """
 
 import argparse
@@ -69,7 +70,7 @@ def copy_bandwidth() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--search", action="store_true")
+    parser.add_argument("--search", nargs="*", metavar="SHAPE")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
 
@@ -106,10 +107,12 @@ def main() -> None:
     def matrices(name):
         return [head] * LAYERS if name == "head" else weights[name]
 
-    if args.search:
-        grid = list(itertools.product((4, 8, 16), (256, 512, 1024), (4, 8), (3,)))
+    if args.search is not None:
+        grid = list(itertools.product((2, 4, 8, 16), (256, 512, 1024), (4, 8), (3, 4)))
         found, searched = {}, {}
         for name, (n, k, _) in every.items():
+            if args.search and name not in args.search:
+                continue
             x = torch.randn((1, k), dtype=dtype, device="cuda")
             mats = matrices(name)[: 8 if name == "head" else LAYERS]
             b, g = biases.get(name), name == "gate_up"
