@@ -73,6 +73,7 @@ def main() -> None:
         )
         kernel_ms = sum(row["us_per_step"] for row in table) / 1000
         launches = sum(row["per_step"] for row in table)
+        products = _products(prof, len(step.layers)) if step.kernels == "triton" and rows == 1 else {}
 
         step.record(rows, length)
         graph, _ = step.graphs[rows, length]
@@ -99,6 +100,7 @@ def main() -> None:
         "graph_replay_ms": round(graph_ms, 3),
         "kernel_sum_ms": round(kernel_ms, 3),
         "kernels_per_step": launches,
+        "product_us": products,
         "text_weights_gb": round(weight_bytes / 1e9, 2),
         "achieved_tb_s": round(weight_bytes / graph_ms / 1e9, 2),
         "read_gb": round(read_bytes / 1e9, 3),
@@ -113,6 +115,22 @@ def main() -> None:
         print(f"{row['us_per_step']:9.1f} us  {row['per_step']:6.1f}x  {row['us_each']:8.2f} us  {row['kernel']}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+def _products(prof, layers: int) -> dict:
+    """Microseconds each of the one-row products (inference/ops/matvec.py), by its place in a layer,
+    and the LM head's: they are one kernel, told apart by the order they run in."""
+    import torch
+
+    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA and e.name == "_matvec"]
+    events.sort(key=lambda e: e.time_range.start)
+    names = ("qkv_rotate_store", "out", "gate_up_gated", "down")
+    per_step = 4 * layers + 1
+    sums = collections.defaultdict(list)
+    for i, event in enumerate(events):
+        place = i % per_step
+        sums["lm_head" if place == per_step - 1 else names[place % 4]].append(event.device_time)
+    return {name: round(sum(times) / len(times), 2) for name, times in sums.items()}
 
 
 if __name__ == "__main__":

@@ -128,7 +128,8 @@ class ModelRunner:
     Written for few kernels per layer (in a graph, every small kernel still costs microseconds):
     fused q/k/v projection, and the rest by `kernels`:
     - "triton" (what "auto" means on a GPU): inference/ops/kernels.py, a residual add with its norms as
-      one kernel, rotary with the KV store as one, attention split over the positions;
+      one kernel, rotary with the KV store as one (at one row, part of the q/k/v product), attention
+      split over the positions;
     - "eager" (what "auto" means on a CPU): `ops.reference.Ops` as PyTorch operations, q and k rotated
       together, keys and values written with one indexed store, one additive mask for all layers;
     - "compile": the eager operations compiled with torch.compile (seconds more at every start).
@@ -293,21 +294,26 @@ class ModelRunner:
         return sum(t.numel() * t.element_size() for t in self.cache)
 
     def _layers(self, hidden, attend, ops):
-        """All text layers over `hidden` (tokens x hidden size); `attend(number, qkv)` rotates q and k
-        (tokens x heads x head dim), stores the keys and values and returns the attended values
-        (tokens x heads * head dim). Returns the final-normed hidden states."""
+        """All text layers over `hidden` (tokens x hidden size); `attend(number, x)` takes the normed
+        hidden states, projects them to q, k and v (`_qkv`), rotates q and k, stores the keys and
+        values and returns the attended values (tokens x heads * head dim). Returns the final-normed
+        hidden states."""
         import torch.nn.functional as F
 
-        heads, kv_heads = self.heads, self.kv_heads
         x = F.rms_norm(hidden, (self.hidden,), *self.layers[0].norm_in)
         for number, layer in enumerate(self.layers):
-            qkv = ops.linear(x, layer.qkv_weight, layer.qkv_bias).view(x.shape[0], heads + 2 * kv_heads, self.head_dim)
-            out = ops.linear(attend(number, qkv), layer.out_weight)
+            out = ops.linear(attend(number, x), layer.out_weight)
             hidden, x = ops.add_norm(hidden, out, layer.norm_after_attention, layer.norm_mlp_in)
             x = ops.linear(ops.gated_product(x, layer.gate_up_weight), layer.down_weight)
             following = self.layers[number + 1].norm_in if number + 1 < len(self.layers) else self.final_norm
             hidden, x = ops.add_norm(hidden, x, layer.norm_after_mlp, following)
         return x
+
+    def _qkv(self, number: int, x, ops):
+        """Layer `number`'s q, k and v of x: tokens x (heads + 2 kv heads) x head dim."""
+        layer = self.layers[number]
+        qkv = ops.linear(x, layer.qkv_weight, layer.qkv_bias)
+        return qkv.view(x.shape[0], self.heads + 2 * self.kv_heads, self.head_dim)
 
     def _rotated(self, qkv, cos, sin, ops):
         """(q, k, v) of `qkv` with q and k rotated at the angles `cos`/`sin`."""
@@ -330,10 +336,20 @@ class ModelRunner:
         if self.triton is not None:
             kernels = self.triton
 
-            def attend(number, qkv):
-                cache = self.cache[number]
-                heads, kv_heads = self.heads, self.kv_heads
-                q = kernels.rotate_store(qkv, cache, index, position, self.inv_freq, self.rotary_scale, heads, kv_heads)
+            def attend(number, x):
+                layer, cache = self.layers[number], self.cache[number]
+                q = self.ops.qkv_rotate_store(
+                    x,
+                    layer.qkv_weight,
+                    layer.qkv_bias,
+                    cache,
+                    index,
+                    position,
+                    self.inv_freq,
+                    self.rotary_scale,
+                    self.heads,
+                    self.kv_heads,
+                )
                 return kernels.attend(q, cache, index, length)
 
             hidden = self._layers(self.embed(ids), attend, self.ops)
@@ -348,8 +364,8 @@ class ModelRunner:
         mask = torch.zeros((rows, 1, 1, length), dtype=self.dtype, device=self.device)
         mask = mask.masked_fill(~visible[:, None, None, :], float("-inf"))
 
-        def attend(number, qkv):
-            q, k, v = self._rotated(qkv, cos, sin, self.ops)
+        def attend(number, x):
+            q, k, v = self._rotated(self._qkv(number, x, self.ops), cos, sin, self.ops)
             cache = self.cache[number]
             cache[slot, :, :, index] = torch.stack((k, v), dim=1)  # rows, 2, kv heads, head dim
             # One query token per row: the query heads sharing a KV head become that head's
@@ -438,8 +454,8 @@ class ModelRunner:
         cos = torch.cat([c for c, _ in angles]) if len(angles) > 1 else angles[0][0]
         sin = torch.cat([s for _, s in angles]) if len(angles) > 1 else angles[0][1]
 
-        def attend(number, qkv):
-            q, k, v = self._rotated(qkv, cos, sin, self.eager_ops)
+        def attend(number, x):
+            q, k, v = self._rotated(self._qkv(number, x, self.eager_ops), cos, sin, self.eager_ops)
             attended = []
             for begin, n, slot in segments:
                 keys, values = k[begin : begin + n].transpose(0, 1), v[begin : begin + n].transpose(0, 1)

@@ -38,20 +38,21 @@ def _add_norm(
     BLOCK: tl.constexpr,
 ):
     # hidden + rms_norm(delta), and rms_norm of that sum with the next weight; as F.rms_norm does,
-    # in float32, each result rounded once to the storage dtype.
+    # in float32, each result rounded once to the storage dtype. Every load first: at one row the
+    # time goes to waiting on memory, once if the loads go out together.
     row = tl.program_id(0)
     offsets = tl.arange(0, BLOCK)
     inside = offsets < WIDTH
     delta = tl.load(delta_ptr + row * WIDTH + offsets, mask=inside, other=0.0).to(tl.float32)
-    weight = tl.load(delta_weight_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-    normed = delta * tl.rsqrt(tl.sum(delta * delta, axis=0) / WIDTH + delta_eps) * weight
-    normed = normed.to(hidden_out_ptr.dtype.element_ty).to(tl.float32)
+    delta_weight = tl.load(delta_weight_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
     hidden = tl.load(hidden_ptr + row * WIDTH + offsets, mask=inside, other=0.0).to(tl.float32)
+    next_weight = tl.load(next_weight_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+    normed = delta * tl.rsqrt(tl.sum(delta * delta, axis=0) / WIDTH + delta_eps) * delta_weight
+    normed = normed.to(hidden_out_ptr.dtype.element_ty).to(tl.float32)
     hidden = (hidden + normed).to(hidden_out_ptr.dtype.element_ty)
     tl.store(hidden_out_ptr + row * WIDTH + offsets, hidden, mask=inside)
     hidden = hidden.to(tl.float32)
-    weight = tl.load(next_weight_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-    normed = hidden * tl.rsqrt(tl.sum(hidden * hidden, axis=0) / WIDTH + next_eps) * weight
+    normed = hidden * tl.rsqrt(tl.sum(hidden * hidden, axis=0) / WIDTH + next_eps) * next_weight
     tl.store(normed_out_ptr + row * WIDTH + offsets, normed.to(normed_out_ptr.dtype.element_ty), mask=inside)
 
 
@@ -269,9 +270,9 @@ def rotate_store(qkv, cache, index, position, inv_freq, scale: float, heads: int
 
 class Ops:
     """The step's operations (as reference.Ops offers them) as Triton kernels: add_norm, the gated
-    activation (for SiLU, else `eager`'s) and, at one row, the matrix products (inference/ops/matvec.py),
-    the gated activation then computed with the gate/up product.
-    Rotation is part of rotate_store."""
+    activation (for SiLU, else `eager`'s) and, at one row, the matrix products (inference/ops/matvec.py)
+    with the gated activation and q/k/v's rotation and KV store folded in; else rotation is part of
+    rotate_store."""
 
     def __init__(self, eager):
         self.add_norm = add_norm
@@ -287,6 +288,15 @@ class Ops:
         if self.silu and _one_row(x, weight):
             return matvec.linear(x, weight, gated=True)
         return self.gated(F.linear(x, weight))
+
+    def qkv_rotate_store(
+        self, x, weight, bias, cache, index, position, inv_freq, scale: float, heads: int, kv_heads: int
+    ):
+        """rotate_store of x's q/k/v product (weight, bias): the rotated q [rows, heads, head dim]."""
+        if _one_row(x, weight) and matvec.rotates_in_product(weight):
+            return matvec.qkv_rotate_store(x, weight, bias, cache, index, position, inv_freq, scale, heads, kv_heads)
+        qkv = F.linear(x, weight, bias).view(x.shape[0], heads + 2 * kv_heads, cache.shape[-1])
+        return rotate_store(qkv, cache, index, position, inv_freq, scale, heads, kv_heads)
 
 
 def _one_row(x, weight) -> bool:

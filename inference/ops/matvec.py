@@ -1,5 +1,5 @@
 """The decoding step's matrix products at one row, as a Triton kernel that reads the weights at
-nearly the GPU's bandwidth.
+nearly the GPU's bandwidth, with the small work around them folded in.
 
 At one row a decoding step is the weights read once: every matrix product is a long thin read of a
 weight matrix. cuBLAS ran them at 2.4-4.3 TB/s on an H200, the narrow ones (q/k/v, the attention's
@@ -7,9 +7,17 @@ output) slowest and each split over the inputs with a second reduction kernel (d
 Here each block reads a band of whole output rows of the weight, contiguous along the input, in wide
 loads marked to be evicted first (the weights are read once a step; the activations stay in L2),
 and keeps a float32 partial product per element until the band's end, so that its loop does
-nothing but load and multiply-add. The MLP's gated activation is the gate/up product's last step:
-a block reads the same rows of the gate and the up half. At two and four rows cuBLAS's tensor cores
-were faster than any form of this kernel tried, so the step runs it at one row only.
+nothing but load and multiply-add. At two and four rows cuBLAS's tensor cores were faster than any
+form of this kernel tried, so the step runs it at one row only.
+
+Between the products a step has short kernels that read little and cost about 2 us apiece on an
+H200, mostly waiting on memory. Two are folded into the products, computing what the separate
+kernels computed with the same roundings (tests/inference/test_kernels.py):
+- the MLP's gated activation is gate/up's last step: a block reads the same rows of both halves;
+- q/k/v's rotation and KV store (`qkv_rotate_store`): a block's outputs are whole (x0, x1) pairs
+  of one head, rotated and written to q or into the slot where kernels.rotate_store puts them.
+The residual add with its norms needs every output of a product: done by the block that finished
+last (counting blocks on an atomic counter) it cost as much as its own kernel, so it stays one.
 
 Written for the Triton interpreter too (TRITON_INTERPRET=1), which runs it on a CPU in the tests.
 """
@@ -27,14 +35,29 @@ def _matvec(
     N,
     K,
     UP_OFFSET,
+    # ROTATE: q's output, the layer's cache, the row's write index and position, the rotary's
+    # inverse frequencies and scale, the cache's strides
+    cache_ptr,
+    index_ptr,
+    position_ptr,
+    inv_freq_ptr,
+    scale,
+    kv_stride,
+    head_stride,
+    position_stride,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     GATED: tl.constexpr,
+    ROTATE: tl.constexpr,
     EVEN_K: tl.constexpr,
+    HEADS: tl.constexpr,
+    KV_HEADS: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    ROTATED_PAIRS: tl.constexpr,
 ):
-    # One block: BLOCK_N outputs. With GATED the weight has 2N rows, gate then up: the block reads
-    # the same BLOCK_N rows of both halves and writes up * silu(gate), each product rounded to the
+    # One block: BLOCK_N outputs. GATED: the weight has 2N rows, gate then up: the block reads the
+    # same BLOCK_N rows of both halves and writes up * silu(gate), each product rounded to the
     # output dtype first, as F.linear then gated_silu round them.
     outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     inside = outputs < N
@@ -59,7 +82,72 @@ def _matvec(
         total = up * (gate / (1.0 + tl.exp(-gate))).to(out_ptr.dtype.element_ty).to(tl.float32)
     if HAS_BIAS:
         total += tl.load(bias_ptr + outputs, mask=inside, other=0.0).to(tl.float32)
-    tl.store(out_ptr + outputs, total.to(out_ptr.dtype.element_ty), mask=inside)
+    if ROTATE:
+        _rotate_store(
+            total,
+            out_ptr,
+            cache_ptr,
+            index_ptr,
+            position_ptr,
+            inv_freq_ptr,
+            scale,
+            kv_stride,
+            head_stride,
+            position_stride,
+            N,
+            BLOCK_N,
+            HEADS,
+            KV_HEADS,
+            HEAD_DIM,
+            ROTATED_PAIRS,
+        )
+    else:
+        tl.store(out_ptr + outputs, total.to(out_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _rotate_store(
+    total,
+    q_ptr,
+    cache_ptr,
+    index_ptr,
+    position_ptr,
+    inv_freq_ptr,
+    scale,
+    kv_stride,
+    head_stride,
+    position_stride,
+    N,
+    BLOCK_N: tl.constexpr,
+    HEADS: tl.constexpr,
+    KV_HEADS: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    ROTATED_PAIRS: tl.constexpr,
+):
+    # The block's q/k/v outputs as kernels._rotate_store treats them: rounded to the cache's dtype,
+    # pairs (x0, x1) -> (x0 c - x1 s, x1 c + x0 s) on the first ROTATED_PAIRS pairs of q and k
+    # heads, q to q_ptr, k and v into the slot (the row's, 0) at the row's write index.
+    value = total.to(cache_ptr.dtype.element_ty).to(tl.float32)
+    even, odd = tl.split(tl.reshape(value, (BLOCK_N // 2, 2)))
+    first = tl.program_id(0) * BLOCK_N + 2 * tl.arange(0, BLOCK_N // 2)  # each pair's first output
+    inside = first < N
+    head = first // HEAD_DIM
+    channel = first % HEAD_DIM
+    rotated = (channel // 2 < ROTATED_PAIRS) & (head < HEADS + KV_HEADS)
+    angle = tl.load(position_ptr).to(tl.float32) * tl.load(inv_freq_ptr + channel // 2, mask=rotated, other=0.0)
+    cos = tl.where(rotated, tl.cos(angle) * scale, 1.0)
+    sin = tl.where(rotated, tl.sin(angle) * scale, 0.0)
+    x0 = (even * cos - odd * sin).to(cache_ptr.dtype.element_ty)
+    x1 = (odd * cos + even * sin).to(cache_ptr.dtype.element_ty)
+    is_q = head < HEADS
+    tl.store(q_ptr + first, x0, mask=inside & is_q)
+    tl.store(q_ptr + first + 1, x1, mask=inside & is_q)
+    is_v = head >= HEADS + KV_HEADS
+    kv_head = tl.where(is_v, head - HEADS - KV_HEADS, head - HEADS)
+    slot = cache_ptr + is_v.to(tl.int32) * kv_stride + kv_head * head_stride + channel
+    slot += tl.load(index_ptr) * position_stride
+    tl.store(slot, x0, mask=inside & ~is_q)
+    tl.store(slot + 1, x1, mask=inside & ~is_q)
 
 
 # (block_n, block_k, warps, stages) by the weight's (outputs, inputs) and whether it is gated: the
@@ -68,8 +156,8 @@ DEFAULT = (8, 512, 4, 3)
 CONFIGS = {
     (4608, 4096, False): (8, 512, 8, 3),
     (4096, 4096, False): (16, 1024, 8, 3),
-    (27392, 4096, True): (4, 512, 4, 3),
-    (4096, 13696, False): (4, 512, 8, 3),
+    (27392, 4096, True): (4, 256, 4, 3),
+    (4096, 13696, False): (16, 1024, 8, 3),
     (151552, 4096, False): (16, 1024, 8, 3),
 }
 
@@ -80,14 +168,71 @@ def linear(x, weight, bias=None, gated: bool = False, config=None):
     then up)."""
     import torch
 
+    n, k = _check(x, weight)
+    if gated and (n % 2 or bias is not None):
+        raise ValueError("a gated product takes an even number of weight rows and no bias")
+    n = n // 2 if gated else n
+    out = torch.empty((1, n), dtype=x.dtype, device=x.device)
+    _launch(x, weight, bias, out, config, gated=gated, UP_OFFSET=n * k if gated else 0)
+    return out
+
+
+def qkv_rotate_store(x, weight, bias, cache, index, position, inv_freq, scale: float, heads: int, kv_heads: int):
+    """kernels.rotate_store of F.linear(x, weight, bias) at one row: returns the rotated q
+    [1, heads, head dim] and writes k and v into slot 0 of `cache` at index[0]."""
+    import torch
+
+    n, _ = _check(x, weight)
+    head_dim = cache.shape[-1]
+    if n != (heads + 2 * kv_heads) * head_dim or head_dim % 2:
+        raise ValueError(f"{n} outputs are not q, k and v of {heads} and {kv_heads} heads of {head_dim}")
+    if not rotates_in_product(weight):
+        raise ValueError("rotating in the product needs an even number of outputs per block")
+    q = torch.empty((1, heads, head_dim), dtype=x.dtype, device=x.device)
+    _launch(
+        x,
+        weight,
+        bias,
+        q,
+        None,
+        ROTATE=True,
+        cache_ptr=cache,
+        index_ptr=index,
+        position_ptr=position,
+        inv_freq_ptr=inv_freq,
+        scale=float(scale),
+        kv_stride=cache.stride(1),
+        head_stride=cache.stride(2),
+        position_stride=cache.stride(3),
+        HEADS=heads,
+        KV_HEADS=kv_heads,
+        HEAD_DIM=head_dim,
+        ROTATED_PAIRS=inv_freq.numel(),
+    )
+    return q
+
+
+def rotates_in_product(weight) -> bool:
+    """Whether qkv_rotate_store takes this weight: its blocks hold whole (x0, x1) pairs."""
+    return CONFIGS.get((*weight.shape, False), DEFAULT)[0] % 2 == 0
+
+
+def _check(x, weight) -> tuple[int, int]:
     n, k = weight.shape
     if x.shape != (1, k):
         raise ValueError(f"x of shape {tuple(x.shape)} for a weight of {k} inputs: one row of {k} wanted")
-    if gated and (n % 2 or bias is not None):
-        raise ValueError("a gated product takes an even number of weight rows and no bias")
-    block_n, block_k, warps, stages = config or CONFIGS.get((n, k, gated), DEFAULT)
-    n = n // 2 if gated else n
-    out = torch.empty((1, n), dtype=x.dtype, device=x.device)
+    return n, k
+
+
+def _launch(x, weight, bias, out, config, gated: bool = False, **epilogue):
+    """The kernel over `weight`'s outputs (half its rows when gated) with the shape's configuration;
+    the arguments of epilogues not asked for point at x or are zero."""
+    rows, k = weight.shape
+    block_n, block_k, warps, stages = config or CONFIGS.get((rows, k, gated), DEFAULT)
+    n = rows // 2 if gated else rows
+    unused = dict.fromkeys(("cache_ptr", "index_ptr", "position_ptr", "inv_freq_ptr"), x)
+    unused.update(dict.fromkeys(("kv_stride", "head_stride", "position_stride", "UP_OFFSET"), 0))
+    unused.update(scale=0.0, ROTATE=False, HEADS=1, KV_HEADS=1, HEAD_DIM=2, ROTATED_PAIRS=1)
     _matvec[(triton.cdiv(n, block_n),)](
         x,
         weight,
@@ -95,7 +240,7 @@ def linear(x, weight, bias=None, gated: bool = False, config=None):
         out,
         n,
         k,
-        n * k if gated else 0,
+        **{**unused, **epilogue},
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         HAS_BIAS=bias is not None,
@@ -104,4 +249,3 @@ def linear(x, weight, bias=None, gated: bool = False, config=None):
         num_warps=warps,
         num_stages=stages,
     )
-    return out

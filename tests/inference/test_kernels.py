@@ -97,6 +97,37 @@ def test_the_step_ops_run_matvec_at_one_row_only(setup, monkeypatch):
     assert calls == [1, 1]  # the plain and the gated product at one row; the transposed weight not
 
 
+@pytest.mark.parametrize("heads, kv_heads, head_dim, rotated", [(4, 2, 16, 4), (6, 1, 8, 2)])
+def test_qkv_product_rotates_and_stores_as_rotate_store(setup, heads, kv_heads, head_dim, rotated):
+    """The q/k/v product with the rotation and KV store folded in writes what the product followed
+    by rotate_store writes, bit for bit, into the same places and nowhere else; Ops takes the folded
+    form at one row and the two kernels at more."""
+    kernels, device, dtype, tolerance = setup
+    from inference.ops import matvec
+
+    torch.manual_seed(heads)
+    outputs, inputs = (heads + 2 * kv_heads) * head_dim, 96
+    x = torch.randn(1, inputs, device=device, dtype=dtype)
+    weight = (torch.randn(outputs, inputs, device=device) / inputs**0.5).to(dtype)
+    bias = torch.randn(outputs, device=device, dtype=dtype)
+    index, position = torch.tensor([7], device=device), torch.tensor([1234], device=device)
+    inv_freq = 1.0 / (10000 ** (torch.arange(rotated, device=device).float() / rotated))
+    caches = [torch.zeros(2, 2, kv_heads, 12, head_dim, device=device, dtype=dtype) for _ in range(2)]
+    qkv = matvec.linear(x, weight, bias).view(1, heads + 2 * kv_heads, head_dim)
+    want = kernels.rotate_store(qkv, caches[0], index, position, inv_freq, 0.5, heads, kv_heads)
+    got = matvec.qkv_rotate_store(x, weight, bias, caches[1], index, position, inv_freq, 0.5, heads, kv_heads)
+    assert torch.equal(got, want) and torch.equal(caches[1], caches[0])
+    assert caches[1][0, :, :, 7].abs().sum() > 0 and not caches[1][1].any()
+    ops = kernels.Ops(reference.Ops(None, None, compiled=False))
+    two = torch.cat((x, x))
+    q = ops.qkv_rotate_store(
+        two, weight, bias, caches[1], index.repeat(2), position.repeat(2), inv_freq, 0.5, heads, kv_heads
+    )
+    torch.testing.assert_close(q[:1], want, **tolerance)
+    with pytest.raises(ValueError, match="are not q, k and v"):
+        matvec.qkv_rotate_store(x, weight, bias, caches[1], index, position, inv_freq, 0.5, heads + 1, kv_heads)
+
+
 def _rotate_reference(x, position, inv_freq, scale):
     """GLM's partial interleaved rotary, written out: pairs (2i, 2i+1) for i < len(inv_freq)."""
     out = x.float().clone()
