@@ -4,9 +4,12 @@ on a crash loop after its cap (alerting a real webhook), and beat fires a schedu
 import sys
 import threading
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 
 from console.alerts.models import AlertChannel, AlertDelivery
 from console.host.process import ProcessRuntime
@@ -111,6 +114,9 @@ def test_beat_fires_a_schedule_and_its_rollout_restarts_the_group(managed, trans
     ProcessRuntime().start(instance)
     wait_http(instance.base_url + "/health/ready", timeout=90)
     schedule = RestartSchedule.objects.create(name="every-minute", cron="* * * * *", timezone="UTC", group="nightly")
+    # Beat last ran it two minutes ago: the occurrence since is due as beat starts, rather than at
+    # the next minute (up to 60 s of waiting); the run is then for this minute, within its grace.
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=timezone.now() - timedelta(minutes=2))
     running = EmbeddedWorker(["console", "host.local"], concurrency=4, beat=True)
     running.start()
     try:
