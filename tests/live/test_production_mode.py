@@ -181,14 +181,19 @@ def test_samples_logs_and_a_restart_reach_websocket_clients_through_redis(tmp_pa
             receive_until(dashboard, demo_ready, timeout=30)
 
             # The beat process (its own process, the database scheduler) fires a schedule; the
-            # worker runs it as a rollout whose restart reaches the dashboard.
+            # worker runs it as a rollout whose restart reaches the dashboard. Its beat entry last
+            # ran two minutes ago, so the run since is due at beat's next look, not next minute.
             stack.manage(
                 "shell",
                 "-c",
+                "import datetime\n"
+                "from django.utils import timezone\n"
                 "from console.instances.models import Instance\n"
                 "from console.schedules.models import RestartSchedule\n"
                 "s = RestartSchedule.objects.create(name='every-minute', cron='* * * * *', timezone='UTC')\n"
-                "s.instances.add(Instance.objects.get(name='demo'))",
+                "s.instances.add(Instance.objects.get(name='demo'))\n"
+                "s.periodic_task.last_run_at = timezone.now() - datetime.timedelta(minutes=2)\n"
+                "s.periodic_task.save()",
             )
             event, _ = receive_until(
                 dashboard,
