@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 
-from inference import handover, holder, logs
+from inference import handover, holder, logs, weights
 from inference.settings import Settings
 
 log = logging.getLogger("inference.supervisor")
@@ -330,8 +330,21 @@ class Supervisor:
 
     def reload_holder(self) -> None:
         """No model process maps the weights (a drained restart): the holder is replaced by one that
-        reads the checkpoint as it is now, at the same socket; the next model process waits for it."""
+        reads the checkpoint as it is now, at the same socket; the next model process waits for it.
+        Files that no longer look whole (changed again since the new holder checked them) keep the
+        old holder: the next model process maps the old weights and the handover fails, saying why,
+        instead of a holder failing with nothing left to serve."""
         self.reload = False
+        try:
+            weights.check(self.settings.model_path)
+        except Exception as exc:  # Unsupported, OSError, ValueError: why the files cannot be read
+            why = f"the changed checkpoint could not be read ({exc}); the old weights still serve"
+            handovers = self.record.data["handovers"]
+            if handovers and handovers[-1]["state"] == "fallback":
+                self.record.phase(handovers[-1], "new weights unreadable", why=str(exc)[:300])
+                self.record.end(handovers[-1], "failed", why)
+            logs.event(log, "handover failed", logging.ERROR, why=why)
+            return
         old, path = self.holder, self.holder.path
         self._end(old)
         try:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, until
-from tests.inference.helpers import chat
+from tests.inference.helpers import InFlight, chat
 from tests.inference.test_supervisor import SUPERVISOR, _admin, _alive, _health, _wait_new_process
 
 
@@ -330,12 +330,14 @@ def test_a_changed_checkpoint_is_read_by_a_new_holder_at_the_next_handover(start
 def test_new_weights_without_room_for_both_copies_are_read_the_drained_way(start_server, smoke_model, tmp_path, device):
     """A changed checkpoint whose weights do not fit beside the held ones: the old process drains and
     exits, the old holder ends, a new holder reads the new files and a new process maps them. Broken
-    new files are found before anything stops: the handover fails and the old weights go on."""
+    new files are found before anything stops: the handover fails and the old weights go on; files
+    broken while the old process drains keep the old holder, whose weights the next process maps."""
     from inference import handover
     from inference.smoke_model import write_checkpoint
 
-    model = tmp_path / "model"
+    model, run = tmp_path / "model", tmp_path / "run"
     shutil.copytree(smoke_model, model)
+    run.mkdir()
     other = write_checkpoint(tmp_path / "other", seed=1) / "model.safetensors"
     room = handover.weights_bytes(str(model)) // 2  # the new weights fit once, never beside the old
     server = start_server(
@@ -345,6 +347,8 @@ def test_new_weights_without_room_for_both_copies_are_read_the_drained_way(start
         DRAIN_TIMEOUT=5,
         HANDOVER_MAX_BYTES=str(room),
         DEVICE=device,
+        DEBUG_FAULTS="1",
+        TMPDIR=str(run),  # where the supervisor keeps its record, read below while nothing serves
     )
     first = _health(server)
     holder_pid = first["supervisor"]["holder"]["pid"]
@@ -368,4 +372,29 @@ def test_new_weights_without_room_for_both_copies_are_read_the_drained_way(start
     assert now["weights"]["source"] == "holder" and now["weights"]["holder_pid"] != holder_pid
     assert now["supervisor"]["holder"]["pid"] == now["weights"]["holder_pid"]
     assert not _alive(holder_pid)
-    assert _answer(server) != before
+    served = _answer(server)
+    assert served != before
+
+    # Whole when the handover checks them, cut short while the old process drains (a request holds
+    # it): the old holder stays and the next process maps its weights.
+    shutil.copyfile(write_checkpoint(tmp_path / "third", seed=2) / "model.safetensors", weights_file)
+    holder_pid = now["supervisor"]["holder"]["pid"]
+    in_flight = InFlight(server, delay_ms=4000)
+    after = _admin(server, "/admin/handover").json()["after"]
+    record = next(run.glob("inference-supervisor-*/state.json"))
+
+    def last(state: str) -> dict | None:
+        handovers = [h for h in json.loads(record.read_text())["handovers"] if h["id"] > after]
+        return handovers[-1] if handovers and handovers[-1]["state"] == state else None
+
+    until(lambda: last("fallback"), timeout=60, every=0.05)
+    weights_file.write_bytes(weights_file.read_bytes()[:4096])
+    assert in_flight.result().status_code == 200  # drained: the request in flight was answered
+    failed = until(lambda: last("failed"), timeout=60, every=0.1)
+    assert "could not be read" in failed["why"], failed
+    assert "old weights still serve" in failed["why"]
+    assert [p["name"] for p in failed["phases"]][-1] == "new weights unreadable", failed
+    latest = _wait_new_process(server, now["pid"])
+    assert latest["supervisor"]["holder"]["pid"] == holder_pid and _alive(holder_pid)
+    assert latest["weights"]["holder_pid"] == holder_pid
+    assert _answer(server) == served
