@@ -202,6 +202,10 @@ HANDOVER_PHASES = {
     "new weights failed": gettext_noop(
         "the changed checkpoint could not be read (code %(code)s) at %(seconds).1f s: the old weights still serve"
     ),
+    "new weights unreadable": gettext_noop(
+        "the changed checkpoint no longer looked whole once the old process was gone (%(why)s) at"
+        " %(seconds).1f s: the old weights serve the new process"
+    ),
     "smaller kv cache": gettext_noop(
         "new process %(pid)s fits beside the old one with %(slots)s of %(wanted)s KV cache slots (it grows back"
         " once the old one is gone)"
@@ -306,6 +310,12 @@ def handover(ctx: Context) -> str:
             if replaced is None:
                 late = Sentence(gettext_noop("the old process did not end in time"))
                 raise StepFailed(Sentences([*phases.parts, late]))
+            # The supervisor may have found the new weights unreadable before the new process.
+            record = ctx.server.handover_record(handover_id, since=asked_at) or record
+            phases = _phases(record)
+            if record.get("state") == "failed":
+                why = Sentence(gettext_noop("handover failed: %(why)s"), why=str(record.get("why", ""))[:300])
+                raise StepFailed(Sentences([*phases.parts, replaced, why]))
             return Sentences([*phases.parts, replaced])
         status = ctx.runtime.status(ctx.instance)
         if not status.running:

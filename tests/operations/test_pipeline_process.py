@@ -260,3 +260,77 @@ def test_weights_reloaded_by_a_handover_or_a_whole_restart_never_in_place():
     assert steps_for(Operation(kind="restart", instance=instance, options=reload)) == STEPS["restart"]
     instance.handover = True
     assert steps_for(Operation(kind="restart", instance=instance, options=reload)) == HANDOVER
+
+
+@pytest.mark.django_db
+def test_new_weights_without_room_beside_the_old_restart_in_place_and_fail_if_they_break_meanwhile(
+    managed, tmp_path, request
+):
+    """A changed checkpoint that does not fit beside the held weights: the handover step restarts in
+    place (the old process drains, a new holder reads the files). Files that break while the old
+    process drains: the operation fails saying so, and the new process serves the old weights."""
+    import json
+    import shutil
+    import tempfile
+    import threading
+    import types
+    from pathlib import Path
+
+    from inference import handover
+    from inference.smoke_model import write_checkpoint
+    from tests.conftest import until
+    from tests.inference.helpers import InFlight, chat
+
+    instance = managed("proc-room", command=SUPERVISED, handover=True, restart_in_place=True)
+    model = tmp_path / "room-model"
+    shutil.copytree(instance.env["MODEL_PATH"], model)
+    # short: the holder's socket is made there, and an AF_UNIX path holds 107 bytes
+    scratch = Path(tempfile.mkdtemp(prefix="ic-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(scratch, ignore_errors=True))
+    instance.env = {
+        **instance.env,
+        "MODEL_PATH": str(model),
+        "HOLD_WEIGHTS": "on",
+        "HANDOVER_MAX_BYTES": str(handover.weights_bytes(str(model)) // 2),  # never two copies
+        "DEBUG_FAULTS": "1",
+        "TMPDIR": str(scratch),  # where the supervisor keeps its record, read below
+    }
+    instance.save()
+
+    def answer() -> str:
+        reply = httpx.post(instance.base_url + "/v1/chat/completions", json=chat("describe", temperature=0), timeout=60)
+        return reply.json()["choices"][0]["message"]["content"]
+
+    started = run(instance, "start")
+    assert started.state == "succeeded", started.error
+    before = answer()
+    weights_file = model / "model.safetensors"
+    shutil.copyfile(write_checkpoint(tmp_path / "seed-1", seed=1) / "model.safetensors", weights_file)
+    restarted = run(instance, "restart")
+    assert restarted.state == "succeeded", restarted.error
+    assert "no room for a handover" in str(restarted.steps[0]["name"]), restarted.steps[0]
+    assert "beside the old" in restarted.steps[0]["detail"] and "replaced by" in restarted.steps[0]["detail"]
+    served = answer()
+    assert served != before
+
+    shutil.copyfile(write_checkpoint(tmp_path / "seed-2", seed=2) / "model.safetensors", weights_file)
+    record = next(scratch.glob("inference-supervisor-*/state.json"))
+    handovers = len(json.loads(record.read_text())["handovers"])
+
+    def break_files_once_it_falls_back() -> None:
+        until(lambda: len(json.loads(record.read_text())["handovers"]) > handovers, timeout=60, every=0.05)
+        until(lambda: json.loads(record.read_text())["handovers"][-1]["state"] == "fallback", timeout=60, every=0.05)
+        weights_file.write_bytes(weights_file.read_bytes()[:4096])
+
+    breaker = threading.Thread(target=break_files_once_it_falls_back)
+    breaker.start()
+    in_flight = InFlight(types.SimpleNamespace(url=instance.base_url), delay_ms=4000)  # the old process drains
+    failed = run(instance, "restart")
+    breaker.join(timeout=60)
+    assert in_flight.result().status_code == 200
+    assert failed.state == "failed", failed.steps
+    assert "handover failed" in failed.error and "old weights still serve" in failed.error, failed.error
+    assert "no longer looked whole" in failed.steps[0]["detail"], failed.steps[0]
+    health = until(lambda: (h := httpx.get(instance.base_url + "/health").json())["state"] == "ready" and h, 60, 0.2)
+    assert health["weights"]["source"] == "holder"
+    assert answer() == served  # the old weights, in the new process
