@@ -124,6 +124,19 @@ class ServerProcess:
 
 
 @pytest.fixture
+def short_tmp():
+    """A directory with a short path, for a server's TMPDIR: its supervisor makes the weight holder's
+    socket there, torch its shared memory's, and an AF_UNIX path holds 107 bytes (pytest's tmp_path
+    can be longer). Listed before the servers that use it, it is removed after they stop."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="ic-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 def start_server(smoke_model, tmp_path):
     servers: list[ServerProcess] = []
 

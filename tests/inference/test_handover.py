@@ -327,7 +327,9 @@ def test_a_changed_checkpoint_is_read_by_a_new_holder_at_the_next_handover(start
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
-def test_new_weights_without_room_for_both_copies_are_read_the_drained_way(start_server, smoke_model, tmp_path, device):
+def test_new_weights_without_room_for_both_copies_are_read_the_drained_way(
+    short_tmp, start_server, smoke_model, tmp_path, device
+):
     """A changed checkpoint whose weights do not fit beside the held ones: the old process drains and
     exits, the old holder ends, a new holder reads the new files and a new process maps them. Broken
     new files are found before anything stops: the handover fails and the old weights go on; files
@@ -335,9 +337,8 @@ def test_new_weights_without_room_for_both_copies_are_read_the_drained_way(start
     from inference import handover
     from inference.smoke_model import write_checkpoint
 
-    model, run = tmp_path / "model", tmp_path / "run"
+    model, run = tmp_path / "model", short_tmp
     shutil.copytree(smoke_model, model)
-    run.mkdir()
     other = write_checkpoint(tmp_path / "other", seed=1) / "model.safetensors"
     room = handover.weights_bytes(str(model)) // 2  # the new weights fit once, never beside the old
     server = start_server(

@@ -264,17 +264,15 @@ def test_weights_reloaded_by_a_handover_or_a_whole_restart_never_in_place():
 
 @pytest.mark.django_db
 def test_new_weights_without_room_beside_the_old_restart_in_place_and_fail_if_they_break_meanwhile(
-    managed, tmp_path, request
+    short_tmp, managed, tmp_path
 ):
     """A changed checkpoint that does not fit beside the held weights: the handover step restarts in
     place (the old process drains, a new holder reads the files). Files that break while the old
     process drains: the operation fails saying so, and the new process serves the old weights."""
     import json
     import shutil
-    import tempfile
     import threading
     import types
-    from pathlib import Path
 
     from inference import handover
     from inference.smoke_model import write_checkpoint
@@ -282,11 +280,8 @@ def test_new_weights_without_room_beside_the_old_restart_in_place_and_fail_if_th
     from tests.inference.helpers import InFlight, chat
 
     instance = managed("proc-room", command=SUPERVISED, handover=True, restart_in_place=True)
-    model = tmp_path / "room-model"
+    model, scratch = tmp_path / "room-model", short_tmp
     shutil.copytree(instance.env["MODEL_PATH"], model)
-    # short: the holder's socket is made there, and an AF_UNIX path holds 107 bytes
-    scratch = Path(tempfile.mkdtemp(prefix="ic-", dir="/tmp"))
-    request.addfinalizer(lambda: shutil.rmtree(scratch, ignore_errors=True))
     instance.env = {
         **instance.env,
         "MODEL_PATH": str(model),
