@@ -295,7 +295,7 @@ class Ops:
         """rotate_store of x's q/k/v product (weight, bias): the rotated q [rows, heads, head dim]."""
         if _one_row(x, weight) and matvec.rotates_in_product(weight):
             return matvec.qkv_rotate_store(x, weight, bias, cache, index, position, inv_freq, scale, heads, kv_heads)
-        qkv = F.linear(x, weight, bias).view(x.shape[0], heads + 2 * kv_heads, cache.shape[-1])
+        qkv = self.linear(x, weight, bias).view(x.shape[0], heads + 2 * kv_heads, cache.shape[-1])
         return rotate_store(qkv, cache, index, position, inv_freq, scale, heads, kv_heads)
 
 
