@@ -83,71 +83,32 @@ def _matvec(
     if HAS_BIAS:
         total += tl.load(bias_ptr + outputs, mask=inside, other=0.0).to(tl.float32)
     if ROTATE:
-        _rotate_store(
-            total,
-            out_ptr,
-            cache_ptr,
-            index_ptr,
-            position_ptr,
-            inv_freq_ptr,
-            scale,
-            kv_stride,
-            head_stride,
-            position_stride,
-            N,
-            BLOCK_N,
-            HEADS,
-            KV_HEADS,
-            HEAD_DIM,
-            ROTATED_PAIRS,
-        )
+        # The block's q/k/v outputs as kernels._rotate_store treats them: rounded to the cache's dtype,
+        # pairs (x0, x1) -> (x0 c - x1 s, x1 c + x0 s) on the first ROTATED_PAIRS pairs of q and k
+        # heads, q to out_ptr, k and v into the slot (the row's, 0) at the row's write index.
+        value = total.to(cache_ptr.dtype.element_ty).to(tl.float32)
+        even, odd = tl.split(tl.reshape(value, (BLOCK_N // 2, 2)))
+        first = tl.program_id(0) * BLOCK_N + 2 * tl.arange(0, BLOCK_N // 2)  # each pair's first output
+        pairs_inside = first < N
+        head = first // HEAD_DIM
+        channel = first % HEAD_DIM
+        rotated = (channel // 2 < ROTATED_PAIRS) & (head < HEADS + KV_HEADS)
+        angle = tl.load(position_ptr).to(tl.float32) * tl.load(inv_freq_ptr + channel // 2, mask=rotated, other=0.0)
+        cos = tl.where(rotated, tl.cos(angle) * scale, 1.0)
+        sin = tl.where(rotated, tl.sin(angle) * scale, 0.0)
+        x0 = (even * cos - odd * sin).to(cache_ptr.dtype.element_ty)
+        x1 = (odd * cos + even * sin).to(cache_ptr.dtype.element_ty)
+        is_q = head < HEADS
+        tl.store(out_ptr + first, x0, mask=pairs_inside & is_q)
+        tl.store(out_ptr + first + 1, x1, mask=pairs_inside & is_q)
+        is_v = head >= HEADS + KV_HEADS
+        kv_head = tl.where(is_v, head - HEADS - KV_HEADS, head - HEADS)
+        slot = cache_ptr + is_v.to(tl.int32) * kv_stride + kv_head * head_stride + channel
+        slot += tl.load(index_ptr) * position_stride
+        tl.store(slot, x0, mask=pairs_inside & ~is_q)
+        tl.store(slot + 1, x1, mask=pairs_inside & ~is_q)
     else:
         tl.store(out_ptr + outputs, total.to(out_ptr.dtype.element_ty), mask=inside)
-
-
-@triton.jit
-def _rotate_store(
-    total,
-    q_ptr,
-    cache_ptr,
-    index_ptr,
-    position_ptr,
-    inv_freq_ptr,
-    scale,
-    kv_stride,
-    head_stride,
-    position_stride,
-    N,
-    BLOCK_N: tl.constexpr,
-    HEADS: tl.constexpr,
-    KV_HEADS: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    ROTATED_PAIRS: tl.constexpr,
-):
-    # The block's q/k/v outputs as kernels._rotate_store treats them: rounded to the cache's dtype,
-    # pairs (x0, x1) -> (x0 c - x1 s, x1 c + x0 s) on the first ROTATED_PAIRS pairs of q and k
-    # heads, q to q_ptr, k and v into the slot (the row's, 0) at the row's write index.
-    value = total.to(cache_ptr.dtype.element_ty).to(tl.float32)
-    even, odd = tl.split(tl.reshape(value, (BLOCK_N // 2, 2)))
-    first = tl.program_id(0) * BLOCK_N + 2 * tl.arange(0, BLOCK_N // 2)  # each pair's first output
-    inside = first < N
-    head = first // HEAD_DIM
-    channel = first % HEAD_DIM
-    rotated = (channel // 2 < ROTATED_PAIRS) & (head < HEADS + KV_HEADS)
-    angle = tl.load(position_ptr).to(tl.float32) * tl.load(inv_freq_ptr + channel // 2, mask=rotated, other=0.0)
-    cos = tl.where(rotated, tl.cos(angle) * scale, 1.0)
-    sin = tl.where(rotated, tl.sin(angle) * scale, 0.0)
-    x0 = (even * cos - odd * sin).to(cache_ptr.dtype.element_ty)
-    x1 = (odd * cos + even * sin).to(cache_ptr.dtype.element_ty)
-    is_q = head < HEADS
-    tl.store(q_ptr + first, x0, mask=inside & is_q)
-    tl.store(q_ptr + first + 1, x1, mask=inside & is_q)
-    is_v = head >= HEADS + KV_HEADS
-    kv_head = tl.where(is_v, head - HEADS - KV_HEADS, head - HEADS)
-    slot = cache_ptr + is_v.to(tl.int32) * kv_stride + kv_head * head_stride + channel
-    slot += tl.load(index_ptr) * position_stride
-    tl.store(slot, x0, mask=inside & ~is_q)
-    tl.store(slot + 1, x1, mask=inside & ~is_q)
 
 
 # (block_n, block_k, warps, stages) by the weight's (outputs, inputs) and whether it is gated: the
@@ -224,15 +185,29 @@ def _check(x, weight) -> tuple[int, int]:
     return n, k
 
 
+# What a launch passes for the arguments its epilogue does not use (pointers: x).
+_ROTATE_POINTERS = ("cache_ptr", "index_ptr", "position_ptr", "inv_freq_ptr")
+_UNUSED = dict(
+    scale=0.0,
+    kv_stride=0,
+    head_stride=0,
+    position_stride=0,
+    UP_OFFSET=0,
+    ROTATE=False,
+    HEADS=1,
+    KV_HEADS=1,
+    HEAD_DIM=2,
+    ROTATED_PAIRS=1,
+)
+
+
 def _launch(x, weight, bias, out, config, gated: bool = False, **epilogue):
     """The kernel over `weight`'s outputs (half its rows when gated) with the shape's configuration;
-    the arguments of epilogues not asked for point at x or are zero."""
+    the arguments of epilogues not asked for are _UNUSED's."""
     rows, k = weight.shape
     block_n, block_k, warps, stages = config or CONFIGS.get((rows, k, gated), DEFAULT)
     n = rows // 2 if gated else rows
-    unused = dict.fromkeys(("cache_ptr", "index_ptr", "position_ptr", "inv_freq_ptr"), x)
-    unused.update(dict.fromkeys(("kv_stride", "head_stride", "position_stride", "UP_OFFSET"), 0))
-    unused.update(scale=0.0, ROTATE=False, HEADS=1, KV_HEADS=1, HEAD_DIM=2, ROTATED_PAIRS=1)
+    unused = {**dict.fromkeys(_ROTATE_POINTERS, x), **_UNUSED}
     _matvec[(triton.cdiv(n, block_n),)](
         x,
         weight,
