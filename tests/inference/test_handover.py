@@ -87,11 +87,7 @@ def test_handover_under_load_refuses_nobody(start_server):
     server = start_server(module=SUPERVISOR, DRAIN_TIMEOUT=30, HOLD_WEIGHTS="on")
     # The supervisor records the holder's word at its next look (every 50 ms; later on a busy
     # machine), which can come after a model process that mapped the weights is ready.
-    first = until(
-        lambda: (lambda h: h if h["supervisor"]["holder"]["state"] != "loading" else None)(_health(server)),
-        10,
-        every=0.1,
-    )
+    first = until(lambda: (h := _health(server))["supervisor"]["holder"]["state"] != "loading" and h, 10, every=0.1)
     assert first["supervisor"]["serving_pid"] == first["pid"]
     held = first["supervisor"]["holder"]
     assert held["state"] == "holding" and held["bytes"] > 0, held
