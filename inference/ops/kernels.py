@@ -338,7 +338,9 @@ def attend(q, cache, index, length: int):
         num_warps=4,
     )
     out = torch.empty((rows, heads, head_dim), dtype=q.dtype, device=q.device)
+    # One warp a head: at 4 warps the merge took 2.23 us on an H200, at one 1.70 (a tile of only the
+    # slices used, one kernel per number of slices, was slower: 1.91 us)
     _attend_merge[(rows * heads,)](
-        part_out, part_max, part_sum, out, splits, SPLIT_BLOCK=_power_of_two(MAX_SPLITS), HEAD_DIM=head_dim
+        part_out, part_max, part_sum, out, splits, SPLIT_BLOCK=_power_of_two(MAX_SPLITS), HEAD_DIM=head_dim, num_warps=1
     )
     return out.view(rows, heads * head_dim)
