@@ -83,6 +83,7 @@ def where_time_went(before: dict, health: dict, wall: float) -> dict:
     spent = {key: after[f"{key}_seconds"] - before[f"{key}_seconds"] for key in ("step", "emit", "prefill")}
     return {
         "steps": steps,
+        "queued_ahead": after.get("steps_queued_ahead", 0) - before.get("steps_queued_ahead", 0),
         "step_ms_mean": round(1000 * spent["step"] / steps, 3),
         "prefills": after["prefills"] - before["prefills"],
         **{f"{key}_s": round(value, 3) for key, value in spent.items()},

@@ -87,6 +87,7 @@ class BatchedDecoder:
             "cuda_graphs": len(runner.graphs),
             "kernels": runner.kernels,
             "steps": self.scheduler.steps,
+            "steps_queued_ahead": self.scheduler.queued_ahead,  # queued before the step before was read
             "step_seconds": round(self.scheduler.step_seconds, 3),
             "emit_seconds": round(self.scheduler.emit_seconds, 3),
             "prefills": self.scheduler.prefills,

@@ -3,6 +3,13 @@ one in a single shared step (model_runner.py).
 
 New requests join between steps; finished ones leave and free their slot at once, so nothing grows
 with traffic.
+
+On a GPU the next step is queued before the host reads this one's tokens: while the device runs it,
+the host hands the tokens to their requests (which shares the interpreter with the HTTP server's
+thread: 16 streams being written made each step 0.7 ms longer when the device waited for the host,
+docs/BENCHMARKS.md). The queued step takes its tokens from the device, where this step chose them;
+a request that finishes meanwhile leaves its row's token unread, its slot written one position past
+its end, where nothing reads before writing.
 """
 
 import collections
@@ -13,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from inference.model_runner import ModelRunner
-from inference.sampler import sample
+from inference.sampler import Params, sample
 
 log = logging.getLogger("inference.scheduler")
 GROW_CHECK_SECONDS = 1.0
 PREFILL_TOKENS = 8192  # the most prompt tokens prefilled in one pass (their activations at once)
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: lists of jobs compare by identity
 class Job:
     inputs: dict  # tensors of one prompt (Engine.prepare), on any device
     sink: object  # TokenSink
@@ -33,6 +40,20 @@ class Job:
     last_id: int = 0
     index: int = 0  # where the next token's key and value go in the slot
     position: int = 0  # its rotary position (index + the prompt's rope delta)
+
+
+@dataclass
+class Step:
+    """A decoding step queued on the device, its tokens not read yet."""
+
+    jobs: list[Job]  # the active jobs when it was queued, their state then
+    rows: int
+    params: Params
+    advance: object  # [rows]: 1 on the jobs' rows, 0 on free slots (the next step's index and position)
+    chosen: object  # [rows] on the device
+    host: object  # chosen, copied to the host once `ready`
+    ready: object  # a CUDA event after the copy, or None on a CPU
+    queued: float  # when it was queued (perf_counter)
 
 
 class Scheduler:
@@ -50,6 +71,9 @@ class Scheduler:
         # prefilled, seconds in them (to the first token on the host).
         self.steps, self.step_seconds, self.emit_seconds = 0, 0.0, 0.0
         self.prefills, self.prefill_seconds = 0, 0.0
+        self.pending: Step | None = None  # the step queued behind the last one read
+        self.queued_ahead = 0  # steps queued behind another, their input its tokens on the device
+        self._read = 0.0  # when the last step's tokens reached the host
         # A handover's new process may start with fewer KV cache slots than asked, to fit beside the
         # old one (handover.fit_slots): it grows to `wanted_slots` between steps once `room()` says
         # the rest fits, asked at most every GROW_CHECK_SECONDS.
@@ -79,6 +103,7 @@ class Scheduler:
                         self._decode()
                 except Exception as exc:  # never let the engine thread die: every later request would hang
                     log.exception("the scheduler failed outside any one request")
+                    self.pending = None
                     for job in [job for job in self.active if job is not None]:
                         self._finish(job, exc)
 
@@ -158,7 +183,8 @@ class Scheduler:
             moved = time.monotonic()
             results = self.runner.prefill_many([(each, job.slot) for each, job in zip(inputs, jobs, strict=True)])
             logits = torch.cat([each for each, _ in results])
-            chosen = sample(logits, [j.temperature for j in jobs], [j.top_p for j in jobs]).tolist()
+            params = Params.of([j.temperature for j in jobs], [j.top_p for j in jobs], logits.device)
+            chosen = sample(logits, params).tolist()
         except BaseException as exc:
             if len(jobs) > 1:
                 for job in jobs:
@@ -177,32 +203,94 @@ class Scheduler:
             self._emit(job, int(token))
 
     def _decode(self) -> None:
-        import torch
-
-        began = time.perf_counter()
+        """Reads the queued step's tokens, or queues a step of the active jobs and reads it; queues the
+        next step first when it would run the same jobs."""
         jobs = [job for job in self.active if job is not None]
-        rows = max(job.slot for job in jobs) + 1
-        state = [[0] * rows for _ in range(3)]
-        temperature, top_p = [0.0] * rows, [1.0] * rows
-        for job in jobs:
-            state[0][job.slot], state[1][job.slot], state[2][job.slot] = job.last_id, job.index, job.position
-            temperature[job.slot], top_p[job.slot] = job.temperature, job.top_p
+        step, self.pending = self.pending, None
         try:
-            self.runner.state[:, :rows].copy_(torch.tensor(state))
-            logits = self.runner.run(rows, max(job.index for job in jobs) + 1)
-            chosen = sample(logits[:rows], temperature, top_p).tolist()
+            if step is None:
+                step = self._queue_from_host(jobs)
+            following = self._queue_following(step) if self._may_follow(step, jobs) else None
         except BaseException as exc:  # a failed step fails the requests in it, never the thread
             for job in jobs:
                 self._finish(job, exc)
             return
-        stepped = time.perf_counter()
+        self.pending = following
+        self.queued_ahead += following is not None
+        self._settle(step)
+
+    def _queue_from_host(self, jobs: list[Job]) -> Step:
+        import torch
+
+        rows = max(job.slot for job in jobs) + 1
+        state = [[0] * rows for _ in range(3)]
+        advance = [0] * rows
+        temperature, top_p = [0.0] * rows, [1.0] * rows
         for job in jobs:
+            state[0][job.slot], state[1][job.slot], state[2][job.slot] = job.last_id, job.index, job.position
+            temperature[job.slot], top_p[job.slot] = job.temperature, job.top_p
+            advance[job.slot] = 1
+        device = self.runner.device
+        self.runner.state[:, :rows].copy_(torch.tensor(state))
+        params = Params.of(temperature, top_p, device)
+        advance = torch.tensor(advance, device=device)
+        return self._queue(jobs, rows, max(job.index for job in jobs) + 1, params, advance)
+
+    def _may_follow(self, step: Step, jobs: list[Job]) -> bool:
+        """Whether to queue the next step before reading this one: the same jobs, nobody waiting to
+        join, every row's next position inside its slot, and a job that may go on."""
+        return (
+            step.jobs == jobs
+            and not self.waiting
+            and all(job.index + 1 < self.runner.context for job in jobs)
+            and any(job.produced + 1 < job.max_new_tokens for job in jobs)
+        )
+
+    def _queue_following(self, step: Step) -> Step:
+        """The step after `step`, its input taken on the device from `step`'s chosen tokens."""
+        state = self.runner.state
+        state[0, : step.rows].copy_(step.chosen)
+        state[1:, : step.rows] += step.advance
+        return self._queue(step.jobs, step.rows, max(job.index for job in step.jobs) + 2, step.params, step.advance)
+
+    def _queue(self, jobs: list[Job], rows: int, need_length: int, params: Params, advance) -> Step:
+        import torch
+
+        queued = time.perf_counter()
+        logits = self.runner.run(rows, need_length)
+        chosen = sample(logits[:rows], params)
+        ready = None
+        if chosen.is_cuda:  # copied to pinned memory without waiting for what is queued after it
+            host = chosen.to("cpu", non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+        else:
+            host = chosen
+        return Step(jobs, rows, params, advance, chosen, host, ready, queued)
+
+    def _settle(self, step: Step) -> None:
+        """Hands `step`'s tokens to its jobs still running."""
+        try:
+            if step.ready is not None:
+                step.ready.synchronize()
+            chosen = step.host.tolist()
+        except BaseException as exc:
+            self.pending = None
+            for job in step.jobs:
+                if self.active[job.slot] is job:
+                    self._finish(job, exc)
+            return
+        read = time.perf_counter()
+        self.steps += 1
+        self.step_seconds += read - max(step.queued, self._read)
+        for job in step.jobs:
+            if self.active[job.slot] is not job:  # finished since the step was queued
+                continue
             job.index += 1
             job.position += 1
             self._emit(job, chosen[job.slot])
-        self.steps += 1
-        self.step_seconds += stepped - began
-        self.emit_seconds += time.perf_counter() - stepped
+        self._read = time.perf_counter()
+        self.emit_seconds += self._read - read
 
     def _emit(self, job: Job, token: int) -> None:
         job.last_id = token

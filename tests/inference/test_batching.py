@@ -96,9 +96,12 @@ def test_the_triton_kernels_give_generates_tokens_in_their_interpreter_on_a_cpu(
 
 def greedy_tokens_equal_generate(reference: Engine, batched: Engine) -> None:
     expected = [run(reference, [prompt])[0].ids for prompt in PROMPTS]
+    ahead = batched.decoding.scheduler.queued_ahead
     # Five requests over three slots: they join and leave the shared step mid-way.
     got = [sink.ids for sink in run(batched, PROMPTS)]
     assert got == expected
+    # Most steps took their input from the step before on the device, queued before it was read.
+    assert batched.decoding.scheduler.queued_ahead - ahead >= 5
     assert all(len(ids) == 12 or ids[-1] in batched.eos_ids for ids in got)
     assert batched.decoding.scheduler.running == 0
     if batched.decoding.runner.use_graphs:
