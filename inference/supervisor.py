@@ -15,7 +15,8 @@ imports them, never touching the GPU. Every model process it forks serves that o
   loads and warms up its model, then accepts on the shared socket; only then does the old one stop
   accepting (SIGUSR2), finish its in-flight requests and exit. Nobody is refused. A new process that
   finds no room for a second model (inference/handover.py) exits at once and the supervisor restarts
-  the old one the drained way instead (SIGHUP); one that fails to load leaves the old one serving.
+  the old one the drained way instead (SIGHUP), unless the checkpoint's config would not load in a
+  fresh process either; one that fails to load leaves the old one serving.
   The phases go to a small JSON record that every model process reports in its /health.
 
 With a weight holder (HOLD_WEIGHTS, inference/holder.py: by default on a GPU) the supervisor first
@@ -93,6 +94,18 @@ def preload() -> None:
         import inference.ops.kernels  # noqa: F401
     except ImportError:  # no Triton here: the child's step runs the eager operations
         pass
+
+
+def fresh_start_problem(model_path: str) -> str:
+    """Why a model process started now could not build its model from the checkpoint's config (a
+    file cut short, copied over mid-way, naming an unknown model); "" when the config loads."""
+    try:
+        from transformers import AutoConfig
+
+        AutoConfig.from_pretrained(model_path, local_files_only=True)
+    except Exception as exc:  # OSError, ValueError, JSONDecodeError...: all say the same here
+        return f"its config.json cannot be loaded: {str(exc)[:300]}"
+    return ""
 
 
 def exit_code(status: int) -> int:
@@ -310,11 +323,7 @@ class Supervisor:
             self._signal(self.incoming, signal.SIGKILL)
         if current is not None and code == handover.NO_ROOM_EXIT and not self.stopping:
             why = f"{why or 'no room for the new weights beside the old'}; they are read once the old process is gone"
-            self.record.phase(current, "fallback: drained restart", why=why)
-            self.record.end(current, "fallback", why)
-            self.fallback = self.reload = True
-            self._signal(self.serving, signal.SIGHUP)  # drain, then exit for a fresh process
-            logs.event(log, "no room for the new weights; restarting the drained way", logging.WARNING, why=why)
+            self.fall_back(current, why, "no room for the new weights; restarting the drained way", reload=True)
         elif current is not None:
             why = (
                 f"the changed checkpoint could not be read (its weight holder exited with code {code});"
@@ -323,6 +332,26 @@ class Supervisor:
             self.record.phase(current, "new weights failed", exit_code=code)
             self.record.end(current, "failed", why)
             logs.event(log, "handover failed", logging.ERROR, why=why)
+
+    def fall_back(self, current: dict, why: str, event: str, reload: bool = False) -> None:
+        """No room for a handover: the serving process drains and exits for a fresh one (`reload`: the
+        holder reads the changed checkpoint first). Unless a fresh process could not start on the
+        checkpoint as it is now: then nothing is drained, the handover fails and the old process goes
+        on serving, rather than a restart leaving nothing that serves."""
+        problem = fresh_start_problem(self.settings.model_path)
+        if problem:
+            self.stop_next_holder()  # its weights would serve nobody
+            failed = f"{why}; but a fresh process could not start ({problem}): the old one still serves"
+            self.record.phase(current, "fallback refused", why=problem)
+            self.record.end(current, "failed", failed)
+            logs.event(log, "handover failed", logging.ERROR, why=failed)
+            return
+        self.record.phase(current, "fallback: drained restart", why=why)
+        self.record.end(current, "fallback", why)
+        self.fallback = True
+        self.reload = self.reload or reload
+        self._signal(self.serving, signal.SIGHUP)  # drain, then exit for a fresh process
+        logs.event(log, event, logging.WARNING, why=why)
 
     def stop_next_holder(self) -> None:
         self._end(self.next)
@@ -456,11 +485,7 @@ class Supervisor:
                 self.stop_next_holder()  # its weights served nobody (after a fallback, the restart maps them)
             if code == handover.NO_ROOM_EXIT and not self.stopping:
                 why = current["why"] or "no room for a second model"
-                self.record.phase(current, "fallback: drained restart", why=why)
-                self.record.end(current, "fallback", why)
-                self.fallback = True
-                self._signal(self.serving, signal.SIGHUP)  # drain, then exit for a fresh process
-                logs.event(log, "handover not possible; restarting the drained way", logging.WARNING, why=why)
+                self.fall_back(current, why, "handover not possible; restarting the drained way")
             else:
                 why = f"the new process exited with code {code} before it served; the old one still serves"
                 self.record.phase(current, "failed", pid=pid, exit_code=code)

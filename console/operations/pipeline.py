@@ -216,6 +216,9 @@ HANDOVER_PHASES = {
     "old process gone": gettext_noop("old process %(pid)s gone at %(seconds).1f s"),
     "old process killed": gettext_noop("old process %(pid)s killed at %(seconds).1f s: it outlived its drain"),
     "fallback: drained restart": gettext_noop("no room for a handover at %(seconds).1f s: %(why)s"),
+    "fallback refused": gettext_noop(
+        "no room for a handover, and no restart either at %(seconds).1f s: %(why)s; the old process still serves"
+    ),
     "failed": gettext_noop("new process %(pid)s ended with code %(code)s at %(seconds).1f s"),
 }
 

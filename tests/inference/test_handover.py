@@ -147,9 +147,28 @@ def test_a_new_process_that_cannot_load_leaves_the_old_one_serving(start_server,
     assert _handover(server, answer.json()["after"])["state"] == "done"
 
 
-def test_no_room_for_two_models_restarts_the_drained_way(start_server):
-    server = start_server(module=SUPERVISOR, HANDOVER_RESERVE_BYTES=str(2**50))  # more than any host has
+def test_no_room_for_two_models_restarts_the_drained_way(start_server, smoke_model, tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(smoke_model, checkpoint)
+    # more room than any host has
+    server = start_server(module=SUPERVISOR, MODEL_PATH=str(checkpoint), HANDOVER_RESERVE_BYTES=str(2**50))
     first = _health(server)
+
+    # A config a fresh process could not load (cut short): nothing is drained, the old one serves.
+    config = checkpoint / "config.json"
+    good = config.read_text()
+    config.write_text(good[: len(good) // 2])
+    try:
+        refused = _handover(server, _admin(server, "/admin/handover").json()["after"])
+    finally:
+        config.write_text(good)
+    assert refused["state"] == "failed", refused
+    assert "a fresh process could not start" in refused["why"] and "config.json" in refused["why"], refused
+    assert "still serves" in refused["why"] and refused["phases"][-1]["name"] == "fallback refused"
+    assert _health(server)["pid"] == first["pid"] and _health(server)["state"] == "ready"
+    assert httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=60).status_code == 200
+
+    # Mended: the drained way.
     answer = _admin(server, "/admin/handover")
     assert answer.status_code == 202
     fallback = _handover(server, answer.json()["after"])

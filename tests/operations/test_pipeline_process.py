@@ -329,3 +329,27 @@ def test_new_weights_without_room_beside_the_old_restart_in_place_and_fail_if_th
     health = until(lambda: (h := httpx.get(instance.base_url + "/health").json())["state"] == "ready" and h, 60, 0.2)
     assert health["weights"]["source"] == "holder"
     assert answer() == served  # the old weights, in the new process
+
+
+@pytest.mark.django_db
+def test_a_handover_without_room_whose_restart_could_not_start_fails_and_the_old_process_serves(managed, tmp_path):
+    """No room for a handover and a config a fresh process could not load: rather than a drained
+    restart leaving nothing that serves, the operation fails saying why and the instance serves on."""
+    import shutil
+
+    instance = managed("proc-refused", command=SUPERVISED, handover=True, restart_in_place=True)
+    model = tmp_path / "refused-model"
+    shutil.copytree(instance.env["MODEL_PATH"], model)
+    instance.env = {**instance.env, "MODEL_PATH": str(model), "HANDOVER_RESERVE_BYTES": str(2**50)}
+    instance.save()
+    assert run(instance, "start").state == "succeeded"
+    first = httpx.get(instance.base_url + "/health").json()
+    config = model / "config.json"
+    config.write_text(config.read_text()[:40])
+
+    failed = run(instance, "restart")
+    assert failed.state == "failed", failed.steps
+    assert "no restart either" in failed.steps[0]["detail"] and "config.json" in failed.steps[0]["detail"]
+    assert "old process still serves" in failed.steps[0]["detail"], failed.steps[0]
+    now = httpx.get(instance.base_url + "/health").json()
+    assert now["pid"] == first["pid"] and now["state"] == "ready"
