@@ -4,10 +4,10 @@ one in a single shared step (model_runner.py).
 New requests join between steps; finished ones leave and free their slot at once, so nothing grows
 with traffic.
 
-On a GPU the next step is queued before the host reads this one's tokens: while the device runs it,
-the host hands the tokens to their requests (which shares the interpreter with the HTTP server's
-thread: 16 streams being written made each step 0.7 ms longer when the device waited for the host,
-docs/BENCHMARKS.md). The queued step takes its tokens from the device, where this step chose them;
+The next step is queued before the host reads this one's tokens, so that on a GPU the device runs
+it while the host hands the tokens to their requests (sharing the interpreter with the HTTP server's
+thread: with 16 streams being written each step took 0.7 ms longer while the device waited for the
+host, docs/BENCHMARKS.md). The queued step takes its input on the device, where this step chose it;
 a request that finishes meanwhile leaves its row's token unread, its slot written one position past
 its end, where nothing reads before writing.
 """
@@ -49,7 +49,7 @@ class Step:
     jobs: list[Job]  # the active jobs when it was queued, their state then
     rows: int
     params: Params
-    advance: object  # [rows]: 1 on the jobs' rows, 0 on free slots (the next step's index and position)
+    advance: object  # [rows] added to each row's index and position for the step after: 0 on free slots
     chosen: object  # [rows] on the device
     host: object  # chosen, copied to the host once `ready`
     ready: object  # a CUDA event after the copy, or None on a CPU
