@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference import processors
 from inference.decoders import BatchedDecoder, Decoder, GenerateDecoder, TokenSink
 from inference.model_runner import STEP_KERNELS
 
@@ -151,7 +152,7 @@ class Engine:
         dtype_name = dtype_for(self.device, self.requested_dtype)
         self.dtype = dtype_name
         prefetch = self._prefetch()
-        from transformers import AutoImageProcessor, AutoTokenizer, Glm4vForConditionalGeneration
+        from transformers import Glm4vForConditionalGeneration
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # a progress bar is noise in JSON logs
@@ -167,9 +168,10 @@ class Engine:
         # Few CPU threads: on a GPU the CPU work is small tensors (preprocessing), where a thread
         # team per core costs more in wake-ups than it saves; on a CPU it leaves cores to the host.
         torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        self.image_processor = AutoImageProcessor.from_pretrained(self.model_path)
+        self.tokenizer, self.image_processor, inherited = processors.load(self.model_path)
         mark = phase("tokenizer_and_processor", mark)
+        if inherited:
+            log.info("tokenizer and image processor inherited from the supervisor")
         if prefetch is not None:
             model = self._from_source(Glm4vForConditionalGeneration, prefetch, getattr(torch, dtype_name), phases)
         else:

@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 
-from inference import handover, holder, logs, weights
+from inference import handover, holder, logs, processors, weights
 from inference.settings import Settings
 
 log = logging.getLogger("inference.supervisor")
@@ -412,6 +412,12 @@ class Supervisor:
                 logs.event(log, "imports ready", seconds=round(time.monotonic() - began, 2))
             except Exception:  # the child is running: keep it, and let each restart import for itself
                 log.exception("the supervisor could not import the server's modules; restarts will")
+                return
+            try:
+                processors.preload(self.settings.model_path)  # for the model processes forked later
+                logs.event(log, "tokenizer and image processor ready", seconds=round(time.monotonic() - began, 2))
+            except Exception:
+                log.exception("the supervisor could not load the tokenizer; each model process loads its own")
 
     def begin_handover(self) -> None:
         self.wanted = False

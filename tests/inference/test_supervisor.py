@@ -65,6 +65,8 @@ def test_restart_drains_then_serves_from_a_fresh_process(start_server):
     assert reply.json()["choices"][0]["message"]["content"] is not None
     log = server.log()
     assert '"msg": "imports ready"' in log and '"msg": "model process restarting"' in log
+    # The first process loaded its own tokenizer; the fresh one took the supervisor's.
+    assert log.count('"msg": "tokenizer and image processor inherited from the supervisor"') == 1, log[-3000:]
 
     # A second restart works as the first did.
     assert _admin(server, "/admin/restart").status_code == 202

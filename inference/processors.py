@@ -1,0 +1,48 @@
+"""A checkpoint's tokenizer and image processor, loaded once by the supervisor and inherited by every
+model process it forks.
+
+Each model process loaded both for itself: 0.32-0.35 s of a handover's new process on an H200
+(docs/BENCHMARKS.md), before it could serve. The supervisor loads them after its imports (no CUDA
+involved); a forked process takes its parent's if the checkpoint's files other than the weights are
+as they were then (names, sizes, modification times), else loads them itself.
+"""
+
+import os
+from pathlib import Path
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+_loaded: dict[str, tuple[tuple, object, object]] = {}  # model path -> (stamp, tokenizer, image processor)
+
+
+def stamp(model_path: str | os.PathLike) -> tuple:
+    """The files the tokenizer and processor may read: all but the weights, as (name, size, mtime)."""
+    files = []
+    for path in sorted(Path(model_path).iterdir()):
+        if path.is_file() and not path.name.endswith(WEIGHT_SUFFIXES):
+            status = path.stat()
+            files.append((path.name, status.st_size, status.st_mtime_ns))
+    return tuple(files)
+
+
+def preload(model_path: str) -> None:
+    """Load them here, for the processes forked from now on."""
+    before = stamp(model_path)
+    tokenizer, image_processor = _read(model_path)
+    if stamp(model_path) == before:  # not changed while being read
+        _loaded[model_path] = (before, tokenizer, image_processor)
+
+
+def load(model_path: str) -> tuple[object, object, bool]:
+    """(tokenizer, image processor, whether inherited): the preloaded ones if the files are still
+    those they were read from."""
+    held = _loaded.get(model_path)
+    if held is not None and held[0] == stamp(model_path):
+        return held[1], held[2], True
+    return *_read(model_path), False
+
+
+def _read(model_path: str) -> tuple[object, object]:
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path), AutoImageProcessor.from_pretrained(model_path)
