@@ -4,7 +4,7 @@ one in a single shared step (model_runner.py).
 New requests join between steps; finished ones leave and free their slot at once, so nothing grows
 with traffic.
 
-The next step is queued before the host reads this one's tokens, so that on a GPU the device runs
+On a GPU the next step is queued before the host reads this one's tokens, so that the device runs
 it while the host hands the tokens to their requests (sharing the interpreter with the HTTP server's
 thread: with 16 streams being written each step took 0.7 ms longer while the device waited for the
 host, docs/BENCHMARKS.md). The queued step takes its input on the device, where this step chose it;
@@ -71,6 +71,9 @@ class Scheduler:
         # prefilled, seconds in them (to the first token on the host).
         self.steps, self.step_seconds, self.emit_seconds = 0, 0.0, 0.0
         self.prefills, self.prefill_seconds = 0, 0.0
+        # On a CPU a step runs as it is queued: queuing the next one first would only hold each token
+        # back by a step (the tests turn it on there to run the same path as on a GPU).
+        self.queue_ahead = runner.device.type == "cuda"
         self.pending: Step | None = None  # the step queued behind the last one read
         self.queued_ahead = 0  # steps queued behind another, their input its tokens on the device
         self._read = 0.0  # when the last step's tokens reached the host
@@ -240,7 +243,8 @@ class Scheduler:
         """Whether to queue the next step before reading this one: the same jobs, nobody waiting to
         join, every row's next position inside its slot, and a job that may go on."""
         return (
-            step.jobs == jobs
+            self.queue_ahead
+            and step.jobs == jobs
             and not self.waiting
             and all(job.index + 1 < self.runner.context for job in jobs)
             and any(job.produced + 1 < job.max_new_tokens for job in jobs)

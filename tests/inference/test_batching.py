@@ -45,6 +45,8 @@ def engine_pair(smoke_model, device: str, kernels: str) -> tuple[Engine, Engine]
     reference.load()
     batched = Engine(str(smoke_model), device, "float32", decoder="batched", slots=3, context=512, step_kernels=kernels)
     batched.load()
+    assert batched.decoding.scheduler.queue_ahead == (device == "cuda")
+    batched.decoding.scheduler.queue_ahead = True  # on a CPU too: the path a GPU takes
     assert batched.decoding.runner.use_graphs == (device == "cuda")
     assert batched.decoding.runner.kernels == ("triton" if kernels == "auto" else kernels)
     return reference, batched
@@ -283,6 +285,7 @@ def test_a_smaller_kv_cache_grows_back_between_steps_and_its_stream_goes_on(engi
         reference.model_path, device, "float32", decoder="batched", slots=1, context=512, step_kernels=kernels
     )
     small.load()
+    small.decoding.scheduler.queue_ahead = True  # growing while a step is queued ahead, as on a GPU
     runner = small.decoding.runner
     assert runner.cache_bytes == handover.kv_slot_bytes(reference.model_path, 512, 4)  # what fit_slots counts
     expected = [run(reference, [prompt], max_new_tokens=24)[0].ids for prompt in PROMPTS[:3]]
