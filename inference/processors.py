@@ -4,7 +4,8 @@ model process it forks.
 Each model process loaded both for itself: 0.32-0.35 s of a handover's new process on an H200
 (docs/BENCHMARKS.md), before it could serve. The supervisor loads them after its imports (no CUDA
 involved); a forked process takes its parent's if the checkpoint's files other than the weights are
-as they were then (names, sizes, modification times), else loads them itself.
+as they were then (names, sizes, modification times), else loads them itself (once a checkpoint's
+tokenizer has changed, every later process does: the supervisor loads them at its start only).
 """
 
 import os

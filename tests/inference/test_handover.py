@@ -150,7 +150,7 @@ def test_a_new_process_that_cannot_load_leaves_the_old_one_serving(start_server,
 def test_no_room_for_two_models_restarts_the_drained_way(start_server, smoke_model, tmp_path):
     checkpoint = tmp_path / "checkpoint"
     shutil.copytree(smoke_model, checkpoint)
-    # more room than any host has
+    # a handover's reserve more than any host has
     server = start_server(module=SUPERVISOR, MODEL_PATH=str(checkpoint), HANDOVER_RESERVE_BYTES=str(2**50))
     first = _health(server)
 
