@@ -3,9 +3,9 @@ model process it forks.
 
 Each model process loaded both for itself: 0.32-0.35 s of a handover's new process on an H200
 (docs/BENCHMARKS.md), before it could serve. The supervisor loads them after its imports (no CUDA
-involved); a forked process takes its parent's if the checkpoint's files other than the weights are
-as they were then (names, sizes, modification times), else loads them itself (once a checkpoint's
-tokenizer has changed, every later process does: the supervisor loads them at its start only).
+involved), and again before it forks a process if the files changed since; a forked process takes
+its parent's if the checkpoint's files other than the weights are as they were then (names, sizes,
+modification times), else loads them itself.
 """
 
 import os
@@ -32,6 +32,15 @@ def preload(model_path: str) -> None:
     tokenizer, image_processor = _read(model_path)
     if stamp(model_path) == before:  # not changed while being read
         _loaded[model_path] = (before, tokenizer, image_processor)
+
+
+def refresh(model_path: str) -> bool:
+    """preload unless what is loaded came from the files as they are; whether it loaded."""
+    held = _loaded.get(model_path)
+    if held is not None and held[0] == stamp(model_path):
+        return False
+    preload(model_path)
+    return True
 
 
 def load(model_path: str) -> tuple[object, object, bool]:

@@ -198,6 +198,8 @@ class Supervisor:
                 pass
 
     def fork(self, handover_fd: int | None = None) -> int:
+        if self.imported:
+            self.refresh_processors()
         pid = os.fork()
         if pid == 0:
             for fd in (self.incoming_says, *(h.says for h in (self.holder, self.next) if h)):
@@ -413,11 +415,17 @@ class Supervisor:
             except Exception:  # the child is running: keep it, and let each restart import for itself
                 log.exception("the supervisor could not import the server's modules; restarts will")
                 return
-            try:
-                processors.preload(self.settings.model_path)  # for the model processes forked later
-                logs.event(log, "tokenizer and image processor ready", seconds=round(time.monotonic() - began, 2))
-            except Exception:
-                log.exception("the supervisor could not load the tokenizer; each model process loads its own")
+            self.refresh_processors()
+
+    def refresh_processors(self) -> None:
+        """The checkpoint's tokenizer and image processor for the model processes forked from now on:
+        loaded at the first start, again when their files changed (a new checkpoint)."""
+        began = time.monotonic()
+        try:
+            if processors.refresh(self.settings.model_path):
+                logs.event(log, "tokenizer and image processor loaded", seconds=round(time.monotonic() - began, 2))
+        except Exception:
+            log.exception("the supervisor could not load the tokenizer; each model process loads its own")
 
     def begin_handover(self) -> None:
         self.wanted = False

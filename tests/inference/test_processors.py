@@ -27,3 +27,6 @@ def test_the_preloaded_ones_serve_while_the_files_they_came_from_are_unchanged(s
     os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
     fresh = processors.load(str(model))
     assert not fresh[2] and fresh[0] is not again[0]
+    # Refreshed (as the supervisor does before it forks): loaded again once, then held.
+    assert processors.refresh(str(model)) and not processors.refresh(str(model))
+    assert processors.load(str(model))[2]

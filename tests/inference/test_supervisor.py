@@ -1,6 +1,7 @@
 """inference.supervisor: restarts of the model process in place, stops and crashes, on real processes."""
 
 import os
+import shutil
 import signal
 import time
 
@@ -44,8 +45,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_restart_drains_then_serves_from_a_fresh_process(start_server):
-    server = start_server(module=SUPERVISOR, DEBUG_FAULTS=1, DRAIN_TIMEOUT=20)
+def test_restart_drains_then_serves_from_a_fresh_process(start_server, smoke_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(smoke_model, model)
+    server = start_server(module=SUPERVISOR, MODEL_PATH=str(model), DEBUG_FAULTS=1, DRAIN_TIMEOUT=20)
     first = _health(server)
     assert first["pid"] != server.proc.pid  # the model runs in the supervisor's child
     request = InFlight(server, 1500)
@@ -68,10 +71,16 @@ def test_restart_drains_then_serves_from_a_fresh_process(start_server):
     # The first process loaded its own tokenizer; the fresh one took the supervisor's.
     assert log.count('"msg": "tokenizer and image processor inherited from the supervisor"') == 1, log[-3000:]
 
-    # A second restart works as the first did.
+    # A second restart works as the first did; the tokenizer's files changed meanwhile: the supervisor
+    # loads them again before it forks, and the process takes those.
+    tokenizer_config = model / "tokenizer_config.json"
+    os.utime(tokenizer_config, ns=(tokenizer_config.stat().st_atime_ns, tokenizer_config.stat().st_mtime_ns + 10**9))
     assert _admin(server, "/admin/restart").status_code == 202
     third = _wait_new_process(server, second["pid"])
     assert third["pid"] not in (first["pid"], second["pid"])
+    log = server.log()
+    assert log.count('"msg": "tokenizer and image processor loaded"') == 2, log[-3000:]
+    assert log.count('"msg": "tokenizer and image processor inherited from the supervisor"') == 2, log[-3000:]
 
 
 def test_sigterm_stops_child_and_supervisor_with_code_zero(start_server):
