@@ -57,16 +57,17 @@ def wanted(mode: str, device: str) -> bool:
     return mode == "on" or (mode == "auto" and device.startswith("cuda"))
 
 
-def stamp(model_path: str) -> list:
-    """What the checkpoint's files are now (name, size, modification time, inode, change time): a
-    holder's weights are stale once this differs from what it was when they were read. The change
-    time is the kernel's (no tool sets it): files copied over the old ones with their sizes and
-    modification times kept (`cp -p`, `rsync -a` of a fine-tune of the same shape) count as new."""
+def stamp(model_path: str, chosen=lambda path: path.suffix in (".safetensors", ".bin", ".json")) -> list:
+    """What the checkpoint's files (those `chosen`: by default what the weights are read from) are
+    now (name, size, modification time, inode, change time): a holder's weights are stale once this
+    differs from what it was when they were read. The change time is the kernel's (no tool sets it):
+    files copied over the old ones with their sizes and modification times kept (`cp -p`, `rsync -a`
+    of a fine-tune of the same shape) count as new."""
     from pathlib import Path
 
     files = []
     for path in sorted(Path(model_path).glob("*")):
-        if path.suffix in (".safetensors", ".bin", ".json"):
+        if chosen(path):
             try:
                 info = path.stat()
             except OSError:

@@ -4,26 +4,20 @@ model process it forks.
 Each model process loaded both for itself: 0.32-0.35 s of a handover's new process on an H200
 (docs/BENCHMARKS.md), before it could serve. The supervisor loads them after its imports (no CUDA
 involved), and again before it forks a process if the files changed since; a forked process takes
-its parent's if the checkpoint's files other than the weights are as they were then (names, sizes,
-modification times), else loads them itself.
+its parent's if the checkpoint's files other than the weights are as they were then (holder.stamp:
+names, sizes, times, inodes), else loads them itself.
 """
 
-import os
-from pathlib import Path
+from inference import holder
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
-_loaded: dict[str, tuple[tuple, object, object]] = {}  # model path -> (stamp, tokenizer, image processor)
+_loaded: dict[str, tuple[list, object, object]] = {}  # model path -> (stamp, tokenizer, image processor)
 
 
-def stamp(model_path: str | os.PathLike) -> tuple:
-    """The files the tokenizer and processor may read: all but the weights, as (name, size, mtime)."""
-    files = []
-    for path in sorted(Path(model_path).iterdir()):
-        if path.is_file() and not path.name.endswith(WEIGHT_SUFFIXES):
-            status = path.stat()
-            files.append((path.name, status.st_size, status.st_mtime_ns))
-    return tuple(files)
+def stamp(model_path: str) -> list:
+    """The files the tokenizer and processor may read, all but the weights, as holder.stamp sees them."""
+    return holder.stamp(model_path, lambda path: path.is_file() and not path.name.endswith(WEIGHT_SUFFIXES))
 
 
 def preload(model_path: str) -> None:
@@ -36,8 +30,7 @@ def preload(model_path: str) -> None:
 
 def refresh(model_path: str) -> bool:
     """preload unless what is loaded came from the files as they are; whether it loaded."""
-    held = _loaded.get(model_path)
-    if held is not None and held[0] == stamp(model_path):
+    if _current(model_path):
         return False
     preload(model_path)
     return True
@@ -46,10 +39,16 @@ def refresh(model_path: str) -> bool:
 def load(model_path: str) -> tuple[object, object, bool]:
     """(tokenizer, image processor, whether inherited): the preloaded ones if the files are still
     those they were read from."""
-    held = _loaded.get(model_path)
-    if held is not None and held[0] == stamp(model_path):
+    held = _current(model_path)
+    if held:
         return held[1], held[2], True
     return *_read(model_path), False
+
+
+def _current(model_path: str) -> tuple | None:
+    """What was loaded from the files as they are now, if anything."""
+    held = _loaded.get(model_path)
+    return held if held is not None and held[0] == stamp(model_path) else None
 
 
 def _read(model_path: str) -> tuple[object, object]:
