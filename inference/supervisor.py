@@ -386,12 +386,15 @@ class Supervisor:
         self.record.holder(pid=self.holder.pid, state="loading")
         logs.event(log, "the weight holder reads the changed checkpoint", old_pid=old.pid, pid=self.holder.pid)
 
-    def promote_next_holder(self) -> None:
-        """The old model process is gone: the new holder's weights are the only ones mapped."""
+    def promote_next_holder(self, current: dict | None = None) -> None:
+        """The old model process is gone: the new holder's weights are the only ones mapped, the old
+        holder ends (a phase of the handover `current`, if one is under way)."""
         if not (self.next and self.next.held):
             return
         old = self.holder
         self._end(old)
+        if current is not None:
+            self.record.phase(current, "old weights released", pid=old.pid)
         self.holder, self.next = self.next, None
         os.environ[holder.SOCKET_ENV] = self.holder.path  # every later model process maps these
         try:
@@ -511,10 +514,13 @@ class Supervisor:
             self._close_pipe()
             if current is not None:
                 self.record.phase(current, "old process gone", pid=pid, exit_code=code)
+            if not self.retiring:
+                # before the record says done: whoever reads "done" finds the new holder recorded
+                # and the old one's memory released
+                self.promote_next_holder(current)
+            if current is not None:
                 self.record.end(current, "done")
                 logs.event(log, "handover done", old_pid=pid, new_pid=self.serving)
-            if not self.retiring:
-                self.promote_next_holder()
             return None
         if pid != self.serving:
             return None  # an orphan the container's first process inherited (say, an ended child's compile worker)
