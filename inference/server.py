@@ -168,7 +168,10 @@ def create_app(settings: Settings | None = None, server: Server | None = None) -
     async def ready():
         state = server.state
         ok = state in ("ready", "degraded")
-        return JSONResponse({"ready": ok, "state": state}, status_code=200 if ok else 503)
+        said = {"ready": ok, "state": state}
+        if state == "failed":  # why, for whoever waits for ready: waiting longer will not help
+            said["load_error"] = server.load_error[:500]
+        return JSONResponse(said, status_code=200 if ok else 503)
 
     @app.get("/health")
     async def health():

@@ -45,7 +45,7 @@ class Probe:
 class Readiness:
     ready: bool
     answer: str  # what the server said, for "not ready after N s (last answer: ...)"
-    failed: bool = False  # the server says it cannot load its model: waiting longer will not help
+    failed: bool = False  # the server says it cannot load its model (answer: why): waiting longer will not help
 
 
 def unanswered(exc: httpx.HTTPError, timeout: float) -> Probe:
@@ -158,7 +158,9 @@ class ModelServer:
             return Readiness(False, type(exc).__name__)
         if response.status_code == 200:
             return Readiness(True, "HTTP 200")
-        return Readiness(False, f"HTTP {response.status_code}", failed=_json_field(response, "state") == "failed")
+        if _json_field(response, "state") == "failed":
+            return Readiness(False, str(_json_field(response, "load_error") or "")[:300], failed=True)
+        return Readiness(False, f"HTTP {response.status_code}")
 
     def models(self) -> list[str]:
         """The model ids the server answers for (GET /v1/models); NotOffered when it has no such list."""

@@ -355,7 +355,10 @@ def wait_ready(ctx: Context) -> str:
             return Sentence(gettext_noop("ready after %(seconds).1f s"), seconds=time.monotonic() - began)
         if readiness.failed:
             raise StepFailed(
-                Sentence(gettext_noop("the server could not load its model (state 'failed'; see the log tail)"))
+                Sentence(
+                    gettext_noop("the server could not load its model (state 'failed'): %(why)s"),
+                    why=readiness.answer or Sentence(gettext_noop("see the log tail")),
+                )
             )
         last = readiness.answer
         status = ctx.runtime.status(ctx.instance)

@@ -151,7 +151,9 @@ def test_no_room_for_two_models_restarts_the_drained_way(start_server, smoke_mod
     checkpoint = tmp_path / "checkpoint"
     shutil.copytree(smoke_model, checkpoint)
     # a handover's reserve more than any host has
-    server = start_server(module=SUPERVISOR, MODEL_PATH=str(checkpoint), HANDOVER_RESERVE_BYTES=str(2**50))
+    server = start_server(
+        module=SUPERVISOR, MODEL_PATH=str(checkpoint), HANDOVER_RESERVE_BYTES=str(2**50), DEBUG_FAULTS=1
+    )
     first = _health(server)
 
     # A config a fresh process could not load (cut short): nothing is drained, the old one serves.
@@ -186,6 +188,37 @@ def test_no_room_for_two_models_restarts_the_drained_way(start_server, smoke_mod
     else:
         raise AssertionError("no fresh process after the fallback:\n" + server.log()[-3000:])
     assert not _alive(first["pid"])
+
+    # Cut while the old process drains, after the check: the fresh process cannot load it and says
+    # so (state failed, the reason in /health) on the same socket, the supervisor up; mended, a
+    # restart serves again.
+    second = now
+    request = InFlight(server, 1500)
+    fallback = _handover(server, _admin(server, "/admin/handover").json()["after"])
+    assert fallback["state"] == "fallback", fallback
+    config.write_text(good[: len(good) // 2])
+    try:
+        assert request.result().status_code == 200  # the drain finished what it had
+        third = until(lambda: _settled(server, second["pid"]), timeout=60, every=0.2)
+    finally:
+        config.write_text(good)
+    assert third["state"] == "failed" and "config" in third["load_error"], third
+    ready = httpx.get(server.url + "/health/ready", timeout=5)  # what a console waiting for ready reads
+    assert ready.status_code == 503 and ready.json()["load_error"] == third["load_error"][:500]
+    assert server.proc.poll() is None
+    assert _admin(server, "/admin/restart").status_code == 202
+    fourth = until(lambda: _settled(server, third["pid"]), timeout=60, every=0.2)
+    assert fourth["state"] == "ready", fourth
+    assert httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=60).status_code == 200
+
+
+def _settled(server, old_pid: int) -> dict | None:
+    """/health of a process other than old_pid once it is no longer loading."""
+    try:
+        now = _health(server)
+    except httpx.HTTPError:
+        return None
+    return now if now["pid"] != old_pid and now["state"] not in ("loading", "draining") else None
 
 
 def test_handover_needs_the_token_and_the_supervisor(start_server):

@@ -235,6 +235,7 @@ def test_model_that_fails_to_load_fails_the_start_at_once(managed, tmp_path):
     operation = run(instance, "start")
     assert operation.state == "failed"
     assert "could not load its model" in operation.error
+    assert "no-model-here" in operation.error  # the server's reason, from /health/ready
     assert operation.duration < 60  # not the whole ready timeout
 
 
