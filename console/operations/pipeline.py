@@ -214,7 +214,7 @@ HANDOVER_PHASES = {
     "new process serving": gettext_noop("new process %(pid)s serving at %(seconds).1f s (loaded in %(load).1f s)"),
     "old process draining": gettext_noop("old process %(pid)s draining at %(seconds).1f s"),
     "old process gone": gettext_noop("old process %(pid)s gone at %(seconds).1f s"),
-    "old weights released": gettext_noop("old weight holder %(pid)s ended at %(seconds).1f s: its GPU memory freed"),
+    "old weights released": gettext_noop("old weight holder %(pid)s ended at %(seconds).1f s: the old weights freed"),
     "old process killed": gettext_noop("old process %(pid)s killed at %(seconds).1f s: it outlived its drain"),
     "fallback: drained restart": gettext_noop("no room for a handover at %(seconds).1f s: %(why)s"),
     "fallback refused": gettext_noop(
