@@ -176,30 +176,19 @@ def test_no_room_for_two_models_restarts_the_drained_way(start_server, smoke_mod
     fallback = _handover(server, answer.json()["after"])
     assert fallback["state"] == "fallback"
     assert "a second model needs" in fallback["why"] and "free" in fallback["why"]
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            now = _health(server)
-            if now["pid"] != first["pid"] and now["state"] == "ready":
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    else:
-        raise AssertionError("no fresh process after the fallback:\n" + server.log()[-3000:])
+    second = _wait_new_process(server, first["pid"])
     assert not _alive(first["pid"])
 
     # Cut while the old process drains, after the check: the fresh process cannot load it and says
     # so (state failed, the reason in /health) on the same socket, the supervisor up; mended, a
     # restart serves again.
-    second = now
     request = InFlight(server, 1500)
     fallback = _handover(server, _admin(server, "/admin/handover").json()["after"])
     assert fallback["state"] == "fallback", fallback
     config.write_text(good[: len(good) // 2])
     try:
         assert request.result().status_code == 200  # the drain finished what it had
-        third = until(lambda: _settled(server, second["pid"]), timeout=60, every=0.2)
+        third = _wait_new_process(server, second["pid"], states=("ready", "degraded", "failed"))
     finally:
         config.write_text(good)
     assert third["state"] == "failed" and "config" in third["load_error"], third
@@ -207,18 +196,8 @@ def test_no_room_for_two_models_restarts_the_drained_way(start_server, smoke_mod
     assert ready.status_code == 503 and ready.json()["load_error"] == third["load_error"][:500]
     assert server.proc.poll() is None
     assert _admin(server, "/admin/restart").status_code == 202
-    fourth = until(lambda: _settled(server, third["pid"]), timeout=60, every=0.2)
-    assert fourth["state"] == "ready", fourth
+    _wait_new_process(server, third["pid"])
     assert httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=60).status_code == 200
-
-
-def _settled(server, old_pid: int) -> dict | None:
-    """/health of a process other than old_pid once it is no longer loading."""
-    try:
-        now = _health(server)
-    except httpx.HTTPError:
-        return None
-    return now if now["pid"] != old_pid and now["state"] not in ("loading", "draining") else None
 
 
 def test_handover_needs_the_token_and_the_supervisor(start_server):

@@ -22,13 +22,14 @@ def _health(server) -> dict:
     return httpx.get(server.url + "/health", timeout=5).json()
 
 
-def _wait_new_process(server, old_pid: int, timeout: float = 90) -> dict:
-    """/health of a ready process other than old_pid (connections refused in between are expected)."""
+def _wait_new_process(server, old_pid: int, timeout: float = 90, states: tuple = ("ready",)) -> dict:
+    """/health of a process other than old_pid once it is in one of `states` (connections refused in
+    between are expected)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             health = _health(server)
-            if health["pid"] != old_pid and health["state"] == "ready":
+            if health["pid"] != old_pid and health["state"] in states:
                 return health
         except httpx.HTTPError:
             pass
