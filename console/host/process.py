@@ -1,10 +1,11 @@
 """The process runtime: a local supervisor for bare-metal instances.
 
 Each instance runs in its own process group with a pid file and a log file
-under CONSOLE_INSTANCE_DIR/<name>/. The pid file records the process start
-time, so a recycled pid is never mistaken for the instance, and a console
-that restarts re-adopts instances that are still running. Processes are only
-ever signalled by their recorded process group, never by name.
+under CONSOLE_INSTANCE_DIR/<name>/. The pid file records when the process
+started, in clock ticks since boot, so a recycled pid is never mistaken for the
+instance, and a console that restarts re-adopts instances that are still
+running. Processes are only ever signalled by their recorded process group,
+never by name.
 """
 
 import json
@@ -51,11 +52,35 @@ def _pid_path(instance) -> Path:
     return instance_dir(instance) / "pid.json"
 
 
-def _start_time(pid: int) -> float | None:
+def _stat(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command's name (which may hold spaces and
+    parentheses): [0] the state, [2] the process group, [19] the start in clock ticks since boot."""
     try:
-        return psutil.Process(pid).create_time()
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot. Never an epoch time: psutil's
+    create_time() adds the boot time the kernel reports (/proc/stat btime), and that moves by a
+    second or more whenever the clock is stepped (NTP, a virtual machine resumed), after which a
+    running instance compared equal to nothing: it looked stopped, and a stop never signalled it."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
+
+
+def _legacy_ticks(pid: int, start_time: float) -> int | None:
+    """The start ticks of `pid` if it is the process a record of an older console names by its epoch
+    start time (within a second: the boot time may have moved since)."""
+    try:
+        if abs(psutil.Process(pid).create_time() - start_time) >= 1:
+            return None
     except psutil.Error:
         return None
+    return _start_ticks(pid)
 
 
 def _reap(pid: int) -> int | None:
@@ -68,45 +93,46 @@ def _reap(pid: int) -> int | None:
 
 
 class ProcessGroups:
-    """Every process's group, start time and state, read once: a sampling round asks for the groups
-    of all its instances, and walking /proc again for each made a round grow with the square of the
-    instances (docs/BENCHMARKS.md, scale). Operations read the system afresh instead."""
+    """Every process's group and start, read once: a sampling round asks for the groups of all its
+    instances, and walking /proc again for each made a round grow with the square of the instances
+    (docs/BENCHMARKS.md, scale). Operations read the system afresh instead."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._members: dict[int, list[tuple[int, float]]] | None = None  # read at the first question
+        self._members: dict[int, list[tuple[int, int]]] | None = None  # read at the first question
 
-    def _read(self) -> dict[int, list[tuple[int, float]]]:
-        members: dict[int, list[tuple[int, float]]] = {}
-        for proc in psutil.process_iter(["status", "create_time"]):
-            try:
-                if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                    continue
-                members.setdefault(os.getpgid(proc.pid), []).append((proc.pid, proc.info["create_time"]))
-            except (ProcessLookupError, PermissionError, psutil.Error):
+    @staticmethod
+    def _read() -> dict[int, list[tuple[int, int]]]:
+        members: dict[int, list[tuple[int, int]]] = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
                 continue
+            fields = _stat(name)
+            if not fields or fields[0] == b"Z":  # gone meanwhile, or a zombie
+                continue
+            members.setdefault(int(fields[2]), []).append((int(name), int(fields[19])))
         return members
 
-    def of(self, pgid: int) -> list[tuple[int, float]]:
+    def of(self, pgid: int) -> list[tuple[int, int]]:
         with self._lock:  # a round's threads ask at once: one walk
             if self._members is None:
                 self._members = self._read()
             return self._members.get(pgid, [])
 
 
-def _group_pids(pgid: int, leader_start: float | None, groups: ProcessGroups | None = None) -> list[int]:
+def _group_pids(pgid: int, leader_start: int | None, groups: ProcessGroups | None = None) -> list[int]:
     """The live processes of the instance's process group.
 
     Linux keeps a pid allocated while any process still has it as its group id, so members of our
     group can outlive the leader without the group id passing to a stranger. Once the whole group
-    is gone the pid may be reused: a process with that pid and another start time is a stranger,
-    and so is its group. Members never started before our leader did.
+    is gone the pid may be reused: a process with that pid and another start is a stranger, and so
+    is its group. Members never started before our leader did.
     """
-    leader = _start_time(pgid)
+    leader = _start_ticks(pgid)
     if leader is not None and leader_start is not None and leader != leader_start:
         return []  # the pid went to another process: our group is gone
     members = (groups or ProcessGroups()).of(pgid)
-    return sorted(pid for pid, started in members if leader_start is None or started >= leader_start - 1)
+    return sorted(pid for pid, started in members if leader_start is None or started >= leader_start)
 
 
 def rotate_log(path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS) -> bool:
@@ -128,10 +154,16 @@ def rotate_log(path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BA
 
 class ProcessRuntime:
     def _record(self, instance) -> dict | None:
+        path = _pid_path(instance)
         try:
-            return json.loads(_pid_path(instance).read_text())
+            record = json.loads(path.read_text())
         except (FileNotFoundError, ValueError):
             return None
+        if "start_ticks" not in record and "start_time" in record:  # written by an older console
+            ticks = _legacy_ticks(record["pid"], record["start_time"])
+            record["start_ticks"] = -1 if ticks is None else ticks  # -1: no process of ours started then
+            path.write_text(json.dumps(record))
+        return record
 
     def status(self, instance, groups: ProcessGroups | None = None) -> RuntimeStatus:
         """How the instance's process is; `groups`: a sampling round's process table, else read now."""
@@ -140,13 +172,13 @@ class ProcessRuntime:
             return RuntimeStatus(running=False, detail=Sentence(gettext_noop("not started")))
         pid, pgid = record["pid"], record["pgid"]
         exit_code = _reap(pid)
-        leader_alive = exit_code is None and _start_time(pid) == record["start_time"]
+        leader_alive = exit_code is None and _start_ticks(pid) == record["start_ticks"]
         if leader_alive:
             try:
                 leader_alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
             except psutil.Error:
                 leader_alive = False
-        pids = _group_pids(pgid, record.get("start_time"), groups)
+        pids = _group_pids(pgid, record.get("start_ticks"), groups)
         if leader_alive:
             return RuntimeStatus(
                 running=True, pids=pids, detail=Sentence(gettext_noop("running as pid %(pid)s"), pid=pid)
@@ -207,7 +239,7 @@ class ProcessRuntime:
                 ) from exc
         with _children_lock:
             _children[child.pid] = child
-        record = {"pid": child.pid, "pgid": child.pid, "start_time": _start_time(child.pid), "started": time.time()}
+        record = {"pid": child.pid, "pgid": child.pid, "start_ticks": _start_ticks(child.pid), "started": time.time()}
         _pid_path(instance).write_text(json.dumps(record))
         return Sentence(gettext_noop("spawned pid %(pid)s"), pid=child.pid)
 
@@ -235,7 +267,7 @@ class ProcessRuntime:
             return self._stopped(instance, began)
         self._signal(record, signal.SIGKILL)
         if not self._wait_gone(record, 10):
-            raise RuntimeFailure(f"Processes {_group_pids(pgid, record.get('start_time'))} survived SIGKILL.")
+            raise RuntimeFailure(f"Processes {_group_pids(pgid, record.get('start_ticks'))} survived SIGKILL.")
         _pid_path(instance).unlink(missing_ok=True)
         seconds = time.monotonic() - began
         killed = Sentence(gettext_noop("killed after %(seconds).0f s without exiting"), seconds=timeout)
@@ -252,7 +284,7 @@ class ProcessRuntime:
     def _signal_leader(record: dict, signum: int) -> None:
         """Signal the main process, if it is still the one started (pid and start time)."""
         pid = record["pid"]
-        if _reap(pid) is not None or _start_time(pid) != record.get("start_time"):
+        if _reap(pid) is not None or _start_ticks(pid) != record.get("start_ticks"):
             return
         try:
             os.kill(pid, signum)
@@ -265,7 +297,7 @@ class ProcessRuntime:
     def _wait_leader_gone(record: dict, deadline: float) -> None:
         pid = record["pid"]
         while time.monotonic() < deadline:
-            if _reap(pid) is not None or _start_time(pid) != record.get("start_time"):
+            if _reap(pid) is not None or _start_ticks(pid) != record.get("start_ticks"):
                 return
             try:
                 if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
@@ -293,7 +325,7 @@ class ProcessRuntime:
     def _signal(record: dict, signum: int) -> None:
         """Signal the instance's process group, and only if it is still ours (see _group_pids)."""
         pgid = record["pgid"]
-        if not _group_pids(pgid, record.get("start_time")):
+        if not _group_pids(pgid, record.get("start_ticks")):
             return
         try:
             os.killpg(pgid, signum)
@@ -309,7 +341,7 @@ class ProcessRuntime:
         deadline = time.monotonic() + timeout
         while True:
             _reap(record["pid"])
-            if not _group_pids(record["pgid"], record.get("start_time")):
+            if not _group_pids(record["pgid"], record.get("start_ticks")):
                 return True
             if time.monotonic() >= deadline:
                 return False

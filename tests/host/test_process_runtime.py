@@ -1,5 +1,6 @@
 """The local supervisor: process groups, SIGKILL fallback, re-adoption, no killing by name."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -121,12 +122,53 @@ def test_an_unrelated_process_with_the_same_command_is_never_touched():
 
 
 @pytest.mark.django_db
-def test_stale_pid_file_of_a_recycled_pid_is_not_running(tmp_path):
+@pytest.mark.parametrize("started", [{"start_ticks": 12345}, {"start_time": 12345.0}], ids=["ticks", "older-console"])
+def test_stale_pid_file_of_a_recycled_pid_is_not_running(started):
     instance = process_instance("stale", command=["true"])
     path = process.instance_dir(instance) / "pid.json"
     # pid 1 exists but started at another time: not our instance.
-    path.write_text('{"pid": 1, "pgid": 999999, "start_time": 12345.0}')
+    path.write_text(json.dumps({"pid": 1, "pgid": 999999, **started}))
     assert not ProcessRuntime().status(instance).running
+
+
+@pytest.mark.django_db
+def test_a_clock_step_leaves_a_running_instance_running_and_stoppable(monkeypatch):
+    """A stepped clock (NTP, a resumed virtual machine) moves the boot time the kernel reports
+    (/proc/stat btime), so every epoch start time computed from it moves too: an instance compared
+    by one looked stopped, and a stop said "was not running" and left it serving. Stepping this
+    machine's clock would disturb everything else on it, so the boot time psutil reads moves."""
+    import psutil
+
+    instance = process_instance("stepped", command=[sys.executable, "-c", "import time; time.sleep(600)"])
+    runtime = ProcessRuntime()
+    runtime.start(instance)
+    pid = runtime.status(instance).pids[0]
+    booted, began = psutil.boot_time(), psutil.Process(pid).create_time()
+    monkeypatch.setattr(psutil._psplatform, "boot_time", lambda: booted + 5)
+    assert psutil.Process(pid).create_time() == pytest.approx(began + 5)  # what a step does to epoch times
+    status = runtime.status(instance)
+    assert status.running and status.pids == [pid], status
+    result = runtime.stop(instance, timeout=5)
+    assert "after SIGTERM" in result.detail and not _alive(pid)
+
+
+@pytest.mark.django_db
+def test_a_pid_file_of_an_older_console_is_read_by_its_epoch_start_time():
+    """Pid files written before start ticks were kept name the process by its epoch start time:
+    an instance running across the console's upgrade is still its own, and still stops."""
+    import psutil
+
+    instance = process_instance("upgraded", command=[sys.executable, "-c", "import time; time.sleep(600)"])
+    runtime = ProcessRuntime()
+    runtime.start(instance)
+    path = process.instance_dir(instance) / "pid.json"
+    record = json.loads(path.read_text())
+    pid = record["pid"]
+    older = {"pid": pid, "pgid": pid, "start_time": psutil.Process(pid).create_time(), "started": record["started"]}
+    path.write_text(json.dumps(older))
+    assert runtime.status(instance).pids == [pid]
+    assert json.loads(path.read_text())["start_ticks"] == record["start_ticks"]  # read once, kept
+    assert "after SIGTERM" in runtime.stop(instance, timeout=5).detail and not _alive(pid)
 
 
 def test_log_rotation_keeps_the_writer_appending(tmp_path):
@@ -146,12 +188,10 @@ def test_log_rotation_keeps_the_writer_appending(tmp_path):
 def test_a_pid_reused_by_a_stranger_is_never_signalled():
     """The recorded leader's pid now belongs to another process (another start time): neither it nor
     its group is the instance's, whatever the pid file says."""
-    import json
-
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
     try:
         instance = process_instance("reused", command=["true"])
-        record = {"pid": stranger.pid, "pgid": stranger.pid, "start_time": 1.0, "started": 0}
+        record = {"pid": stranger.pid, "pgid": stranger.pid, "start_ticks": 1, "started": 0}
         process._pid_path(instance).write_text(json.dumps(record))
         runtime = ProcessRuntime()
         status = runtime.status(instance)

@@ -20,6 +20,13 @@ def run(instance, kind: str, **options) -> Operation:
     return operation
 
 
+def started(instance) -> Operation:
+    """A start that must succeed; when it does not, the failure says why and what the server logged."""
+    operation = run(instance, "start")
+    assert operation.state == "succeeded", f"{operation.error}\n{operation.log_tail}"
+    return operation
+
+
 @pytest.mark.django_db
 def test_start_restart_stop_with_every_step_recorded(managed):
     instance = managed("proc-a")
@@ -50,7 +57,7 @@ SUPERVISED = [sys.executable, "-m", "inference.supervisor"]
 @pytest.mark.django_db
 def test_restart_in_place_replaces_the_model_process_under_the_supervisor(managed):
     instance = managed("proc-d", command=SUPERVISED, restart_in_place=True)
-    assert run(instance, "start").state == "succeeded"
+    started(instance)
     supervisor = ProcessRuntime().status(instance).pids
     first_pid = httpx.get(instance.base_url + "/health").json()["pid"]
 
@@ -74,7 +81,7 @@ def test_restart_in_place_replaces_the_model_process_under_the_supervisor(manage
 @pytest.mark.django_db
 def test_restart_in_place_of_a_server_without_supervisor_restarts_it_whole(managed):
     instance = managed("proc-e", restart_in_place=True)  # plain inference.server
-    assert run(instance, "start").state == "succeeded"
+    started(instance)
     first_pid = httpx.get(instance.base_url + "/health").json()["pid"]
 
     restarted = run(instance, "restart")
@@ -93,7 +100,7 @@ def test_handover_restart_refuses_no_request(managed):
     from tests.inference.test_handover import Load
 
     instance = managed("proc-h", command=SUPERVISED, handover=True, restart_in_place=True)
-    assert run(instance, "start").state == "succeeded"
+    started(instance)
     first_pid = httpx.get(instance.base_url + "/health").json()["pid"]
     load = Load(instance.base_url, clients=4)
 
@@ -120,7 +127,7 @@ def test_a_restart_that_reloads_the_weights_has_them_read_by_a_new_holder(manage
     instance = managed("proc-w", command=SUPERVISED, handover=True, restart_in_place=True)
     instance.env = {**instance.env, "HOLD_WEIGHTS": "on"}
     instance.save()
-    assert run(instance, "start").state == "succeeded"
+    started(instance)
     holder = httpx.get(instance.base_url + "/health").json()["weights"]["holder_pid"]
     plain = run(instance, "restart")
     assert plain.state == "succeeded", plain.error
@@ -141,7 +148,7 @@ def test_a_hung_model_process_is_handed_over_by_signalling_its_supervisor(manage
     instance = managed("proc-j", command=SUPERVISED, handover=True, drain_timeout=2)
     instance.env = {**instance.env, "DRAIN_TIMEOUT": "2"}
     instance.save()
-    assert run(instance, "start").state == "succeeded"
+    started(instance)
     sampler.sample_host("local")  # the sample names the supervisor
     supervisor = min(ProcessRuntime().status(instance).pids)
     hung = httpx.get(instance.base_url + "/health").json()["pid"]
@@ -165,7 +172,7 @@ def test_a_hung_model_process_is_handed_over_by_signalling_its_supervisor(manage
 @pytest.mark.django_db
 def test_handover_of_a_server_without_supervisor_restarts_it_whole(managed):
     instance = managed("proc-i", handover=True)  # plain inference.server
-    assert run(instance, "start").state == "succeeded"
+    started(instance)
     first_pid = httpx.get(instance.base_url + "/health").json()["pid"]
     restarted = run(instance, "restart")
     assert restarted.state == "succeeded", restarted.error
@@ -343,7 +350,7 @@ def test_a_handover_without_room_whose_restart_could_not_start_fails_and_the_old
     shutil.copytree(instance.env["MODEL_PATH"], model)
     instance.env = {**instance.env, "MODEL_PATH": str(model), "HANDOVER_RESERVE_BYTES": str(2**50)}
     instance.save()
-    assert run(instance, "start").state == "succeeded"
+    started(instance)
     first = httpx.get(instance.base_url + "/health").json()
     config = model / "config.json"
     config.write_text(config.read_text()[:40])
