@@ -31,6 +31,9 @@ pytestmark = [pytest.mark.vllm, pytest.mark.browser, pytest.mark.slow]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 DRAIN = 4  # the instance's drain timeout, which the console passes on as --shutdown-timeout
+# Its stop timeout: vLLM ends about half a second after its shutdown timeout; an engine hung for the
+# watchdog's test never does, and is killed after this (the default, 30 s, is waiting time here).
+STOP = 12
 INSTALL_WAIT = 1200  # scripts/test.sh installs vLLM beside the first tests
 
 
@@ -90,7 +93,7 @@ def vllm(tmp_path_factory):
             "register_instance",
             "vllm-a",
             *("--engine", "vllm", "--host", "local", "--url", f"http://127.0.0.1:{port}", "--group", "vl"),
-            *("--command", json.dumps(command), "--drain-timeout", str(DRAIN)),
+            *("--command", json.dumps(command), "--drain-timeout", str(DRAIN), "--stop-timeout", str(STOP)),
             *("--env", "VLLM_CPU_KVCACHE_SPACE=1", "--env", "VLLM_SERVER_DEV_MODE=1"),
         )
         token = console.manage(
