@@ -35,6 +35,7 @@ class Probe:
     ms: float | None
     health: dict = field(default_factory=dict)
     error: str = ""
+    timed_out: bool = False  # connected, then no answer in time: a hung server, not a missing one
 
     @property
     def state(self) -> str | None:
@@ -52,7 +53,10 @@ def unanswered(exc: httpx.HTTPError, timeout: float) -> Probe:
     """A health probe that got no answer: timed out, or the server unreachable."""
     if isinstance(exc, httpx.TimeoutException):
         return Probe(
-            ok=False, ms=None, error=Sentence(gettext_noop("no answer within %(seconds)s s"), seconds=f"{timeout:g}")
+            ok=False,
+            ms=None,
+            error=Sentence(gettext_noop("no answer within %(seconds)s s"), seconds=f"{timeout:g}"),
+            timed_out=True,
         )
     return Probe(ok=False, ms=None, error=Sentence(gettext_noop("unreachable: %(why)s"), why=str(exc)))
 

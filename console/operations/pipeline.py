@@ -26,6 +26,7 @@ from console.host.server import ModelServer, NoAnswer, NotOffered, ServerError
 from console.operations import progress
 from console.operations.models import Operation
 from console.sentences import Sentence, Sentences, gettext_noop
+from console.telemetry.latest import is_fresh
 from console.telemetry.models import Sample
 
 log = logging.getLogger(__name__)
@@ -255,10 +256,11 @@ def _phases(record: dict) -> Sentences:
     return Sentences(said)
 
 
-def _ask_supervisor(ctx: Context) -> Sentence | None:
+def _ask_supervisor(ctx: Context, hung: bool = False) -> Sentence | None:
     """SIGUSR1 to the instance's supervisor, when a sample named it (the latest ones, of a hung process,
     name nobody) and it is still the instance's main process, which the runtime checks (the pid and
-    start time it launched, or a container's first process); what was done, or None."""
+    start it launched, or a container's first process); what was done, or None. `hung`: asked because
+    the samples show the model process hung, not after a request of its own went unanswered."""
     recent = Sample.objects.filter(instance=ctx.instance, resolution=Sample.RAW).order_by("-at")[:SUPERVISOR_SAMPLES]
     pid = next((s.data.get("supervisor_pid") for s in recent if isinstance(s.data.get("supervisor_pid"), int)), None)
     if pid is None:
@@ -268,7 +270,18 @@ def _ask_supervisor(ctx: Context) -> Sentence | None:
             return None
     except RuntimeFailure:
         return None
+    if hung:
+        return Sentence(
+            gettext_noop("the model process did not answer the last probe: handover asked of its supervisor (SIGUSR1)")
+        )
     return Sentence(gettext_noop("the model process did not answer: handover asked of its supervisor (SIGUSR1)"))
+
+
+def _hung(ctx: Context) -> bool:
+    """The newest sample, a fresh one, waited for /health in vain: the model process hangs, and would
+    not answer the handover's request either."""
+    newest = Sample.objects.filter(instance=ctx.instance, resolution=Sample.RAW).order_by("-at").first()
+    return is_fresh(newest) and newest.data.get("probe_timed_out") is True
 
 
 def handover(ctx: Context) -> str:
@@ -277,19 +290,24 @@ def handover(ctx: Context) -> str:
     where the supervisor finds no room for two models, its drained restart in place."""
     ctx.old_pids = ctx.runtime.status(ctx.instance).pids
     asked_at = time.time() - 1
-    signalled = None
-    try:
-        handover_id = ctx.server.handover(reload_weights=bool(ctx.operation.options.get("reload_weights")))
-    except NoAnswer as exc:
-        # A hung model process cannot answer; its supervisor can still start a new one (SIGUSR1),
-        # and will kill the hung one once it outlives its drain.
-        signalled = _ask_supervisor(ctx)
-        if signalled is None:
+    reload = bool(ctx.operation.options.get("reload_weights"))
+    # A hung model process cannot answer; its supervisor can still start a new one (SIGUSR1), and
+    # will kill the hung one once it outlives its drain. Where the samples show it hung, the
+    # supervisor is asked at once rather than after the request's timeout (a signal cannot carry a
+    # weights reload: that one is asked by request).
+    signalled = _ask_supervisor(ctx, hung=True) if not reload and _hung(ctx) else None
+    handover_id = None
+    if signalled is None:
+        try:
+            handover_id = ctx.server.handover(reload_weights=reload)
+        except NoAnswer as exc:
+            signalled = _ask_supervisor(ctx)
+            if signalled is None:
+                return _restart_whole(ctx, _said(exc), drained=False)
+        except ServerError as exc:
             return _restart_whole(ctx, _said(exc), drained=False)
-        handover_id = None
+    if signalled is not None:
         progress.note_step(ctx.operation, signalled)
-    except ServerError as exc:
-        return _restart_whole(ctx, _said(exc), drained=False)
     began = time.monotonic()
     deadline = began + ctx.instance.ready_timeout + ctx.instance.drain_timeout + ctx.instance.stop_timeout
     shown = 0

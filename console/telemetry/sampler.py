@@ -107,6 +107,7 @@ def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict
         "detail_said": said(detail or runtime_error),
         "pids": pids,
         "probe_error": probe.error,
+        "probe_timed_out": probe.timed_out,  # a hung server: a handover is asked of its supervisor at once
         "health_state": probe.state,
         "uptime": probe.health.get("uptime_seconds"),
         "server_pid": probe.health.get("pid"),
