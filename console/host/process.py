@@ -72,6 +72,13 @@ def _start_ticks(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
+def _running(pid: int, ticks: int | None) -> bool:
+    """Whether `pid` is the process that started at `ticks` and has not ended (a zombie has): one
+    read of its stat."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != b"Z" and int(fields[19]) == ticks
+
+
 def _legacy_ticks(pid: int, start_time: float) -> int | None:
     """The start ticks of `pid` if it is the process a record of an older console names by its epoch
     start time (within a second: the boot time may have moved since)."""
@@ -172,12 +179,7 @@ class ProcessRuntime:
             return RuntimeStatus(running=False, detail=Sentence(gettext_noop("not started")))
         pid, pgid = record["pid"], record["pgid"]
         exit_code = _reap(pid)
-        leader_alive = exit_code is None and _start_ticks(pid) == record["start_ticks"]
-        if leader_alive:
-            try:
-                leader_alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-            except psutil.Error:
-                leader_alive = False
+        leader_alive = exit_code is None and _running(pid, record.get("start_ticks"))
         pids = _group_pids(pgid, record.get("start_ticks"), groups)
         if leader_alive:
             return RuntimeStatus(
@@ -297,12 +299,7 @@ class ProcessRuntime:
     def _wait_leader_gone(record: dict, deadline: float) -> None:
         pid = record["pid"]
         while time.monotonic() < deadline:
-            if _reap(pid) is not None or _start_ticks(pid) != record.get("start_ticks"):
-                return
-            try:
-                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                    return
-            except psutil.Error:
+            if _reap(pid) is not None or not _running(pid, record.get("start_ticks")):
                 return
             time.sleep(0.05)
 

@@ -256,12 +256,17 @@ def _phases(record: dict) -> Sentences:
     return Sentences(said)
 
 
+def _recent_samples(ctx: Context):
+    """The instance's newest raw samples, newest first (a query, read where it is used)."""
+    return Sample.objects.filter(instance=ctx.instance, resolution=Sample.RAW).order_by("-at")[:SUPERVISOR_SAMPLES]
+
+
 def _ask_supervisor(ctx: Context, hung: bool = False) -> Sentence | None:
     """SIGUSR1 to the instance's supervisor, when a sample named it (the latest ones, of a hung process,
     name nobody) and it is still the instance's main process, which the runtime checks (the pid and
     start it launched, or a container's first process); what was done, or None. `hung`: asked because
     the samples show the model process hung, not after a request of its own went unanswered."""
-    recent = Sample.objects.filter(instance=ctx.instance, resolution=Sample.RAW).order_by("-at")[:SUPERVISOR_SAMPLES]
+    recent = _recent_samples(ctx)
     pid = next((s.data.get("supervisor_pid") for s in recent if isinstance(s.data.get("supervisor_pid"), int)), None)
     if pid is None:
         return None
@@ -280,7 +285,7 @@ def _ask_supervisor(ctx: Context, hung: bool = False) -> Sentence | None:
 def _hung(ctx: Context) -> bool:
     """The newest sample, a fresh one, waited for /health in vain: the model process hangs, and would
     not answer the handover's request either."""
-    newest = Sample.objects.filter(instance=ctx.instance, resolution=Sample.RAW).order_by("-at").first()
+    newest = _recent_samples(ctx).first()
     return is_fresh(newest) and newest.data.get("probe_timed_out") is True
 
 
