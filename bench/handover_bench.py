@@ -6,13 +6,15 @@ same continuous streaming load, one server under inference.supervisor, one run.
     python bench/handover_bench.py --full --hold auto,off               # with the weight holder, then without
     python bench/handover_bench.py --full --hold auto --room-slots 2.5  # a GPU with room for 2.5 slots only
     python bench/handover_bench.py --full --hold auto --new-weights     # the checkpoint changed: new weights
+    python bench/handover_bench.py --full --hold auto --standby on,off  # a standby loaded ahead, then none
 
 Each of the `--clients` clients streams one chat answer (`--max-tokens`) after another on its own
 keep-alive connection. For each phase: requests, failures by kind (HTTP status or exception),
 latency and time to first token p50/p99 of the requests that began in it; for the restarts, the
-seconds from the request to the new process serving. Per HOLD_WEIGHTS mode (`--hold`, one server
-each, one after the other): its start to ready with the load's phases, the handover's phases, and
-what each process holds on the GPU (nvidia-smi) right after the handover.
+seconds from the request to the new process serving. Per HOLD_WEIGHTS mode (`--hold`) and
+HANDOVER_STANDBY (`--standby`), one server each, one after the other: its start to ready with the
+load's phases, the handover's phases, and what each process holds on the GPU (nvidia-smi) right after
+the handover.
 """
 
 import argparse
@@ -149,6 +151,19 @@ def handover(base: str) -> dict:
     raise RuntimeError("the handover did not end in 600 s")
 
 
+def standby_ready(base: str, timeout: float = 600) -> float:
+    """Seconds until the supervisor's standby (HANDOVER_STANDBY) is loaded."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < timeout:
+        standby = ((health(base) or {}).get("supervisor") or {}).get("standby") or {}
+        if standby.get("state") == "ready":
+            return round(time.perf_counter() - began, 3)
+        if standby.get("state") == "failed":
+            raise RuntimeError(f"the standby failed: {standby.get('why')}")
+        time.sleep(0.05)
+    raise RuntimeError(f"no standby ready in {timeout} s")
+
+
 def gpu_processes() -> list[dict]:
     """Each process's GPU memory as the driver sees it (nvidia-smi); [] without one."""
     try:
@@ -240,6 +255,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8391)
     parser.add_argument("--out", default="")
     parser.add_argument("--hold", default="auto", help="HOLD_WEIGHTS modes, one server each: auto,off")
+    parser.add_argument("--standby", default="off", help="HANDOVER_STANDBY, one server each per --hold mode: on,off")
     parser.add_argument(
         "--new-weights", action="store_true", help="the checkpoint's files touched before the handover: new weights"
     )
@@ -259,12 +275,17 @@ def main() -> None:
         subprocess.run(command, cwd=ROOT, check=True)
 
     result: dict = {"model": model, "clients": args.clients, "max_tokens": args.max_tokens}
-    for number, mode in enumerate(args.hold.split(",")):
-        # The first mode's keys at the top level (as earlier runs wrote them), the others by name.
-        part = result if number == 0 else result.setdefault(f"hold_{mode}", {})
-        with supervised(model, args.port, DRAIN_TIMEOUT="60", HOLD_WEIGHTS=mode) as (base, start_s):
+    configurations = [(mode, standby) for mode in args.hold.split(",") for standby in args.standby.split(",")]
+    for number, (mode, standby) in enumerate(configurations):
+        # The first one's keys at the top level (as earlier runs wrote them), the others by name.
+        name = f"hold_{mode}" + ("_standby" if standby == "on" else "")
+        part = result if number == 0 else result.setdefault(name, {})
+        env = {"DRAIN_TIMEOUT": "60", "HOLD_WEIGHTS": mode, "HANDOVER_STANDBY": "1" if standby == "on" else "0"}
+        with supervised(model, args.port, **env) as (base, start_s):
             first = health(base)
-            part.update(hold_weights=mode, start_to_ready_s=start_s, load_phases=first["load_phases"])
+            part.update(hold_weights=mode, standby=standby, start_to_ready_s=start_s, load_phases=first["load_phases"])
+            if standby == "on":
+                part["standby_ready_after_ready_s"] = standby_ready(base)
             part["device"], part["dtype"], part["weights"] = first["device"], first["dtype"], first.get("weights")
             load = Load(base, args.clients, args.max_tokens)
             try:
@@ -286,6 +307,8 @@ def main() -> None:
                     if args.new_weights:  # the checkpoint "changed": a second holder reads it
                         for shard in Path(model).glob("*.safetensors"):
                             os.utime(shard)
+                    if standby == "on":
+                        standby_ready(base)  # the one forked beside the restart in place's process
                     began = time.perf_counter()
                     part["handover"] = handover(base)
                     part["gpu_processes_after"] = gpu_processes()

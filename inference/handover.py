@@ -12,6 +12,9 @@ from pathlib import Path
 
 STATE_ENV = "INFERENCE_SUPERVISOR_STATE"
 HANDOVER_FD_ENV = "INFERENCE_HANDOVER_FD"  # set in a handover's new process: where it says "serving"
+READY_FD_ENV = "INFERENCE_READY_FD"  # set in a started process: where it says "ready" once it serves
+# Set in a standby (HANDOVER_STANDBY): the pipe on which it waits, loaded, for its turn to serve.
+STANDBY_FD_ENV = "INFERENCE_STANDBY_FD"
 # Beside the record: the decoding kernels a model process under this supervisor checked against the
 # eager step (model_runner.py), so that later ones on the same device and shapes skip the check.
 KERNELS_CHECKED_SUFFIX = ".kernels-checked"
@@ -28,7 +31,7 @@ class Record:
 
     def __init__(self, path: str):
         self.path = path
-        self.data = {"pid": os.getpid(), "serving_pid": None, "holder": None, "handovers": []}
+        self.data = {"pid": os.getpid(), "serving_pid": None, "holder": None, "standby": None, "handovers": []}
 
     def save(self) -> None:
         tmp = f"{self.path}.tmp"
@@ -44,6 +47,12 @@ class Record:
         """The weight holder (inference/holder.py): its pid, state ("loading", "holding", "not held",
         "ended"), what it holds and how long it took to read."""
         self.data["holder"] = fields
+        self.save()
+
+    def standby(self, **fields) -> None:
+        """The standby model process (HANDOVER_STANDBY): its pid and state ("loading", "ready",
+        "failed", "discarded"), with why where it failed or was discarded."""
+        self.data["standby"] = fields or None
         self.save()
 
     @property

@@ -67,6 +67,7 @@ class Server:
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
         self.fault_delay = 0.0
         self.uvicorn: uvicorn.Server | None = None
+        self.on_loaded = None  # called once the model is loaded and warmed up
 
     def load(self) -> None:
         try:
@@ -74,6 +75,8 @@ class Server:
             if self.settings.warmup:
                 self.engine.warmup()
             self.loaded = True
+            if self.on_loaded is not None:
+                self.on_loaded()
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("model failed to load")
@@ -292,11 +295,13 @@ class DrainingServer(uvicorn.Server):
     process. SIGUSR2 from the supervisor, once a handover's new process serves: stop accepting at
     once, finish the requests in flight, exit 0."""
 
-    def __init__(self, config: uvicorn.Config, server: Server, handover_fd: int | None = None):
+    def __init__(self, config: uvicorn.Config, server: Server, ready_fd: int | None = None):
         super().__init__(config)
         self.inference = server
         self.restart = False
-        self.handover_fd = handover_fd
+        self.ready_fd = ready_fd
+        self._ready_lock = threading.Lock()
+        server.on_loaded = self.say_ready
         self._drain_thread: threading.Thread | None = None
 
     async def startup(self, sockets=None) -> None:
@@ -306,10 +311,18 @@ class DrainingServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGUSR2, self.retire)
         loop.add_signal_handler(signal.SIGHUP, self.exit_after_drain, True)
-        if self.handover_fd is not None:  # the supervisor retires the old process on this word
-            os.write(self.handover_fd, f"ready {self.inference.engine.load_seconds:.3f}\n".encode())
-            os.close(self.handover_fd)
-            self.handover_fd = None
+        if self.inference.loaded:  # a handover's new process (else once its load is done)
+            self.say_ready()
+
+    def say_ready(self) -> None:
+        """Tell the supervisor, once both serving and loaded: a handover's old process retires on this
+        word, and a standby may be loaded beside this one."""
+        with self._ready_lock:
+            if self.ready_fd is None or not self.started:
+                return
+            os.write(self.ready_fd, f"ready {self.inference.engine.load_seconds:.3f}\n".encode())
+            os.close(self.ready_fd)
+            self.ready_fd = None
 
     def retire(self) -> None:
         """Stop accepting (the socket's queue is the new process's now) and exit once every open
@@ -404,6 +417,19 @@ def load_for_handover(server: Server, handover_fd: int) -> None:
         )
 
 
+def wait_for_turn(server: Server, handover_fd: int, standby_fd: int) -> None:
+    """A standby: loaded and warmed up, it says so and waits, serving nobody, until the supervisor
+    hands it the next handover (or ends: then it exits, never to serve)."""
+    logs.event(log, "standing by", pid=os.getpid(), load_seconds=round(server.engine.load_seconds, 2))
+    os.write(handover_fd, f"standby {server.engine.load_seconds:.3f}\n".encode())
+    word = os.read(standby_fd, 16)
+    os.close(standby_fd)
+    if not word:
+        logs.event(log, "the supervisor is gone; the standby exits")
+        raise SystemExit(0)
+    logs.event(log, "the standby takes over")
+
+
 def main(listener: socket.socket | None = None) -> None:
     """Serve on HOST:PORT, or on the supervisor's listening socket."""
     settings = Settings()
@@ -412,6 +438,7 @@ def main(listener: socket.socket | None = None) -> None:
         raise SystemExit("MODEL_PATH is not set: point it at a GLM-4V checkpoint directory")
     server = Server(settings)
     handover_fd = os.environ.get(handover.HANDOVER_FD_ENV)
+    ready_fd = handover_fd or os.environ.get(handover.READY_FD_ENV)
     if handover_fd:
         load_for_handover(server, int(handover_fd))
     app = create_app(settings, server)
@@ -424,8 +451,12 @@ def main(listener: socket.socket | None = None) -> None:
         timeout_keep_alive=5,
         timeout_graceful_shutdown=5,
     )
-    runner = DrainingServer(config, server, int(handover_fd) if handover_fd else None)
+    runner = DrainingServer(config, server, int(ready_fd) if ready_fd else None)
     server.uvicorn = runner
+    standby_fd = os.environ.get(handover.STANDBY_FD_ENV)
+    if handover_fd and standby_fd:
+        config.load()  # what uvicorn would do once asked to serve, done ahead
+        wait_for_turn(server, int(handover_fd), int(standby_fd))
     logs.event(log, "starting", host=settings.host, port=settings.port, model_path=settings.model_path)
     runner.run(sockets=[listener] if listener is not None else None)
     if runner.restart:

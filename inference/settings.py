@@ -36,6 +36,11 @@ class Settings:
     # The most of the free memory a handover's second process may count on (0: all of it): on a device
     # shared with other work, what it must leave them.
     handover_max_bytes: int = field(default_factory=lambda: _int("HANDOVER_MAX_BYTES", 0))
+    # Under inference.supervisor: a standby model process, loaded and warmed up beside the serving one,
+    # takes the next handover at once (serving in a fraction of a second instead of its load's
+    # seconds). It holds its own KV cache, CUDA context and graphs all the time (unless a holder keeps
+    # them, the weights too): the memory a handover needs for seconds, kept.
+    handover_standby: bool = field(default_factory=lambda: _bool("HANDOVER_STANDBY"))
     drain_timeout: float = field(default_factory=lambda: _float("DRAIN_TIMEOUT", 30.0))
     request_timeout: float = field(default_factory=lambda: _float("REQUEST_TIMEOUT", 120.0))
     max_concurrency: int = field(default_factory=lambda: _int("MAX_CONCURRENCY", 4))

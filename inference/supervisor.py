@@ -32,6 +32,14 @@ the handover fails and the old weights go on serving).
 meanwhile, as a server without a supervisor does: a child forked after the import would read them
 only then.)
 
+With HANDOVER_STANDBY the supervisor keeps a standby: once the serving process is ready (and any old
+one gone), it forks another model process that loads and warms up as a handover's new process does,
+says so, and waits without serving. The next handover hands it the socket at once: it serves a
+fraction of a second after the request instead of its load's seconds later, and the old process
+drains as before. A standby stays as fresh as a new process (it has served nothing); one that loaded
+files that changed since, or a handover that reads the weights again, discards it and takes the usual
+way. A standby that fails is recorded and not tried again until the next process serves.
+
 SIGTERM and SIGINT go to the children (which drain, as without a supervisor); the supervisor then
 exits with the serving child's code. A serving child that ends any other way (a crash, an exit of
 its own) ends the supervisor with its code too, so the container's restart policy and the console
@@ -72,6 +80,25 @@ class HolderProcess:
     held: dict = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass
+class StandbyProcess:
+    """A model process loaded ahead (HANDOVER_STANDBY): its pid, the read end of its pipe, the write end
+    of the one it waits on, the checkpoint's files when it began loading, and once it is ready, its load."""
+
+    pid: int
+    says: int
+    go: int
+    stamp: list
+    ready: bool = False
+    load_seconds: float = 0.0
+    why: str = ""
+
+
+def checkpoint_files(model_path: str) -> list:
+    """Every file of the checkpoint as holder.stamp sees it: a standby loaded from others is stale."""
+    return holder.stamp(model_path, lambda path: path.is_file())
+
+
 def preload() -> None:
     """Import what a server spends most of its start on. Nothing here may start CUDA: a child
     forked from a process that did cannot use the GPU. (PyTorch's DataLoader forks its workers
@@ -108,23 +135,42 @@ def fresh_start_problem(model_path: str) -> str:
     return ""
 
 
+def close_quietly(fds: list[int]) -> None:
+    """In a forked child: close the parent's pipes to its other children (one already closed is no
+    reason for a child to fail, let alone to go on as a second supervisor)."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def exit_code(status: int) -> int:
     """A shell's exit code for a waitpid status: the code, or 128 + the signal that ended it."""
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
 
 
-def serve_child(listener: socket.socket, handover_fd: int | None) -> int:
-    """In the forked child: run the server on the supervisor's socket; its exit code."""
+def serve_child(
+    listener: socket.socket, handover_fd: int | None, ready_fd: int | None = None, standby_fd: int | None = None
+) -> int:
+    """In the forked child: run the server on the supervisor's socket; its exit code. It says "ready" on
+    `ready_fd` (a start) or `handover_fd` (a handover's new process, which first loads beside the
+    serving one; with `standby_fd`, a standby that then waits for its turn there)."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own once it runs
     for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)  # the server takes them once it serves
     os.environ[SUPERVISOR_ENV] = str(os.getppid())
-    if handover_fd is None:
-        os.environ.pop(handover.HANDOVER_FD_ENV, None)
-    else:
-        os.environ[handover.HANDOVER_FD_ENV] = str(handover_fd)
+    for name, fd in (
+        (handover.HANDOVER_FD_ENV, handover_fd),
+        (handover.READY_FD_ENV, ready_fd),
+        (handover.STANDBY_FD_ENV, standby_fd),
+    ):
+        if fd is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = str(fd)
     from inference import server
 
     try:
@@ -161,6 +207,10 @@ class Supervisor:
         self.serving = 0  # the model process clients are served by
         self.incoming = 0  # a handover's new process, until it serves
         self.incoming_says: int | None = None  # the read end of its pipe
+        self.serving_says: int | None = None  # a started process's pipe, until it says "ready"
+        self.serving_ready = False
+        self.standby: StandbyProcess | None = None
+        self.standby_for = 0  # the serving process a standby was last forked beside: one try each
         # Old processes finishing their requests, with when they must have ended: one that outlives
         # its drain (hung, stopped) is killed, so a handover never waits on it for ever.
         self.retiring: dict[int, float] = {}
@@ -174,7 +224,7 @@ class Supervisor:
     # Signal handlers only set flags or pass the signal on: the loop in run() does the work.
     def forward(self, sig, frame) -> None:
         self.stopping = self.stopping or sig
-        for pid in (self.serving, self.incoming, *self.retiring):
+        for pid in (self.serving, self.incoming, *self.retiring, self.standby.pid if self.standby else 0):
             self._signal(pid, sig)
 
     def want_handover(self, sig, frame) -> None:
@@ -197,21 +247,28 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
-    def fork(self, handover_fd: int | None = None) -> int:
+    def _own_fds(self) -> list[int]:
+        """The pipes to the other children, which a child forked now must not keep open (a standby
+        would never hear the supervisor end while another child held its pipe's write end)."""
+        fds = [self.incoming_says, self.serving_says, *(h.says for h in (self.holder, self.next) if h)]
+        if self.standby:
+            fds += [self.standby.says, self.standby.go]
+        return [fd for fd in fds if fd is not None]
+
+    def fork(self, handover_fd: int | None = None, ready_fd: int | None = None, standby_fd: int | None = None) -> int:
         if self.imported:
             self.refresh_processors()
         pid = os.fork()
         if pid == 0:
-            for fd in (self.incoming_says, *(h.says for h in (self.holder, self.next) if h)):
-                if fd is not None:
-                    os.close(fd)
-            code = serve_child(self.listener, handover_fd)
+            close_quietly(self._own_fds())
+            code = serve_child(self.listener, handover_fd, ready_fd, standby_fd)
             logging.shutdown()
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
         self.starts += 1
-        logs.event(log, "model process started", pid=pid, starts=self.starts, handover=handover_fd is not None)
+        role = "standby" if standby_fd is not None else "handover" if handover_fd is not None else "start"
+        logs.event(log, "model process started", pid=pid, starts=self.starts, role=role)
         return pid
 
     def start_holder(self, path: str, beside: bool = False) -> HolderProcess:
@@ -222,10 +279,10 @@ class Supervisor:
         os.set_blocking(read_end, False)
         pid = os.fork()
         if pid == 0:
-            os.close(read_end)
-            self.listener.close()
             code = 1
             try:
+                close_quietly([read_end, *self._own_fds()])
+                self.listener.close()
                 settings = self.settings
                 code = holder.serve(
                     settings.model_path,
@@ -378,6 +435,7 @@ class Supervisor:
             return
         old, path = self.holder, self.holder.path
         self._end(old)
+        self.holder = None  # its pipe is closed: a process forked now must not close it again
         try:
             os.unlink(path)
         except OSError:
@@ -406,7 +464,13 @@ class Supervisor:
 
     def start(self) -> None:
         began = time.monotonic()
-        self.serving = self.fork()
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        self.serving_says, self.serving_ready = read_end, False
+        try:
+            self.serving = self.fork(ready_fd=write_end)
+        finally:
+            os.close(write_end)
         self.record.serving(self.serving)
         if self.stopping:  # the signal came while forking, before the child was known
             self._signal(self.serving, self.stopping)
@@ -437,8 +501,12 @@ class Supervisor:
             logs.event(log, "handover not begun: one is already under way", logging.WARNING)
             return
         current = self.record.begin(self.serving)
+        standby = self.take_standby(reload)
         if self.holder and (reload or holder.stamp(self.settings.model_path) != self.holder.stamp):
             self.start_next_holder(current, asked=reload)  # the new process is forked once it holds them
+            return
+        if standby is not None:
+            self.hand_to_standby(current, standby)
             return
         self.fork_incoming(current)
 
@@ -457,6 +525,109 @@ class Supervisor:
         current["new_pid"] = self.incoming
         self.record.phase(current, "new process started", pid=self.incoming)
 
+    # -- the standby (HANDOVER_STANDBY): a model process loaded ahead for the next handover
+    def maybe_standby(self) -> None:
+        """Fork a standby once the serving process is ready and nothing else is under way (its room
+        check then counts what the serving process really holds), once per serving process."""
+        if not (self.settings.handover_standby and self.imported) or self.standby or self.stopping:
+            return
+        if not (self.serving and self.serving_ready) or self.standby_for == self.serving:
+            return
+        if self.record.current or self.fallback or self.retiring or self.incoming or self.next:
+            return
+        if self.holder and (self.record.data.get("holder") or {}).get("state") != "holding":
+            return
+        says, says_end = os.pipe()
+        os.set_blocking(says, False)
+        go_end, go = os.pipe()
+        self.standby = StandbyProcess(0, says, go, checkpoint_files(self.settings.model_path))
+        try:
+            self.standby.pid = self.fork(handover_fd=says_end, standby_fd=go_end)
+        finally:
+            os.close(says_end)
+            os.close(go_end)
+        self.standby_for = self.serving
+        self.record.standby(pid=self.standby.pid, state="loading")
+
+    def read_standby(self) -> None:
+        """The standby's word: "standby <load seconds>" once loaded; "no-room <why>" before it exits."""
+        for word, rest in self._said(self.standby.says):
+            if word == "standby":
+                self.standby.ready = True
+                self.standby.load_seconds = float(rest or 0)
+                self.record.standby(pid=self.standby.pid, state="ready", load_seconds=self.standby.load_seconds)
+                logs.event(log, "standby ready", pid=self.standby.pid, load_seconds=self.standby.load_seconds)
+            elif word == "no-room":
+                self.standby.why = f"no room beside the serving process: {rest}"
+
+    def standby_ended(self, code: int) -> None:
+        """The standby exited before any handover took it: recorded, not tried again until the next
+        process serves (a standby that cannot load would otherwise be forked again and again)."""
+        self.read_standby()
+        standby, self.standby = self.standby, None
+        os.close(standby.says)
+        os.close(standby.go)
+        if self.stopping:
+            return
+        why = standby.why or f"it exited with code {code} before it was needed"
+        self.record.standby(pid=standby.pid, state="failed", exit_code=code, why=why)
+        logs.event(log, "standby failed", logging.WARNING, pid=standby.pid, why=why)
+
+    def discard_standby(self, why: str) -> None:
+        """End the standby now (it serves nobody), waiting for it so its memory is free again."""
+        standby, self.standby = self.standby, None
+        if standby is None:
+            return
+        self._signal(standby.pid, signal.SIGKILL)
+        try:
+            os.waitpid(standby.pid, 0)
+        except ChildProcessError:
+            pass
+        os.close(standby.says)
+        os.close(standby.go)
+        if not self.stopping:
+            self.record.standby(pid=standby.pid, state="discarded", why=why)
+        logs.event(log, "standby discarded", pid=standby.pid, why=why)
+
+    def take_standby(self, reload: bool) -> StandbyProcess | None:
+        """The standby for the handover beginning, if it loaded what the checkpoint holds now (a
+        stale one is discarded: the handover then forks a new process as without one)."""
+        if self.standby is None:
+            return None
+        if reload:
+            self.discard_standby("the weights are read again")
+        elif self.standby.stamp != checkpoint_files(self.settings.model_path):
+            self.discard_standby("the checkpoint's files changed since it loaded")
+        return self.standby
+
+    def hand_to_standby(self, current: dict, standby: StandbyProcess) -> None:
+        """The standby becomes the handover's new process: told to serve, it says "ready" as one
+        (read_incoming), at once if it is loaded, else once it is."""
+        self.standby = None
+        self.incoming, self.incoming_says = standby.pid, standby.says
+        current["new_pid"] = standby.pid
+        try:
+            os.write(standby.go, b"go\n")
+        except BrokenPipeError:  # it has just ended: reaped as a new process that never served
+            pass
+        os.close(standby.go)
+        self.record.standby()
+        self.record.phase(
+            current, "standby taking over", pid=standby.pid, load_seconds=standby.load_seconds, ready=standby.ready
+        )
+        logs.event(log, "handover: the standby takes over", pid=standby.pid, ready=standby.ready)
+
+    def read_serving(self) -> None:
+        """A started process's word: "ready" once it serves."""
+        if any(word == "ready" for word, _ in self._said(self.serving_says)):
+            self.serving_ready = True
+            self._close_serving_pipe()
+
+    def _close_serving_pipe(self) -> None:
+        if self.serving_says is not None:
+            os.close(self.serving_says)
+            self.serving_says = None
+
     def read_incoming(self) -> None:
         """The new process's word: a line "ready <load seconds>" once it accepts connections."""
         said = self._said(self.incoming_says)
@@ -468,6 +639,8 @@ class Supervisor:
                 self.record.phase(current, "new process serving", pid=self.incoming, load_seconds=float(rest or 0))
                 old, self.serving = self.serving, self.incoming
                 self.incoming = 0
+                self.serving_ready = True
+                self._close_serving_pipe()  # the old process's, if it never said ready
                 self.record.serving(self.serving)
                 self.retiring[old] = time.monotonic() + self.settings.drain_timeout + RETIRE_GRACE_SECONDS
                 self._signal(old, signal.SIGUSR2)
@@ -490,6 +663,9 @@ class Supervisor:
             return self.holder_ended(code)
         if self.next and pid == self.next.pid:
             self.next_holder_ended(code)
+            return None
+        if self.standby and pid == self.standby.pid:
+            self.standby_ended(code)
             return None
         current = self.record.current
         if pid == self.incoming:
@@ -525,6 +701,7 @@ class Supervisor:
         if pid != self.serving:
             return None  # an orphan the container's first process inherited (say, an ended child's compile worker)
         self.serving = 0
+        self._close_serving_pipe()
         if self.stopping:
             stopped = code == 0 or code == 128 + self.stopping
             logs.event(log, "stopped", child_exit=code)
@@ -537,6 +714,7 @@ class Supervisor:
         logs.event(log, "model process restarting", pid=pid)
         self.fallback = False
         if self.reload and self.holder and not self.retiring:
+            self.discard_standby("the weight holder reads the changed checkpoint")
             self.reload_holder()  # the new weights did not fit beside the old ones
         elif not self.retiring:
             self.promote_next_holder()  # a fallback's restart maps the new weights
@@ -571,12 +749,19 @@ class Supervisor:
                 if ended is not None and code is None:
                     code = ended
             if code is not None and not (self.serving or self.incoming or self.retiring):
+                self.discard_standby("the supervisor ends")
                 self.stop_holder()
                 return code
             if self.wanted and not self.stopping and code is None:
                 self.begin_handover()
             if self.incoming_says is not None:
                 self.read_incoming()
+            if self.serving_says is not None:
+                self.read_serving()
+            if self.standby:
+                self.read_standby()
+            if code is None:
+                self.maybe_standby()
             if self.holder:
                 self.read_holder()
             if self.next:

@@ -193,6 +193,9 @@ def _restart_whole(ctx: Context, why: str, drained: bool = True) -> str:
 # The supervisor's phase names (inference/handover.py), as the pages say them.
 HANDOVER_PHASES = {
     "new process started": gettext_noop("new process %(pid)s started at %(seconds).1f s"),
+    "standby taking over": gettext_noop(
+        "standby process %(pid)s, loaded ahead in %(load).1f s, taking over at %(seconds).1f s"
+    ),
     "reading new weights": gettext_noop(
         "the checkpoint changed: new weight holder %(pid)s reading it at %(seconds).1f s"
     ),

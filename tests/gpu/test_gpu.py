@@ -143,6 +143,35 @@ def test_handover_on_the_gpu_under_load_refuses_nobody_and_frees_the_old_process
     assert server.log().count('"check_s"') == 1 and server.log().count('"checked": "by an earlier process"') == 1
 
 
+def test_a_standby_on_the_gpu_takes_the_handover_and_the_old_process_memory_is_freed(start_server):
+    """HANDOVER_STANDBY: a second model process loaded on the GPU ahead (its own KV cache, context and
+    graphs, the held weights mapped), which serves at once at the handover; the old one's memory freed,
+    and a new standby on the GPU beside the new serving process."""
+    from tests.inference.test_handover import handover_under_load
+    from tests.inference.test_standby import _standby
+
+    server = start_server(module="inference.supervisor", DEVICE="cuda", DRAIN_TIMEOUT=30, HANDOVER_STANDBY="1")
+    first = httpx.get(server.url + "/health").json()
+    standby = _standby(server, "ready", timeout=180)
+    used = {p.pid: p.used_bytes for p in gpu.processes()}
+    assert used.get(standby["pid"], 0) > 0, used
+    done = handover_under_load(server)
+    assert done["state"] == "done", done
+    assert [p["name"] for p in done["phases"]][:2] == ["standby taking over", "new process serving"], done
+    assert done["new_pid"] == standby["pid"]
+    deadline = time.monotonic() + 20
+    while first["pid"] in {p.pid for p in gpu.processes()} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert first["pid"] not in {p.pid for p in gpu.processes()}
+    health = httpx.get(server.url + "/health").json()
+    assert health["pid"] == standby["pid"] and health["decoder"]["cuda_graphs"] > 0
+    assert health["weights"]["source"] == "holder"
+    following = _standby(server, "ready", not_pids=(standby["pid"],), timeout=180)
+    assert following["pid"] in {p.pid for p in gpu.processes()}
+    response = httpx.post(server.url + "/v1/chat/completions", json=chat("Describe.", [image_url()]), timeout=120)
+    assert response.status_code == 200, response.text
+
+
 def test_a_handover_with_room_for_fewer_kv_cache_slots_grows_back_on_the_gpu(start_server, smoke_model):
     """The new process counts its KV cache against the GPU's free memory (capped here so that two
     of four slots fit); it serves with two, then grows to four with its graphs recorded again."""

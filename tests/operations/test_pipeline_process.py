@@ -11,6 +11,7 @@ from console.host.process import ProcessRuntime
 from console.operations.models import Operation
 from console.operations.pipeline import execute
 from console.operations.request import request_operation
+from tests.conftest import until
 
 
 def run(instance, kind: str, **options) -> Operation:
@@ -122,23 +123,36 @@ def test_handover_restart_refuses_no_request(managed):
 
 @pytest.mark.django_db
 def test_a_restart_that_reloads_the_weights_has_them_read_by_a_new_holder(managed):
-    """The weights stay in a holder across handovers; a restart asked to reload them has a new holder
-    read the checkpoint (its files unchanged) and the new process map those."""
+    """The weights stay in a holder across handovers, which a standby loaded ahead takes at once; a
+    restart asked to reload them discards the standby (it maps the old weights), has a new holder read
+    the checkpoint (its files unchanged) and a new process map those."""
     instance = managed("proc-w", command=SUPERVISED, handover=True, restart_in_place=True)
-    instance.env = {**instance.env, "HOLD_WEIGHTS": "on"}
+    instance.env = {**instance.env, "HOLD_WEIGHTS": "on", "HANDOVER_STANDBY": "1"}
     instance.save()
     started(instance)
     holder = httpx.get(instance.base_url + "/health").json()["weights"]["holder_pid"]
+    standby = until(lambda: _standby_ready(instance), 60, every=0.1)
     plain = run(instance, "restart")
     assert plain.state == "succeeded", plain.error
-    assert httpx.get(instance.base_url + "/health").json()["weights"]["holder_pid"] == holder
+    assert f"standby process {standby}, loaded ahead in" in plain.steps[0]["detail"], plain.steps[0]
+    health = httpx.get(instance.base_url + "/health").json()
+    assert health["pid"] == standby and health["weights"]["holder_pid"] == holder
 
+    standby = until(lambda: _standby_ready(instance), 60, every=0.1)
     reloaded = run(instance, "restart", reload_weights=True)
     assert reloaded.state == "succeeded", reloaded.error
     assert [s["name"] for s in reloaded.steps] == ["handover", "ready", "verify"]
-    assert "weights reload asked for: new weight holder" in reloaded.steps[0]["detail"], reloaded.steps[0]
-    weights = httpx.get(instance.base_url + "/health").json()["weights"]
-    assert weights["source"] == "holder" and weights["holder_pid"] not in (holder, None)
+    detail = reloaded.steps[0]["detail"]
+    assert "weights reload asked for: new weight holder" in detail and "standby" not in detail, detail
+    health = httpx.get(instance.base_url + "/health").json()
+    assert health["weights"]["source"] == "holder" and health["weights"]["holder_pid"] not in (holder, None)
+    assert health["pid"] != standby and standby not in ProcessRuntime().status(instance).pids
+
+
+def _standby_ready(instance) -> int | None:
+    """The pid of the supervisor's standby once it is loaded."""
+    standby = httpx.get(instance.base_url + "/health").json()["supervisor"]["standby"] or {}
+    return standby.get("pid") if standby.get("state") == "ready" else None
 
 
 @pytest.mark.django_db(transaction=True)
@@ -296,7 +310,6 @@ def test_new_weights_without_room_beside_the_old_restart_in_place_and_fail_if_th
 
     from inference import handover
     from inference.smoke_model import write_checkpoint
-    from tests.conftest import until
     from tests.inference.helpers import InFlight, chat
 
     instance = managed("proc-room", command=SUPERVISED, handover=True, restart_in_place=True)

@@ -1,0 +1,96 @@
+"""HANDOVER_STANDBY under inference.supervisor: a model process loaded ahead takes the next handover
+at once; a new one follows; a stale one is discarded; one that cannot load is not tried again."""
+
+import os
+import shutil
+import signal
+import time
+
+import httpx
+
+from tests.conftest import until, wait_http
+from tests.inference.helpers import chat
+from tests.inference.test_handover import handover_under_load
+from tests.inference.test_supervisor import SUPERVISOR, _alive, _health
+
+
+def _standby(server, state: str, not_pids: tuple = (), timeout: float = 60) -> dict:
+    """The supervisor's record once its standby is in `state` and none of `not_pids`."""
+
+    def seen():
+        standby = _health(server)["supervisor"].get("standby") or {}
+        return standby if standby.get("state") == state and standby.get("pid") not in not_pids else None
+
+    try:
+        return until(seen, timeout, every=0.1)
+    except AssertionError:
+        raise AssertionError(f"no standby {state}: {_health(server)['supervisor']}\n{server.log()[-3000:]}") from None
+
+
+def test_a_standby_takes_the_handover_at_once_and_a_new_one_follows(start_server, smoke_model, tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(smoke_model, checkpoint)
+    server = start_server(
+        module=SUPERVISOR, MODEL_PATH=str(checkpoint), HOLD_WEIGHTS="on", HANDOVER_STANDBY="1", DRAIN_TIMEOUT="30"
+    )
+    first = _health(server)
+    standby = _standby(server, "ready")
+    assert standby["pid"] != first["pid"] and _alive(standby["pid"])
+    # Loaded, it serves nobody: every answer still comes from the serving process.
+    assert {_health(server)["pid"] for _ in range(10)} == {first["pid"]}
+
+    done = handover_under_load(server)  # 8 streaming clients: none refused, failed or empty
+    assert done["state"] == "done", done
+    names = [p["name"] for p in done["phases"]]
+    assert names == ["standby taking over", "new process serving", "old process draining", "old process gone"]
+    taking, serving = done["phases"][0], done["phases"][1]
+    assert done["new_pid"] == taking["pid"] == standby["pid"] and taking["ready"] is True
+    # It loaded nothing more: the load it reports serving is the one it did ahead.
+    assert serving["load_seconds"] == taking["load_seconds"] == standby["load_seconds"]
+    assert not _alive(first["pid"])
+    assert _health(server)["pid"] == standby["pid"]
+
+    # The next standby, beside the new serving process.
+    second = _standby(server, "ready", not_pids=(standby["pid"],))
+    assert second["pid"] not in (first["pid"], standby["pid"])
+
+    # The checkpoint changed since it loaded (a file beside the weights: no new weights to read): the
+    # stale standby is discarded and the handover forks a new process as without one.
+    (checkpoint / "NOTES.md").write_text("fine-tuned on the operators' screenshots\n")
+    done = handover_under_load(server)
+    assert done["state"] == "done", done
+    assert [p["name"] for p in done["phases"]][:2] == ["new process started", "weights mapped"], done
+    assert done["new_pid"] != second["pid"] and not _alive(second["pid"])
+    assert "the checkpoint's files changed since it loaded" in server.log()
+    third = _standby(server, "ready", not_pids=(standby["pid"], second["pid"]))
+
+    os.kill(server.proc.pid, signal.SIGTERM)
+    assert server.proc.wait(60) == 0
+    assert not _alive(third["pid"]) and not _alive(done["new_pid"])
+
+
+def test_a_standby_without_room_is_recorded_and_not_tried_again(start_server):
+    server = start_server(module=SUPERVISOR, HANDOVER_STANDBY="1", HANDOVER_RESERVE_BYTES=str(2**50))
+    failed = _standby(server, "failed")
+    assert failed["why"].startswith("no room beside the serving process: a second model needs"), failed
+    assert not _alive(failed["pid"])
+    # Not forked again for this serving process (it would fail the same way, again and again).
+    assert httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=60).status_code == 200
+    assert _health(server)["supervisor"]["standby"] == failed
+    assert server.log().count('"role": "standby"') == 1
+
+
+def test_no_standby_beside_a_process_that_has_not_loaded(start_server, smoke_model, tmp_path):
+    """A standby is forked once the serving process has loaded (its room check then counts what that
+    one holds), not when it merely listens: beside one whose load failed, none."""
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(smoke_model, checkpoint)
+    weights = next(checkpoint.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-64])  # cut short: the load fails, the server stays up
+    server = start_server(wait=False, module=SUPERVISOR, MODEL_PATH=str(checkpoint), HANDOVER_STANDBY="1")
+    wait_http(server.url + "/health", 60)
+    until(lambda: _health(server)["state"] == "failed", 60, every=0.1)
+    until(lambda: '"msg": "imports ready"' in server.log(), 60, every=0.1)
+    time.sleep(1)  # twenty of the supervisor's looks
+    assert _health(server)["supervisor"]["standby"] is None
+    assert '"role": "standby"' not in server.log()
