@@ -2,12 +2,13 @@
 run in this process as a host's worker runs them, over one model server under inference.supervisor
 with the real-size random checkpoint on the GPU.
 
-    python bench/console_gpu.py --out console-gpu.json [--model DIR]
+    python bench/console_gpu.py --out console-gpu.json [--model DIR] [--standby]
 
 In order: start; a sampling round (the instance's GPU memory from NVML, the host's snapshot); a
 handover restart under 8 streaming clients; a restart in place; a soft reset; a watchdog action (the
 model process stopped with SIGSTOP: failed probes, the watchdog's restart, the hung old process
-killed after its drain); a bare restart in place (POST /admin/restart, then /health/ready) against
+killed after its drain); with `--standby` (HANDOVER_STANDBY) the handover and the watchdog's restart
+each wait for the supervisor's standby first; a bare restart in place (POST /admin/restart, then /health/ready) against
 the console's; stop, with the release check reading NVML. Every operation's steps, with details.
 """
 
@@ -65,11 +66,23 @@ def summary(operation: Operation) -> dict:
     return result
 
 
+def standby_ready(instance: Instance, timeout: float = 300) -> float:
+    """Seconds until the supervisor's standby is loaded (HANDOVER_STANDBY)."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        standby = (httpx.get(instance.base_url + "/health", timeout=5).json()["supervisor"] or {}).get("standby")
+        if (standby or {}).get("state") == "ready":
+            return round(time.monotonic() - began, 2)
+        time.sleep(0.1)
+    raise RuntimeError(f"no standby ready within {timeout} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="/tmp/glm-4.6v-flash-random")
     parser.add_argument("--device", default="cuda", help="cpu: a dry run of the bench itself (smoke model)")
     parser.add_argument("--out", default="")
+    parser.add_argument("--standby", action="store_true", help="HANDOVER_STANDBY: a model process loaded ahead")
     args = parser.parse_args()
     if not (Path(args.model) / "config.json").exists():
         full = ["--full"] if args.device == "cuda" else []
@@ -90,6 +103,7 @@ def main() -> None:
             "ADMIN_TOKEN": token,
             "DEVICE": args.device,
             "DRAIN_TIMEOUT": "10",
+            "HANDOVER_STANDBY": "1" if args.standby else "0",
             "PATH": os.environ["PATH"],
             "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
         },
@@ -117,6 +131,8 @@ def main() -> None:
         result["host_gpus"] = Host.objects.get(name="local").gpus
         print(json.dumps(result["sample"]), flush=True)
 
+        if args.standby:
+            result["standby_ready_after_start_s"] = standby_ready(instance)
         load = Load(instance.base_url, clients=8)
         time.sleep(3)
         result["operations"]["handover"] = run(instance, "restart")
@@ -135,6 +151,8 @@ def main() -> None:
         Instance.objects.filter(pk=instance.pk).update(handover=True)
         instance.refresh_from_db()
         Watchdog.objects.create(instance=instance, liveness_failures=2, startup_grace_seconds=0, backoff_seconds=0)
+        if args.standby:
+            standby_ready(instance)
         sampler.sample_host("local")  # as beat does every few seconds: the sample names the supervisor
         hung = httpx.get(instance.base_url + "/health", timeout=5).json()["pid"]
         os.kill(hung, signal.SIGSTOP)
