@@ -378,8 +378,10 @@ class DrainingServer(uvicorn.Server):
         return True
 
 
-def load_for_handover(server: Server, handover_fd: int) -> None:
-    """A handover's new process: load and warm up before taking the socket; exit if it cannot."""
+def load_for_handover(server: Server, handover_fd: int, standby: bool = False) -> None:
+    """A handover's new process: load and warm up before taking the socket; exit if it cannot. A
+    `standby` stays beside the serving process for good, not for seconds: it leaves that one
+    HANDOVER_RESERVE_BYTES free for its own peaks (a long prompt's prefill) and counts its own too."""
     import torch
 
     settings = server.settings
@@ -393,7 +395,7 @@ def load_for_handover(server: Server, handover_fd: int) -> None:
         free,
         where,
         0 if held else handover.weights_bytes(settings.model_path),
-        settings.handover_reserve_bytes,
+        settings.handover_reserve_bytes * (2 if standby else 1),
         handover.kv_slot_bytes(settings.model_path, settings.context, dtype_bytes) if batched else 0,
         wanted,
     )
@@ -439,8 +441,9 @@ def main(listener: socket.socket | None = None) -> None:
     server = Server(settings)
     handover_fd = os.environ.get(handover.HANDOVER_FD_ENV)
     ready_fd = handover_fd or os.environ.get(handover.READY_FD_ENV)
+    standby_fd = os.environ.get(handover.STANDBY_FD_ENV)
     if handover_fd:
-        load_for_handover(server, int(handover_fd))
+        load_for_handover(server, int(handover_fd), standby=bool(standby_fd))
     app = create_app(settings, server)
     config = uvicorn.Config(
         app,
@@ -453,7 +456,6 @@ def main(listener: socket.socket | None = None) -> None:
     )
     runner = DrainingServer(config, server, int(ready_fd) if ready_fd else None)
     server.uvicorn = runner
-    standby_fd = os.environ.get(handover.STANDBY_FD_ENV)
     if handover_fd and standby_fd:
         config.load()  # what uvicorn would do once asked to serve, done ahead
         wait_for_turn(server, int(handover_fd), int(standby_fd))

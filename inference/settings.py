@@ -39,7 +39,8 @@ class Settings:
     # Under inference.supervisor: a standby model process, loaded and warmed up beside the serving one,
     # takes the next handover at once (serving in a fraction of a second instead of its load's
     # seconds). It holds its own KV cache, CUDA context and graphs all the time (unless a holder keeps
-    # them, the weights too): the memory a handover needs for seconds, kept.
+    # them, the weights too): the memory a handover needs for seconds, kept. It counts
+    # HANDOVER_RESERVE_BYTES twice: its own, and the serving process's, left free for its peaks.
     handover_standby: bool = field(default_factory=lambda: _bool("HANDOVER_STANDBY"))
     drain_timeout: float = field(default_factory=lambda: _float("DRAIN_TIMEOUT", 30.0))
     request_timeout: float = field(default_factory=lambda: _float("REQUEST_TIMEOUT", 120.0))

@@ -69,8 +69,23 @@ def test_a_standby_takes_the_handover_at_once_and_a_new_one_follows(start_server
     assert not _alive(third["pid"]) and not _alive(done["new_pid"])
 
 
-def test_a_standby_without_room_is_recorded_and_not_tried_again(start_server):
-    server = start_server(module=SUPERVISOR, HANDOVER_STANDBY="1", HANDOVER_RESERVE_BYTES=str(2**50))
+def test_a_standby_without_room_is_recorded_and_not_tried_again(start_server, smoke_model):
+    """Room for a handover's two processes for a few seconds, not for a standby kept beside the
+    serving one for good (it leaves that one its HANDOVER_RESERVE_BYTES too): no standby, recorded
+    as such, not forked again; the handover takes the usual way."""
+    from inference import handover
+
+    slot = handover.kv_slot_bytes(str(smoke_model), 4096, 4)  # float32 on a CPU, MAX_CONTEXT below
+    reserve = 256 * 2**20
+    room = handover.weights_bytes(str(smoke_model)) + reserve + 4 * slot + 16 * 2**20
+    server = start_server(
+        module=SUPERVISOR,
+        HANDOVER_STANDBY="1",
+        MAX_CONCURRENCY="4",
+        MAX_CONTEXT="4096",
+        HANDOVER_RESERVE_BYTES=str(reserve),
+        HANDOVER_MAX_BYTES=str(room),
+    )
     failed = _standby(server, "failed")
     assert failed["why"].startswith("no room beside the serving process: a second model needs"), failed
     assert not _alive(failed["pid"])
@@ -78,6 +93,11 @@ def test_a_standby_without_room_is_recorded_and_not_tried_again(start_server):
     assert httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=60).status_code == 200
     assert _health(server)["supervisor"]["standby"] == failed
     assert server.log().count('"role": "standby"') == 1
+
+    done = handover_under_load(server, clients=4)
+    assert done["state"] == "done", done
+    assert [p["name"] for p in done["phases"]][:2] == ["new process started", "new process serving"], done
+    assert "smaller kv cache" not in [p["name"] for p in done["phases"]]  # room for all four slots
 
 
 def test_no_standby_beside_a_process_that_has_not_loaded(start_server, smoke_model, tmp_path):
