@@ -535,7 +535,7 @@ class Supervisor:
             return
         if self.record.current or self.fallback or self.retiring or self.incoming or self.next:
             return
-        if self.holder and (self.record.data.get("holder") or {}).get("state") != "holding":
+        if self.holder and (self.record.data.get("holder") or {}).get("state") == "loading":
             return
         says, says_end = os.pipe()
         os.set_blocking(says, False)
@@ -612,9 +612,10 @@ class Supervisor:
             pass
         os.close(standby.go)
         self.record.standby()
-        self.record.phase(
-            current, "standby taking over", pid=standby.pid, load_seconds=standby.load_seconds, ready=standby.ready
-        )
+        if standby.ready:
+            self.record.phase(current, "standby taking over", pid=standby.pid, load_seconds=standby.load_seconds)
+        else:  # it serves once loaded, as a process forked now would, only sooner
+            self.record.phase(current, "standby taking over once loaded", pid=standby.pid)
         logs.event(log, "handover: the standby takes over", pid=standby.pid, ready=standby.ready)
 
     def read_serving(self) -> None:

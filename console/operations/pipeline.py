@@ -196,6 +196,9 @@ HANDOVER_PHASES = {
     "standby taking over": gettext_noop(
         "standby process %(pid)s, loaded ahead in %(load).1f s, taking over at %(seconds).1f s"
     ),
+    "standby taking over once loaded": gettext_noop(
+        "standby process %(pid)s, still loading at %(seconds).1f s, takes over once loaded"
+    ),
     "reading new weights": gettext_noop(
         "the checkpoint changed: new weight holder %(pid)s reading it at %(seconds).1f s"
     ),
