@@ -337,7 +337,8 @@ class Supervisor:
         self.holder = None
         self.stop_next_holder()
 
-    def _end(self, process: HolderProcess | None) -> None:
+    def _end(self, process: HolderProcess | StandbyProcess | None) -> None:
+        """Kill a child that serves nobody and reap it (its memory is free once this returns)."""
         if process is not None:
             self._signal(process.pid, signal.SIGKILL)
             try:
@@ -578,12 +579,7 @@ class Supervisor:
         standby, self.standby = self.standby, None
         if standby is None:
             return
-        self._signal(standby.pid, signal.SIGKILL)
-        try:
-            os.waitpid(standby.pid, 0)
-        except ChildProcessError:
-            pass
-        os.close(standby.says)
+        self._end(standby)
         os.close(standby.go)
         if not self.stopping:
             self.record.standby(pid=standby.pid, state="discarded", why=why)
