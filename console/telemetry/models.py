@@ -76,5 +76,6 @@ class Sample(models.Model):
             nvml_said=self.data.get("nvml_said"),
             tokens_per_second=self.data.get("tokens_per_second"),
             engine=self.data.get("engine"),
+            standby=self.data.get("standby"),
         )
         return summary

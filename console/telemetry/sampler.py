@@ -44,6 +44,24 @@ def port_of(base_url: str) -> int | None:
         return None
 
 
+STANDBY_STATES = ("loading", "ready", "failed", "discarded")
+
+
+def standby_of(supervisor) -> dict | None:
+    """The supervisor's standby model process (HANDOVER_STANDBY) as /health reports it, kept only in
+    the shape this console shows (the server's answer is not trusted): state, pid, load, why."""
+    standby = supervisor.get("standby") if isinstance(supervisor, dict) else None
+    if not isinstance(standby, dict) or standby.get("state") not in STANDBY_STATES:
+        return None
+    pid, load = standby.get("pid"), standby.get("load_seconds")
+    return {
+        "state": standby["state"],
+        "pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+        "load_seconds": round(float(load), 2) if isinstance(load, int | float) and not isinstance(load, bool) else None,
+        "why": str(standby.get("why", ""))[:300],
+    }
+
+
 def derive_status(running: bool, probe: Probe) -> tuple[str, str]:
     """The status and its explanation, from what the runtime and the probe say. (What the console
     is doing to the instance meanwhile, a restart say, is the operations' business, not a sample's.)"""
@@ -113,6 +131,7 @@ def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict
         "server_pid": probe.health.get("pid"),
         # inference.supervisor's pid: a handover can be asked of it by signal when its model process hangs.
         "supervisor_pid": supervisor.get("pid") if isinstance(supervisor, dict) else None,
+        "standby": standby_of(supervisor),
         "tcp": dict(states) if states is not None else None,
         "signatures": dict(errors),
         "gpu": gpu_figures,

@@ -126,6 +126,7 @@
     setField(scope, "uptime", uptime(d.uptime));
     setField(scope, "probe_ms", ms(d.probe_ms));
     setField(scope, "nvml", say(d.nvml_said || d.nvml));
+    renderStandby(scope, d.standby);
     const e = d.engine || {};  // an engine's own figures (vLLM), where the page shows them
     setField(scope, "kv_cache", percent(e.kv_cache_usage));
     setField(scope, "queue", count(e.running) + " / " + count(e.waiting));
@@ -134,6 +135,17 @@
     setField(scope, "preemptions", count(e.preemptions));
     setField(scope, "prefix_hits", percent(e.prefix_cache_hit_rate));
     scope.querySelectorAll("[data-sampled-at]").forEach((el) => (el.dataset.sampledAt = d.at));
+  }
+
+  // The supervisor's standby model process (HANDOVER_STANDBY): its state; why, where it failed.
+  function renderStandby(scope, s) {
+    const el = scope.querySelector('[data-field="standby"]');
+    if (!el) return;
+    if (!s) { el.textContent = DASH; el.title = ""; return; }
+    el.textContent = s.state === "ready" && s.load_seconds != null
+      ? say({ id: "ready, loaded in %(seconds).1f s", params: { seconds: s.load_seconds } })
+      : word(s.state);
+    el.title = s.why || (s.pid != null ? "pid " + s.pid : "");
   }
 
   // -- operations: the badge, the dashboard's last-operation cell; on other pages htmx fetches

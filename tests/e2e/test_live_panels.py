@@ -33,6 +33,10 @@ def test_instance_page_updates_live_and_a_second_dashboard_follows_a_restart(bro
     page.wait_for_function(f"Number(document.getElementById('charts').dataset.points) > {points}", timeout=15_000)
     assert page.locator("[data-chart=memory] canvas").count() == 1
     assert "ms" in page.inner_text("[data-field=probe_ms]")
+    # The demo keeps a standby model process loaded (HANDOVER_STANDBY): the page says so, live.
+    page.wait_for_function(
+        "document.querySelector('[data-field=standby]').textContent.startsWith('ready, loaded in')", timeout=60_000
+    )
 
     # A request to the instance shows up in the log panel.
     request_id = uuid.uuid4().hex

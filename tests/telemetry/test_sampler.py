@@ -105,3 +105,19 @@ def test_a_dashboard_batch_goes_out_without_waiting_for_a_later_sample(monkeypat
     batch.flush()  # the round's end: at once, and its timer with it
     time.sleep(0.2)
     assert sent == [["a", "b"], ["c"]]
+
+
+def test_the_standby_is_kept_only_in_the_shape_the_console_shows():
+    """/health is the server's answer, not trusted: the standby's state from a known few, numbers as
+    numbers, why cut short; anything else is no standby."""
+    health = {"standby": {"state": "ready", "pid": 7, "load_seconds": 0.61234, "extra": "x" * 10**6}}
+    assert sampler.standby_of(health) == {"state": "ready", "pid": 7, "load_seconds": 0.61, "why": ""}
+    odd = {"standby": {"state": "failed", "pid": "7", "load_seconds": True, "why": "no room " * 200}}
+    assert sampler.standby_of(odd) == {
+        "state": "failed",
+        "pid": None,
+        "load_seconds": None,
+        "why": ("no room " * 200)[:300],
+    }
+    for answer in (None, [], {"standby": []}, {"standby": {"state": "<img src=x>"}}, {"standby": None}):
+        assert sampler.standby_of(answer) is None

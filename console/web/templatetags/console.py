@@ -46,6 +46,9 @@ LIVE_WORDS = {
     "online": _("online"),
     "offline": _("offline"),
     "reported %(seconds)s s ago": _("reported %(seconds)s s ago"),
+    "loading": _("loading"),
+    "ready, loaded in %(seconds).1f s": _("ready, loaded in %(seconds).1f s"),
+    "discarded": _("discarded"),
 }
 
 

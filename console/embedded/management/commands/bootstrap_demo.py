@@ -50,6 +50,8 @@ class Command(BaseCommand):
                     "HOST": "127.0.0.1",
                     "PORT": str(port),
                     "ADMIN_TOKEN": secrets.token_urlsafe(24),
+                    # A model process kept loaded beside the serving one takes the next handover at once.
+                    "HANDOVER_STANDBY": "1",
                 },
                 "base_url": f"http://127.0.0.1:{port}",
                 "ready_timeout": 120,
