@@ -5,6 +5,7 @@ sample is stored for charts and rules, and published to the browsers.
 """
 
 import logging
+import math
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -173,8 +174,21 @@ class DashboardBatch:
             events.publish_samples(items)
 
 
+def finite(value):
+    """`value` with every float that is not a number (NaN, infinities: Python's JSON reads them from a
+    server's answer) made None, through dicts and lists. PostgreSQL's jsonb refuses them, which would
+    lose the whole sample, and a browser's JSON.parse too, which would stop its live panels."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
+
+
 def record(instance, sample: dict, batch: DashboardBatch | None = None) -> Sample:
-    row = Sample.objects.create(instance=instance, at=timezone.now(), **sample)
+    row = Sample.objects.create(instance=instance, at=timezone.now(), **finite(sample))
     summary = {**row.summary(), "host": instance.host.name}
     events.publish(instance.name, events.SAMPLE, summary)
     if batch is None:

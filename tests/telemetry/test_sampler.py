@@ -1,5 +1,7 @@
 """Sampling real instances: a smoke server process answering, one that is down, GPU mapping."""
 
+import json
+import math
 import time
 
 import httpx
@@ -121,3 +123,27 @@ def test_the_standby_is_kept_only_in_the_shape_the_console_shows():
     }
     for answer in (None, [], {"standby": []}, {"standby": {"state": "<img src=x>"}}, {"standby": None}):
         assert sampler.standby_of(answer) is None
+
+
+@pytest.mark.django_db
+def test_figures_that_are_not_numbers_are_recorded_as_none_not_lost_with_the_sample():
+    """Python's JSON reads NaN and Infinity from a server's /health; PostgreSQL's jsonb (and a
+    browser's JSON.parse) refuse them. The sample is kept, without them."""
+    health = json.loads(
+        '{"uptime_seconds": NaN, "timings": {"p50_s": Infinity},'
+        ' "supervisor": {"standby": {"state": "ready", "pid": 9, "load_seconds": NaN}}}'
+    )
+    instance = process_instance("not-numbers")
+    sample = {
+        "status": "ready",
+        "p50_ms": health["timings"]["p50_s"],
+        "data": {
+            "uptime": health["uptime_seconds"],
+            "standby": sampler.standby_of(health["supervisor"]),
+            "deep": [{"x": -math.inf}, 1.5],
+        },
+    }
+    row = sampler.record(instance, sample)
+    row = Sample.objects.get(pk=row.pk)
+    assert row.p50_ms is None and row.data["uptime"] is None and row.data["deep"] == [{"x": None}, 1.5]
+    assert row.data["standby"] == {"state": "ready", "pid": 9, "load_seconds": None, "why": ""}
