@@ -35,6 +35,7 @@ django.setup()
 import httpx  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
+from bench.handover_bench import standby_ready  # noqa: E402
 from console.instances.models import Host, Instance  # noqa: E402
 from console.operations.models import Operation  # noqa: E402
 from console.operations.pipeline import execute  # noqa: E402
@@ -64,17 +65,6 @@ def summary(operation: Operation) -> dict:
     }
     print(json.dumps(result), flush=True)
     return result
-
-
-def standby_ready(instance: Instance, timeout: float = 300) -> float:
-    """Seconds until the supervisor's standby is loaded (HANDOVER_STANDBY)."""
-    began = time.monotonic()
-    while time.monotonic() - began < timeout:
-        standby = (httpx.get(instance.base_url + "/health", timeout=5).json()["supervisor"] or {}).get("standby")
-        if (standby or {}).get("state") == "ready":
-            return round(time.monotonic() - began, 2)
-        time.sleep(0.1)
-    raise RuntimeError(f"no standby ready within {timeout} s")
 
 
 def main() -> None:
@@ -132,7 +122,7 @@ def main() -> None:
         print(json.dumps(result["sample"]), flush=True)
 
         if args.standby:
-            result["standby_ready_after_start_s"] = standby_ready(instance)
+            result["standby_ready_after_start_s"] = standby_ready(instance.base_url)
         load = Load(instance.base_url, clients=8)
         time.sleep(3)
         result["operations"]["handover"] = run(instance, "restart")
@@ -152,7 +142,7 @@ def main() -> None:
         instance.refresh_from_db()
         Watchdog.objects.create(instance=instance, liveness_failures=2, startup_grace_seconds=0, backoff_seconds=0)
         if args.standby:
-            standby_ready(instance)
+            standby_ready(instance.base_url)
         sampler.sample_host("local")  # as beat does every few seconds: the sample names the supervisor
         hung = httpx.get(instance.base_url + "/health", timeout=5).json()["pid"]
         os.kill(hung, signal.SIGSTOP)

@@ -66,23 +66,6 @@ class StackSampler:
         return [{"stack": stack, "seconds": round(n * self.every, 3)} for stack, n in counts.most_common(rows)]
 
 
-def generation(engine) -> None:
-    """The warm-up's generation (Engine.warmup without its after-warm-up work)."""
-    from PIL import Image
-
-    from inference.engine import _WarmupSink
-
-    image = Image.new("RGB", (112, 112), (128, 128, 128))
-    prepared = engine.prepare(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}], [image], 1 << 30
-    )
-    sink = _WarmupSink()
-    engine.generate(
-        prepared, sink, max_new_tokens=engine.decoding.warmup_tokens, temperature=0, top_p=1, should_stop=lambda: False
-    )
-    sink.finished.wait(600)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="/tmp/glm-4.6v-flash-random")
@@ -133,7 +116,7 @@ def main() -> None:
         for row in result[key]:
             print(f"{row['seconds']:7.3f} s  {row['stack']}")
     began = time.monotonic()
-    generation(engine)  # the warm-up's generation again (not its graphs: recorded once)
+    engine.warmup_generation()  # the warm-up's generation again (not its graphs: recorded once)
     synchronize()
     result["second_generation_s"] = round(time.monotonic() - began, 3)
     result["warmup_phases"] = {k: v for k, v in engine.load_phases.items() if k in ("warmup", "cuda_graphs")}

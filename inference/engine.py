@@ -338,9 +338,15 @@ class Engine:
     def warmup(self) -> None:
         """One short generation with a small image so the first real request does not pay for lazy
         initialisation (vision kernels; with generate's static cache: compiling its decoding step)."""
+        began = time.monotonic()
+        self.warmup_generation()
+        self.load_phases["warmup"] = round(time.monotonic() - began, 3)
+        self.load_phases.update(self.decoding.after_warmup())
+
+    def warmup_generation(self) -> None:
+        """The warm-up's short generation with a small image, waited for."""
         from PIL import Image
 
-        began = time.monotonic()
         image = Image.new("RGB", (112, 112), (128, 128, 128))
         content = [{"type": "image"}, {"type": "text", "text": "hi"}]
         prepared = self.prepare([{"role": "user", "content": content}], [image], 1 << 30)
@@ -348,8 +354,6 @@ class Engine:
         tokens = self.decoding.warmup_tokens
         self.generate(prepared, sink, max_new_tokens=tokens, temperature=0, top_p=1, should_stop=lambda: False)
         sink.finished.wait(600)
-        self.load_phases["warmup"] = round(time.monotonic() - began, 3)
-        self.load_phases.update(self.decoding.after_warmup())
 
     def decoder_stats(self) -> dict:
         """How generation runs: the decoder, and for the batched one its slots in use and its KV cache."""

@@ -207,8 +207,8 @@ class Supervisor:
         self.serving = 0  # the model process clients are served by
         self.incoming = 0  # a handover's new process, until it serves
         self.incoming_says: int | None = None  # the read end of its pipe
-        self.serving_says: int | None = None  # a started process's pipe, until it says "ready"
-        self.serving_ready = False
+        # A started process's pipe, until it says "ready" (a handover's new process said it on its own).
+        self.serving_says: int | None = None
         self.standby: StandbyProcess | None = None
         self.standby_for = 0  # the serving process a standby was last forked beside: one try each
         # Old processes finishing their requests, with when they must have ended: one that outlives
@@ -467,7 +467,7 @@ class Supervisor:
         began = time.monotonic()
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
-        self.serving_says, self.serving_ready = read_end, False
+        self.serving_says = read_end
         try:
             self.serving = self.fork(ready_fd=write_end)
         finally:
@@ -532,7 +532,7 @@ class Supervisor:
         check then counts what the serving process really holds), once per serving process."""
         if not (self.settings.handover_standby and self.imported) or self.standby or self.stopping:
             return
-        if not (self.serving and self.serving_ready) or self.standby_for == self.serving:
+        if not self.serving or self.serving_says is not None or self.standby_for == self.serving:
             return
         if self.record.current or self.fallback or self.retiring or self.incoming or self.next:
             return
@@ -617,7 +617,6 @@ class Supervisor:
     def read_serving(self) -> None:
         """A started process's word: "ready" once it serves."""
         if any(word == "ready" for word, _ in self._said(self.serving_says)):
-            self.serving_ready = True
             self._close_serving_pipe()
 
     def _close_serving_pipe(self) -> None:
@@ -636,7 +635,6 @@ class Supervisor:
                 self.record.phase(current, "new process serving", pid=self.incoming, load_seconds=float(rest or 0))
                 old, self.serving = self.serving, self.incoming
                 self.incoming = 0
-                self.serving_ready = True
                 self._close_serving_pipe()  # the old process's, if it never said ready
                 self.record.serving(self.serving)
                 self.retiring[old] = time.monotonic() + self.settings.drain_timeout + RETIRE_GRACE_SECONDS
