@@ -49,6 +49,7 @@ see it, rather than a supervisor quietly restarting a broken server.
 import dataclasses
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -64,7 +65,7 @@ log = logging.getLogger("inference.supervisor")
 RESTART_EXIT = 75  # the child's exit code that asks for a fresh child (EX_TEMPFAIL)
 SUPERVISOR_ENV = "INFERENCE_SUPERVISOR_PID"  # set in the child: /admin/restart and /admin/handover are offered
 LISTEN_BACKLOG = 2048  # connections wait here while no model process accepts (a restart's load)
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.05  # between looks at the holders and deadlines; signals and the children's words wake it at once
 RETIRE_GRACE_SECONDS = 10  # beyond DRAIN_TIMEOUT, for an old process to end after a handover
 
 
@@ -151,6 +152,18 @@ def exit_code(status: int) -> int:
     return 128 - code if code < 0 else code
 
 
+def wakeup() -> tuple[int, int]:
+    """A pipe Python writes a byte into on every signal the supervisor handles, a child's end
+    (SIGCHLD) among them, so that its loop wakes at once for a handover asked, a stop or an end
+    rather than at its next poll: (read end, write end)."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end)
+    signal.signal(signal.SIGCHLD, lambda sig, frame: None)
+    return read_end, write_end
+
+
 def serve_child(
     listener: socket.socket, handover_fd: int | None, ready_fd: int | None = None, standby_fd: int | None = None
 ) -> int:
@@ -220,6 +233,7 @@ class Supervisor:
         self.reload = False  # and the holder is to read the changed checkpoint once it is gone
         self.starts = 0
         self.imported = False
+        self.wake: tuple[int, ...] = ()  # wakeup()'s pipe, once run() begins
 
     # Signal handlers only set flags or pass the signal on: the loop in run() does the work.
     def forward(self, sig, frame) -> None:
@@ -253,14 +267,21 @@ class Supervisor:
         fds = [self.incoming_says, self.serving_says, *(h.says for h in (self.holder, self.next) if h)]
         if self.standby:
             fds += [self.standby.says, self.standby.go]
-        return [fd for fd in fds if fd is not None]
+        return [fd for fd in fds if fd is not None] + list(self.wake)
+
+    def _forked(self, *fds: int) -> None:
+        """In a child just forked: the supervisor's signal wakeup and pipes are not its own (a
+        signal to the child would write into whatever file took the wakeup pipe's number)."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        close_quietly([*fds, *self._own_fds()])
 
     def fork(self, handover_fd: int | None = None, ready_fd: int | None = None, standby_fd: int | None = None) -> int:
         if self.imported:
             self.refresh_processors()
         pid = os.fork()
         if pid == 0:
-            close_quietly(self._own_fds())
+            self._forked()
             code = serve_child(self.listener, handover_fd, ready_fd, standby_fd)
             logging.shutdown()
             sys.stdout.flush()
@@ -281,7 +302,7 @@ class Supervisor:
         if pid == 0:
             code = 1
             try:
-                close_quietly([read_end, *self._own_fds()])
+                self._forked(read_end)
                 self.listener.close()
                 settings = self.settings
                 code = holder.serve(
@@ -725,6 +746,7 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.forward)
         signal.signal(signal.SIGUSR1, self.want_handover)
+        self.wake = wakeup()
         if self.holder_path:
             self.holder = self.start_holder(self.holder_path)
             self.record.holder(pid=self.holder.pid, state="loading")
@@ -762,7 +784,19 @@ class Supervisor:
             if self.next:
                 self.read_next_holder()
             self.kill_overdue()
-            time.sleep(POLL_SECONDS)
+            woken = select.select(self._listened(), [], [], POLL_SECONDS)[0]
+            if self.wake[0] in woken:
+                os.read(self.wake[0], 4096)  # the signals' bytes: their handlers have run
+            elif woken:  # a child's word, read next time round; a pipe at its end (the child is
+                time.sleep(0.001)  # ending) stays readable, so never spin faster than this
+
+    def _listened(self) -> list[int]:
+        """What wakes the loop at once: a signal, or a word from a handover's new process (its
+        "ready" is what clients wait for), a started process or the standby."""
+        fds = [self.wake[0], self.serving_says, self.standby.says if self.standby else None]
+        if self.incoming:
+            fds.append(self.incoming_says)
+        return [fd for fd in fds if fd is not None]
 
     def kill_overdue(self) -> None:
         now = time.monotonic()

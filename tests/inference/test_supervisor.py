@@ -105,6 +105,30 @@ def test_a_crashed_model_process_ends_the_supervisor_with_its_code(start_server)
     assert "the supervisor ends with it" in server.log()
 
 
+def _pipes(pid: int) -> set[str]:
+    """The pipes a process holds open, by their inode ("pipe:[N]")."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:  # closed meanwhile
+            continue
+        if target.startswith("pipe:"):
+            found.add(target)
+    return found
+
+
+def test_a_model_process_keeps_none_of_the_supervisors_pipes(start_server):
+    """The supervisor wakes on signals through a pipe (signal.set_wakeup_fd); a forked model process
+    closes it with the supervisor's other pipes and clears the wakeup, or a signal to the child would
+    write into that pipe or into whatever file later took its number."""
+    server = start_server(module=SUPERVISOR)
+    child = _health(server)["pid"]
+    supervisor = _pipes(server.proc.pid)
+    assert supervisor  # its wakeup pipe at least
+    assert not supervisor & _pipes(child)
+
+
 def test_restart_needs_the_token_and_the_supervisor(start_server):
     plain = start_server()
     refused = _admin(plain, "/admin/restart")
