@@ -293,14 +293,15 @@ class ModelRunner:
     def cache_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.cache)
 
-    def _layers(self, hidden, attend, ops):
-        """All text layers over `hidden` (tokens x hidden size); `attend(number, x)` takes the normed
-        hidden states, projects them to q, k and v (`_qkv`), rotates q and k, stores the keys and
-        values and returns the attended values (tokens x heads * head dim). Returns the final-normed
-        hidden states."""
+    def _layers(self, hidden, attend, ops, x=None):
+        """All text layers over `hidden` (tokens x hidden size; `x` its first norm, if already done);
+        `attend(number, x)` takes the normed hidden states, projects them to q, k and v (`_qkv`),
+        rotates q and k, stores the keys and values and returns the attended values (tokens x heads *
+        head dim). Returns the final-normed hidden states."""
         import torch.nn.functional as F
 
-        x = F.rms_norm(hidden, (self.hidden,), *self.layers[0].norm_in)
+        if x is None:
+            x = F.rms_norm(hidden, (self.hidden,), *self.layers[0].norm_in)
         for number, layer in enumerate(self.layers):
             out = ops.linear(attend(number, x), layer.out_weight)
             hidden, x = ops.add_norm(hidden, out, layer.norm_after_attention, layer.norm_mlp_in)
@@ -352,8 +353,9 @@ class ModelRunner:
                 )
                 return kernels.attend(q, cache, index, length)
 
-            hidden = self._layers(self.embed(ids), attend, self.ops)
-            return self.ops.linear(hidden, self.lm_head.weight, self.lm_head.bias).float()
+            hidden, x = kernels.embed_norm(ids, self.embed.weight, self.layers[0].norm_in)
+            hidden = self._layers(hidden, attend, self.ops, x)
+            return self.ops.logits(hidden, self.lm_head.weight, self.lm_head.bias)
 
         slot = self.rows[:rows]
         freqs = (position[:, None].float() * self.inv_freq[None]).repeat_interleave(2, dim=-1)

@@ -4,7 +4,8 @@ Profiled (bench/step_profile.py; the figures are in docs/BENCHMARKS.md), a step 
 operations spends about a third of its time outside the weight-reading matrix products: RMSNorm is
 latency-bound however small the batch (four per layer), attention over a slot's keys runs as one
 flash kernel with one block per KV head, and rotary, the KV store and the gated activation are a
-dozen small kernels. Here each residual add with its two norms is one kernel,
+dozen small kernels. Here each residual add with its two norms is one kernel (the first norm
+with the token's embedding),
 rotating q and k and writing k and v into the slot is one, and attention is split over the keys
 (flash-decoding: every block takes a slice of the positions, a second kernel merges the slices), so
 a short prompt in a long slot reads only its own positions.
@@ -53,6 +54,25 @@ def _add_norm(
     tl.store(hidden_out_ptr + row * WIDTH + offsets, hidden, mask=inside)
     hidden = hidden.to(tl.float32)
     normed = hidden * tl.rsqrt(tl.sum(hidden * hidden, axis=0) / WIDTH + next_eps) * next_weight
+    tl.store(normed_out_ptr + row * WIDTH + offsets, normed.to(normed_out_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _embed_norm(
+    ids_ptr, table_ptr, weight_ptr, hidden_out_ptr, normed_out_ptr, eps, vocab, WIDTH: tl.constexpr, BLOCK: tl.constexpr
+):
+    # The token's row of the embeddings and its rms_norm, as F.embedding then F.rms_norm (in float32,
+    # rounded once). An id outside the vocabulary reads nothing (zeros), never another row of memory.
+    row = tl.program_id(0)
+    token = tl.load(ids_ptr + row).to(tl.int64)
+    offsets = tl.arange(0, BLOCK)
+    inside = offsets < WIDTH
+    known = offsets < tl.where((token >= 0) & (token < vocab), WIDTH, 0)
+    hidden = tl.load(table_ptr + token * WIDTH + offsets, mask=known, other=0.0)
+    weight = tl.load(weight_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+    tl.store(hidden_out_ptr + row * WIDTH + offsets, hidden, mask=inside)
+    hidden = hidden.to(tl.float32)
+    normed = hidden * tl.rsqrt(tl.sum(hidden * hidden, axis=0) / WIDTH + eps) * weight
     tl.store(normed_out_ptr + row * WIDTH + offsets, normed.to(normed_out_ptr.dtype.element_ty), mask=inside)
 
 
@@ -232,6 +252,29 @@ def add_norm(hidden, delta, delta_norm: tuple, next_norm: tuple):
     return hidden_out, normed
 
 
+def embed_norm(ids, table, norm: tuple):
+    """(F.embedding(ids, table), F.rms_norm of that with `norm`) as one kernel: [rows, width] each."""
+    import torch
+
+    rows, (vocab, width) = ids.shape[0], table.shape
+    hidden = torch.empty((rows, width), dtype=table.dtype, device=table.device)
+    normed = torch.empty_like(hidden)
+    block = _power_of_two(width)
+    _embed_norm[(rows,)](
+        ids,
+        table,
+        norm[0],
+        hidden,
+        normed,
+        float(norm[1]),
+        vocab,
+        WIDTH=width,
+        BLOCK=block,
+        num_warps=max(1, min(16, block // 256)),
+    )
+    return hidden, normed
+
+
 def gated_silu(gate_up):
     """reference.gated_silu as one kernel: up * silu(gate) of a [rows, 2 x width] tensor."""
     import torch
@@ -283,6 +326,14 @@ class Ops:
         if _one_row(x, weight):
             return matvec.linear(x, weight, bias)
         return F.linear(x, weight, bias)
+
+    def logits(self, x, weight, bias=None):
+        """The LM head's product as float32 (rounded to the weights' dtype first, as .float() of it)."""
+        import torch
+
+        if _one_row(x, weight):
+            return matvec.linear(x, weight, bias, dtype=torch.float32)
+        return F.linear(x, weight, bias).float()
 
     def gated_product(self, x, weight):
         if self.silu and _one_row(x, weight):

@@ -107,8 +107,9 @@ def _matvec(
         slot += tl.load(index_ptr) * position_stride
         tl.store(slot, x0, mask=pairs_inside & ~is_q)
         tl.store(slot + 1, x1, mask=pairs_inside & ~is_q)
-    else:
-        tl.store(out_ptr + outputs, total.to(out_ptr.dtype.element_ty), mask=inside)
+    else:  # rounded to the weights' dtype first, as F.linear's output then .float() (logits)
+        total = total.to(weight_ptr.dtype.element_ty).to(out_ptr.dtype.element_ty)
+        tl.store(out_ptr + outputs, total, mask=inside)
 
 
 # (block_n, block_k, warps, stages) by the weight's (outputs, inputs) and whether it is gated: the
@@ -123,17 +124,17 @@ CONFIGS = {
 }
 
 
-def linear(x, weight, bias=None, gated: bool = False, config=None):
+def linear(x, weight, bias=None, gated: bool = False, config=None, dtype=None):
     """F.linear(x, weight, bias) for one row x [1, inputs] and a weight [outputs, inputs], both
     contiguous; with `gated`, gated_silu(F.linear(x, weight)) for a weight of 2 x outputs rows (gate,
-    then up)."""
+    then up). With `dtype`, F.linear(...).to(dtype) in the same kernel (the step's float32 logits)."""
     import torch
 
     n, k = _check(x, weight)
     if gated and (n % 2 or bias is not None):
         raise ValueError("a gated product takes an even number of weight rows and no bias")
     n = n // 2 if gated else n
-    out = torch.empty((1, n), dtype=x.dtype, device=x.device)
+    out = torch.empty((1, n), dtype=dtype or x.dtype, device=x.device)
     _launch(x, weight, bias, out, config, gated=gated, UP_OFFSET=n * k if gated else 0)
     return out
 

@@ -48,6 +48,21 @@ def test_add_norm(setup):
             torch.testing.assert_close(a, b, **tolerance)
 
 
+def test_embed_norm(setup):
+    """The token's embedding and its norm in one kernel, as F.embedding then F.rms_norm; an id
+    outside the vocabulary reads zeros, not memory past the table."""
+    kernels, device, dtype, tolerance = setup
+    torch.manual_seed(1)
+    table = torch.randn(50, 96, device=device, dtype=dtype)
+    norm = (torch.rand(96, device=device, dtype=dtype) + 0.5, 1e-6)
+    ids = torch.tensor([3, 49, 0], device=device)
+    hidden, normed = kernels.embed_norm(ids, table, norm)
+    assert torch.equal(hidden, F.embedding(ids, table))
+    torch.testing.assert_close(normed, F.rms_norm(hidden, (96,), *norm), **tolerance)
+    hidden, normed = kernels.embed_norm(torch.tensor([50, -1], device=device), table, norm)
+    assert not hidden.any() and not normed.any()
+
+
 def test_gated_silu(setup):
     kernels, device, dtype, tolerance = setup
     gate_up = torch.randn(3, 2 * 1100, device=device, dtype=dtype)
@@ -67,6 +82,8 @@ def test_matvec_matches_linear(setup, outputs, inputs):
     bias = torch.randn(outputs, device=device, dtype=dtype)
     torch.testing.assert_close(matvec.linear(x, weight), F.linear(x, weight), **tolerance)
     torch.testing.assert_close(matvec.linear(x, weight, bias), F.linear(x, weight, bias), **tolerance)
+    # float32 out (the step's logits): the same values, rounded to the weights' dtype first
+    assert torch.equal(matvec.linear(x, weight, bias, dtype=torch.float32), matvec.linear(x, weight, bias).float())
     gate_up = (torch.randn(2 * outputs, inputs, device=device) / inputs**0.5).to(dtype)
     expected = reference.gated_silu(F.linear(x, gate_up))
     torch.testing.assert_close(matvec.linear(x, gate_up, gated=True), expected, **tolerance)
