@@ -4,9 +4,9 @@ Profiled (bench/step_profile.py; the figures are in docs/BENCHMARKS.md), a step 
 operations spends about a third of its time outside the weight-reading matrix products: RMSNorm is
 latency-bound however small the batch (four per layer), attention over a slot's keys runs as one
 flash kernel with one block per KV head, and rotary, the KV store and the gated activation are a
-dozen small kernels. Here each residual add with its two norms is one kernel (the first norm
-with the token's embedding),
-rotating q and k and writing k and v into the slot is one, and attention is split over the keys
+dozen small kernels. Here each residual add with its two norms is one kernel (the first norm one
+with the token's embedding), rotating q and k and writing k and v into the slot is one, and
+attention is split over the keys
 (flash-decoding: every block takes a slice of the positions, a second kernel merges the slices), so
 a short prompt in a long slot reads only its own positions.
 
