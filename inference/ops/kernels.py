@@ -26,6 +26,12 @@ MAX_SPLITS = 32  # slices of the positions per (row, KV head); also bounds the m
 
 
 @triton.jit
+def _rms_norm(x, weight, eps, WIDTH: tl.constexpr):
+    # F.rms_norm over one row in float32 (entries past WIDTH are zeros)
+    return x * tl.rsqrt(tl.sum(x * x, axis=0) / WIDTH + eps) * weight
+
+
+@triton.jit
 def _add_norm(
     hidden_ptr,
     delta_ptr,
@@ -48,12 +54,12 @@ def _add_norm(
     delta_weight = tl.load(delta_weight_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
     hidden = tl.load(hidden_ptr + row * WIDTH + offsets, mask=inside, other=0.0).to(tl.float32)
     next_weight = tl.load(next_weight_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-    normed = delta * tl.rsqrt(tl.sum(delta * delta, axis=0) / WIDTH + delta_eps) * delta_weight
+    normed = _rms_norm(delta, delta_weight, delta_eps, WIDTH)
     normed = normed.to(hidden_out_ptr.dtype.element_ty).to(tl.float32)
     hidden = (hidden + normed).to(hidden_out_ptr.dtype.element_ty)
     tl.store(hidden_out_ptr + row * WIDTH + offsets, hidden, mask=inside)
     hidden = hidden.to(tl.float32)
-    normed = hidden * tl.rsqrt(tl.sum(hidden * hidden, axis=0) / WIDTH + next_eps) * next_weight
+    normed = _rms_norm(hidden, next_weight, next_eps, WIDTH)
     tl.store(normed_out_ptr + row * WIDTH + offsets, normed.to(normed_out_ptr.dtype.element_ty), mask=inside)
 
 
@@ -72,7 +78,7 @@ def _embed_norm(
     weight = tl.load(weight_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
     tl.store(hidden_out_ptr + row * WIDTH + offsets, hidden, mask=inside)
     hidden = hidden.to(tl.float32)
-    normed = hidden * tl.rsqrt(tl.sum(hidden * hidden, axis=0) / WIDTH + eps) * weight
+    normed = _rms_norm(hidden, weight, eps, WIDTH)
     tl.store(normed_out_ptr + row * WIDTH + offsets, normed.to(normed_out_ptr.dtype.element_ty), mask=inside)
 
 
@@ -229,6 +235,11 @@ def _power_of_two(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+def _row_warps(block: int) -> int:
+    """Warps for a kernel that takes one row of `block` entries in one block (the norms)."""
+    return max(1, min(16, block // 256))
+
+
 def add_norm(hidden, delta, delta_norm: tuple, next_norm: tuple):
     """reference.add_norm as one kernel: (hidden + rms_norm(delta), rms_norm of that sum)."""
     import torch
@@ -247,7 +258,7 @@ def add_norm(hidden, delta, delta_norm: tuple, next_norm: tuple):
         float(next_norm[1]),
         WIDTH=width,
         BLOCK=block,
-        num_warps=max(1, min(16, block // 256)),
+        num_warps=_row_warps(block),
     )
     return hidden_out, normed
 
@@ -270,7 +281,7 @@ def embed_norm(ids, table, norm: tuple):
         vocab,
         WIDTH=width,
         BLOCK=block,
-        num_warps=max(1, min(16, block // 256)),
+        num_warps=_row_warps(block),
     )
     return hidden, normed
 
