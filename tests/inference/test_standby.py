@@ -11,7 +11,7 @@ import httpx
 from tests.conftest import until, wait_http
 from tests.inference.helpers import chat
 from tests.inference.test_handover import handover_under_load
-from tests.inference.test_supervisor import SUPERVISOR, _alive, _health
+from tests.inference.test_supervisor import SUPERVISOR, _admin, _alive, _health
 
 
 def _standby(server, state: str, not_pids: tuple = (), timeout: float = 60) -> dict:
@@ -114,3 +114,57 @@ def test_no_standby_beside_a_process_that_has_not_loaded(start_server, smoke_mod
     time.sleep(1)  # twenty of the supervisor's looks
     assert _health(server)["supervisor"]["standby"] is None
     assert '"role": "standby"' not in server.log()
+
+
+def test_a_standby_still_loading_takes_the_handover_once_loaded(start_server, smoke_model):
+    """A handover asked while the standby still loads waits for it, the serving process answering
+    meanwhile, rather than fork yet another process. The standby is held at its load by the weight
+    holder it asks for the weights, stopped (SIGSTOP) for as long as the test needs."""
+    from tests.inference.test_handover import Load, _handover
+
+    server = start_server(module=SUPERVISOR, HOLD_WEIGHTS="on", HANDOVER_STANDBY="1", DRAIN_TIMEOUT="30")
+    holder = until(lambda: (h := _health(server)["supervisor"]["holder"])["state"] == "holding" and h, 30, every=0.1)
+    first = _standby(server, "ready")
+    os.kill(holder["pid"], signal.SIGSTOP)
+    try:
+        # The first standby had its weights: it takes over at once; the next one waits on the holder.
+        done = handover_under_load(server, clients=4)
+        assert [p["name"] for p in done["phases"]][0] == "standby taking over", done
+        loading = _standby(server, "loading", not_pids=(first["pid"],))
+        time.sleep(0.5)  # ten of the supervisor's looks: it stays loading
+        assert _health(server)["supervisor"]["standby"] == loading
+
+        load = Load(server.url, clients=4)
+        time.sleep(1)
+        answer = _admin(server, "/admin/handover")
+        assert answer.status_code == 202, answer.text
+
+        def waiting():
+            record = _health(server)["supervisor"]
+            return record["handovers"][-1] if record["handovers"][-1]["id"] > answer.json()["after"] else None
+
+        running = until(waiting, 10, every=0.1)
+        assert running["state"] == "running"
+        assert [p["name"] for p in running["phases"]] == ["standby taking over once loaded"], running
+        assert running["phases"][0]["pid"] == running["new_pid"] == loading["pid"]
+        time.sleep(1)
+        # Still waiting for it: the process that served before serves on, nothing else is forked.
+        assert _health(server)["pid"] == first["pid"]
+        assert [p["name"] for p in waiting()["phases"]] == ["standby taking over once loaded"]
+    finally:
+        os.kill(holder["pid"], signal.SIGCONT)
+    done = _handover(server, answer.json()["after"])
+    time.sleep(1)
+    results = load.finish()
+    assert results and not [r for r in results if r[0] != "ok"], results[:5]
+    assert done["state"] == "done", done
+    assert [p["name"] for p in done["phases"]] == [
+        "standby taking over once loaded",
+        "weights mapped",
+        "new process serving",
+        "old process draining",
+        "old process gone",
+    ], done
+    assert done["new_pid"] == loading["pid"] and _health(server)["pid"] == loading["pid"]
+    assert not _alive(first["pid"])
+    assert server.log().count('"role": "standby"') == 3  # the first, the one that waited, the next
