@@ -120,6 +120,9 @@ def _side_by_side(parts: list):
 
 
 STEP_KERNELS = ("auto", "triton", "compile", "eager")
+# Prompts of up to PROMPT_GRAPH_LIMIT tokens run their text layers as a CUDA graph of the next
+# power of two from PROMPT_GRAPH_FIRST: a longer prompt keeps the device busy with its own work.
+PROMPT_GRAPH_FIRST, PROMPT_GRAPH_LIMIT = 32, 512
 
 
 class ModelRunner:
@@ -187,6 +190,14 @@ class ModelRunner:
         self.context_sizes = sorted({min(size, context) for size in (1024, 4096, context)})
         self.use_graphs = graphs and self.device.type == "cuda"
         self.graphs: dict = {}
+        # A prompt's text layers, graphed by padded length (PROMPT_GRAPH_FIRST .. PROMPT_GRAPH_LIMIT
+        # tokens) and recorded at a length's first use: eager, a prompt's ~1,800 kernels are launched
+        # from Python one by one, and the host's time doing so was its whole first token
+        # (docs/BENCHMARKS.md).
+        sizes = buckets(PROMPT_GRAPH_LIMIT, PROMPT_GRAPH_FIRST) if self.use_graphs else []
+        self.prompt_sizes = [size for size in sizes if size <= context]
+        self.prompt_graphs: dict = {}
+        self.prompt_inputs: tuple = ()  # hidden states, rotary cos and sin, (slot, last token)
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.record_seconds = 0.0
         self.triton = None  # inference.ops.kernels where its kernels run here
@@ -278,6 +289,8 @@ class ModelRunner:
         self.state, self.rows = state, torch.arange(slots, device=self.device)
         self.slots, self.slot_sizes = slots, buckets(slots, 1)
         self.graphs.clear()  # they captured the old tensors
+        self.prompt_graphs.clear()
+        self.prompt_inputs = ()
         if not self.use_graphs:
             return
         # A fresh pool: the old one may be released with the graphs that used it.
@@ -404,6 +417,10 @@ class ModelRunner:
                 self.record(rows, self.context_sizes[0])
 
     def _record(self, rows: int, length: int):
+        return self._capture(lambda: self.forward(rows, length))
+
+    def _capture(self, run: Callable):
+        """`run` recorded as a CUDA graph in the runner's pool: (graph, its output)."""
         import torch
 
         began = time.monotonic()
@@ -411,11 +428,11 @@ class ModelRunner:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):  # library workspaces and lazy kernels initialise outside the capture
-                self.forward(rows, length)
+                run()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-            out = self.forward(rows, length)
+            out = run()
         self.record_seconds += time.monotonic() - began
         return graph, out
 
@@ -434,7 +451,6 @@ class ModelRunner:
         waited for 16 prefills, docs/BENCHMARKS.md), and each prompt attends causally to itself only.
         """
         import torch
-        import torch.nn.functional as F
 
         segments, hiddens, angles, deltas, start = [], [], [], [], 0
         for inputs, slot in prompts:
@@ -456,6 +472,11 @@ class ModelRunner:
         cos = torch.cat([c for c, _ in angles]) if len(angles) > 1 else angles[0][0]
         sin = torch.cat([s for _, s in angles]) if len(angles) > 1 else angles[0][1]
 
+        size = self._prompt_size(start) if len(prompts) == 1 else 0
+        logits = self._prompt_replay(size, hidden, cos, sin, segments[0][2]) if size else None
+        if logits is not None:
+            return [(logits, deltas[0])]
+
         def attend(number, x):
             q, k, v = self._rotated(self._qkv(number, x, self.eager_ops), cos, sin, self.eager_ops)
             attended = []
@@ -463,13 +484,7 @@ class ModelRunner:
                 keys, values = k[begin : begin + n].transpose(0, 1), v[begin : begin + n].transpose(0, 1)
                 self.cache[number][slot, 0, :, :n] = keys  # kv heads, tokens, head dim
                 self.cache[number][slot, 1, :, :n] = values
-                out = F.scaled_dot_product_attention(
-                    q[begin : begin + n].transpose(0, 1)[None],
-                    keys.repeat_interleave(self.group, dim=0)[None],
-                    values.repeat_interleave(self.group, dim=0)[None],
-                    is_causal=True,
-                )
-                attended.append(out[0].transpose(0, 1).reshape(n, -1))
+                attended.append(self._causal(q[begin : begin + n], keys, values))
             return torch.cat(attended) if len(attended) > 1 else attended[0]
 
         # Eager operations: a prompt's many tokens keep the kernels busy, and compiled forms for
@@ -478,6 +493,77 @@ class ModelRunner:
         last = [begin + n - 1 for begin, n, _ in segments]
         logits = self.lm_head(x[last]).float()
         return [(logits[i : i + 1], delta) for i, delta in enumerate(deltas)]
+
+    def _causal(self, q, keys, values):
+        """One prompt's attention: q [tokens, heads, head dim] over its keys and values [kv heads,
+        tokens, head dim], each token to itself and those before it; [tokens, heads x head dim]."""
+        import torch.nn.functional as F
+
+        out = F.scaled_dot_product_attention(
+            q.transpose(0, 1)[None],
+            keys.repeat_interleave(self.group, dim=0)[None],
+            values.repeat_interleave(self.group, dim=0)[None],
+            is_causal=True,
+        )
+        return out[0].transpose(0, 1).reshape(q.shape[0], -1)
+
+    def _prompt_size(self, tokens: int) -> int:
+        """The padded length a prompt of `tokens` runs at as a graph; 0: eagerly."""
+        if not self.prompt_sizes or tokens > self.prompt_sizes[-1]:
+            return 0
+        return fit(self.prompt_sizes, tokens)
+
+    def prompt_pass(self, size: int, hidden, cos, sin, at):
+        """The text layers over the first `size` rows of `hidden` (rotary `cos`/`sin` alike) for one
+        prompt whose tokens are the first at[1] + 1 of them: its keys and values into slot at[0]
+        (positions 0 .. size - 1), the last token's float32 logits returned. Fixed shapes and the
+        slot and last token as tensors, so it is recorded once per size and replayed for any prompt:
+        the rows after the prompt's are padding, which its tokens never attend to (they come after
+        them) and whose keys and values, past the prompt's end in the slot, the decoding step
+        overwrites before it reads them (it writes a position, then attends up to it)."""
+        import torch
+
+        cos, sin = cos[:size], sin[:size]
+
+        def attend(number, x):
+            q, k, v = self._rotated(self._qkv(number, x, self.eager_ops), cos, sin, self.eager_ops)
+            keys, values = k.transpose(0, 1), v.transpose(0, 1)
+            self.cache[number][:, :, :, :size].index_copy_(0, at[:1], torch.stack((keys, values))[None])
+            return self._causal(q, keys, values)
+
+        x = self._layers(hidden[:size], attend, self.eager_ops)
+        return self.lm_head(x.index_select(0, at[1:])).float()
+
+    def _prompt_replay(self, size: int, hidden, cos, sin, slot: int):
+        """prompt_pass for this prompt at `size`: as its graph, recorded at its first use (without
+        graphs, run as it would be recorded); None if recording fails (prompts then run eagerly)."""
+        import torch
+
+        if not self.prompt_inputs:
+            most = self.prompt_sizes[-1]
+            self.prompt_inputs = (
+                torch.zeros((most, self.hidden), dtype=self.dtype, device=self.device),
+                torch.zeros((most, 1, self.head_dim), dtype=self.dtype, device=self.device),
+                torch.zeros((most, 1, self.head_dim), dtype=self.dtype, device=self.device),
+                torch.zeros(2, dtype=torch.long, device=self.device),
+            )
+        inputs = self.prompt_inputs
+        n = hidden.shape[0]
+        for target, value in zip(inputs, (hidden, cos, sin), strict=False):
+            target[:n].copy_(value)
+        inputs[3].copy_(torch.tensor((slot, n - 1)))
+        if not self.use_graphs:
+            return self.prompt_pass(size, *inputs)
+        if size not in self.prompt_graphs:
+            try:
+                self.prompt_graphs[size] = self._capture(lambda: self.prompt_pass(size, *inputs))
+            except Exception:
+                log.exception("a prompt's graph could not be recorded; prompts run eagerly")
+                self.prompt_sizes = []
+                return None
+        graph, out = self.prompt_graphs[size]
+        graph.replay()
+        return out.clone()  # the graph's output is overwritten by its next replay
 
     def _embed(self, inputs: dict):
         """(inputs_embeds, position ids) exactly as the model would hand them to its text layers."""

@@ -326,3 +326,42 @@ def handover_fit(*, free, weights, reserve, slot, slots):
     from inference.handover import fit_slots
 
     return fit_slots(int(free), "GPU", weights, reserve, slot, slots)
+
+
+def test_a_prompt_run_padded_gives_what_it_gives_unpadded(engines):
+    """A prompt's text layers as its graph runs them (runner.prompt_pass: padded to a recorded size,
+    the slot and the last token as tensors; on a CPU without the graph): the same logits and keys
+    and values as unpadded, and the same answers, with the padding rows left over from a longer
+    prompt before it."""
+    import torch
+
+    reference, batched = engines
+    runner = batched.decoding.runner
+    recorded = runner.prompt_sizes
+    ordered = sorted(PROMPTS, key=lambda prompt: -len(prompt[0]))
+    inputs = [
+        {k: v.to(runner.device) for k, v in batched.prepare(messages(t, n), images(n), 1 << 20).inputs.items()}
+        for t, n in ordered
+    ]
+    lengths = [each["input_ids"].shape[1] for each in inputs]
+    try:
+        with torch.inference_mode():
+            runner.prompt_sizes = []
+            unpadded = [runner.prefill(each, 1) for each in inputs]
+            shortest = [layer[1, :, :, : lengths[-1]].clone() for layer in runner.cache]  # the last prompt's
+            runner.prompt_sizes = [8, 16, 32, 64, 128]
+            assert runner._prompt_size(max(lengths)) > max(lengths) > runner._prompt_size(min(lengths))
+            padded = [runner.prefill(each, 1) for each in inputs]
+        tolerance = {"atol": 1e-4, "rtol": 1e-4} if runner.dtype == torch.float32 else {"atol": 5e-2, "rtol": 5e-2}
+        for (logits, delta), (logits_now, delta_now) in zip(unpadded, padded, strict=True):
+            assert delta_now == delta and logits_now.argmax() == logits.argmax()
+            torch.testing.assert_close(logits_now, logits, **tolerance)
+        for before, layer in zip(shortest, runner.cache, strict=True):
+            torch.testing.assert_close(layer[1, :, :, : lengths[-1]], before, **tolerance)
+        # Whole answers, one request at a time (each prefilled alone, so padded).
+        for prompt in ordered:
+            assert run(batched, [prompt])[0].ids == run(reference, [prompt])[0].ids
+        if runner.use_graphs:
+            assert runner.prompt_graphs
+    finally:
+        runner.prompt_sizes = recorded
