@@ -531,7 +531,10 @@ class ModelRunner:
             self.cache[number][:, :, :, :size].index_copy_(0, at[:1], torch.stack((keys, values))[None])
             return self._causal(q, keys, values)
 
-        x = self._layers(hidden[:size], attend, self.eager_ops)
+        # The adds with their norms and the gated activation as the step's Triton kernels where it has
+        # them: a third of the kernels the eager forms launch
+        ops = self.ops if self.triton is not None else self.eager_ops
+        x = self._layers(hidden[:size], attend, ops)
         return self.lm_head(x.index_select(0, at[1:])).float()
 
     def _prompt_replay(self, size: int, hidden, cos, sin, slot: int):

@@ -92,8 +92,13 @@ def test_batched_greedy_tokens_equal_generate_for_text_and_image_prompts(engines
 
 def test_the_triton_kernels_give_generates_tokens_in_their_interpreter_on_a_cpu(smoke_model):
     """The whole runner with the Triton kernels, on a CPU in Triton's interpreter (tests/env.py): slow
-    there, so this test only; the kernels one by one are in test_kernels.py."""
-    greedy_tokens_equal_generate(*engine_pair(smoke_model, "cpu", "triton"))
+    there, so this test only; the kernels one by one are in test_kernels.py. Then prompts alone, run
+    padded as their graphs run them (with the kernels' add, norms and gated activation)."""
+    reference, batched = engine_pair(smoke_model, "cpu", "triton")
+    greedy_tokens_equal_generate(reference, batched)
+    batched.decoding.runner.prompt_sizes = [16, 32, 64, 128]
+    for prompt in (PROMPTS[4], PROMPTS[0]):  # the longest, then an image one with its rows left over
+        assert run(batched, [prompt], 3)[0].ids == run(reference, [prompt], 3)[0].ids
 
 
 def greedy_tokens_equal_generate(reference: Engine, batched: Engine) -> None:
