@@ -1,5 +1,6 @@
 """HANDOVER_STANDBY under inference.supervisor: a model process loaded ahead takes the next handover
-at once; a new one follows; a stale one is discarded; one that cannot load is not tried again."""
+at once; a new one follows; a stale one is discarded; one still loading takes it once loaded; one
+that cannot load is not tried again."""
 
 import os
 import shutil
@@ -10,7 +11,7 @@ import httpx
 
 from tests.conftest import until, wait_http
 from tests.inference.helpers import chat
-from tests.inference.test_handover import handover_under_load
+from tests.inference.test_handover import Load, _handover, handover_under_load
 from tests.inference.test_supervisor import SUPERVISOR, _admin, _alive, _health
 
 
@@ -120,15 +121,17 @@ def test_a_standby_still_loading_takes_the_handover_once_loaded(start_server, sm
     """A handover asked while the standby still loads waits for it, the serving process answering
     meanwhile, rather than fork yet another process. The standby is held at its load by the weight
     holder it asks for the weights, stopped (SIGSTOP) for as long as the test needs."""
-    from tests.inference.test_handover import Load, _handover
 
     server = start_server(module=SUPERVISOR, HOLD_WEIGHTS="on", HANDOVER_STANDBY="1", DRAIN_TIMEOUT="30")
     holder = until(lambda: (h := _health(server)["supervisor"]["holder"])["state"] == "holding" and h, 30, every=0.1)
     first = _standby(server, "ready")
     os.kill(holder["pid"], signal.SIGSTOP)
     try:
-        # The first standby had its weights: it takes over at once; the next one waits on the holder.
-        done = handover_under_load(server, clients=4)
+        # The first standby had its weights: it takes over at once (under load in the test above);
+        # the next one waits on the holder.
+        answer = _admin(server, "/admin/handover")
+        assert answer.status_code == 202, answer.text
+        done = _handover(server, answer.json()["after"])
         assert [p["name"] for p in done["phases"]][0] == "standby taking over", done
         loading = _standby(server, "loading", not_pids=(first["pid"],))
         time.sleep(0.5)  # ten of the supervisor's looks: it stays loading
