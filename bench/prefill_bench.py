@@ -43,12 +43,13 @@ class Pauses:
 
 
 def spread(values: list[float]) -> dict:
-    ordered = sorted(values)
+    from inference.stats import percentile
+
     return {
-        "min": round(ordered[0], 2),
-        "median": round(statistics.median(ordered), 2),
-        "p90": round(ordered[int(0.9 * (len(ordered) - 1))], 2),
-        "max": round(ordered[-1], 2),
+        "min": round(min(values), 2),
+        "median": round(statistics.median(values), 2),
+        "p90": round(percentile(values, 90), 2),
+        "max": round(max(values), 2),
     }
 
 

@@ -289,8 +289,7 @@ class ModelRunner:
         self.state, self.rows = state, torch.arange(slots, device=self.device)
         self.slots, self.slot_sizes = slots, buckets(slots, 1)
         self.graphs.clear()  # they captured the old tensors
-        self.prompt_graphs.clear()
-        self.prompt_inputs = ()
+        self.prompt_graphs.clear()  # their inputs stay: they hold no cache
         if not self.use_graphs:
             return
         # A fresh pool: the old one may be released with the graphs that used it.
@@ -552,7 +551,7 @@ class ModelRunner:
             )
         inputs = self.prompt_inputs
         n = hidden.shape[0]
-        for target, value in zip(inputs, (hidden, cos, sin), strict=False):
+        for target, value in zip(inputs[:3], (hidden, cos, sin), strict=True):
             target[:n].copy_(value)
         inputs[3].copy_(torch.tensor((slot, n - 1)))
         if not self.use_graphs:
