@@ -89,7 +89,7 @@ vllm_install=$!
 "$ROOT/.venv/bin/ruff" format --check . && "$ROOT/.venv/bin/ruff" check . || { echo "ruff found problems (make format fixes most)"; wait "$vllm_install"; exit 1; }
 
 if [ $# -eq 0 ]; then
-  # The whole suite in two lanes: vLLM's module beside the rest (tests/lanes.py says why).
+  # The whole suite in two lanes: the model server's tests and vLLM's beside the rest (tests/lanes.py says why).
   "$PY" -m pytest -p tests.lanes -n 2
 else
   "$PY" -m pytest "$@"

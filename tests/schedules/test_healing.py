@@ -46,12 +46,17 @@ class Traffic:
         self.thread.join(timeout=35)
 
 
+# The smoke server answers in tens of milliseconds alone, a few hundred when the machine's cores are
+# busy with the other lane's tests: the limit stays well above that, the fault's delay well above it.
+P95_LIMIT_MS, DELAY_MS = 800, 2000
+
+
 def test_watchdog_restarts_a_slowed_server_and_latency_returns_to_baseline(managed, worker):
     instance = managed("slow-a")
     instance.env = {**instance.env, "DEBUG_FAULTS": "1"}  # test-only switch of the smoke server
     instance.save()
     Watchdog.objects.create(
-        instance=instance, p95_limit_ms=300, sustain_seconds=4, startup_grace_seconds=0, liveness_failures=0
+        instance=instance, p95_limit_ms=P95_LIMIT_MS, sustain_seconds=4, startup_grace_seconds=0, liveness_failures=0
     )
     ProcessRuntime().start(instance)
     wait_http(instance.base_url + "/health/ready", timeout=90)
@@ -61,8 +66,8 @@ def test_watchdog_restarts_a_slowed_server_and_latency_returns_to_baseline(manag
             sample_host("local")
             time.sleep(0.5)
         baseline = Sample.objects.filter(instance=instance).latest("at").p95_ms
-        assert baseline is not None and baseline < 300
-        httpx.post(instance.base_url + "/debug/faults", json={"delay_ms": 600})
+        assert baseline is not None and baseline < P95_LIMIT_MS
+        httpx.post(instance.base_url + "/debug/faults", json={"delay_ms": DELAY_MS})
         operation = until(
             lambda: Operation.objects.filter(instance=instance, trigger="watchdog").first(),
             timeout=90,
@@ -73,8 +78,10 @@ def test_watchdog_restarts_a_slowed_server_and_latency_returns_to_baseline(manag
         time.sleep(3)  # fresh traffic on the fresh process
         sample_host("local")
         healed = Sample.objects.filter(instance=instance).latest("at")
-        assert healed.status == "ready" and healed.p95_ms is not None and healed.p95_ms < 300, healed.p95_ms
-        print(f"\nwatchdog: p95 baseline {baseline:.0f} ms, slowed > 600 ms, after restart {healed.p95_ms:.0f} ms")
+        assert healed.status == "ready" and healed.p95_ms is not None and healed.p95_ms < P95_LIMIT_MS, healed.p95_ms
+        print(
+            f"\nwatchdog: p95 baseline {baseline:.0f} ms, slowed > {DELAY_MS} ms, after restart {healed.p95_ms:.0f} ms"
+        )
     finally:
         traffic.stop()
     assert Operation.objects.filter(instance=instance, trigger="watchdog").count() == 1
