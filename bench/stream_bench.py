@@ -86,12 +86,38 @@ def where_time_went(before: dict, health: dict, wall: float) -> dict:
         "queued_ahead": after.get("steps_queued_ahead", 0) - before.get("steps_queued_ahead", 0),
         "step_ms_mean": round(1000 * spent["step"] / steps, 3),
         "prefills": after["prefills"] - before["prefills"],
+        "prompt_graphs_recorded": after.get("prompt_graphs", 0) - before.get("prompt_graphs", 0),
+        "graph_record_s": round(after.get("graph_record_seconds", 0) - before.get("graph_record_seconds", 0), 3),
         **{f"{key}_s": round(value, 3) for key, value in spent.items()},
         "rest_s": round(wall - sum(spent.values()), 3),
     }
 
 
-def measure(base: str, tokens: int, streams: int, repeat: int) -> dict:
+def burst(client: httpx.Client, base: str, kind: str, tokens: int, streams: int) -> tuple[float, dict]:
+    """`streams` concurrent answers of `tokens` tokens, streamed or whole: tokens/s, and where the
+    decoder's time went meanwhile."""
+    decoder = client.get(base + "/health").json().get("decoder") or {}
+    # Each stream's client made and connected before the clock starts: making 16 inside it took
+    # about 0.35 s of the bench's own time (TLS contexts, thread start), not the server's.
+    clients = [httpx.Client(timeout=600) for _ in range(streams)]
+    for each in clients:
+        each.get(base + "/health/live")
+    with ThreadPoolExecutor(streams) as pool:
+        list(pool.map(lambda _: None, range(streams)))  # the pool's threads started
+        began = time.perf_counter()
+        if kind == "streamed":
+            done = list(pool.map(lambda each: streamed(each, base, tokens), clients))
+            produced = tokens * len(done)  # random weights: an end-of-text id is one in ~50,000
+        else:
+            done = list(pool.map(lambda each: whole(each, base, tokens), clients))
+            produced = sum(n for _, n in done)
+        wall = time.perf_counter() - began
+    for each in clients:
+        each.close()
+    return round(produced / wall, 1), where_time_went(decoder, client.get(base + "/health").json(), wall)
+
+
+def measure(base: str, tokens: int, streams: int, repeat: int, bursts: int = 1) -> dict:
     client = httpx.Client(timeout=600)
     whole(client, base, 4)  # warm-up
     one_token = statistics.median(whole(client, base, 1)[0] for _ in range(repeat))
@@ -105,28 +131,17 @@ def measure(base: str, tokens: int, streams: int, repeat: int) -> dict:
         "server_ttft_ms_median": server_ttft(repeat),
     }
     for kind in ("streamed", "whole"):
-        decoder = client.get(base + "/health").json().get("decoder") or {}
-        # Each stream's client made and connected before the clock starts: making 16 inside it took
-        # about 0.35 s of the bench's own time (TLS contexts, thread start), not the server's.
-        clients = [httpx.Client(timeout=600) for _ in range(streams)]
-        for each in clients:
-            each.get(base + "/health/live")
-        with ThreadPoolExecutor(streams) as pool:
-            list(pool.map(lambda _: None, range(streams)))  # the pool's threads started
-            began = time.perf_counter()
-            if kind == "streamed":
-                done = list(pool.map(lambda each: streamed(each, base, tokens), clients))
-                produced = tokens * len(done)  # random weights: an end-of-text id is one in ~50,000
-            else:
-                done = list(pool.map(lambda each: whole(each, base, tokens), clients))
-                produced = sum(n for _, n in done)
-            wall = time.perf_counter() - began
-        for each in clients:
-            each.close()
-        result[f"{kind}_{streams}_concurrent_tokens_per_second"] = round(produced / wall, 1)
-        result[f"{kind}_{streams}_concurrent_steps"] = where_time_went(
-            decoder, client.get(base + "/health").json(), wall
-        )
+        rates, steps = [], []
+        for _ in range(bursts):
+            rate, spent = burst(client, base, kind, tokens, streams)
+            rates.append(rate)
+            steps.append(spent)
+        result[f"{kind}_{streams}_concurrent_tokens_per_second"] = rates[-1]
+        result[f"{kind}_{streams}_concurrent_steps"] = steps[-1]
+        if bursts > 1:
+            result[f"{kind}_{streams}_concurrent_bursts"] = [
+                {"tokens_per_second": rate, **spent} for rate, spent in zip(rates, steps, strict=True)
+            ]
     return result
 
 
@@ -137,6 +152,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--port", type=int, default=8379)
+    parser.add_argument("--bursts", type=int, default=1, help="concurrent bursts of each kind, one after another")
     parser.add_argument("--out", default="")
     parser.add_argument("--image", action="store_true", help="a 336x336 image before the text")
     args = parser.parse_args()
@@ -148,7 +164,7 @@ def main() -> None:
         result = {
             "tokens": args.tokens,
             "streams": args.streams,
-            **measure(base, args.tokens, args.streams, args.repeat),
+            **measure(base, args.tokens, args.streams, args.repeat, args.bursts),
         }
     print(json.dumps(result, indent=1))
     if args.out:

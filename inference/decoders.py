@@ -72,6 +72,9 @@ class BatchedDecoder:
 
         began = time.monotonic()
         self.runner.record_common()  # the scheduler is idle: nothing is admitted before ready
+        while self.runner.prompt_wanted:  # the warm-up prompt's
+            self.runner.record_wanted()
+        self.scheduler.record_when_idle = True
         return {"cuda_graphs": round(time.monotonic() - began, 3)}
 
     def stats(self) -> dict:
@@ -85,6 +88,9 @@ class BatchedDecoder:
             "context_tokens": runner.context,
             "kv_cache_bytes": runner.cache_bytes,
             "cuda_graphs": len(runner.graphs),
+            "prompt_graphs": len(runner.prompt_graphs),  # (prompts, padded length) shapes recorded so far
+            "prompt_graph_replays": runner.prompt_replays,  # prefills run as one of them
+            "graph_record_seconds": round(runner.record_seconds, 3),
             "kernels": runner.kernels,
             "steps": self.scheduler.steps,
             "steps_queued_ahead": self.scheduler.queued_ahead,  # queued before the step before was read

@@ -121,7 +121,8 @@ def _side_by_side(parts: list):
 
 STEP_KERNELS = ("auto", "triton", "compile", "eager")
 # Prompts of up to PROMPT_GRAPH_LIMIT tokens run their text layers as a CUDA graph of the next
-# power of two from PROMPT_GRAPH_FIRST: a longer prompt keeps the device busy with its own work.
+# power of two from PROMPT_GRAPH_FIRST, prompts admitted together as one graph of their count and
+# their longest padded so, up to PROMPT_GRAPH_LIMIT rows in all: more keep the device busy anyway.
 PROMPT_GRAPH_FIRST, PROMPT_GRAPH_LIMIT = 32, 512
 
 
@@ -190,14 +191,16 @@ class ModelRunner:
         self.context_sizes = sorted({min(size, context) for size in (1024, 4096, context)})
         self.use_graphs = graphs and self.device.type == "cuda"
         self.graphs: dict = {}
-        # A prompt's text layers, graphed by padded length (PROMPT_GRAPH_FIRST .. PROMPT_GRAPH_LIMIT
-        # tokens) and recorded at a length's first use: eager, a prompt's ~1,800 kernels are launched
-        # from Python one by one, and the host's time doing so was its whole first token
-        # (docs/BENCHMARKS.md).
+        # Prompts' text layers, graphed by padded count and length (PROMPT_GRAPH_FIRST ..
+        # PROMPT_GRAPH_LIMIT tokens; the warm-up's and those first used later, recorded once the
+        # decoder is idle): eager, a prompt's ~1,800 kernels are launched from Python one by one, and
+        # the host's time doing so was its whole first token (docs/BENCHMARKS.md).
         sizes = buckets(PROMPT_GRAPH_LIMIT, PROMPT_GRAPH_FIRST) if self.use_graphs else []
         self.prompt_sizes = [size for size in sizes if size <= context]
         self.prompt_graphs: dict = {}
-        self.prompt_inputs: tuple = ()  # hidden states, rotary cos and sin, (slot, last token)
+        self.prompt_inputs: tuple = ()  # _prompt_inputs
+        self.prompt_wanted: list[tuple[int, int]] = []  # shapes prompts ran eagerly for want of, in order
+        self.prompt_replays = 0
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.record_seconds = 0.0
         self.triton = None  # inference.ops.kernels where its kernels run here
@@ -289,7 +292,9 @@ class ModelRunner:
         self.state, self.rows = state, torch.arange(slots, device=self.device)
         self.slots, self.slot_sizes = slots, buckets(slots, 1)
         self.graphs.clear()  # they captured the old tensors
-        self.prompt_graphs.clear()  # their inputs stay: they hold no cache
+        # Their inputs stay (they hold no cache); their shapes are recorded again when the decoder is idle.
+        self.prompt_wanted = [*self.prompt_graphs, *self.prompt_wanted]
+        self.prompt_graphs.clear()
         if not self.use_graphs:
             return
         # A fresh pool: the old one may be released with the graphs that used it.
@@ -467,14 +472,15 @@ class ModelRunner:
             deltas.append(int(positions.max()) + 1 - n)
             segments.append((start, n, slot))
             start += n
+
+        shape = self._prompt_shape([n for _, n, _ in segments])
+        logits = self._prompt_replay(shape, hiddens, angles, [slot for *_, slot in segments]) if shape else None
+        if logits is not None:
+            return [(logits[i : i + 1], delta) for i, delta in enumerate(deltas)]
+
         hidden = torch.cat(hiddens) if len(hiddens) > 1 else hiddens[0]
         cos = torch.cat([c for c, _ in angles]) if len(angles) > 1 else angles[0][0]
         sin = torch.cat([s for _, s in angles]) if len(angles) > 1 else angles[0][1]
-
-        size = self._prompt_size(start) if len(prompts) == 1 else 0
-        logits = self._prompt_replay(size, hidden, cos, sin, segments[0][2]) if size else None
-        if logits is not None:
-            return [(logits, deltas[0])]
 
         def attend(number, x):
             q, k, v = self._rotated(self._qkv(number, x, self.eager_ops), cos, sin, self.eager_ops)
@@ -483,7 +489,7 @@ class ModelRunner:
                 keys, values = k[begin : begin + n].transpose(0, 1), v[begin : begin + n].transpose(0, 1)
                 self.cache[number][slot, 0, :, :n] = keys  # kv heads, tokens, head dim
                 self.cache[number][slot, 1, :, :n] = values
-                attended.append(self._causal(q[begin : begin + n], keys, values))
+                attended.append(self._causal(q[None, begin : begin + n], keys[None], values[None]))
             return torch.cat(attended) if len(attended) > 1 else attended[0]
 
         # Eager operations: a prompt's many tokens keep the kernels busy, and compiled forms for
@@ -494,51 +500,86 @@ class ModelRunner:
         return [(logits[i : i + 1], delta) for i, delta in enumerate(deltas)]
 
     def _causal(self, q, keys, values):
-        """One prompt's attention: q [tokens, heads, head dim] over its keys and values [kv heads,
-        tokens, head dim], each token to itself and those before it; [tokens, heads x head dim]."""
+        """Prompts' attention, each prompt's token to itself and those before it: q [prompts, tokens,
+        heads, head dim] over their keys and values [prompts, kv heads, tokens, head dim]; returns
+        [prompts x tokens, heads x head dim]."""
         import torch.nn.functional as F
 
         out = F.scaled_dot_product_attention(
-            q.transpose(0, 1)[None],
-            keys.repeat_interleave(self.group, dim=0)[None],
-            values.repeat_interleave(self.group, dim=0)[None],
+            q.transpose(1, 2),
+            keys.repeat_interleave(self.group, dim=1),
+            values.repeat_interleave(self.group, dim=1),
             is_causal=True,
         )
-        return out[0].transpose(0, 1).reshape(q.shape[0], -1)
+        return out.transpose(1, 2).reshape(q.shape[0] * q.shape[1], -1)
 
-    def _prompt_size(self, tokens: int) -> int:
-        """The padded length a prompt of `tokens` runs at as a graph; 0: eagerly."""
-        if not self.prompt_sizes or tokens > self.prompt_sizes[-1]:
-            return 0
-        return fit(self.prompt_sizes, tokens)
+    def _prompt_shape(self, lengths: list[int]) -> tuple[int, int] | None:
+        """(prompts, length) of the graph that runs prompts of these `lengths` together: their count and
+        their longest padded to recorded sizes, no more rows than the longest lone prompt; None: eagerly."""
+        if not self.prompt_sizes or max(lengths) > self.prompt_sizes[-1]:
+            return None
+        size = fit(self.prompt_sizes, max(lengths))
+        count = fit(buckets(self.prompt_sizes[-1] // self.prompt_sizes[0], 1), len(lengths))
+        return (count, size) if count * size <= self.prompt_sizes[-1] else None
 
-    def prompt_pass(self, size: int, hidden, cos, sin, at):
-        """The text layers over the first `size` rows of `hidden` (rotary `cos`/`sin` alike) for one
-        prompt whose tokens are the first at[1] + 1 of them: its keys and values into slot at[0]
-        (positions 0 .. size - 1), the last token's float32 logits returned. Fixed shapes and the
-        slot and last token as tensors, so it is recorded once per size and replayed for any prompt:
-        the rows after the prompt's are padding, which its tokens never attend to (they come after
-        them) and whose keys and values, past the prompt's end in the slot, the decoding step
+    def prompt_pass(self, count: int, size: int, hidden, cos, sin, at):
+        """The text layers over `count` prompts of `size` rows each, side by side in `hidden` (rotary
+        `cos`/`sin` alike): prompt i's keys and values into slot at[0, i] (positions 0 .. size - 1),
+        the float32 logits of row at[1, i] (its last token) returned. Fixed shapes and the slots and
+        last tokens as tensors, so it is recorded once per shape and replayed for any prompts: the
+        rows after a prompt's own are padding, which its tokens never attend to (they come after
+        them) and whose keys and values, past the prompt's end in its slot, the decoding step
         overwrites before it reads them (it writes a position, then attends up to it)."""
         import torch
 
-        cos, sin = cos[:size], sin[:size]
+        rows = count * size
+        cos, sin = cos[:rows], sin[:rows]
+        slots, last = at[0, :count], at[1, :count]
 
         def attend(number, x):
             q, k, v = self._rotated(self._qkv(number, x, self.eager_ops), cos, sin, self.eager_ops)
-            keys, values = k.transpose(0, 1), v.transpose(0, 1)
-            self.cache[number][:, :, :, :size].index_copy_(0, at[:1], torch.stack((keys, values))[None])
-            return self._causal(q, keys, values)
+            keys = k.view(count, size, *k.shape[1:]).transpose(1, 2)  # prompts, kv heads, tokens, head dim
+            values = v.view(count, size, *v.shape[1:]).transpose(1, 2)
+            self.cache[number][:, :, :, :size].index_copy_(0, slots, torch.stack((keys, values), dim=1))
+            return self._causal(q.view(count, size, *q.shape[1:]), keys, values)
 
         # The adds with their norms and the gated activation as the step's Triton kernels where it has
         # them: one kernel each where the eager forms launch several (7.3 ms against 9.0-9.3 on an H200).
         ops = self.ops if self.triton is not None else self.eager_ops
-        x = self._layers(hidden[:size], attend, ops)
-        return self.lm_head(x.index_select(0, at[1:])).float()
+        x = self._layers(hidden[:rows], attend, ops)
+        return self.lm_head(x.index_select(0, last)).float()
 
-    def _prompt_replay(self, size: int, hidden, cos, sin, slot: int):
-        """prompt_pass for this prompt at `size`: as its graph, recorded at its first use (without
-        graphs, run as it would be recorded); None if recording fails (prompts then run eagerly)."""
+    def _prompt_replay(self, shape: tuple[int, int], hiddens: list, angles: list, slots: list[int]):
+        """prompt_pass for these prompts (hidden states, rotary (cos, sin) and slot each) at `shape`,
+        as its graph (without graphs, run as it would be recorded); None when that graph is not
+        recorded yet (the prompts then run eagerly and the shape is recorded when the decoder is idle,
+        record_wanted). A group padded to more prompts than it has repeats its first prompt, whose
+        copies write the same keys and values into the same slot."""
+        import torch
+
+        if self.use_graphs and shape not in self.prompt_graphs:
+            if shape not in self.prompt_wanted:
+                self.prompt_wanted.append(shape)
+            return None
+        inputs = self._prompt_inputs()
+        count, size = shape
+        for i, (hidden, (cos, sin)) in enumerate(zip(hiddens, angles, strict=True)):
+            for target, value in zip(inputs[:3], (hidden, cos, sin), strict=True):
+                target[i * size : i * size + value.shape[0]].copy_(value)
+        for target in inputs[:3]:
+            target[len(hiddens) * size : count * size].view(-1, size, *target.shape[1:]).copy_(target[None, :size])
+        repeat = count - len(hiddens)
+        lasts = [i * size + hidden.shape[0] - 1 for i, hidden in enumerate(hiddens)]
+        inputs[3][:, :count].copy_(torch.tensor((slots + slots[:1] * repeat, lasts + lasts[:1] * repeat)))
+        if not self.use_graphs:
+            return self.prompt_pass(count, size, *inputs)
+        graph, out = self.prompt_graphs[shape]
+        graph.replay()
+        self.prompt_replays += 1
+        return out.clone()  # the graph's output is overwritten by its next replay
+
+    def _prompt_inputs(self) -> tuple:
+        """The prompt graphs' inputs: hidden states, rotary cos and sin, (slots, last rows)."""
         import torch
 
         if not self.prompt_inputs:
@@ -547,25 +588,26 @@ class ModelRunner:
                 torch.zeros((most, self.hidden), dtype=self.dtype, device=self.device),
                 torch.zeros((most, 1, self.head_dim), dtype=self.dtype, device=self.device),
                 torch.zeros((most, 1, self.head_dim), dtype=self.dtype, device=self.device),
-                torch.zeros(2, dtype=torch.long, device=self.device),
+                torch.zeros((2, most), dtype=torch.long, device=self.device),
             )
-        inputs = self.prompt_inputs
-        n = hidden.shape[0]
-        for target, value in zip(inputs[:3], (hidden, cos, sin), strict=True):
-            target[:n].copy_(value)
-        inputs[3].copy_(torch.tensor((slot, n - 1)))
-        if not self.use_graphs:
-            return self.prompt_pass(size, *inputs)
-        if size not in self.prompt_graphs:
-            try:
-                self.prompt_graphs[size] = self._capture(lambda: self.prompt_pass(size, *inputs))
-            except Exception:
-                log.exception("a prompt's graph could not be recorded; prompts run eagerly")
-                self.prompt_sizes = []
-                return None
-        graph, out = self.prompt_graphs[size]
-        graph.replay()
-        return out.clone()  # the graph's output is overwritten by its next replay
+        return self.prompt_inputs
+
+    def record_wanted(self) -> None:
+        """Record the first prompt shape run eagerly for want of its graph, with no prompt in any slot:
+        its warm-up runs write keys and values (into slot 0). About 0.1 s a shape (docs/BENCHMARKS.md),
+        never in the way of running requests: the scheduler calls this only while it has none."""
+        if not self.prompt_wanted:
+            return
+        count, size = shape = self.prompt_wanted.pop(0)
+        if shape in self.prompt_graphs or not self.prompt_sizes:
+            return
+        inputs = self._prompt_inputs()
+        inputs[3].zero_()  # slot 0 and row 0: any valid indices
+        try:
+            self.prompt_graphs[shape] = self._capture(lambda: self.prompt_pass(count, size, *inputs))
+        except Exception:
+            log.exception("a prompt's graph could not be recorded; prompts run eagerly")
+            self.prompt_sizes, self.prompt_wanted = [], []
 
     def _embed(self, inputs: dict):
         """(inputs_embeds, position ids) exactly as the model would hand them to its text layers."""

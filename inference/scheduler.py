@@ -83,6 +83,9 @@ class Scheduler:
         self.wanted_slots = runner.slots
         self.room: Callable[[int], bool] = lambda more_bytes: False
         self._grow_checked = 0.0
+        # Prompt shapes run eagerly for want of a graph are recorded while no request runs; not before
+        # the warm-up's own graphs are (BatchedDecoder.after_warmup, on another thread).
+        self.record_when_idle = False
         self.thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self.thread.start()
 
@@ -146,6 +149,10 @@ class Scheduler:
         self._grow()
         with self.wake:
             while not self.waiting and not self.running:
+                if self.record_when_idle and self.runner.prompt_wanted:
+                    # Holding the lock: a request arriving meanwhile waits for this one graph (~0.1 s).
+                    self.runner.record_wanted()
+                    continue
                 if self.wanted_slots > self.runner.slots:
                     self.wake.wait(GROW_CHECK_SECONDS)
                     return  # back through _grow

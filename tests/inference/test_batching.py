@@ -1,6 +1,7 @@
 """The batched decoder against transformers' own `generate` on the smoke model (CPU, float32)."""
 
 import threading
+import time
 
 import pytest
 from PIL import Image
@@ -158,25 +159,41 @@ def test_a_prompt_longer_than_a_slot_fails_alone(engines):
     assert run(batched, PROMPTS[1:2], max_new_tokens=3)[0].ids
 
 
-def test_prompts_prefilled_together_give_what_each_gives_alone(engines):
+@pytest.mark.parametrize("padded", [False, True], ids=["eager", "as-graphed"])
+def test_prompts_prefilled_together_give_what_each_gives_alone(engines, padded):
     """One pass over the layers for several prompts (text and image, different lengths): each
-    prompt's last logits, rope offset and keys/values in its slot are those of its own prefill."""
+    prompt's last logits, rope offset and keys/values in its slot are those of its own prefill.
+    Eagerly, or as their graph runs them (runner.prompt_pass; on a CPU without the graph): three
+    prompts padded to the longest's recorded size and to four prompts, the first repeated, over
+    padding rows of noise."""
     import torch
 
     _, batched = engines
     runner = batched.decoding.runner
+    recorded = runner.prompt_sizes
     prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[3]]
     inputs = [
         {k: v.to(runner.device) for k, v in batched.prepare(messages(t, n), images(n), 1 << 20).inputs.items()}
         for t, n in prompts
     ]
     lengths = [each["input_ids"].shape[1] for each in inputs]
-    with torch.inference_mode():
-        alone = []
-        for slot, each in enumerate(inputs):
-            logits, delta = runner.prefill(each, slot)
-            alone.append((logits, delta, [layer[slot, :, :, : lengths[slot]].clone() for layer in runner.cache]))
-        together = runner.prefill_many([(each, slot) for slot, each in enumerate(inputs)])
+    try:
+        with torch.inference_mode(), batched.decoding.scheduler.wake:  # held: it records nothing meanwhile
+            runner.prompt_sizes = []
+            alone = []
+            for slot, each in enumerate(inputs):
+                logits, delta = runner.prefill(each, slot)
+                alone.append((logits, delta, [layer[slot, :, :, : lengths[slot]].clone() for layer in runner.cache]))
+            if padded:
+                runner.prompt_sizes = [8, 16, 32, 64, 128]
+                assert runner._prompt_shape(lengths) == (4, 32) and len(set(lengths)) == 3
+                # Beyond the longest lone prompt's rows, prompts run eagerly.
+                assert runner._prompt_shape([30] * 5) is None and runner._prompt_shape([129]) is None
+                for each in runner._prompt_inputs()[:3]:  # noise in every row
+                    each.normal_()
+            together = as_graphed(runner, lambda: runner.prefill_many([(each, s) for s, each in enumerate(inputs)]))
+    finally:
+        runner.prompt_sizes = recorded
     tolerance = {"atol": 1e-4, "rtol": 1e-4} if runner.dtype == torch.float32 else {"atol": 5e-2, "rtol": 5e-2}
     for slot, ((logits, delta, cache), (logits_now, delta_now)) in enumerate(zip(alone, together, strict=True)):
         assert delta_now == delta
@@ -185,6 +202,47 @@ def test_prompts_prefilled_together_give_what_each_gives_alone(engines):
         for before, layer in zip(cache, runner.cache, strict=True):
             torch.testing.assert_close(layer[slot, :, :, : lengths[slot]], before, **tolerance)
     assert any(delta for _, delta, _ in alone)  # an image prompt's rope offset was among them
+    if padded and runner.use_graphs:
+        assert (4, 32) in runner.prompt_graphs
+
+
+@pytest.fixture(scope="module")
+def fresh_gpu_engines(smoke_model):
+    """A pair of its own, no prompt shape recorded by another test; warmed up as the server does, after
+    which its decoder records prompt graphs when idle."""
+    reference, batched = engine_pair(smoke_model, "cuda", "auto")
+    batched.warmup()
+    assert batched.decoding.scheduler.record_when_idle and batched.decoding.runner.prompt_graphs
+    return reference, batched
+
+
+@pytest.mark.gpu
+def test_prompts_admitted_together_run_eagerly_until_the_idle_decoder_records_their_graph(fresh_gpu_engines):
+    reference, batched = fresh_gpu_engines
+    scheduler, runner = batched.decoding.scheduler, batched.decoding.runner
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[3]]  # 25, 28 and 32 tokens: a graph of 4 x 32 rows
+    expected = [run(reference, [prompt], max_new_tokens=6)[0].ids for prompt in prompts]
+    assert (4, 32) not in runner.prompt_graphs
+
+    def together() -> tuple[list[list[int]], int]:
+        sinks = [Collect() for _ in prompts]
+        with scheduler.wake:  # held: the engine thread admits all three at once, after
+            for sink, (text, count) in zip(sinks, prompts, strict=True):
+                prepared = batched.prepare(messages(text, count), images(count), 1 << 20)
+                batched.generate(prepared, sink, max_new_tokens=6, temperature=0, top_p=1, should_stop=lambda: False)
+            prefills, replays = scheduler.prefills, runner.prompt_replays
+        assert all(sink.finished.wait(60) and sink.error is None for sink in sinks)
+        assert scheduler.prefills == prefills + 3
+        return [sink.ids for sink in sinks], runner.prompt_replays - replays
+
+    answers, replays = together()
+    assert answers == expected and replays == 0  # eagerly: no graph of that shape yet
+    deadline = time.monotonic() + 30
+    while (4, 32) not in runner.prompt_graphs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (4, 32) in runner.prompt_graphs and not runner.prompt_wanted
+    answers, replays = together()
+    assert answers == expected and replays == 1  # one replay for the three
 
 
 def test_a_prompt_too_long_fails_alone_among_prompts_admitted_together(engines):
@@ -327,6 +385,18 @@ def test_fit_slots_counts_the_weights_the_cache_and_the_reserve():
     assert handover_fit(free=21 * gib, weights=20 * gib, reserve=2 * gib, slot=0, slots=8)[0] == 0
 
 
+def as_graphed(runner, call):
+    """`call()`'s prompts as the prompt graphs run them: on a GPU, run once eagerly for want of their
+    graphs, then again once recorded (record_wanted, as the scheduler does when idle)."""
+    out = call()
+    if runner.use_graphs:
+        assert runner.prompt_wanted
+        while runner.prompt_wanted:
+            runner.record_wanted()
+        out = call()
+    return out
+
+
 def handover_fit(*, free, weights, reserve, slot, slots):
     from inference.handover import fit_slots
 
@@ -350,20 +420,21 @@ def test_a_prompt_run_padded_gives_what_it_gives_unpadded(engines):
     ]
     lengths = [each["input_ids"].shape[1] for each in inputs]
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), batched.decoding.scheduler.wake:  # held: it records nothing meanwhile
             runner.prompt_sizes = []
             unpadded = [runner.prefill(each, 1) for each in inputs]
             shortest = [layer[1, :, :, : lengths[-1]].clone() for layer in runner.cache]  # the last prompt's
             runner.prompt_sizes = [8, 16, 32, 64, 128]
-            assert runner._prompt_size(max(lengths)) > max(lengths) > runner._prompt_size(min(lengths))
-            padded = [runner.prefill(each, 1) for each in inputs]
+            assert runner._prompt_shape([max(lengths)]) == (1, 128) and runner._prompt_shape([min(lengths)]) == (1, 16)
+            padded = as_graphed(runner, lambda: [runner.prefill(each, 1) for each in inputs])
         tolerance = {"atol": 1e-4, "rtol": 1e-4} if runner.dtype == torch.float32 else {"atol": 5e-2, "rtol": 5e-2}
         for (logits, delta), (logits_now, delta_now) in zip(unpadded, padded, strict=True):
             assert delta_now == delta and logits_now.argmax() == logits.argmax()
             torch.testing.assert_close(logits_now, logits, **tolerance)
         for before, layer in zip(shortest, runner.cache, strict=True):
             torch.testing.assert_close(layer[1, :, :, : lengths[-1]], before, **tolerance)
-        # Whole answers, one request at a time (each prefilled alone, so padded).
+        # Whole answers, one request at a time (each prefilled alone, so padded; on a GPU eagerly until
+        # the decoder, idle, has recorded its shape).
         for prompt in ordered:
             assert run(batched, [prompt])[0].ids == run(reference, [prompt])[0].ids
         if runner.use_graphs:
