@@ -7,7 +7,9 @@ The same prompt (text only, about 30 tokens; with `--image` a 336x336 picture fi
 Figures: the median of `--repeat` requests of one token answered whole (what "time to first token"
 measured before), the median time to the first byte and to the first chunk with text of a
 `--tokens`-token streamed answer, the server's own time to its first token for those (its request
-log), and tokens/s of `--streams` concurrent streamed and whole answers.
+log), and tokens/s of `--streams` concurrent streamed and whole answers (`--bursts` of each, one
+after another: the server records the graphs of prompt shapes it first meets while idle, so later
+bursts find them).
 """
 
 import argparse
@@ -156,6 +158,8 @@ def main() -> None:
     parser.add_argument("--out", default="")
     parser.add_argument("--image", action="store_true", help="a 336x336 image before the text")
     args = parser.parse_args()
+    if args.bursts < 1:
+        parser.error("--bursts must be at least 1")
     if args.image:
         global CONTENT
         CONTENT = [{"type": "image_url", "image_url": {"url": image_url()}}, {"type": "text", "text": PROMPT}]
