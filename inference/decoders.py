@@ -72,8 +72,7 @@ class BatchedDecoder:
 
         began = time.monotonic()
         self.runner.record_common()  # the scheduler is idle: nothing is admitted before ready
-        while self.runner.prompt_wanted:  # the warm-up prompt's
-            self.runner.record_wanted()
+        self.runner.record_wanted()  # the warm-up prompt's
         self.scheduler.record_when_idle = True
         return {"cuda_graphs": round(time.monotonic() - began, 3)}
 

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from inference.ops.reference import Ops
@@ -593,21 +594,20 @@ class ModelRunner:
         return self.prompt_inputs
 
     def record_wanted(self) -> None:
-        """Record the first prompt shape run eagerly for want of its graph, with no prompt in any slot:
-        its warm-up runs write keys and values (into slot 0). About 0.1 s a shape (docs/BENCHMARKS.md),
+        """Record every prompt shape run eagerly for want of its graph, with no prompt in any slot: the
+        warm-up runs write keys and values (into slot 0). About 0.1 s a shape (docs/BENCHMARKS.md),
         never in the way of running requests: the scheduler calls this only while it has none."""
         if not self.prompt_wanted:
             return
-        count, size = shape = self.prompt_wanted.pop(0)
-        if shape in self.prompt_graphs or not self.prompt_sizes:
-            return
         inputs = self._prompt_inputs()
         inputs[3].zero_()  # slot 0 and row 0: any valid indices
-        try:
-            self.prompt_graphs[shape] = self._capture(lambda: self.prompt_pass(count, size, *inputs))
-        except Exception:
-            log.exception("a prompt's graph could not be recorded; prompts run eagerly")
-            self.prompt_sizes, self.prompt_wanted = [], []
+        while self.prompt_wanted:
+            count, size = shape = self.prompt_wanted.pop(0)
+            try:
+                self.prompt_graphs[shape] = self._capture(partial(self.prompt_pass, count, size, *inputs))
+            except Exception:
+                log.exception("a prompt's graph could not be recorded; prompts run eagerly")
+                self.prompt_sizes, self.prompt_wanted = [], []
 
     def _embed(self, inputs: dict):
         """(inputs_embeds, position ids) exactly as the model would hand them to its text layers."""

@@ -150,7 +150,7 @@ class Scheduler:
         with self.wake:
             while not self.waiting and not self.running:
                 if self.record_when_idle and self.runner.prompt_wanted:
-                    # Holding the lock: a request arriving meanwhile waits for this one graph (~0.1 s).
+                    # Holding the lock: a request arriving meanwhile waits for these graphs (~0.1 s each).
                     self.runner.record_wanted()
                     continue
                 if self.wanted_slots > self.runner.slots:

@@ -391,8 +391,7 @@ def as_graphed(runner, call):
     out = call()
     if runner.use_graphs:
         assert runner.prompt_wanted
-        while runner.prompt_wanted:
-            runner.record_wanted()
+        runner.record_wanted()
         out = call()
     return out
 
