@@ -597,7 +597,8 @@ class ModelRunner:
         """Record every prompt shape run eagerly for want of its graph, with no prompt in any slot: the
         warm-up runs write keys and values (into slot 0). About 0.1 s a shape (docs/BENCHMARKS.md),
         never in the way of running requests: the scheduler calls this only while it has none."""
-        if not self.prompt_wanted:
+        if not self.prompt_sizes:  # prompt graphs given up (a recording failed): nothing to record
+            self.prompt_wanted = []
             return
         inputs = self._prompt_inputs()
         inputs[3].zero_()  # slot 0 and row 0: any valid indices
