@@ -73,7 +73,7 @@ class BatchedDecoder:
         began = time.monotonic()
         self.runner.record_common()  # the scheduler is idle: nothing is admitted before ready
         self.runner.record_wanted()  # the warm-up prompt's
-        self.scheduler.record_when_idle = True
+        self.scheduler.record_prompts = True
         return {"cuda_graphs": round(time.monotonic() - began, 3)}
 
     def stats(self) -> dict:
@@ -89,6 +89,7 @@ class BatchedDecoder:
             "cuda_graphs": len(runner.graphs),
             "prompt_graphs": len(runner.prompt_graphs),  # (prompts, padded length) shapes recorded so far
             "prompt_graph_replays": runner.prompt_replays,  # prefills run as one of them
+            "prompt_graphs_recorded_busy": self.scheduler.recorded_busy,  # between steps, under load
             "graph_record_seconds": round(runner.record_seconds, 3),
             "kernels": runner.kernels,
             "steps": self.scheduler.steps,

@@ -125,6 +125,9 @@ STEP_KERNELS = ("auto", "triton", "compile", "eager")
 # power of two from PROMPT_GRAPH_FIRST, prompts admitted together as one graph of their count and
 # their longest padded so, up to PROMPT_GRAPH_LIMIT rows in all: more keep the device busy anyway.
 PROMPT_GRAPH_FIRST, PROMPT_GRAPH_LIMIT = 32, 512
+# What recording a prompt shape's graph is taken to cost until one has been timed (seconds; about
+# 0.1 s on an H200, docs/BENCHMARKS.md).
+PROMPT_RECORD_GUESS = 0.1
 
 
 class ModelRunner:
@@ -201,6 +204,8 @@ class ModelRunner:
         self.prompt_graphs: dict = {}
         self.prompt_inputs: tuple = ()  # _prompt_inputs
         self.prompt_wanted: list[tuple[int, int]] = []  # shapes prompts ran eagerly for want of, in order
+        self.prompt_eager_seconds: dict[tuple[int, int], float] = {}  # their eager passes' time so far
+        self.prompt_record_cost = PROMPT_RECORD_GUESS  # seconds the last prompt graph took to record
         self.prompt_replays = 0
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.record_seconds = 0.0
@@ -293,7 +298,8 @@ class ModelRunner:
         self.state, self.rows = state, torch.arange(slots, device=self.device)
         self.slots, self.slot_sizes = slots, buckets(slots, 1)
         self.graphs.clear()  # they captured the old tensors
-        # Their inputs stay (they hold no cache); their shapes are recorded again when the decoder is idle.
+        # Their inputs stay (they hold no cache); their shapes are recorded again when the decoder is idle
+        # or, under load, once due (prompt_due).
         self.prompt_wanted = [*self.prompt_graphs, *self.prompt_wanted]
         self.prompt_graphs.clear()
         if not self.use_graphs:
@@ -478,6 +484,7 @@ class ModelRunner:
         logits = self._prompt_replay(shape, hiddens, angles, [slot for *_, slot in segments]) if shape else None
         if logits is not None:
             return [(logits[i : i + 1], delta) for i, delta in enumerate(deltas)]
+        began = time.monotonic()
 
         hidden = torch.cat(hiddens) if len(hiddens) > 1 else hiddens[0]
         cos = torch.cat([c for c, _ in angles]) if len(angles) > 1 else angles[0][0]
@@ -498,6 +505,9 @@ class ModelRunner:
         x = self._layers(hidden, attend, self.eager_ops)
         last = [begin + n - 1 for begin, n, _ in segments]
         logits = self.lm_head(x[last]).float()
+        if shape in self.prompt_wanted:
+            # The host's time launching the eager pass, which is where its time goes (prompt_due).
+            self.prompt_eager_seconds[shape] = self.prompt_eager_seconds.get(shape, 0.0) + time.monotonic() - began
         return [(logits[i : i + 1], delta) for i, delta in enumerate(deltas)]
 
     def _causal(self, q, keys, values):
@@ -593,22 +603,38 @@ class ModelRunner:
             )
         return self.prompt_inputs
 
-    def record_wanted(self) -> None:
-        """Record every prompt shape run eagerly for want of its graph, with no prompt in any slot: the
-        warm-up runs write keys and values (into slot 0). About 0.1 s a shape (docs/BENCHMARKS.md),
-        never in the way of running requests: the scheduler calls this only while it has none."""
+    def prompt_due(self) -> list[tuple[int, int]]:
+        """The wanted prompt shapes whose eager passes have already cost as much time as recording
+        their graph would: worth recording even while requests are decoding (their steps wait for the
+        recording, once). A shape met once stays eager until the decoder is idle; one that keeps coming
+        back is recorded after about a recording's worth of eager time (renting until the rent paid
+        equals the price: at most twice the best choice made knowing the future)."""
+        cost = self.prompt_record_cost
+        return [shape for shape in self.prompt_wanted if self.prompt_eager_seconds.get(shape, 0.0) >= cost]
+
+    def record_wanted(self, slot: int = 0, shapes: list[tuple[int, int]] | None = None) -> None:
+        """Record the graphs of `shapes` (every prompt shape run eagerly for want of its graph when
+        None). Their warm-up runs write keys and values into `slot`, which must hold no request: any
+        slot while none runs (the scheduler when idle), a free one between steps (prompt_due). About
+        0.1 s a shape (docs/BENCHMARKS.md)."""
         if not self.prompt_sizes:  # prompt graphs given up (a recording failed): nothing to record
             self.prompt_wanted = []
             return
         inputs = self._prompt_inputs()
-        inputs[3].zero_()  # slot 0 and row 0: any valid indices
-        while self.prompt_wanted:
-            count, size = shape = self.prompt_wanted.pop(0)
+        inputs[3][0].fill_(slot)
+        inputs[3][1].zero_()  # row 0: a valid index
+        for shape in list(self.prompt_wanted if shapes is None else shapes):
+            self.prompt_wanted.remove(shape)
+            self.prompt_eager_seconds.pop(shape, None)
+            count, size = shape
+            began = time.monotonic()
             try:
                 self.prompt_graphs[shape] = self._capture(partial(self.prompt_pass, count, size, *inputs))
             except Exception:
                 log.exception("a prompt's graph could not be recorded; prompts run eagerly")
                 self.prompt_sizes, self.prompt_wanted = [], []
+                return
+            self.prompt_record_cost = time.monotonic() - began
 
     def _embed(self, inputs: dict):
         """(inputs_embeds, position ids) exactly as the model would hand them to its text layers."""

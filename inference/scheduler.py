@@ -71,6 +71,7 @@ class Scheduler:
         # prefilled, seconds in them (to the first token on the host).
         self.steps, self.step_seconds, self.emit_seconds = 0, 0.0, 0.0
         self.prefills, self.prefill_seconds = 0, 0.0
+        self.recorded_busy = 0  # prompt graphs recorded between steps (_record_due)
         # On a CPU a step runs as it is queued: queuing the next one first would only hold each token
         # back by a step (the tests turn it on there to run the same path as on a GPU).
         self.queue_ahead = runner.device.type == "cuda"
@@ -83,9 +84,10 @@ class Scheduler:
         self.wanted_slots = runner.slots
         self.room: Callable[[int], bool] = lambda more_bytes: False
         self._grow_checked = 0.0
-        # Prompt shapes run eagerly for want of a graph are recorded while no request runs; not before
-        # the warm-up's own graphs are (BatchedDecoder.after_warmup, on another thread).
-        self.record_when_idle = False
+        # Prompt shapes run eagerly for want of a graph are recorded while no request runs, or between
+        # steps once due (_record_due); not before the warm-up's own graphs are (BatchedDecoder.after_warmup,
+        # on another thread).
+        self.record_prompts = False
         self.thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self.thread.start()
 
@@ -107,6 +109,7 @@ class Scheduler:
                     self._admit()
                     if self.running:
                         self._decode()
+                        self._record_due()
                 except Exception as exc:  # never let the engine thread die: every later request would hang
                     log.exception("the scheduler failed outside any one request")
                     self.pending = None
@@ -145,11 +148,25 @@ class Scheduler:
             extra={"fields": {"slots": runner.slots, "had": had, "seconds": round(time.monotonic() - began, 3)}},
         )
 
+    def _record_due(self) -> None:
+        """Between steps, with requests decoding: record the prompt shapes whose eager passes have cost
+        as much as their recording (runner.prompt_due), into a free slot, while nobody waits for one.
+        A server that is never idle would otherwise run every prompt eagerly for as long as it runs;
+        the steps in flight wait for the recording, once a shape (about 0.1 s)."""
+        if not self.record_prompts or not self.runner.prompt_wanted or self.waiting:
+            return
+        free = next((slot for slot, job in enumerate(self.active) if job is None), None)
+        due = self.runner.prompt_due()
+        if free is None or not due:
+            return
+        self.runner.record_wanted(slot=free, shapes=due)
+        self.recorded_busy += len(due)
+
     def _admit(self) -> None:
         self._grow()
         with self.wake:
             while not self.waiting and not self.running:
-                if self.record_when_idle and self.runner.prompt_wanted:
+                if self.record_prompts and self.runner.prompt_wanted:
                     # Holding the lock: a request arriving meanwhile waits for these graphs (~0.1 s each).
                     self.runner.record_wanted()
                     continue

@@ -213,7 +213,7 @@ def fresh_gpu_engines(smoke_model):
     which its decoder records prompt graphs when idle."""
     reference, batched = engine_pair(smoke_model, "cuda", "auto")
     batched.warmup()
-    assert batched.decoding.scheduler.record_when_idle and batched.decoding.runner.prompt_graphs
+    assert batched.decoding.scheduler.record_prompts and batched.decoding.runner.prompt_graphs
     return reference, batched
 
 
@@ -244,6 +244,47 @@ def test_prompts_admitted_together_run_eagerly_until_the_idle_decoder_records_th
     assert (4, 32) in runner.prompt_graphs and not runner.prompt_wanted
     answers, replays = together()
     assert answers == expected and replays == 1  # one replay for the three
+
+
+@pytest.mark.gpu
+def test_a_decoder_never_idle_records_a_prompt_shape_that_keeps_coming_into_a_free_slot(fresh_gpu_engines):
+    """While one request decodes, a prompt shape without a graph runs eagerly until its eager passes
+    have cost what its recording would (forced here to nothing: due at once); then it is recorded
+    between steps, its warm-up writing into a free slot, and replayed after. The running request's
+    keys and values are untouched: its answer is generate's."""
+    reference, batched = fresh_gpu_engines
+    scheduler, runner = batched.decoding.scheduler, batched.decoding.runner
+    long_prompt, short_prompt = PROMPTS[1], PROMPTS[4]
+    length = batched.prepare(messages(short_prompt[0], 0), [], 1 << 20).inputs["input_ids"].shape[1]
+    shape = runner._prompt_shape([length])
+    assert shape is not None and shape not in runner.prompt_graphs
+    expected_long = run(reference, [long_prompt], max_new_tokens=300)[0].ids
+    expected_short = run(reference, [short_prompt], max_new_tokens=2)[0].ids
+    cost, busy = runner.prompt_record_cost, scheduler.recorded_busy
+    runner.prompt_record_cost = 0.0
+    try:
+        running = Collect()
+        batched.generate(
+            batched.prepare(messages(long_prompt[0], 0), [], 1 << 20),
+            running,
+            max_new_tokens=300,
+            temperature=0,
+            top_p=1,
+            should_stop=lambda: False,
+        )
+        answers = []
+        while shape not in runner.prompt_graphs and len(answers) < 20:
+            answers.append(run(batched, [short_prompt], max_new_tokens=2)[0].ids)
+        recorded_while_running = shape in runner.prompt_graphs and not running.finished.is_set()
+        replays = runner.prompt_replays
+        answers += [run(batched, [short_prompt], max_new_tokens=2)[0].ids for _ in range(2)]
+    finally:
+        runner.prompt_record_cost = cost
+    assert running.finished.wait(60) and running.error is None
+    assert recorded_while_running and scheduler.recorded_busy > busy
+    assert runner.prompt_replays == replays + 2  # the two after it, replayed
+    assert answers == [expected_short] * len(answers)
+    assert running.ids == expected_long
 
 
 def test_a_prompt_too_long_fails_alone_among_prompts_admitted_together(engines):
