@@ -616,7 +616,7 @@ class ModelRunner:
         """Record the graphs of `shapes` (every prompt shape run eagerly for want of its graph when
         None). Their warm-up runs write keys and values into `slot`, which must hold no request: any
         slot while none runs (the scheduler when idle), a free one between steps (prompt_due). About
-        0.1 s a shape (docs/BENCHMARKS.md)."""
+        0.1 s a shape when idle, 0.2-0.4 s between steps under load (docs/BENCHMARKS.md)."""
         if not self.prompt_sizes:  # prompt graphs given up (a recording failed): nothing to record
             self.prompt_wanted = []
             return

@@ -152,7 +152,8 @@ class Scheduler:
         """Between steps, with requests decoding: record the prompt shapes whose eager passes have cost
         as much as their recording (runner.prompt_due), into a free slot, while nobody waits for one.
         A server that is never idle would otherwise run every prompt eagerly for as long as it runs;
-        the steps in flight wait for the recording, once a shape (about 0.1 s)."""
+        the steps in flight wait for the recording, once a shape (0.2-0.4 s with 16 streams on an H200,
+        docs/BENCHMARKS.md)."""
         if not self.record_prompts or not self.runner.prompt_wanted or self.waiting:
             return
         free = next((slot for slot, job in enumerate(self.active) if job is None), None)
