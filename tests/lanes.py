@@ -2,33 +2,23 @@
 that shares this machine's Docker Engine, Redis, PostgreSQL, fixed ports and Docker images built on
 first use, one test at a time in its usual order; the other runs, beside it, the modules that share
 none of these: the model server's tests (tests/inference: its own processes on free ports, files in
-their own temporary directories), then the embedded consoles' (the browser tests, `make run`'s and
-Prometheus's: each console with its own SQLite and var/ on free ports), then vLLM's (its own
-processes, a console and a browser of its own). With vLLM's module alone beside the rest, the rest
-took 26 minutes on 2 cores and the other worker idled after 4; with the model server's tests (a
-quarter of the suite) moved beside it, 20, and the other lane 12-14; the embedded consoles' modules
-(about 3 minutes) moved too when a fresh clone, which builds the Docker test images on the shared
-lane, took 26½.
+their own temporary directories), then vLLM's (its own processes, a console and a browser of its own).
+With vLLM's module alone beside the rest, the rest took 26 minutes on 2 cores and the other worker
+idled after 4; with the model server's tests (a quarter of the suite) moved beside it, 20.
 
 A scheduler of pytest-xdist's, not its xdist_group marks: with pytest 9.2 their groups are silently
 dropped (pytest-dev/pytest-xdist#1386) and every test spreads over both workers. LoadScopeScheduling
 hands out the unit with the most tests first, to each worker one, and the next to the first worker
-left with two tests or fewer: the shared unit to one worker, the model server's to the other, then
-the embedded consoles' and vLLM's, last, to whichever finishes first (the model server's)."""
+left with two tests or fewer: the shared unit to one worker, the model server's to the other, and
+vLLM's, last, to whichever finishes first (the model server's)."""
 
 from xdist.scheduler import LoadScopeScheduling
 
-BESIDE = {
-    "tests/inference/": "inference",
-    "tests/e2e/": "embedded",
-    "tests/embedded/": "embedded",
-    "tests/deploy/test_prometheus.py": "embedded",
-    "tests/engines/test_vllm.py": "vllm",
-}
+BESIDE = {"tests/inference/": "inference", "tests/engines/test_vllm.py": "vllm"}
 
 
 class Lanes(LoadScopeScheduling):
-    """Four work units: the model server's tests, the embedded consoles', vLLM's module, and the rest."""
+    """Three work units: the model server's tests, vLLM's module, and the rest."""
 
     def _split_scope(self, nodeid: str) -> str:
         return next((unit for prefix, unit in BESIDE.items() if nodeid.startswith(prefix)), "main")
