@@ -203,8 +203,8 @@ class ModelRunner:
         self.prompt_sizes = [size for size in sizes if size <= context]
         self.prompt_graphs: dict = {}
         self.prompt_inputs: tuple = ()  # _prompt_inputs
-        self.prompt_wanted: list[tuple[int, int]] = []  # shapes prompts ran eagerly for want of, in order
-        self.prompt_eager_seconds: dict[tuple[int, int], float] = {}  # their eager passes' time so far
+        # Shapes prompts ran eagerly for want of, in order, with the host's time in those eager passes.
+        self.prompt_wanted: dict[tuple[int, int], float] = {}
         self.prompt_record_cost = PROMPT_RECORD_GUESS  # seconds the last prompt graph took to record
         self.prompt_replays = 0
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
@@ -300,7 +300,7 @@ class ModelRunner:
         self.graphs.clear()  # they captured the old tensors
         # Their inputs stay (they hold no cache); their shapes are recorded again when the decoder is idle
         # or, under load, once due (prompt_due).
-        self.prompt_wanted = [*self.prompt_graphs, *self.prompt_wanted]
+        self.prompt_wanted = {**dict.fromkeys(self.prompt_graphs, 0.0), **self.prompt_wanted}
         self.prompt_graphs.clear()
         if not self.use_graphs:
             return
@@ -507,7 +507,7 @@ class ModelRunner:
         logits = self.lm_head(x[last]).float()
         if shape in self.prompt_wanted:
             # The host's time launching the eager pass, which is where its time goes (prompt_due).
-            self.prompt_eager_seconds[shape] = self.prompt_eager_seconds.get(shape, 0.0) + time.monotonic() - began
+            self.prompt_wanted[shape] += time.monotonic() - began
         return [(logits[i : i + 1], delta) for i, delta in enumerate(deltas)]
 
     def _causal(self, q, keys, values):
@@ -569,8 +569,7 @@ class ModelRunner:
         import torch
 
         if self.use_graphs and shape not in self.prompt_graphs:
-            if shape not in self.prompt_wanted:
-                self.prompt_wanted.append(shape)
+            self.prompt_wanted.setdefault(shape, 0.0)
             return None
         inputs = self._prompt_inputs()
         count, size = shape
@@ -610,7 +609,7 @@ class ModelRunner:
         back is recorded after about a recording's worth of eager time (renting until the rent paid
         equals the price: at most twice the best choice made knowing the future)."""
         cost = self.prompt_record_cost
-        return [shape for shape in self.prompt_wanted if self.prompt_eager_seconds.get(shape, 0.0) >= cost]
+        return [shape for shape, spent in self.prompt_wanted.items() if spent >= cost]
 
     def record_wanted(self, slot: int = 0, shapes: list[tuple[int, int]] | None = None) -> None:
         """Record the graphs of `shapes` (every prompt shape run eagerly for want of its graph when
@@ -618,21 +617,20 @@ class ModelRunner:
         slot while none runs (the scheduler when idle), a free one between steps (prompt_due). About
         0.1 s a shape when idle, 0.2-0.4 s between steps under load (docs/BENCHMARKS.md)."""
         if not self.prompt_sizes:  # prompt graphs given up (a recording failed): nothing to record
-            self.prompt_wanted = []
+            self.prompt_wanted = {}
             return
         inputs = self._prompt_inputs()
         inputs[3][0].fill_(slot)
         inputs[3][1].zero_()  # row 0: a valid index
         for shape in list(self.prompt_wanted if shapes is None else shapes):
-            self.prompt_wanted.remove(shape)
-            self.prompt_eager_seconds.pop(shape, None)
+            del self.prompt_wanted[shape]
             count, size = shape
             began = time.monotonic()
             try:
                 self.prompt_graphs[shape] = self._capture(partial(self.prompt_pass, count, size, *inputs))
             except Exception:
                 log.exception("a prompt's graph could not be recorded; prompts run eagerly")
-                self.prompt_sizes, self.prompt_wanted = [], []
+                self.prompt_sizes, self.prompt_wanted = [], {}
                 return
             self.prompt_record_cost = time.monotonic() - began
 
