@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Everything `make test` needs: Debian packages, a private Redis and PostgreSQL,
-# a Docker Engine, then lint and pytest. Stops only what it started.
+# Everything `make test` needs: Debian packages and the virtualenv, a private Redis and
+# PostgreSQL, a Docker Engine, then lint and pytest. Stops only what it started.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -14,17 +14,32 @@ need=()
 for pkg in redis-server postgresql docker.io docker-compose chromium debootstrap iproute2 nginx-light libnginx-mod-http-js prometheus fonts-noto-cjk; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+packages=""
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
-  # No service starts on install (nginx would listen on every address): the tests start their own.
-  no_start=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && no_start=1
+  apt-get update -qq || exit 1
+  # The virtualenv needs python3-venv; the rest installs beside the virtualenv's own install (each
+  # takes minutes on a fresh machine).
+  if ! python3 -c "import ensurepip" 2>/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null || exit 1
   fi
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  installed=$?
-  [ -n "$no_start" ] && rm -f /usr/sbin/policy-rc.d
-  [ $installed -eq 0 ] || exit 1
+  (
+    # No service starts on install (nginx would listen on every address): the tests start their own.
+    no_start=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && no_start=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    installed=$?
+    [ -n "$no_start" ] && rm -f /usr/sbin/policy-rc.d
+    exit $installed
+  ) &
+  packages=$!
+fi
+# The virtualenv with the console's, the model server's and the tests' requirements (Makefile).
+make --no-print-directory .venv/.test-deps || { [ -n "$packages" ] && wait "$packages"; exit 1; }
+if [ -n "$packages" ]; then
+  wait "$packages" || { echo "apt-get could not install ${need[*]}"; exit 1; }
 fi
 
 started=()
@@ -79,6 +94,8 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not start; see $STATE/dockerd.log"; exit 1; }
 fi
 
+"$ROOT/.venv/bin/ruff" format --check . && "$ROOT/.venv/bin/ruff" check . || { echo "ruff found problems (make format fixes most)"; exit 1; }
+
 # vLLM's CPU build in its own virtualenv (tests/engines): minutes on a fresh machine (its downloads),
 # nothing once installed. It installs beside the first tests; tests/engines waits for its status.
 export VLLM_INSTALL_STATUS="$STATE/install-vllm.status" VLLM_INSTALL_LOG="$STATE/install-vllm.log"
@@ -86,10 +103,8 @@ rm -f "$VLLM_INSTALL_STATUS"
 (bash scripts/install-vllm.sh "$ROOT/.venv-vllm" >"$VLLM_INSTALL_LOG" 2>&1; echo $? >"$VLLM_INSTALL_STATUS") &
 vllm_install=$!
 
-"$ROOT/.venv/bin/ruff" format --check . && "$ROOT/.venv/bin/ruff" check . || { echo "ruff found problems (make format fixes most)"; wait "$vllm_install"; exit 1; }
-
 if [ $# -eq 0 ]; then
-  # The whole suite in two lanes: the model server's tests and vLLM's beside the rest (tests/lanes.py says why).
+  # The whole suite in two lanes (tests/lanes.py says which tests run beside the rest, and why).
   "$PY" -m pytest -p tests.lanes -n 2
 else
   "$PY" -m pytest "$@"
