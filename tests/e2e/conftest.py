@@ -1,5 +1,12 @@
 """Helpers of the browser tests; the browser fixtures themselves are in tests/browser.py."""
 
+# How long the demo instance may take to be ready or to finish an operation: seconds on an idle
+# machine, but its model process's cold start has taken over 90 s on 2 cores with the other lane's
+# tests beside it. A guard against a hang, not a speed target (those are in bench/).
+DEMO_WAIT_S = 180
+# No operation of the page's instance running or queued.
+IDLE = "!document.querySelector('#operation-live [data-state=running], #operation-live [data-state=queued]')"
+
 
 def login(page, console, username: str | None = None, password: str | None = None) -> None:
     """Sign in as the demo operator, or as the given account."""

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_http
-from tests.e2e.conftest import login
+from tests.e2e.conftest import DEMO_WAIT_S, IDLE, login
 
 pytestmark = pytest.mark.browser
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-IDLE = "!document.querySelector('#operation-live [data-state=running], #operation-live [data-state=queued]')"
 
 
 def fonts_of(page, selector: str) -> list[dict]:
@@ -26,7 +25,7 @@ def fonts_of(page, selector: str) -> list[dict]:
 
 def test_a_restart_and_the_charts_read_in_chinese(second_browser, embedded_console):
     console = embedded_console
-    wait_http(console.demo_url + "/health/ready", timeout=90)
+    wait_http(console.demo_url + "/health/ready", timeout=DEMO_WAIT_S)
     page = second_browser.new_page()
     login(page, console)
     page.goto(console.url + "/")
@@ -34,7 +33,7 @@ def test_a_restart_and_the_charts_read_in_chinese(second_browser, embedded_conso
         page.select_option("header select[name=language]", "zh-hans")
     try:
         page.goto(console.url + "/instances/demo/")
-        page.wait_for_function(IDLE, timeout=90_000)
+        page.wait_for_function(IDLE, timeout=DEMO_WAIT_S * 1000)
         page.wait_for_selector(".titlebar [data-field=status].ready", timeout=30_000)
         assert page.inner_text(".titlebar [data-field=status]") == "就绪"
         assert page.inner_text("#charts figcaption >> nth=0").startswith("显存")
@@ -44,7 +43,7 @@ def test_a_restart_and_the_charts_read_in_chinese(second_browser, embedded_conso
         page.select_option("select[name=kind]", "restart")
         page.once("dialog", lambda dialog: dialog.accept())
         page.click("form#operate button[type=submit]")
-        page.wait_for_selector("#operation-live .progress[data-state=succeeded]", timeout=90_000)
+        page.wait_for_selector("#operation-live .progress[data-state=succeeded]", timeout=DEMO_WAIT_S * 1000)
         steps = page.locator("#operation-live li.step strong").all_inner_texts()
         assert steps == ["交接", "就绪", "验证"], steps  # the demo's restarts are handovers
         details = page.inner_text("#operation-live ol.steps")

@@ -8,22 +8,21 @@ import httpx
 import pytest
 
 from tests.conftest import wait_http
-from tests.e2e.conftest import login
+from tests.e2e.conftest import DEMO_WAIT_S, IDLE, login
 from tests.inference.helpers import chat
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-IDLE = "!document.querySelector('#operation-live [data-state=running], #operation-live [data-state=queued]')"
 
 pytestmark = pytest.mark.browser
 
 
 def test_instance_page_updates_live_and_a_second_dashboard_follows_a_restart(browser, second_browser, embedded_console):
     console = embedded_console
-    wait_http(console.demo_url + "/health/ready", timeout=90)
+    wait_http(console.demo_url + "/health/ready", timeout=DEMO_WAIT_S)
     page = browser.new_page()
     login(page, console)
     page.goto(console.url + "/instances/demo/")
-    page.wait_for_function(IDLE, timeout=90_000)
+    page.wait_for_function(IDLE, timeout=DEMO_WAIT_S * 1000)
     page.wait_for_selector("[data-live-state].on", timeout=15_000)
     page.wait_for_selector(".titlebar [data-field=status].ready", timeout=30_000)
 
@@ -81,7 +80,7 @@ def test_instance_page_updates_live_and_a_second_dashboard_follows_a_restart(bro
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("form#operate button[type=submit]")
     other.wait_for_selector("#instance-demo [data-field=status].restarting", timeout=15_000)
-    page.wait_for_selector("#operation-live .progress[data-state=succeeded]", timeout=90_000)
+    page.wait_for_selector("#operation-live .progress[data-state=succeeded]", timeout=DEMO_WAIT_S * 1000)
     other.wait_for_selector("#instance-demo [data-field=status].ready", timeout=30_000)
     assert "Succeeded" in other.inner_text("#instance-demo [data-field=operation]")
     assert badge.inner_text() == "ready"

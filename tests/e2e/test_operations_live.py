@@ -5,10 +5,9 @@ import httpx
 import pytest
 
 from tests.conftest import wait_http
-from tests.e2e.conftest import ensure_viewer, login
+from tests.e2e.conftest import DEMO_WAIT_S, IDLE, ensure_viewer, login
 
 pytestmark = pytest.mark.browser
-IDLE = "!document.querySelector('#operation-live [data-state=running], #operation-live [data-state=queued]')"
 
 
 def api_key(console) -> str:
@@ -24,13 +23,13 @@ def api_key(console) -> str:
 
 def test_an_operation_started_by_the_api_appears_on_every_open_page(browser, second_browser, embedded_console):
     console = embedded_console
-    wait_http(console.demo_url + "/health/ready", timeout=90)
+    wait_http(console.demo_url + "/health/ready", timeout=DEMO_WAIT_S)
     operator, viewer = browser.new_page(), second_browser.new_page()
     login(operator, console)
     login(viewer, console, *ensure_viewer(console))
     for page in (operator, viewer):
         page.goto(console.url + "/instances/demo/")
-        page.wait_for_function(IDLE, timeout=90_000)
+        page.wait_for_function(IDLE, timeout=DEMO_WAIT_S * 1000)
         page.wait_for_selector("[data-live-state].on", timeout=15_000)
     assert viewer.locator("form#operate").count() == 0
 
@@ -44,7 +43,7 @@ def test_an_operation_started_by_the_api_appears_on_every_open_page(browser, sec
 
     for page in (operator, viewer):
         card = f"#operation-live #operation-{number}[data-state=succeeded]"
-        page.wait_for_selector(card, timeout=90_000)
+        page.wait_for_selector(card, timeout=DEMO_WAIT_S * 1000)
         steps = page.locator(f"{card} li.step strong").all_inner_texts()
         assert steps == ["handover", "ready", "verify"], steps
         row = page.locator("#operations tbody tr").filter(has=page.locator(f"a:text-is('{number}')"))
