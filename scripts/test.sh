@@ -14,22 +14,20 @@ need=()
 for pkg in redis-server postgresql docker.io docker-compose chromium debootstrap iproute2 nginx-light libnginx-mod-http-js prometheus fonts-noto-cjk; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
+# The virtualenv's Python first (the Makefile installs python3-venv where it is missing), then the
+# packages install in the background beside the virtualenv's requirements (each minutes on a fresh
+# machine, one bound by apt's downloads and dpkg, the other by pip's).
+make --no-print-directory .venv/bin/python || exit 1
 packages=""
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}"
-  apt-get update -qq || exit 1
-  # The virtualenv needs python3-venv; the rest installs beside the virtualenv's own install (each
-  # takes minutes on a fresh machine).
-  if ! python3 -c "import ensurepip" 2>/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null || exit 1
-  fi
   (
     # No service starts on install (nginx would listen on every address): the tests start their own.
     no_start=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && no_start=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     installed=$?
     [ -n "$no_start" ] && rm -f /usr/sbin/policy-rc.d
     exit $installed
