@@ -6,6 +6,7 @@ image is inference/Dockerfile on that base, installing from a wheelhouse made on
 """
 
 import hashlib
+import io
 import shutil
 import subprocess
 import sys
@@ -16,17 +17,19 @@ import docker
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_TAG = "instance-console-test/base:bookworm"
-SERVICES_TAG = "instance-console-test/services:bookworm-njs"
+SERVICES_TAG = "instance-console-test/services:bookworm-apt"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
 INFERENCE_REPO = "instance-console-test/inference"
 CONSOLE_REPO = "instance-console-test/console"
 WHEELS = ROOT / "var" / "test" / "wheels"
 CONSOLE_WHEELS = ROOT / "var" / "test" / "wheels-console"
 
 
-def _debootstrap_image(client: docker.DockerClient, tag: str, packages: str) -> str:
+def base_image(client: docker.DockerClient) -> str:
+    """Debian with Python: the base of the console, inference and services images."""
     try:
-        client.images.get(tag)
-        return tag
+        client.images.get(BASE_TAG)
+        return BASE_TAG
     except docker.errors.ImageNotFound:
         pass
     with tempfile.TemporaryDirectory(prefix="debootstrap-") as tmp:
@@ -35,30 +38,49 @@ def _debootstrap_image(client: docker.DockerClient, tag: str, packages: str) -> 
             [
                 "debootstrap",
                 "--variant=minbase",
-                f"--include={packages}",
+                "--include=python3,python3-venv,ca-certificates",
                 "bookworm",
                 str(root),
-                "http://deb.debian.org/debian",
+                DEBIAN_MIRROR,
             ],
             check=True,
             capture_output=True,
         )
         tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "-", tag], stdin=tar.stdout, check=True, capture_output=True)
+        subprocess.run(["docker", "import", "-", BASE_TAG], stdin=tar.stdout, check=True, capture_output=True)
         tar.wait()
-    return tag
+    return BASE_TAG
 
 
-def base_image(client: docker.DockerClient) -> str:
-    """Debian with Python: the base of the console and inference images."""
-    return _debootstrap_image(client, BASE_TAG, "python3,python3-venv,ca-certificates")
+# apt on the base rather than a second debootstrap (19 s against 87 on 2 cores). No service starts
+# while the packages install (policy-rc.d): the stack starts its own.
+SERVICES_DOCKERFILE = """
+ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+RUN printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d \\
+ && apt-get update -qq \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\
+    postgresql redis-server nginx-light libnginx-mod-http-js >/dev/null \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d
+"""
 
 
 def services_image(client: docker.DockerClient) -> str:
     """Debian's PostgreSQL, Redis and nginx (with its JavaScript module, for the socket proxy's
-    policy): the stack's services where no image can be pulled."""
-    packages = "postgresql,redis-server,nginx-light,libnginx-mod-http-js,ca-certificates"
-    return _debootstrap_image(client, SERVICES_TAG, packages)
+    policy) on the base: the stack's services where no image can be pulled."""
+    try:
+        client.images.get(SERVICES_TAG)
+        return SERVICES_TAG
+    except docker.errors.ImageNotFound:
+        pass
+    client.images.build(
+        fileobj=io.BytesIO(SERVICES_DOCKERFILE.encode()),
+        tag=SERVICES_TAG,
+        rm=True,
+        network_mode="host",
+        buildargs={"BASE_IMAGE": base_image(client)},
+    )
+    return SERVICES_TAG
 
 
 # The base image's Python (Debian bookworm) decides which wheels and markers apply. pip download
