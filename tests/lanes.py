@@ -3,12 +3,13 @@ that shares this machine's Docker Engine, Redis, PostgreSQL cluster, fixed ports
 Docker images built on first use, one test at a time in its usual order; the other runs, beside it,
 the modules that share none of these: the model server's tests (tests/inference: its own processes on
 free ports, files in their own temporary directories) and the console's own smoke-model processes
-restarted by the pipeline, rollouts and watchdog (free ports, the worker's own var/ directory and test
+restarted by the pipeline and the watchdog (free ports, the worker's own var/ directory and test
 database, an in-memory broker), then vLLM's (its own processes, a console and a browser of its own).
-With vLLM's module alone beside the rest, the rest took 26 minutes on 2 cores and the other worker
-idled after 4; with the model server's tests (a quarter of the suite) moved beside it, 20, the rest
-still the longer lane by about 5 minutes (1,410 s of tests against 1,093) and, on a fresh machine,
-by the Docker images' build too (about 5 minutes, on the shared lane while the other runs on).
+On a fresh machine the shared lane also builds the Docker images (about 3 minutes on 2 cores beside
+the other lane): measured from a fresh machine, the shared lane took 1,012 s of tests and the other
+1,109 (of which vLLM 224), before a model process's CPU threads were halved; with the images cached,
+728 and 964 after it. Both lanes keep both cores busy (about 80 %): moving a module between them
+moves its time, it does not hide it.
 
 A scheduler of pytest-xdist's, not its xdist_group marks: with pytest 9.2 their groups are silently
 dropped (pytest-dev/pytest-xdist#1386) and every test spreads over both workers. LoadScopeScheduling
@@ -21,7 +22,7 @@ from xdist.scheduler import LoadScopeScheduling
 BESIDE = {
     "tests/inference/": "side",
     "tests/host/test_process_runtime.py": "side",
-    "tests/operations/test_rollout.py": "side",
+    "tests/operations/test_pipeline_process.py": "side",
     "tests/schedules/test_healing.py": "side",
     "tests/watchdog/test_liveness.py": "side",
     "tests/engines/test_vllm.py": "vllm",
