@@ -1,9 +1,10 @@
-"""Images for Docker tests, built here with no registry: a debootstrap base and the inference image.
+"""Images for Docker tests, built here with no registry: a debootstrap base, the services image and
+the inference and console images.
 
-The base comes from `debootstrap --variant=minbase bookworm` and `docker import`; the inference
-image is inference/Dockerfile on that base, installing from a wheelhouse made on the host
-(builds cannot reach the package index themselves). Both are reused while their inputs match.
-"""
+The base comes from `debootstrap --variant=minbase bookworm` and `docker import`; the services image
+is Debian's packages installed by apt on it; the inference image is inference/Dockerfile and the
+console image the root Dockerfile on it, each installing from a wheelhouse made on the host (builds
+cannot reach the package index themselves). All are reused while their inputs match."""
 
 import hashlib
 import io
@@ -52,7 +53,8 @@ def base_image(client: docker.DockerClient) -> str:
     return BASE_TAG
 
 
-# apt on the base rather than a second debootstrap (19 s against 87 on 2 cores). No service starts
+# apt on the base rather than a second debootstrap: 19 s on 2 cores, where the debootstrap took
+# 87 s (the day before; the base's own takes 40-70 s). No service starts
 # while the packages install (policy-rc.d): the stack starts its own.
 SERVICES_DOCKERFILE = """
 ARG BASE_IMAGE
