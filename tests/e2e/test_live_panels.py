@@ -7,8 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import wait_http
-from tests.e2e.conftest import DEMO_WAIT_S, IDLE, login
+from tests.e2e.conftest import DEMO_WAIT_S, demo_ready, login, wait_idle
 from tests.inference.helpers import chat
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -18,11 +17,11 @@ pytestmark = pytest.mark.browser
 
 def test_instance_page_updates_live_and_a_second_dashboard_follows_a_restart(browser, second_browser, embedded_console):
     console = embedded_console
-    wait_http(console.demo_url + "/health/ready", timeout=DEMO_WAIT_S)
+    demo_ready(console)
     page = browser.new_page()
     login(page, console)
     page.goto(console.url + "/instances/demo/")
-    page.wait_for_function(IDLE, timeout=DEMO_WAIT_S * 1000)
+    wait_idle(page)
     page.wait_for_selector("[data-live-state].on", timeout=15_000)
     page.wait_for_selector(".titlebar [data-field=status].ready", timeout=30_000)
 

@@ -4,8 +4,7 @@ operator and a viewer with the page open while a script restarts the instance th
 import httpx
 import pytest
 
-from tests.conftest import wait_http
-from tests.e2e.conftest import DEMO_WAIT_S, IDLE, ensure_viewer, login
+from tests.e2e.conftest import DEMO_WAIT_S, demo_ready, ensure_viewer, login, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -23,13 +22,13 @@ def api_key(console) -> str:
 
 def test_an_operation_started_by_the_api_appears_on_every_open_page(browser, second_browser, embedded_console):
     console = embedded_console
-    wait_http(console.demo_url + "/health/ready", timeout=DEMO_WAIT_S)
+    demo_ready(console)
     operator, viewer = browser.new_page(), second_browser.new_page()
     login(operator, console)
     login(viewer, console, *ensure_viewer(console))
     for page in (operator, viewer):
         page.goto(console.url + "/instances/demo/")
-        page.wait_for_function(IDLE, timeout=DEMO_WAIT_S * 1000)
+        wait_idle(page)
         page.wait_for_selector("[data-live-state].on", timeout=15_000)
     assert viewer.locator("form#operate").count() == 0
 

@@ -3,8 +3,8 @@ crash, a restart of the console's own server): no reload, the same page, events 
 
 import pytest
 
-from tests.conftest import EmbeddedConsole, wait_http
-from tests.e2e.conftest import DEMO_WAIT_S, login
+from tests.conftest import EmbeddedConsole
+from tests.e2e.conftest import demo_ready, login
 
 pytestmark = pytest.mark.browser
 
@@ -20,7 +20,7 @@ def own_console(tmp_path):
 
 def test_live_page_reconnects_after_the_console_restarts(second_browser, own_console):
     console = own_console
-    wait_http(console.demo_url + "/health/ready", timeout=DEMO_WAIT_S)
+    demo_ready(console)
     page = second_browser.new_page()
     login(page, console)
     page.goto(console.url + "/instances/demo/")

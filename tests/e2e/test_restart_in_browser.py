@@ -5,8 +5,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import wait_http
-from tests.e2e.conftest import DEMO_WAIT_S, IDLE, ensure_viewer, login
+from tests.e2e.conftest import DEMO_WAIT_S, demo_ready, ensure_viewer, login, wait_idle
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
@@ -15,14 +14,14 @@ pytestmark = pytest.mark.browser
 
 def test_restart_from_the_instance_page_shows_each_step(browser, embedded_console):
     console = embedded_console
-    wait_http(console.demo_url + "/health/ready", timeout=DEMO_WAIT_S)
+    demo_ready(console)
     old_pid = httpx.get(console.demo_url + "/health").json()["pid"]
     page = browser.new_page()
     login(page, console)
     page.click("text=Demo (smoke model, CPU)")
     page.wait_for_selector("form#operate")
     # make run's own start of the demo may still be finishing
-    page.wait_for_function(IDLE, timeout=DEMO_WAIT_S * 1000)
+    wait_idle(page)
     page.select_option("select[name=kind]", "restart")
     page.fill("input[name=reason]", "nightly slowness")
     page.once("dialog", lambda dialog: dialog.accept())
@@ -60,7 +59,7 @@ def test_a_refused_operation_says_why_in_the_page(browser, embedded_console):
     page = browser.new_page()
     login(page, console)
     page.goto(console.url + "/instances/demo/")
-    page.wait_for_function(IDLE, timeout=DEMO_WAIT_S * 1000)
+    wait_idle(page)
     page.select_option("select[name=kind]", "restart")
     page.on("dialog", lambda dialog: dialog.accept())
     page.click("form#operate button[type=submit]")
@@ -71,5 +70,5 @@ def test_a_refused_operation_says_why_in_the_page(browser, embedded_console):
     assert "wait for it to finish" in alert.inner_text()
     assert page.locator("#operation-live .progress").count() == 1  # the running restart stays in view
     page.goto(console.url + "/instances/demo/")
-    page.wait_for_function(IDLE, timeout=DEMO_WAIT_S * 1000)
+    wait_idle(page)
     page.close()

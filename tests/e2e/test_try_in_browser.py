@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_http
-from tests.e2e.conftest import DEMO_WAIT_S, login
+from tests.e2e.conftest import demo_ready, login
 
 pytestmark = pytest.mark.browser
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -14,7 +13,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 def test_try_it_streams_an_answer_and_its_request_shows_in_the_log(browser, embedded_console):
     console = embedded_console
-    wait_http(console.demo_url + "/health/ready", timeout=DEMO_WAIT_S)
+    demo_ready(console)
     page = browser.new_page()
     login(page, console)
     page.goto(console.url + "/instances/demo/")

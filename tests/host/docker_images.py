@@ -26,13 +26,18 @@ WHEELS = ROOT / "var" / "test" / "wheels"
 CONSOLE_WHEELS = ROOT / "var" / "test" / "wheels-console"
 
 
+def _exists(client: docker.DockerClient, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
 def base_image(client: docker.DockerClient) -> str:
     """Debian with Python: the base of the console, inference and services images."""
-    try:
-        client.images.get(BASE_TAG)
+    if _exists(client, BASE_TAG):
         return BASE_TAG
-    except docker.errors.ImageNotFound:
-        pass
     with tempfile.TemporaryDirectory(prefix="debootstrap-") as tmp:
         root = Path(tmp) / "root"
         subprocess.run(
@@ -70,11 +75,8 @@ RUN printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbi
 def services_image(client: docker.DockerClient) -> str:
     """Debian's PostgreSQL, Redis and nginx (with its JavaScript module, for the socket proxy's
     policy) on the base: the stack's services where no image can be pulled."""
-    try:
-        client.images.get(SERVICES_TAG)
+    if _exists(client, SERVICES_TAG):
         return SERVICES_TAG
-    except docker.errors.ImageNotFound:
-        pass
     client.images.build(
         fileobj=io.BytesIO(SERVICES_DOCKERFILE.encode()),
         tag=SERVICES_TAG,
@@ -117,11 +119,8 @@ CONSOLE_INPUTS = ("Dockerfile", "requirements.txt", "manage.py", "console", "tem
 def console_image(client: docker.DockerClient) -> str:
     """The root Dockerfile on the Debian base, from a host-side wheelhouse; reused while its inputs match."""
     tag = f"{CONSOLE_REPO}:{_tree_hash(*(ROOT / p for p in CONSOLE_INPUTS))}"
-    try:
-        client.images.get(tag)
+    if _exists(client, tag):
         return tag
-    except docker.errors.ImageNotFound:
-        pass
     base = base_image(client)
     _wheelhouse(CONSOLE_WHEELS, ROOT / "requirements.txt")
     with tempfile.TemporaryDirectory(prefix="console-build-") as ctx:
@@ -149,22 +148,10 @@ def _drop_older(client: docker.DockerClient, repo: str, keep: str) -> None:
                 pass  # still used by a container
 
 
-def _inputs_hash() -> str:
-    digest = hashlib.sha256()
-    for path in sorted((ROOT / "inference").rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(path.relative_to(ROOT).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def inference_image(client: docker.DockerClient) -> str:
-    tag = f"{INFERENCE_REPO}:{_inputs_hash()}"
-    try:
-        client.images.get(tag)
+    tag = f"{INFERENCE_REPO}:{_tree_hash(ROOT / 'inference')}"
+    if _exists(client, tag):
         return tag
-    except docker.errors.ImageNotFound:
-        pass
     base = base_image(client)
     WHEELS.mkdir(parents=True, exist_ok=True)
     subprocess.run(
