@@ -73,13 +73,16 @@ def seconds(code: str, *args: str, **env: str) -> float:
 
 
 @contextlib.contextmanager
-def running_server(model: str, port: int, poll: float = 0.1, module: str = "inference.server", **env: str):
-    """Start `python -m <module>` (the server, or the supervisor) and wait for ready; yields (base URL, seconds to live,
-    seconds to ready) and stops it on exit. Its output goes to BENCH_SERVER_LOG when that is set."""
+def running_server(
+    model: str, port: int, poll: float = 0.1, module: str = "inference.server", tree: Path = ROOT, **env: str
+):
+    """Start `python -m <module>` (the server, or the supervisor) of the checkout `tree` and wait for ready; yields
+    (base URL, seconds to live, seconds to ready) and stops it on exit. Its output goes to BENCH_SERVER_LOG when that
+    is set."""
     began = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", module],
-        cwd=ROOT,
+        cwd=tree,
         env={**os.environ, "MODEL_PATH": model, "PORT": str(port), **env},
         stdout=open(os.environ["BENCH_SERVER_LOG"], "a") if os.environ.get("BENCH_SERVER_LOG") else subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
