@@ -149,6 +149,8 @@ def main() -> None:
         results["prefill_alone"] = on_device(args.repeat)
     results["load_phases"] = engine.load_phases
     results["prompt_graphs"] = sorted(getattr(engine.decoding.runner, "prompt_graphs", {}))
+    stats = engine.decoder_stats()
+    results["vision"] = {key: stats.get(key) for key in ("vision_graphs", "vision_graph_replays")}
     print(json.dumps(results, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))

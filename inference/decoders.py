@@ -72,7 +72,9 @@ class BatchedDecoder:
 
         began = time.monotonic()
         self.runner.record_common()  # the scheduler is idle: nothing is admitted before ready
-        self.runner.record_wanted()  # the warm-up prompt's
+        self.runner.record_wanted(shapes=list(self.runner.prompt_wanted))  # the warm-up prompt's
+        if self.runner.vision is not None:
+            self.runner.vision.wanted.clear()  # its small image's grid: recorded when a client's image has it
         self.scheduler.record_prompts = True
         return {"cuda_graphs": round(time.monotonic() - began, 3)}
 
@@ -90,6 +92,11 @@ class BatchedDecoder:
             "prompt_graphs": len(runner.prompt_graphs),  # (prompts, padded length) shapes recorded so far
             "prompt_graph_replays": runner.prompt_replays,  # prefills run as one of them
             "prompt_graphs_recorded_busy": self.scheduler.recorded_busy,  # between steps, under load
+            # Image grids whose vision encoder pass is recorded, and image prompts that replayed one;
+            # null: the model's own encoder runs (a model whose forward cannot take features, or one
+            # that disagreed with it).
+            "vision_graphs": len(runner.vision.graphs) if runner.vision and runner.vision.visual else None,
+            "vision_graph_replays": runner.vision.replays if runner.vision else 0,
             "graph_record_seconds": round(runner.record_seconds, 3),
             "kernels": runner.kernels,
             "steps": self.scheduler.steps,

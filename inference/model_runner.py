@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from inference.ops.reference import Ops
+from inference.vision import ImageGrids, VisionEncoder
 
 log = logging.getLogger("inference.model_runner")
 
@@ -209,6 +210,8 @@ class ModelRunner:
         self.prompt_replays = 0
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.record_seconds = 0.0
+        # Image prompts' vision encoder, prepared once per grid and graphed like prompt shapes.
+        self.vision = VisionEncoder.of(model, self._capture if self.use_graphs else None)
         self.triton = None  # inference.ops.kernels where its kernels run here
         if kernels == "triton" or (kernels == "auto" and cuda):
             self.triton = self._triton_kernels()
@@ -602,20 +605,32 @@ class ModelRunner:
             )
         return self.prompt_inputs
 
-    def prompt_due(self) -> list[tuple[int, int]]:
+    @property
+    def graphs_wanted(self) -> bool:
+        """Whether prompt shapes or image grids ran eagerly for want of a graph not recorded yet."""
+        return bool(self.prompt_wanted) or bool(self.vision is not None and self.vision.wanted)
+
+    def prompt_due(self) -> list:
         """The wanted prompt shapes whose eager passes have already cost as much time as recording
         their graph would: worth recording even while requests are decoding (their steps wait for the
         recording, once). A shape met once stays eager until the decoder is idle; one that keeps coming
         back is recorded after about a recording's worth of eager time (renting until the rent paid
         equals the price: at most twice the best choice made knowing the future)."""
         cost = self.prompt_record_cost
-        return [shape for shape, spent in self.prompt_wanted.items() if spent >= cost]
+        due = [shape for shape, spent in self.prompt_wanted.items() if spent >= cost]
+        return due + (self.vision.due() if self.vision is not None else [])
 
-    def record_wanted(self, slot: int = 0, shapes: list[tuple[int, int]] | None = None) -> None:
-        """Record the graphs of `shapes` (every prompt shape run eagerly for want of its graph when
-        None). Their warm-up runs write keys and values into `slot`, which must hold no request: any
-        slot while none runs (the scheduler when idle), a free one between steps (prompt_due). About
-        0.1 s a shape when idle, 0.2-0.4 s between steps under load (docs/BENCHMARKS.md)."""
+    def record_wanted(self, slot: int = 0, shapes: list | None = None) -> None:
+        """Record the graphs of `shapes` (every prompt shape and image grid run eagerly for want of its
+        graph when None). A prompt shape's warm-up runs write keys and values into `slot`, which must
+        hold no request: any slot while none runs (the scheduler when idle), a free one between steps
+        (prompt_due). About 0.1 s a shape when idle, 0.2-0.4 s between steps under load
+        (docs/BENCHMARKS.md)."""
+        if self.vision is not None:
+            for grids in list(self.vision.wanted if shapes is None else shapes):
+                if isinstance(grids, ImageGrids):
+                    self.vision.record(grids)
+            shapes = None if shapes is None else [shape for shape in shapes if not isinstance(shape, ImageGrids)]
         if not self.prompt_sizes:  # prompt graphs given up (a recording failed): nothing to record
             self.prompt_wanted = {}
             return
@@ -641,6 +656,8 @@ class ModelRunner:
             raise _Captured(kwargs)
 
         self.model.model.rope_deltas = None  # else a text-only prompt inherits the last image prompt's offset
+        if self.vision is not None:
+            inputs = self.vision.inputs(inputs)
         handle = self._text.register_forward_pre_hook(capture, with_kwargs=True)
         try:
             self.model.model(**inputs)

@@ -154,7 +154,7 @@ class Scheduler:
         A server that is never idle would otherwise run every prompt eagerly for as long as it runs;
         the steps in flight wait for the recording, once a shape (0.2-0.4 s with 16 streams on an H200,
         docs/BENCHMARKS.md)."""
-        if not self.record_prompts or not self.runner.prompt_wanted or self.waiting:
+        if not self.record_prompts or not self.runner.graphs_wanted or self.waiting:
             return
         free = next((slot for slot, job in enumerate(self.active) if job is None), None)
         due = self.runner.prompt_due()[:1]  # one a step: three at once held the streams 1.3 s on an H200
@@ -167,7 +167,7 @@ class Scheduler:
         self._grow()
         with self.wake:
             while not self.waiting and not self.running:
-                if self.record_prompts and self.runner.prompt_wanted:
+                if self.record_prompts and self.runner.graphs_wanted:
                     # Holding the lock: a request arriving meanwhile waits for these graphs (~0.1 s each).
                     self.runner.record_wanted()
                     continue

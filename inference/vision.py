@@ -1,0 +1,207 @@
+"""An image prompt's vision encoder, prepared once per image grid and, on a GPU, replayed as a graph.
+
+The model's own encoder (transformers' GLM-4V vision model) computes on every call what depends
+only on the images' grids (each patch's rotary angles and its interpolated position embedding), and
+without flash-attention it reads the images' lengths back from the device to split attention per
+image: a host sync, which a CUDA graph capture cannot hold. Here its modules run in the same order
+on the same tensors, with that part done once per grid and the lengths kept on the host, so a grid's
+pass can be recorded as a CUDA graph and replayed. Eagerly, its ~600 kernels (24 blocks) were
+launched from Python one by one, and the host's time doing so was most of an image prompt's first
+token (docs/BENCHMARKS.md). A grid's graph is recorded like a prompt shape's: when the decoder is
+idle, or between steps once its eager passes have cost as much as recording it (ModelRunner).
+"""
+
+import inspect
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("inference.vision")
+
+# Graphs of this many grids at most (each keeps its input and output tensors; its activations share
+# the runner's pool), of up to this many patches each: a larger image keeps the device busy anyway.
+VISION_GRAPHS, VISION_GRAPH_PATCHES = 16, 4096
+# Preparations kept for grids of that size, this many patches in all, the least recently used dropped
+# first (about 4 KiB a patch for GLM-4.6V's encoder: 64 MiB); a graph keeps its own.
+PREPARED_PATCHES = 16384
+RECORD_GUESS = 0.1  # seconds a recording is taken to cost until one has been timed
+
+
+class ImageGrids(tuple):
+    """A prompt's images as (t, h, w) patch grids, in order: the key of their preparation and graph."""
+
+
+@dataclass
+class Prepared:
+    """What a grid's pass needs besides its pixels."""
+
+    patches: int
+    cu_seqlens: object  # image boundaries; on the host unless flash-attention reads them
+    max_seqlen: int
+    angles: tuple  # rotary (cos, sin) per patch
+    positions: object  # the interpolated position embedding per patch
+
+
+class VisionEncoder:
+    def __init__(self, visual, capture: Callable | None):
+        """`visual`: the model's vision encoder; `capture(run)` records `run` as a CUDA graph and returns
+        (graph, its output) (ModelRunner._capture), None where nothing is graphed (a CPU)."""
+        self.visual = visual
+        self.capture = capture
+        self.prepared: OrderedDict[ImageGrids, Prepared] = OrderedDict()
+        self.graphs: dict[ImageGrids, tuple] = {}  # grids -> (graph, pixels in, features out, Prepared)
+        self.wanted: dict[ImageGrids, float] = {}  # grids run eagerly for want of a graph: host seconds
+        self.record_cost = RECORD_GUESS
+        self.replays = 0
+        self.checked = False
+
+    @classmethod
+    def of(cls, model, capture: Callable | None) -> "VisionEncoder | None":
+        """The encoder for `model`, or None where its forward cannot take image features computed
+        outside it (it then runs its own encoder, as before)."""
+        inner = getattr(model, "model", None)
+        visual = getattr(inner, "visual", None)
+        if visual is None or "mm_encoder_outputs" not in inspect.signature(inner.forward).parameters:
+            return None
+        needed = ("patch_embed", "post_conv_layernorm", "rotary_pos_emb", "embeddings", "blocks", "merger")
+        if not all(hasattr(visual, name) for name in needed):
+            return None
+        return cls(visual, capture)
+
+    def inputs(self, inputs: dict) -> dict:
+        """`inputs` with the images' features in place of their pixels, computed here; `inputs` as they
+        are if this fails (logged; the model's own encoder then runs, now and from then on). Out of
+        GPU memory, the request fails as it would in the model's own encoder."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        pixels, grid = inputs.get("pixel_values"), inputs.get("image_grid_thw")
+        if pixels is None or grid is None or self.visual is None:
+            return inputs
+        try:
+            features = self.features(pixels, grid)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception:
+            log.exception("the vision encoder failed here; the model's own runs from now on")
+            self.visual, self.wanted = None, {}
+            return inputs
+        if features is None:
+            return inputs
+        rest = {key: value for key, value in inputs.items() if key != "pixel_values"}
+        return {**rest, "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=(features,))}}
+
+    def features(self, pixels, grid):
+        """The merged image features (tokens x the text's hidden size) of `pixels` on `grid`; None if
+        they disagree with the model's own encoder (checked at the first call: the warm-up's image)."""
+        import torch
+
+        grids = ImageGrids(tuple(int(n) for n in row) for row in grid.tolist())
+        pixels = pixels.to(self.visual.dtype)
+        recorded = self.graphs.get(grids)
+        if recorded is not None:
+            graph, static, out, _ = recorded
+            static.copy_(pixels)
+            graph.replay()
+            self.replays += 1
+            return out.clone()  # the graph's output is overwritten by its next replay
+        began = time.monotonic()
+        features = self.encode(pixels, self._prepare(grids))
+        if self.capture is not None and grids not in self.graphs and self._graphable(grids):
+            self.wanted[grids] = self.wanted.get(grids, 0.0) + time.monotonic() - began
+        if not self.checked:
+            own = self.visual(pixels, grid_thw=grid).pooler_output
+            agreement = float(torch.nn.functional.cosine_similarity(features.float(), own.float()).min())
+            if not agreement > 0.999:
+                log.error("the vision encoder disagrees with the model's own (cosine %.4f); it runs that", agreement)
+                self.visual, self.wanted = None, {}
+                return None
+            self.checked = True
+        return features
+
+    def encode(self, pixels, prepared: Prepared):
+        """The vision model's forward from its patches to its merged features, as transformers writes it
+        (Glm4vVisionModel.forward), with the grid's preparation given."""
+        visual = self.visual
+        hidden = visual.post_conv_layernorm(visual.patch_embed(pixels))
+        hidden = hidden + prepared.positions  # what visual.embeddings adds
+        for block in visual.blocks:
+            hidden = block(
+                hidden,
+                cu_seqlens=prepared.cu_seqlens,
+                max_seqlen=prepared.max_seqlen,
+                position_embeddings=prepared.angles,
+            )
+        hidden = visual.post_layernorm(hidden)
+        merge = visual.spatial_merge_size
+        hidden = hidden.view(-1, merge, merge, hidden.shape[-1]).permute(0, 3, 1, 2)
+        return visual.merger(visual.downsample(hidden).view(-1, visual.config.out_hidden_size))
+
+    def _prepare(self, grids: ImageGrids) -> Prepared:
+        """The grid's angles, position embeddings and image boundaries, as the vision model computes
+        them on every call (kept for the grids used last, PREPARED_PATCHES in all)."""
+        import torch
+        from transformers.utils.generic import is_flash_attention_requested
+        from transformers.vision_utils import get_vision_attention_seqlens, get_vision_position_ids
+
+        prepared = self.prepared.get(grids)
+        if prepared is not None:
+            self.prepared.move_to_end(grids)
+            return prepared
+        visual = self.visual
+        device = visual.post_conv_layernorm.weight.device
+        grid = torch.tensor(grids, dtype=torch.long, device=device)
+        positions = get_vision_position_ids(grid, visual.spatial_merge_size)
+        cu_seqlens, max_seqlen = get_vision_attention_seqlens(grid, visual.config)
+        patches = sum(t * h * w for t, h, w in grids)
+        zeros = torch.zeros((patches, visual.config.hidden_size), dtype=visual.dtype, device=device)
+        embedded = visual.embeddings(
+            zeros, cu_seqlens[1:] - cu_seqlens[:-1], grid, positions[:, 0].to(device), positions[:, 1].to(device)
+        )
+        if not is_flash_attention_requested(visual.config):
+            # Split per image by lengths read on the host, here once, not by each block at each call.
+            cu_seqlens = cu_seqlens.cpu()
+        prepared = Prepared(
+            patches=patches,
+            cu_seqlens=cu_seqlens,
+            max_seqlen=max_seqlen,
+            angles=visual.rotary_pos_emb(zeros, positions),
+            positions=embedded,  # zero plus the embedding: the embedding exactly
+        )
+        if patches <= VISION_GRAPH_PATCHES:
+            self.prepared[grids] = prepared
+            while sum(each.patches for each in self.prepared.values()) > PREPARED_PATCHES:
+                self.prepared.popitem(last=False)
+        return prepared
+
+    def _graphable(self, grids: ImageGrids) -> bool:
+        return len(self.graphs) < VISION_GRAPHS and sum(t * h * w for t, h, w in grids) <= VISION_GRAPH_PATCHES
+
+    def due(self) -> list[ImageGrids]:
+        """The wanted grids whose eager passes have cost as much host time as recording their graph."""
+        return [grids for grids, spent in self.wanted.items() if spent >= self.record_cost]
+
+    def record(self, grids: ImageGrids) -> None:
+        """Record `grids`' pass as a CUDA graph (its input pixels a tensor of its own)."""
+        import torch
+
+        self.wanted.pop(grids, None)
+        if self.capture is None or self.visual is None or grids in self.graphs or not self._graphable(grids):
+            return
+        began = time.monotonic()
+        prepared = self._prepare(grids)
+        patch = self.visual.patch_embed
+        width = patch.in_channels * patch.temporal_patch_size * patch.patch_size**2
+        device = self.visual.post_conv_layernorm.weight.device
+        pixels = torch.zeros((prepared.patches, width), dtype=self.visual.dtype, device=device)
+        try:
+            with torch.no_grad():  # also when recorded outside the decoder's thread (the warm-up's)
+                graph, out = self.capture(lambda: self.encode(pixels, prepared))
+        except Exception:
+            log.exception("an image grid's graph could not be recorded; images run eagerly")
+            self.capture, self.wanted = None, {}
+            return
+        self.graphs[grids] = (graph, pixels, out, prepared)  # the graph reads the preparation's tensors
+        self.record_cost = time.monotonic() - began

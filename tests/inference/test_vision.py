@@ -1,0 +1,141 @@
+"""The vision encoder prepared once per image grid (inference/vision.py) against the model's own, on the
+smoke model: the same features, the same text-layer inputs, and the model's own encoder whenever
+this one fails or disagrees; on a GPU, each grid's pass recorded as a CUDA graph and replayed."""
+
+import logging
+
+import pytest
+import torch
+
+from inference.engine import Engine
+from inference.vision import ImageGrids
+from tests.inference.test_batching import PROMPTS, engine_pair, images, messages, run
+
+
+@pytest.fixture(scope="module")
+def engine(smoke_model) -> Engine:
+    engine = Engine(str(smoke_model), "cpu", "float32", decoder="batched", slots=2, context=512)
+    engine.load()
+    return engine
+
+
+def image_inputs(engine: Engine, sizes: list[tuple[int, int]], shade: int = 0) -> dict:
+    pictures = [pic.resize(size) for pic, size in zip(images(len(sizes)), sizes, strict=True)]
+    if shade:
+        pictures = [pic.point(lambda v: (v + shade) % 256) for pic in pictures]
+    return engine.prepare(messages("what is it", len(sizes)), pictures, 1 << 20).inputs
+
+
+def own_features(runner, inputs: dict):
+    model = runner.model.model
+    return torch.cat(model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output)
+
+
+@pytest.mark.parametrize("sizes", [[(112, 84)], [(112, 84), (140, 196)]], ids=["one image", "two grids"])
+def test_features_equal_the_models_own_encoder(engine, sizes):
+    runner = engine.decoding.runner
+    inputs = image_inputs(engine, sizes)
+    grids = ImageGrids(tuple(row) for row in inputs["image_grid_thw"].tolist())
+    with torch.inference_mode():
+        ours = runner.vision.features(inputs["pixel_values"], inputs["image_grid_thw"])
+        assert torch.equal(ours, own_features(runner, inputs))
+        prepared = runner.vision.prepared[grids]
+        # Other pixels on the same grid: its preparation is reused, the features are still the model's.
+        other = image_inputs(engine, sizes, shade=97)
+        assert not torch.equal(other["pixel_values"], inputs["pixel_values"])
+        again = runner.vision.features(other["pixel_values"], other["image_grid_thw"])
+        assert runner.vision.prepared[grids] is prepared
+        assert torch.equal(again, own_features(runner, other))
+        assert not torch.equal(again, ours)
+    assert not runner.vision.wanted  # nothing is graphed on a CPU: no grid waits for a recording
+
+
+def test_the_text_layers_get_the_inputs_the_models_own_forward_gives_them(engine):
+    runner = engine.decoding.runner
+    inputs = image_inputs(engine, [(112, 84), (140, 196)])
+    with torch.inference_mode():
+        embeds, positions = runner._embed(dict(inputs))
+        vision, runner.vision = runner.vision, None
+        try:
+            own_embeds, own_positions = runner._embed(dict(inputs))
+        finally:
+            runner.vision = vision
+    assert torch.equal(embeds, own_embeds) and torch.equal(positions, own_positions)
+
+
+def test_a_failing_or_disagreeing_encoder_gives_way_to_the_models_own(smoke_model, monkeypatch, caplog):
+    """The same answers either way; the failure is logged, and the model's own encoder runs from then on."""
+    reference, batched = engine_pair(smoke_model, "cpu", "eager")
+    expected = run(reference, [PROMPTS[0]])[0].ids
+    vision = batched.decoding.runner.vision
+    encode = type(vision).encode
+    monkeypatch.setattr(type(vision), "encode", lambda self, pixels, prepared: -encode(self, pixels, prepared))
+    with caplog.at_level(logging.ERROR, logger="inference.vision"):
+        assert run(batched, [PROMPTS[0]])[0].ids == expected
+    assert "disagrees with the model's own" in caplog.text and vision.visual is None
+    assert batched.decoding.stats()["vision_graphs"] is None
+
+    _, batched = engine_pair(smoke_model, "cpu", "eager")
+    vision = batched.decoding.runner.vision
+
+    def broken(self, pixels, prepared):
+        raise RuntimeError("no such kernel")
+
+    monkeypatch.setattr(type(vision), "encode", broken)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="inference.vision"):
+        assert run(batched, [PROMPTS[0], PROMPTS[3]])[0].ids == expected
+    assert "the vision encoder failed here" in caplog.text and vision.visual is None
+
+
+@pytest.mark.gpu
+def test_each_grid_is_recorded_once_wanted_and_replays_what_it_computes_eagerly(smoke_model):
+    reference, batched = engine_pair(smoke_model, "cuda", "auto")
+    runner = batched.decoding.runner
+    vision = runner.vision
+    expected = run(reference, [PROMPTS[0]])[0].ids
+    assert run(batched, [PROMPTS[0]])[0].ids == expected  # eagerly: the grid is wanted
+    assert len(vision.wanted) == 1 and not vision.graphs and runner.graphs_wanted
+    runner.record_wanted()  # as the scheduler does when idle
+    assert len(vision.graphs) == 1 and not vision.wanted
+    replays = vision.replays
+    assert run(batched, [PROMPTS[0]])[0].ids == expected
+    assert vision.replays == replays + 1
+
+    with torch.inference_mode():
+        first, second = image_inputs(batched, [(112, 84)], shade=50), image_inputs(batched, [(140, 196)], shade=9)
+        for inputs in (first, second):
+            inputs = {key: value.to("cuda") for key, value in inputs.items()}
+            grids = ImageGrids(tuple(row) for row in inputs["image_grid_thw"].tolist())
+            eager = vision.encode(inputs["pixel_values"].to(vision.visual.dtype), vision._prepare(grids))
+            if grids not in vision.graphs:
+                vision.features(inputs["pixel_values"], inputs["image_grid_thw"])
+                assert vision.wanted[grids] > 0
+                vision.record(grids)
+            replayed = vision.features(inputs["pixel_values"], inputs["image_grid_thw"])
+            torch.testing.assert_close(replayed, eager)
+            assert torch.equal(replayed, vision.graphs[grids][2])
+        assert len(vision.graphs) == 2
+        # The first grid's graph again, after the second's replay in the same pool: still its own answer.
+        inputs = {key: value.to("cuda") for key, value in first.items()}
+        again = vision.features(inputs["pixel_values"], inputs["image_grid_thw"])
+        torch.testing.assert_close(again, own_features(runner, inputs), rtol=1e-4, atol=1e-4)
+    stats = batched.decoding.stats()
+    assert stats["vision_graphs"] == 2 and stats["vision_graph_replays"] == vision.replays
+
+
+def test_the_preparations_kept_are_bounded_by_their_patches(engine, monkeypatch):
+    vision = engine.decoding.runner.vision
+    vision.prepared.clear()
+    grids = [ImageGrids([(1, 6, 8)]), ImageGrids([(1, 8, 8)]), ImageGrids([(1, 10, 8)])]
+    monkeypatch.setattr("inference.vision.PREPARED_PATCHES", 48 + 64)
+    with torch.inference_mode():
+        kept = vision._prepare(grids[0])
+        vision._prepare(grids[1])
+        assert vision._prepare(grids[0]) is kept  # used again: now the most recent
+        vision._prepare(grids[2])  # 80 patches: the least recently used (8 x 8) goes, then 6 x 8 too
+    assert list(vision.prepared) == [grids[2]]
+    monkeypatch.setattr("inference.vision.VISION_GRAPH_PATCHES", 40)
+    with torch.inference_mode():
+        assert vision._prepare(grids[0]).patches == 48
+    assert grids[0] not in vision.prepared  # larger than any graph: computed each time, not kept
