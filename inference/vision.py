@@ -5,10 +5,11 @@ only on the images' grids (each patch's rotary angles and its interpolated posit
 without flash-attention it reads the images' lengths back from the device to split attention per
 image: a host sync, which a CUDA graph capture cannot hold. Here its modules run in the same order
 on the same tensors, with that part done once per grid and the lengths kept on the host, so a grid's
-pass can be recorded as a CUDA graph and replayed. Eagerly, its ~600 kernels (24 blocks) were
+pass can be recorded as a CUDA graph and replayed. Eagerly, the kernels of its 24 blocks were
 launched from Python one by one, and the host's time doing so was most of an image prompt's first
-token (docs/BENCHMARKS.md). A grid's graph is recorded like a prompt shape's: when the decoder is
-idle, or between steps once its eager passes have cost as much as recording it (ModelRunner).
+token (52 ms against 18 replayed, docs/BENCHMARKS.md). A grid's graph is recorded like a prompt
+shape's: when the decoder is idle, or between steps once its eager passes have cost as much as
+recording it (ModelRunner).
 """
 
 import inspect
@@ -27,6 +28,8 @@ VISION_GRAPHS, VISION_GRAPH_PATCHES = 16, 4096
 # first (about 4 KiB a patch for GLM-4.6V's encoder: 64 MiB); a graph keeps its own.
 PREPARED_PATCHES = 16384
 RECORD_GUESS = 0.1  # seconds a recording is taken to cost until one has been timed
+# Grids waiting for a recording at most: images of ever new sizes keep only those that cost the most.
+WANTED = 64
 
 
 class ImageGrids(tuple):
@@ -111,6 +114,8 @@ class VisionEncoder:
         features = self.encode(pixels, self._prepare(grids))
         if self.capture is not None and grids not in self.graphs and self._graphable(grids):
             self.wanted[grids] = self.wanted.get(grids, 0.0) + time.monotonic() - began
+            if len(self.wanted) > WANTED:
+                del self.wanted[min(self.wanted, key=self.wanted.__getitem__)]
         if not self.checked:
             own = self.visual(pixels, grid_thw=grid).pooler_output
             agreement = float(torch.nn.functional.cosine_similarity(features.float(), own.float()).min())

@@ -139,3 +139,22 @@ def test_the_preparations_kept_are_bounded_by_their_patches(engine, monkeypatch)
     with torch.inference_mode():
         assert vision._prepare(grids[0]).patches == 48
     assert grids[0] not in vision.prepared  # larger than any graph: computed each time, not kept
+
+
+def test_grids_waiting_for_a_recording_are_bounded_keeping_those_that_cost_most(engine, monkeypatch):
+    """Images of ever new sizes on a server never idle: the grids waiting for a graph stay few."""
+    from inference.vision import VisionEncoder
+
+    def no_recording(run):
+        raise AssertionError("nothing is recorded here")
+
+    vision = VisionEncoder(engine.decoding.runner.vision.visual, no_recording)
+    vision.checked = True
+    costly, cheap = ImageGrids([(1, 6, 6)]), ImageGrids([(1, 6, 10)])
+    vision.wanted = {costly: 10.0, cheap: 0.0}
+    monkeypatch.setattr("inference.vision.WANTED", 2)
+    inputs = image_inputs(engine, [(112, 84)])
+    with torch.inference_mode():
+        vision.features(inputs["pixel_values"], inputs["image_grid_thw"])
+    new = ImageGrids(tuple(row) for row in inputs["image_grid_thw"].tolist())
+    assert set(vision.wanted) == {costly, new} and vision.wanted[new] > 0
