@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 log = logging.getLogger("inference.vision")
 
-# Graphs of this many grids at most (each keeps its input and output tensors; its activations share
-# the runner's pool), of up to this many patches each: a larger image keeps the device busy anyway.
+# Graphs of this many grids at most, of up to this many patches each: a larger image keeps the device
+# busy anyway. Each keeps its pixels, features and preparation (about 31 MiB at 4,096 patches for
+# GLM-4.6V-Flash's encoder: 0.5 GiB for 16; its activations share the runner's pool).
 VISION_GRAPHS, VISION_GRAPH_PATCHES = 16, 4096
 # Preparations kept for grids of that size, this many patches in all, the least recently used dropped
 # first (about 4 KiB a patch for GLM-4.6V's encoder: 64 MiB); a graph keeps its own.
