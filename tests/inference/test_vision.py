@@ -75,7 +75,8 @@ def test_a_failing_or_disagreeing_encoder_gives_way_to_the_models_own(smoke_mode
     assert "disagrees with the model's own" in caplog.text and vision.visual is None
     assert batched.decoding.stats()["vision_graphs"] is None
 
-    _, batched = engine_pair(smoke_model, "cpu", "eager")
+    batched = Engine(str(smoke_model), "cpu", "float32", decoder="batched", slots=3, context=512)
+    batched.load()
     vision = batched.decoding.runner.vision
 
     def broken(self, pixels, prepared):
