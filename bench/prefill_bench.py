@@ -118,10 +118,9 @@ def main() -> None:
             "slowest": sorted(rows, key=lambda row: row["first_token_ms"])[-3:],
         }
 
-    def on_device(count: int) -> dict:
-        """The prefill alone, as the scheduler calls it, timed by CUDA events and by the host."""
-        runner = engine.decoding.runner
-        inputs = {k: v.to("cuda") for k, v in engine.prepare(messages, images, 1 << 20).inputs.items()}
+    def timed(call, count: int) -> tuple[list[float], list[float]]:
+        """`call()` `count` times, each alone on the device: (its CUDA-event milliseconds, the host's
+        milliseconds to queue it)."""
         device_ms, host_ms = [], []
         for _ in range(count):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -129,28 +128,26 @@ def main() -> None:
             began = time.perf_counter()
             start.record()
             with torch.inference_mode():
-                runner.prefill_many([(inputs, 0)])
+                call()
             end.record()
             queued = time.perf_counter()
             torch.cuda.synchronize()
             device_ms.append(start.elapsed_time(end))
             host_ms.append(1000 * (queued - began))
-        timed = {"device_ms": spread(device_ms), "host_queueing_ms": spread(host_ms)}
+        return device_ms, host_ms
+
+    def on_device(count: int) -> dict:
+        """The prefill alone, as the scheduler calls it, timed by CUDA events and by the host; with an
+        image, the vision encoder's pass alone too (its graph once recorded)."""
+        runner = engine.decoding.runner
+        inputs = {k: v.to("cuda") for k, v in engine.prepare(messages, images, 1 << 20).inputs.items()}
+        device_ms, host_ms = timed(lambda: runner.prefill_many([(inputs, 0)]), count)
+        result = {"device_ms": spread(device_ms), "host_queueing_ms": spread(host_ms)}
         vision = getattr(runner, "vision", None)
         if "pixel_values" in inputs and vision is not None and vision.visual is not None:
-            # The vision encoder's pass alone (its graph once recorded), the same way.
-            vision_ms = []
-            for _ in range(count):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                torch.cuda.synchronize()
-                start.record()
-                with torch.inference_mode():
-                    vision.features(inputs["pixel_values"], inputs["image_grid_thw"])
-                end.record()
-                torch.cuda.synchronize()
-                vision_ms.append(start.elapsed_time(end))
-            timed["vision_device_ms"] = spread(vision_ms)
-        return timed
+            vision_ms, _ = timed(lambda: vision.features(inputs["pixel_values"], inputs["image_grid_thw"]), count)
+            result["vision_device_ms"] = spread(vision_ms)
+        return result
 
     results = {
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else args.device,

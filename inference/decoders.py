@@ -72,9 +72,9 @@ class BatchedDecoder:
 
         began = time.monotonic()
         self.runner.record_common()  # the scheduler is idle: nothing is admitted before ready
-        self.runner.record_wanted(shapes=list(self.runner.prompt_wanted))  # the warm-up prompt's
         if self.runner.vision is not None:
-            self.runner.vision.wanted.clear()  # its small image's grid: recorded when a client's image has it
+            self.runner.vision.wanted.clear()  # the warm-up's small image: recorded when a client's has its grid
+        self.runner.record_wanted()  # the warm-up prompt's
         self.scheduler.record_prompts = True
         return {"cuda_graphs": round(time.monotonic() - began, 3)}
 

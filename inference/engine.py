@@ -167,8 +167,9 @@ class Engine:
 
         # Few CPU threads: on a GPU the CPU work is small tensors (preprocessing), where a thread
         # team per core costs more in wake-ups than it saves; on a CPU it leaves cores to the host:
-        # half of them. The smoke model on 2 cores served 160 requests with 7.4 s of CPU on two
-        # threads (their team spins between operations) and 4.3 s on one, in 4.2 and 4.6 s.
+        # half of them. The smoke model on 2 cores served 160 requests with 9.4-10.1 s of CPU on two
+        # threads (their team spins between operations) and 5.6-5.8 s on one, in the same wall time
+        # (bench/cpu_threads_bench.py, docs/BENCHMARKS.md).
         torch.set_num_threads(max(1, min(4, torch.get_num_threads() // 2)))
         self.tokenizer, self.image_processor, inherited = processors.load(self.model_path)
         mark = phase("tokenizer_and_processor", mark)

@@ -302,7 +302,7 @@ class ModelRunner:
         self.slots, self.slot_sizes = slots, buckets(slots, 1)
         self.graphs.clear()  # they captured the old tensors
         # Their inputs stay (they hold no cache); their shapes are recorded again when the decoder is idle
-        # or, under load, once due (prompt_due).
+        # or, under load, once due (graphs_due).
         self.prompt_wanted = {**dict.fromkeys(self.prompt_graphs, 0.0), **self.prompt_wanted}
         self.prompt_graphs.clear()
         if not self.use_graphs:
@@ -509,7 +509,7 @@ class ModelRunner:
         last = [begin + n - 1 for begin, n, _ in segments]
         logits = self.lm_head(x[last]).float()
         if shape in self.prompt_wanted:
-            # The host's time launching the eager pass, which is where its time goes (prompt_due).
+            # The host's time launching the eager pass, which is where its time goes (graphs_due).
             self.prompt_wanted[shape] += time.monotonic() - began
         return [(logits[i : i + 1], delta) for i, delta in enumerate(deltas)]
 
@@ -610,9 +610,9 @@ class ModelRunner:
         """Whether prompt shapes or image grids ran eagerly for want of a graph not recorded yet."""
         return bool(self.prompt_wanted) or bool(self.vision is not None and self.vision.wanted)
 
-    def prompt_due(self) -> list:
-        """The wanted prompt shapes whose eager passes have already cost as much time as recording
-        their graph would: worth recording even while requests are decoding (their steps wait for the
+    def graphs_due(self) -> list:
+        """The wanted prompt shapes and image grids whose eager passes have already cost as much time as
+        recording their graph would: worth recording even while requests are decoding (their steps wait for the
         recording, once). A shape met once stays eager until the decoder is idle; one that keeps coming
         back is recorded after about a recording's worth of eager time (renting until the rent paid
         equals the price: at most twice the best choice made knowing the future)."""
@@ -624,7 +624,7 @@ class ModelRunner:
         """Record the graphs of `shapes` (every prompt shape and image grid run eagerly for want of its
         graph when None). A prompt shape's warm-up runs write keys and values into `slot`, which must
         hold no request: any slot while none runs (the scheduler when idle), a free one between steps
-        (prompt_due). About 0.1 s a shape when idle, 0.2-0.4 s between steps under load
+        (graphs_due). About 0.1 s a shape when idle, 0.2-0.4 s between steps under load
         (docs/BENCHMARKS.md)."""
         if self.vision is not None:
             for grids in list(self.vision.wanted if shapes is None else shapes):

@@ -150,14 +150,14 @@ class Scheduler:
 
     def _record_due(self) -> None:
         """Between steps, with requests decoding: record the prompt shapes whose eager passes have cost
-        as much as their recording (runner.prompt_due), into a free slot, while nobody waits for one.
+        as much as their recording (runner.graphs_due), into a free slot, while nobody waits for one.
         A server that is never idle would otherwise run every prompt eagerly for as long as it runs;
         the steps in flight wait for the recording, once a shape (0.2-0.4 s with 16 streams on an H200,
         docs/BENCHMARKS.md)."""
         if not self.record_prompts or not self.runner.graphs_wanted or self.waiting:
             return
         free = next((slot for slot, job in enumerate(self.active) if job is None), None)
-        due = self.runner.prompt_due()[:1]  # one a step: three at once held the streams 1.3 s on an H200
+        due = self.runner.graphs_due()[:1]  # one a step: three at once held the streams 1.3 s on an H200
         if free is None or not due:
             return
         self.runner.record_wanted(slot=free, shapes=due)

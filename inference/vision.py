@@ -90,7 +90,7 @@ class VisionEncoder:
             raise
         except Exception:
             log.exception("the vision encoder failed here; the model's own runs from now on")
-            self.visual, self.wanted = None, {}
+            self._give_up()
             return inputs
         if features is None:
             return inputs
@@ -122,10 +122,14 @@ class VisionEncoder:
             agreement = float(torch.nn.functional.cosine_similarity(features.float(), own.float()).min())
             if not agreement > 0.999:
                 log.error("the vision encoder disagrees with the model's own (cosine %.4f); it runs that", agreement)
-                self.visual, self.wanted = None, {}
+                self._give_up()
                 return None
             self.checked = True
         return features
+
+    def _give_up(self) -> None:
+        """From now on the model's own encoder runs (`inputs` leaves the pixels in place)."""
+        self.visual, self.wanted = None, {}
 
     def encode(self, pixels, prepared: Prepared):
         """The vision model's forward from its patches to its merged features, as transformers writes it
