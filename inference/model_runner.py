@@ -210,13 +210,18 @@ class ModelRunner:
         self.prompt_replays = 0
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.record_seconds = 0.0
-        # Image prompts' vision encoder, prepared once per grid and graphed like prompt shapes.
-        self.vision = VisionEncoder.of(model, self._capture if self.use_graphs else None)
+        self.vision = None  # forward() does not use it; set below
         self.triton = None  # inference.ops.kernels where its kernels run here
         if kernels == "triton" or (kernels == "auto" and cuda):
             self.triton = self._triton_kernels()
             if self.triton is not None:
                 self.ops = self.triton.Ops(self.eager_ops)
+        # Image prompts' vision encoder, prepared once per grid and graphed like prompt shapes, its
+        # small work in Triton kernels too where the step's run (checked at its first image).
+        fused = None
+        if self.triton is not None:
+            from inference.ops import vision_block as fused
+        self.vision = VisionEncoder.of(model, self._capture if self.use_graphs else None, fused)
 
     @property
     def kernels(self) -> str:

@@ -33,6 +33,27 @@ RECORD_GUESS = 0.1  # seconds a recording is taken to cost until one has been ti
 WANTED = 64
 
 
+def _fusable(visual) -> bool:
+    """Whether inference/ops/vision_block.py computes what these modules compute: a patch embedding
+    that is a product, RMSNorms, SiLU gates, SDPA attention over images split on the host."""
+    config = visual.config
+    proj = visual.patch_embed.proj
+    if tuple(proj.kernel_size) != tuple(proj.stride) or any(proj.padding) or proj.groups != 1:
+        return False  # patch_embed is a product only when its kernel covers each patch exactly
+    norms = [visual.post_conv_layernorm, visual.post_layernorm]
+    norms += [norm for block in visual.blocks for norm in (block.norm1, block.norm2)]
+    return (
+        getattr(config, "hidden_act", None) == "silu"
+        and getattr(config, "_attn_implementation", None) == "sdpa"
+        and all(hasattr(norm, "variance_epsilon") for norm in norms)
+        and all(hasattr(block.attn, "scaling") for block in visual.blocks)
+    )
+
+
+def _weight_eps(norm) -> tuple:
+    return norm.weight, norm.variance_epsilon
+
+
 class ImageGrids(tuple):
     """A prompt's images as (t, h, w) patch grids, in order: the key of their preparation and graph."""
 
@@ -49,11 +70,13 @@ class Prepared:
 
 
 class VisionEncoder:
-    def __init__(self, visual, capture: Callable | None):
+    def __init__(self, visual, capture: Callable | None, kernels=None):
         """`visual`: the model's vision encoder; `capture(run)` records `run` as a CUDA graph and returns
-        (graph, its output) (ModelRunner._capture), None where nothing is graphed (a CPU)."""
+        (graph, its output) (ModelRunner._capture), None where nothing is graphed (a CPU); `kernels`:
+        inference.ops.vision_block where its Triton kernels may run (a GPU), or None."""
         self.visual = visual
         self.capture = capture
+        self.kernels = kernels if kernels is not None and _fusable(visual) else None
         self.prepared: OrderedDict[ImageGrids, Prepared] = OrderedDict()
         self.graphs: dict[ImageGrids, tuple] = {}  # grids -> (graph, pixels in, features out, Prepared)
         self.wanted: dict[ImageGrids, float] = {}  # grids run eagerly for want of a graph: host seconds
@@ -62,7 +85,7 @@ class VisionEncoder:
         self.checked = False
 
     @classmethod
-    def of(cls, model, capture: Callable | None) -> "VisionEncoder | None":
+    def of(cls, model, capture: Callable | None, kernels=None) -> "VisionEncoder | None":
         """The encoder for `model`, or None where its forward cannot take image features computed
         outside it (it then runs its own encoder, as before)."""
         inner = getattr(model, "model", None)
@@ -72,7 +95,12 @@ class VisionEncoder:
         needed = ("patch_embed", "post_conv_layernorm", "rotary_pos_emb", "embeddings", "blocks", "merger")
         if not all(hasattr(visual, name) for name in needed):
             return None
-        return cls(visual, capture)
+        return cls(visual, capture, kernels)
+
+    @property
+    def runs(self) -> str | None:
+        """What computes image features: "triton" or "modules" (this encoder), None (the model's own)."""
+        return None if self.visual is None else "modules" if self.kernels is None else "triton"
 
     def inputs(self, inputs: dict) -> dict:
         """`inputs` with the images' features in place of their pixels, computed here; `inputs` as they
@@ -89,8 +117,12 @@ class VisionEncoder:
         except torch.OutOfMemoryError:
             raise
         except Exception:
-            log.exception("the vision encoder failed here; the model's own runs from now on")
-            self._give_up()
+            if self.kernels is not None and not self.graphs:
+                log.exception("the vision encoder's Triton kernels failed here; its modules run from now on")
+                self.kernels, self.checked = None, False
+            else:
+                log.exception("the vision encoder failed here; the model's own runs from now on")
+                self._give_up()
             return inputs
         if features is None:
             return inputs
@@ -121,6 +153,12 @@ class VisionEncoder:
             own = self.visual(pixels, grid_thw=grid).pooler_output
             agreement = float(torch.nn.functional.cosine_similarity(features.float(), own.float()).min())
             if not agreement > 0.999:
+                if self.kernels is not None:
+                    log.error(
+                        "the vision encoder's Triton kernels disagree with the model's own (cosine %.4f)", agreement
+                    )
+                    self.kernels = None  # the next image checks its modules
+                    return None
                 log.error("the vision encoder disagrees with the model's own (cosine %.4f); it runs that", agreement)
                 self._give_up()
                 return None
@@ -135,19 +173,74 @@ class VisionEncoder:
         """The vision model's forward from its patches to its merged features, as transformers writes it
         (Glm4vVisionModel.forward), with the grid's preparation given."""
         visual = self.visual
-        hidden = visual.post_conv_layernorm(visual.patch_embed(pixels))
-        hidden = hidden + prepared.positions  # what visual.embeddings adds
-        for block in visual.blocks:
-            hidden = block(
-                hidden,
-                cu_seqlens=prepared.cu_seqlens,
-                max_seqlen=prepared.max_seqlen,
-                position_embeddings=prepared.angles,
-            )
-        hidden = visual.post_layernorm(hidden)
+        if self.kernels is not None:
+            hidden = self._blocks_fused(self._patches(pixels), prepared)
+        else:
+            hidden = visual.post_conv_layernorm(visual.patch_embed(pixels))
+            hidden = hidden + prepared.positions  # what visual.embeddings adds
+            for block in visual.blocks:
+                hidden = block(
+                    hidden,
+                    cu_seqlens=prepared.cu_seqlens,
+                    max_seqlen=prepared.max_seqlen,
+                    position_embeddings=prepared.angles,
+                )
+            hidden = visual.post_layernorm(hidden)
         merge = visual.spatial_merge_size
         hidden = hidden.view(-1, merge, merge, hidden.shape[-1]).permute(0, 3, 1, 2)
-        return visual.merger(visual.downsample(hidden).view(-1, visual.config.out_hidden_size))
+        hidden = visual.downsample(hidden).view(-1, visual.config.out_hidden_size)
+        if self.kernels is None:
+            return visual.merger(hidden)
+        merger = visual.merger
+        hidden = merger.act1(merger.post_projection_norm(merger.proj(hidden)))
+        return self._mlp(merger, hidden)
+
+    def _patches(self, pixels):
+        """patch_embed(pixels) as the product it is: its Conv3d's kernel covers each patch whole, with
+        no overlap (cuDNN ran it as a 0.24 ms non-tensor-core convolution on an H200, 9 % of the pass)."""
+        import torch.nn.functional as F
+
+        proj = self.visual.patch_embed.proj
+        weight = proj.weight.view(proj.weight.shape[0], -1)
+        return F.linear(pixels.view(-1, weight.shape[1]), weight, proj.bias)
+
+    def _blocks_fused(self, patches, prepared: Prepared):
+        """post_conv_layernorm, the position embedding, the blocks and post_layernorm as `encode` runs
+        them, each residual add with the norm after it one kernel (inference/ops/vision_block.py)."""
+        kernels, visual = self.kernels, self.visual
+        blocks = visual.blocks
+        hidden = kernels.norm(patches, *_weight_eps(visual.post_conv_layernorm))
+        hidden, normed = kernels.add_norm(hidden, prepared.positions, *_weight_eps(blocks[0].norm1))
+        for i, block in enumerate(blocks):
+            hidden, normed = kernels.add_norm(
+                hidden, self._attention(block.attn, normed, prepared), *_weight_eps(block.norm2)
+            )
+            following = blocks[i + 1].norm1 if i + 1 < len(blocks) else visual.post_layernorm
+            hidden, normed = kernels.add_norm(hidden, self._mlp(block.mlp, normed), *_weight_eps(following))
+        return normed  # post_layernorm's
+
+    def _attention(self, attention, normed, prepared: Prepared):
+        """Glm4vVisionAttention's forward (its SDPA form) with q and k rotated by one kernel."""
+        import torch
+        import torch.nn.functional as F
+
+        tokens, heads = normed.shape[0], attention.num_heads
+        qkv = attention.qkv(normed)
+        q, k = self.kernels.rotate_qk(qkv, *prepared.angles, heads)
+        v = qkv.view(tokens, 3, heads, -1)[:, 2]
+        bounds = prepared.cu_seqlens.tolist()  # on the host: _fusable wants SDPA, not flash-attention
+        outputs = [
+            F.scaled_dot_product_attention(
+                *(part[begin:end].transpose(0, 1)[None] for part in (q, k, v)), scale=attention.scaling
+            )[0].transpose(0, 1)
+            for begin, end in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+        out = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+        return attention.proj(out.reshape(tokens, -1))
+
+    def _mlp(self, mlp, hidden):
+        """down(silu(gate(hidden)) * up(hidden)), the activation and product one kernel."""
+        return mlp.down_proj(self.kernels.silu_mul(mlp.gate_proj(hidden), mlp.up_proj(hidden)))
 
     def _prepare(self, grids: ImageGrids) -> Prepared:
         """The grid's angles, position embeddings and image boundaries, as the vision model computes

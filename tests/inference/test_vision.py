@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from inference.engine import Engine
-from inference.vision import ImageGrids
+from inference.vision import ImageGrids, VisionEncoder
 from tests.inference.test_batching import PROMPTS, engine_pair, images, messages, run
 
 
@@ -73,7 +73,7 @@ def test_a_failing_or_disagreeing_encoder_gives_way_to_the_models_own(smoke_mode
     with caplog.at_level(logging.ERROR, logger="inference.vision"):
         assert run(batched, [PROMPTS[0]])[0].ids == expected
     assert "disagrees with the model's own" in caplog.text and vision.visual is None
-    assert batched.decoding.stats()["vision_graphs"] is None
+    assert batched.decoding.stats()["vision_graphs"] is None and batched.decoding.stats()["vision_kernels"] is None
 
     batched = Engine(str(smoke_model), "cpu", "float32", decoder="batched", slots=3, context=512)
     batched.load()
@@ -89,11 +89,49 @@ def test_a_failing_or_disagreeing_encoder_gives_way_to_the_models_own(smoke_mode
     assert "the vision encoder failed here" in caplog.text and vision.visual is None
 
 
+@pytest.mark.parametrize("sizes", [[(112, 84)], [(112, 84), (140, 196)]], ids=["one image", "two grids"])
+def test_the_triton_kernels_give_the_models_own_features(engine, sizes):
+    """The small work as inference/ops/vision_block.py's kernels (here in Triton's interpreter)."""
+    from inference.ops import vision_block
+
+    encoder = VisionEncoder(engine.decoding.runner.vision.visual, None, vision_block)
+    assert encoder.kernels is vision_block
+    inputs = image_inputs(engine, sizes)
+    with torch.inference_mode():
+        ours = encoder.features(inputs["pixel_values"], inputs["image_grid_thw"])
+        torch.testing.assert_close(ours, own_features(engine.decoding.runner, inputs), rtol=1e-5, atol=1e-6)
+    assert encoder.checked and encoder.runs == "triton"
+
+
+@pytest.mark.parametrize("fault", ["disagree", "fail"])
+def test_failing_or_disagreeing_kernels_give_way_to_the_encoders_modules(engine, fault, monkeypatch, caplog):
+    """That image gets the model's own encoder; the next ones the modules, prepared and graphed as before."""
+    from inference.ops import vision_block
+
+    def broken(gate, up):
+        if fault == "fail":
+            raise RuntimeError("no such kernel")
+        return -up
+
+    runner = engine.decoding.runner
+    monkeypatch.setattr(vision_block, "silu_mul", broken)
+    encoder = VisionEncoder(runner.vision.visual, None, vision_block)
+    inputs = image_inputs(engine, [(112, 84)])
+    with caplog.at_level(logging.ERROR, logger="inference.vision"), torch.inference_mode():
+        assert "pixel_values" in encoder.inputs(dict(inputs))  # this image: the model's own encoder
+        assert encoder.runs == "modules"
+        assert "Triton kernels" in caplog.text
+        features = encoder.inputs(dict(inputs))["mm_encoder_outputs"]["image"].pooler_output[0]
+        assert torch.equal(features, own_features(runner, inputs))
+    assert encoder.checked
+
+
 @pytest.mark.gpu
 def test_each_grid_is_recorded_once_wanted_and_replays_what_it_computes_eagerly(smoke_model):
     reference, batched = engine_pair(smoke_model, "cuda", "auto")
     runner = batched.decoding.runner
     vision = runner.vision
+    assert vision.kernels is not None  # the recorded passes run the Triton kernels
     expected = run(reference, [PROMPTS[0]])[0].ids
     assert run(batched, [PROMPTS[0]])[0].ids == expected  # eagerly: the grid is wanted
     assert len(vision.wanted) == 1 and not vision.graphs and runner.graphs_wanted
@@ -123,6 +161,7 @@ def test_each_grid_is_recorded_once_wanted_and_replays_what_it_computes_eagerly(
         torch.testing.assert_close(again, own_features(runner, inputs), rtol=1e-4, atol=1e-4)
     stats = batched.decoding.stats()
     assert stats["vision_graphs"] == 2 and stats["vision_graph_replays"] == vision.replays
+    assert stats["vision_kernels"] == "triton"
 
 
 def test_the_preparations_kept_are_bounded_by_their_patches(engine, monkeypatch):
