@@ -1,12 +1,13 @@
 """Why the first token of the same prompt comes sooner or later: the batched decoder without HTTP,
 the same prompt's first token again and again, each split into where its time went.
 
-    python bench/prefill_bench.py [--model DIR] [--repeat 40] [--image] [--out prefill.json]
+    python bench/prefill_bench.py [--model DIR] [--repeat 40] [--image] [--together 16] [--out prefill.json]
 
 Per request: the wall time to the first token (as the scheduler hands it over), the scheduler's
 split (inputs to the device, the prefill with its sampling), the host CPU time of the decoding thread
 meanwhile, the garbage collector's pauses in that span, and the prefill alone timed on the device
-(CUDA events around the same call) and on the host; each as min / median / p90 / max.
+(CUDA events around the same call) and on the host; with `--together N`, N copies of the prompt
+admitted together timed the same way; each as min / median / p90 / max.
 """
 
 import argparse
@@ -59,6 +60,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=40)
     parser.add_argument("--image", action="store_true", help="a 336x336 image before the text")
     parser.add_argument("--device", default="cuda", help="cpu: a trial of this bench itself, on a small model")
+    parser.add_argument(
+        "--together", type=int, default=0, help="also time this many copies of the prompt admitted together (<= 16)"
+    )
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     if not Path(args.model, "config.json").exists():
@@ -143,6 +147,16 @@ def main() -> None:
         inputs = {k: v.to("cuda") for k, v in engine.prepare(messages, images, 1 << 20).inputs.items()}
         device_ms, host_ms = timed(lambda: runner.prefill_many([(inputs, 0)]), count)
         result = {"device_ms": spread(device_ms), "host_queueing_ms": spread(host_ms)}
+        if args.together:
+            # Prompts admitted together, as a burst of clients can be: one pass of the text layers,
+            # each prompt's images encoded before it.
+            many = [(inputs, slot) for slot in range(args.together)]
+            together_ms, together_host_ms = timed(lambda: runner.prefill_many(many), count)
+            result["together"] = {
+                "prompts": args.together,
+                "device_ms": spread(together_ms),
+                "host_queueing_ms": spread(together_host_ms),
+            }
         vision = getattr(runner, "vision", None)
         if "pixel_values" in inputs and vision is not None and vision.visual is not None:
             vision_ms, _ = timed(lambda: vision.features(inputs["pixel_values"], inputs["image_grid_thw"]), count)
