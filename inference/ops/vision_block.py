@@ -5,11 +5,12 @@ Replayed as a CUDA graph (inference/vision.py), a 336 x 336 image's pass still t
 H200 where its weights and arithmetic would take under 2 (docs/BENCHMARKS.md): most of each
 block's kernels were elementwise, each a few microseconds over a tensor that stays in L2. The
 model's RMSNorm alone launches about seven (to float32, square, mean, add and rsqrt, multiply,
-back, times the weight), its rotary about a dozen (q and k to float32, the halves' swap, products and sums, back). Here a
-residual add with the next norm is one kernel, q and k's rotation one, up * silu(gate) one; the
-products and attention stay PyTorch's. Each computes what the modules compute, in the same order
-and with the same roundings (float32 inside, rounded where the modules round): the encoder checks
-its features against the model's own before it serves (VisionEncoder.features).
+back, times the weight), its rotary about a dozen (q and k to float32, the halves' swap, products
+and sums, back). Here a residual add with the next norm is one kernel, q and k's rotation one,
+up * silu(gate) one; the products and attention stay PyTorch's. Each computes what the modules
+compute, in the same order and with the same roundings (float32 inside, rounded where the modules
+round): the encoder checks its features against the model's own before it serves
+(VisionEncoder.features).
 
 Written for the Triton interpreter too (TRITON_INTERPRET=1), which runs them on a CPU in the tests.
 """
