@@ -8,7 +8,8 @@ dozen small kernels. Here each residual add with its two norms is one kernel (th
 with the token's embedding), rotating q and k and writing k and v into the slot is one, and
 attention is split over the keys
 (flash-decoding: every block takes a slice of the positions, a second kernel merges the slices), so
-a short prompt in a long slot reads only its own positions.
+a short prompt in a long slot reads only its own positions. A prompt's graph (ModelRunner.prompt_pass)
+rotates its q and k at each row's own angles and stores its keys and values with one kernel too.
 
 The eager forms (ops/reference.py, model_runner.ModelRunner) are the reference and the fallback: the step runs
 one step both ways at start and uses these kernels only if they run and agree. Written for the
@@ -138,6 +139,59 @@ def _rotate_store(
         tl.store(target + 2 * pairs + 1, second.to(cache_ptr.dtype.element_ty))
         channels = tl.arange(0, HEAD_DIM)
         value = tl.load(qkv_ptr + (row * (HEADS + 2 * KV_HEADS) + HEADS + KV_HEADS + kv_head) * HEAD_DIM + channels)
+        tl.store(target + kv_stride + channels, value)
+
+
+@triton.jit(do_not_specialize=["size"])
+def _prompt_rotate_store(
+    qkv_ptr,
+    cos_ptr,
+    sin_ptr,
+    slots_ptr,
+    q_out_ptr,
+    kv_out_ptr,
+    cache_ptr,
+    size,
+    slot_stride,
+    kv_stride,
+    head_stride,
+    position_stride,
+    HEADS: tl.constexpr,
+    KV_HEADS: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+):
+    # One (row, head) of q or k of prompts laid side by side, `size` rows each: rotate its interleaved
+    # pairs at the row's own angles (cos/sin [rows, head dim], each value twice, 1 and 0 past the
+    # rotated channels), then q for attention, or k and its v both for attention ([prompts, 2,
+    # kv heads, size, head dim]) and into the prompt's slot at the row's position.
+    row = tl.program_id(0).to(tl.int64)
+    head = tl.program_id(1)
+    prompt = row // size
+    position = row % size
+    pairs = tl.arange(0, HEAD_DIM // 2)
+    source = qkv_ptr + (row * (HEADS + 2 * KV_HEADS) + head) * HEAD_DIM
+    even = tl.load(source + 2 * pairs).to(tl.float32)
+    odd = tl.load(source + 2 * pairs + 1).to(tl.float32)
+    cos = tl.load(cos_ptr + row * HEAD_DIM + 2 * pairs).to(tl.float32)
+    sin = tl.load(sin_ptr + row * HEAD_DIM + 2 * pairs).to(tl.float32)
+    first = even * cos - odd * sin
+    second = odd * cos + even * sin
+    if head < HEADS:
+        target = q_out_ptr + (row * HEADS + head) * HEAD_DIM
+        tl.store(target + 2 * pairs, first.to(q_out_ptr.dtype.element_ty))
+        tl.store(target + 2 * pairs + 1, second.to(q_out_ptr.dtype.element_ty))
+    else:
+        kv_head = head - HEADS
+        channels = tl.arange(0, HEAD_DIM)
+        value = tl.load(qkv_ptr + (row * (HEADS + 2 * KV_HEADS) + HEADS + KV_HEADS + kv_head) * HEAD_DIM + channels)
+        out = kv_out_ptr + ((prompt * 2 * KV_HEADS + kv_head) * size + position) * HEAD_DIM
+        tl.store(out + 2 * pairs, first.to(kv_out_ptr.dtype.element_ty))
+        tl.store(out + 2 * pairs + 1, second.to(kv_out_ptr.dtype.element_ty))
+        tl.store(out + KV_HEADS * size * HEAD_DIM + channels, value)
+        slot = tl.load(slots_ptr + prompt)
+        target = cache_ptr + slot * slot_stride + kv_head * head_stride + position * position_stride
+        tl.store(target + 2 * pairs, first.to(cache_ptr.dtype.element_ty))
+        tl.store(target + 2 * pairs + 1, second.to(cache_ptr.dtype.element_ty))
         tl.store(target + kv_stride + channels, value)
 
 
@@ -320,6 +374,37 @@ def rotate_store(qkv, cache, index, position, inv_freq, scale: float, heads: int
         num_warps=1,
     )
     return q
+
+
+def prompt_rotate_store(qkv, cos, sin, cache, slots, size: int, heads: int, kv_heads: int):
+    """Prompts side by side, `size` rows each (qkv [prompts x size, heads + 2 kv heads, head dim]), q and
+    k rotated at each row's angles (`cos`/`sin` [rows, 1, head dim], widened: ModelRunner._widen), as
+    reference.rotate_with_matrix rotates them; k and v of prompt i written into slot slots[i] of
+    `cache` at positions 0 .. size - 1. Returns (q [rows, heads, head dim], k and v [prompts, 2, kv
+    heads, size, head dim]) for attention."""
+    import torch
+
+    rows, _, head_dim = qkv.shape
+    if rows % size or not (qkv.is_contiguous() and cos.is_contiguous() and sin.is_contiguous()):
+        raise ValueError(f"{rows} rows of q/k/v are not prompts of {size}, or not contiguous")
+    q = torch.empty((rows, heads, head_dim), dtype=qkv.dtype, device=qkv.device)
+    kv = torch.empty((rows // size, 2, kv_heads, size, head_dim), dtype=cache.dtype, device=qkv.device)
+    _prompt_rotate_store[(rows, heads + kv_heads)](
+        qkv,
+        cos,
+        sin,
+        slots,
+        q,
+        kv,
+        cache,
+        size,
+        *cache.stride()[:4],
+        HEADS=heads,
+        KV_HEADS=kv_heads,
+        HEAD_DIM=head_dim,
+        num_warps=1,
+    )
+    return q, kv
 
 
 class Ops:

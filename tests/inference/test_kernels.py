@@ -163,6 +163,40 @@ def test_rotate_store(setup, heads, kv_heads, head_dim, rotated):
     torch.testing.assert_close(reference.rotate_with_matrix(qkv[:, :heads], cos, sin, turn), q, **tolerance)
 
 
+@pytest.mark.parametrize("count, size", [(1, 5), (3, 4)])
+def test_prompt_rotate_store_is_the_eager_rotation_and_store(setup, count, size):
+    """Prompts side by side (ModelRunner.prompt_pass): q and k rotated at each row's own angles as the
+    matrix form rotates them, k and v for attention and in each prompt's slot, no other slot touched."""
+    kernels, device, dtype, tolerance = setup
+    torch.manual_seed(count)
+    heads, kv_heads, head_dim, rotated, slots, context = 4, 2, 16, 4, 4, 8
+    rows = count * size
+    qkv = torch.randn(rows, heads + 2 * kv_heads, head_dim, device=device, dtype=dtype)
+    angles = (torch.rand(rows, rotated, device=device) * 6).repeat_interleave(2, dim=-1)
+    ones = torch.ones(rows, head_dim - 2 * rotated, device=device)
+    cos = torch.cat((angles.cos(), ones), dim=-1)[:, None].to(dtype)
+    sin = torch.cat((angles.sin(), ones * 0), dim=-1)[:, None].to(dtype)
+    turn = torch.zeros(head_dim, head_dim, device=device, dtype=dtype)
+    pairs = torch.arange(0, 2 * rotated, 2, device=device)
+    turn[pairs + 1, pairs], turn[pairs, pairs + 1] = -1, 1
+    cache = torch.zeros(slots, 2, kv_heads, context, head_dim, device=device, dtype=dtype)
+    slot_of = torch.tensor([2, 0, 3][:count], device=device)
+
+    q, kv = kernels.prompt_rotate_store(qkv, cos, sin, cache, slot_of, size, heads, kv_heads)
+    expected = reference.rotate_with_matrix(qkv[:, : heads + kv_heads], cos, sin, turn)
+    torch.testing.assert_close(q, expected[:, :heads], **tolerance)
+    keys = expected[:, heads:].view(count, size, kv_heads, head_dim).transpose(1, 2)
+    values = qkv[:, heads + kv_heads :].view(count, size, kv_heads, head_dim).transpose(1, 2)
+    torch.testing.assert_close(kv[:, 0], keys, **tolerance)
+    assert torch.equal(kv[:, 1], values)
+    for prompt, slot in enumerate(slot_of.tolist()):
+        assert torch.equal(cache[slot, 0, :, :size], kv[prompt, 0]) and torch.equal(
+            cache[slot, 1, :, :size], values[prompt]
+        )
+    untouched = [slot for slot in range(slots) if slot not in slot_of.tolist()]
+    assert not cache[untouched].any() and not cache[:, :, :, size:].any()
+
+
 @pytest.mark.parametrize(
     "heads, kv_heads, head_dim, length, indices",
     [(4, 2, 16, 64, [0, 10, 63]), (4, 2, 16, 300, [299, 64, 130]), (32, 2, 128, 1024, [198, 1023, 5])],
