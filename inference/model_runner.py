@@ -567,7 +567,7 @@ class ModelRunner:
             if self.triton is not None:
                 # Rotation, the keys and values for attention and their store into the slots as one
                 # kernel where the eager forms launch about eight, and grouped attention without the
-                # keys' copies: a 256-row prompt's text layers 2.5 ms sooner on an H200 (of 12.8).
+                # keys' copies: an image prompt's prefill (256 rows) 15.5 -> 13.0 ms on an H200.
                 q, kv = self.triton.prompt_rotate_store(
                     qkv, cos, sin, self.cache[number], slots, size, self.heads, self.kv_heads
                 )
