@@ -202,7 +202,7 @@ class VisionEncoder:
 
         proj = self.visual.patch_embed.proj
         weight = proj.weight.view(proj.weight.shape[0], -1)
-        return F.linear(pixels.view(-1, weight.shape[1]), weight, proj.bias)
+        return F.linear(pixels.reshape(-1, weight.shape[1]), weight, proj.bias)
 
     def _blocks_fused(self, patches, prepared: Prepared):
         """post_conv_layernorm, the position embedding, the blocks and post_layernorm as `encode` runs
