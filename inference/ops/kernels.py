@@ -95,6 +95,31 @@ def _gated_silu(gate_up_ptr, out_ptr, WIDTH: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _rotated_pairs(qkv_ptr, row, head, cos, sin, HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr):
+    # The row's q or k head of q/k/v [rows, heads + 2 kv heads, head dim], its interleaved pairs
+    # (x0, x1) -> (x0 c - x1 s, x1 c + x0 s) in float32: (first, second) of each pair.
+    pairs = tl.arange(0, HEAD_DIM // 2)
+    source = qkv_ptr + (row * (HEADS + 2 * KV_HEADS) + head) * HEAD_DIM
+    even = tl.load(source + 2 * pairs).to(tl.float32)
+    odd = tl.load(source + 2 * pairs + 1).to(tl.float32)
+    return even * cos - odd * sin, odd * cos + even * sin
+
+
+@triton.jit
+def _store_pairs(target, first, second, HEAD_DIM: tl.constexpr):
+    pairs = tl.arange(0, HEAD_DIM // 2)
+    tl.store(target + 2 * pairs, first.to(target.dtype.element_ty))
+    tl.store(target + 2 * pairs + 1, second.to(target.dtype.element_ty))
+
+
+@triton.jit
+def _value(qkv_ptr, row, kv_head, HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr):
+    # The row's v head `kv_head` of q/k/v.
+    channels = tl.arange(0, HEAD_DIM)
+    return tl.load(qkv_ptr + (row * (HEADS + 2 * KV_HEADS) + HEADS + KV_HEADS + kv_head) * HEAD_DIM + channels)
+
+
+@triton.jit
 def _rotate_store(
     qkv_ptr,
     q_out_ptr,
@@ -118,28 +143,19 @@ def _rotate_store(
     row = tl.program_id(0)
     head = tl.program_id(1)
     pairs = tl.arange(0, HEAD_DIM // 2)
-    source = qkv_ptr + (row * (HEADS + 2 * KV_HEADS) + head) * HEAD_DIM
-    even = tl.load(source + 2 * pairs).to(tl.float32)
-    odd = tl.load(source + 2 * pairs + 1).to(tl.float32)
     rotated = pairs < ROTATED_PAIRS
     angle = tl.load(position_ptr + row).to(tl.float32) * tl.load(inv_freq_ptr + pairs, mask=rotated, other=0.0)
     cos = tl.where(rotated, tl.cos(angle) * scale, 1.0)
     sin = tl.where(rotated, tl.sin(angle) * scale, 0.0)
-    first = even * cos - odd * sin
-    second = odd * cos + even * sin
+    first, second = _rotated_pairs(qkv_ptr, row, head, cos, sin, HEADS, KV_HEADS, HEAD_DIM)
     if head < HEADS:
-        target = q_out_ptr + (row * HEADS + head) * HEAD_DIM
-        tl.store(target + 2 * pairs, first.to(q_out_ptr.dtype.element_ty))
-        tl.store(target + 2 * pairs + 1, second.to(q_out_ptr.dtype.element_ty))
+        _store_pairs(q_out_ptr + (row * HEADS + head) * HEAD_DIM, first, second, HEAD_DIM)
     else:
         kv_head = head - HEADS
         index = tl.load(index_ptr + row)
         target = cache_ptr + row * slot_stride + kv_head * head_stride + index * position_stride
-        tl.store(target + 2 * pairs, first.to(cache_ptr.dtype.element_ty))
-        tl.store(target + 2 * pairs + 1, second.to(cache_ptr.dtype.element_ty))
-        channels = tl.arange(0, HEAD_DIM)
-        value = tl.load(qkv_ptr + (row * (HEADS + 2 * KV_HEADS) + HEADS + KV_HEADS + kv_head) * HEAD_DIM + channels)
-        tl.store(target + kv_stride + channels, value)
+        _store_pairs(target, first, second, HEAD_DIM)
+        tl.store(target + kv_stride + tl.arange(0, HEAD_DIM), _value(qkv_ptr, row, kv_head, HEADS, KV_HEADS, HEAD_DIM))
 
 
 @triton.jit(do_not_specialize=["size"])
@@ -169,29 +185,21 @@ def _prompt_rotate_store(
     prompt = row // size
     position = row % size
     pairs = tl.arange(0, HEAD_DIM // 2)
-    source = qkv_ptr + (row * (HEADS + 2 * KV_HEADS) + head) * HEAD_DIM
-    even = tl.load(source + 2 * pairs).to(tl.float32)
-    odd = tl.load(source + 2 * pairs + 1).to(tl.float32)
     cos = tl.load(cos_ptr + row * HEAD_DIM + 2 * pairs).to(tl.float32)
     sin = tl.load(sin_ptr + row * HEAD_DIM + 2 * pairs).to(tl.float32)
-    first = even * cos - odd * sin
-    second = odd * cos + even * sin
+    first, second = _rotated_pairs(qkv_ptr, row, head, cos, sin, HEADS, KV_HEADS, HEAD_DIM)
     if head < HEADS:
-        target = q_out_ptr + (row * HEADS + head) * HEAD_DIM
-        tl.store(target + 2 * pairs, first.to(q_out_ptr.dtype.element_ty))
-        tl.store(target + 2 * pairs + 1, second.to(q_out_ptr.dtype.element_ty))
+        _store_pairs(q_out_ptr + (row * HEADS + head) * HEAD_DIM, first, second, HEAD_DIM)
     else:
         kv_head = head - HEADS
         channels = tl.arange(0, HEAD_DIM)
-        value = tl.load(qkv_ptr + (row * (HEADS + 2 * KV_HEADS) + HEADS + KV_HEADS + kv_head) * HEAD_DIM + channels)
+        value = _value(qkv_ptr, row, kv_head, HEADS, KV_HEADS, HEAD_DIM)
         out = kv_out_ptr + ((prompt * 2 * KV_HEADS + kv_head) * size + position) * HEAD_DIM
-        tl.store(out + 2 * pairs, first.to(kv_out_ptr.dtype.element_ty))
-        tl.store(out + 2 * pairs + 1, second.to(kv_out_ptr.dtype.element_ty))
+        _store_pairs(out, first, second, HEAD_DIM)
         tl.store(out + KV_HEADS * size * HEAD_DIM + channels, value)
         slot = tl.load(slots_ptr + prompt)
         target = cache_ptr + slot * slot_stride + kv_head * head_stride + position * position_stride
-        tl.store(target + 2 * pairs, first.to(cache_ptr.dtype.element_ty))
-        tl.store(target + 2 * pairs + 1, second.to(cache_ptr.dtype.element_ty))
+        _store_pairs(target, first, second, HEAD_DIM)
         tl.store(target + kv_stride + channels, value)
 
 
