@@ -210,7 +210,6 @@ class ModelRunner:
         self.prompt_replays = 0
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.record_seconds = 0.0
-        self.vision = None  # forward() does not use it; set below
         self.triton = None  # inference.ops.kernels where its kernels run here
         if kernels == "triton" or (kernels == "auto" and cuda):
             self.triton = self._triton_kernels()
@@ -528,15 +527,9 @@ class ModelRunner:
         prefills (tests/inference/test_batching.py), so they keep the copies."""
         import torch.nn.functional as F
 
-        if grouped:
-            out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, is_causal=True, enable_gqa=True)
-        else:
-            out = F.scaled_dot_product_attention(
-                q.transpose(1, 2),
-                keys.repeat_interleave(self.group, dim=1),
-                values.repeat_interleave(self.group, dim=1),
-                is_causal=True,
-            )
+        if not grouped:
+            keys, values = keys.repeat_interleave(self.group, dim=1), values.repeat_interleave(self.group, dim=1)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, values, is_causal=True, enable_gqa=grouped)
         return out.transpose(1, 2).reshape(q.shape[0] * q.shape[1], -1)
 
     def _prompt_shape(self, lengths: list[int]) -> tuple[int, int] | None:

@@ -117,12 +117,7 @@ class VisionEncoder:
         except torch.OutOfMemoryError:
             raise
         except Exception:
-            if self.kernels is not None and not self.graphs:
-                log.exception("the vision encoder's Triton kernels failed here; its modules run from now on")
-                self.kernels, self.checked = None, False
-            else:
-                log.exception("the vision encoder failed here; the model's own runs from now on")
-                self._give_up()
+            log.exception("the vision encoder failed here; %s", self._fall_back())
             return inputs
         if features is None:
             return inputs
@@ -153,21 +148,23 @@ class VisionEncoder:
             own = self.visual(pixels, grid_thw=grid).pooler_output
             agreement = float(torch.nn.functional.cosine_similarity(features.float(), own.float()).min())
             if not agreement > 0.999:
-                if self.kernels is not None:
-                    log.error(
-                        "the vision encoder's Triton kernels disagree with the model's own (cosine %.4f)", agreement
-                    )
-                    self.kernels = None  # the next image checks its modules
-                    return None
-                log.error("the vision encoder disagrees with the model's own (cosine %.4f); it runs that", agreement)
-                self._give_up()
+                log.error(
+                    "the vision encoder disagrees with the model's own (cosine %.4f); %s", agreement, self._fall_back()
+                )
                 return None
             self.checked = True
         return features
 
-    def _give_up(self) -> None:
-        """From now on the model's own encoder runs (`inputs` leaves the pixels in place)."""
+    def _fall_back(self) -> str:
+        """After a failure or a disagreement (this image gets the model's own encoder): the encoder's
+        modules in place of its Triton kernels, checked again at the next image, while no graph holds
+        the kernels; else the model's own encoder from now on (`inputs` leaves the pixels in place).
+        Says which, for the log."""
+        if self.kernels is not None and not self.graphs:
+            self.kernels, self.checked = None, False
+            return "its Triton kernels give way to its modules"
         self.visual, self.wanted = None, {}
+        return "the model's own encoder runs from now on"
 
     def encode(self, pixels, prepared: Prepared):
         """The vision model's forward from its patches to its merged features, as transformers writes it
@@ -211,24 +208,25 @@ class VisionEncoder:
         blocks = visual.blocks
         hidden = kernels.norm(patches, *_weight_eps(visual.post_conv_layernorm))
         hidden, normed = kernels.add_norm(hidden, prepared.positions, *_weight_eps(blocks[0].norm1))
+        bounds = prepared.cu_seqlens.tolist()  # on the host: _fusable wants SDPA, not flash-attention
         for i, block in enumerate(blocks):
             hidden, normed = kernels.add_norm(
-                hidden, self._attention(block.attn, normed, prepared), *_weight_eps(block.norm2)
+                hidden, self._attention(block.attn, normed, prepared.angles, bounds), *_weight_eps(block.norm2)
             )
             following = blocks[i + 1].norm1 if i + 1 < len(blocks) else visual.post_layernorm
             hidden, normed = kernels.add_norm(hidden, self._mlp(block.mlp, normed), *_weight_eps(following))
         return normed  # post_layernorm's
 
-    def _attention(self, attention, normed, prepared: Prepared):
-        """Glm4vVisionAttention's forward (its SDPA form) with q and k rotated by one kernel."""
+    def _attention(self, attention, normed, angles: tuple, bounds: list[int]):
+        """Glm4vVisionAttention's forward (its SDPA form) with q and k rotated by one kernel, each image
+        (patches bounds[i] .. bounds[i + 1]) attending to itself."""
         import torch
         import torch.nn.functional as F
 
         tokens, heads = normed.shape[0], attention.num_heads
         qkv = attention.qkv(normed)
-        q, k = self.kernels.rotate_qk(qkv, *prepared.angles, heads)
+        q, k = self.kernels.rotate_qk(qkv, *angles, heads)
         v = qkv.view(tokens, 3, heads, -1)[:, 2]
-        bounds = prepared.cu_seqlens.tolist()  # on the host: _fusable wants SDPA, not flash-attention
         outputs = [
             F.scaled_dot_product_attention(
                 *(part[begin:end].transpose(0, 1)[None] for part in (q, k, v)), scale=attention.scaling

@@ -90,10 +90,6 @@ def _silu_mul(gate_ptr, up_ptr, out_ptr, n, BLOCK: tl.constexpr):
     tl.store(out_ptr + offsets, (silu * up).to(out_ptr.dtype.element_ty), mask=inside)
 
 
-def _power_of_two(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
-
 def norm(hidden, weight, eps: float):
     """Glm4vRMSNorm(hidden) with this weight and eps, as one kernel: [rows, width]."""
     import torch
@@ -116,7 +112,7 @@ def _launch_norm(hidden, delta, weight, eps, total, normed, add: bool) -> None:
     rows, width = hidden.shape
     if not (hidden.is_contiguous() and delta.is_contiguous() and delta.shape == hidden.shape):
         raise ValueError("the norms take contiguous [rows, width] tensors of one shape")
-    block = _power_of_two(width)
+    block = triton.next_power_of_2(width)
     warps = max(1, min(8, block // 256))
     _add_norm[(rows,)](
         hidden, delta, weight, total, normed, float(eps), WIDTH=width, BLOCK=block, ADD=add, num_warps=warps
@@ -137,7 +133,7 @@ def rotate_qk(qkv, cos, sin, heads: int):
     q = torch.empty((tokens, heads, head_dim), dtype=qkv.dtype, device=qkv.device)
     k = torch.empty_like(q)
     _rotate_qk[(tokens,)](
-        qkv, cos, sin, q, k, HEADS=heads, HEAD_DIM=head_dim, BLOCK_HEADS=_power_of_two(2 * heads), num_warps=4
+        qkv, cos, sin, q, k, HEADS=heads, HEAD_DIM=head_dim, BLOCK_HEADS=triton.next_power_of_2(2 * heads), num_warps=4
     )
     return q, k
 
