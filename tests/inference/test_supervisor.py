@@ -141,3 +141,26 @@ def test_restart_needs_the_token_and_the_supervisor(start_server):
     assert wrong.status_code == 401
     assert httpx.get(supervised.url + "/health/ready").status_code == 200
     wait_http(supervised.url + "/health/live")
+
+
+def test_preload_leaves_tritons_own_hash_done_for_the_processes_it_forks():
+    """Every model process's first Triton kernel needs the hash of Triton's own files (0.3 s); the
+    supervisor computes it once before forking, and a child forked after preload finds it done."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "from inference import supervisor\n"
+        "from triton.runtime.cache import triton_key\n"
+        "assert triton_key.cache_info().currsize == 0\n"
+        "supervisor.preload()\n"
+        "import torch\n"
+        "assert not torch.cuda.is_initialized()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if triton_key.cache_info().currsize == 1 else 3)\n"
+        "sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
