@@ -94,8 +94,10 @@ def test_the_step_ops_run_matvec_at_one_row_only(setup, monkeypatch):
 @pytest.mark.parametrize("heads, kv_heads, head_dim, rotated", [(4, 2, 16, 4), (6, 1, 8, 2)])
 def test_qkv_product_rotates_and_stores_as_rotate_store(setup, heads, kv_heads, head_dim, rotated):
     """The q/k/v product with the rotation and KV store folded in writes what the product followed
-    by rotate_store writes, bit for bit, into the same places and nowhere else; Ops takes the folded
-    form at one row and the two kernels at more."""
+    by rotate_store writes into the same places and nowhere else; Ops takes the folded form at one row
+    and the two kernels at more. Bit for bit in the interpreter and in bfloat16; compiled in float32
+    a few entries of the rotated pairs' second halves differed in their last bit on an H200 (1.2e-7
+    at most), so there within two units in the last place."""
     kernels, device, dtype, tolerance = setup
     from inference.ops import matvec
 
@@ -110,7 +112,13 @@ def test_qkv_product_rotates_and_stores_as_rotate_store(setup, heads, kv_heads, 
     qkv = matvec.linear(x, weight, bias).view(1, heads + 2 * kv_heads, head_dim)
     want = kernels.rotate_store(qkv, caches[0], index, position, inv_freq, 0.5, heads, kv_heads)
     got = matvec.qkv_rotate_store(x, weight, bias, caches[1], index, position, inv_freq, 0.5, heads, kv_heads)
-    assert torch.equal(got, want) and torch.equal(caches[1], caches[0])
+    if device == "cuda" and dtype == torch.float32:
+        exact = {"atol": 1e-6, "rtol": 2.5e-7}
+        torch.testing.assert_close(got, want, **exact)
+        torch.testing.assert_close(caches[1], caches[0], **exact)
+        assert torch.equal(caches[1][:, 1], caches[0][:, 1])  # the values, not rotated
+    else:
+        assert torch.equal(got, want) and torch.equal(caches[1], caches[0])
     assert caches[1][0, :, :, 7].abs().sum() > 0 and not caches[1][1].any()
     ops = kernels.Ops(reference.Ops(None, None, compiled=False))
     two = torch.cat((x, x))
