@@ -18,6 +18,7 @@ STANDBY_FD_ENV = "INFERENCE_STANDBY_FD"
 # Beside the record: the decoding kernels a model process under this supervisor checked against the
 # eager step (model_runner.py), so that later ones on the same device and shapes skip the check.
 KERNELS_CHECKED_SUFFIX = ".kernels-checked"
+VISION_CHECKED_SUFFIX = ".vision-checked"  # the same for the vision encoder's kernels
 # Beside the record: a handover asked to read the weights again (POST /admin/handover?reload_weights=true),
 # written by the model process that was asked, taken by the supervisor as it begins the handover.
 RELOAD_SUFFIX = ".reload-weights"
@@ -93,7 +94,8 @@ class Record:
         self.save()
 
     def remove(self) -> None:
-        for path in (self.path, f"{self.path}.tmp", self.path + KERNELS_CHECKED_SUFFIX, self.path + RELOAD_SUFFIX):
+        notes = (KERNELS_CHECKED_SUFFIX, VISION_CHECKED_SUFFIX, RELOAD_SUFFIX)
+        for path in (self.path, f"{self.path}.tmp", *(self.path + suffix for suffix in notes)):
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -104,6 +106,33 @@ def beside_record(suffix: str) -> Path | None:
     """A model process's path to a file the supervisor keeps beside its record; None when not under one."""
     path = os.environ.get(STATE_ENV)
     return Path(path + suffix) if path else None
+
+
+class CheckNote:
+    """A check a model process makes once (Triton kernels against the forms they replace), noted beside
+    the supervisor's record so that the processes forked after it skip it; the note says what the check
+    covered (torch, device, dtype, shapes, what ran). Not under a supervisor every process checks."""
+
+    def __init__(self, suffix: str, covers: str):
+        self.path = beside_record(suffix)
+        self.covers = covers
+
+    def says(self, what: str = "") -> bool:
+        """Whether an earlier process checked what this one would, running `what`."""
+        try:
+            return self.path is not None and self.path.read_text() == self._text(what)
+        except OSError:
+            return False
+
+    def note(self, what: str = "") -> None:
+        if self.path is not None:
+            try:
+                self.path.write_text(self._text(what))
+            except OSError:
+                pass  # the next process checks again
+
+    def _text(self, what: str) -> str:
+        return f"{self.covers}, {what}" if what else self.covers
 
 
 def ask_reload() -> None:

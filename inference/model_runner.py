@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 from inference.ops.reference import Ops
 from inference.vision import ImageGrids, VisionEncoder
@@ -217,10 +216,13 @@ class ModelRunner:
                 self.ops = self.triton.Ops(self.eager_ops)
         # Image prompts' vision encoder, prepared once per grid and graphed like prompt shapes, its
         # small work in Triton kernels too where the step's run (checked at its first image).
+        from inference.handover import VISION_CHECKED_SUFFIX
+
         fused = None
         if self.triton is not None:
             from inference.ops import vision_block as fused
-        self.vision = VisionEncoder.of(model, self._capture if self.use_graphs else None, fused)
+        note = partial(self.check_note, VISION_CHECKED_SUFFIX)
+        self.vision = VisionEncoder.of(model, self._capture if self.use_graphs else None, fused, note)
 
     @property
     def kernels(self) -> str:
@@ -236,13 +238,15 @@ class ModelRunner:
         if self.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
             log.warning("Triton kernels need a GPU (or TRITON_INTERPRET=1); the decoding step runs eagerly")
             return None
+        from inference.handover import KERNELS_CHECKED_SUFFIX
+
         began = time.monotonic()
-        checked, key = self._kernels_checked()
+        checked = self.check_note(KERNELS_CHECKED_SUFFIX)
         try:
             from inference.ops import kernels
 
             imported = time.monotonic()
-            if checked is not None and _text_of(checked) == key:
+            if checked.says():
                 # An earlier model process under this supervisor checked these kernels on this
                 # device and these shapes: a handover's new process skips the 0.9 s (on an H200) of
                 # a first eager and a first Triton step; its warm-up loads the kernels instead.
@@ -268,24 +272,20 @@ class ModelRunner:
             return None
         timing = {"import_s": round(imported - began, 3), "check_s": round(time.monotonic() - imported, 3)}
         log.info("Triton decoding kernels", extra={"fields": timing})
-        if checked is not None:
-            try:
-                checked.write_text(key)
-            except OSError:
-                pass  # the next process checks again
+        checked.note()
         return kernels
 
-    def _kernels_checked(self):
-        """(where this supervisor notes the kernels a model process checked, or None when not under
-        one; what this process's check would cover: torch, device, dtype and the shapes)."""
+    def check_note(self, suffix: str, covers: str = ""):
+        """Where this supervisor notes a check of kernels a model process made (handover.CheckNote),
+        covering torch, the device, the dtype and the text layers' shapes (and `covers`)."""
         import torch
 
-        from inference.handover import KERNELS_CHECKED_SUFFIX, beside_record
+        from inference.handover import CheckNote
 
         device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "interpreter"
         shapes = (self.heads, self.kv_heads, self.head_dim, self.hidden, len(self.layers), self.context_sizes[0])
-        key = f"torch {torch.__version__} on {device}, {self.dtype}, shapes {shapes}"
-        return beside_record(KERNELS_CHECKED_SUFFIX), key
+        text = f"torch {torch.__version__} on {device}, {self.dtype}, shapes {shapes}"
+        return CheckNote(suffix, f"{text}, {covers}" if covers else text)
 
     def resize(self, slots: int) -> None:
         """Give the KV cache `slots` slots, between steps: the slots in use keep their keys and values
@@ -681,13 +681,6 @@ class ModelRunner:
         finally:
             handle.remove()
         raise RuntimeError("the model did not call its text layers")
-
-
-def _text_of(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
 
 
 class _Captured(Exception):

@@ -70,24 +70,28 @@ class Prepared:
 
 
 class VisionEncoder:
-    def __init__(self, visual, capture: Callable | None, kernels=None):
+    def __init__(self, visual, capture: Callable | None, kernels=None, note=None):
         """`visual`: the model's vision encoder; `capture(run)` records `run` as a CUDA graph and returns
         (graph, its output) (ModelRunner._capture), None where nothing is graphed (a CPU); `kernels`:
-        inference.ops.vision_block where its Triton kernels may run (a GPU), or None."""
+        inference.ops.vision_block where its Triton kernels may run (a GPU), or None; `note`: a
+        handover.CheckNote of the check at the first image, which an earlier model process under the
+        same supervisor may have made already (the model's own encoder then need not run here)."""
         self.visual = visual
         self.capture = capture
         self.kernels = kernels if kernels is not None and _fusable(visual) else None
+        self.note = note
         self.prepared: OrderedDict[ImageGrids, Prepared] = OrderedDict()
         self.graphs: dict[ImageGrids, tuple] = {}  # grids -> (graph, pixels in, features out, Prepared)
         self.wanted: dict[ImageGrids, float] = {}  # grids run eagerly for want of a graph: host seconds
         self.record_cost = RECORD_GUESS
         self.replays = 0
-        self.checked = False
+        self.checked = note is not None and note.says(self.runs)
 
     @classmethod
-    def of(cls, model, capture: Callable | None, kernels=None) -> "VisionEncoder | None":
+    def of(cls, model, capture: Callable | None, kernels=None, note_for=None) -> "VisionEncoder | None":
         """The encoder for `model`, or None where its forward cannot take image features computed
-        outside it (it then runs its own encoder, as before)."""
+        outside it (it then runs its own encoder, as before). `note_for(covers)`: the CheckNote of
+        its check, given what describes the encoder."""
         inner = getattr(model, "model", None)
         visual = getattr(inner, "visual", None)
         if visual is None or "mm_encoder_outputs" not in inspect.signature(inner.forward).parameters:
@@ -95,7 +99,9 @@ class VisionEncoder:
         needed = ("patch_embed", "post_conv_layernorm", "rotary_pos_emb", "embeddings", "blocks", "merger")
         if not all(hasattr(visual, name) for name in needed):
             return None
-        return cls(visual, capture, kernels)
+        config = visual.config
+        shapes = tuple(getattr(config, name, None) for name in ("hidden_size", "depth", "num_heads", "patch_size"))
+        return cls(visual, capture, kernels, note_for(f"vision {shapes}") if note_for is not None else None)
 
     @property
     def runs(self) -> str | None:
@@ -153,6 +159,8 @@ class VisionEncoder:
                 )
                 return None
             self.checked = True
+            if self.note is not None:
+                self.note.note(self.runs)
         return features
 
     def _fall_back(self) -> str:

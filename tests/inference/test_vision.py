@@ -3,6 +3,7 @@ smoke model: the same features, the same text-layer inputs, and the model's own 
 this one fails or disagrees; on a GPU, each grid's pass recorded as a CUDA graph and replayed."""
 
 import logging
+from functools import partial
 
 import pytest
 import torch
@@ -198,3 +199,38 @@ def test_grids_waiting_for_a_recording_are_bounded_keeping_those_that_cost_most(
         vision.features(inputs["pixel_values"], inputs["image_grid_thw"])
     new = ImageGrids(tuple(row) for row in inputs["image_grid_thw"].tolist())
     assert set(vision.wanted) == {costly, new} and vision.wanted[new] > 0
+
+
+def test_an_earlier_processs_check_is_not_made_again(engine, tmp_path, monkeypatch):
+    """Under a supervisor the first image's check against the model's own encoder is noted beside its
+    record; an encoder of a later process covering the same (torch, device, shapes, what runs) skips
+    it; one that would run something else checks."""
+    from inference import handover
+    from inference.ops import vision_block
+
+    monkeypatch.setenv(handover.STATE_ENV, str(tmp_path / "record.json"))
+    runner = engine.decoding.runner
+    own_runs = []
+    visual = runner.vision.visual
+    forward = type(visual).forward
+    monkeypatch.setattr(type(visual), "forward", lambda self, *a, **k: own_runs.append(1) or forward(self, *a, **k))
+    note_for = partial(runner.check_note, handover.VISION_CHECKED_SUFFIX)
+    inputs = image_inputs(engine, [(112, 84)])
+    with torch.inference_mode():
+        first = VisionEncoder.of(runner.model, None, vision_block, note_for)
+        assert not first.checked
+        first.features(inputs["pixel_values"], inputs["image_grid_thw"])
+        assert first.checked and len(own_runs) == 1
+        noted = (tmp_path / f"record.json{handover.VISION_CHECKED_SUFFIX}").read_text()
+        assert noted.endswith("triton") and "vision (" in noted
+
+        later = VisionEncoder.of(runner.model, None, vision_block, note_for)
+        assert later.checked
+        ours = later.features(inputs["pixel_values"], inputs["image_grid_thw"])
+        assert len(own_runs) == 1  # not run again
+        torch.testing.assert_close(ours, own_features(runner, inputs), rtol=1e-5, atol=1e-6)
+
+        modules = VisionEncoder.of(runner.model, None, None, note_for)  # its modules: not what was checked
+        assert modules.runs == "modules" and not modules.checked
+    monkeypatch.delenv(handover.STATE_ENV)
+    assert not VisionEncoder.of(runner.model, None, vision_block, note_for).checked  # no supervisor: no note
