@@ -96,8 +96,8 @@ def test_qkv_product_rotates_and_stores_as_rotate_store(setup, heads, kv_heads, 
     """The q/k/v product with the rotation and KV store folded in writes what the product followed
     by rotate_store writes into the same places and nowhere else; Ops takes the folded form at one row
     and the two kernels at more. Bit for bit in the interpreter and in bfloat16; compiled in float32
-    a few entries of the rotated pairs' second halves differed in their last bit on an H200 (1.2e-7
-    at most), so there within two units in the last place."""
+    a few rotated entries of q and k differed in their last bit on an H200 (of q, second halves of
+    pairs; 1.2e-7 at most), so there within two units in the last place."""
     kernels, device, dtype, tolerance = setup
     from inference.ops import matvec
 
