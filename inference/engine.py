@@ -46,8 +46,12 @@ WEIGHT_LOADERS = ("prefetch", "transformers")
 
 
 def _start_cuda_libraries(device: str) -> None:
-    """Touch what the first generation would otherwise initialise: context, cuBLAS, cuDNN, attention."""
+    """Touch what the first generation would otherwise initialise: context, cuBLAS, cuDNN, attention;
+    and Triton's hash of its own files, which the step's kernel check waits for (done already in a
+    process the supervisor forked after its imports)."""
     import torch
+
+    from inference.ops import hash_triton
 
     x = torch.ones((64, 64), device=device, dtype=torch.bfloat16)
     (x @ x).sum()
@@ -57,6 +61,7 @@ def _start_cuda_libraries(device: str) -> None:
     q = torch.ones((1, 2, 4, 64), device=device, dtype=torch.bfloat16)
     torch.nn.functional.scaled_dot_product_attention(q, q, q)
     conv.sum().item()
+    hash_triton()
 
 
 def _outside_allocator(reserved: int) -> dict:

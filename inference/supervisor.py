@@ -58,6 +58,7 @@ import tempfile
 import time
 
 from inference import handover, holder, logs, processors, weights
+from inference.ops import hash_triton
 from inference.settings import Settings
 
 log = logging.getLogger("inference.supervisor")
@@ -119,15 +120,10 @@ def preload() -> None:
     import inference.weights  # noqa: F401
 
     try:
-        from triton.runtime.cache import triton_key
-
         import inference.ops.kernels  # noqa: F401
     except ImportError:  # no Triton here: the child's step runs the eager operations
         return
-    # A process's first Triton kernel, compiled or found in the cache, hashes Triton's own files first
-    # (its 400 MB library among them): 0.3 s of every restarted or handed-over model process on an H200
-    # machine (bench/warmup_profile.py), done once here for all of them (file reads only, no GPU).
-    triton_key()
+    hash_triton()  # once here for every model process forked from now on
 
 
 def fresh_start_problem(model_path: str) -> str:
