@@ -116,10 +116,29 @@ def _read(conn: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
+def listen(path: str) -> socket.socket:
+    """The holder's socket, bound and listening: a model process that asks before the weights are read
+    waits in its backlog."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        listener.listen(16)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
 def serve(
-    model_path: str, device: str, mode: str, path: str, says: int | None = None, beside: int | None = None
+    model_path: str,
+    device: str,
+    mode: str,
+    path: str | socket.socket,
+    says: int | None = None,
+    beside: int | None = None,
 ) -> int:
-    """The holder's life: bind, read the weights, then hand them to whoever asks; its exit code.
+    """The holder's life: bind (`path`, unless given its socket bound), read the weights, then hand
+    them to whoever asks; its exit code.
     `says` is a pipe to the supervisor: "holding <bytes> <seconds>" once the weights are read, or
     "none <why>" where HOLD_WEIGHTS (mode) keeps no weights on this device (then it exits, 0).
 
@@ -130,9 +149,7 @@ def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)  # model processes may still map the weights: the supervisor ends it
     parent = os.getppid()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)  # before anything slow: a model process that asks early waits in the backlog
-    listener.listen(16)
+    listener = path if isinstance(path, socket.socket) else listen(path)  # before anything slow
     began = time.monotonic()
     try:
         import torch

@@ -298,6 +298,13 @@ class Supervisor:
         """A weight holder on `path`, reading the checkpoint as it is now (`beside` the held weights:
         only where both fit, holder.serve)."""
         stamp = holder.stamp(self.settings.model_path)
+        # Bound here, before the fork: a model process forked next connects at once and waits in the
+        # backlog. Bound by the holder, a model process that asked before the holder was first
+        # scheduled (a busy host) found no socket and read the weights itself.
+        try:
+            bound = holder.listen(path)
+        except OSError:
+            bound = None  # the holder tries again and fails saying why, as for weights it cannot read
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
         pid = os.fork()
@@ -311,7 +318,7 @@ class Supervisor:
                     settings.model_path,
                     settings.device,
                     settings.hold_weights,
-                    path,
+                    bound or path,
                     write_end,
                     beside=settings.handover_max_bytes if beside else None,
                 )
@@ -322,6 +329,8 @@ class Supervisor:
             sys.stderr.flush()
             os._exit(code)
         os.close(write_end)
+        if bound is not None:
+            bound.close()  # the holder's now: model processes forked later must not inherit it
         logs.event(log, "weight holder started", pid=pid, socket=os.path.basename(path))
         return HolderProcess(pid, read_end, path, stamp)
 

@@ -164,3 +164,39 @@ def test_preload_leaves_tritons_own_hash_done_for_the_processes_it_forks():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_model_process_forked_before_its_holder_ran_still_maps_the_held_weights(smoke_model, short_tmp):
+    """The supervisor forks the holder, then at once the model process, which asks for the weights
+    first thing. The holder's socket is bound before that fork: a holder that has not run yet (a busy
+    host; here it sleeps a second first) keeps the asker waiting in its backlog, where an unbound path
+    sent it to read the weights itself."""
+    import subprocess
+    import sys
+
+    script = (
+        "import socket, sys, time\n"
+        "from inference import handover, holder, supervisor\n"
+        "from inference.settings import Settings\n"
+        "serve = holder.serve\n"
+        "def late(*args, **kwargs):\n"
+        "    time.sleep(1)\n"
+        "    return serve(*args, **kwargs)\n"
+        "holder.serve = late\n"
+        "settings = Settings(model_path=sys.argv[1], device='cpu', hold_weights='on')\n"
+        "listener = socket.socket()\n"
+        "record = handover.Record(sys.argv[2] + '/state.json')\n"
+        "chief = supervisor.Supervisor(settings, listener, record, sys.argv[2] + '/weights.sock')\n"
+        "started = chief.start_holder(chief.holder_path)\n"
+        "chief.holder = started\n"
+        "try:\n"
+        "    mapped = holder.Mapped(chief.holder_path, timeout=60)\n"
+        "    state = mapped.result()\n"
+        "    assert mapped.holder_pid == started.pid and state, mapped.holder_pid\n"
+        "finally:\n"
+        "    chief.stop_holder()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(smoke_model), str(short_tmp)], capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
