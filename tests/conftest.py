@@ -15,8 +15,10 @@ pytest_plugins = ["tests.browser"]
 
 
 def free_port() -> int:
+    """A port free on every address (bound on all of them, never listening): one free on 127.0.0.1 alone
+    may be another process's connection's on another, and the connections sampled are counted by port."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("0.0.0.0", 0))
         return sock.getsockname()[1]
 
 

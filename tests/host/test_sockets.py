@@ -20,11 +20,23 @@ def test_parse_counts_only_the_given_local_port():
     assert counts == {"LISTEN": 1, "ESTABLISHED": 1, "CLOSE_WAIT": 1}  # the client side (row 3) is not ours
 
 
+def _port_free_on_every_address() -> socket.socket:
+    """A port no socket of this namespace uses, held by a socket bound to it on every address, which never
+    listens (nothing reaches it). The table is counted by port, and a port free on 127.0.0.1 alone may
+    be in use by another process's connection on another address (counted once in CI)."""
+    held = socket.socket()
+    held.bind(("0.0.0.0", 0))  # the wildcard conflicts with a socket on any address: such ports are skipped
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # lets the listener share it
+    return held
+
+
 def test_established_close_wait_and_time_wait_on_a_real_listener():
+    held = _port_free_on_every_address()
+    port = held.getsockname()[1]
     server = socket.socket()
-    server.bind(("127.0.0.1", 0))
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
     server.listen(16)
-    port = server.getsockname()[1]
     clients, accepted = [], []
     try:
         for _ in range(5):
@@ -44,7 +56,7 @@ def test_established_close_wait_and_time_wait_on_a_real_listener():
         assert states["ESTABLISHED"] == 2
         assert states["TIME_WAIT"] == 1
     finally:
-        for sock in clients + accepted + [server]:
+        for sock in clients + accepted + [server, held]:
             sock.close()
 
 
