@@ -182,7 +182,7 @@ def test_no_room_for_two_models_restarts_the_drained_way(start_server, smoke_mod
     # Cut while the old process drains, after the check: the fresh process cannot load it and says
     # so (state failed, the reason in /health) on the same socket, the supervisor up; mended, a
     # restart serves again.
-    request = InFlight(server, 1500)
+    request = InFlight(server, 4000)  # the config is cut while it drains: seconds to spare
     fallback = _handover(server, _admin(server, "/admin/handover").json()["after"])
     assert fallback["state"] == "fallback", fallback
     config.write_text(good[: len(good) // 2])

@@ -6,15 +6,15 @@ import time
 
 import httpx
 
-from tests.inference.helpers import InFlight, chat, slow_down
+from tests.conftest import until
+from tests.inference.helpers import InFlight, chat, draining, in_flight, slow_down
 
 
 def test_sigterm_drains_in_flight_then_exits_zero(start_server):
     server = start_server(DEBUG_FAULTS=1, DRAIN_TIMEOUT=20)
     request = InFlight(server, 1500)
     server.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
-    ready = httpx.get(server.url + "/health/ready")
+    ready = draining(server.url)
     assert ready.status_code == 503 and ready.json()["state"] == "draining"
     refused = httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=10)
     assert refused.status_code == 503
@@ -49,7 +49,7 @@ def test_overload_gets_429_not_a_pile_up(start_server):
         target=lambda: first.setdefault("r", httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=30))
     )
     worker.start()
-    time.sleep(0.3)
+    until(lambda: in_flight(server.url) == 1, timeout=30, every=0.05)
     second = httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=30)
     assert second.status_code == 429
     assert second.json()["error"]["code"] == "overloaded"

@@ -8,7 +8,7 @@ import time
 import httpx
 
 from tests.conftest import wait_http
-from tests.inference.helpers import InFlight, chat
+from tests.inference.helpers import InFlight, chat, draining
 
 SUPERVISOR = "inference.supervisor"
 
@@ -89,8 +89,7 @@ def test_sigterm_stops_child_and_supervisor_with_code_zero(start_server):
     child = _health(server)["pid"]
     request = InFlight(server, 1500)
     server.proc.send_signal(signal.SIGTERM)  # what `docker stop` sends the container's first process
-    time.sleep(0.3)
-    assert httpx.get(server.url + "/health/ready", timeout=5).json()["state"] == "draining"
+    assert draining(server.url).json()["state"] == "draining"
     assert _admin(server, "/admin/restart").json()["error"]["code"] == "stopping"  # no restart while stopping
     assert request.result().status_code == 200
     assert server.proc.wait(30) == 0
