@@ -97,6 +97,8 @@ class BatchedDecoder:
             # that disagreed with it).
             "vision_graphs": len(runner.vision.graphs) if runner.vision and runner.vision.visual else None,
             "vision_graph_replays": runner.vision.replays if runner.vision else 0,
+            # Image prompts whose images were encoded in one pass with other prompts' (no graph of their grid).
+            "vision_together": runner.vision.together if runner.vision else 0,
             # What computes image features: "triton" (its small work as Triton kernels), "modules" (the
             # encoder's own modules, prepared per grid) or null (the model's own encoder).
             "vision_kernels": runner.vision.runs if runner.vision else None,

@@ -471,10 +471,15 @@ class ModelRunner:
         import torch
 
         segments, hiddens, angles, deltas, start = [], [], [], [], 0
-        for inputs, slot in prompts:
+        for inputs, _ in prompts:
             n = inputs["input_ids"].shape[1]
             if n >= self.context:
                 raise ValueError(f"the prompt is {n} tokens; a slot holds {self.context}")
+        given = [inputs for inputs, _ in prompts]
+        if self.vision is not None:  # the images' features, of prompts without a graph in passes together
+            given = self.vision.inputs_many(given)
+        for inputs, (_, slot) in zip(given, prompts, strict=True):
+            n = inputs["input_ids"].shape[1]
             embeds, positions = self._embed(inputs)
             if positions is None:  # text only: the same position on all three M-RoPE axes
                 positions = torch.arange(n, device=self.device).view(1, 1, n).expand(3, 1, n)
@@ -664,14 +669,13 @@ class ModelRunner:
             self.prompt_record_cost = time.monotonic() - began
 
     def _embed(self, inputs: dict):
-        """(inputs_embeds, position ids) exactly as the model would hand them to its text layers."""
+        """(inputs_embeds, position ids) exactly as the model would hand them to its text layers (the
+        images' features computed already, where the vision encoder runs here)."""
 
         def capture(module, args, kwargs):
             raise _Captured(kwargs)
 
         self.model.model.rope_deltas = None  # else a text-only prompt inherits the last image prompt's offset
-        if self.vision is not None:
-            inputs = self.vision.inputs(inputs)
         handle = self._text.register_forward_pre_hook(capture, with_kwargs=True)
         try:
             self.model.model(**inputs)

@@ -29,6 +29,15 @@ VISION_GRAPHS, VISION_GRAPH_PATCHES = 16, 4096
 # first (about 4 KiB a patch for GLM-4.6V's encoder: 64 MiB); a graph keeps its own.
 PREPARED_PATCHES = 16384
 RECORD_GUESS = 0.1  # seconds a recording is taken to cost until one has been timed
+# Images of prompts prefilled together whose grids have no graph run as one eager pass, of up to this
+# many patches (a larger image runs alone, as before): the host launches the encoder's kernels once for
+# all of them instead of once per prompt. On a GPU twice the largest graphed grid: a pass's activations
+# stay far below one image's at the image processor's largest (GLM-4.6V's: 11.76 M pixels, 60,000
+# patches), which a single request may send. On a CPU the work itself outweighs the launches but for
+# small images: 8 prompts' images in one pass took 0.43x the time of one pass each at 396 patches in
+# all, 0.59x at 960, 1.14x at 5,952 (the smoke model, bench/vision_together_bench.py).
+TOGETHER_PATCHES = 2 * VISION_GRAPH_PATCHES
+TOGETHER_PATCHES_CPU = 1024
 # Grids waiting for a recording at most: images of ever new sizes keep only those that cost the most.
 WANTED = 64
 
@@ -68,6 +77,27 @@ class Prepared:
     angles: tuple  # rotary (cos, sin) per patch
     positions: object  # the interpolated position embedding per patch
 
+    @classmethod
+    def joined(cls, parts: list["Prepared"]) -> "Prepared":
+        """The preparation of the parts' images one after another: what each patch needs depends on its
+        own image only, so it is theirs put end to end, the boundaries shifted."""
+        import torch
+
+        if len(parts) == 1:
+            return parts[0]
+        bounds, patches = [parts[0].cu_seqlens], parts[0].patches
+        for part in parts[1:]:
+            bounds.append(part.cu_seqlens[1:] + patches)
+            patches += part.patches
+        longest = [part.max_seqlen for part in parts if part.max_seqlen is not None]
+        return cls(
+            patches=patches,
+            cu_seqlens=torch.cat(bounds),
+            max_seqlen=max(longest) if longest else None,
+            angles=tuple(torch.cat(halves) for halves in zip(*(part.angles for part in parts), strict=True)),
+            positions=torch.cat([part.positions for part in parts]),
+        )
+
 
 class VisionEncoder:
     def __init__(self, visual, capture: Callable | None, kernels=None, note=None):
@@ -85,6 +115,10 @@ class VisionEncoder:
         self.wanted: dict[ImageGrids, float] = {}  # grids run eagerly for want of a graph: host seconds
         self.record_cost = RECORD_GUESS
         self.replays = 0
+        self.together = 0  # prompts whose images were encoded in a pass with another prompt's
+        on_gpu = visual.post_conv_layernorm.weight.device.type == "cuda"
+        self.most_together = TOGETHER_PATCHES if on_gpu else TOGETHER_PATCHES_CPU  # patches a pass
+        self.joining = True  # until a pass of several prompts fails: then one prompt a pass, as before
         self.checked = note is not None and note.says(self.runs)
 
     @classmethod
@@ -113,7 +147,6 @@ class VisionEncoder:
         are if this fails (logged; the model's own encoder then runs, now and from then on). Out of
         GPU memory, the request fails as it would in the model's own encoder."""
         import torch
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         pixels, grid = inputs.get("pixel_values"), inputs.get("image_grid_thw")
         if pixels is None or grid is None or self.visual is None:
@@ -127,15 +160,74 @@ class VisionEncoder:
             return inputs
         if features is None:
             return inputs
-        rest = {key: value for key, value in inputs.items() if key != "pixel_values"}
-        return {**rest, "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=(features,))}}
+        return _with_features(inputs, features)
+
+    def inputs_many(self, prompts: list[dict]) -> list[dict]:
+        """Each prompt's `inputs` as `inputs` gives them, the images of those whose grids have no graph
+        encoded together, in passes of up to `most_together` patches: eagerly, a pass costs the host
+        the launch of every kernel of the encoder (its 24 blocks), whatever its images. A recorded
+        grid replays its graph, and until the first image is checked each prompt runs alone."""
+        joinable = []
+        if self.visual is not None and self.checked and self.joining:
+            for index, inputs in enumerate(prompts):
+                pixels, grid = inputs.get("pixel_values"), inputs.get("image_grid_thw")
+                if pixels is not None and grid is not None:
+                    grids = _grids(grid)
+                    if grids not in self.graphs and _patches(grids) <= self.most_together:
+                        joinable.append((index, grids))
+        done = {}
+        group, patches = [], 0
+        for index, grids in [*joinable, (None, ())]:  # the last, empty, ends the last group
+            if index is None or patches + _patches(grids) > self.most_together:
+                if len(group) > 1:
+                    done.update(self._together([(i, g, prompts[i]) for i, g in group]))
+                group, patches = [], 0
+            if index is not None:
+                group.append((index, grids))
+                patches += _patches(grids)
+        return [done[i] if i in done else self.inputs(inputs) for i, inputs in enumerate(prompts)]
+
+    def _together(self, group: list[tuple]) -> dict[int, dict]:
+        """{index: inputs with features} for the prompts of `group` ((index, grids, inputs) each),
+        their images encoded in one pass; {} where it fails (logged: each then runs alone, as they
+        do from then on). Out of GPU memory, the prompts fail together; the scheduler retries each
+        alone."""
+        import torch
+
+        began = time.monotonic()
+        try:
+            pixels = torch.cat([inputs["pixel_values"].to(self.visual.dtype) for _, _, inputs in group])
+            prepared = Prepared.joined([self._prepare(grids) for _, grids, _ in group])
+            features = self.encode(pixels, prepared)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception:
+            log.exception("the images of several prompts could not be encoded together; each is encoded alone")
+            self.joining = False
+            return {}
+        merged = self.visual.spatial_merge_size**2
+        parts = torch.split(features, [_patches(grids) // merged for _, grids, _ in group])
+        spent = time.monotonic() - began
+        total = sum(_patches(grids) for _, grids, _ in group)
+        for _, grids, _ in group:  # the pass's host time, shared by patches, counts toward their graphs
+            self._want(grids, spent * _patches(grids) / total)
+        self.together += len(group)
+        return {index: _with_features(inputs, part) for (index, _, inputs), part in zip(group, parts, strict=True)}
+
+    def _want(self, grids: "ImageGrids", seconds: float) -> None:
+        """Count an eager pass's host time toward recording the grid's graph (kept for the WANTED
+        grids that cost the most)."""
+        if self.capture is not None and grids not in self.graphs and self._graphable(grids):
+            self.wanted[grids] = self.wanted.get(grids, 0.0) + seconds
+            if len(self.wanted) > WANTED:
+                del self.wanted[min(self.wanted, key=self.wanted.__getitem__)]
 
     def features(self, pixels, grid):
         """The merged image features (tokens x the text's hidden size) of `pixels` on `grid`; None if
         they disagree with the model's own encoder (checked at the first call: the warm-up's image)."""
         import torch
 
-        grids = ImageGrids(tuple(int(n) for n in row) for row in grid.tolist())
+        grids = _grids(grid)
         pixels = pixels.to(self.visual.dtype)
         recorded = self.graphs.get(grids)
         if recorded is not None:
@@ -146,10 +238,7 @@ class VisionEncoder:
             return out.clone()  # the graph's output is overwritten by its next replay
         began = time.monotonic()
         features = self.encode(pixels, self._prepare(grids))
-        if self.capture is not None and grids not in self.graphs and self._graphable(grids):
-            self.wanted[grids] = self.wanted.get(grids, 0.0) + time.monotonic() - began
-            if len(self.wanted) > WANTED:
-                del self.wanted[min(self.wanted, key=self.wanted.__getitem__)]
+        self._want(grids, time.monotonic() - began)
         if not self.checked:
             own = self.visual(pixels, grid_thw=grid).pooler_output
             agreement = float(torch.nn.functional.cosine_similarity(features.float(), own.float()).min())
@@ -264,7 +353,7 @@ class VisionEncoder:
         grid = torch.tensor(grids, dtype=torch.long, device=device)
         positions = get_vision_position_ids(grid, visual.spatial_merge_size)
         cu_seqlens, max_seqlen = get_vision_attention_seqlens(grid, visual.config)
-        patches = sum(t * h * w for t, h, w in grids)
+        patches = _patches(grids)
         zeros = torch.zeros((patches, visual.config.hidden_size), dtype=visual.dtype, device=device)
         embedded = visual.embeddings(
             zeros, cu_seqlens[1:] - cu_seqlens[:-1], grid, positions[:, 0].to(device), positions[:, 1].to(device)
@@ -286,7 +375,7 @@ class VisionEncoder:
         return prepared
 
     def _graphable(self, grids: ImageGrids) -> bool:
-        return len(self.graphs) < VISION_GRAPHS and sum(t * h * w for t, h, w in grids) <= VISION_GRAPH_PATCHES
+        return len(self.graphs) < VISION_GRAPHS and _patches(grids) <= VISION_GRAPH_PATCHES
 
     def due(self) -> list[ImageGrids]:
         """The wanted grids whose eager passes have cost as much host time as recording their graph."""
@@ -314,3 +403,19 @@ class VisionEncoder:
             return
         self.graphs[grids] = (graph, pixels, out, prepared)  # the graph reads the preparation's tensors
         self.record_cost = time.monotonic() - began
+
+
+def _grids(grid) -> ImageGrids:
+    return ImageGrids(tuple(int(n) for n in row) for row in grid.tolist())
+
+
+def _patches(grids: ImageGrids) -> int:
+    return sum(t * h * w for t, h, w in grids)
+
+
+def _with_features(inputs: dict, features) -> dict:
+    """`inputs` with the images' features in place of their pixels, as the model's forward takes them."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    rest = {key: value for key, value in inputs.items() if key != "pixel_values"}
+    return {**rest, "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=(features,))}}

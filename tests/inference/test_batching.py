@@ -8,6 +8,7 @@ from PIL import Image
 
 from inference.engine import Engine, TokenSink
 from inference.model_runner import buckets, fit
+from inference.vision import ImageGrids
 
 PROMPTS = [
     ("describe the picture", 1),
@@ -192,9 +193,13 @@ def test_prompts_prefilled_together_give_what_each_gives_alone(engines, padded):
                 for each in runner._prompt_inputs()[:3]:  # noise in every row
                     each.normal_()
             call = lambda: runner.prefill_many([(each, s) for s, each in enumerate(inputs)])  # noqa: E731
+            joined = runner.vision.together
             together = as_graphed(runner, call) if padded else call()
     finally:
         runner.prompt_sizes = recorded
+    # The two image prompts' images in one pass, unless their grid replays a graph another test recorded.
+    grid = ImageGrids(tuple(row) for row in inputs[0]["image_grid_thw"].tolist())
+    assert runner.vision.together == joined + 2 or grid in runner.vision.graphs
     tolerance = {"atol": 1e-4, "rtol": 1e-4} if runner.dtype == torch.float32 else {"atol": 5e-2, "rtol": 5e-2}
     for slot, ((logits, delta, cache), (logits_now, delta_now)) in enumerate(zip(alone, together, strict=True)):
         assert delta_now == delta

@@ -8,6 +8,7 @@ from functools import partial
 import pytest
 import torch
 
+from inference import vision as vision_module
 from inference.engine import Engine
 from inference.vision import ImageGrids, VisionEncoder
 from tests.inference.test_batching import PROMPTS, engine_pair, images, messages, run
@@ -55,13 +56,72 @@ def test_the_text_layers_get_the_inputs_the_models_own_forward_gives_them(engine
     runner = engine.decoding.runner
     inputs = image_inputs(engine, [(112, 84), (140, 196)])
     with torch.inference_mode():
-        embeds, positions = runner._embed(dict(inputs))
-        vision, runner.vision = runner.vision, None
-        try:
-            own_embeds, own_positions = runner._embed(dict(inputs))
-        finally:
-            runner.vision = vision
+        given = runner.vision.inputs(dict(inputs))
+        assert "pixel_values" not in given  # the features computed here
+        embeds, positions = runner._embed(given)
+        own_embeds, own_positions = runner._embed(dict(inputs))  # the model's own encoder
     assert torch.equal(embeds, own_embeds) and torch.equal(positions, own_positions)
+
+
+def _features(given: dict):
+    return given["mm_encoder_outputs"]["image"].pooler_output[0]
+
+
+def test_images_of_prompts_prefilled_together_are_encoded_in_one_pass(engine, monkeypatch):
+    """Prompts without a graph for their grids: one pass over their images, each prompt given its own
+    features (the model's own, as when encoded alone); a text prompt among them is left as it is, and
+    a pass stops short of `most_together` patches, the rest going into the next."""
+    runner = engine.decoding.runner
+    encoder = VisionEncoder(runner.vision.visual, None)
+    prompts = [
+        image_inputs(engine, [(112, 84)]),
+        engine.prepare(messages("no picture", 0), [], 1 << 20).inputs,
+        image_inputs(engine, [(112, 84), (140, 196)], shade=40),
+        image_inputs(engine, [(196, 140)], shade=80),
+    ]
+    passes = []
+    encode = VisionEncoder.encode
+    monkeypatch.setattr(
+        VisionEncoder,
+        "encode",
+        lambda self, pixels, prepared: passes.append(prepared.patches) or encode(self, pixels, prepared),
+    )
+    with torch.inference_mode():
+        encoder.inputs(dict(prompts[0]))  # the first image is checked against the model's own, alone
+        passes.clear()
+        asked = [dict(p) for p in prompts]
+        given = encoder.inputs_many(asked)
+        patches = [int(p["image_grid_thw"].prod(-1).sum()) for i, p in enumerate(prompts) if i != 1]
+        assert passes == [sum(patches)] and encoder.together == 3
+        assert given[1] is asked[1]
+        for i in (0, 2, 3):
+            assert "pixel_values" not in given[i]
+            torch.testing.assert_close(_features(given[i]), own_features(runner, prompts[i]), rtol=1e-5, atol=1e-6)
+
+        passes.clear()
+        encoder.most_together = patches[0] + patches[1]
+        again = encoder.inputs_many([dict(p) for p in prompts])
+        assert passes == [patches[0] + patches[1], patches[2]] and encoder.together == 5  # the last alone
+        for i in (0, 2, 3):
+            torch.testing.assert_close(_features(again[i]), _features(given[i]), rtol=1e-5, atol=1e-6)
+
+
+def test_a_pass_of_several_prompts_that_fails_gives_way_to_one_prompt_a_pass(engine, monkeypatch, caplog):
+    runner = engine.decoding.runner
+    encoder = VisionEncoder(runner.vision.visual, None)
+    prompts = [image_inputs(engine, [(112, 84)]), image_inputs(engine, [(140, 196)], shade=40)]
+
+    def broken(cls, parts):
+        raise RuntimeError("cannot join")
+
+    monkeypatch.setattr(vision_module.Prepared, "joined", classmethod(broken))
+    with caplog.at_level(logging.ERROR, logger="inference.vision"), torch.inference_mode():
+        encoder.inputs(dict(prompts[0]))
+        given = encoder.inputs_many([dict(p) for p in prompts])
+        for one, inputs in zip(given, prompts, strict=True):
+            assert torch.equal(_features(one), own_features(runner, inputs))
+    assert "could not be encoded together" in caplog.text
+    assert not encoder.joining and encoder.together == 0 and encoder.visual is not None  # alone, as before
 
 
 def test_a_failing_or_disagreeing_encoder_gives_way_to_the_models_own(smoke_model, monkeypatch, caplog):
