@@ -225,6 +225,34 @@ def test_each_grid_is_recorded_once_wanted_and_replays_what_it_computes_eagerly(
     assert stats["vision_kernels"] == "triton"
 
 
+@pytest.mark.gpu
+def test_on_a_gpu_images_encoded_together_are_those_encoded_alone_and_graphed_grids_replay(smoke_model):
+    """The Triton kernels' pass over the images of several prompts gives each prompt the features of
+    its own pass; a prompt whose grid has a graph replays it instead of joining the pass."""
+    _, batched = engine_pair(smoke_model, "cuda", "auto")
+    vision = batched.decoding.runner.vision
+    assert vision.kernels is not None and vision.most_together == vision_module.TOGETHER_PATCHES
+    sizes = [[(112, 84)], [(140, 196)], [(196, 140), (112, 84)]]
+    prompts = [
+        {key: value.to("cuda") for key, value in image_inputs(batched, size, shade=20 * i).items()}
+        for i, size in enumerate(sizes)
+    ]
+    with torch.inference_mode():
+        alone = [_features(vision.inputs(dict(p))) for p in prompts]  # the first checks the encoder
+        assert vision.checked
+        joined, replays = vision.together, vision.replays
+        together = [_features(given) for given in vision.inputs_many([dict(p) for p in prompts])]
+        assert vision.together == joined + 3
+        for one, other in zip(alone, together, strict=True):
+            torch.testing.assert_close(other, one, rtol=1e-5, atol=1e-5)
+        grids = ImageGrids(tuple(row) for row in prompts[1]["image_grid_thw"].tolist())
+        vision.record(grids)
+        again = [_features(given) for given in vision.inputs_many([dict(p) for p in prompts])]
+        assert vision.together == joined + 5 and vision.replays == replays + 1  # the graphed one alone
+        for one, other in zip(alone, again, strict=True):
+            torch.testing.assert_close(other, one, rtol=1e-5, atol=1e-5)
+
+
 def test_the_preparations_kept_are_bounded_by_their_patches(engine, monkeypatch):
     vision = engine.decoding.runner.vision
     vision.prepared.clear()
