@@ -397,7 +397,8 @@ def test_new_weights_without_room_for_both_copies_are_read_the_drained_way(
     assert [p["name"] for p in done["phases"]] == ["reading new weights", "fallback: drained restart"]
     assert "beside the old" in done["why"] and "once the old process is gone" in done["why"], done
     now = _wait_new_process(server, first["pid"])
-    assert now["weights"]["source"] == "holder" and now["weights"]["holder_pid"] != holder_pid
+    mapped = now["weights"]["source"] == "holder" and now["weights"]["holder_pid"] != holder_pid
+    assert mapped, (now["weights"], server.log()[-3000:])  # why it read the files, if it did
     assert now["supervisor"]["holder"]["pid"] == now["weights"]["holder_pid"]
     assert not _alive(holder_pid)
     served = _answer(server)
