@@ -471,15 +471,13 @@ class ModelRunner:
         import torch
 
         segments, hiddens, angles, deltas, start = [], [], [], [], 0
-        for inputs, _ in prompts:
-            n = inputs["input_ids"].shape[1]
-            if n >= self.context:
-                raise ValueError(f"the prompt is {n} tokens; a slot holds {self.context}")
+        lengths = [inputs["input_ids"].shape[1] for inputs, _ in prompts]
+        if max(lengths) >= self.context:
+            raise ValueError(f"the prompt is {max(lengths)} tokens; a slot holds {self.context}")
         given = [inputs for inputs, _ in prompts]
         if self.vision is not None:  # the images' features, of prompts without a graph in passes together
             given = self.vision.inputs_many(given)
-        for inputs, (_, slot) in zip(given, prompts, strict=True):
-            n = inputs["input_ids"].shape[1]
+        for inputs, (_, slot), n in zip(given, prompts, lengths, strict=True):
             embeds, positions = self._embed(inputs)
             if positions is None:  # text only: the same position on all three M-RoPE axes
                 positions = torch.arange(n, device=self.device).view(1, 1, n).expand(3, 1, n)

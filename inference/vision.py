@@ -66,6 +66,15 @@ def _weight_eps(norm) -> tuple:
 class ImageGrids(tuple):
     """A prompt's images as (t, h, w) patch grids, in order: the key of their preparation and graph."""
 
+    @classmethod
+    def of(cls, grid) -> "ImageGrids":
+        """From the processor's image_grid_thw (read back from the device where it is there)."""
+        return cls(tuple(int(n) for n in row) for row in grid.tolist())
+
+    @property
+    def patches(self) -> int:
+        return sum(t * h * w for t, h, w in self)
+
 
 @dataclass
 class Prepared:
@@ -142,7 +151,7 @@ class VisionEncoder:
         """What computes image features: "triton" or "modules" (this encoder), None (the model's own)."""
         return None if self.visual is None else "modules" if self.kernels is None else "triton"
 
-    def inputs(self, inputs: dict) -> dict:
+    def inputs(self, inputs: dict, grids: ImageGrids | None = None) -> dict:
         """`inputs` with the images' features in place of their pixels, computed here; `inputs` as they
         are if this fails (logged; the model's own encoder then runs, now and from then on). Out of
         GPU memory, the request fails as it would in the model's own encoder."""
@@ -152,7 +161,7 @@ class VisionEncoder:
         if pixels is None or grid is None or self.visual is None:
             return inputs
         try:
-            features = self.features(pixels, grid)
+            features = self.features(pixels, grid, grids)
         except torch.OutOfMemoryError:
             raise
         except Exception:
@@ -167,37 +176,36 @@ class VisionEncoder:
         encoded together, in passes of up to `most_together` patches: eagerly, a pass costs the host
         the launch of every kernel of the encoder (its 24 blocks), whatever its images. A recorded
         grid replays its graph, and until the first image is checked each prompt runs alone."""
-        joinable = []
+        grids_of: dict[int, ImageGrids] = {}  # read once per prompt, whether joined or alone
         if self.visual is not None and self.checked and self.joining:
             for index, inputs in enumerate(prompts):
-                pixels, grid = inputs.get("pixel_values"), inputs.get("image_grid_thw")
-                if pixels is not None and grid is not None:
-                    grids = _grids(grid)
-                    if grids not in self.graphs and _patches(grids) <= self.most_together:
-                        joinable.append((index, grids))
-        done = {}
-        group, patches = [], 0
-        for index, grids in [*joinable, (None, ())]:  # the last, empty, ends the last group
-            if index is None or patches + _patches(grids) > self.most_together:
-                if len(group) > 1:
-                    done.update(self._together([(i, g, prompts[i]) for i, g in group]))
+                if inputs.get("pixel_values") is not None and inputs.get("image_grid_thw") is not None:
+                    grids_of[index] = ImageGrids.of(inputs["image_grid_thw"])
+        done, group, patches = {}, [], 0
+        for index, grids in grids_of.items():
+            if grids in self.graphs or grids.patches > self.most_together:
+                continue
+            if patches + grids.patches > self.most_together:
+                done.update(self._together(group, prompts))
                 group, patches = [], 0
-            if index is not None:
-                group.append((index, grids))
-                patches += _patches(grids)
-        return [done[i] if i in done else self.inputs(inputs) for i, inputs in enumerate(prompts)]
+            group.append((index, grids))
+            patches += grids.patches
+        done.update(self._together(group, prompts))
+        return [done[i] if i in done else self.inputs(inputs, grids_of.get(i)) for i, inputs in enumerate(prompts)]
 
-    def _together(self, group: list[tuple]) -> dict[int, dict]:
-        """{index: inputs with features} for the prompts of `group` ((index, grids, inputs) each),
-        their images encoded in one pass; {} where it fails (logged: each then runs alone, as they
-        do from then on). Out of GPU memory, the prompts fail together; the scheduler retries each
-        alone."""
+    def _together(self, group: list[tuple[int, ImageGrids]], prompts: list[dict]) -> dict[int, dict]:
+        """{index: inputs with features} for the prompts of `group` ((index in `prompts`, grids) each),
+        their images encoded in one pass; {} for fewer than two, or where it fails (logged: each then
+        runs alone, as they do from then on). Out of GPU memory, the prompts fail together; the
+        scheduler retries each alone."""
         import torch
 
+        if len(group) < 2:
+            return {}
         began = time.monotonic()
         try:
-            pixels = torch.cat([inputs["pixel_values"].to(self.visual.dtype) for _, _, inputs in group])
-            prepared = Prepared.joined([self._prepare(grids) for _, grids, _ in group])
+            pixels = torch.cat([prompts[index]["pixel_values"].to(self.visual.dtype) for index, _ in group])
+            prepared = Prepared.joined([self._prepare(grids) for _, grids in group])
             features = self.encode(pixels, prepared)
         except torch.OutOfMemoryError:
             raise
@@ -206,15 +214,14 @@ class VisionEncoder:
             self.joining = False
             return {}
         merged = self.visual.spatial_merge_size**2
-        parts = torch.split(features, [_patches(grids) // merged for _, grids, _ in group])
+        parts = torch.split(features, [grids.patches // merged for _, grids in group])
         spent = time.monotonic() - began
-        total = sum(_patches(grids) for _, grids, _ in group)
-        for _, grids, _ in group:  # the pass's host time, shared by patches, counts toward their graphs
-            self._want(grids, spent * _patches(grids) / total)
+        for _, grids in group:  # the pass's host time, shared by patches, counts toward their graphs
+            self._want(grids, spent * grids.patches / prepared.patches)
         self.together += len(group)
-        return {index: _with_features(inputs, part) for (index, _, inputs), part in zip(group, parts, strict=True)}
+        return {index: _with_features(prompts[index], part) for (index, _), part in zip(group, parts, strict=True)}
 
-    def _want(self, grids: "ImageGrids", seconds: float) -> None:
+    def _want(self, grids: ImageGrids, seconds: float) -> None:
         """Count an eager pass's host time toward recording the grid's graph (kept for the WANTED
         grids that cost the most)."""
         if self.capture is not None and grids not in self.graphs and self._graphable(grids):
@@ -222,12 +229,13 @@ class VisionEncoder:
             if len(self.wanted) > WANTED:
                 del self.wanted[min(self.wanted, key=self.wanted.__getitem__)]
 
-    def features(self, pixels, grid):
-        """The merged image features (tokens x the text's hidden size) of `pixels` on `grid`; None if
-        they disagree with the model's own encoder (checked at the first call: the warm-up's image)."""
+    def features(self, pixels, grid, grids: ImageGrids | None = None):
+        """The merged image features (tokens x the text's hidden size) of `pixels` on `grid` (`grids`,
+        if read already); None if they disagree with the model's own encoder (checked at the first
+        call: the warm-up's image)."""
         import torch
 
-        grids = _grids(grid)
+        grids = grids if grids is not None else ImageGrids.of(grid)
         pixels = pixels.to(self.visual.dtype)
         recorded = self.graphs.get(grids)
         if recorded is not None:
@@ -353,7 +361,7 @@ class VisionEncoder:
         grid = torch.tensor(grids, dtype=torch.long, device=device)
         positions = get_vision_position_ids(grid, visual.spatial_merge_size)
         cu_seqlens, max_seqlen = get_vision_attention_seqlens(grid, visual.config)
-        patches = _patches(grids)
+        patches = grids.patches
         zeros = torch.zeros((patches, visual.config.hidden_size), dtype=visual.dtype, device=device)
         embedded = visual.embeddings(
             zeros, cu_seqlens[1:] - cu_seqlens[:-1], grid, positions[:, 0].to(device), positions[:, 1].to(device)
@@ -375,7 +383,7 @@ class VisionEncoder:
         return prepared
 
     def _graphable(self, grids: ImageGrids) -> bool:
-        return len(self.graphs) < VISION_GRAPHS and _patches(grids) <= VISION_GRAPH_PATCHES
+        return len(self.graphs) < VISION_GRAPHS and grids.patches <= VISION_GRAPH_PATCHES
 
     def due(self) -> list[ImageGrids]:
         """The wanted grids whose eager passes have cost as much host time as recording their graph."""
@@ -403,14 +411,6 @@ class VisionEncoder:
             return
         self.graphs[grids] = (graph, pixels, out, prepared)  # the graph reads the preparation's tensors
         self.record_cost = time.monotonic() - began
-
-
-def _grids(grid) -> ImageGrids:
-    return ImageGrids(tuple(int(n) for n in row) for row in grid.tolist())
-
-
-def _patches(grids: ImageGrids) -> int:
-    return sum(t * h * w for t, h, w in grids)
 
 
 def _with_features(inputs: dict, features) -> dict:

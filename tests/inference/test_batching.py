@@ -198,7 +198,7 @@ def test_prompts_prefilled_together_give_what_each_gives_alone(engines, padded):
     finally:
         runner.prompt_sizes = recorded
     # The two image prompts' images in one pass, unless their grid replays a graph another test recorded.
-    grid = ImageGrids(tuple(row) for row in inputs[0]["image_grid_thw"].tolist())
+    grid = ImageGrids.of(inputs[0]["image_grid_thw"])
     assert runner.vision.together == joined + 2 or grid in runner.vision.graphs
     tolerance = {"atol": 1e-4, "rtol": 1e-4} if runner.dtype == torch.float32 else {"atol": 5e-2, "rtol": 5e-2}
     for slot, ((logits, delta, cache), (logits_now, delta_now)) in enumerate(zip(alone, together, strict=True)):

@@ -37,7 +37,7 @@ def own_features(runner, inputs: dict):
 def test_features_equal_the_models_own_encoder(engine, sizes):
     runner = engine.decoding.runner
     inputs = image_inputs(engine, sizes)
-    grids = ImageGrids(tuple(row) for row in inputs["image_grid_thw"].tolist())
+    grids = ImageGrids.of(inputs["image_grid_thw"])
     with torch.inference_mode():
         ours = runner.vision.features(inputs["pixel_values"], inputs["image_grid_thw"])
         assert torch.equal(ours, own_features(runner, inputs))
@@ -206,7 +206,7 @@ def test_each_grid_is_recorded_once_wanted_and_replays_what_it_computes_eagerly(
         first, second = image_inputs(batched, [(112, 84)], shade=50), image_inputs(batched, [(140, 196)], shade=9)
         for inputs in (first, second):
             inputs = {key: value.to("cuda") for key, value in inputs.items()}
-            grids = ImageGrids(tuple(row) for row in inputs["image_grid_thw"].tolist())
+            grids = ImageGrids.of(inputs["image_grid_thw"])
             eager = vision.encode(inputs["pixel_values"].to(vision.visual.dtype), vision._prepare(grids))
             if grids not in vision.graphs:
                 vision.features(inputs["pixel_values"], inputs["image_grid_thw"])
@@ -245,7 +245,7 @@ def test_on_a_gpu_images_encoded_together_are_those_encoded_alone_and_graphed_gr
         assert vision.together == joined + 3
         for one, other in zip(alone, together, strict=True):
             torch.testing.assert_close(other, one, rtol=1e-5, atol=1e-5)
-        grids = ImageGrids(tuple(row) for row in prompts[1]["image_grid_thw"].tolist())
+        grids = ImageGrids.of(prompts[1]["image_grid_thw"])
         vision.record(grids)
         again = [_features(given) for given in vision.inputs_many([dict(p) for p in prompts])]
         assert vision.together == joined + 5 and vision.replays == replays + 1  # the graphed one alone
@@ -285,7 +285,7 @@ def test_grids_waiting_for_a_recording_are_bounded_keeping_those_that_cost_most(
     inputs = image_inputs(engine, [(112, 84)])
     with torch.inference_mode():
         vision.features(inputs["pixel_values"], inputs["image_grid_thw"])
-    new = ImageGrids(tuple(row) for row in inputs["image_grid_thw"].tolist())
+    new = ImageGrids.of(inputs["image_grid_thw"])
     assert set(vision.wanted) == {costly, new} and vision.wanted[new] > 0
 
 
