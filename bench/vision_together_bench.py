@@ -5,8 +5,10 @@
 
 Both ways in turn, `--repeat` times: the wall time until every prompt has its features (the device
 synchronised), and on a GPU the host's time to queue the work; min / median / p90 / max, and how far
-the features of the two ways differ at most. `--device cpu` runs the smoke model (a trial of the bench,
-and the host's side of it).
+the features of the two ways differ at most. Then the same prompts as a burst of requests through
+the scheduler (all waiting before it admits any, as clients arriving together), both ways in turn:
+each burst's first and last first token after it was submitted. `--device cpu` runs the smoke model
+(a trial of the bench, and the host's side of it).
 """
 
 import argparse
@@ -42,7 +44,7 @@ def main() -> None:
     from inference.engine import Engine
 
     dtype = "bfloat16" if args.device == "cuda" else "float32"
-    engine = Engine(args.model, args.device, dtype, decoder="batched", slots=2, context=4096)
+    engine = Engine(args.model, args.device, dtype, decoder="batched", slots=args.prompts, context=4096)
     engine.load()
     engine.warmup()  # the vision encoder's check at the warm-up's image
     vision = engine.decoding.runner.vision
@@ -50,8 +52,10 @@ def main() -> None:
     vision.capture = None  # nothing recorded meanwhile: every grid eager, both ways
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is it"}]}]
     prompts = []
-    for i in range(args.prompts):
-        picture = Image.new("RGB", (args.side + 28 * i, args.side), (20 * i % 256, 120, 200))
+    pictures = [
+        Image.new("RGB", (args.side + 28 * i, args.side), (20 * i % 256, 120, 200)) for i in range(args.prompts)
+    ]
+    for picture in pictures:
         inputs = engine.prepare(messages, [picture], 1 << 20).inputs
         prompts.append({k: v.to(engine.device) for k, v in inputs.items()})
     cuda = args.device == "cuda"
@@ -90,6 +94,7 @@ def main() -> None:
             outputs[name] = features(given)
         for one, other in zip(outputs["alone"], outputs["together"], strict=True):
             differs = max(differs, float((one.float() - other.float()).abs().max()))
+    bursts = first_tokens(engine, vision, pictures, messages, args.repeat)
     patches = [int(p["image_grid_thw"].prod(-1).sum()) for p in prompts]
     results = {
         "device": torch.cuda.get_device_name(0) if cuda else args.device,
@@ -101,10 +106,48 @@ def main() -> None:
         "host_queueing_ms": {name: spread(values) for name, values in host.items()} if cuda else None,
         "median_ratio": round(statistics.median(wall["alone"]) / statistics.median(wall["together"]), 2),
         "features_differ_at_most": differs,
+        "burst_first_token_ms": bursts,
     }
     print(json.dumps(results, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+def first_tokens(engine, vision, pictures: list, messages: list, repeat: int) -> dict:
+    """Bursts of one request per picture through the scheduler, its images encoded one prompt a pass
+    (`vision.joining` off) or together, in turn: the first and the last first token of each burst, in
+    milliseconds after the burst was submitted."""
+    from bench.batching_bench import Sink
+
+    scheduler = engine.decoding.scheduler
+
+    def burst() -> tuple[float, float]:
+        prepared = [engine.prepare(messages, [picture], 1 << 20) for picture in pictures]
+        sinks = [Sink() for _ in prepared]
+        with scheduler.wake:  # every request waiting before the scheduler admits any
+            began = time.perf_counter()
+            for each, sink in zip(prepared, sinks, strict=True):
+                engine.generate(each, sink, max_new_tokens=1, temperature=0, top_p=1, should_stop=lambda: False)
+        for sink in sinks:
+            assert sink.finished.wait(120) and sink.error is None, sink.error
+        firsts = sorted(1000 * (sink.first - began) for sink in sinks)
+        return firsts[0], firsts[-1]
+
+    ways = {"alone": False, "together": True}
+    times: dict[str, dict[str, list]] = {name: {"first": [], "last": []} for name in ways}
+    joined = vision.together
+    for round_ in range(repeat + 1):  # the first round of each way warms it
+        for name, joining in ways.items():
+            vision.joining = joining
+            first, last = burst()
+            if round_:
+                times[name]["first"].append(first)
+                times[name]["last"].append(last)
+    vision.joining = True
+    return {
+        "prompts_encoded_together": vision.together - joined,
+        **{name: {key: spread(values) for key, values in each.items()} for name, each in times.items()},
+    }
 
 
 if __name__ == "__main__":
