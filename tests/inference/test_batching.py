@@ -487,3 +487,27 @@ def test_a_prompt_run_padded_gives_what_it_gives_unpadded(engines):
             assert runner.prompt_graphs
     finally:
         runner.prompt_sizes = recorded
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_prompts_attend_without_cudnn_which_plans_for_every_new_length(smoke_model):
+    """In bfloat16 PyTorch would pick cuDNN's attention, which builds a plan at each new prompt length
+    (tens of milliseconds each on an H200); the engine's prefill takes flash attention instead."""
+    import torch
+
+    engine = Engine(str(smoke_model), "cuda", "bfloat16", decoder="batched", slots=2, context=1024)
+    engine.load()
+    assert not torch.backends.cuda.cudnn_sdp_enabled()
+    runner = engine.decoding.runner
+    vocab = engine.model.config.text_config.vocab_size
+    ids = (torch.arange(611, device="cuda") % vocab)[None]  # a length no graph takes
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "mm_token_type_ids": torch.zeros_like(ids, dtype=torch.int32),
+    }
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile, torch.inference_mode():
+        runner.prefill_many([(inputs, 0)])
+    ran = {event.name for event in profile.events()}
+    assert "aten::_scaled_dot_product_flash_attention" in ran
+    assert not any("cudnn_attention" in name for name in ran)
