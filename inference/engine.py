@@ -167,8 +167,8 @@ class Engine:
             # Attention never by cuDNN's: it builds a plan for every new shape, 60-73 ms on an H200, paid by
             # the first prompt of each length and image of each size (first token 134 -> 68 ms for a prompt,
             # 205 -> 80 ms for an image prompt, docs/BENCHMARKS.md); new sizes are this server's usual
-            # traffic, and a process that replaced another starts with no plan. cuDNN's is faster only
-            # at a length seen before and beyond the default prompt limit (10,223 tokens: 353 against 402 ms).
+            # traffic, and a process that replaced another starts with no plan. cuDNN's was measured faster
+            # only on long prompts of a length seen before (10,223 tokens: 353 against 402 ms).
             torch.backends.cuda.enable_cudnn_sdp(False)
             # cuBLAS, cuDNN and attention start while the tokenizer and the model are built, after the
             # import: beside it (both load shared libraries) they slowed the import down on one machine
