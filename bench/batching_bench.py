@@ -19,6 +19,21 @@ sys.path.insert(0, str(ROOT))
 PROMPT = "Describe this picture in detail, with the colours, the objects and where they are placed."
 
 
+def warm_engine(model: str, device: str, **options):
+    """The batched decoder's engine on `device` (bfloat16 on a GPU, float32 on a CPU), loaded and warmed up
+    as the server does; the checkpoint written first where it is missing (full-size on a GPU)."""
+    if not Path(model, "config.json").exists():
+        full = ["--full"] if device == "cuda" else []
+        subprocess.run([sys.executable, "-m", "inference.smoke_model", model, *full], cwd=ROOT, check=True)
+    from inference.engine import Engine
+
+    dtype = "bfloat16" if device == "cuda" else "float32"
+    engine = Engine(model, device, dtype, decoder="batched", **options)
+    engine.load()
+    engine.warmup()
+    return engine
+
+
 class Sink:
     def __init__(self):
         self.count = 0

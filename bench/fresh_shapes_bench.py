@@ -6,20 +6,19 @@ with PyTorch's attention free to pick cuDNN (which builds a plan for every new s
 Through the scheduler, one request at a time, both ways in turn each round, every request new in
 shape: a text prompt of more than 512 tokens (no prompt graph takes it) and an image prompt whose image
 is 28 pixels wider than any before (no vision graph; nothing is recorded meanwhile). Then the same
-`--long`-word prompt again and again, each way: what a shape seen before costs. Medians, min / max.
+`--long`-word prompt again and again, each way: what a shape seen before costs. Min / median / p90 / max.
 """
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.batching_bench import Sink  # noqa: E402
+from bench.batching_bench import Sink, warm_engine  # noqa: E402
+from bench.prefill_bench import spread  # noqa: E402
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven wise owls watch from the old oak".split()
 
@@ -32,18 +31,10 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=4096, help="words of the prompt repeated at the end")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    if not Path(args.model, "config.json").exists():
-        full = ["--full"] if args.device == "cuda" else []
-        subprocess.run([sys.executable, "-m", "inference.smoke_model", args.model, *full], cwd=ROOT, check=True)
     import torch
     from PIL import Image
 
-    from inference.engine import Engine
-
-    dtype = "bfloat16" if args.device == "cuda" else "float32"
-    engine = Engine(args.model, args.device, dtype, decoder="batched", slots=2, context=4 * args.long + 1024)
-    engine.load()
-    engine.warmup()
+    engine = warm_engine(args.model, args.device, slots=2, context=4 * args.long + 1024)
     engine.decoding.scheduler.record_prompts = False  # nothing recorded between the requests timed
     vision = engine.decoding.runner.vision
     if vision is not None:
@@ -87,13 +78,6 @@ def main() -> None:
         first_token(long_content, [])  # its shape seen once, each way
         repeated[name] = [first_token(long_content, [])[0] for _ in range(5)]
     long_tokens = first_token(long_content, [])[1]
-
-    def spread(values: list) -> dict:
-        return {
-            "median": round(statistics.median(values), 2),
-            "min": round(min(values), 2),
-            "max": round(max(values), 2),
-        }
 
     results = {
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else args.device,

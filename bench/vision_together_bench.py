@@ -14,13 +14,13 @@ each burst's first and last first token after it was submitted. `--device cpu` r
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.batching_bench import Sink, warm_engine  # noqa: E402
 from bench.prefill_bench import spread  # noqa: E402
 
 
@@ -35,18 +35,10 @@ def main() -> None:
     )
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    if not Path(args.model, "config.json").exists():
-        full = ["--full"] if args.device == "cuda" else []
-        subprocess.run([sys.executable, "-m", "inference.smoke_model", args.model, *full], cwd=ROOT, check=True)
     import torch
     from PIL import Image
 
-    from inference.engine import Engine
-
-    dtype = "bfloat16" if args.device == "cuda" else "float32"
-    engine = Engine(args.model, args.device, dtype, decoder="batched", slots=args.prompts, context=4096)
-    engine.load()
-    engine.warmup()  # the vision encoder's check at the warm-up's image
+    engine = warm_engine(args.model, args.device, slots=args.prompts, context=4096)  # its warm-up checks vision
     vision = engine.decoding.runner.vision
     assert vision is not None and vision.checked, "the model's own encoder runs: nothing to compare"
     vision.capture = None  # nothing recorded meanwhile: every grid eager, both ways
@@ -117,8 +109,6 @@ def first_tokens(engine, vision, pictures: list, messages: list, repeat: int) ->
     """Bursts of one request per picture through the scheduler, its images encoded one prompt a pass
     (`vision.joining` off) or together, in turn: the first and the last first token of each burst, in
     milliseconds after the burst was submitted."""
-    from bench.batching_bench import Sink
-
     scheduler = engine.decoding.scheduler
 
     def burst() -> tuple[float, float]:
