@@ -318,7 +318,7 @@ class Supervisor:
                     settings.model_path,
                     settings.device,
                     settings.hold_weights,
-                    bound or path,
+                    bound if bound is not None else path,
                     write_end,
                     beside=settings.handover_max_bytes if beside else None,
                 )

@@ -92,8 +92,6 @@ class Prepared:
         own image only, so it is theirs put end to end, the boundaries shifted."""
         import torch
 
-        if len(parts) == 1:
-            return parts[0]
         bounds, patches = [parts[0].cu_seqlens], parts[0].patches
         for part in parts[1:]:
             bounds.append(part.cu_seqlens[1:] + patches)
