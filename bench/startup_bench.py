@@ -9,13 +9,19 @@ phases, with the weights prefetched (the default) and read by from_pretrained af
 then the server under inference.supervisor: its first start, and `POST /admin/restart` to a new
 model process ready, which skips the import.
 
-    python bench/startup_bench.py --parts supervisor     # one part: imports, servers, supervisor
+    python bench/startup_bench.py --parts supervisor     # one part: imports, servers, supervisor, coldstart
+    python bench/startup_bench.py --parts coldstart --repeat 4 --tree A --tree B
+
+`coldstart`: the supervisor's whole start (launched to /health/ready, the weight holder's on a GPU),
+`--repeat` times for each `--tree` (a checkout; default this one), the trees taking turns, so two
+versions are compared on one machine in one run.
 """
 
 import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -143,11 +149,35 @@ def supervised_restarts(model: str, restarts: int = 3, port: int = 8379) -> dict
         return result
 
 
+def cold_starts(model: str, trees: list[Path], repeat: int, port: int = 8380) -> dict:
+    """The supervisor launched to ready, `repeat` times per tree, in turns: seconds, and the serving
+    process's load phases."""
+    runs: dict[str, list] = {os.path.relpath(tree, ROOT): [] for tree in trees}  # no machine paths in results
+    for _ in range(repeat):
+        for tree in trees:
+            with running_server(model, port, module="inference.supervisor", tree=tree) as (base, live, ready):
+                health = httpx.get(base + "/health", timeout=5).json()
+            name = os.path.relpath(tree, ROOT)
+            runs[name].append({"ready_s": round(ready, 2), "load_phases": health["load_phases"]})
+            print("cold start", name, round(ready, 2), json.dumps(health["load_phases"]), flush=True)
+            time.sleep(2)  # the ended processes' GPU memory released
+    return {
+        tree: {
+            "ready_s": [run["ready_s"] for run in done],
+            "median_s": statistics.median(r["ready_s"] for r in done),
+            "runs": done,
+        }
+        for tree, done in runs.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="/tmp/glm-4.6v-flash-random")
     parser.add_argument("--out", default="startup.json")
     parser.add_argument("--parts", default="imports,servers,supervisor")
+    parser.add_argument("--tree", action="append", type=Path, help="coldstart: a checkout to start (repeatable)")
+    parser.add_argument("--repeat", type=int, default=3, help="coldstart: starts per tree")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     if not Path(args.model, "config.json").exists():
@@ -164,6 +194,8 @@ def main() -> None:
             print(loader, poll, json.dumps(started), flush=True)
     if "supervisor" in parts:
         results["supervisor"] = supervised_restarts(args.model)
+    if "coldstart" in parts:
+        results["coldstart"] = cold_starts(args.model, [t.resolve() for t in args.tree or [ROOT]], args.repeat)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 

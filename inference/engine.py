@@ -6,13 +6,14 @@ time, so the HTTP server binds and answers /health/live within a second.
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference import processors
+from inference import bytecode, processors
 from inference.decoders import BatchedDecoder, Decoder, GenerateDecoder, TokenSink
 from inference.model_runner import STEP_KERNELS
 
@@ -145,6 +146,7 @@ class Engine:
     def load(self) -> None:
         began = time.monotonic()
         phases = self.load_phases = {}
+        importing = "transformers" not in sys.modules  # not inherited from the supervisor: imported here
 
         def phase(name: str, since: float) -> float:
             now = time.monotonic()
@@ -162,6 +164,8 @@ class Engine:
 
         transformers_logging.disable_progress_bar()  # a progress bar is noise in JSON logs
         mark = phase("import", began)
+        if importing:
+            bytecode.warn_if_uncached(log, phases["import"])
         libraries = None
         if self.device.startswith("cuda"):
             # Attention never by cuDNN's: it builds a plan for every new shape, 60-73 ms on an H200, paid by
