@@ -24,6 +24,10 @@ def preload(model_path: str) -> None:
     """Load them here, for the processes forked from now on."""
     before = stamp(model_path)
     tokenizer, image_processor = _read(model_path)
+    try:  # the chat template compiled here (transformers keeps it by its text), not in every process's first request
+        tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
+    except Exception:  # no template, or one that wants other messages: each process finds out for itself
+        pass
     if stamp(model_path) == before:  # not changed while being read
         _loaded[model_path] = (before, tokenizer, image_processor)
 

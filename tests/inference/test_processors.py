@@ -30,3 +30,19 @@ def test_the_preloaded_ones_serve_while_the_files_they_came_from_are_unchanged(s
     # Refreshed (as the supervisor does before it forks): loaded again once, then held.
     assert processors.refresh(str(model)) and not processors.refresh(str(model))
     assert processors.load(str(model))[2]
+
+
+def test_the_chat_template_is_compiled_by_the_preload(smoke_model, tmp_path, monkeypatch):
+    from transformers.utils import chat_template_utils
+
+    model = tmp_path / "model"
+    shutil.copytree(smoke_model, model)
+    monkeypatch.setattr(processors, "_loaded", {})
+    chat_template_utils._compile_jinja_template.cache_clear()
+    processors.preload(str(model))
+    assert chat_template_utils._compile_jinja_template.cache_info().currsize == 1
+    tokenizer = processors.load(str(model))[0]
+    messages = [{"role": "user", "content": "what is in the picture?"}]
+    tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    info = chat_template_utils._compile_jinja_template.cache_info()
+    assert info.currsize == 1 and info.hits >= 1  # a process forked after the preload compiles nothing
