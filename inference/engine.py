@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference import bytecode, processors
+from inference import assembly, bytecode, processors
 from inference.decoders import BatchedDecoder, Decoder, GenerateDecoder, TokenSink
 from inference.model_runner import STEP_KERNELS
 
@@ -193,6 +193,7 @@ class Engine:
         if prefetch is not None:
             model = self._from_source(Glm4vForConditionalGeneration, prefetch, getattr(torch, dtype_name), phases)
         else:
+            self.weights["built"] = "from_pretrained"
             model = Glm4vForConditionalGeneration.from_pretrained(
                 self.model_path, dtype=getattr(torch, dtype_name), **self._placement()
             )
@@ -239,12 +240,13 @@ class Engine:
                 self.weights = {"source": "files", "holder_error": str(exc)}
                 source = self._prefetch(holder=False)
                 if source is None:
+                    self.weights["built"] = "from_pretrained"
                     return model_class.from_pretrained(self.model_path, dtype=dtype, **self._placement())
             else:
                 phases["weights_mapped"] = round(source.seconds, 3)  # on its thread, from the start
                 if self.on_mapped is not None:
                     self.on_mapped(source.seconds)
-                self.weights = {"source": "holder", "holder_pid": source.holder_pid, "held_bytes": source.held_bytes}
+                self.weights.update(source="holder", holder_pid=source.holder_pid, held_bytes=source.held_bytes)
                 return model
         model = self._from_prefetched(model_class, source, dtype)
         phases["weights_read"] = round(source.seconds, 3)  # on its thread, from the start
@@ -268,12 +270,19 @@ class Engine:
             return None
 
     def _from_prefetched(self, model_class, prefetch, dtype):
-        """from_pretrained over the prefetched state dict: the model's own key mapping, conversions and
-        dtype, with the config and generation config from the checkpoint directory as usual."""
-        from transformers import AutoConfig, GenerationConfig, modeling_utils
+        """The model over the prefetched state dict, with the config and generation config from the
+        checkpoint directory as usual: its tensors taken as they are where they are the model's own
+        (assembly.py), else through from_pretrained (the model's own key mapping, conversions, dtype)."""
+        from transformers import AutoConfig, modeling_utils
 
         state = prefetch.result()
         config = AutoConfig.from_pretrained(self.model_path)
+        model, why = assembly.assemble(model_class, config, state, dtype, self.device)
+        self.weights["built"] = "assembled" if model is not None else "from_pretrained"
+        if model is not None:
+            state.clear()
+            return self._with_generation_config(model)
+        log.info("the model is built by from_pretrained", extra={"fields": {"reason": why}})
         # from_pretrained first reserves the model's size on the GPU so that reading files does not
         # allocate piece by piece; here the tensors are on the GPU already, and reserving their size
         # again could run a GPU that holds the model once out of memory.
@@ -286,6 +295,11 @@ class Engine:
             if warmup is not None:
                 modeling_utils.caching_allocator_warmup = warmup
         state.clear()
+        return self._with_generation_config(model)
+
+    def _with_generation_config(self, model):
+        from transformers import GenerationConfig
+
         try:
             model.generation_config = GenerationConfig.from_pretrained(self.model_path)
         except OSError:  # no generation_config.json: the model config's defaults, as from_pretrained does

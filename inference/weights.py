@@ -5,8 +5,9 @@ tensor goes to the GPU from pageable memory, one copy at a time per loader threa
 read with large sequential reads into pinned buffers and copied to the device asynchronously, by
 several threads at once; the reads and copies release the GIL, so this runs beside the import of
 transformers (seconds of pure Python) instead of after it. The result is the checkpoint's own state
-dict, given to `from_pretrained(state_dict=...)`, which applies the model's key mapping and
-conversions exactly as it does for files.
+dict: the model's parameters as they are where it is the model's own (assembly.py), else given to
+`from_pretrained(state_dict=...)`, which applies the model's key mapping and conversions exactly as
+it does for files.
 """
 
 import contextlib

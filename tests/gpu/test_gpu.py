@@ -136,6 +136,7 @@ def test_handover_on_the_gpu_under_load_refuses_nobody_and_frees_the_old_process
     held = health["supervisor"]["holder"]
     assert held["state"] == "holding" and held["pid"] in holders, held
     assert health["weights"]["source"] == "holder" and health["weights"]["holder_pid"] == held["pid"]
+    assert health["weights"]["built"] == "assembled"  # the mapped tensors taken as they are
     assert "weights mapped" in [p["name"] for p in done["phases"]]
     # The first process checked the Triton kernels against the eager step; the new one, on the same
     # device and shapes, skipped that check and runs them.

@@ -91,7 +91,12 @@ def test_handover_under_load_refuses_nobody(start_server):
     assert first["supervisor"]["serving_pid"] == first["pid"]
     held = first["supervisor"]["holder"]
     assert held["state"] == "holding" and held["bytes"] > 0, held
-    assert first["weights"] == {"source": "holder", "holder_pid": held["pid"], "held_bytes": held["bytes"]}
+    assert first["weights"] == {
+        "source": "holder",
+        "holder_pid": held["pid"],
+        "held_bytes": held["bytes"],
+        "built": "assembled",  # the model around the mapped tensors, not through from_pretrained
+    }
     load = Load(server.url)
     time.sleep(1.5)  # the clients are busy before the handover begins
 
@@ -215,7 +220,7 @@ def test_handover_needs_the_token_and_the_supervisor(start_server):
         time.sleep(0.1)
         record = _health(supervised)["supervisor"]
     assert record["holder"]["state"] == "not held" and "cpu" in record["holder"]["why"], record
-    assert _health(supervised)["weights"] == {"source": "files"}
+    assert _health(supervised)["weights"] == {"source": "files", "built": "assembled"}
 
 
 def test_the_weight_holders_death_ends_the_supervisor_as_a_crash(start_server):

@@ -69,6 +69,8 @@ def test_engine_builds_the_model_from_pretrained_builds(smoke_model):
     plain = Engine(str(smoke_model), "cpu", "float32", weight_loader="transformers")
     plain.load()
     assert "weights_read" in prefetched.load_phases and "weights_read" not in plain.load_phases
+    assert prefetched.weights["built"] == "assembled" and plain.weights["built"] == "from_pretrained"
+    assert not prefetched.model.training and prefetched.model.config.to_dict() == plain.model.config.to_dict()
     ours, theirs = prefetched.model.state_dict(), plain.model.state_dict()
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[name], theirs[name]) for name in ours)

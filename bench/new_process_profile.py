@@ -1,0 +1,203 @@
+"""Where a model process's time goes from its fork to serving: the supervisor's first process and a
+handover's new one, each sampled (the Python stacks of all its threads, every 2 ms) from the moment
+it is forked until uvicorn starts serving.
+
+    python bench/new_process_profile.py [--model DIR] [--out new_process.json]
+
+The supervisor runs as in production (`python -m inference.supervisor`, its weight holder on a GPU),
+with one change: the model processes it forks start a stack sampler first. With no client, one
+handover is asked for once the first process is ready. Writes the real-size random-weight checkpoint
+if it is missing (`--device cpu`: the smoke model, a dry run of the bench itself).
+"""
+
+import argparse
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PROFILE_DIR_ENV = "BENCH_PROFILE_DIR"
+BUCKET_SECONDS = 0.05
+
+
+def _frames(frame, depth: int) -> tuple[list[str], str | None]:
+    """The innermost `depth` frames, and the innermost frame of inference/ (None outside it)."""
+    names, ours = [], None
+    while frame is not None:
+        code = frame.f_code
+        where = f"{Path(code.co_filename).name}:{code.co_name}:{frame.f_lineno}"
+        if len(names) < depth:
+            names.append(where)
+        if ours is None and f"{os.sep}inference{os.sep}" in code.co_filename:
+            ours = where
+        frame = frame.f_back
+    return names, ours
+
+
+class Timeline:
+    """Samples of every other thread's stack, timed from `began`, until `until` is set."""
+
+    IDLE = ("threading.py:wait", "queue.py:get", "selectors.py:select", "holder.py:_read_exact")
+
+    def __init__(self, began: float, every: float = 0.002, depth: int = 5):
+        self.began, self.every, self.depth = began, every, depth
+        self.samples: list[tuple[float, str, str, str]] = []  # (t, thread, stack, our frame)
+        self.until: float | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="timeline")
+
+    def _run(self) -> None:
+        me = threading.get_ident()
+        while not self.stop.wait(self.every):
+            names = {t.ident: t.name for t in threading.enumerate()}
+            now = time.monotonic() - self.began
+            for ident, frame in sys._current_frames().items():
+                if ident == me:
+                    continue
+                stack, ours = _frames(frame, self.depth)
+                if stack and not stack[0].startswith(self.IDLE):
+                    self.samples.append((now, names.get(ident, str(ident)), " < ".join(stack), ours or "-"))
+
+    def result(self) -> dict:
+        ready = self.until if self.until is not None else float("inf")
+        kept = [s for s in self.samples if s[0] <= ready]
+        by_thread: collections.Counter = collections.Counter(s[1] for s in kept)
+        ours: collections.Counter = collections.Counter((s[1], s[3]) for s in kept)
+        stacks: collections.Counter = collections.Counter((s[1], s[2]) for s in kept)
+        buckets: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
+        loader = "load-model" if by_thread.get("load-model") else "MainThread"  # a first process loads on its own
+        for t, thread, stack, frame in kept:
+            if thread == loader:  # our frame, and where it is (the innermost frame)
+                buckets[int(t / BUCKET_SECONDS)][f"{frame} @ {stack.split(' < ')[0]}"] += 1
+        seconds = self.every
+        return {
+            "ready_s": None if self.until is None else round(self.until, 3),
+            "busy_s_by_thread": {k: round(n * seconds, 3) for k, n in by_thread.most_common()},
+            "by_our_frame": [
+                {"thread": th, "frame": fr, "s": round(n * seconds, 3)} for (th, fr), n in ours.most_common(40)
+            ],
+            "stacks": [
+                {"thread": th, "stack": st, "s": round(n * seconds, 3)} for (th, st), n in stacks.most_common(40)
+            ],
+            "loading_thread": loader,
+            "loading_thread_timeline": [
+                {
+                    "from_s": round(b * BUCKET_SECONDS, 2),
+                    "frame": c.most_common(1)[0][0],
+                    "share": round(c.most_common(1)[0][1] * seconds / BUCKET_SECONDS, 2),
+                }
+                for b, c in sorted(buckets.items())
+            ],
+        }
+
+
+def serve() -> None:
+    """The supervisor, its model processes sampled from their fork (each writes its samples as it ends)."""
+    from inference import server, supervisor
+
+    original = supervisor.serve_child
+    startup, load = server.DrainingServer.startup, server.Server.load
+
+    def sampled(listener, handover_fd, ready_fd=None, standby_fd=None) -> int:
+        timeline = Timeline(time.monotonic())
+        timeline.thread.start()
+        marks: dict[str, float] = {}
+
+        def mark(name: str) -> None:  # serving once both: a first process loads after uvicorn starts
+            marks[name] = time.monotonic() - timeline.began
+            if len(marks) == 2:
+                timeline.until = max(marks.values())
+
+        async def started(self, sockets=None):
+            mark("uvicorn")
+            return await startup(self, sockets)
+
+        def loaded(self) -> None:
+            load(self)
+            mark("loaded")
+
+        server.DrainingServer.startup, server.Server.load = started, loaded
+        role = "handover" if handover_fd is not None else "start"
+        try:
+            return original(listener, handover_fd, ready_fd, standby_fd)
+        finally:
+            timeline.stop.set()
+            out = Path(os.environ[PROFILE_DIR_ENV]) / f"{role}-{os.getpid()}.json"
+            out.write_text(json.dumps({"role": role, "pid": os.getpid(), **timeline.result()}))
+
+    supervisor.serve_child = sampled
+    supervisor.main()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="/tmp/glm-4.6v-flash-random")
+    parser.add_argument("--device", default="cuda", help="cpu: a dry run of the bench itself (smoke model)")
+    parser.add_argument("--port", type=int, default=8392)
+    parser.add_argument("--rows", type=int, default=15)
+    parser.add_argument("--out", default="")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve()
+        return
+    if not (Path(args.model) / "config.json").exists():
+        full = ["--full"] if args.device == "cuda" else []
+        subprocess.run([sys.executable, "-m", "inference.smoke_model", args.model, *full], cwd=ROOT, check=True)
+    base, token = f"http://127.0.0.1:{args.port}", {"Authorization": "Bearer bench"}
+    with tempfile.TemporaryDirectory(prefix="new-process-profile-") as profiles:
+        env = {**os.environ, "MODEL_PATH": args.model, "PORT": str(args.port), "ADMIN_TOKEN": "bench"}
+        env.update({PROFILE_DIR_ENV: profiles, "DEVICE": "" if args.device == "cuda" else args.device})
+        proc = subprocess.Popen([sys.executable, __file__, "--serve"], cwd=ROOT, env=env)
+        try:
+            first = _ready(base, None)
+            asked = time.monotonic()
+            assert httpx.post(base + "/admin/handover", headers=token, timeout=10).status_code == 202
+            _ready(base, first)
+            serving_after = round(time.monotonic() - asked, 3)
+            time.sleep(1)
+            handovers = (httpx.get(base + "/health", timeout=5).json().get("supervisor") or {}).get("handovers")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)
+        results = [json.loads(p.read_text()) for p in sorted(Path(profiles).glob("*.json"))]
+    for result in results:
+        print(f"== {result['role']} (pid {result['pid']}): ready {result['ready_s']} s after its fork")
+        print("   busy by thread:", json.dumps(result["busy_s_by_thread"]))
+        for row in result["by_our_frame"][: args.rows]:
+            print(f"   {row['s']:6.3f} s  {row['thread']:<14} {row['frame']}")
+        timeline = " | ".join(f"{b['from_s']}: {b['frame']}" for b in result["loading_thread_timeline"])
+        print(f"   {result['loading_thread']}, by 50 ms:", timeline)
+    summary = {"handover_serving_after_s": serving_after, "handovers": handovers, "processes": results}
+    print(json.dumps({"handover_serving_after_s": serving_after}))
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=1))
+
+
+def _ready(base: str, old_pid: int | None, timeout: float = 600) -> int:
+    """The pid of the process serving /health ready, once it is not `old_pid`."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        try:
+            health = httpx.get(base + "/health", timeout=2).json()
+            if health["pid"] != old_pid and health["state"] == "ready":
+                return health["pid"]
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"no ready process in {timeout} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The model around a state dict whose tensors are already its weights, without from_pretrained.
+
+A model process gets its weights as a state dict already on the device: mapped from the weight holder
+or read ahead (weights.py). from_pretrained then builds the model on the meta device and passes every
+tensor through its general machinery (renaming patterns, conversions, dtype and device placement):
+0.6 s of Python in a handover's new process on an H200 host, a third of its time to serving
+(bench/new_process_profile.py, docs/BENCHMARKS.md). Where the state is exactly what the model holds,
+names, shapes and dtype (a checkpoint in this transformers' own layout, as the server's checkpoints and
+GLM-4.6V-Flash's are), nothing needs renaming or converting: the model is built with empty parameters
+and takes the state's tensors as its own (cast where stored in another dtype, as from_pretrained
+casts). Anything else (other names or shapes, tied embeddings, modules kept in float32) is left to
+from_pretrained, and the log says why.
+"""
+
+
+def assemble(model_class, config, state: dict, dtype, device: str):
+    """(model, "") with the state's tensors as its parameters, on `device`, in eval mode; or (None, why
+    not)."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import initialization
+
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(config, "tie_word_embeddings", False) or getattr(text, "tie_word_embeddings", False):
+        return None, "the checkpoint ties its input and output embeddings"
+    if getattr(model_class, "_keep_in_fp32_modules", None) or getattr(
+        model_class, "_keep_in_fp32_modules_strict", None
+    ):
+        return None, "the model keeps some modules in float32"
+    # Parameters on the meta device and never initialised (the state replaces them); buffers (rotary
+    # frequencies) computed by the modules' own constructors, as from_pretrained's are.
+    with init_empty_weights(include_buffers=False), initialization.no_init_weights():
+        model = model_class(config)
+    expected = model.state_dict()
+    if set(expected) != set(state):
+        missing, unexpected = len(set(expected) - set(state)), len(set(state) - set(expected))
+        return None, f"the state's names are not the model's ({missing} missing, {unexpected} unexpected)"
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            return None, f"{name} is {tuple(tensor.shape)}, the model's {tuple(expected[name].shape)}"
+        if tensor.device.type != torch.device(device).type:
+            return None, f"{name} is on {tensor.device}, not on {device}"
+        if not tensor.is_floating_point() and tensor.dtype != expected[name].dtype:
+            return None, f"{name} is {tensor.dtype}, the model's {expected[name].dtype}"
+    # Stored in another dtype than the server's (a bfloat16 checkpoint on a CPU): cast, a copy, as
+    # from_pretrained casts; in the server's dtype (a GPU's weights), the state's own tensors.
+    model.load_state_dict(
+        {name: t.to(dtype) if t.is_floating_point() else t for name, t in state.items()}, strict=True, assign=True
+    )
+    target = torch.device(device)
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.device != target:
+                module._buffers[name] = buffer.to(target)
+    for part in (model.config, *(getattr(model.config, key) for key in getattr(model.config, "sub_configs", {}))):
+        part.dtype = dtype  # as from_pretrained records it, in the text and vision configs too
+    if device != "cpu":
+        model.hf_device_map = {"": device}  # as from_pretrained's device_map leaves it
+    model.eval()
+    return model, ""
