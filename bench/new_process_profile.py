@@ -52,50 +52,53 @@ class Timeline:
 
     def __init__(self, began: float, every: float = 0.002, depth: int = 5):
         self.began, self.every, self.depth = began, every, depth
-        self.samples: list[tuple[float, str, str, str]] = []  # (t, thread, stack, our frame)
+        # (t, seconds it stands for: since the sample before, thread, stack, our frame); a round over
+        # every thread's stack takes longer than `every` on a busy process, so rounds are weighed by time
+        self.samples: list[tuple[float, float, str, str, str]] = []
         self.until: float | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="timeline")
 
     def _run(self) -> None:
         me = threading.get_ident()
+        last = 0.0
         while not self.stop.wait(self.every):
             names = {t.ident: t.name for t in threading.enumerate()}
             now = time.monotonic() - self.began
+            weight, last = now - last, now
             for ident, frame in sys._current_frames().items():
                 if ident == me:
                     continue
                 stack, ours = _frames(frame, self.depth)
                 if stack and not stack[0].startswith(self.IDLE):
-                    self.samples.append((now, names.get(ident, str(ident)), " < ".join(stack), ours or "-"))
+                    self.samples.append((now, weight, names.get(ident, str(ident)), " < ".join(stack), ours or "-"))
 
     def result(self) -> dict:
         ready = self.until if self.until is not None else float("inf")
         kept = [s for s in self.samples if s[0] <= ready]
-        by_thread: collections.Counter = collections.Counter(s[1] for s in kept)
-        ours: collections.Counter = collections.Counter((s[1], s[3]) for s in kept)
-        stacks: collections.Counter = collections.Counter((s[1], s[2]) for s in kept)
+        by_thread: collections.Counter = collections.Counter()
+        ours: collections.Counter = collections.Counter()
+        stacks: collections.Counter = collections.Counter()
+        for _, weight, thread, stack, frame in kept:
+            by_thread[thread] += weight
+            ours[thread, frame] += weight
+            stacks[thread, stack] += weight
         buckets: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
         loader = "load-model" if by_thread.get("load-model") else "MainThread"  # a first process loads on its own
-        for t, thread, stack, frame in kept:
+        for t, weight, thread, stack, frame in kept:
             if thread == loader:  # our frame, and where it is (the innermost frame)
-                buckets[int(t / BUCKET_SECONDS)][f"{frame} @ {stack.split(' < ')[0]}"] += 1
-        seconds = self.every
+                buckets[int(t / BUCKET_SECONDS)][f"{frame} @ {stack.split(' < ')[0]}"] += weight
         return {
             "ready_s": None if self.until is None else round(self.until, 3),
-            "busy_s_by_thread": {k: round(n * seconds, 3) for k, n in by_thread.most_common()},
-            "by_our_frame": [
-                {"thread": th, "frame": fr, "s": round(n * seconds, 3)} for (th, fr), n in ours.most_common(40)
-            ],
-            "stacks": [
-                {"thread": th, "stack": st, "s": round(n * seconds, 3)} for (th, st), n in stacks.most_common(40)
-            ],
+            "busy_s_by_thread": {k: round(n, 3) for k, n in by_thread.most_common()},
+            "by_our_frame": [{"thread": th, "frame": fr, "s": round(n, 3)} for (th, fr), n in ours.most_common(40)],
+            "stacks": [{"thread": th, "stack": st, "s": round(n, 3)} for (th, st), n in stacks.most_common(40)],
             "loading_thread": loader,
             "loading_thread_timeline": [
                 {
                     "from_s": round(b * BUCKET_SECONDS, 2),
                     "frame": c.most_common(1)[0][0],
-                    "share": round(c.most_common(1)[0][1] * seconds / BUCKET_SECONDS, 2),
+                    "share": round(c.most_common(1)[0][1] / BUCKET_SECONDS, 2),
                 }
                 for b, c in sorted(buckets.items())
             ],

@@ -3,7 +3,7 @@
 A model process gets its weights as a state dict already on the device: mapped from the weight holder
 or read ahead (weights.py). from_pretrained then builds the model on the meta device and passes every
 tensor through its general machinery (renaming patterns, conversions, dtype and device placement):
-0.6 s of Python in a handover's new process on an H200 host, a third of its time to serving
+0.45-0.6 s of Python in a handover's new process on an H200 host, a third of its time to serving
 (bench/new_process_profile.py, docs/BENCHMARKS.md). Where the state is exactly what the model holds,
 names, shapes and dtype (a checkpoint in this transformers' own layout, as the server's checkpoints and
 GLM-4.6V-Flash's are), nothing needs renaming or converting: the model is built with empty parameters
