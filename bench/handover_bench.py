@@ -118,16 +118,21 @@ def health(base: str) -> dict | None:
         return None
 
 
+def new_process_ready(base: str, old_pid: int, began: float, timeout: float = 600) -> float:
+    """Seconds from `began` (perf_counter) until a process other than `old_pid` answers /health ready."""
+    while time.perf_counter() - began < timeout:
+        now = health(base)
+        if now and now["pid"] != old_pid and now["state"] == "ready":
+            return time.perf_counter() - began
+        time.sleep(0.02)
+    raise RuntimeError(f"no new process {timeout} s after the request")
+
+
 def restart_in_place(base: str) -> float:
     old = health(base)["pid"]
     began = time.perf_counter()
     assert httpx.post(base + "/admin/restart", headers=TOKEN, timeout=10).status_code == 202
-    while time.perf_counter() - began < 600:
-        now = health(base)
-        if now and now["pid"] != old and now["state"] == "ready":
-            return time.perf_counter() - began
-        time.sleep(0.02)
-    raise RuntimeError("no new process 600 s after the restart")
+    return new_process_ready(base, old, began)
 
 
 def handover(base: str) -> dict:

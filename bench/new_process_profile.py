@@ -4,7 +4,7 @@ it is forked until uvicorn starts serving.
 
     python bench/new_process_profile.py [--model DIR] [--out new_process.json]
 
-The supervisor runs as in production (`python -m inference.supervisor`, its weight holder on a GPU),
+The supervisor runs as in production (inference.supervisor's main, its weight holder on a GPU),
 with one change: the model processes it forks start a stack sampler first. With no client, one
 handover is asked for once the first process is ready. Writes the real-size random-weight checkpoint
 if it is missing (`--device cpu`: the smoke model, a dry run of the bench itself).
@@ -14,7 +14,6 @@ import argparse
 import collections
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,23 +25,12 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.handover_bench import TOKEN, health, new_process_ready  # noqa: E402
+from bench.startup_bench import running_server  # noqa: E402
+from bench.warmup_profile import frames  # noqa: E402
 
 PROFILE_DIR_ENV = "BENCH_PROFILE_DIR"
 BUCKET_SECONDS = 0.05
-
-
-def _frames(frame, depth: int) -> tuple[list[str], str | None]:
-    """The innermost `depth` frames, and the innermost frame of inference/ (None outside it)."""
-    names, ours = [], None
-    while frame is not None:
-        code = frame.f_code
-        where = f"{Path(code.co_filename).name}:{code.co_name}:{frame.f_lineno}"
-        if len(names) < depth:
-            names.append(where)
-        if ours is None and f"{os.sep}inference{os.sep}" in code.co_filename:
-            ours = where
-        frame = frame.f_back
-    return names, ours
 
 
 class Timeline:
@@ -69,7 +57,7 @@ class Timeline:
             for ident, frame in sys._current_frames().items():
                 if ident == me:
                     continue
-                stack, ours = _frames(frame, self.depth)
+                stack, ours = frames(frame, self.depth)
                 if stack and not stack[0].startswith(self.IDLE):
                     self.samples.append((now, weight, names.get(ident, str(ident)), " < ".join(stack), ours or "-"))
 
@@ -150,30 +138,23 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8392)
     parser.add_argument("--rows", type=int, default=15)
     parser.add_argument("--out", default="")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve()
-        return
     if not (Path(args.model) / "config.json").exists():
         full = ["--full"] if args.device == "cuda" else []
         subprocess.run([sys.executable, "-m", "inference.smoke_model", args.model, *full], cwd=ROOT, check=True)
-    base, token = f"http://127.0.0.1:{args.port}", {"Authorization": "Bearer bench"}
     with tempfile.TemporaryDirectory(prefix="new-process-profile-") as profiles:
-        env = {**os.environ, "MODEL_PATH": args.model, "PORT": str(args.port), "ADMIN_TOKEN": "bench"}
-        env.update({PROFILE_DIR_ENV: profiles, "DEVICE": "" if args.device == "cuda" else args.device})
-        proc = subprocess.Popen([sys.executable, __file__, "--serve"], cwd=ROOT, env=env)
-        try:
-            first = _ready(base, None)
-            asked = time.monotonic()
-            assert httpx.post(base + "/admin/handover", headers=token, timeout=10).status_code == 202
-            _ready(base, first)
-            serving_after = round(time.monotonic() - asked, 3)
+        env = {
+            "ADMIN_TOKEN": "bench",
+            PROFILE_DIR_ENV: profiles,
+            "DEVICE": "" if args.device == "cuda" else args.device,
+        }
+        with running_server(args.model, args.port, module="bench.new_process_profile", **env) as (base, _, _):
+            old = health(base)["pid"]
+            began = time.perf_counter()
+            assert httpx.post(base + "/admin/handover", headers=TOKEN, timeout=10).status_code == 202
+            serving_after = round(new_process_ready(base, old, began), 3)
             time.sleep(1)
-            handovers = (httpx.get(base + "/health", timeout=5).json().get("supervisor") or {}).get("handovers")
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(120)
+            handovers = (health(base).get("supervisor") or {}).get("handovers")
         results = [json.loads(p.read_text()) for p in sorted(Path(profiles).glob("*.json"))]
     for result in results:
         print(f"== {result['role']} (pid {result['pid']}): ready {result['ready_s']} s after its fork")
@@ -188,19 +169,5 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(summary, indent=1))
 
 
-def _ready(base: str, old_pid: int | None, timeout: float = 600) -> int:
-    """The pid of the process serving /health ready, once it is not `old_pid`."""
-    began = time.monotonic()
-    while time.monotonic() - began < timeout:
-        try:
-            health = httpx.get(base + "/health", timeout=2).json()
-            if health["pid"] != old_pid and health["state"] == "ready":
-                return health["pid"]
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.02)
-    raise RuntimeError(f"no ready process in {timeout} s")
-
-
 if __name__ == "__main__":
-    main()
+    serve() if os.environ.get(PROFILE_DIR_ENV) else main()  # the supervisor started by main() serves

@@ -152,12 +152,12 @@ def supervised_restarts(model: str, restarts: int = 3, port: int = 8379) -> dict
 def cold_starts(model: str, trees: list[Path], repeat: int, port: int = 8380) -> dict:
     """The supervisor launched to ready, `repeat` times per tree, in turns: seconds, and the serving
     process's load phases."""
-    runs: dict[str, list] = {os.path.relpath(tree, ROOT): [] for tree in trees}  # no machine paths in results
+    names = {tree: os.path.relpath(tree, ROOT) for tree in trees}  # no machine paths in results
+    runs: dict[str, list] = {name: [] for name in names.values()}
     for _ in range(repeat):
-        for tree in trees:
+        for tree, name in names.items():
             with running_server(model, port, module="inference.supervisor", tree=tree) as (base, live, ready):
                 health = httpx.get(base + "/health", timeout=5).json()
-            name = os.path.relpath(tree, ROOT)
             runs[name].append({"ready_s": round(ready, 2), "load_phases": health["load_phases"]})
             print("cold start", name, round(ready, 2), json.dumps(health["load_phases"]), flush=True)
             time.sleep(2)  # the ended processes' GPU memory released

@@ -24,6 +24,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def frames(frame, depth: int) -> tuple[list[str], str | None]:
+    """A stack's innermost `depth` frames, and its innermost frame of inference/ (None outside it)."""
+    names, ours = [], None
+    while frame is not None:
+        code = frame.f_code
+        where = f"{Path(code.co_filename).name}:{code.co_name}:{frame.f_lineno}"
+        if len(names) < depth:
+            names.append(where)
+        if ours is None and f"{os.sep}inference{os.sep}" in code.co_filename:
+            ours = where
+        frame = frame.f_back
+    return names, ours
+
+
 class StackSampler:
     """Every `every` seconds, the innermost frames of every other thread's Python stack (the warm-up
     runs on the scheduler's thread, which torch.profiler does not follow): where its time goes."""
@@ -41,14 +55,7 @@ class StackSampler:
             for ident, frame in sys._current_frames().items():
                 if ident == me:
                     continue
-                names, ours = [], None
-                while frame is not None:
-                    code = frame.f_code
-                    if len(names) < self.depth:
-                        names.append(f"{Path(code.co_filename).name}:{code.co_name}:{frame.f_lineno}")
-                    if ours is None and f"{os.sep}inference{os.sep}" in code.co_filename:
-                        ours = f"{Path(code.co_filename).name}:{code.co_name}:{frame.f_lineno}"
-                    frame = frame.f_back
+                names, ours = frames(frame, self.depth)
                 if names and not names[0].startswith(("threading.py:wait", "queue.py:get")):
                     self.counts[" < ".join(names)] += 1
                     self.ours[ours or "(outside inference/)"] += 1

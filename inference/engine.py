@@ -193,10 +193,7 @@ class Engine:
         if prefetch is not None:
             model = self._from_source(Glm4vForConditionalGeneration, prefetch, getattr(torch, dtype_name), phases)
         else:
-            self.weights["built"] = "from_pretrained"
-            model = Glm4vForConditionalGeneration.from_pretrained(
-                self.model_path, dtype=getattr(torch, dtype_name), **self._placement()
-            )
+            model = self._from_files(Glm4vForConditionalGeneration, getattr(torch, dtype_name))
         model.eval()
         self.model = model
         if libraries is not None:
@@ -223,6 +220,11 @@ class Engine:
             extra={"fields": {"device": self.device, "dtype": self.dtype, "seconds": round(self.load_seconds, 2)}},
         )
 
+    def _from_files(self, model_class, dtype):
+        """from_pretrained reading the checkpoint's files itself."""
+        self.weights["built"] = "from_pretrained"
+        return model_class.from_pretrained(self.model_path, dtype=dtype, **self._placement())
+
     def _placement(self) -> dict:
         """from_pretrained's placement: on a GPU the weights go straight to the device."""
         return {"device_map": self.device} if self.device != "cpu" else {}
@@ -240,8 +242,7 @@ class Engine:
                 self.weights = {"source": "files", "holder_error": str(exc)}
                 source = self._prefetch(holder=False)
                 if source is None:
-                    self.weights["built"] = "from_pretrained"
-                    return model_class.from_pretrained(self.model_path, dtype=dtype, **self._placement())
+                    return self._from_files(model_class, dtype)
             else:
                 phases["weights_mapped"] = round(source.seconds, 3)  # on its thread, from the start
                 if self.on_mapped is not None:
