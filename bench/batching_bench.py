@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import checkpoint  # noqa: E402
 
 PROMPT = "Describe this picture in detail, with the colours, the objects and where they are placed."
 
@@ -22,9 +23,7 @@ PROMPT = "Describe this picture in detail, with the colours, the objects and whe
 def warm_engine(model: str, device: str, **options):
     """The batched decoder's engine on `device` (bfloat16 on a GPU, float32 on a CPU), loaded and warmed up
     as the server does; the checkpoint written first where it is missing (full-size on a GPU)."""
-    if not Path(model, "config.json").exists():
-        full = ["--full"] if device == "cuda" else []
-        subprocess.run([sys.executable, "-m", "inference.smoke_model", model, *full], cwd=ROOT, check=True)
+    checkpoint.ensure(model, device)
     from inference.engine import Engine
 
     dtype = "bfloat16" if device == "cuda" else "float32"

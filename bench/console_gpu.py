@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import checkpoint  # noqa: E402
+
 os.environ.setdefault("CONSOLE_VAR_DIR", tempfile.mkdtemp(prefix="console-gpu-"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 os.environ.pop("REDIS_URL", None)  # embedded: SQLite, in-memory broker and channel layer
@@ -74,9 +75,7 @@ def main() -> None:
     parser.add_argument("--out", default="")
     parser.add_argument("--standby", action="store_true", help="HANDOVER_STANDBY: a model process loaded ahead")
     args = parser.parse_args()
-    if not (Path(args.model) / "config.json").exists():
-        full = ["--full"] if args.device == "cuda" else []
-        subprocess.run([sys.executable, "-m", "inference.smoke_model", args.model, *full], cwd=ROOT, check=True)
+    checkpoint.ensure(args.model, args.device)
     call_command("migrate", verbosity=0)
     port = free_port()
     token = "console-gpu-bench"

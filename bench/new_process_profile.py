@@ -14,7 +14,6 @@ import argparse
 import collections
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,6 +24,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import checkpoint  # noqa: E402
 from bench.handover_bench import TOKEN, health, new_process_ready  # noqa: E402
 from bench.startup_bench import running_server  # noqa: E402
 from bench.warmup_profile import frames  # noqa: E402
@@ -139,9 +139,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=15)
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    if not (Path(args.model) / "config.json").exists():
-        full = ["--full"] if args.device == "cuda" else []
-        subprocess.run([sys.executable, "-m", "inference.smoke_model", args.model, *full], cwd=ROOT, check=True)
+    checkpoint.ensure(args.model, args.device)
     with tempfile.TemporaryDirectory(prefix="new-process-profile-") as profiles:
         env = {
             "ADMIN_TOKEN": "bench",

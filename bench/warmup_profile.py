@@ -14,7 +14,6 @@ import argparse
 import collections
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import checkpoint  # noqa: E402
 
 
 def frames(frame, depth: int) -> tuple[list[str], str | None]:
@@ -81,9 +81,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    if not (Path(args.model) / "config.json").exists():
-        full = ["--full"] if args.device == "cuda" else []
-        subprocess.run([sys.executable, "-m", "inference.smoke_model", args.model, *full], cwd=ROOT, check=True)
+    checkpoint.ensure(args.model, args.device)
     from inference import handover
 
     os.environ[handover.STATE_ENV] = args.state  # where the kernels' check is noted, as under a supervisor
