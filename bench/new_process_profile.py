@@ -30,7 +30,7 @@ from bench.startup_bench import running_server  # noqa: E402
 from bench.warmup_profile import frames  # noqa: E402
 
 PROFILE_DIR_ENV = "BENCH_PROFILE_DIR"
-BUCKET_SECONDS = 0.05
+BUCKET_SECONDS = 0.025
 
 
 class Timeline:
@@ -71,25 +71,32 @@ class Timeline:
             by_thread[thread] += weight
             ours[thread, frame] += weight
             stacks[thread, stack] += weight
-        buckets: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
         loader = "load-model" if by_thread.get("load-model") else "MainThread"  # a first process loads on its own
+        # Our frame and where it is (the innermost frame), by time window, for the loading thread and the
+        # scheduler's (which runs the warm-up generation).
+        buckets = {thread: collections.defaultdict(collections.Counter) for thread in (loader, "scheduler")}
         for t, weight, thread, stack, frame in kept:
-            if thread == loader:  # our frame, and where it is (the innermost frame)
-                buckets[int(t / BUCKET_SECONDS)][f"{frame} @ {stack.split(' < ')[0]}"] += weight
+            if thread in buckets:
+                buckets[thread][int(t / BUCKET_SECONDS)][f"{frame} @ {stack.split(' < ')[0]}"] += weight
+
+        def timeline(thread: str) -> list[dict]:
+            return [
+                {
+                    "from_s": round(b * BUCKET_SECONDS, 2),
+                    "frame": c.most_common(1)[0][0],
+                    "share": round(c.most_common(1)[0][1] / BUCKET_SECONDS, 2),
+                }
+                for b, c in sorted(buckets[thread].items())
+            ]
+
         return {
             "ready_s": None if self.until is None else round(self.until, 3),
             "busy_s_by_thread": {k: round(n, 3) for k, n in by_thread.most_common()},
             "by_our_frame": [{"thread": th, "frame": fr, "s": round(n, 3)} for (th, fr), n in ours.most_common(40)],
             "stacks": [{"thread": th, "stack": st, "s": round(n, 3)} for (th, st), n in stacks.most_common(40)],
             "loading_thread": loader,
-            "loading_thread_timeline": [
-                {
-                    "from_s": round(b * BUCKET_SECONDS, 2),
-                    "frame": c.most_common(1)[0][0],
-                    "share": round(c.most_common(1)[0][1] / BUCKET_SECONDS, 2),
-                }
-                for b, c in sorted(buckets.items())
-            ],
+            "loading_thread_timeline": timeline(loader),
+            "scheduler_timeline": timeline("scheduler"),
         }
 
 
@@ -159,8 +166,9 @@ def main() -> None:
         print("   busy by thread:", json.dumps(result["busy_s_by_thread"]))
         for row in result["by_our_frame"][: args.rows]:
             print(f"   {row['s']:6.3f} s  {row['thread']:<14} {row['frame']}")
-        timeline = " | ".join(f"{b['from_s']}: {b['frame']}" for b in result["loading_thread_timeline"])
-        print(f"   {result['loading_thread']}, by 50 ms:", timeline)
+        for thread, key in ((result["loading_thread"], "loading_thread_timeline"), ("scheduler", "scheduler_timeline")):
+            timeline = " | ".join(f"{b['from_s']}: {b['frame']}" for b in result[key])
+            print(f"   {thread}, by {BUCKET_SECONDS * 1000:.0f} ms:", timeline)
     summary = {"handover_serving_after_s": serving_after, "handovers": handovers, "processes": results}
     print(json.dumps({"handover_serving_after_s": serving_after}))
     if args.out:
