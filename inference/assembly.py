@@ -16,7 +16,13 @@ from_pretrained, and the log says why.
 def assemble(model_class, config, state: dict, dtype, device: str):
     """(model, "") with the state's tensors as its parameters, on `device`, in eval mode; or (None, why
     not)."""
-    import torch
+    model, why = skeleton(model_class, config)
+    return fill(model, state, dtype, device) if model is not None else (None, why)
+
+
+def skeleton(model_class, config):
+    """(the model with empty parameters, "") or (None, why it cannot be assembled). Needs no state, so
+    a model process builds it while its weights are still being mapped or read."""
     from accelerate import init_empty_weights
     from transformers import initialization
 
@@ -31,6 +37,14 @@ def assemble(model_class, config, state: dict, dtype, device: str):
     # frequencies) computed by the modules' own constructors, as from_pretrained's are.
     with init_empty_weights(include_buffers=False), initialization.no_init_weights():
         model = model_class(config)
+    return model, ""
+
+
+def fill(model, state: dict, dtype, device: str):
+    """(the `skeleton` with the state's tensors as its parameters, on `device`, in eval mode, "") or
+    (None, why not)."""
+    import torch
+
     expected = model.state_dict()
     if set(expected) != set(state):
         missing, unexpected = len(set(expected) - set(state)), len(set(state) - set(expected))

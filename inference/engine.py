@@ -123,6 +123,8 @@ class Engine:
         self.hold_weights, self.weights_socket = hold_weights, weights_socket
         self.weights: dict = {"source": "files"}
         self.on_mapped: Callable[[float], None] | None = None  # told the seconds the mapping took
+        # Called once the model is built, before the KV cache is sized (a handover's room check).
+        self.before_kv_cache: Callable[[], None] | None = None
         # decoders.py: "batched" (the default) or "generate" (transformers' own, the reference).
         self.decoder = decoder
         self.slots, self.context, self.cuda_graphs, self.step_kernels = slots, context, cuda_graphs, step_kernels
@@ -205,6 +207,8 @@ class Engine:
         self.merge_length = config.vision_config.spatial_merge_size**2
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        if self.before_kv_cache is not None:
+            self.before_kv_cache()
         if self.decoder == "batched":
             context = self.context = min(self.context, config.text_config.max_position_embeddings)
             self.decoding = BatchedDecoder(
@@ -276,9 +280,12 @@ class Engine:
         (assembly.py), else through from_pretrained (the model's own key mapping, conversions, dtype)."""
         from transformers import AutoConfig, modeling_utils
 
-        state = prefetch.result()
         config = AutoConfig.from_pretrained(self.model_path)
-        model, why = assembly.assemble(model_class, config, state, dtype, self.device)
+        # Built while the weights are still mapped or read (their thread starts CUDA meanwhile).
+        model, why = assembly.skeleton(model_class, config)
+        state = prefetch.result()
+        if model is not None:
+            model, why = assembly.fill(model, state, dtype, self.device)
         self.weights["built"] = "assembled" if model is not None else "from_pretrained"
         if model is not None:
             state.clear()

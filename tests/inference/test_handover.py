@@ -205,6 +205,21 @@ def test_no_room_for_two_models_restarts_the_drained_way(start_server, smoke_mod
     assert httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=60).status_code == 200
 
 
+def test_no_room_found_after_mapping_held_weights_restarts_the_drained_way(start_server):
+    """With the weights in a holder the room is checked once the new process has built its model: no
+    room then still ends in the drained restart, with why, and the holder's weights serve on."""
+    server = start_server(module=SUPERVISOR, HOLD_WEIGHTS="on", HANDOVER_RESERVE_BYTES=str(2**50))
+    first = _health(server)
+    fallback = _handover(server, _admin(server, "/admin/handover").json()["after"])
+    assert fallback["state"] == "fallback", fallback
+    assert "a second model needs" in fallback["why"] and "free" in fallback["why"], fallback
+    names = [p["name"] for p in fallback["phases"]]
+    assert "weights mapped" in names and "new process serving" not in names, names
+    second = _wait_new_process(server, first["pid"])
+    assert second["weights"]["source"] == "holder" and second["weights"]["holder_pid"] == first["weights"]["holder_pid"]
+    assert httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=60).status_code == 200
+
+
 def test_handover_needs_the_token_and_the_supervisor(start_server):
     plain = start_server()
     refused = _admin(plain, "/admin/handover")
@@ -263,27 +278,32 @@ def test_an_unknown_hold_weights_mode_is_refused_at_start(tmp_path):
     assert done.returncode == 1 and "HOLD_WEIGHTS must be one of auto, on, off, not 'sometimes'" in done.stderr
 
 
-def test_room_for_a_smaller_kv_cache_only_hands_over_with_fewer_slots_then_grows_back(start_server, smoke_model):
-    """HANDOVER_MAX_BYTES leaves the new process room for its weights, the reserve and two and a half
-    of its four KV cache slots: it starts with two, serves without refusing anybody, and grows to
-    four once there is room."""
+@pytest.mark.parametrize("hold", ["off", "on"])
+def test_room_for_a_smaller_kv_cache_only_hands_over_with_fewer_slots_then_grows_back(start_server, smoke_model, hold):
+    """HANDOVER_MAX_BYTES leaves the new process room for its weights (none when a holder keeps them),
+    the reserve and two and a half of its four KV cache slots: it starts with two, serves without
+    refusing anybody, and grows to four once there is room."""
     from inference import handover
 
     slot = handover.kv_slot_bytes(str(smoke_model), 4096, 4)  # float32 on a CPU, MAX_CONTEXT below
     reserve = 64 * 2**20
-    room = handover.weights_bytes(str(smoke_model)) + reserve + int(2.5 * slot)
+    room = (handover.weights_bytes(str(smoke_model)) if hold == "off" else 0) + reserve + int(2.5 * slot)
     server = start_server(
         module=SUPERVISOR,
         MAX_CONCURRENCY="4",
         MAX_CONTEXT="4096",
         HANDOVER_RESERVE_BYTES=str(reserve),
         HANDOVER_MAX_BYTES=str(room),
+        HOLD_WEIGHTS=hold,
     )
     assert _health(server)["decoder"]["slots"] == 4
     done = handover_under_load(server, clients=6)
     assert done["state"] == "done", done
+    names = [p["name"] for p in done["phases"]]
     smaller = [p for p in done["phases"] if p["name"] == "smaller kv cache"]
     assert smaller and smaller[0]["slots"] == 2 and smaller[0]["wanted"] == 4, done["phases"]
+    if hold == "on":  # mapped weights take no room: checked once the model is built, not before mapping
+        assert names.index("weights mapped") < names.index("smaller kv cache"), names
     deadline = time.monotonic() + 30
     while (decoder := _health(server)["decoder"])["slots"] != 4 and time.monotonic() < deadline:
         time.sleep(0.2)
