@@ -47,21 +47,19 @@ WEIGHT_LOADERS = ("prefetch", "transformers")
 
 
 def _start_cuda_libraries(device: str) -> None:
-    """Touch what the first generation would otherwise initialise: context, cuBLAS, cuDNN, attention;
-    and Triton's hash of its own files, which the step's kernel check waits for (done already in a
-    process the supervisor forked after its imports)."""
+    """Touch what the first generation would otherwise initialise: context, cuBLAS, attention; and
+    Triton's hash of its own files, which the step's kernel check waits for (done already in a process
+    the supervisor forked after its imports). Not cuDNN: with the Triton kernels the vision encoder
+    runs no convolution (vision.py), so a handover's new process never starts it; the model's own
+    encoder (the first process's check, or no Triton) starts it at the warm-up's image."""
     import torch
 
     from inference.ops import hash_triton
 
     x = torch.ones((64, 64), device=device, dtype=torch.bfloat16)
     (x @ x).sum()
-    conv = torch.nn.functional.conv3d(
-        torch.ones((1, 3, 2, 14, 14), device=device), torch.ones((8, 3, 2, 14, 14), device=device)
-    )
     q = torch.ones((1, 2, 4, 64), device=device, dtype=torch.bfloat16)
-    torch.nn.functional.scaled_dot_product_attention(q, q, q)
-    conv.sum().item()
+    torch.nn.functional.scaled_dot_product_attention(q, q, q).sum().item()
     hash_triton()
 
 
@@ -176,7 +174,7 @@ class Engine:
             # traffic, and a process that replaced another starts with no plan. cuDNN's was measured faster
             # only on long prompts of a length seen before (10,223 tokens: 353 against 402 ms).
             torch.backends.cuda.enable_cudnn_sdp(False)
-            # cuBLAS, cuDNN and attention start while the tokenizer and the model are built, after the
+            # cuBLAS and attention start while the tokenizer and the model are built, after the
             # import: beside it (both load shared libraries) they slowed the import down on one machine
             # (docs/BENCHMARKS.md, start-up).
             libraries = threading.Thread(target=_start_cuda_libraries, args=(self.device,), name="cuda-init")
