@@ -48,19 +48,19 @@ WEIGHT_LOADERS = ("prefetch", "transformers")
 
 def _start_cuda_libraries(device: str) -> None:
     """Touch what the first generation would otherwise initialise: context, cuBLAS, attention; and
-    Triton's hash of its own files, which the step's kernel check waits for (done already in a process
-    the supervisor forked after its imports). Not cuDNN: with the Triton kernels the vision encoder
-    runs no convolution (vision.py), so a handover's new process never starts it; the model's own
-    encoder (the first process's check, or no Triton) starts it at the warm-up's image."""
+    what Triton's first kernels look up (ops.prepare_triton: done already in a process the supervisor
+    forked after its imports). Not cuDNN: with the Triton kernels the vision encoder runs no
+    convolution (vision.py), so a handover's new process never starts it; the model's own encoder
+    (the first process's check, or no Triton) starts it at the warm-up's image."""
     import torch
 
-    from inference.ops import hash_triton
+    from inference.ops import prepare_triton
 
     x = torch.ones((64, 64), device=device, dtype=torch.bfloat16)
     (x @ x).sum()
     q = torch.ones((1, 2, 4, 64), device=device, dtype=torch.bfloat16)
     torch.nn.functional.scaled_dot_product_attention(q, q, q).sum().item()
-    hash_triton()
+    prepare_triton()
 
 
 def _outside_allocator(reserved: int) -> dict:

@@ -58,7 +58,7 @@ import tempfile
 import time
 
 from inference import handover, holder, logs, processors, weights
-from inference.ops import hash_triton
+from inference.ops import prepare_triton
 from inference.settings import Settings
 
 log = logging.getLogger("inference.supervisor")
@@ -106,6 +106,12 @@ def preload() -> None:
     forked from a process that did cannot use the GPU. (PyTorch's DataLoader forks its workers
     from processes that imported torch in the same way.)"""
     import torch  # noqa: F401
+
+    # What uvicorn imports as it starts serving (else imported by every handover's new process
+    # between its ready and its serving), and the chat endpoint's modules.
+    import uvicorn.lifespan.on  # noqa: F401
+    import uvicorn.protocols.http.auto  # noqa: F401
+    import uvicorn.protocols.websockets.auto  # noqa: F401
     from transformers import (  # noqa: F401
         AutoConfig,
         AutoImageProcessor,
@@ -113,17 +119,20 @@ def preload() -> None:
         GenerationConfig,
         Glm4vForConditionalGeneration,
     )
+    from uvicorn.loops.auto import auto_loop_factory
 
+    import inference.chat  # noqa: F401
     import inference.model_runner  # noqa: F401
     import inference.scheduler  # noqa: F401
     import inference.server  # noqa: F401
     import inference.weights  # noqa: F401
 
+    auto_loop_factory()  # imports uvloop where installed; no loop is made
     try:
         import inference.ops.kernels  # noqa: F401
     except ImportError:  # no Triton here: the child's step runs the eager operations
         return
-    hash_triton()  # once here for every model process forked from now on
+    prepare_triton()  # once here for every model process forked from now on
 
 
 def fresh_start_problem(model_path: str) -> str:

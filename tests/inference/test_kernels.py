@@ -226,3 +226,41 @@ def test_attend_matches_masked_sdpa(setup, heads, kv_heads, head_dim, length, in
         attn_mask=mask,
     ).reshape(rows, -1)
     torch.testing.assert_close(got, expected, **tolerance)
+
+
+def test_what_the_first_kernels_look_up_is_found_ahead_once():
+    """prepare_triton (the supervisor, before it forks model processes) leaves in the process what a
+    first kernel would otherwise look up at its launch: here the launchers' platform (`file` run once);
+    without an NVIDIA driver it passes over libcuda and ptxas instead of failing."""
+    from triton.runtime import build
+
+    from inference import ops
+
+    build.platform_key.cache_clear()
+    ops.prepare_triton()
+    assert build.platform_key.cache_info().currsize == 1
+    ops.prepare_triton()  # again: nothing looked up anew
+    assert build.platform_key.cache_info().misses == 1
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_libcuda_ptxas_and_the_kernels_keys_are_found_ahead():
+    from triton.backends.nvidia import compiler, driver
+    from triton.runtime.jit import JITFunction
+
+    from inference import ops
+    from inference.ops import kernels, matvec, vision_block
+
+    jitted = [v for m in (kernels, matvec, vision_block) for v in vars(m).values() if isinstance(v, JITFunction)]
+    assert len(jitted) >= 10
+    for fn in jitted:
+        fn.hash = None  # as a process that never launched them
+    driver.libcuda_dirs.cache_clear()
+    compiler.get_ptxas_version.cache_clear()
+    ops.prepare_triton()
+    assert all(fn.hash is not None for fn in jitted)
+    assert driver.libcuda_dirs.cache_info().currsize == 1
+    arch = torch.cuda.get_device_capability()
+    assert compiler.get_ptxas_version.cache_info().currsize >= 1
+    compiler.get_ptxas_version(arch[0] * 10 + arch[1])  # the GPU's own architecture: found ahead
+    assert compiler.get_ptxas_version.cache_info().hits >= 1
