@@ -134,6 +134,7 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if not k.startswith(("top_", "python_"))}, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
+    engine.close()  # its scheduler may be recording a prompt's graph: ended before the interpreter ends
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ class Decoder(Protocol):
     def stats(self) -> dict:
         """How generation runs, for /health and /metrics."""
 
+    def close(self) -> None:
+        """Stop its thread(s) before the process ends."""
+
 
 class BatchedDecoder:
     warmup_tokens = 2
@@ -64,6 +67,9 @@ class BatchedDecoder:
 
     def prompt_limit(self, max_prompt_tokens: int) -> int:
         return min(max_prompt_tokens, self.runner.context - 1)  # a slot also holds one generated token
+
+    def close(self) -> None:
+        self.scheduler.stop()
 
     def after_warmup(self) -> dict:
         if not self.runner.use_graphs:
@@ -201,6 +207,9 @@ class GenerateDecoder:
 
     def after_warmup(self) -> dict:
         return {}
+
+    def close(self) -> None:
+        pass  # its threads live for one generation each
 
     def stats(self) -> dict:
         return {"decoder": "generate"}

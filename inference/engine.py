@@ -393,6 +393,11 @@ class Engine:
         self.generate(prepared, sink, max_new_tokens=tokens, temperature=0, top_p=1, should_stop=lambda: False)
         sink.finished.wait(600)
 
+    def close(self) -> None:
+        """Stop generating before the process ends (decoders.Decoder.close)."""
+        if self.decoding is not None:
+            self.decoding.close()
+
     def decoder_stats(self) -> dict:
         """How generation runs: the decoder, and for the batched one its slots in use and its KV cache."""
         return self.decoding.stats() if self.decoding is not None else {"decoder": self.decoder}

@@ -88,8 +88,19 @@ class Scheduler:
         # steps once due (_record_due); not before the warm-up's own graphs are (BatchedDecoder.after_warmup,
         # on another thread).
         self.record_prompts = False
+        self.stopping = False
         self.thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self.thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the thread once the step or recording under way is done. A process must not end with it
+        inside CUDA: the interpreter's exit ends a daemon thread where it next takes the interpreter
+        back, which from inside a CUDA graph's recording aborted the process (exit code 134, "terminate
+        called without an active exception", on an H200 after a generation replayed the graphs)."""
+        with self.wake:
+            self.stopping = True
+            self.wake.notify()
+        self.thread.join(timeout)
 
     def submit(self, job: Job) -> None:
         with self.wake:
@@ -104,7 +115,7 @@ class Scheduler:
         import torch
 
         with torch.inference_mode():
-            while True:
+            while not self.stopping:
                 try:
                     self._admit()
                     if self.running:
@@ -167,6 +178,8 @@ class Scheduler:
         self._grow()
         with self.wake:
             while not self.waiting and not self.running:
+                if self.stopping:
+                    return
                 if self.record_prompts and self.runner.graphs_wanted:
                     # Holding the lock: a request arriving meanwhile waits for these graphs (~0.1 s each).
                     self.runner.record_wanted()

@@ -473,6 +473,7 @@ def main(listener: socket.socket | None = None) -> None:
         wait_for_turn(server, int(handover_fd), int(standby_fd))
     logs.event(log, "starting", host=settings.host, port=settings.port, model_path=settings.model_path)
     runner.run(sockets=[listener] if listener is not None else None)
+    server.engine.close()  # no thread inside CUDA while the interpreter ends
     if runner.restart:
         raise SystemExit(RESTART_EXIT)
 

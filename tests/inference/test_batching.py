@@ -415,6 +415,20 @@ def test_a_smaller_kv_cache_grows_back_between_steps_and_its_stream_goes_on(engi
     assert small.decoding.scheduler.running == 0
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_closing_the_engine_ends_its_scheduler_thread(smoke_model, device):
+    """The server closes its engine before the process ends, so no thread is inside CUDA while the
+    interpreter ends (an abort, exit code 134, on a GPU). Closed while idle, the thread ends."""
+    engine = Engine(str(smoke_model), device, "float32", decoder="batched", slots=2, context=512)
+    engine.load()
+    engine.warmup()
+    assert len(run(engine, [("one", 0), ("two", 1)])[1].ids) > 0
+    thread = engine.decoding.scheduler.thread
+    assert thread.is_alive()
+    engine.close()
+    assert not thread.is_alive()
+
+
 def test_fit_slots_counts_the_weights_the_cache_and_the_reserve():
     gib = 2**30
     # Room for everything: the slots asked for.
