@@ -159,6 +159,8 @@ class GenerateDecoder:
         self._jobs: queue.Queue | None = queue.Queue() if kv_cache == "static" else None
         self._runner: threading.Thread | None = None
         self._runner_lock = threading.Lock()
+        self._busy = 0  # generations submitted and not yet done (close waits for them)
+        self._idle = threading.Condition()
 
     def submit(self, inputs, sink, *, max_new_tokens, temperature, top_p, should_stop) -> None:
         sampling = (
@@ -188,7 +190,12 @@ class GenerateDecoder:
             finally:
                 inputs.clear()  # drop tensor references at once: no KV/pixel memory outlives the request
                 sink.done(error)
+                with self._idle:
+                    self._busy -= 1
+                    self._idle.notify_all()
 
+        with self._idle:
+            self._busy += 1
         if self._jobs is None:
             threading.Thread(target=run, name="generate", daemon=True).start()
             return
@@ -208,8 +215,11 @@ class GenerateDecoder:
     def after_warmup(self) -> dict:
         return {}
 
-    def close(self) -> None:
-        pass  # its threads live for one generation each
+    def close(self, timeout: float = 10.0) -> None:
+        """Wait for the generations under way (their requests are stopped by then: each ends at its
+        next token); between generations its threads wait outside CUDA."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0, timeout)
 
     def stats(self) -> dict:
         return {"decoder": "generate"}

@@ -68,6 +68,14 @@ def engines(smoke_model, request):
     return engine_pair(smoke_model, *request.param)
 
 
+def run_async(engine: Engine, max_new_tokens: int, should_stop) -> list[Collect]:
+    """One text prompt submitted, not waited for."""
+    sink = Collect()
+    prepared = engine.prepare(messages("go on", 0), [], 1 << 20)
+    engine.generate(prepared, sink, max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, should_stop=should_stop)
+    return [sink]
+
+
 def run(engine: Engine, prompts, max_new_tokens=12, **sampling) -> list[Collect]:
     sinks = []
     for text, count in prompts:
@@ -427,6 +435,20 @@ def test_closing_the_engine_ends_its_scheduler_thread(smoke_model, device):
     assert thread.is_alive()
     engine.close()
     assert not thread.is_alive()
+
+
+def test_closing_a_generate_engine_waits_for_the_generation_under_way(smoke_model):
+    """transformers' generate runs on threads of its own: closing waits until the one under way has
+    ended (its request stopped, as the server's are by the time it closes)."""
+    engine = Engine(str(smoke_model), "cpu", "float32", decoder="generate")
+    engine.load()
+    stop = threading.Event()
+    [sink] = run_async(engine, max_new_tokens=400, should_stop=stop.is_set)
+    assert not sink.finished.wait(0.5)  # still generating
+    stop.set()
+    engine.close()
+    assert sink.finished.is_set() and sink.error is None
+    engine.close()  # nothing under way: at once
 
 
 def test_fit_slots_counts_the_weights_the_cache_and_the_reserve():
