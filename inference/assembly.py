@@ -12,17 +12,21 @@ casts). Anything else (other names or shapes, tied embeddings, modules kept in f
 from_pretrained, and the log says why.
 """
 
+from collections.abc import Callable
 
-def assemble(model_class, config, state: dict, dtype, device: str):
+
+def assemble(model_class, config, state: dict | Callable[[], dict], dtype, device: str):
     """(model, "") with the state's tensors as its parameters, on `device`, in eval mode; or (None, why
-    not)."""
-    model, why = skeleton(model_class, config)
-    return fill(model, state, dtype, device) if model is not None else (None, why)
+    not). `state` may be a function that waits for it: called once the model's skeleton is built, so a
+    model process builds it while its weights are still being mapped or read."""
+    model, why = _skeleton(model_class, config)
+    if model is None:
+        return None, why
+    return _fill(model, state() if callable(state) else state, dtype, device)
 
 
-def skeleton(model_class, config):
-    """(the model with empty parameters, "") or (None, why it cannot be assembled). Needs no state, so
-    a model process builds it while its weights are still being mapped or read."""
+def _skeleton(model_class, config):
+    """(the model with empty parameters, "") or (None, why it cannot be assembled)."""
     from accelerate import init_empty_weights
     from transformers import initialization
 
@@ -40,8 +44,8 @@ def skeleton(model_class, config):
     return model, ""
 
 
-def fill(model, state: dict, dtype, device: str):
-    """(the `skeleton` with the state's tensors as its parameters, on `device`, in eval mode, "") or
+def _fill(model, state: dict, dtype, device: str):
+    """(the `_skeleton` with the state's tensors as its parameters, on `device`, in eval mode, "") or
     (None, why not)."""
     import torch
 

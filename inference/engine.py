@@ -279,11 +279,9 @@ class Engine:
         from transformers import AutoConfig, modeling_utils
 
         config = AutoConfig.from_pretrained(self.model_path)
-        # Built while the weights are still mapped or read (their thread starts CUDA meanwhile).
-        model, why = assembly.skeleton(model_class, config)
+        # Its skeleton built while the weights are still mapped or read (their thread starts CUDA meanwhile).
+        model, why = assembly.assemble(model_class, config, prefetch.result, dtype, self.device)
         state = prefetch.result()
-        if model is not None:
-            model, why = assembly.fill(model, state, dtype, self.device)
         self.weights["built"] = "assembled" if model is not None else "from_pretrained"
         if model is not None:
             state.clear()

@@ -6,34 +6,29 @@ import logging
 log = logging.getLogger("inference.ops")
 
 
-def hash_triton() -> None:
-    """Triton's hash of its own files (its 400 MB library among them), which a process's first kernel,
-    compiled or found in the cache, waits for: 0.3 s on an H200 machine (bench/warmup_profile.py),
-    kept for the process and the ones it forks. File reads only, no GPU; nothing without Triton."""
-    try:
-        from triton.runtime.cache import triton_key
-    except ImportError:
-        return
-    triton_key()
-
-
 def prepare_triton() -> None:
-    """hash_triton, and what else a process's first Triton kernels look up before they run, found once
-    and kept by the process and those it forks (no GPU work; nothing without Triton): the platform in
-    the key of Triton's launchers (it runs `file` on the interpreter), where libcuda lies (`ldconfig
-    -p`), ptxas' version for each GPU's architecture (`ptxas --version`, in every kernel's key) and the
-    keys of this server's kernels (their sources parsed). A handover's new process otherwise started
-    those three programs at its first kernel (bench/new_process_profile.py)."""
+    """What a process's first Triton kernels look up before they run, found once and kept by the
+    process and those it forks (no GPU work; nothing without Triton): Triton's hash of its own files
+    (its 400 MB library among them: 0.3 s on an H200 machine, bench/warmup_profile.py), the platform in
+    the key of its launchers (it runs `file` on the interpreter), where libcuda lies (`ldconfig -p`),
+    ptxas' version for each GPU's architecture (`ptxas --version`, in every kernel's key) and the keys
+    of this server's kernels (their sources parsed). A handover's new process otherwise started those
+    three programs at its first kernel (bench/new_process_profile.py)."""
     try:
         import triton  # noqa: F401
     except ImportError:
         return
-    hash_triton()
-    for step in (_platform_key, _libcuda_dirs, _ptxas_versions, _kernel_keys):
+    for step in (_triton_key, _platform_key, _libcuda_dirs, _ptxas_versions, _kernel_keys):
         try:
             step()
         except Exception as exc:  # another Triton's internals, no driver: the first kernel looks it up itself
             log.debug("not prepared ahead", extra={"fields": {"step": step.__name__, "why": str(exc)[:200]}})
+
+
+def _triton_key() -> None:
+    from triton.runtime.cache import triton_key
+
+    triton_key()
 
 
 def _platform_key() -> None:
