@@ -10,19 +10,62 @@ GLM-4.6V-Flash's are), nothing needs renaming or converting: the model is built 
 and takes the state's tensors as its own (cast where stored in another dtype, as from_pretrained
 casts). Anything else (other names or shapes, tied embeddings, modules kept in float32) is left to
 from_pretrained, and the log says why.
+
+The skeleton itself (the modules with empty parameters, 0.3 s of Python in that process, a third of it
+compiling regular expressions) depends on the config alone: the supervisor builds it once after its
+imports (`build_ahead`, no CUDA involved) and every model process it forks takes its own copy with the
+fork, unless config.json changed since.
 """
 
 from collections.abc import Callable
 
+from inference import holder
 
-def assemble(model_class, config, state: dict | Callable[[], dict], dtype, device: str):
-    """(model, "") with the state's tensors as its parameters, on `device`, in eval mode; or (None, why
-    not). `state` may be a function that waits for it: called once the model's skeleton is built, so a
-    model process builds it while its weights are still being mapped or read."""
-    model, why = _skeleton(model_class, config)
+_ahead: dict[tuple, tuple[list, object]] = {}  # (model class, path) -> (config.json's stamp, skeleton)
+
+
+def _config_stamp(model_path: str) -> list:
+    return holder.stamp(model_path, lambda path: path.name == "config.json")
+
+
+def build_ahead(model_class, model_path: str) -> bool:
+    """Build the model's skeleton here for the processes forked from now on (again once config.json
+    changed); whether one was built. The supervisor's, after its imports: on the meta device."""
+    from transformers import AutoConfig
+
+    key = (model_class, model_path)
+    before = _config_stamp(model_path)
+    if key in _ahead and _ahead[key][0] == before:
+        return False
+    _ahead.pop(key, None)
+    model, _ = _skeleton(model_class, AutoConfig.from_pretrained(model_path))
+    if model is not None and _config_stamp(model_path) == before:  # not changed while being read
+        _ahead[key] = (before, model)
+    return True
+
+
+def _take_ahead(model_class, model_path: str):
+    """The skeleton built ahead for this checkpoint's config as it is now, or None; taken, so that a
+    second model in the same process is built anew rather than filling one already filled."""
+    held = _ahead.pop((model_class, model_path), None)
+    return held[1] if held is not None and held[0] == _config_stamp(model_path) else None
+
+
+def assemble(model_class, model_path: str, state: dict | Callable[[], dict], dtype, device: str):
+    """(model, "", whether its skeleton was built ahead) with the state's tensors as its parameters, on
+    `device`, in eval mode; or (None, why not, False). `state` may be a function that waits for it:
+    called once the model's skeleton is at hand, so a model process builds it while its weights are
+    still being mapped or read."""
+    model = _take_ahead(model_class, model_path)
+    inherited = model is not None
     if model is None:
-        return None, why
-    return _fill(model, state() if callable(state) else state, dtype, device)
+        from transformers import AutoConfig
+
+        model, why = _skeleton(model_class, AutoConfig.from_pretrained(model_path))
+        if model is None:
+            return None, why, False
+    model, why = _fill(model, state() if callable(state) else state, dtype, device)
+    return model, why, inherited and model is not None
 
 
 def _skeleton(model_class, config):

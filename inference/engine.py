@@ -46,6 +46,13 @@ DECODERS = ("batched", "generate")
 WEIGHT_LOADERS = ("prefetch", "transformers")
 
 
+def model_class():
+    """The model every model process builds (and whose skeleton the supervisor builds ahead)."""
+    from transformers import Glm4vForConditionalGeneration
+
+    return Glm4vForConditionalGeneration
+
+
 def _start_cuda_libraries(device: str) -> None:
     """Touch what the first generation would otherwise initialise: context, cuBLAS, attention; and
     what Triton's first kernels look up (ops.prepare_triton: done already in a process the supervisor
@@ -159,7 +166,6 @@ class Engine:
         dtype_name = dtype_for(self.device, self.requested_dtype)
         self.dtype = dtype_name
         prefetch = self._prefetch()
-        from transformers import Glm4vForConditionalGeneration
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # a progress bar is noise in JSON logs
@@ -191,9 +197,9 @@ class Engine:
         if inherited:
             log.info("tokenizer and image processor inherited from the supervisor")
         if prefetch is not None:
-            model = self._from_source(Glm4vForConditionalGeneration, prefetch, getattr(torch, dtype_name), phases)
+            model = self._from_source(model_class(), prefetch, getattr(torch, dtype_name), phases)
         else:
-            model = self._from_files(Glm4vForConditionalGeneration, getattr(torch, dtype_name))
+            model = self._from_files(model_class(), getattr(torch, dtype_name))
         model.eval()
         self.model = model
         if libraries is not None:
@@ -278,12 +284,13 @@ class Engine:
         (assembly.py), else through from_pretrained (the model's own key mapping, conversions, dtype)."""
         from transformers import AutoConfig, modeling_utils
 
-        config = AutoConfig.from_pretrained(self.model_path)
-        # Its skeleton built while the weights are still mapped or read (their thread starts CUDA meanwhile).
-        model, why = assembly.assemble(model_class, config, prefetch.result, dtype, self.device)
+        # Its skeleton inherited from the supervisor or built while the weights are still mapped or read
+        # (their thread starts CUDA meanwhile).
+        model, why, inherited = assembly.assemble(model_class, self.model_path, prefetch.result, dtype, self.device)
         state = prefetch.result()
         self.weights["built"] = "assembled" if model is not None else "from_pretrained"
         if model is not None:
+            self.weights["skeleton"] = "inherited" if inherited else "built"
             state.clear()
             return self._with_generation_config(model)
         log.info("the model is built by from_pretrained", extra={"fields": {"reason": why}})
@@ -294,6 +301,7 @@ class Engine:
         if warmup is not None:
             modeling_utils.caching_allocator_warmup = lambda *args, **kwargs: None
         try:
+            config = AutoConfig.from_pretrained(self.model_path)
             model = model_class.from_pretrained(None, config=config, state_dict=state, dtype=dtype, **self._placement())
         finally:
             if warmup is not None:

@@ -5,7 +5,10 @@ skips the imports and a handover loses no request.
 
 Most of a server's start is importing torch and transformers (docs/BENCHMARKS.md). The supervisor
 binds the server's port itself, forks the server (inference.server) as its child at once, then
-imports them, never touching the GPU. Every model process it forks serves that one socket.
+imports them, never touching the GPU. Every model process it forks serves that one socket, and
+inherits what the supervisor made ready after its imports: the tokenizer and image processor
+(inference/processors.py), Triton's look-ups (inference/ops) and the model's skeleton
+(inference/assembly.py).
 
 - `POST /admin/restart` drains the child and ends it; the supervisor forks a fresh one, which starts
   with everything imported: a new CUDA context, allocator, KV cache and set of connections, as after
@@ -57,7 +60,7 @@ import sys
 import tempfile
 import time
 
-from inference import handover, holder, logs, processors, weights
+from inference import assembly, engine, handover, holder, logs, processors, weights
 from inference.ops import prepare_triton
 from inference.settings import Settings
 
@@ -289,7 +292,7 @@ class Supervisor:
 
     def fork(self, handover_fd: int | None = None, ready_fd: int | None = None, standby_fd: int | None = None) -> int:
         if self.imported:
-            self.refresh_processors()
+            self.refresh_inherited()
         pid = os.fork()
         if pid == 0:
             self._forked()
@@ -524,17 +527,29 @@ class Supervisor:
             except Exception:  # the child is running: keep it, and let each restart import for itself
                 log.exception("the supervisor could not import the server's modules; restarts will")
                 return
-            self.refresh_processors()
+            self.refresh_inherited()
 
-    def refresh_processors(self) -> None:
-        """The checkpoint's tokenizer and image processor for the model processes forked from now on:
-        loaded at the first start, again when their files changed (a new checkpoint)."""
+    def refresh_inherited(self) -> None:
+        """What the model processes forked from now on inherit: the checkpoint's tokenizer and image
+        processor, and the model's skeleton where they assemble their model (assembly.py); made at the
+        first start, again when their files changed (a new checkpoint)."""
+        path = self.settings.model_path
         began = time.monotonic()
         try:
-            if processors.refresh(self.settings.model_path):
+            if processors.refresh(path):
                 logs.event(log, "tokenizer and image processor loaded", seconds=round(time.monotonic() - began, 2))
         except Exception:
             log.exception("the supervisor could not load the tokenizer; each model process loads its own")
+        if self.settings.weight_loader != "prefetch" and not holder.wanted(
+            self.settings.hold_weights, self.settings.device
+        ):
+            return  # from_pretrained builds the model: no skeleton taken
+        began = time.monotonic()
+        try:
+            if assembly.build_ahead(engine.model_class(), path):
+                logs.event(log, "model skeleton built", seconds=round(time.monotonic() - began, 2))
+        except Exception:
+            log.exception("the supervisor could not build the model's skeleton; each model process builds its own")
 
     def begin_handover(self) -> None:
         self.wanted = False

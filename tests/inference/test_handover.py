@@ -96,6 +96,7 @@ def test_handover_under_load_refuses_nobody(start_server):
         "holder_pid": held["pid"],
         "held_bytes": held["bytes"],
         "built": "assembled",  # the model around the mapped tensors, not through from_pretrained
+        "skeleton": "built",  # forked before the supervisor's imports: nothing to inherit yet
     }
     load = Load(server.url)
     time.sleep(1.5)  # the clients are busy before the handover begins
@@ -123,6 +124,7 @@ def test_handover_under_load_refuses_nobody(start_server):
     assert after["pid"] == done["new_pid"] and after["state"] == "ready"
     assert after["supervisor"]["serving_pid"] == done["new_pid"]
     assert after["weights"]["source"] == "holder" and after["supervisor"]["holder"] == held  # the same holder
+    assert after["weights"]["skeleton"] == "inherited"  # the supervisor's, built after its imports
     log = server.log()
     assert '"msg": "retiring: the new process serves"' in log and '"msg": "handover done"' in log
 
@@ -235,7 +237,7 @@ def test_handover_needs_the_token_and_the_supervisor(start_server):
         time.sleep(0.1)
         record = _health(supervised)["supervisor"]
     assert record["holder"]["state"] == "not held" and "cpu" in record["holder"]["why"], record
-    assert _health(supervised)["weights"] == {"source": "files", "built": "assembled"}
+    assert _health(supervised)["weights"] == {"source": "files", "built": "assembled", "skeleton": "built"}
 
 
 def test_the_weight_holders_death_ends_the_supervisor_as_a_crash(start_server):
