@@ -267,7 +267,7 @@ class Engine:
         from inference import holder as holders
 
         if holder and self.weights_socket and holders.wanted(self.hold_weights, self.device):
-            return holders.Mapped(self.weights_socket)
+            return holders.Mapped(self.weights_socket, device=self.device)
         if self.weight_loader != "prefetch":
             return None
         from inference import weights

@@ -231,7 +231,8 @@ class Mapped:
     """A model process's side, shaped like weights.Prefetch: the holder's tensors fetched on a thread
     while the process imports; `result()` gives the state dict or raises Unavailable."""
 
-    def __init__(self, path: str, timeout: float = WAIT_SECONDS):
+    def __init__(self, path: str, timeout: float = WAIT_SECONDS, device: str = "cpu"):
+        self.device = device
         self.seconds = 0.0
         self.holder_pid = 0
         self.held_bytes = 0
@@ -247,6 +248,10 @@ class Mapped:
                 conn.settimeout(timeout)
                 conn.connect(path)
                 conn.sendall(ASK)
+                if self.device.startswith("cuda"):
+                    import torch
+
+                    torch.cuda.init()  # while the holder makes its handles, not at the first one mapped
                 message = _receive(conn)
             if "error" in message:
                 raise Unavailable(message["error"])
