@@ -63,6 +63,7 @@ class BatchedDecoder:
     def submit(self, inputs, sink, *, max_new_tokens, temperature, top_p, should_stop) -> None:
         from inference.scheduler import Job
 
+        inputs = self.runner.with_positions(inputs)  # on the host, on the request's thread
         self.scheduler.submit(Job(inputs, sink, max_new_tokens, temperature, top_p, should_stop))
 
     def prompt_limit(self, max_prompt_tokens: int) -> int:

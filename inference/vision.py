@@ -362,17 +362,19 @@ class VisionEncoder:
             return prepared
         visual = self.visual
         device = visual.post_conv_layernorm.weight.device
-        grid = torch.tensor(grids, dtype=torch.long, device=device)
+        # The positions and bounds (integers) on the host, then copied: on the GPU, transformers'
+        # functions launch a kernel per step and wait for the GPU at each size they read, 0.1 s of a
+        # new process's first image (docs/BENCHMARKS.md).
+        grid = torch.tensor(grids, dtype=torch.long)
         positions = get_vision_position_ids(grid, visual.spatial_merge_size)
         cu_seqlens, max_seqlen = get_vision_attention_seqlens(grid, visual.config)
+        grid, lengths, positions = (t.to(device) for t in (grid, cu_seqlens[1:] - cu_seqlens[:-1], positions))
         patches = grids.patches
         zeros = torch.zeros((patches, visual.config.hidden_size), dtype=visual.dtype, device=device)
-        embedded = visual.embeddings(
-            zeros, cu_seqlens[1:] - cu_seqlens[:-1], grid, positions[:, 0].to(device), positions[:, 1].to(device)
-        )
-        if not is_flash_attention_requested(visual.config):
-            # Split per image by lengths read on the host, here once, not by each block at each call.
-            cu_seqlens = cu_seqlens.cpu()
+        embedded = visual.embeddings(zeros, lengths, grid, positions[:, 0], positions[:, 1])
+        if is_flash_attention_requested(visual.config):
+            cu_seqlens = cu_seqlens.to(device)
+        # else the images' bounds stay on the host: each block splits by them without reading the GPU.
         prepared = Prepared(
             patches=patches,
             cu_seqlens=cu_seqlens,

@@ -59,8 +59,13 @@ def test_the_text_layers_get_the_inputs_the_models_own_forward_gives_them(engine
         given = runner.vision.inputs(dict(inputs))
         assert "pixel_values" not in given  # the features computed here
         embeds, positions = runner._embed(given)
-        own_embeds, own_positions = runner._embed(dict(inputs))  # the model's own encoder
+        own_embeds, own_positions = runner._embed(dict(inputs))  # the model's own encoder and positions
+        # The M-RoPE positions computed on the host before the prompt reaches the decoder's thread.
+        hosted = runner.with_positions(dict(inputs))
+        assert hosted["position_ids"].device.type == "cpu"
+        _, hosted_positions = runner._embed(runner.vision.inputs(hosted))
     assert torch.equal(embeds, own_embeds) and torch.equal(positions, own_positions)
+    assert torch.equal(hosted_positions, own_positions)
 
 
 def _features(given: dict):
