@@ -40,6 +40,9 @@ class Decoder(Protocol):
     def prompt_limit(self, max_prompt_tokens: int) -> int:
         """The longest prompt a request may have."""
 
+    def before_warmup(self) -> None:
+        """Told before the warm-up generation (nothing else runs until after_warmup)."""
+
     def after_warmup(self) -> dict:
         """Work done once the warm-up generation ran (CUDA graphs); its phases' seconds."""
 
@@ -72,7 +75,13 @@ class BatchedDecoder:
     def close(self) -> None:
         self.scheduler.stop()
 
+    def before_warmup(self) -> None:
+        # The warm-up prompt's graph recorded as it comes and replayed, not after an eager pass of its own
+        # (the decoder runs nothing else meanwhile).
+        self.runner.record_at_once = self.runner.use_graphs
+
     def after_warmup(self) -> dict:
+        self.runner.record_at_once = False
         if not self.runner.use_graphs:
             return {}
         import time
@@ -81,7 +90,7 @@ class BatchedDecoder:
         self.runner.record_common()  # the scheduler is idle: nothing is admitted before ready
         if self.runner.vision is not None:
             self.runner.vision.wanted.clear()  # the warm-up's small image: recorded when a client's has its grid
-        self.runner.record_wanted()  # the warm-up prompt's
+        self.runner.record_wanted()  # any prompt shape the warm-up left wanted (its own was recorded as it came)
         self.scheduler.record_prompts = True
         return {"cuda_graphs": round(time.monotonic() - began, 3)}
 
@@ -212,6 +221,9 @@ class GenerateDecoder:
 
     def prompt_limit(self, max_prompt_tokens: int) -> int:
         return max_prompt_tokens
+
+    def before_warmup(self) -> None:
+        pass
 
     def after_warmup(self) -> dict:
         return {}

@@ -383,6 +383,7 @@ class Engine:
         """One short generation with a small image so the first real request does not pay for lazy
         initialisation (vision kernels; with generate's static cache: compiling its decoding step)."""
         began = time.monotonic()
+        self.decoding.before_warmup()
         self.warmup_generation()
         self.load_phases["warmup"] = round(time.monotonic() - began, 3)
         self.load_phases.update(self.decoding.after_warmup())

@@ -207,6 +207,7 @@ class ModelRunner:
         self.prompt_wanted: dict[tuple[int, int], float] = {}
         self.prompt_record_cost = PROMPT_RECORD_GUESS  # seconds the last prompt graph took to record
         self.prompt_replays = 0
+        self.record_at_once = False  # a prompt shape without its graph recorded as it comes (the warm-up's)
         self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.record_seconds = 0.0
         self.triton = None  # inference.ops.kernels where its kernels run here
@@ -445,8 +446,7 @@ class ModelRunner:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(2):  # library workspaces and lazy kernels initialise outside the capture
-                run()
+            run()  # library workspaces and lazy kernels initialise outside the capture (once is enough)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
@@ -590,7 +590,11 @@ class ModelRunner:
 
         if self.use_graphs and shape not in self.prompt_graphs:
             self.prompt_wanted.setdefault(shape, 0.0)
-            return None
+            if not self.record_at_once:
+                return None
+            self.record_wanted(slots[0], [shape])  # this prompt's slot: its keys and values are written next
+            if shape not in self.prompt_graphs:
+                return None  # its recording failed: prompts run eagerly from now on
         inputs = self._prompt_inputs()
         count, size = shape
         for i, (hidden, (cos, sin)) in enumerate(zip(hiddens, angles, strict=True)):
@@ -614,12 +618,15 @@ class ModelRunner:
 
         if not self.prompt_inputs:
             most = self.prompt_sizes[-1]
-            self.prompt_inputs = (
-                torch.zeros((most, self.hidden), dtype=self.dtype, device=self.device),
-                torch.zeros((most, 1, self.head_dim), dtype=self.dtype, device=self.device),
-                torch.zeros((most, 1, self.head_dim), dtype=self.dtype, device=self.device),
-                torch.zeros((2, most), dtype=torch.long, device=self.device),
-            )
+            # Plain tensors even when first wanted on the decoder's thread, in inference mode (the warm-up's
+            # prompt): the main thread writes them too, recording what the warm-up left wanted.
+            with torch.inference_mode(False):
+                self.prompt_inputs = (
+                    torch.zeros((most, self.hidden), dtype=self.dtype, device=self.device),
+                    torch.zeros((most, 1, self.head_dim), dtype=self.dtype, device=self.device),
+                    torch.zeros((most, 1, self.head_dim), dtype=self.dtype, device=self.device),
+                    torch.zeros((2, most), dtype=torch.long, device=self.device),
+                )
         return self.prompt_inputs
 
     @property

@@ -226,7 +226,10 @@ def fresh_gpu_engines(smoke_model):
     which its decoder records prompt graphs when idle."""
     reference, batched = engine_pair(smoke_model, "cuda", "auto")
     batched.warmup()
-    assert batched.decoding.scheduler.record_prompts and batched.decoding.runner.prompt_graphs
+    runner = batched.decoding.runner
+    assert batched.decoding.scheduler.record_prompts and runner.prompt_graphs
+    # The warm-up's prompt recorded as it came and replayed, not run eagerly first; later ones wait.
+    assert runner.prompt_replays == 1 and not runner.record_at_once
     return reference, batched
 
 
