@@ -4,6 +4,9 @@ On a CPU they run in Triton's interpreter (TRITON_INTERPRET=1, set by tests/env.
 no GPU); on a GPU (pytest -m gpu) compiled, in bfloat16 as served and in float32.
 """
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -241,6 +244,20 @@ def test_what_the_first_kernels_look_up_is_found_ahead_once():
     assert build.platform_key.cache_info().currsize == 1
     ops.prepare_triton()  # again: nothing looked up anew
     assert build.platform_key.cache_info().misses == 1
+
+
+def test_the_modules_a_first_kernel_imports_are_imported_ahead_without_starting_cuda():
+    """In a fresh interpreter, as the supervisor before its forks: a child may use CUDA only if the
+    parent never started it."""
+    code = (
+        "import sys, torch\n"
+        "from inference import ops\n"
+        "assert not any(name in sys.modules for name in ops.FIRST_KERNEL_MODULES)\n"
+        "ops.prepare_triton()\n"
+        "print(all(name in sys.modules for name in ops.FIRST_KERNEL_MODULES), torch.cuda.is_initialized())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["True", "False"], done.stderr[-2000:]
 
 
 @pytest.mark.gpu
