@@ -675,17 +675,21 @@ class ModelRunner:
 
     def with_positions(self, inputs: dict) -> dict:
         """An image prompt's inputs (on the host) with its M-RoPE positions, computed there by the
-        model's own get_rope_index: on the GPU its loop over the prompt's spans launches kernels and
-        waits for the GPU at each (`.tolist()`, `.item()`), on the decoder's thread. The model's forward
-        takes positions given as they are (`_embed`)."""
+        model's own get_rope_index (on the GPU, on the decoder's thread, its loop over the prompt's spans
+        launches kernels and waits for the GPU at each `.tolist()` and `.item()`). The model's forward
+        takes positions given as they are (`_embed`); where they cannot be computed here, it computes them
+        itself and its error, if any, goes to the request as before."""
         if "image_grid_thw" not in inputs or "position_ids" in inputs:
             return inputs  # text only: positions 0 .. n - 1 on all three axes (prefill_many)
-        positions, _ = self.model.model.get_rope_index(
-            inputs["input_ids"],
-            inputs["mm_token_type_ids"],
-            image_grid_thw=inputs["image_grid_thw"],
-            attention_mask=inputs.get("attention_mask"),
-        )
+        try:
+            positions, _ = self.model.model.get_rope_index(
+                inputs["input_ids"],
+                inputs["mm_token_type_ids"],
+                image_grid_thw=inputs["image_grid_thw"],
+                attention_mask=inputs.get("attention_mask"),
+            )
+        except Exception:  # inputs the model's forward will refuse, with its own words
+            return inputs
         return {**inputs, "position_ids": positions}
 
     def _embed(self, inputs: dict):
