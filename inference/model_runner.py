@@ -474,19 +474,24 @@ class ModelRunner:
         lengths = [inputs["input_ids"].shape[1] for inputs, _ in prompts]
         if max(lengths) >= self.context:
             raise ValueError(f"the prompt is {max(lengths)} tokens; a slot holds {self.context}")
-        given = [inputs for inputs, _ in prompts]
+        # An image prompt's offset computed on the host with its positions (with_positions), else read here.
+        known = [inputs.get("rope_delta") for inputs, _ in prompts]
+        given = [{k: v for k, v in inputs.items() if k != "rope_delta"} for inputs, _ in prompts]
         if self.vision is not None:  # the images' features, of prompts without a graph in passes together
             given = self.vision.inputs_many(given)
-        for inputs, (_, slot), n in zip(given, prompts, lengths, strict=True):
+        for inputs, (_, slot), n, delta in zip(given, prompts, lengths, known, strict=True):
             embeds, positions = self._embed(inputs)
             if positions is None:  # text only: the same position on all three M-RoPE axes
                 positions = torch.arange(n, device=self.device).view(1, 1, n).expand(3, 1, n)
+                delta = 0  # its largest position is n - 1
             elif positions.shape[0] == 4:  # text positions first, as some versions pass them
                 positions = positions[1:]
             cos, sin = self._text.rotary_emb(embeds, positions)
             angles.append(self._widen(cos[0], sin[0]))
             hiddens.append(embeds[0])
-            deltas.append(int(positions.max()) + 1 - n)
+            # Read back from the GPU otherwise: a wait for the images' encoding before the prompt's layers
+            # are launched (and, in a new process, its first reduction kernel loaded).
+            deltas.append(delta if delta is not None else int(positions.max()) + 1 - n)
             segments.append((start, n, slot))
             start += n
 
@@ -682,7 +687,7 @@ class ModelRunner:
         if "image_grid_thw" not in inputs or "position_ids" in inputs:
             return inputs  # text only: positions 0 .. n - 1 on all three axes (prefill_many)
         try:
-            positions, _ = self.model.model.get_rope_index(
+            positions, deltas = self.model.model.get_rope_index(
                 inputs["input_ids"],
                 inputs["mm_token_type_ids"],
                 image_grid_thw=inputs["image_grid_thw"],
@@ -690,7 +695,8 @@ class ModelRunner:
             )
         except Exception:  # inputs the model's forward will refuse, with its own words
             return inputs
-        return {**inputs, "position_ids": positions}
+        # And the offset of the answer's positions (prefill_many), a number: not read back from the GPU.
+        return {**inputs, "position_ids": positions, "rope_delta": int(deltas[0, 0])}
 
     def _embed(self, inputs: dict):
         """(inputs_embeds, position ids) exactly as the model would hand them to its text layers (the

@@ -220,7 +220,10 @@ class Scheduler:
 
         try:
             began = time.monotonic()
-            inputs = [{k: v.to(self.runner.device) for k, v in job.inputs.items()} for job in jobs]
+            device = self.runner.device
+            inputs = [
+                {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in job.inputs.items()} for job in jobs
+            ]
             moved = time.monotonic()
             results = self.runner.prefill_many([(each, job.slot) for each, job in zip(inputs, jobs, strict=True)])
             logits = torch.cat([each for each, _ in results])

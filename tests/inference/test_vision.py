@@ -66,6 +66,7 @@ def test_the_text_layers_get_the_inputs_the_models_own_forward_gives_them(engine
         _, hosted_positions = runner._embed(runner.vision.inputs(hosted))
     assert torch.equal(embeds, own_embeds) and torch.equal(positions, own_positions)
     assert torch.equal(hosted_positions, own_positions)
+    assert hosted["rope_delta"] == int(own_positions.max()) + 1 - inputs["input_ids"].shape[1]
     # Grids that do not match the prompt's image tokens: left to the model's forward, which refuses them.
     assert "position_ids" not in runner.with_positions({**inputs, "image_grid_thw": inputs["image_grid_thw"][:1]})
 
