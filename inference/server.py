@@ -390,10 +390,8 @@ def load_for_handover(server: Server, handover_fd: int, standby: bool = False) -
     dtype_bytes = getattr(torch, dtype_for(device, settings.dtype)).itemsize
     batched = settings.decoder == "batched"
     wanted = settings.max_concurrency
-    slots = wanted
 
     def check_room() -> None:
-        nonlocal slots
         free, where = handover.free_bytes(device, settings.handover_max_bytes)
         slots, why = handover.fit_slots(
             free,
@@ -424,7 +422,7 @@ def load_for_handover(server: Server, handover_fd: int, standby: bool = False) -
     server.load()
     if not server.loaded:
         raise SystemExit(1)
-    if slots < wanted:
+    if server.engine.slots < wanted:  # check_room gave it fewer
         # Grown between steps once the old process is gone and its memory free again.
         server.engine.decoding.scheduler.grow_to(
             wanted, lambda need: handover.free_bytes(device)[0] >= need + handover.GROW_MARGIN_BYTES

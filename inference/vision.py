@@ -274,7 +274,7 @@ class VisionEncoder:
         (Glm4vVisionModel.forward), with the grid's preparation given."""
         visual = self.visual
         if self.kernels is not None:
-            hidden = self._blocks_fused(self._patches(pixels), prepared)
+            hidden = self._blocks_fused(self._product(visual.patch_embed.proj, pixels), prepared)
         else:
             hidden = visual.post_conv_layernorm(visual.patch_embed(pixels))
             hidden = hidden + prepared.positions  # what visual.embeddings adds
@@ -295,16 +295,12 @@ class VisionEncoder:
         hidden = merger.act1(merger.post_projection_norm(merger.proj(hidden)))
         return self._mlp(merger, hidden)
 
-    def _patches(self, pixels):
-        """patch_embed(pixels) as the product it is: its Conv3d's kernel covers each patch whole, with
-        no overlap (cuDNN ran it as a 0.24 ms non-tensor-core convolution on an H200, 9 % of the pass)."""
-        return self._product(self.visual.patch_embed.proj, pixels)
-
     @staticmethod
     def _product(conv, patches):
         """`conv` over patches it covers whole (kernel = stride, no padding: _fusable), as a product:
-        no cuDNN, whose start a handover's new process would otherwise pay at its warm-up (the
-        merger's 2x2 downsample was the encoder's last convolution)."""
+        the patch embedding's Conv3d ran in cuDNN as a 0.24 ms non-tensor-core convolution on an H200
+        (9 % of the pass), and without cuDNN a handover's new process does not pay its start at its
+        warm-up (the merger's 2x2 downsample was the encoder's last convolution)."""
         import torch.nn.functional as F
 
         weight = conv.weight.view(conv.weight.shape[0], -1)
