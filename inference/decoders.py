@@ -87,11 +87,12 @@ class BatchedDecoder:
         import time
 
         began = time.monotonic()
-        self.runner.record_common()  # the scheduler is idle: nothing is admitted before ready
         if self.runner.vision is not None:
             self.runner.vision.wanted.clear()  # the warm-up's small image: recorded when a client's has its grid
         self.runner.record_wanted()  # any prompt shape the warm-up left wanted (its own was recorded as it came)
-        self.scheduler.record_prompts = True
+        # The decoding steps of more than one row (the warm-up's one row was recorded as it ran): by the
+        # scheduler once ready, one at a time while idle, or by the first step that needs one.
+        self.scheduler.record_later()
         return {"cuda_graphs": round(time.monotonic() - began, 3)}
 
     def stats(self) -> dict:

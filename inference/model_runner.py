@@ -314,12 +314,7 @@ class ModelRunner:
             return
         # A fresh pool: the old one may be released with the graphs that used it.
         self.pool = torch.cuda.graph_pool_handle()
-        try:
-            self.record_common()
-        except Exception:  # every later step would try again and fail: run eagerly instead
-            log.exception("the decoding step's graphs could not be recorded again; it runs without them")
-            self.graphs.clear()
-            self.use_graphs = False
+        self.record_common()
 
     @property
     def cache_bytes(self) -> int:
@@ -428,12 +423,35 @@ class ModelRunner:
             self.graphs[rows, length] = self._record(rows, length)
 
     def record_common(self) -> None:
-        """The shapes of prompts up to the first context bucket, at every batch size, before the server
-        reports ready. Longer contexts are recorded on first use (a one-off pause for the streams
-        running then, docs/BENCHMARKS.md) rather than adding seconds to every start."""
-        if self.use_graphs:
-            for rows in self.slot_sizes:
-                self.record(rows, self.context_sizes[0])
+        """The decoding steps up to the first context bucket, at every batch size. Longer contexts are
+        recorded on first use (a one-off pause for the streams running then, docs/BENCHMARKS.md) rather
+        than adding seconds to every start."""
+        while self.record_next_common():
+            pass
+
+    def record_next_common(self) -> bool:
+        """Record one decoding step of the first context bucket not recorded yet; whether there was one.
+        Its runs write keys and values at the state's positions: only while no request runs (the
+        scheduler idle), or into the rows of the step about to run them. A failed recording turns
+        graphs off (every later step would try again and fail): the runner runs eagerly."""
+        missing = self.common_missing
+        if not missing:
+            return False
+        try:
+            self.record(*missing[0])
+        except Exception:
+            log.exception("a decoding step's graph could not be recorded; the step runs without graphs")
+            self.graphs.clear()
+            self.use_graphs = False
+        return True
+
+    @property
+    def common_missing(self) -> list[tuple[int, int]]:
+        """The decoding steps of the first context bucket not recorded yet (none without graphs)."""
+        length = self.context_sizes[0]
+        return (
+            [(rows, length) for rows in self.slot_sizes if (rows, length) not in self.graphs] if self.use_graphs else []
+        )
 
     def _record(self, rows: int, length: int):
         return self._capture(lambda: self.forward(rows, length))

@@ -13,6 +13,7 @@ its end, where nothing reads before writing.
 """
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -84,9 +85,9 @@ class Scheduler:
         self.wanted_slots = runner.slots
         self.room: Callable[[int], bool] = lambda more_bytes: False
         self._grow_checked = 0.0
-        # Prompt shapes run eagerly for want of a graph are recorded while no request runs, or between
-        # steps once due (_record_due); not before the warm-up's own graphs are (BatchedDecoder.after_warmup,
-        # on another thread).
+        # Decoding steps and prompt shapes without their graphs are recorded while no request runs, prompt
+        # shapes also between steps once due (_record_due); not before the warm-up's own graphs are
+        # (BatchedDecoder.after_warmup, on another thread, then record_later).
         self.record_prompts = False
         self.stopping = False
         self.thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
@@ -126,6 +127,21 @@ class Scheduler:
                     self.pending = None
                     for job in [job for job in self.active if job is not None]:
                         self._finish(job, exc)
+
+    @contextlib.contextmanager
+    def _unlocked(self):
+        """The scheduler's lock let go for a while by its thread, which holds it once (in _admit)."""
+        self.wake.release()
+        try:
+            yield
+        finally:
+            self.wake.acquire()
+
+    def record_later(self) -> None:
+        """From now on, graphs are recorded by this thread when idle (the warm-up's are recorded)."""
+        with self.wake:
+            self.record_prompts = True
+            self.wake.notify()
 
     def grow_to(self, slots: int, room: Callable[[int], bool]) -> None:
         with self.wake:
@@ -180,9 +196,13 @@ class Scheduler:
             while not self.waiting and not self.running:
                 if self.stopping:
                     return
-                if self.record_prompts and self.runner.graphs_wanted:
-                    # Holding the lock: a request arriving meanwhile waits for these graphs (~0.1 s each).
-                    self.runner.record_wanted()
+                if self.record_prompts and (self.runner.common_missing or self.runner.graphs_wanted):
+                    # Without the lock: a request arriving meanwhile is queued (its thread, the server's
+                    # event loop, not held up), then admitted after this one graph (~0.05 s) or these
+                    # prompt shapes (~0.1 s each).
+                    with self._unlocked():
+                        if not self.runner.record_next_common():
+                            self.runner.record_wanted()
                     continue
                 if self.wanted_slots > self.runner.slots:
                     self.wake.wait(GROW_CHECK_SECONDS)

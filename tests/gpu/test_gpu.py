@@ -44,6 +44,22 @@ def test_image_request_and_allocator_figures(gpu_server):
     assert "inference_torch_reserved_bytes" in httpx.get(gpu_server.url + "/metrics").text
 
 
+def test_a_ready_server_records_its_decoding_steps_of_every_batch_size_while_idle(gpu_server):
+    """Ready with the warm-up's one-row step recorded; the scheduler, idle, records the others while the
+    server answers (its /health asked meanwhile)."""
+    from inference.model_runner import buckets
+
+    deadline = time.monotonic() + 30
+    while (decoder := httpx.get(gpu_server.url + "/health").json()["decoder"])["cuda_graphs"] < len(
+        buckets(decoder["slots"], 1)
+    ):
+        assert time.monotonic() < deadline, decoder
+        time.sleep(0.02)
+    assert "could not be recorded" not in gpu_server.log()
+    response = httpx.post(gpu_server.url + "/v1/chat/completions", json=chat("Hello."), timeout=120)
+    assert response.status_code == 200, response.text
+
+
 def test_soft_reset_returns_cached_blocks(gpu_server):
     for size in (112, 448, 224, 672):  # varied shapes leave cached blocks behind
         httpx.post(gpu_server.url + "/v1/chat/completions", json=chat("x", [image_url(size, size)]), timeout=120)

@@ -234,6 +234,34 @@ def fresh_gpu_engines(smoke_model):
 
 
 @pytest.mark.gpu
+def test_a_ready_decoder_records_its_steps_of_more_rows_when_idle_or_when_a_step_first_needs_one(fresh_gpu_engines):
+    reference, batched = fresh_gpu_engines
+    scheduler, runner = batched.decoding.scheduler, batched.decoding.runner
+    first = runner.context_sizes[0]
+    assert (1, first) in runner.graphs  # recorded as the warm-up ran: ready without the others
+    deadline = time.monotonic() + 30
+    while runner.common_missing and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not runner.common_missing and {(rows, first) for rows in runner.slot_sizes} <= set(runner.graphs)
+    # A step of two rows before the idle decoder recorded its graph: that step records it, then replays it.
+    scheduler.record_prompts = False
+    try:
+        del runner.graphs[2, first]
+        prompts = PROMPTS[1:3]
+        sinks = [Collect() for _ in prompts]
+        with scheduler.wake:  # held: the engine thread admits both at once, after
+            for sink, (text, count) in zip(sinks, prompts, strict=True):
+                prepared = batched.prepare(messages(text, count), images(count), 1 << 20)
+                batched.generate(prepared, sink, max_new_tokens=8, temperature=0, top_p=1, should_stop=lambda: False)
+        assert all(sink.finished.wait(60) and sink.error is None for sink in sinks)
+        expected = [run(reference, [prompt], max_new_tokens=8)[0].ids for prompt in prompts]
+        assert [sink.ids for sink in sinks] == expected
+        assert (2, first) in runner.graphs
+    finally:
+        scheduler.record_later()
+
+
+@pytest.mark.gpu
 def test_prompts_admitted_together_run_eagerly_until_the_idle_decoder_records_their_graph(fresh_gpu_engines):
     reference, batched = fresh_gpu_engines
     scheduler, runner = batched.decoding.scheduler, batched.decoding.runner
