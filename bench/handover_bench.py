@@ -323,7 +323,7 @@ def main() -> None:
                     part["during_handover"] = load.summary(began, time.perf_counter())
                     part["gpu_processes_2s_after"] = gpu_processes()
                 after = health(base) or {}
-                part["after"] = {k: after.get(k) for k in ("pid", "load_phases", "weights", "allocator")}
+                part["after"] = {k: after.get(k) for k in ("pid", "load_phases", "weights", "allocator", "decoder")}
                 part["after"]["holder"] = (after.get("supervisor") or {}).get("holder")
             finally:
                 load.finish()
