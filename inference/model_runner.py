@@ -290,8 +290,9 @@ class ModelRunner:
 
     def resize(self, slots: int) -> None:
         """Give the KV cache `slots` slots, between steps: the slots in use keep their keys and values
-        (copied into the new cache), graphs are recorded again for the new tensors. A handover's new
-        process that started with fewer slots, so that it fit beside the old one, grows back here."""
+        (copied into the new cache), graphs are recorded again for the new tensors as they are needed. A
+        handover's new process that started with fewer slots, so that it fit beside the old one, grows
+        back here."""
         import torch
 
         keep = min(slots, self.slots)
@@ -312,9 +313,9 @@ class ModelRunner:
         self.prompt_graphs.clear()
         if not self.use_graphs:
             return
-        # A fresh pool: the old one may be released with the graphs that used it.
+        # A fresh pool: the old one may be released with the graphs that used it. The steps are recorded
+        # again as they are needed, and the rest when the scheduler is idle.
         self.pool = torch.cuda.graph_pool_handle()
-        self.record_common()
 
     @property
     def cache_bytes(self) -> int:
@@ -411,39 +412,38 @@ class ModelRunner:
     def run(self, rows: int, need_length: int):
         rows = fit(self.slot_sizes, rows)
         length = fit(self.context_sizes, need_length)
-        if not self.use_graphs:
+        if not self.record(rows, length):
             return self.forward(rows, length)
-        self.record(rows, length)
         graph, out = self.graphs[rows, length]
         graph.replay()
         return out
 
-    def record(self, rows: int, length: int) -> None:
+    def record(self, rows: int, length: int) -> bool:
+        """The decoding step of `rows` rows over `length` positions recorded, unless it is; whether it has
+        its graph. Its runs write keys and values at the state's positions: only while no request runs
+        (the scheduler idle), or for the step about to run with that state (the same values). Steps of
+        the first context bucket are recorded when the scheduler is idle (record_next_common), longer
+        ones and those not recorded yet when a step first needs them (a one-off pause for the streams
+        running then, docs/BENCHMARKS.md). A failed recording turns graphs off, since every later step
+        would try again and fail: the runner runs eagerly from then on, and says so in its log."""
+        if not self.use_graphs:
+            return False
         if (rows, length) not in self.graphs:
-            self.graphs[rows, length] = self._record(rows, length)
-
-    def record_common(self) -> None:
-        """The decoding steps up to the first context bucket, at every batch size. Longer contexts are
-        recorded on first use (a one-off pause for the streams running then, docs/BENCHMARKS.md) rather
-        than adding seconds to every start."""
-        while self.record_next_common():
-            pass
+            try:
+                self.graphs[rows, length] = self._record(rows, length)
+            except Exception:
+                log.exception("a decoding step's graph could not be recorded; steps run without graphs")
+                self.graphs.clear()
+                self.use_graphs = False
+                return False
+        return True
 
     def record_next_common(self) -> bool:
-        """Record one decoding step of the first context bucket not recorded yet; whether there was one.
-        Its runs write keys and values at the state's positions: only while no request runs (the
-        scheduler idle), or into the rows of the step about to run them. A failed recording turns
-        graphs off (every later step would try again and fail): the runner runs eagerly."""
+        """Record one decoding step of the first context bucket not recorded yet; whether there was one."""
         missing = self.common_missing
-        if not missing:
-            return False
-        try:
+        if missing:
             self.record(*missing[0])
-        except Exception:
-            log.exception("a decoding step's graph could not be recorded; the step runs without graphs")
-            self.graphs.clear()
-            self.use_graphs = False
-        return True
+        return bool(missing)
 
     @property
     def common_missing(self) -> list[tuple[int, int]]:

@@ -262,6 +262,34 @@ def test_a_ready_decoder_records_its_steps_of_more_rows_when_idle_or_when_a_step
 
 
 @pytest.mark.gpu
+def test_a_decoding_step_whose_graph_cannot_be_recorded_runs_eagerly_and_so_do_the_later_ones(
+    fresh_gpu_engines, caplog
+):
+    reference, batched = fresh_gpu_engines
+    runner = batched.decoding.runner
+    prompts = PROMPTS[1:3]
+    expected = [run(reference, [prompt], max_new_tokens=8)[0].ids for prompt in prompts]
+
+    tried = []
+
+    def fails(rows, length):
+        tried.append(rows)
+        raise RuntimeError("out of memory while recording")
+
+    runner._record = fails  # the next recording fails as a real one would, before its graph exists
+    try:
+        runner.graphs.clear()
+        assert [sink.ids for sink in run(batched, prompts, max_new_tokens=8)] == expected
+        assert not runner.use_graphs and not runner.graphs
+        assert "graph could not be recorded" in caplog.text
+        assert [sink.ids for sink in run(batched, prompts, max_new_tokens=8)] == expected
+        assert len(tried) == 1  # eagerly from then on, never tried again
+    finally:
+        del runner._record
+        runner.use_graphs = True
+
+
+@pytest.mark.gpu
 def test_prompts_admitted_together_run_eagerly_until_the_idle_decoder_records_their_graph(fresh_gpu_engines):
     reference, batched = fresh_gpu_engines
     scheduler, runner = batched.decoding.scheduler, batched.decoding.runner
