@@ -1,11 +1,12 @@
 """The weight holder: one long-lived process keeps the model's weights; model processes map them.
 
 A model process is replaceable, its weights need not be. Under inference.supervisor (HOLD_WEIGHTS),
-the supervisor forks this process first: it reads the checkpoint onto the device once and hands the
-tensors to every model process that asks, over a Unix socket, as torch's inter-process handles (CUDA
-IPC on a GPU; shared memory files on a CPU). A model process maps them in a fraction of a second and
-they add nothing to its own memory, so a handover's new process skips the weights and two model
-processes side by side need the weights only once.
+the supervisor forks this process first: it reads the checkpoint onto the device once, in one
+allocation (a mapping process opens one handle, not one per tensor), and hands the tensors to every
+model process that asks, over a Unix socket, as torch's inter-process handles (CUDA IPC on a GPU;
+shared memory files on a CPU). A model process maps them in a fraction of a second and they add
+nothing to its own memory, so a handover's new process skips the weights and two model processes
+side by side need the weights only once.
 
 Protocol: a model process connects and sends `weights\\n`; the holder answers, once its weights are
 read, with an 8-byte little-endian length and a pickle (torch's ForkingPickler) of
@@ -170,7 +171,7 @@ def serve(
                 if says is not None:
                     os.write(says, f"no-room {why}\n".encode())
                 return handover.NO_ROOM_EXIT
-        state = share(weights.read_state_dict(model_path, device), device)
+        state = share(weights.read_state_dict(model_path, device, one_allocation=True), device)
     except Exception as exc:
         log.exception("the weight holder could not read the weights")
         _refuse_all(listener, f"the weight holder could not read the weights: {exc}")

@@ -12,6 +12,7 @@ it does for files.
 
 import contextlib
 import json
+import math
 import os
 import struct
 import threading
@@ -117,24 +118,30 @@ def _plan(files: list[Path]) -> tuple[list[tuple], list[tuple]]:
     return tensors, reads
 
 
-def read_state_dict(model_dir: str | os.PathLike, device: str) -> dict:
-    """Every tensor of the checkpoint, on `device`, in its stored dtype."""
-    return read_files(shard_files(model_dir), device)
+def read_state_dict(model_dir: str | os.PathLike, device: str, one_allocation: bool = False) -> dict:
+    """Every tensor of the checkpoint, on `device`, in its stored dtype (`one_allocation`: _allocate)."""
+    return read_files(shard_files(model_dir), device, one_allocation)
 
 
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
+ALIGN_BYTES = 256  # where each tensor of one allocation starts: any dtype's view, and kernels' aligned loads
 
 
-def _allocate(tensors: list[tuple], device) -> dict:
+def _allocate(tensors: list[tuple], device, one_allocation: bool = False) -> dict:
     """Empty tensors for the checkpoint; each attention layer's q, k and v projections (weights and
     biases) side by side in one allocation, so the decoding step's fused projection is a view of
     them rather than a copy (inference.model_runner.fuse_layer): no 1.6 GiB of copies for
     GLM-4.6V-Flash at load, and no blocks of the originals left in the allocator's cache (the weight
-    holder on an H200: 20,326 MiB instead of 21,708)."""
+    holder on an H200: 20,326 MiB instead of 21,708).
+
+    `one_allocation` (the weight holder's): every tensor a view of one buffer, so that a process
+    mapping them opens one inter-process handle instead of one per allocation (CUDA IPC), or one
+    shared memory file instead of one per tensor (CPU)."""
     import torch
 
     specs = {name: (dtype, shape) for name, dtype, shape in tensors}
-    state = {}
+    units = []  # (names, dtype, shape of them together, rows of each)
+    grouped = set()
     for name in specs:
         if not name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
             continue
@@ -143,24 +150,43 @@ def _allocate(tensors: list[tuple], device) -> dict:
         if None in parts or len({(dtype, tuple(shape[1:])) for dtype, shape in parts}) != 1:
             continue
         dtype, shape = parts[0]
-        together = torch.empty((sum(s[0] for _, s in parts), *shape[1:]), dtype=dtype, device=device)
+        rows = [s[0] for _, s in parts]
+        units.append((names, dtype, (sum(rows), *shape[1:]), rows))
+        grouped.update(names)
+    units += [([name], dtype, tuple(shape), None) for name, (dtype, shape) in specs.items() if name not in grouped]
+
+    if one_allocation:
+        places, end = [], 0
+        for _, dtype, shape, _ in units:
+            end = -(-end // ALIGN_BYTES) * ALIGN_BYTES
+            places.append(end)
+            end += math.prod(shape) * dtype.itemsize
+        buffer = torch.empty(end, dtype=torch.uint8, device=device)
+
+    state = {}
+    for number, (names, dtype, shape, rows) in enumerate(units):
+        if one_allocation:
+            at = places[number]
+            whole = buffer[at : at + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
+        else:
+            whole = torch.empty(shape, dtype=dtype, device=device)
+        if rows is None:
+            state[names[0]] = whole
+            continue
         start = 0
-        for part_name, (_, part_shape) in zip(names, parts, strict=True):
-            state[part_name] = together[start : start + part_shape[0]]
-            start += part_shape[0]
-    for name, (dtype, shape) in specs.items():
-        if name not in state:
-            state[name] = torch.empty(shape, dtype=dtype, device=device)
-    return state
+        for part_name, part_rows in zip(names, rows, strict=True):
+            state[part_name] = whole[start : start + part_rows]
+            start += part_rows
+    return {name: state[name] for name in specs}  # the checkpoint's order
 
 
-def read_files(files: list[Path], device: str) -> dict:
+def read_files(files: list[Path], device: str, one_allocation: bool = False) -> dict:
     """Every tensor of these safetensors files, on `device`, in its stored dtype."""
     import torch
 
     tensors, reads = _plan(files)
     target = torch.device(device)
-    state = _allocate(tensors, target)
+    state = _allocate(tensors, target, one_allocation)
     flat = {name: tensor.view(-1).view(torch.uint8) if tensor.numel() else None for name, tensor in state.items()}
     handles = {path: os.open(path, os.O_RDONLY) for path in files}
     cuda = target.type == "cuda"

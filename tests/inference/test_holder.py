@@ -56,6 +56,8 @@ def test_a_process_maps_the_holders_weights_without_a_copy(smoke_model, socket_p
             assert torch.cuda.memory_allocated() == before  # mapped, not allocated here
         else:
             assert all(t.is_shared() for t in state.values())
+        # Held as one allocation: one handle (CUDA IPC) or one shared memory file (CPU) to map, not one each.
+        assert len({t.untyped_storage().data_ptr() for t in state.values() if t.numel()}) == 1
         # Asked again (as by the next model process), the holder gives the same tensors.
         again = holder.Mapped(str(socket_path), timeout=120).result()
         assert all(torch.equal(again[name], state[name]) for name in state)
@@ -63,7 +65,8 @@ def test_a_process_maps_the_holders_weights_without_a_copy(smoke_model, socket_p
         _stop(process)
 
 
-def test_q_k_v_read_side_by_side_are_fused_without_a_copy(smoke_model):
+@pytest.mark.parametrize("one_allocation", [False, True], ids=["each", "one-allocation"])
+def test_q_k_v_read_side_by_side_are_fused_without_a_copy(smoke_model, one_allocation):
     from safetensors.torch import load_file
     from transformers import AutoConfig, Glm4vForConditionalGeneration
 
@@ -75,7 +78,7 @@ def test_q_k_v_read_side_by_side_are_fused_without_a_copy(smoke_model):
         return layer, fuse_layer(layer)
 
     name = "model.language_model.layers.0.self_attn.q_proj.weight"
-    read = weights.read_state_dict(smoke_model, "cpu")
+    read = weights.read_state_dict(smoke_model, "cpu", one_allocation)
     layer, fused = first_layer(dict(read))
     q, k, v = (getattr(layer.self_attn, f"{p}_proj") for p in "qkv")
     assert fused.qkv_weight.data_ptr() == read[name].data_ptr()  # the reader's layout, used as it is

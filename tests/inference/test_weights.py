@@ -33,19 +33,31 @@ def reference(path) -> dict:
     return state
 
 
+def one_buffer(state: dict) -> bool:
+    """Whether every tensor is a view of one buffer, each starting at an aligned byte."""
+    storages = {tensor.untyped_storage().data_ptr() for tensor in state.values()}
+    aligned = all(t.storage_offset() * t.element_size() % weights.ALIGN_BYTES == 0 for t in state.values())
+    return len(storages) == 1 and aligned
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("chunk", [weights.CHUNK_BYTES, 4096, 1000])
-def test_reads_every_tensor_exactly(sharded, monkeypatch, device, chunk):
+@pytest.mark.parametrize("one_allocation", [False, True], ids=["each", "one-allocation"])
+def test_reads_every_tensor_exactly(sharded, monkeypatch, device, chunk, one_allocation):
     # Small chunks split tensors across reads and put several tensors in one read.
     monkeypatch.setattr(weights, "CHUNK_BYTES", chunk)
     assert len(weights.shard_files(sharded)) > 2
     expected = reference(sharded)
-    state = weights.read_state_dict(sharded, device)
+    state = weights.read_state_dict(sharded, device, one_allocation)
     assert state.keys() == expected.keys()
     for name, tensor in expected.items():
         got = state[name]
         assert got.device.type == device and got.dtype == tensor.dtype and got.shape == tensor.shape, name
         assert torch.equal(got.cpu(), tensor), name
+    # The weight holder's (one_allocation): a process mapping them opens one handle (not the q, k and v
+    # of a layer: they lie side by side, for the fused projection).
+    singles = {n: t for n, t in state.items() if not n.endswith(("k_proj.weight", "v_proj.weight", "_proj.bias"))}
+    assert one_buffer(singles) == one_allocation
 
 
 def test_other_dtypes_and_empty_tensors(tmp_path):
@@ -58,9 +70,11 @@ def test_other_dtypes_and_empty_tensors(tmp_path):
         "f16": torch.full((7,), 0.5, dtype=torch.float16),
     }
     save_file(tensors, tmp_path / "model.safetensors")
-    state = weights.read_state_dict(tmp_path, "cpu")
-    for name, tensor in tensors.items():
-        assert state[name].dtype == tensor.dtype and torch.equal(state[name], tensor), name
+    for one_allocation in (False, True):
+        state = weights.read_state_dict(tmp_path, "cpu", one_allocation)
+        for name, tensor in tensors.items():
+            assert state[name].dtype == tensor.dtype and torch.equal(state[name], tensor), name
+            assert state[name].shape == tensor.shape, name
 
 
 def test_engine_builds_the_model_from_pretrained_builds(smoke_model):
