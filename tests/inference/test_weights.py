@@ -54,10 +54,10 @@ def test_reads_every_tensor_exactly(sharded, monkeypatch, device, chunk, one_all
         got = state[name]
         assert got.device.type == device and got.dtype == tensor.dtype and got.shape == tensor.shape, name
         assert torch.equal(got.cpu(), tensor), name
-    # The weight holder's (one_allocation): a process mapping them opens one handle (not the q, k and v
-    # of a layer: they lie side by side, for the fused projection).
-    singles = {n: t for n, t in state.items() if not n.endswith(("k_proj.weight", "v_proj.weight", "_proj.bias"))}
-    assert one_buffer(singles) == one_allocation
+    # The weight holder's (one_allocation): one buffer, a process mapping it opens one handle; every
+    # tensor at a boundary but a layer's k and v, which follow its q (the fused projection is their view).
+    followers = tuple(f"{p}_proj.{kind}" for p in "kv" for kind in ("weight", "bias"))
+    assert one_buffer({n: t for n, t in state.items() if not n.endswith(followers)}) == one_allocation
 
 
 def test_other_dtypes_and_empty_tensors(tmp_path):
