@@ -31,14 +31,12 @@ def _config_stamp(model_path: str) -> list:
 def build_ahead(model_class, model_path: str) -> bool:
     """Build the model's skeleton here for the processes forked from now on (again once config.json
     changed); whether one was built. The supervisor's, after its imports: on the meta device."""
-    from transformers import AutoConfig
-
     key = (model_class, model_path)
     before = _config_stamp(model_path)
     if key in _ahead and _ahead[key][0] == before:
         return False
     _ahead.pop(key, None)
-    model, _ = _skeleton(model_class, AutoConfig.from_pretrained(model_path))
+    model, _ = _skeleton(model_class, model_path)
     if model is not None and _config_stamp(model_path) == before:  # not changed while being read
         _ahead[key] = (before, model)
     return True
@@ -59,19 +57,20 @@ def assemble(model_class, model_path: str, state: dict | Callable[[], dict], dty
     model = _take_ahead(model_class, model_path)
     inherited = model is not None
     if model is None:
-        from transformers import AutoConfig
-
-        model, why = _skeleton(model_class, AutoConfig.from_pretrained(model_path))
+        model, why = _skeleton(model_class, model_path)
         if model is None:
             return None, why, False
     model, why = _fill(model, state() if callable(state) else state, dtype, device)
     return model, why, inherited and model is not None
 
 
-def _skeleton(model_class, config):
-    """(the model with empty parameters, "") or (None, why it cannot be assembled)."""
+def _skeleton(model_class, model_path: str):
+    """(the model of the checkpoint's config with empty parameters, "") or (None, why it cannot be
+    assembled)."""
     from accelerate import init_empty_weights
-    from transformers import initialization
+    from transformers import AutoConfig, initialization
+
+    config = AutoConfig.from_pretrained(model_path)
 
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     if getattr(config, "tie_word_embeddings", False) or getattr(text, "tie_word_embeddings", False):

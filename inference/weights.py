@@ -156,18 +156,18 @@ def _allocate(tensors: list[tuple], device, one_allocation: bool = False) -> dic
     units += [([name], dtype, tuple(shape), None) for name, (dtype, shape) in specs.items() if name not in grouped]
 
     if one_allocation:
-        places, end = [], 0
+        spans, end = [], 0  # each unit's bytes in the buffer
         for _, dtype, shape, _ in units:
-            end = -(-end // ALIGN_BYTES) * ALIGN_BYTES
-            places.append(end)
-            end += math.prod(shape) * dtype.itemsize
+            begin = -(-end // ALIGN_BYTES) * ALIGN_BYTES
+            end = begin + math.prod(shape) * dtype.itemsize
+            spans.append((begin, end))
         buffer = torch.empty(end, dtype=torch.uint8, device=device)
 
     state = {}
     for number, (names, dtype, shape, rows) in enumerate(units):
         if one_allocation:
-            at = places[number]
-            whole = buffer[at : at + math.prod(shape) * dtype.itemsize].view(dtype).view(shape)
+            begin, end = spans[number]
+            whole = buffer[begin:end].view(dtype).view(shape)
         else:
             whole = torch.empty(shape, dtype=dtype, device=device)
         if rows is None:
