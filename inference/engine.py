@@ -53,17 +53,24 @@ def model_class():
     return Glm4vForConditionalGeneration
 
 
-def _start_cuda_libraries(device: str) -> None:
+def _start_cuda_libraries(device: str, dtype: str = "bfloat16", model_path: str = "") -> None:
     """Touch what the first generation would otherwise initialise: context, cuBLAS, attention; and
     what Triton's first kernels look up (ops.prepare_triton: done already in a process the supervisor
     forked after its imports). Not cuDNN: with the Triton kernels the vision encoder runs no
     convolution (vision.py), so a handover's new process never starts it; the model's own encoder
-    (the first process's check, or no Triton) starts it at the warm-up's image."""
+    (the first process's check, or no Triton) starts it at the warm-up's image. Once the context
+    exists, the first launches of PyTorch's kernels start on a thread of their own, not waited for
+    (first_launches.py)."""
     import torch
 
+    from inference import first_launches
     from inference.ops import prepare_triton
 
     x = torch.ones((64, 64), device=device, dtype=torch.bfloat16)
+    shapes = first_launches.attention_shapes(model_path) if model_path else []
+    threading.Thread(
+        target=first_launches.launch, args=(device, getattr(torch, dtype), shapes), name="first-launches", daemon=True
+    ).start()
     (x @ x).sum()
     q = torch.ones((1, 2, 4, 64), device=device, dtype=torch.bfloat16)
     torch.nn.functional.scaled_dot_product_attention(q, q, q).sum().item()
@@ -183,7 +190,9 @@ class Engine:
             # cuBLAS and attention start while the tokenizer and the model are built, after the
             # import: beside it (both load shared libraries) they slowed the import down on one machine
             # (docs/BENCHMARKS.md, start-up).
-            libraries = threading.Thread(target=_start_cuda_libraries, args=(self.device,), name="cuda-init")
+            libraries = threading.Thread(
+                target=_start_cuda_libraries, args=(self.device, dtype_name, self.model_path), name="cuda-init"
+            )
             libraries.start()
 
         # Few CPU threads: on a GPU the CPU work is small tensors (preprocessing), where a thread
