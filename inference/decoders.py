@@ -6,13 +6,10 @@ request (or one long-lived thread with a static KV cache); the reference the ben
 against.
 """
 
-import logging
 import queue
 import threading
 from collections.abc import Callable
 from typing import Protocol
-
-log = logging.getLogger("inference.decoders")
 
 
 class TokenSink:
@@ -49,11 +46,6 @@ class Decoder(Protocol):
     def after_warmup(self) -> dict:
         """Work done once the warm-up generation ran (CUDA graphs); its phases' seconds."""
 
-    def warm_vision(self, inputs: dict) -> "threading.Thread | None":
-        """The vision encoder's kernels loaded over the warm-up image of `inputs` on a thread of its own,
-        started here (the warm-up generation then needs no image); None where the image must go through
-        the generation."""
-
     def stats(self) -> dict:
         """How generation runs, for /health and /metrics."""
 
@@ -87,18 +79,6 @@ class BatchedDecoder:
         # The warm-up prompt's graph recorded as it comes and replayed, not after an eager pass of its own
         # (the decoder runs nothing else meanwhile).
         self.runner.record_at_once = self.runner.use_graphs
-
-    def warm_vision(self, inputs: dict) -> "threading.Thread | None":
-        # Beside the generation only once checked: the check (the first image, at a first process) runs
-        # the model's own encoder and counts toward the grid's graph, which the decoder reads.
-        vision = self.runner.vision
-        if vision is None or vision.visual is None or not vision.checked or "pixel_values" not in inputs:
-            return None
-        thread = threading.Thread(
-            target=_logged(vision.warm), args=(inputs["pixel_values"], inputs["image_grid_thw"]), name="vision-warmup"
-        )
-        thread.start()
-        return thread
 
     def after_warmup(self) -> dict:
         self.runner.record_at_once = False
@@ -178,19 +158,6 @@ class _Streamer:
         pass
 
 
-def _logged(work: Callable) -> Callable:
-    """`work` for a thread of its own: a failure logged, not lost (the warm-up goes on without it; a
-    client's image meets it again, where the vision encoder falls back)."""
-
-    def run(*args) -> None:
-        try:
-            work(*args)
-        except Exception:
-            log.exception("the vision encoder's warm-up pass failed")
-
-    return run
-
-
 class GenerateDecoder:
     def __init__(self, model, tokenizer, device: str, eos_ids: set[int], kv_cache: str):
         self.model, self.tokenizer, self.device, self.eos_ids = model, tokenizer, device, eos_ids
@@ -261,9 +228,6 @@ class GenerateDecoder:
 
     def after_warmup(self) -> dict:
         return {}
-
-    def warm_vision(self, inputs: dict) -> None:
-        return None  # the model's own encoder, in the generation
 
     def close(self, timeout: float = 10.0) -> None:
         """Wait for the generations under way (their requests are stopped by then: each ends at its

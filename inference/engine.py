@@ -53,24 +53,17 @@ def model_class():
     return Glm4vForConditionalGeneration
 
 
-def _start_cuda_libraries(device: str, dtype: str = "bfloat16", model_path: str = "") -> None:
+def _start_cuda_libraries(device: str) -> None:
     """Touch what the first generation would otherwise initialise: context, cuBLAS, attention; and
     what Triton's first kernels look up (ops.prepare_triton: done already in a process the supervisor
     forked after its imports). Not cuDNN: with the Triton kernels the vision encoder runs no
     convolution (vision.py), so a handover's new process never starts it; the model's own encoder
-    (the first process's check, or no Triton) starts it at the warm-up's image. Once the context
-    exists, the first launches of PyTorch's kernels start on a thread of their own, not waited for
-    (first_launches.py)."""
+    (the first process's check, or no Triton) starts it at the warm-up's image."""
     import torch
 
-    from inference import first_launches
     from inference.ops import prepare_triton
 
     x = torch.ones((64, 64), device=device, dtype=torch.bfloat16)
-    shapes = first_launches.attention_shapes(model_path) if model_path else []
-    threading.Thread(
-        target=first_launches.launch, args=(device, getattr(torch, dtype), shapes), name="first-launches", daemon=True
-    ).start()
     (x @ x).sum()
     q = torch.ones((1, 2, 4, 64), device=device, dtype=torch.bfloat16)
     torch.nn.functional.scaled_dot_product_attention(q, q, q).sum().item()
@@ -190,9 +183,7 @@ class Engine:
             # cuBLAS and attention start while the tokenizer and the model are built, after the
             # import: beside it (both load shared libraries) they slowed the import down on one machine
             # (docs/BENCHMARKS.md, start-up).
-            libraries = threading.Thread(
-                target=_start_cuda_libraries, args=(self.device, dtype_name, self.model_path), name="cuda-init"
-            )
+            libraries = threading.Thread(target=_start_cuda_libraries, args=(self.device,), name="cuda-init")
             libraries.start()
 
         # Few CPU threads: on a GPU the CPU work is small tensors (preprocessing), where a thread
@@ -398,24 +389,16 @@ class Engine:
         self.load_phases.update(self.decoding.after_warmup())
 
     def warmup_generation(self) -> None:
-        """The warm-up's short generation with a small image, waited for. Where the decoder can, the
-        image's encoder pass runs on a thread of its own beside a generation of the text alone: in a
-        new process both are mostly first launches of kernels (each loaded then; 0.15 s for the
-        encoder's on an H200), which overlap."""
+        """The warm-up's short generation with a small image, waited for."""
         from PIL import Image
 
         image = Image.new("RGB", (112, 112), (128, 128, 128))
         content = [{"type": "image"}, {"type": "text", "text": "hi"}]
         prepared = self.prepare([{"role": "user", "content": content}], [image], 1 << 30)
-        beside = self.decoding.warm_vision(prepared.inputs)
-        if beside is not None:
-            prepared = self.prepare([{"role": "user", "content": "hi"}], [], 1 << 30)
         sink = _WarmupSink()
         tokens = self.decoding.warmup_tokens
         self.generate(prepared, sink, max_new_tokens=tokens, temperature=0, top_p=1, should_stop=lambda: False)
         sink.finished.wait(600)
-        if beside is not None:
-            beside.join()
 
     def close(self) -> None:
         """Stop generating before the process ends (decoders.Decoder.close)."""

@@ -258,17 +258,6 @@ class VisionEncoder:
                 self.note.note(self.runs)
         return features
 
-    def warm(self, pixels, grid) -> None:
-        """One eager pass over `pixels` on `grid` on the calling thread, its features dropped: a new
-        process's first launch of each of the encoder's kernels (each loaded then), made beside the
-        decoder's warm-up generation once the encoder is checked (the decoder never touches it then).
-        Nothing is counted toward a graph and no check is made: the warm-up's grid is not a client's."""
-        import torch
-
-        device = self.visual.post_conv_layernorm.weight.device
-        with torch.inference_mode():
-            self.encode(pixels.to(device=device, dtype=self.visual.dtype), self._prepare(ImageGrids.of(grid)))
-
     def _fall_back(self) -> str:
         """After a failure or a disagreement (this image gets the model's own encoder): the encoder's
         modules in place of its Triton kernels, checked again at the next image, while no graph holds

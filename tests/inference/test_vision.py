@@ -3,7 +3,6 @@ smoke model: the same features, the same text-layer inputs, and the model's own 
 this one fails or disagrees; on a GPU, each grid's pass recorded as a CUDA graph and replayed."""
 
 import logging
-import threading
 from functools import partial
 
 import pytest
@@ -331,63 +330,3 @@ def test_an_earlier_processs_check_is_not_made_again(engine, tmp_path, monkeypat
         assert modules.runs == "modules" and not modules.checked
     monkeypatch.delenv(handover.STATE_ENV)
     assert not VisionEncoder.of(runner.model, None, vision_block, note_for).checked  # no supervisor: no note
-
-
-def warm_up_beside(engine: Engine, monkeypatch) -> None:
-    """Once the encoder is checked (a handover's new process), the warm-up's image is encoded on a
-    thread of its own while the decoder generates from the text alone; before (the check), the image
-    goes through the generation as a client's would."""
-    runner = engine.decoding.runner
-    vision = runner.vision
-    submitted, passes = [], []
-    positions = runner.with_positions
-    monkeypatch.setattr(runner, "with_positions", lambda inputs: submitted.append(dict(inputs)) or positions(inputs))
-    encode = vision.encode
-    monkeypatch.setattr(vision, "encode", lambda *a: passes.append(threading.current_thread().name) or encode(*a))
-    monkeypatch.setattr(vision, "checked", False)
-    monkeypatch.setattr(vision, "prepared", type(vision.prepared)())
-    engine.warmup()
-    assert "pixel_values" in submitted[-1] and passes == ["scheduler"] and vision.checked
-
-    submitted.clear(), passes.clear(), vision.prepared.clear()
-    engine.warmup()
-    assert "pixel_values" not in submitted[-1] and passes == ["vision-warmup"]
-    assert len(vision.prepared) == 1 and not vision.wanted  # prepared for its grid, not counted toward a graph
-    assert engine.load_phases["warmup"] > 0
-
-
-def test_a_checked_encoders_warm_up_pass_runs_beside_a_text_generation(engine, monkeypatch, caplog):
-    with caplog.at_level(logging.ERROR):
-        warm_up_beside(engine, monkeypatch)
-    assert not caplog.records
-
-
-@pytest.mark.gpu
-def test_on_a_gpu_the_warm_up_pass_runs_beside_the_prompts_graph_recorded(smoke_model, monkeypatch, caplog):
-    """On the GPU the image's pass launches its kernels on its thread while the decoder's records the
-    warm-up prompt's graph (as it comes) and its one-row step: neither fails."""
-    engine = Engine(str(smoke_model), "cuda", "bfloat16", decoder="batched", slots=2, context=512)
-    engine.load()
-    try:
-        with caplog.at_level(logging.ERROR):
-            warm_up_beside(engine, monkeypatch)
-        runner = engine.decoding.runner
-        assert not caplog.records and runner.use_graphs and runner.prompt_graphs and runner.graphs
-        assert runner.vision.runs == "triton"
-        (sink,) = run(engine, [("what is it", 1)], max_new_tokens=3)
-        assert len(sink.ids) == 3
-    finally:
-        engine.close()
-
-
-def test_a_failing_warm_up_pass_is_logged_and_the_warm_up_goes_on(engine, monkeypatch, caplog):
-    vision = engine.decoding.runner.vision
-    runs = vision.runs
-    monkeypatch.setattr(vision, "checked", True)
-    monkeypatch.setattr(vision, "encode", lambda *a: 1 / 0)
-    with caplog.at_level(logging.ERROR, logger="inference.decoders"):
-        engine.warmup()
-    assert "warm-up pass failed" in caplog.text and "ZeroDivisionError" in caplog.text
-    monkeypatch.undo()
-    (sink,) = run(engine, [("what is it", 1)], max_new_tokens=3)  # a client's image is still served
-    assert len(sink.ids) == 3 and vision.runs == runs is not None  # by this encoder, not given up
