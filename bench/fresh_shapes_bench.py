@@ -36,7 +36,7 @@ def main() -> None:
     from PIL import Image
 
     engine = warm_engine(args.model, args.device, slots=2, context=4 * args.long + 1024)
-    engine.decoding.scheduler.record_prompts = False  # nothing recorded between the requests timed
+    engine.decoding.scheduler.record_graphs = False  # nothing recorded between the requests timed
     vision = engine.decoding.runner.vision
     if vision is not None:
         vision.capture = None

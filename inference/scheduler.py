@@ -88,7 +88,7 @@ class Scheduler:
         # Decoding steps and prompt shapes without their graphs are recorded while no request runs, prompt
         # shapes also between steps once due (_record_due); not before the warm-up's own graphs are
         # (BatchedDecoder.after_warmup, on another thread, then record_later).
-        self.record_prompts = False
+        self.record_graphs = False
         self.stopping = False
         self.thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self.thread.start()
@@ -140,7 +140,7 @@ class Scheduler:
     def record_later(self) -> None:
         """From now on, graphs are recorded by this thread when idle (the warm-up's are recorded)."""
         with self.wake:
-            self.record_prompts = True
+            self.record_graphs = True
             self.wake.notify()
 
     def grow_to(self, slots: int, room: Callable[[int], bool]) -> None:
@@ -181,7 +181,7 @@ class Scheduler:
         A server that is never idle would otherwise run every prompt eagerly for as long as it runs;
         the steps in flight wait for the recording, once a shape (0.2-0.4 s with 16 streams on an H200,
         docs/BENCHMARKS.md)."""
-        if not self.record_prompts or not self.runner.graphs_wanted or self.waiting:
+        if not self.record_graphs or not self.runner.graphs_wanted or self.waiting:
             return
         free = next((slot for slot, job in enumerate(self.active) if job is None), None)
         due = self.runner.graphs_due()[:1]  # one a step: three at once held the streams 1.3 s on an H200
@@ -196,7 +196,7 @@ class Scheduler:
             while not self.waiting and not self.running:
                 if self.stopping:
                     return
-                if self.record_prompts and (self.runner.common_missing or self.runner.graphs_wanted):
+                if self.record_graphs and (self.runner.common_missing or self.runner.graphs_wanted):
                     # Without the lock: a request arriving meanwhile is queued (its thread, the server's
                     # event loop, not held up), then admitted after this one graph (~0.05 s) or these
                     # prompt shapes (~0.1 s each).

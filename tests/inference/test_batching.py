@@ -227,7 +227,7 @@ def fresh_gpu_engines(smoke_model):
     reference, batched = engine_pair(smoke_model, "cuda", "auto")
     batched.warmup()
     runner = batched.decoding.runner
-    assert batched.decoding.scheduler.record_prompts and runner.prompt_graphs
+    assert batched.decoding.scheduler.record_graphs and runner.prompt_graphs
     # The warm-up's prompt recorded as it came and replayed, not run eagerly first; later ones wait.
     assert runner.prompt_replays == 1 and not runner.record_at_once
     return reference, batched
@@ -244,7 +244,7 @@ def test_a_ready_decoder_records_its_steps_of_more_rows_when_idle_or_when_a_step
         time.sleep(0.01)
     assert not runner.common_missing and {(rows, first) for rows in runner.slot_sizes} <= set(runner.graphs)
     # A step of two rows before the idle decoder recorded its graph: that step records it, then replays it.
-    scheduler.record_prompts = False
+    scheduler.record_graphs = False
     try:
         del runner.graphs[2, first]
         prompts = PROMPTS[1:3]
