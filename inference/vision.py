@@ -59,6 +59,44 @@ def _fusable(visual) -> bool:
     )
 
 
+def _rotary_angles(rotary, positions, inv_freq, device) -> tuple:
+    """Glm4vVisionRotaryEmbedding's (cos, sin) of each patch at `positions` (h, w): those of each
+    coordinate computed on the host (a few hundred at most, where the patches are up to 60,000), then
+    picked per patch on the device and laid out as the module lays them out."""
+    import torch
+
+    freqs = torch.arange(int(positions.max()) + 1, dtype=torch.float32)[:, None] * inv_freq
+    at = positions.flatten().to(device)
+    return tuple(
+        rotary.recomposition_frequencies(
+            (f * rotary.attention_scaling).to(device).index_select(0, at).view(*positions.shape, -1)
+        )
+        for f in (freqs.cos(), freqs.sin())
+    )
+
+
+def _position_embedding(embeddings, grid, lengths, positions, device):
+    """Glm4vVisionEmbeddings' forward given zero embeddings: each patch's position embedding, the
+    table interpolated at the patch's place in its image, its sampling grid computed on the host in
+    the same float32 steps. On a GPU those steps were a dozen small kernels of as many kinds, each
+    loaded at its first launch in a new process, as at a handover's warm-up (docs/BENCHMARKS.md)."""
+    import torch
+    import torch.nn.functional as F
+
+    table = embeddings.position_embedding.weight
+    side = int(table.shape[0] ** 0.5)
+    shapes = grid.repeat_interleave(lengths, dim=0).to(torch.float32)  # each patch's image's (t, h, w)
+    across = ((positions[:, 1] + 0.5) / shapes[:, 2]) * 2 - 1
+    down = ((positions[:, 0] + 0.5) / shapes[:, 1]) * 2 - 1
+    where = torch.stack((across, down), dim=-1)[None, :, None].to(device)
+    square = table.view(side, side, -1).permute(2, 0, 1)[None].float()
+    sampled = F.grid_sample(
+        square, where, mode=embeddings.interpolated_method, align_corners=False, padding_mode="border"
+    )
+    embedded = torch.empty((positions.shape[0], table.shape[1]), dtype=table.dtype, device=device)
+    return embedded.copy_(sampled[0, :, :, 0].T)  # contiguous, as the blocks' kernels take it
+
+
 def _weight_eps(norm) -> tuple:
     return norm.weight, norm.variance_epsilon
 
@@ -118,6 +156,7 @@ class VisionEncoder:
         self.kernels = kernels if kernels is not None and _fusable(visual) else None
         self.note = note
         self.prepared: OrderedDict[ImageGrids, Prepared] = OrderedDict()
+        self.inv_freq = None  # the rotary embedding's, on the host (_prepare)
         self.graphs: dict[ImageGrids, tuple] = {}  # grids -> (graph, pixels in, features out, Prepared)
         self.wanted: dict[ImageGrids, float] = {}  # grids run eagerly for want of a graph: host seconds
         self.record_cost = RECORD_GUESS
@@ -358,25 +397,27 @@ class VisionEncoder:
             return prepared
         visual = self.visual
         device = visual.post_conv_layernorm.weight.device
-        # The positions and bounds (integers) on the host, then copied: on the GPU, transformers'
-        # functions launch a kernel per step and wait for the GPU at each size they read, 0.1 s of a
-        # new process's first image (docs/BENCHMARKS.md).
+        # The positions and bounds (integers) on the host: on the GPU, transformers' functions launch a
+        # kernel per step and wait for the GPU at each size they read, 0.1 s of a new process's first
+        # image (docs/BENCHMARKS.md). The angles and the sampling grid too (_rotary_angles,
+        # _position_embedding), then copied.
         grid = torch.tensor(grids, dtype=torch.long)
         positions = get_vision_position_ids(grid, visual.spatial_merge_size)
         cu_seqlens, max_seqlen = get_vision_attention_seqlens(grid, visual.config)
-        grid, lengths, positions = (t.to(device) for t in (grid, cu_seqlens[1:] - cu_seqlens[:-1], positions))
-        patches = grids.patches
-        zeros = torch.zeros((patches, visual.config.hidden_size), dtype=visual.dtype, device=device)
-        embedded = visual.embeddings(zeros, lengths, grid, positions[:, 0], positions[:, 1])
+        if self.inv_freq is None:  # the model's own frequencies, read back once
+            self.inv_freq = visual.rotary_pos_emb.inv_freq.to("cpu", torch.float32)
+        angles = _rotary_angles(visual.rotary_pos_emb, positions, self.inv_freq, device)
+        embedded = _position_embedding(visual.embeddings, grid, cu_seqlens[1:] - cu_seqlens[:-1], positions, device)
         if is_flash_attention_requested(visual.config):
             cu_seqlens = cu_seqlens.to(device)
         # else the images' bounds stay on the host: each block splits by them without reading the GPU.
+        patches = grids.patches
         prepared = Prepared(
             patches=patches,
             cu_seqlens=cu_seqlens,
             max_seqlen=max_seqlen,
-            angles=visual.rotary_pos_emb(zeros, positions),
-            positions=embedded,  # zero plus the embedding: the embedding exactly
+            angles=angles,
+            positions=embedded,
         )
         if patches <= VISION_GRAPH_PATCHES:
             self.prepared[grids] = prepared
