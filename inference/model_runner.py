@@ -386,7 +386,7 @@ class ModelRunner:
 
             hidden, x = kernels.embed_norm(ids, self.embed.weight, self.layers[0].norm_in)
             hidden = self._layers(hidden, attend, self.ops, x)
-            return self.ops.logits(hidden, self.lm_head.weight, self.lm_head.bias)
+            return self._logits(hidden)
 
         slot = self.rows[:rows]
         freqs = (position[:, None].float() * self.inv_freq[None]).repeat_interleave(2, dim=-1)
@@ -410,7 +410,7 @@ class ModelRunner:
                 attn_mask=mask,
             ).reshape(rows, -1)
 
-        return self.lm_head(self._layers(self.embed(ids), attend, self.ops)).float()
+        return self._logits(self._layers(self.embed(ids), attend, self.ops))
 
     def run(self, rows: int, need_length: int):
         rows = fit(self.slot_sizes, rows)
@@ -540,7 +540,7 @@ class ModelRunner:
         # every prompt length would cost more in guards and compiling than they save.
         x = self._layers(hidden, attend, self.eager_ops)
         last = [begin + n - 1 for begin, n, _ in segments]
-        logits = self._prompt_logits(x[last])
+        logits = self._logits(x[last])
         if shape in self.prompt_wanted:
             # The host's time launching the eager pass, which is where its time goes (graphs_due).
             self.prompt_wanted[shape] += time.monotonic() - began
@@ -604,15 +604,13 @@ class ModelRunner:
         # them: one kernel each where the eager forms launch several (7.3 ms against 9.0-9.3 on an H200).
         ops = self.ops if self.triton is not None else self.eager_ops
         x = self._layers(hidden[:rows], attend, ops)
-        return self._prompt_logits(x.index_select(0, last))
+        return self._logits(x.index_select(0, last))
 
-    def _prompt_logits(self, x):
-        """The LM head's float32 logits of prompts' last rows: at one row with the step's Triton kernels,
-        the step's own product, so a new process's warm-up loads no other kernel for it (cuBLAS's
-        product at that shape was one more)."""
-        if self.triton is not None:
-            return self.ops.logits(x, self.lm_head.weight, self.lm_head.bias)
-        return self.lm_head(x).float()
+    def _logits(self, x):
+        """The LM head's float32 logits of x's rows, by the step's operations: the prompts' last rows
+        too, so that with the Triton kernels one row is the step's own product and a new process's
+        warm-up loads no other kernel for it (cuBLAS's product at that shape was one more)."""
+        return self.ops.logits(x, self.lm_head.weight, self.lm_head.bias)
 
     def _prompt_replay(self, shape: tuple[int, int], hiddens: list, angles: list, slots: list[int]):
         """prompt_pass for these prompts (hidden states, rotary (cos, sin) and slot each) at `shape`,

@@ -69,6 +69,13 @@ class Ops:
 
         return F.linear(x, weight, bias)
 
+    @staticmethod
+    def logits(x, weight, bias=None):
+        """The LM head's product as float32 (in the weights' dtype, then .float())."""
+        import torch.nn.functional as F
+
+        return F.linear(x, weight, bias).float()
+
     def gated_product(self, x, weight):
         """The gated activation of x's product with the MLP's gate/up weight."""
         return self.gated(self.linear(x, weight))
