@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django_celery_beat import admin as beat_admin
+from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
 
 from console.schedules.models import RestartSchedule, ScheduleRun
 
@@ -20,3 +22,34 @@ class ScheduleRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+class SeenOnly:
+    """Beat's entries as the console writes them, to be seen and never edited here, by anyone: a
+    restart schedule's entry follows its page (/schedules/) and the upkeep's follow the settings, so an
+    entry edited here would part from what its page shows (the page at 03:00, beat at 04:00, or
+    disabled); and an entry's task, arguments and queue are whatever its editor types, so an entry
+    written here could run any of the console's tasks on any host's queue, outside its permissions and
+    its audit. Beat's own actions (run, enable, disable) go too, for the same reasons."""
+
+    actions = None
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+for model, model_admin in [
+    (PeriodicTask, beat_admin.PeriodicTaskAdmin),
+    (CrontabSchedule, beat_admin.CrontabScheduleAdmin),
+    (IntervalSchedule, beat_admin.IntervalScheduleAdmin),
+    (SolarSchedule, beat_admin.SolarScheduleAdmin),
+    (ClockedSchedule, beat_admin.ClockedScheduleAdmin),
+]:
+    admin.site.unregister(model)
+    admin.site.register(model, type(model_admin.__name__, (SeenOnly, model_admin), {}))

@@ -5,8 +5,11 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
+from django_celery_beat.models import PeriodicTask
 
 from console.audit.models import AuditEntry
+from console.instances.roles import OPERATOR
+from console.schedules.models import RestartSchedule
 from tests.factories import user
 
 
@@ -53,3 +56,44 @@ def test_a_superuser_s_account_is_out_of_reach(admin_client):
     assert admin_client.post(f"/admin/auth/user/{root.pk}/delete/", {"post": "yes"}).status_code in (302, 403, 404)
     root.refresh_from_db()
     assert root.check_password("root-pass-123")
+
+
+@pytest.mark.parametrize("who", ["operator", "superuser"])
+def test_beat_s_entries_are_seen_in_the_admin_and_never_written_there(db, who):
+    """A staff operator could once add beat entries through the admin: any task of the console's, any
+    arguments, any host's queue, outside its permissions and audit; and anyone who edited a restart
+    schedule's entry there parted it from its page."""
+    if who == "superuser":
+        account = get_user_model().objects.create_superuser("root", password="root-pass-123")
+    else:
+        account = user("op", role=OPERATOR)
+        account.is_staff = True
+        account.save()
+    client = Client()
+    client.force_login(account)
+    schedule = RestartSchedule.objects.create(name="nightly", cron="0 3 * * *", timezone="UTC")
+    task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    crontab = task.crontab
+
+    assert client.get("/admin/django_celery_beat/periodictask/").status_code == 200
+    page = client.get(f"/admin/django_celery_beat/periodictask/{task.pk}/change/")
+    assert page.status_code == 200 and "restart-schedule-" in page.content.decode()
+    assert client.get(f"/admin/django_celery_beat/crontabschedule/{crontab.pk}/change/").status_code in (200, 403)
+
+    forged = {"name": "sneaky", "regtask": "console.schedules.tasks.run_schedule", "enabled": "on"}
+    forged.update(interval="", crontab=crontab.pk, args=f"[{schedule.pk}]", kwargs="{}", headers="{}", _save="Save")
+    assert client.post("/admin/django_celery_beat/periodictask/add/", forged).status_code == 403
+    assert client.post(f"/admin/django_celery_beat/periodictask/{task.pk}/change/", forged).status_code == 403
+    assert client.post(f"/admin/django_celery_beat/periodictask/{task.pk}/delete/", {"post": "yes"}).status_code == 403
+    changed = {"name": "x", "minute": "0", "hour": "4", "day_of_month": "*", "month_of_year": "*", "day_of_week": "*"}
+    assert client.post(f"/admin/django_celery_beat/crontabschedule/{crontab.pk}/change/", changed).status_code == 403
+    for action in ("disable_tasks", "run_tasks", "delete_selected"):
+        client.post(
+            "/admin/django_celery_beat/periodictask/",
+            {"action": action, "_selected_action": [task.pk], "index": "0"},
+        )
+
+    task.refresh_from_db()
+    crontab.refresh_from_db()
+    assert task.enabled and task.name == f"restart-schedule-{schedule.pk}" and crontab.hour == "3"
+    assert not PeriodicTask.objects.filter(name="sneaky").exists()
