@@ -74,7 +74,7 @@ if CONSOLE_MODE == "production" and not REDIS_URL:
     raise ValueError("CONSOLE_MODE=production needs REDIS_URL")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "console.web.apps.ConsoleAdminConfig",  # django.contrib.admin with the console's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

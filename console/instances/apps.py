@@ -13,5 +13,7 @@ class InstancesConfig(AppConfig):
     verbose_name = "Instances"
 
     def ready(self) -> None:
+        from console.instances import lookups  # noqa: F401  (registers integer `in` without overflow)
+
         # After every migrate, so a production database has its roles too.
         post_migrate.connect(_create_roles, sender=self)

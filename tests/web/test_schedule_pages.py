@@ -65,6 +65,9 @@ def test_a_schedule_and_a_group_restart_can_reload_the_weights(operator):
         ({"timezone": "Asia/Atlantis"}, "Unknown time zone"),
         ({"group": ""}, "Choose a group or at least one instance"),
         ({"window_start": "01:00"}, "both ends of the maintenance window"),
+        # A forged instance key beyond 64 bits: SQLite could not bind it (a 500); none is a choice.
+        ({"instances": "99999999999999999999"}, "is not one of the available choices"),
+        ({"instances": "-99999999999999999999"}, "is not one of the available choices"),
     ],
 )
 def test_bad_input_is_a_form_error_and_nothing_is_saved(operator, overrides, message):

@@ -1,0 +1,54 @@
+"""Forged input to the admin is refused with a message, never a 500, and changes nothing: an
+action's selection that is not a key, and a choice of rows by a key no row can hold."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from console.instances.models import Instance
+from console.schedules.models import RestartSchedule
+from tests.factories import process_instance
+
+
+@pytest.fixture
+def superuser_client(db):
+    client = Client()
+    client.force_login(get_user_model().objects.create_superuser("root", password="root-pass-123"))
+    return client
+
+
+@pytest.mark.parametrize("path", ["/admin/instances/instance/", "/admin/django_celery_beat/periodictask/"])
+def test_an_action_on_a_selection_that_is_not_a_key_is_a_400(superuser_client, path):
+    kept = process_instance("kept", command=["true"])
+    page = superuser_client.post(path, {"action": "delete_selected", "_selected_action": [kept.pk, "1 or 1=1"]})
+    assert page.status_code == 400 and "'1 or 1=1' is not the key of any" in page.content.decode()
+    assert Instance.objects.filter(pk=kept.pk).exists()
+
+
+def test_an_action_on_a_key_no_row_can_hold_selects_nothing(superuser_client):
+    kept = process_instance("kept", command=["true"])
+    page = superuser_client.post(
+        "/admin/instances/instance/",
+        {"action": "delete_selected", "_selected_action": ["99999999999999999999"], "post": "yes"},
+    )
+    assert page.status_code in (200, 302)
+    assert Instance.objects.filter(pk=kept.pk).exists()
+
+
+def test_a_choice_by_a_key_no_row_can_hold_is_a_form_error(superuser_client):
+    page = superuser_client.post(
+        "/admin/schedules/restartschedule/add/",
+        {"name": "n", "cron": "0 3 * * *", "timezone": "UTC", "instances": ["99999999999999999999"]},
+    )
+    assert page.status_code == 200 and "is not one of the available choices" in page.content.decode()
+    assert not RestartSchedule.objects.exists()
+
+
+@pytest.mark.django_db
+def test_in_over_a_key_drops_the_values_no_row_can_hold():
+    """Every backend: the value is never sent (SQLite could not bind it), and the rest still match."""
+    row = process_instance("row", command=["true"])
+    query = Instance.objects.filter(pk__in=[10**20, row.pk, -(10**20)])
+    assert str(10**20) not in str(query.query)
+    assert list(query) == [row]
+    assert not Instance.objects.filter(pk__in=[10**20]).exists()
