@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from inference import logs
 from inference.decoders import TokenSink
 from inference.detokenize import TextStream
-from inference.engine import PromptTooLong
+from inference.engine import ImageRefused, PromptTooLong
 from inference.limits import ApiError, check_number, parse_messages
 from inference.stats import Finished
 
@@ -136,6 +136,9 @@ def register_chat(app: FastAPI, server) -> None:
         except PromptTooLong as exc:
             stats.reject("prompt_too_long")
             raise ApiError(400, str(exc), "context_length_exceeded") from None
+        except ImageRefused as exc:
+            stats.reject("invalid_image")
+            raise ApiError(400, str(exc), "invalid_image") from None
         except ApiError as exc:
             stats.reject(exc.code)
             raise

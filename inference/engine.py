@@ -24,6 +24,10 @@ class PromptTooLong(Exception):
     pass
 
 
+class ImageRefused(Exception):
+    """An image the model's processor will not take (its sides' ratio over 200, say): the client's."""
+
+
 @dataclass
 class Prepared:
     inputs: dict
@@ -330,7 +334,10 @@ class Engine:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         pixel_inputs = {}
         if images:
-            processed = self.image_processor(images=images, return_tensors="pt")
+            try:
+                processed = self.image_processor(images=images, return_tensors="pt")
+            except ValueError as exc:  # what the processor says of the images' shapes
+                raise ImageRefused(f"the model's image processor refused the image: {exc}") from None
             grids = processed["image_grid_thw"]
             pieces = text.split(self.image_token)
             if len(pieces) - 1 != len(images):

@@ -22,6 +22,9 @@ BROKEN_PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB"  # header 
         (chat(images=["http://127.0.0.1:1/cat.png"]), 400, "remote_images_disabled"),
         (chat(images=[image_url(64, 64)] * 3), 400, "too_many_images"),
         (chat(images=[image_url(1200, 1200)]), 413, "image_too_large"),
+        # Decodes, but the model's processor refuses its sides' ratio (over 200): was a 500.
+        (chat(images=[image_url(1, 400)]), 400, "invalid_image"),
+        (chat(images=[image_url(300, 1)], stream=True), 400, "invalid_image"),
         (chat(max_tokens=0), 400, "invalid_parameter"),
         (chat(max_tokens=65), 400, "invalid_parameter"),
         (chat(max_tokens="ten"), 400, "invalid_parameter"),
