@@ -1,11 +1,35 @@
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import models
 
 from console.instances.engines import launch_warnings
 from console.instances.models import Host, Instance
 
 
+class JSONText(forms.JSONField):
+    """Django's JSON form field, with JSON nested past the parser's recursion limit a form error:
+    Django lets that RecursionError through (a 500), from the field or from its hidden initial."""
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except RecursionError:
+            raise ValidationError("This JSON is nested too deeply.", code="invalid") from None
+
+    def bound_data(self, data, initial):
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return forms.fields.InvalidJSONInput(data)
+
+
+JSON_AS_TEXT = {models.JSONField: {"form_class": JSONText}}
+
+
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
+    formfield_overrides = JSON_AS_TEXT
     list_display = ["name", "queue", "docker_url", "instance_count", "seen_at", "created"]
     search_fields = ["name", "notes"]
     readonly_fields = ["seen_at", "nvml"]
@@ -17,6 +41,7 @@ class HostAdmin(admin.ModelAdmin):
 
 @admin.register(Instance)
 class InstanceAdmin(admin.ModelAdmin):
+    formfield_overrides = JSON_AS_TEXT
     list_display = ["name", "display_name", "host", "runtime", "engine", "group", "base_url", "enabled"]
     list_filter = ["host", "runtime", "engine", "group", "enabled"]
     search_fields = ["name", "display_name", "container_name", "image", "group"]

@@ -52,3 +52,22 @@ def test_in_over_a_key_drops_the_values_no_row_can_hold():
     assert str(10**20) not in str(query.query)
     assert list(query) == [row]
     assert not Instance.objects.filter(pk__in=[10**20]).exists()
+
+
+def test_json_nested_past_the_parser_s_limit_is_a_form_error(superuser_client):
+    """An instance's command, environment, run spec or GPUs, and the hidden initial beside them."""
+    instance = process_instance("deep", command=["true"], gpu_indices=[0])
+    page = superuser_client.get(f"/admin/instances/instance/{instance.pk}/change/")
+    form = page.context["adminform"].form
+    data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
+    data = {name: value for name, value in data.items() if not isinstance(value, bool) or value}
+    data.update(host=instance.host_id, command='["true"]', env="{}", run_spec="{}", gpu_indices="[0]")
+    deep = "[" * 100_000 + "]" * 100_000
+    for field in ("command", "gpu_indices"):
+        for name in (field, f"initial-{field}"):
+            page = superuser_client.post(f"/admin/instances/instance/{instance.pk}/change/", {**data, name: deep})
+            assert page.status_code in (200, 302), (name, page.status_code)
+            if name == field:
+                assert "nested too deeply" in page.content.decode()
+    instance.refresh_from_db()
+    assert instance.command == ["true"] and instance.gpu_indices == [0]
