@@ -1,3 +1,6 @@
+import json
+import math
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
@@ -7,9 +10,32 @@ from console.instances.engines import launch_warnings
 from console.instances.models import Host, Instance
 
 
+class _StrictJSON(json.JSONDecoder):
+    """JSON as the standard says: NaN, Infinity and numbers past a float's range are not (Python's
+    parser takes them, and neither PostgreSQL's jsonb nor SQLite's JSON_VALID would store them)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, parse_constant=_not_json, parse_float=_finite, **kwargs)
+
+
+def _not_json(text: str):
+    raise json.JSONDecodeError(f"{text} is not JSON", text, 0)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        _not_json(text)
+    return value
+
+
 class JSONText(forms.JSONField):
-    """Django's JSON form field, with JSON nested past the parser's recursion limit a form error:
-    Django lets that RecursionError through (a 500), from the field or from its hidden initial."""
+    """Django's JSON form field, standard JSON only (_StrictJSON), and with JSON nested past the
+    parser's recursion limit a form error: Django lets that RecursionError through (a 500), from the
+    field or from its hidden initial."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**{**kwargs, "decoder": _StrictJSON})
 
     def to_python(self, value):
         try:

@@ -196,10 +196,10 @@ class Instance(models.Model):
         if self.runtime == self.Runtime.DOCKER:
             if not self.container_name:
                 errors["container_name"] = "A Docker instance needs a container name."
-            if not isinstance(self.run_spec, dict):
-                errors["run_spec"] = "The run spec must be a JSON object."
-            else:
+            if isinstance(self.run_spec, dict):
                 errors.update(_check_run_spec(self.run_spec))
+        if not isinstance(self.run_spec, dict):  # a process instance's too: its column holds an object
+            errors["run_spec"] = "The run spec must be a JSON object."
         if self.runtime == self.Runtime.PROCESS:
             if (
                 not self.command

@@ -71,3 +71,19 @@ def test_json_nested_past_the_parser_s_limit_is_a_form_error(superuser_client):
                 assert "nested too deeply" in page.content.decode()
     instance.refresh_from_db()
     assert instance.command == ["true"] and instance.gpu_indices == [0]
+
+
+@pytest.mark.parametrize("value", ["", "null", "NaN", "1e309", '{"shm_size": -Infinity}'])
+def test_a_process_instance_s_run_spec_that_is_not_a_json_object_is_a_form_error(superuser_client, value):
+    """Not JSON (NaN, Infinity: Python's parser takes them, neither database stores them), or not an
+    object (the column holds one): a form error, where the save was an IntegrityError."""
+    instance = process_instance("spec", command=["true"])
+    page = superuser_client.get(f"/admin/instances/instance/{instance.pk}/change/")
+    form = page.context["adminform"].form
+    data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
+    data = {name: value for name, value in data.items() if not isinstance(value, bool) or value}
+    data.update(host=instance.host_id, command='["true"]', env="{}", gpu_indices="[]", run_spec=value)
+    page = superuser_client.post(f"/admin/instances/instance/{instance.pk}/change/", data)
+    assert page.status_code == 200 and page.context["adminform"].form.errors["run_spec"]
+    instance.refresh_from_db()
+    assert instance.run_spec == {}
