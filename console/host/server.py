@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from console.host import deadlines
 from console.sentences import Sentence, gettext_noop
 
 
@@ -85,7 +86,7 @@ class ModelServer:
         self.base_url = base_url.rstrip("/")
         self.admin_token = admin_token
         self._own_http = http is None
-        self.http = http or httpx.Client()
+        self.http = http or deadlines.client()
 
     def close(self) -> None:
         if self._own_http:

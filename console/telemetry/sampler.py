@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from console.host import gpu, sockets
+from console.host import deadlines, gpu, sockets
 from console.host.engines import server_for
 from console.host.identity import worker_identity
 from console.host.logs import current_follower
@@ -225,7 +225,7 @@ def sample_host(host_name: str, workers: int = 8) -> int:
     sampled = []
     batch = DashboardBatch()
     if instances:
-        with httpx.Client() as client, ThreadPoolExecutor(max_workers=min(workers, len(instances))) as pool:
+        with deadlines.client() as client, ThreadPoolExecutor(max_workers=min(workers, len(instances))) as pool:
             probes = {pool.submit(probe, instance): instance for instance in instances}
             for done in as_completed(probes):
                 instance = probes[done]

@@ -1,0 +1,89 @@
+"""A model server (or anything at its address) that answers a byte at a time, or without end, never
+holds up the console: every request to it ends within its timeout, body included, and a sampling
+round still ends and records the instance as not answering."""
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from console.host.process import ProcessRuntime
+from console.host.server import ModelServer
+from console.instances.models import Host
+from console.telemetry import sampler
+from console.telemetry.models import Sample
+from tests.conftest import free_port
+from tests.factories import process_instance
+
+PROGRAM = Path(__file__).parent / "programs" / "hostile_health.py"
+
+
+@pytest.fixture
+def hostile():
+    """Start the program in a mode; its URL. Stopped after the test."""
+    started = []
+
+    def start(mode: str) -> str:
+        port = free_port()
+        process = subprocess.Popen([sys.executable, str(PROGRAM), str(port), mode])
+        started.append(process)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # listening?
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return f"http://127.0.0.1:{port}"
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"{PROGRAM.name} did not listen on {port}")
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def probe_within(url: str, timeout: float, hang: float = 60):
+    """The probe, run on a thread that is given `hang` seconds: it returns, or the test fails."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(ModelServer(url).probe(timeout=timeout)), daemon=True)
+    thread.start()
+    thread.join(hang)
+    assert result, f"the probe of {url} had not returned after {hang} s"
+    return result[0]
+
+
+@pytest.mark.parametrize("mode", ["body", "headers"])
+def test_an_answer_trickled_a_byte_a_second_times_out(hostile, mode):
+    probe = probe_within(hostile(mode), timeout=2)
+    assert not probe.ok and probe.timed_out and "no answer within 2 s" in str(probe.error)
+
+
+def test_an_answer_past_the_size_cap_is_cut_off(hostile):
+    probe = probe_within(hostile("huge"), timeout=20)
+    assert not probe.ok and not probe.timed_out and "larger than 8 MiB" in str(probe.error)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sampling_round_ends_with_a_trickling_instance_down(tmp_path):
+    port = free_port()
+    instance = process_instance(
+        "trickling",
+        command=[sys.executable, str(PROGRAM), str(port), "body"],
+        base_url=f"http://127.0.0.1:{port}",
+    )
+    ProcessRuntime().start(instance)
+    try:
+        done = []
+        thread = threading.Thread(target=lambda: done.append(sampler.sample_host("local")), daemon=True)
+        thread.start()
+        thread.join(60)
+        assert done == [1], "the round had not ended after 60 s"
+    finally:
+        ProcessRuntime().stop(instance, timeout=5)
+    sample = Sample.objects.get(instance=instance)
+    assert sample.status == "down" and not sample.probe_ok and "no answer within" in sample.data["detail"]
+    assert Host.objects.get(name="local").seen_at is not None
