@@ -32,14 +32,14 @@ def client() -> httpx.Client:
 
 
 class DeadlineTransport(httpx.HTTPTransport):
-    def __init__(self) -> None:  # noqa: D107 (httpx's __init__ only builds the pool replaced here)
-        # httpx's own pool with its defaults, over a network backend that keeps the deadline.
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+    def __init__(self) -> None:
+        # What httpx's own __init__ builds, its pool with its default limits (so it is not called),
+        # over a network backend that keeps the deadline.
         self._pool = httpcore.ConnectionPool(
             ssl_context=_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
             network_backend=_Backend(),
         )
 

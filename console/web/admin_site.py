@@ -30,8 +30,8 @@ def _selection_checked(view, model):
             try:
                 model._meta.pk.to_python(value)
             except ValidationError:
-                name = model._meta.verbose_name
-                return HttpResponseBadRequest(f"{value[:40]!r} is not the key of any {name}; nothing was done.")
+                said = f"{value[:40]!r} is not the key of any {model._meta.verbose_name}; nothing was done."
+                return HttpResponseBadRequest(said, content_type="text/plain; charset=utf-8")  # the value is forged
         return view(request, *args, **kwargs)
 
     return checked

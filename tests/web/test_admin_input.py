@@ -20,8 +20,9 @@ def superuser_client(db):
 @pytest.mark.parametrize("path", ["/admin/instances/instance/", "/admin/django_celery_beat/periodictask/"])
 def test_an_action_on_a_selection_that_is_not_a_key_is_a_400(superuser_client, path):
     kept = process_instance("kept", command=["true"])
-    page = superuser_client.post(path, {"action": "delete_selected", "_selected_action": [kept.pk, "1 or 1=1"]})
-    assert page.status_code == 400 and "'1 or 1=1' is not the key of any" in page.content.decode()
+    page = superuser_client.post(path, {"action": "delete_selected", "_selected_action": [kept.pk, "<b>1 or 1=1"]})
+    assert page.status_code == 400 and "'<b>1 or 1=1' is not the key of any" in page.content.decode()
+    assert page["Content-Type"].startswith("text/plain")  # the forged value is never markup
     assert Instance.objects.filter(pk=kept.pk).exists()
 
 
