@@ -31,19 +31,24 @@ def hostile():
         port = free_port()
         process = subprocess.Popen([sys.executable, str(PROGRAM), str(port), mode])
         started.append(process)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # listening?
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return f"http://127.0.0.1:{port}"
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"{PROGRAM.name} did not listen on {port}")
+        return listening(port)
 
     yield start
     for process in started:
         process.kill()
         process.wait()
+
+
+def listening(port: int) -> str:
+    """The program's URL once it takes connections."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{PROGRAM.name} did not listen on {port}")
 
 
 def probe_within(url: str, timeout: float, hang: float = 60):
@@ -77,6 +82,7 @@ def test_a_sampling_round_ends_with_a_trickling_instance_down(tmp_path):
     )
     ProcessRuntime().start(instance)
     try:
+        listening(port)
         done = []
         thread = threading.Thread(target=lambda: done.append(sampler.sample_host("local")), daemon=True)
         thread.start()
