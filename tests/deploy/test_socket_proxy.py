@@ -130,3 +130,19 @@ def test_the_console_s_own_container_goes_through_and_another_does_not(proxy, en
         engine.volumes.get("ic-proxy-cache").remove(force=True)
     except docker.errors.NotFound:
         pass
+
+
+def test_a_forged_request_through_the_worker_is_refused(proxy, engine, names):
+    """An alert's webhook (or a model server's URL) pointed at the proxy: the worker would POST its
+    JSON there. Its URL and body are the forger's, its User-Agent httpx's: refused, the replica runs."""
+    import httpx
+
+    client, _ = proxy
+    mine = f"ic-proxy-forged-{time.monotonic_ns()}"
+    names.append(mine)
+    create(client, mine).start()
+    for path in (f"/containers/{mine}/stop", f"/v1.41/containers/{mine}/restart", "/_ping"):
+        answer = httpx.post(client.api.base_url + path, json={"event": "operation.failed"}, timeout=10)
+        assert answer.status_code == 403 and "only the console's Docker client" in answer.text, path
+    assert engine.containers.get(mine).status == "running"
+    assert client.ping()  # the console's own client still goes through
