@@ -2,13 +2,13 @@
 
 import logging
 
-import httpx
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from console import deadlines
 from console.alerts.models import AlertChannel, AlertDelivery
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def attempt(delivery: AlertDelivery) -> bool:
     channel = delivery.channel
     try:
         if channel.kind == AlertChannel.Kind.WEBHOOK:
-            response = httpx.post(channel.url, json=payload(delivery), timeout=10)
+            with deadlines.client(environment_proxies=True) as http:  # 10 s for the whole exchange
+                response = http.post(channel.url, json=payload(delivery), timeout=10)
             if response.status_code >= 300:
                 raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
         else:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from console.host import deadlines
+from console import deadlines
 from console.sentences import Sentence, gettext_noop
 
 

@@ -17,7 +17,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from console.host import deadlines, gpu, sockets
+from console import deadlines
+from console.host import gpu, sockets
 from console.host.engines import server_for
 from console.host.identity import worker_identity
 from console.host.logs import current_follower

@@ -8,7 +8,7 @@ from django.core import mail
 from console.alerts.models import AlertChannel, AlertDelivery
 from console.alerts.notify import FAILED_OPERATION, WATCHDOG, attempt, notify, payload
 from console.alerts.tasks import deliver_alert
-from tests.conftest import WebhookReceiver
+from tests.conftest import WebhookReceiver, free_port
 from tests.factories import process_instance
 
 
@@ -101,3 +101,53 @@ def test_channel_validation(db):
         AlertChannel(name="x", kind="webhook").full_clean()
     with pytest.raises(ValidationError, match="not an email address"):
         AlertChannel(name="y", kind="email", emails="sre@example.com, nope").full_clean()
+
+
+def test_a_receiver_answering_a_byte_a_second_fails_the_attempt_within_its_timeout(instance):
+    """Before, httpx's per-read timeout never came: the delivery held its worker thread for ever.
+    (On this thread, which holds the test's database transaction; an alarm ends it if it hangs.)"""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.host.test_deadlines import PROGRAM, listening
+
+    def hung(*_):
+        raise AssertionError("the attempt had not ended after 60 s")
+
+    port = free_port()
+    receiver = subprocess.Popen([sys.executable, str(PROGRAM), str(port), "body"])
+    try:
+        channel = AlertChannel.objects.create(name="slow", url=f"{listening(port)}/hook")
+        delivery = AlertDelivery.objects.create(
+            channel=channel, event=FAILED_OPERATION, instance_name="alert-a", title="t", text="x"
+        )
+        before = signal.signal(signal.SIGALRM, hung)
+        signal.alarm(60)
+        try:
+            assert not attempt(delivery)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, before)
+        assert delivery.state == "pending" and delivery.attempts == 1
+        assert delivery.last_error in ("timed out", "the whole exchange took longer than its timeout")
+    finally:
+        receiver.kill()
+        receiver.wait()
+
+
+def test_webhooks_still_go_through_the_proxy_the_environment_names(instance, monkeypatch):
+    """As httpx.post() did: a site whose webhooks leave through a proxy keeps its alerts."""
+    proxy = WebhookReceiver()  # records what it is sent: a proxy sees the request for the far URL
+    try:
+        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/hook"))
+        channel = AlertChannel.objects.create(name="far", url="http://alerts.example.invalid/hook")
+        delivery = AlertDelivery.objects.create(
+            channel=channel, event=FAILED_OPERATION, instance_name="alert-a", title="t", text="x"
+        )
+        assert attempt(delivery), delivery.last_error
+        assert proxy.events() == [FAILED_OPERATION]
+    finally:
+        proxy.close()

@@ -22,8 +22,9 @@ STAIRCASE = {
     "embedded": 6,  # the one-process mode
     "web": 7,  # every page: the only app that combines the others
 }
-# Project modules: the settings and paths are for everyone; the Celery app imports no app.
-SHARED = {"settings", "paths", "celery", "serializers", "sentences", "__init__"}
+# Project modules: the settings, paths and HTTP with deadlines are for everyone; the Celery app
+# imports no app.
+SHARED = {"settings", "paths", "celery", "serializers", "sentences", "deadlines", "__init__"}
 TOP = {"urls", "asgi"}
 
 

@@ -1,13 +1,13 @@
-"""HTTP to model servers with a deadline for the whole exchange, not for each read, and a cap on
-the answer's size.
+"""HTTP with a deadline for the whole exchange, not for each read, and a cap on the answer's size:
+for every peer the console does not control (model servers, alert webhooks).
 
 httpx's timeouts bound each connect, write and read. A server, or anything at its address, that
 sends its answer a byte a second never reaches one: a health probe with a 3 s timeout then waited
 for ever, and with it the host's whole sampling round (its other instances unsampled, the host seen
-offline, the watchdog blind), a readiness wait or a trial. Here every connect, read and write of a
-request gets at most the time left of the request's own timeout, so the whole exchange, body
-included, ends within it; and an answer larger than MAX_ANSWER_BYTES is cut off. (Proxies named in
-the environment are not used: model servers are reached on the host's or the deployment's network.)
+offline, the watchdog blind), a readiness wait, a trial, or an alert's delivery (a worker thread
+each). Here every connect, read and write of a request gets at most the time left of the request's
+own timeout, so the whole exchange, body included, ends within it; and an answer larger than
+MAX_ANSWER_BYTES is cut off.
 """
 
 import functools
@@ -26,21 +26,43 @@ class AnswerTooLarge(httpx.ReadError):
     """The answer went past MAX_ANSWER_BYTES."""
 
 
-def client() -> httpx.Client:
-    """A client whose every request ends within its timeout (see the module's docstring)."""
-    return httpx.Client(transport=DeadlineTransport())
+def client(environment_proxies: bool = False) -> httpx.Client:
+    """A client whose every request ends within its timeout (see the module's docstring). Model
+    servers are reached directly, on the host's or the deployment's network; with
+    `environment_proxies` (webhooks leaving the site) through the proxies HTTP_PROXY, HTTPS_PROXY,
+    ALL_PROXY and NO_PROXY name, read as httpx reads them for httpx.post()."""
+    mounts = {}
+    if environment_proxies:
+        from httpx._utils import get_environment_proxies  # httpx's own reading (httpx is pinned)
+
+        mounts = {
+            pattern: None if proxy is None else DeadlineTransport(proxy)
+            for pattern, proxy in get_environment_proxies().items()
+        }
+    return httpx.Client(transport=DeadlineTransport(), mounts=mounts)
 
 
 class DeadlineTransport(httpx.HTTPTransport):
-    def __init__(self) -> None:
+    def __init__(self, proxy: str | None = None) -> None:
         # What httpx's own __init__ builds, its pool with its default limits (so it is not called),
         # over a network backend that keeps the deadline.
-        self._pool = httpcore.ConnectionPool(
+        limits = {"max_connections": 100, "max_keepalive_connections": 20, "keepalive_expiry": 5.0}
+        if proxy is None:
+            self._pool = httpcore.ConnectionPool(ssl_context=_ssl_context(), network_backend=_Backend(), **limits)
+            return
+        proxy = httpx.Proxy(url=proxy)
+        if proxy.url.scheme not in ("http", "https"):
+            raise ValueError(f"only HTTP(S) proxies are supported, not {proxy.url.scheme}")
+        self._pool = httpcore.HTTPProxy(
+            proxy_url=httpcore.URL(
+                scheme=proxy.url.raw_scheme, host=proxy.url.raw_host, port=proxy.url.port, target=proxy.url.raw_path
+            ),
+            proxy_auth=proxy.raw_auth,
+            proxy_headers=proxy.headers.raw,
             ssl_context=_ssl_context(),
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
+            proxy_ssl_context=proxy.ssl_context,
             network_backend=_Backend(),
+            **limits,
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
