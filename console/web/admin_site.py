@@ -15,7 +15,7 @@ class ConsoleAdminSite(admin.AdminSite):
 
     def admin_view(self, view, cacheable=False):
         model_admin = getattr(view, "__self__", None)
-        if isinstance(model_admin, admin.ModelAdmin):
+        if isinstance(model_admin, admin.ModelAdmin) and view.__name__ == "changelist_view":  # actions post there
             view = _selection_checked(view, model_admin.model)
         return super().admin_view(view, cacheable)
 

@@ -55,14 +55,18 @@ def test_in_over_a_key_drops_the_values_no_row_can_hold():
     assert not Instance.objects.filter(pk__in=[10**20]).exists()
 
 
+def instance_form(client, instance) -> dict:
+    """What the instance's change page would post back, its JSON fields as the page writes them."""
+    form = client.get(f"/admin/instances/instance/{instance.pk}/change/").context["adminform"].form
+    data = {name: form[name].value() for name in form.fields}
+    data = {name: value for name, value in data.items() if value is not None and value is not False}
+    return {**data, "host": instance.host_id, "command": '["true"]', "env": "{}", "run_spec": "{}", "gpu_indices": "[]"}
+
+
 def test_json_nested_past_the_parser_s_limit_is_a_form_error(superuser_client):
     """An instance's command, environment, run spec or GPUs, and the hidden initial beside them."""
     instance = process_instance("deep", command=["true"], gpu_indices=[0])
-    page = superuser_client.get(f"/admin/instances/instance/{instance.pk}/change/")
-    form = page.context["adminform"].form
-    data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
-    data = {name: value for name, value in data.items() if not isinstance(value, bool) or value}
-    data.update(host=instance.host_id, command='["true"]', env="{}", run_spec="{}", gpu_indices="[0]")
+    data = {**instance_form(superuser_client, instance), "gpu_indices": "[0]"}
     deep = "[" * 100_000 + "]" * 100_000
     for field in ("command", "gpu_indices"):
         for name in (field, f"initial-{field}"):
@@ -79,11 +83,7 @@ def test_a_process_instance_s_run_spec_that_is_not_a_json_object_is_a_form_error
     """Not JSON (NaN, Infinity: Python's parser takes them, neither database stores them), or not an
     object (the column holds one): a form error, where the save was an IntegrityError."""
     instance = process_instance("spec", command=["true"])
-    page = superuser_client.get(f"/admin/instances/instance/{instance.pk}/change/")
-    form = page.context["adminform"].form
-    data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
-    data = {name: value for name, value in data.items() if not isinstance(value, bool) or value}
-    data.update(host=instance.host_id, command='["true"]', env="{}", gpu_indices="[]", run_spec=value)
+    data = {**instance_form(superuser_client, instance), "run_spec": value}
     page = superuser_client.post(f"/admin/instances/instance/{instance.pk}/change/", data)
     assert page.status_code == 200 and page.context["adminform"].form.errors["run_spec"]
     instance.refresh_from_db()
