@@ -5,8 +5,8 @@ from console.api.models import ApiToken
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["name", "user", "prefix", "created", "last_used"]
-    list_filter = ["user"]
+    list_display = ["name", "user", "prefix", "created", "last_used", "expires"]
+    list_filter = ["user", ("expires", admin.EmptyFieldListFilter)]
     search_fields = ["name", "user__username", "prefix"]
     readonly_fields = ["prefix", "created", "last_used"]
 

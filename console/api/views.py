@@ -9,7 +9,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from console.api.auth import user_from_token
+from console.api.auth import TokenRefused, user_from_token
 from console.api.metrics import ConsoleCollector
 from console.instances.models import Host, Instance
 from console.operations.forms import OperationForm, RolloutForm, form_errors
@@ -62,7 +62,10 @@ def api_view(methods: list[str]):
         @require_http_methods(methods)
         @wraps(view)
         def authenticate(request, *args, **kwargs):
-            user = user_from_token(request)
+            try:
+                user = user_from_token(request)
+            except TokenRefused as refused:
+                return error(401, str(refused))
             if user is not None:
                 request.user = user
                 return checked(request, *args, **kwargs)

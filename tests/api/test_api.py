@@ -118,6 +118,53 @@ def test_tokens_are_stored_hashed_and_revocable(instance):
 
 
 @pytest.mark.django_db
+def test_tokens_expire_after_the_lifetime_chosen_and_say_so(instance):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from console.audit.models import AuditEntry
+
+    account = user("op-life", OPERATOR)
+    client = Client()
+    client.force_login(account)
+    before = timezone.now()
+    month = client.post("/accounts/tokens/", {"name": "month", "lifetime": "30"})
+    forever = client.post("/accounts/tokens/", {"name": "scraper", "lifetime": "never"})
+    default = client.post("/accounts/tokens/", {"name": "plain"})
+    assert {month.status_code, forever.status_code, default.status_code} == {200}
+    tokens = {t.name: t for t in ApiToken.objects.filter(user=account)}
+    assert timedelta(days=30) <= tokens["month"].expires - before < timedelta(days=30, minutes=1)
+    assert timedelta(days=90) <= tokens["plain"].expires - before < timedelta(days=90, minutes=1)
+    assert tokens["scraper"].expires is None
+    created = AuditEntry.objects.filter(action="token.created").values_list("outcome", flat=True)
+    assert any("never expires" in o for o in created) and any("expires 20" in o for o in created)
+
+    refused = client.post("/accounts/tokens/", {"name": "week", "lifetime": "7"})
+    assert refused.status_code == 400 and b"Choose a lifetime of 30, 90, 365, never days." in refused.content
+    assert not ApiToken.objects.filter(name="week").exists()
+
+    key = month.context["new_key"]
+    assert Client().get("/api/instances/", **bearer(key)).status_code == 200
+    ApiToken.objects.filter(name="month").update(expires=timezone.now() - timedelta(seconds=1))
+    expired = Client().get("/api/instances/", **bearer(key))
+    assert expired.status_code == 401
+    assert f"The token {key[:8]}… (month) expired at" in expired.json()["error"]
+    # A script's stale key is refused even from a client that also holds a session: it never acts as someone else.
+    assert client.get("/api/instances/", **bearer(key)).status_code == 401
+    assert client.get("/api/instances/").status_code == 200
+    page = client.get("/accounts/tokens/").content.decode()
+    assert page.count(">expired</span>") == 1 and "never" in page
+
+    unknown = Client().get("/api/instances/", **bearer("ic_" + "x" * 43))
+    assert unknown.status_code == 401 and "not known" in unknown.json()["error"]
+    account.is_active = False
+    account.save()
+    disabled = Client().get("/api/instances/", **bearer(forever.context["new_key"]))
+    assert disabled.status_code == 401 and disabled.json()["error"] == "The token's account is disabled."
+
+
+@pytest.mark.django_db
 def test_rollouts_through_the_api_with_clear_refusals(instance):
     process_instance("api-b", command=["true"], group="pair")
     process_instance("api-c", command=["true"], group="pair")

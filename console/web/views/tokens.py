@@ -2,9 +2,10 @@
 
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from console.api.models import ApiToken
+from console.api.models import DEFAULT_LIFETIME, LIFETIMES, ApiToken
 from console.audit.record import record
 
 
@@ -12,17 +13,31 @@ from console.audit.record import record
 def tokens(request):
     new_key = None
     error = ""
+    lifetime = DEFAULT_LIFETIME
     if request.method == "POST":
         name = request.POST.get("name", "").strip()
+        lifetime = request.POST.get("lifetime", DEFAULT_LIFETIME)
         if not name or len(name) > 100:
             error = "Give the token a name of at most 100 characters."
+        elif lifetime not in LIFETIMES:
+            error = f"Choose a lifetime of {', '.join(LIFETIMES)} days."
+            lifetime = DEFAULT_LIFETIME
         else:
-            token, new_key = ApiToken.issue(request.user, name)
-            record("token.created", request=request, target=f"token {name}", outcome=f"starts with {token.prefix}")
+            token, new_key = ApiToken.issue(request.user, name, days=LIFETIMES[lifetime])
+            until = f"expires {token.expires.isoformat(timespec='minutes')}" if token.expires else "never expires"
+            record(
+                "token.created", request=request, target=f"token {name}", outcome=f"starts with {token.prefix}, {until}"
+            )
     return render(
         request,
         "api/tokens.html",
-        {"tokens": request.user.api_tokens.all(), "new_key": new_key, "error": error},
+        {
+            "tokens": request.user.api_tokens.all(),
+            "new_key": new_key,
+            "error": error,
+            "lifetimes": [(value, _("%d days") % days if days else _("never")) for value, days in LIFETIMES.items()],
+            "lifetime": lifetime,
+        },
         status=400 if error else 200,
     )
 
