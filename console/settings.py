@@ -271,8 +271,9 @@ LOGGING = {
     },
 }
 
-# Alert emails go through Django's email backend (SMTP unless set otherwise).
-EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+# Alert emails go through Django's email backend: SMTP unless set otherwise, its whole exchange within
+# EMAIL_TIMEOUT (console/alerts/mail.py), as a webhook's.
+EMAIL_BACKEND = env("EMAIL_BACKEND", "console.alerts.mail.DeadlineEmailBackend")
 EMAIL_HOST = env("EMAIL_HOST", "localhost")
 EMAIL_PORT = envint("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
