@@ -16,7 +16,7 @@ from collections import deque
 from importlib import import_module
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.backends.base import SessionBase
@@ -39,7 +39,10 @@ def _standing(user_id: int, session_key: str | None) -> int | None:
     return None
 
 
-class _EventConsumer(AsyncJsonWebsocketConsumer):
+class _EventConsumer(AsyncWebsocketConsumer):
+    """One way, server to browser: what a client sends is dropped unread (AsyncWebsocketConsumer's
+    receive), never decoded, so no frame of any shape can end the socket with a server error."""
+
     def groups_for(self) -> list[str]:
         raise NotImplementedError
 

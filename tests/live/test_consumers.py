@@ -70,3 +70,24 @@ def test_watcher_receives_the_operation_as_it_is_requested():
     assert event["type"] == "operation.updated"
     assert event["instance"] == "live-a"
     assert event["data"]["id"] == operation.pk and event["data"]["state"] == "queued"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_what_a_client_sends_is_ignored_and_the_socket_keeps_delivering():
+    """Before, the socket decoded every frame as JSON: a '{' or a binary frame raised in the consumer
+    (a traceback in the log for each, the socket closed with a server error)."""
+    instance = process_instance("live-b", command=["true"])
+    cookie = _session_cookie(user("sender", VIEWER))
+
+    async def scenario():
+        communicator, connected, _ = await _connect("/ws/instances/live-b/", cookie)
+        assert connected
+        for frame in ({"text_data": "{"}, {"bytes_data": b"\x00\xff"}, {"text_data": "[" * 100_000}):
+            await communicator.send_to(**frame)
+        assert await communicator.receive_nothing(0.5)
+        await sync_to_async(request_operation)(instance, "restart", reason="still live")
+        event = await asyncio.wait_for(communicator.receive_json_from(), 5)
+        await communicator.disconnect()
+        return event
+
+    assert async_to_sync(scenario)()["data"]["reason"] == "still live"
