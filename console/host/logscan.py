@@ -1,8 +1,9 @@
 """Log lines made safe to show, and the error signatures the checklist looks for."""
 
-import json
 import re
 from collections import Counter
+
+from console import untrusted
 
 MAX_LINE_CHARS = 4000
 # Colour and cursor escapes; other control characters are replaced below.
@@ -43,7 +44,7 @@ def level(line: str) -> str:
     """The line's level: from a JSON log's "level" field, else from a level word, else info."""
     if line.startswith("{"):
         try:
-            value = json.loads(line).get("level")
+            value = untrusted.loads(line).get("level")
         except (ValueError, AttributeError):
             value = None
         if isinstance(value, str) and value.lower() in LEVELS:
@@ -84,8 +85,8 @@ def _structured(line: str) -> dict | None:
     if not line.startswith("{"):
         return None
     try:
-        entry = json.loads(line)
-    except (ValueError, RecursionError):
+        entry = untrusted.loads(line)
+    except ValueError:
         return None
     return entry if isinstance(entry, dict) else None
 

@@ -6,7 +6,6 @@ plugs in: a class answering the same questions from that engine's own endpoints 
 by the instance's engine (engines.server_for).
 """
 
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -14,6 +13,7 @@ import httpx
 
 from console import deadlines
 from console.sentences import Sentence, gettext_noop
+from console.untrusted import json_of, loads
 
 
 class ServerError(Exception):
@@ -63,12 +63,12 @@ def unanswered(exc: httpx.HTTPError, timeout: float) -> Probe:
 
 
 def _ms(seconds) -> float | None:
-    return round(seconds * 1000, 2) if isinstance(seconds, int | float) else None
+    return round(seconds * 1000, 2) if isinstance(seconds, int | float) and not isinstance(seconds, bool) else None
 
 
 def _json_field(response: httpx.Response, key: str):
     try:
-        body = response.json()
+        body = json_of(response)
     except ValueError:
         return None
     return body.get(key) if isinstance(body, dict) else None
@@ -110,7 +110,7 @@ class ModelServer:
         try:
             response = self.http.get(self.url("/health"), timeout=timeout)
             ms = (time.perf_counter() - began) * 1000
-            body = response.json()
+            body = json_of(response)
         except httpx.HTTPError as exc:
             return unanswered(exc, timeout)
         except ValueError:
@@ -205,15 +205,17 @@ class ModelServer:
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     try:
-                        chunk = json.loads(line[6:])
+                        chunk = loads(line[6:])
                     except ValueError:
                         continue
                     if not isinstance(chunk, dict):
                         continue
                     if isinstance(chunk.get("error"), dict):
                         raise ServerError(str(chunk["error"].get("message", "the server reported an error")))
-                    for choice in chunk.get("choices") or []:
-                        text = ((choice or {}).get("delta") or {}).get("content")
+                    choices = chunk.get("choices")
+                    for choice in choices if isinstance(choices, list) else []:
+                        delta = choice.get("delta") if isinstance(choice, dict) else None
+                        text = delta.get("content") if isinstance(delta, dict) else None
                         if isinstance(text, str) and text:
                             yield text
         except httpx.HTTPError as exc:
@@ -299,7 +301,7 @@ class ModelServer:
                 )
             )
         try:
-            body = response.json()
+            body = json_of(response)
         except ValueError:
             return {}
         return body if isinstance(body, dict) else {}

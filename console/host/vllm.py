@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from console.host.server import ModelServer, NotOffered, Probe, Readiness, ServerError, _json_field, unanswered
 from console.sentences import Sentence, gettext_noop
+from console.untrusted import json_of
 
 HISTOGRAMS = {
     "e2e": "vllm:e2e_request_latency_seconds",
@@ -319,7 +320,7 @@ class VllmServer(ModelServer):
         without load tracking, an older vLLM, an answer that is not its JSON)."""
         try:
             response = self._get("/load", timeout)
-            value = response.json().get("server_load") if response.status_code == 200 else None
+            value = json_of(response).get("server_load") if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError, AttributeError):
             return None
         if type(value) is not int:

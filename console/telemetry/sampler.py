@@ -9,12 +9,13 @@ import math
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
-from django.db import connection
+from django.db import connection, models
+from django.db.backends.base.operations import BaseDatabaseOperations
 from django.utils import timezone
 
 from console import deadlines
@@ -29,6 +30,7 @@ from console.host.server import Probe
 from console.instances.models import Host, Instance
 from console.live import events
 from console.sentences import Sentence, gettext_noop, said
+from console.telemetry.health import readable
 from console.telemetry.models import Sample
 from console.telemetry.signals import samples_recorded
 
@@ -44,24 +46,6 @@ def port_of(base_url: str) -> int | None:
         return parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         return None
-
-
-STANDBY_STATES = ("loading", "ready", "failed", "discarded")
-
-
-def standby_of(supervisor) -> dict | None:
-    """The supervisor's standby model process (HANDOVER_STANDBY) as /health reports it, kept only in
-    the shape this console shows (the server's answer is not trusted): state, pid, load, why."""
-    standby = supervisor.get("standby") if isinstance(supervisor, dict) else None
-    if not isinstance(standby, dict) or standby.get("state") not in STANDBY_STATES:
-        return None
-    pid, load = standby.get("pid"), standby.get("load_seconds")
-    return {
-        "state": standby["state"],
-        "pid": pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
-        "load_seconds": round(float(load), 2) if isinstance(load, int | float) and not isinstance(load, bool) else None,
-        "why": str(standby.get("why", ""))[:300],
-    }
 
 
 def derive_status(running: bool, probe: Probe) -> tuple[str, str]:
@@ -102,6 +86,7 @@ def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict
         running, pids, runtime_error = False, [], str(exc)
     server = server_for(instance, client)
     probe = server.probe() if running else Probe(ok=False, ms=None)
+    probe = replace(probe, health=readable(probe.health))
     state, detail = derive_status(running, probe)
     sample = {"status": state, "probe_ok": probe.ok, "probe_ms": round(probe.ms, 2) if probe.ms else None}
     sample.update(server.figures(probe.health))
@@ -109,8 +94,7 @@ def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict
     sample["gpu_used"], sample["gpu_total"] = gpu_figures.pop("gpu_used"), gpu_figures.pop("gpu_total")
     if sample["gpu_total"] is None:
         # No NVML (CPU host): the device figures the server itself reports, if any.
-        allocator = probe.health.get("allocator") or {}
-        sample["gpu_total"] = allocator.get("device_total_bytes")
+        sample["gpu_total"] = probe.health["allocator"]["device_total_bytes"]
     states = None
     port = port_of(instance.base_url)
     if pids and port:
@@ -121,7 +105,7 @@ def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict
     follower = current_follower()
     errors = follower.take_counts(instance.name) if follower is not None else Counter()
     sample["log_errors"] = sum(errors.values()) if follower is not None else None
-    supervisor = probe.health.get("supervisor")
+    supervisor = probe.health["supervisor"] or {}
     sample["data"] = {
         "detail": detail or runtime_error,
         "detail_said": said(detail or runtime_error),
@@ -129,19 +113,19 @@ def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict
         "probe_error": probe.error,
         "probe_timed_out": probe.timed_out,  # a hung server: a handover is asked of its supervisor at once
         "health_state": probe.state,
-        "uptime": probe.health.get("uptime_seconds"),
-        "server_pid": probe.health.get("pid"),
+        "uptime": probe.health["uptime_seconds"],
+        "server_pid": probe.health["pid"],
         # inference.supervisor's pid: a handover can be asked of it by signal when its model process hangs.
-        "supervisor_pid": supervisor.get("pid") if isinstance(supervisor, dict) else None,
-        "standby": standby_of(supervisor),
+        "supervisor_pid": supervisor.get("pid"),
+        "standby": supervisor.get("standby"),
         "tcp": dict(states) if states is not None else None,
         "signatures": dict(errors),
         "gpu": gpu_figures,
         "nvml": snapshot.error,
         "nvml_said": said(snapshot.error) if snapshot.error else None,
-        "requests": (probe.health.get("totals") or {}).get("requests"),
-        "tokens_per_second": (probe.health.get("timings") or {}).get("tokens_per_second"),
-        "engine": probe.health.get("engine") if isinstance(probe.health.get("engine"), dict) else None,
+        "requests": probe.health["totals"]["requests"],
+        "tokens_per_second": probe.health["timings"]["tokens_per_second"],
+        "engine": probe.health["engine"],
     }
     return sample
 
@@ -188,8 +172,20 @@ def finite(value):
     return value
 
 
+def fitted(sample: dict) -> dict:
+    """Each count within its column's range, else None: a server's 2**70 bytes would have the whole
+    row refused by the database."""
+    fitted = dict(sample)
+    for column in Sample._meta.concrete_fields:
+        value = fitted.get(column.name)
+        if isinstance(column, models.IntegerField) and isinstance(value, int | float):
+            low, high = BaseDatabaseOperations.integer_field_ranges[column.get_internal_type()]
+            fitted[column.name] = value if low <= value <= high else None
+    return fitted
+
+
 def record(instance, sample: dict, batch: DashboardBatch | None = None) -> Sample:
-    row = Sample.objects.create(instance=instance, at=timezone.now(), **finite(sample))
+    row = Sample.objects.create(instance=instance, at=timezone.now(), **fitted(finite(sample)))
     summary = {**row.summary(), "host": instance.host.name}
     events.publish(instance.name, events.SAMPLE, summary)
     if batch is None:

@@ -98,7 +98,7 @@ def test_a_receiver_answering_a_byte_a_second_fails_the_attempt_within_its_timeo
     import subprocess
     import sys
 
-    from tests.host.test_deadlines import PROGRAM, listening
+    from tests.host.conftest import PROGRAM, listening
 
     def hung(*_):
         raise AssertionError("the attempt had not ended after 60 s")

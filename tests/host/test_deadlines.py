@@ -2,12 +2,8 @@
 holds up the console: every request to it ends within its timeout, body included, and a sampling
 round still ends and records the instance as not answering."""
 
-import socket
-import subprocess
 import sys
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
@@ -18,37 +14,7 @@ from console.telemetry import sampler
 from console.telemetry.models import Sample
 from tests.conftest import free_port
 from tests.factories import process_instance
-
-PROGRAM = Path(__file__).parent / "programs" / "hostile_health.py"
-
-
-@pytest.fixture
-def hostile():
-    """Start the program in a mode; its URL. Stopped after the test."""
-    started = []
-
-    def start(mode: str) -> str:
-        port = free_port()
-        process = subprocess.Popen([sys.executable, str(PROGRAM), str(port), mode])
-        started.append(process)
-        return listening(port)
-
-    yield start
-    for process in started:
-        process.kill()
-        process.wait()
-
-
-def listening(port: int) -> str:
-    """The program's URL once it takes connections."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"{PROGRAM.name} did not listen on {port}")
+from tests.host.conftest import PROGRAM, listening
 
 
 def probe_within(url: str, timeout: float, hang: float = 60):

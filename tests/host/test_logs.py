@@ -102,3 +102,32 @@ def test_follower_ships_lines_of_a_real_process_and_counts_errors(tmp_path):
         assert follower.take_counts("follow-a") == {}  # taken once
     finally:
         runtime.stop(instance, timeout=5)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_line_nested_too_deeply_for_json_is_shipped_and_the_errors_beside_it_still_count(tmp_path):
+    """A line that opens like JSON and nests past Python's recursion limit made the round raise
+    RecursionError: the lines read with it were lost, the CUDA error among them never counted."""
+    script = (
+        "import time\n"
+        "print('{\"level\": ' + '[' * 5000, flush=True)\n"
+        "print('torch.OutOfMemoryError: CUDA out of memory.', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    instance = process_instance("follow-deep", command=[sys.executable, "-c", script], working_dir=str(tmp_path))
+    runtime = ProcessRuntime()
+    runtime.start(instance)
+    follower = LogFollower(["local"])
+    try:
+        seen = []
+        deadline = time.monotonic() + 15
+        while len(seen) < 2 and time.monotonic() < deadline:
+            follower.poll()
+            seen = recent_lines("follow-deep")
+            time.sleep(0.3)
+            follower._flushed.clear()  # flush the tail every round in the test
+        assert [entry["level"] for entry in seen] == ["info", "info"]
+        assert seen[0]["text"].startswith('{"level": [[[') and seen[1]["text"].endswith("CUDA out of memory.")
+        assert follower.take_counts("follow-deep") == {"cuda_oom": 1}
+    finally:
+        runtime.stop(instance, timeout=5)

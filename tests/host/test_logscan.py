@@ -53,3 +53,9 @@ def test_text_a_client_sent_never_passes_for_a_cuda_error():
     assert signatures(forged) == {}
     real = ['{"level": "error", "msg": "CUDA out of memory", "request_id": "r1", "error": "Tried to allocate 2 GiB"}']
     assert signatures(real) == {"cuda_oom": 1}
+
+
+def test_a_line_nested_too_deeply_for_json_has_a_level_and_is_scanned():
+    deep = '{"level": ' + "[" * 5000
+    assert level(deep) == "info"
+    assert signatures([deep, "torch.OutOfMemoryError: CUDA out of memory."]) == {"cuda_oom": 1}

@@ -11,6 +11,7 @@ from console.host.gpu import GpuDevice, GpuProcess
 from console.host.process import ProcessRuntime
 from console.host.server import Probe
 from console.telemetry import sampler
+from console.telemetry.health import standby_of
 from console.telemetry.models import Sample
 from tests.conftest import wait_http
 from tests.factories import process_instance
@@ -113,16 +114,16 @@ def test_the_standby_is_kept_only_in_the_shape_the_console_shows():
     """/health is the server's answer, not trusted: the standby's state from a known few, numbers as
     numbers, why cut short; anything else is no standby."""
     health = {"standby": {"state": "ready", "pid": 7, "load_seconds": 0.61234, "extra": "x" * 10**6}}
-    assert sampler.standby_of(health) == {"state": "ready", "pid": 7, "load_seconds": 0.61, "why": ""}
+    assert standby_of(health) == {"state": "ready", "pid": 7, "load_seconds": 0.61, "why": ""}
     odd = {"standby": {"state": "failed", "pid": "7", "load_seconds": True, "why": "no room " * 200}}
-    assert sampler.standby_of(odd) == {
+    assert standby_of(odd) == {
         "state": "failed",
         "pid": None,
         "load_seconds": None,
         "why": ("no room " * 200)[:300],
     }
     for answer in (None, [], {"standby": []}, {"standby": {"state": "<img src=x>"}}, {"standby": None}):
-        assert sampler.standby_of(answer) is None
+        assert standby_of(answer) is None
 
 
 @pytest.mark.django_db
@@ -139,7 +140,7 @@ def test_figures_that_are_not_numbers_are_recorded_as_none_not_lost_with_the_sam
         "p50_ms": health["timings"]["p50_s"],
         "data": {
             "uptime": health["uptime_seconds"],
-            "standby": sampler.standby_of(health["supervisor"]),
+            "standby": standby_of(health["supervisor"]),
             "deep": [{"x": -math.inf}, 1.5],
         },
     }

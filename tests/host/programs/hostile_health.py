@@ -1,16 +1,58 @@
 """A "model server" that answers on 127.0.0.1:PORT as badly as it can without being silent:
 `body` sends its headers, then its body a byte a second for ever; `headers` sends even its headers
-a byte a second; `huge` sends a 64 MiB /health as fast as it can."""
+a byte a second; `huge` sends a 64 MiB /health as fast as it can; `deep` answers every request with
+JSON nested 100,000 deep, and a chat completion with a stream of chunks of every wrong shape around
+one good one; `odd` answers /health with JSON of the wrong shapes everywhere (ODD)."""
 
+import json
 import socket
 import sys
 import threading
 import time
 
+DEEP = b"[" * 100_000
+CHUNKS = [DEEP, b'{"choices": ["x"]}', b'{"choices": "abc"}', b'{"choices": [{"delta": ["x"]}]}', b"[1]", b"{"]
+GOOD = b'{"choices": [{"delta": {"content": "ok"}}]}'
+ODD = {
+    "state": "ready",
+    "pid": "12",
+    "in_flight": "many",
+    "uptime_seconds": [1],
+    "timings": [1, 2],
+    "allocator": {"allocated_bytes": "lots", "reserved_bytes": 1e30, "fragmentation": True},
+    "process": {"rss_bytes": 2**70, "open_fds": 2**40},
+    "totals": "x",
+    "engine": {f"figure{i}": i for i in range(1000)} | {"kv_cache_usage": {"deep": [1]}},
+    "supervisor": {"pid": 2**80, "standby": {"state": "ready", "load_seconds": "soon"}},
+    "load_error": "e" * 10_000,
+}
+
+
+def deep(request: bytes) -> bytes:
+    """The answer of mode `deep`: a chat completion streams every odd chunk, then a good one."""
+    if request.startswith(b"POST /v1/chat/completions"):
+        body = b"".join(b"data: " + chunk + b"\n\n" for chunk in [*CHUNKS, GOOD]) + b"data: [DONE]\n\n"
+        kind = b"text/event-stream"
+    else:
+        body, kind = DEEP, b"application/json"
+    return b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+        kind,
+        len(body),
+        body,
+    )
+
 
 def answer(conn: socket.socket, mode: str) -> None:
     try:
-        conn.recv(65536)
+        request = conn.recv(65536)
+        if mode == "deep":
+            conn.sendall(deep(request))
+            return
+        if mode == "odd":
+            body = json.dumps(ODD).encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+            conn.sendall(body)
+            return
         if mode == "huge":
             size = 64 * 2**20
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % size)

@@ -1,0 +1,42 @@
+"""The hostile "model server" (programs/hostile_health.py) the host's tests start in its modes."""
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+PROGRAM = Path(__file__).parent / "programs" / "hostile_health.py"
+
+
+@pytest.fixture
+def hostile():
+    """Start the program in a mode; its URL. Stopped after the test."""
+    started = []
+
+    def start(mode: str) -> str:
+        port = free_port()
+        process = subprocess.Popen([sys.executable, str(PROGRAM), str(port), mode])
+        started.append(process)
+        return listening(port)
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def listening(port: int) -> str:
+    """The program's URL once it takes connections."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{PROGRAM.name} did not listen on {port}")

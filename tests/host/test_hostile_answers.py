@@ -1,0 +1,73 @@
+"""A model server (or anything at its address) answering JSON of the wrong shapes, or nested past
+Python's recursion limit, is read as not answering sensibly: a clear reason, never an exception that
+ends the sample, the trial or the operation that asked."""
+
+import sys
+import threading
+
+import pytest
+
+from console.host.process import ProcessRuntime
+from console.host.server import ModelServer
+from console.host.vllm import VllmServer
+from console.telemetry import sampler
+from console.telemetry.models import Sample
+from tests.conftest import free_port
+from tests.factories import process_instance
+from tests.host.conftest import PROGRAM, listening
+
+
+def test_json_nested_too_deeply_is_not_json_to_any_reader(hostile):
+    """Before, each of these raised RecursionError (not ValueError) out of the reader."""
+    url = hostile("deep")
+    with ModelServer(url) as server:
+        probe = server.probe(timeout=10)
+        assert not probe.ok and str(probe.error) == "/health did not return JSON"
+        assert server.soft_reset() == {}
+        assert server.models() == []
+        assert server.in_flight() is None and server.serving_pid() is None
+    with VllmServer(url) as vllm:
+        assert vllm.held(timeout=10) is None
+
+
+def test_a_chat_stream_of_odd_chunks_yields_only_the_text_of_good_ones(hostile):
+    """Chunks nested too deeply, choices that are a string, a choice or a delta that is not an object:
+    skipped (before, the first raised RecursionError and the others AttributeError, and the operator's
+    trial never ended on the page)."""
+    with ModelServer(hostile("deep")) as server:
+        assert list(server.chat_stream([{"role": "user", "content": "hi"}], 8, "req-1", timeout=10)) == ["ok"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("mode", ["deep", "odd"])
+def test_a_sampling_round_records_a_server_answering_odd_json(mode):
+    """Before, neither was recorded at all (the round logged "sampling … failed"): the instance kept
+    its last sample, the dashboard and the watchdog blind to it."""
+    port = free_port()
+    instance = process_instance(
+        f"odd-{mode}",
+        command=[sys.executable, str(PROGRAM), str(port), mode],
+        base_url=f"http://127.0.0.1:{port}",
+    )
+    ProcessRuntime().start(instance)
+    try:
+        listening(port)
+        done = []
+        thread = threading.Thread(target=lambda: done.append(sampler.sample_host("local")), daemon=True)
+        thread.start()
+        thread.join(60)
+        assert done == [1], "the round had not ended after 60 s"
+    finally:
+        ProcessRuntime().stop(instance, timeout=5)
+    sample = Sample.objects.get(instance=instance)
+    if mode == "deep":
+        assert sample.status == "down" and sample.data["detail"] == "/health did not return JSON"
+        return
+    assert sample.status == "ready" and sample.probe_ok
+    figures = ("in_flight", "rps", "p50_ms", "p95_ms", "allocated", "reserved", "fragmentation", "rss", "fds")
+    assert {name: getattr(sample, name) for name in figures} == dict.fromkeys(figures)
+    data = sample.data
+    assert (data["uptime"], data["server_pid"], data["requests"], data["tokens_per_second"]) == (None,) * 4
+    assert data["supervisor_pid"] is None
+    assert data["standby"] == {"state": "ready", "pid": None, "load_seconds": None, "why": ""}
+    assert len(data["engine"]) == 32 and data["engine"]["figure31"] == 31
