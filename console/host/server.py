@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from console import deadlines
+from console import deadlines, untrusted
 from console.sentences import Sentence, gettext_noop
 from console.untrusted import json_of, loads
 
@@ -72,6 +72,37 @@ def _json_field(response: httpx.Response, key: str):
     except ValueError:
         return None
     return body.get(key) if isinstance(body, dict) else None
+
+
+MAX_PHASES = 64
+
+
+def _handover(entry: dict) -> dict:
+    """One handover of the supervisor's record in /health, in the shape the pipeline reads it (the
+    server's answer is not trusted: its figures end up in an operation's steps)."""
+    phases = entry.get("phases")
+    ident = entry.get("id")
+    return {
+        "id": ident if isinstance(ident, int) and not isinstance(ident, bool) else None,
+        "state": untrusted.text(entry.get("state"), 32),
+        "old_pid": untrusted.pid(entry.get("old_pid")),
+        "began": untrusted.number(entry.get("began")),
+        "why": untrusted.text(entry.get("why"), 300) or "",
+        "phases": [
+            {
+                "name": untrusted.text(phase.get("name"), 100) or "?",
+                "seconds": untrusted.number(phase.get("seconds")),
+                "pid": untrusted.pid(phase.get("pid")),
+                "load_seconds": untrusted.number(phase.get("load_seconds")),
+                "why": untrusted.text(phase.get("why"), 300) or "",
+                "exit_code": untrusted.number(phase.get("exit_code")),
+                "slots": untrusted.number(phase.get("slots")),
+                "wanted": untrusted.number(phase.get("wanted")),
+            }
+            for phase in (phases[:MAX_PHASES] if isinstance(phases, list) else [])
+            if isinstance(phase, dict)
+        ],
+    }
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -278,11 +309,11 @@ class ModelServer:
         except httpx.HTTPError:
             return None
         handovers = record.get("handovers") if isinstance(record, dict) else None
-        entries = [e for e in handovers if isinstance(e, dict)] if isinstance(handovers, list) else []
+        entries = [_handover(e) for e in handovers if isinstance(e, dict)] if isinstance(handovers, list) else []
         if handover is None:
-            begun = [e for e in entries if isinstance(e.get("began"), int | float) and e["began"] >= since]
+            begun = [e for e in entries if e["began"] is not None and e["began"] >= since]
             return begun[-1] if begun else None
-        return next((e for e in entries if e.get("id") == handover), None)
+        return next((e for e in entries if e["id"] == handover), None)
 
     def soft_reset(self) -> dict:
         """Free cached allocator memory without a restart; the body says before and after."""

@@ -236,27 +236,24 @@ def _count(value) -> int | str:
 
 
 def _phases(record: dict) -> Sentences:
+    """The handover's phases as sentences, from its record as ModelServer.handover_record shapes it."""
     said = []
     for phase in record.get("phases") or []:
-        if not isinstance(phase, dict):
-            continue
-        template = HANDOVER_PHASES.get(phase.get("name"))
-        seconds = phase.get("seconds") if isinstance(phase.get("seconds"), int | float) else 0
+        template = HANDOVER_PHASES.get(phase["name"])
+        seconds = phase["seconds"] or 0
         if template is None:  # a phase this console does not know yet
-            phase_name = str(phase.get("name"))[:100]
-            said.append(Sentence(gettext_noop("%(phase)s at %(seconds).1f s"), phase=phase_name, seconds=seconds))
+            said.append(Sentence(gettext_noop("%(phase)s at %(seconds).1f s"), phase=phase["name"], seconds=seconds))
             continue
-        load = phase.get("load_seconds")
         said.append(
             Sentence(
                 template,
-                pid=phase.get("pid"),
+                pid=_count(phase["pid"]),
                 seconds=seconds,
-                load=load if isinstance(load, int | float) else 0,
-                why=str(phase.get("why", ""))[:300],
-                code=phase.get("exit_code"),
-                slots=_count(phase.get("slots")),
-                wanted=_count(phase.get("wanted")),
+                load=phase["load_seconds"] or 0,
+                why=phase["why"],
+                code=phase["exit_code"],
+                slots=_count(phase["slots"]),
+                wanted=_count(phase["wanted"]),
             )
         )
     return Sentences(said)
@@ -335,7 +332,7 @@ def handover(ctx: Context) -> str:
         if state == "done":
             return _gpu_released(ctx, [record.get("old_pid")], phases)
         if state == "failed":
-            why = Sentence(gettext_noop("handover failed: %(why)s"), why=str(record.get("why", ""))[:300])
+            why = Sentence(gettext_noop("handover failed: %(why)s"), why=record["why"])
             raise StepFailed(Sentences([*phases.parts, why]))
         if state == "fallback":
             ctx.step_name = Sentence(gettext_noop("restart in place (no room for a handover)"))
@@ -347,7 +344,7 @@ def handover(ctx: Context) -> str:
             record = ctx.server.handover_record(handover_id, since=asked_at) or record
             phases = _phases(record)
             if record.get("state") == "failed":
-                why = Sentence(gettext_noop("handover failed: %(why)s"), why=str(record.get("why", ""))[:300])
+                why = Sentence(gettext_noop("handover failed: %(why)s"), why=record["why"])
                 raise StepFailed(Sentences([*phases.parts, replaced, why]))
             return Sentences([*phases.parts, replaced])
         status = ctx.runtime.status(ctx.instance)

@@ -6,11 +6,11 @@ the watchdog and the dashboard blind to it), and a string where the page expects
 its live panel. Each figure is kept as a finite number or left out, each text cut short.
 """
 
-import math
+from console.untrusted import number, pid, text
 
 # The figures read, by section ("" for the top level).
 NUMBERS = {
-    "": ("pid", "in_flight", "uptime_seconds"),
+    "": ("in_flight", "uptime_seconds"),
     "timings": ("requests_per_second", "latency_p50", "latency_p95", "ttft_p50", "tokens_per_second"),
     "allocator": ("allocated_bytes", "reserved_bytes", "fragmentation", "device_total_bytes"),
     "process": ("rss_bytes", "open_fds"),
@@ -19,18 +19,6 @@ NUMBERS = {
 TEXTS = {"state": 32, "load_error": 1000}
 ENGINE_FIGURES, ENGINE_KEY_CHARS, ENGINE_TEXT_CHARS = 32, 64, 64
 STANDBY_STATES = ("loading", "ready", "failed", "discarded")
-
-
-def number(value) -> int | float | None:
-    """A finite int or float (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value if isinstance(value, int) or math.isfinite(value) else None
-
-
-def pid(value) -> int | None:
-    """A process id (a positive int a kernel could give), else None."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31 else None
 
 
 def readable(health: dict) -> dict:
@@ -45,12 +33,11 @@ def readable(health: dict) -> dict:
             part = part if isinstance(part, dict) else {}
             shaped[section] = {key: number(part.get(key)) for key in keys}
     for key, most in TEXTS.items():
-        value = health.get(key)
-        shaped[key] = value[:most] if isinstance(value, str) else None
+        shaped[key] = text(health.get(key), most)
     engine = health.get("engine")
     shaped["engine"] = (
         {
-            str(key)[:ENGINE_KEY_CHARS]: value[:ENGINE_TEXT_CHARS] if isinstance(value, str) else number(value)
+            str(key)[:ENGINE_KEY_CHARS]: text(value, ENGINE_TEXT_CHARS) or number(value)
             for key, value in list(engine.items())[:ENGINE_FIGURES]
         }
         if isinstance(engine, dict)
@@ -74,5 +61,5 @@ def standby_of(supervisor) -> dict | None:
         "state": standby["state"],
         "pid": pid(standby.get("pid")),
         "load_seconds": round(float(load), 2) if load is not None else None,
-        "why": str(standby.get("why", ""))[:300],
+        "why": text(standby.get("why"), 300) or "",
     }

@@ -3,6 +3,7 @@
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,3 +41,24 @@ def listening(port: int) -> str:
         except OSError:
             time.sleep(0.05)
     raise AssertionError(f"{PROGRAM.name} did not listen on {port}")
+
+
+def sampling_round_within(seconds: float = 60) -> None:
+    """One sampling round of host "local", on a thread given `seconds` to end (which closes its
+    database connection): it ends, or the test fails."""
+    from django.db import connection
+
+    from console.telemetry import sampler
+
+    done = []
+
+    def round_() -> None:
+        try:
+            done.append(sampler.sample_host("local"))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=round_, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert done, f"the round had not ended after {seconds:g} s"

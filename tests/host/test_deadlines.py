@@ -10,11 +10,10 @@ import pytest
 from console.host.process import ProcessRuntime
 from console.host.server import ModelServer
 from console.instances.models import Host
-from console.telemetry import sampler
 from console.telemetry.models import Sample
 from tests.conftest import free_port
 from tests.factories import process_instance
-from tests.host.conftest import PROGRAM, listening
+from tests.host.conftest import PROGRAM, listening, sampling_round_within
 
 
 def probe_within(url: str, timeout: float, hang: float = 60):
@@ -49,11 +48,7 @@ def test_a_sampling_round_ends_with_a_trickling_instance_down(tmp_path):
     ProcessRuntime().start(instance)
     try:
         listening(port)
-        done = []
-        thread = threading.Thread(target=lambda: done.append(sampler.sample_host("local")), daemon=True)
-        thread.start()
-        thread.join(60)
-        assert done == [1], "the round had not ended after 60 s"
+        sampling_round_within(60)
     finally:
         ProcessRuntime().stop(instance, timeout=5)
     sample = Sample.objects.get(instance=instance)

@@ -3,18 +3,16 @@ Python's recursion limit, is read as not answering sensibly: a clear reason, nev
 ends the sample, the trial or the operation that asked."""
 
 import sys
-import threading
 
 import pytest
 
 from console.host.process import ProcessRuntime
 from console.host.server import ModelServer
 from console.host.vllm import VllmServer
-from console.telemetry import sampler
 from console.telemetry.models import Sample
 from tests.conftest import free_port
 from tests.factories import process_instance
-from tests.host.conftest import PROGRAM, listening
+from tests.host.conftest import PROGRAM, listening, sampling_round_within
 
 
 def test_json_nested_too_deeply_is_not_json_to_any_reader(hostile):
@@ -52,11 +50,7 @@ def test_a_sampling_round_records_a_server_answering_odd_json(mode):
     ProcessRuntime().start(instance)
     try:
         listening(port)
-        done = []
-        thread = threading.Thread(target=lambda: done.append(sampler.sample_host("local")), daemon=True)
-        thread.start()
-        thread.join(60)
-        assert done == [1], "the round had not ended after 60 s"
+        sampling_round_within(60)
     finally:
         ProcessRuntime().stop(instance, timeout=5)
     sample = Sample.objects.get(instance=instance)
@@ -71,3 +65,22 @@ def test_a_sampling_round_records_a_server_answering_odd_json(mode):
     assert data["supervisor_pid"] is None
     assert data["standby"] == {"state": "ready", "pid": None, "load_seconds": None, "why": ""}
     assert len(data["engine"]) == 32 and data["engine"]["figure31"] == 31
+
+
+def test_a_handover_record_of_the_wrong_shapes_reads_as_unknowns(hostile):
+    """The record's figures end up in an operation's steps: before, a phase's seconds of 10**400 raised
+    OverflowError as the step was written, a name that was an object was shown as its repr."""
+    from console.operations.pipeline import _phases
+
+    with ModelServer(hostile("odd")) as server:
+        odd = server.handover_record(1)
+        newest = server.handover_record(None, since=0)
+    assert {key: odd[key] for key in ("id", "state", "old_pid", "began", "why")} == {
+        "id": 1,
+        "state": None,
+        "old_pid": None,
+        "began": None,
+        "why": "",
+    }
+    assert str(_phases(odd)) == "? at 0.0 s; new process ? ended with code None at 0.0 s"
+    assert newest["id"] == 2 and newest["old_pid"] == 1234 and str(_phases(newest)) == "x at 0.5 s"

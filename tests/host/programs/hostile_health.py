@@ -23,35 +23,72 @@ ODD = {
     "process": {"rss_bytes": 2**70, "open_fds": 2**40},
     "totals": "x",
     "engine": {f"figure{i}": i for i in range(1000)} | {"kv_cache_usage": {"deep": [1]}},
-    "supervisor": {"pid": 2**80, "standby": {"state": "ready", "load_seconds": "soon"}},
+    "supervisor": {
+        "pid": 2**80,
+        "standby": {"state": "ready", "load_seconds": "soon"},
+        "handovers": [
+            {
+                "id": 1,
+                "state": ["done"],
+                "old_pid": -1,
+                "began": "now",
+                "why": {"x": 1},
+                "phases": [
+                    {"name": {"x": 1}, "seconds": 10**400, "pid": -1},
+                    "not a phase",
+                    {"name": "failed", "pid": True, "exit_code": "nine", "seconds": float("nan")},
+                ],
+            },
+            {"id": 2, "state": "done", "old_pid": 1234, "began": 1e9, "phases": [{"name": "x", "seconds": 0.5}]},
+        ],
+    },
     "load_error": "e" * 10_000,
 }
+
+
+def response(kind: bytes, body: bytes) -> bytes:
+    """A whole answer; the connection closes after it (a client reusing it would race the close)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+    return head % (kind, len(body)) + body
 
 
 def deep(request: bytes) -> bytes:
     """The answer of mode `deep`: a chat completion streams every odd chunk, then a good one."""
     if request.startswith(b"POST /v1/chat/completions"):
         body = b"".join(b"data: " + chunk + b"\n\n" for chunk in [*CHUNKS, GOOD]) + b"data: [DONE]\n\n"
-        kind = b"text/event-stream"
-    else:
-        body, kind = DEEP, b"application/json"
-    return b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
-        kind,
-        len(body),
-        body,
+        return response(b"text/event-stream", body)
+    return response(b"application/json", DEEP)
+
+
+def read_request(conn: socket.socket) -> bytes:
+    """The whole request, body included: closing with some of it unread would reset the connection,
+    and the client might lose the answer."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
     )
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def answer(conn: socket.socket, mode: str) -> None:
     try:
-        request = conn.recv(65536)
+        request = read_request(conn)
         if mode == "deep":
             conn.sendall(deep(request))
             return
         if mode == "odd":
-            body = json.dumps(ODD).encode()
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
-            conn.sendall(body)
+            conn.sendall(response(b"application/json", json.dumps(ODD).encode()))
             return
         if mode == "huge":
             size = 64 * 2**20
