@@ -75,6 +75,7 @@ def _json_field(response: httpx.Response, key: str):
 
 
 MAX_PHASES = 64
+MAX_MODELS, MODEL_ID_CHARS = 100, 200
 
 
 def _handover(entry: dict) -> dict:
@@ -105,9 +106,16 @@ def _handover(entry: dict) -> dict:
     }
 
 
+def listed(models: list[str], shown: int = 5) -> str:
+    """Model ids for a step's line: the first few, then how many more."""
+    more = len(models) - shown
+    return ", ".join(models[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def _error_message(response: httpx.Response) -> str:
     error = _json_field(response, "error")
-    return str(error.get("message")) if isinstance(error, dict) else response.text[:200]
+    message = untrusted.text(error.get("message"), 200) if isinstance(error, dict) else None
+    return message or response.text[:200]
 
 
 class ModelServer:
@@ -177,7 +185,7 @@ class ModelServer:
             value = _json_field(self.http.get(self.url("/health"), timeout=3), "in_flight")
         except httpx.HTTPError:
             return None
-        return value if isinstance(value, int) else None
+        return value if isinstance(untrusted.number(value), int) else None
 
     def serving_pid(self) -> int | None:
         """The pid of the process answering now."""
@@ -185,7 +193,7 @@ class ModelServer:
             value = _json_field(self.http.get(self.url("/health"), timeout=3), "pid")
         except httpx.HTTPError:
             return None
-        return value if isinstance(value, int) else None
+        return untrusted.pid(value)
 
     def readiness(self) -> Readiness:
         try:
@@ -195,7 +203,7 @@ class ModelServer:
         if response.status_code == 200:
             return Readiness(True, "HTTP 200")
         if _json_field(response, "state") == "failed":
-            return Readiness(False, str(_json_field(response, "load_error") or "")[:300], failed=True)
+            return Readiness(False, untrusted.text(_json_field(response, "load_error"), 300) or "", failed=True)
         return Readiness(False, f"HTTP {response.status_code}")
 
     def models(self) -> list[str]:
@@ -215,7 +223,8 @@ class ModelServer:
         data = _json_field(response, "data")
         if not isinstance(data, list):
             return []
-        return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
+        ids = [m.get("id") for m in data[:MAX_MODELS] if isinstance(m, dict)]
+        return [ident[:MODEL_ID_CHARS] for ident in ids if isinstance(ident, str) and ident]
 
     def chat_stream(self, messages: list[dict], max_tokens: int, request_id: str, timeout: float = 120.0):
         """Stream a chat completion (OpenAI's API, which every engine the console manages speaks):
@@ -242,7 +251,8 @@ class ModelServer:
                     if not isinstance(chunk, dict):
                         continue
                     if isinstance(chunk.get("error"), dict):
-                        raise ServerError(str(chunk["error"].get("message", "the server reported an error")))
+                        message = untrusted.text(chunk["error"].get("message"), 300)
+                        raise ServerError(message or "the server reported an error")
                     choices = chunk.get("choices")
                     for choice in choices if isinstance(choices, list) else []:
                         delta = choice.get("delta") if isinstance(choice, dict) else None
@@ -277,8 +287,7 @@ class ModelServer:
                     gettext_noop("HTTP %(status)s: %(why)s"), status=response.status_code, why=_error_message(response)
                 )
             )
-        pid = _json_field(response, "pid")
-        return pid if isinstance(pid, int) else None
+        return untrusted.pid(_json_field(response, "pid"))
 
     def handover(self, reload_weights: bool = False) -> int:
         """Ask the server's supervisor for a handover: a new model process beside the old one, which
@@ -292,7 +301,7 @@ class ModelServer:
         if response.status_code == 404:
             raise NotOffered(Sentence(gettext_noop("this server offers no handover (POST /admin/handover)")))
         handover = _json_field(response, "handover")
-        if response.status_code != 202 or not isinstance(handover, int):
+        if response.status_code != 202 or not isinstance(untrusted.number(handover), int):
             raise ServerError(
                 Sentence(
                     gettext_noop("HTTP %(status)s: %(why)s"), status=response.status_code, why=_error_message(response)

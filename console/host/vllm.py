@@ -20,7 +20,16 @@ import httpx
 from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from console.host.server import ModelServer, NotOffered, Probe, Readiness, ServerError, _json_field, unanswered
+from console.host.server import (
+    ModelServer,
+    NotOffered,
+    Probe,
+    Readiness,
+    ServerError,
+    _json_field,
+    listed,
+    unanswered,
+)
 from console.sentences import Sentence, gettext_noop
 from console.untrusted import json_of
 
@@ -352,7 +361,7 @@ class VllmServer(ModelServer):
             return Readiness(False, str(exc))
         if not models:
             return Readiness(False, "/v1/models lists no model")
-        return Readiness(True, "HTTP 200, serving " + ", ".join(models))
+        return Readiness(True, "HTTP 200, serving " + listed(models))
 
     # -- acting
     def drain(self) -> str | None:

@@ -22,7 +22,7 @@ from console.host.engines import server_for
 from console.host.identity import worker_identity
 from console.host.runtime import Runtime, RuntimeFailure
 from console.host.runtimes import runtime_for
-from console.host.server import ModelServer, NoAnswer, NotOffered, ServerError
+from console.host.server import ModelServer, NoAnswer, NotOffered, ServerError, listed
 from console.operations import progress
 from console.operations.models import Operation
 from console.sentences import Sentence, Sentences, gettext_noop
@@ -421,7 +421,7 @@ def verify(ctx: Context) -> str:
         raise StepFailed(Sentence(gettext_noop("%(why)s right after becoming ready"), why=_said(exc))) from exc
     if not models:
         return Sentence(gettext_noop("serving requests"))
-    return Sentence(gettext_noop("serving %(models)s"), models=", ".join(models))
+    return Sentence(gettext_noop("serving %(models)s"), models=listed(models))
 
 
 def soft_reset(ctx: Context) -> str:

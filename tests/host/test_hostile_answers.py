@@ -84,3 +84,20 @@ def test_a_handover_record_of_the_wrong_shapes_reads_as_unknowns(hostile):
     }
     assert str(_phases(odd)) == "? at 0.0 s; new process ? ended with code None at 0.0 s"
     assert newest["id"] == 2 and newest["old_pid"] == 1234 and str(_phases(newest)) == "x at 0.5 s"
+
+
+def test_other_answers_of_the_wrong_shapes_read_as_unknowns(hostile):
+    """What the pipeline writes into its steps stays a short line: before, 1,000 model ids of 300
+    characters each made the verify step's line, an object the readiness's reason."""
+    from console.host.server import ServerError, listed
+
+    with ModelServer(hostile("odd")) as server:
+        readiness = server.readiness()
+        assert (readiness.ready, readiness.failed, readiness.answer) == (False, True, "")
+        models = server.models()
+        assert len(models) == 97 and all(len(m) == 200 for m in models) and models[0].startswith("model-0-mmm")
+        assert listed(models).endswith(" and 92 more") and len(listed(models)) < 1100
+        assert server.in_flight() is None and server.serving_pid() is None  # "many", "12"
+        assert server.restart_in_place() is None  # its pid: true
+        with pytest.raises(ServerError, match="HTTP 202"):
+            server.handover()  # its id: true

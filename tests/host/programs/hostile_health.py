@@ -2,7 +2,8 @@
 `body` sends its headers, then its body a byte a second for ever; `headers` sends even its headers
 a byte a second; `huge` sends a 64 MiB /health as fast as it can; `deep` answers every request with
 JSON nested 100,000 deep, and a chat completion with a stream of chunks of every wrong shape around
-one good one; `odd` answers /health with JSON of the wrong shapes everywhere (ODD)."""
+one good one; `odd` answers /health with JSON of the wrong shapes everywhere (ODD), and other
+requests likewise (ODD_PATHS)."""
 
 import json
 import socket
@@ -46,10 +47,27 @@ ODD = {
 }
 
 
-def response(kind: bytes, body: bytes) -> bytes:
+# Mode `odd`'s answers to other requests than /health.
+ODD_PATHS = {
+    b"GET /health/ready ": (503, {"state": "failed", "load_error": {"not": "a text"}}),
+    b"GET /v1/models ": (
+        200,
+        {"data": [{"id": {"x": 1}}, "x", {"id": ""}, *({"id": f"model-{i}-" + "m" * 300} for i in range(1000))]},
+    ),
+    b"POST /admin/restart ": (202, {"pid": True}),
+    b"POST /admin/handover ": (202, {"handover": True}),
+}
+
+
+def response(kind: bytes, body: bytes, status: int = 200) -> bytes:
     """A whole answer; the connection closes after it (a client reusing it would race the close)."""
-    head = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-    return head % (kind, len(body)) + body
+    head = b"HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+    return head % (status, kind, len(body)) + body
+
+
+def odd(request: bytes) -> bytes:
+    status, body = next((answer for start, answer in ODD_PATHS.items() if request.startswith(start)), (200, ODD))
+    return response(b"application/json", json.dumps(body).encode(), status)
 
 
 def deep(request: bytes) -> bytes:
@@ -88,7 +106,7 @@ def answer(conn: socket.socket, mode: str) -> None:
             conn.sendall(deep(request))
             return
         if mode == "odd":
-            conn.sendall(response(b"application/json", json.dumps(ODD).encode()))
+            conn.sendall(odd(request))
             return
         if mode == "huge":
             size = 64 * 2**20
