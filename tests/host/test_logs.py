@@ -2,6 +2,7 @@
 
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -68,6 +69,27 @@ def test_a_long_line_the_file_loses_to_rotation_says_how_long_it_got_at_least(tm
     assert clean(lost).endswith(f"… [more than {200_000 - 2 * MAX_LINE_CHARS:,} more bytes]")
 
 
+@contextmanager
+def followed(name: str, script: str, tmp_path, lines: int):
+    """A process running `script` and a follower of its log; yields the follower and the first
+    `lines` lines it stored for a page (or those it had after 15 s)."""
+    instance = process_instance(name, command=[sys.executable, "-c", script], working_dir=str(tmp_path))
+    runtime = ProcessRuntime()
+    runtime.start(instance)
+    follower = LogFollower(["local"])
+    try:
+        seen = []
+        deadline = time.monotonic() + 15
+        while len(seen) < lines and time.monotonic() < deadline:
+            follower.poll()
+            seen = recent_lines(name)
+            time.sleep(0.3)
+            follower._flushed.clear()  # flush the tail every round in the test
+        yield follower, seen
+    finally:
+        runtime.stop(instance, timeout=5)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_follower_ships_lines_of_a_real_process_and_counts_errors(tmp_path):
     script = (
@@ -78,18 +100,7 @@ def test_follower_ships_lines_of_a_real_process_and_counts_errors(tmp_path):
         "print('ERROR request timed out', flush=True)\n"
         "time.sleep(30)\n"
     )
-    instance = process_instance("follow-a", command=[sys.executable, "-c", script], working_dir=str(tmp_path))
-    runtime = ProcessRuntime()
-    runtime.start(instance)
-    follower = LogFollower(["local"])
-    try:
-        seen = []
-        deadline = time.monotonic() + 15
-        while len(seen) < 4 and time.monotonic() < deadline:
-            follower.poll()
-            seen = recent_lines("follow-a")
-            time.sleep(0.3)
-            follower._flushed.clear()  # flush the tail every round in the test
+    with followed("follow-a", script, tmp_path, lines=4) as (follower, seen):
         texts = [entry["text"] for entry in seen]
         assert texts == [
             "INFO starting",
@@ -100,8 +111,6 @@ def test_follower_ships_lines_of_a_real_process_and_counts_errors(tmp_path):
         assert [entry["level"] for entry in seen] == ["info", "info", "info", "error"]
         assert follower.take_counts("follow-a") == {"cuda_oom": 1, "timeout": 1}
         assert follower.take_counts("follow-a") == {}  # taken once
-    finally:
-        runtime.stop(instance, timeout=5)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -114,20 +123,7 @@ def test_a_line_nested_too_deeply_for_json_is_shipped_and_the_errors_beside_it_s
         "print('torch.OutOfMemoryError: CUDA out of memory.', flush=True)\n"
         "time.sleep(30)\n"
     )
-    instance = process_instance("follow-deep", command=[sys.executable, "-c", script], working_dir=str(tmp_path))
-    runtime = ProcessRuntime()
-    runtime.start(instance)
-    follower = LogFollower(["local"])
-    try:
-        seen = []
-        deadline = time.monotonic() + 15
-        while len(seen) < 2 and time.monotonic() < deadline:
-            follower.poll()
-            seen = recent_lines("follow-deep")
-            time.sleep(0.3)
-            follower._flushed.clear()  # flush the tail every round in the test
+    with followed("follow-deep", script, tmp_path, lines=2) as (follower, seen):
         assert [entry["level"] for entry in seen] == ["info", "info"]
         assert seen[0]["text"].startswith('{"level": [[[') and seen[1]["text"].endswith("CUDA out of memory.")
         assert follower.take_counts("follow-deep") == {"cuda_oom": 1}
-    finally:
-        runtime.stop(instance, timeout=5)
