@@ -43,13 +43,20 @@ def listening(port: int) -> str:
     raise AssertionError(f"{PROGRAM.name} did not listen on {port}")
 
 
-def sampling_round_within(seconds: float = 60) -> None:
-    """One sampling round of host "local", on a thread given `seconds` to end (which closes its
-    database connection): it ends, or the test fails."""
+def sampled(name: str, mode: str, seconds: float = 60):
+    """An instance running the program in `mode`, sampled by one round of host "local" on a thread
+    given `seconds` to end (it closes its database connection): its sample, or the test fails."""
     from django.db import connection
 
+    from console.host.process import ProcessRuntime
     from console.telemetry import sampler
+    from console.telemetry.models import Sample
+    from tests.factories import process_instance
 
+    port = free_port()
+    instance = process_instance(
+        name, command=[sys.executable, str(PROGRAM), str(port), mode], base_url=f"http://127.0.0.1:{port}"
+    )
     done = []
 
     def round_() -> None:
@@ -58,7 +65,13 @@ def sampling_round_within(seconds: float = 60) -> None:
         finally:
             connection.close()
 
-    thread = threading.Thread(target=round_, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert done, f"the round had not ended after {seconds:g} s"
+    ProcessRuntime().start(instance)
+    try:
+        listening(port)
+        thread = threading.Thread(target=round_, daemon=True)
+        thread.start()
+        thread.join(seconds)
+        assert done, f"the round had not ended after {seconds:g} s"
+    finally:
+        ProcessRuntime().stop(instance, timeout=5)
+    return Sample.objects.get(instance=instance)

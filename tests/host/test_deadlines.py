@@ -2,18 +2,13 @@
 holds up the console: every request to it ends within its timeout, body included, and a sampling
 round still ends and records the instance as not answering."""
 
-import sys
 import threading
 
 import pytest
 
-from console.host.process import ProcessRuntime
 from console.host.server import ModelServer
 from console.instances.models import Host
-from console.telemetry.models import Sample
-from tests.conftest import free_port
-from tests.factories import process_instance
-from tests.host.conftest import PROGRAM, listening, sampling_round_within
+from tests.host.conftest import sampled
 
 
 def probe_within(url: str, timeout: float, hang: float = 60):
@@ -38,19 +33,7 @@ def test_an_answer_past_the_size_cap_is_cut_off(hostile):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_sampling_round_ends_with_a_trickling_instance_down(tmp_path):
-    port = free_port()
-    instance = process_instance(
-        "trickling",
-        command=[sys.executable, str(PROGRAM), str(port), "body"],
-        base_url=f"http://127.0.0.1:{port}",
-    )
-    ProcessRuntime().start(instance)
-    try:
-        listening(port)
-        sampling_round_within(60)
-    finally:
-        ProcessRuntime().stop(instance, timeout=5)
-    sample = Sample.objects.get(instance=instance)
+def test_a_sampling_round_ends_with_a_trickling_instance_down():
+    sample = sampled("trickling", "body")
     assert sample.status == "down" and not sample.probe_ok and "no answer within" in sample.data["detail"]
     assert Host.objects.get(name="local").seen_at is not None

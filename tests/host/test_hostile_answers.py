@@ -2,17 +2,11 @@
 Python's recursion limit, is read as not answering sensibly: a clear reason, never an exception that
 ends the sample, the trial or the operation that asked."""
 
-import sys
-
 import pytest
 
-from console.host.process import ProcessRuntime
 from console.host.server import ModelServer
 from console.host.vllm import VllmServer
-from console.telemetry.models import Sample
-from tests.conftest import free_port
-from tests.factories import process_instance
-from tests.host.conftest import PROGRAM, listening, sampling_round_within
+from tests.host.conftest import sampled
 
 
 def test_json_nested_too_deeply_is_not_json_to_any_reader(hostile):
@@ -41,19 +35,7 @@ def test_a_chat_stream_of_odd_chunks_yields_only_the_text_of_good_ones(hostile):
 def test_a_sampling_round_records_a_server_answering_odd_json(mode):
     """Before, neither was recorded at all (the round logged "sampling … failed"): the instance kept
     its last sample, the dashboard and the watchdog blind to it."""
-    port = free_port()
-    instance = process_instance(
-        f"odd-{mode}",
-        command=[sys.executable, str(PROGRAM), str(port), mode],
-        base_url=f"http://127.0.0.1:{port}",
-    )
-    ProcessRuntime().start(instance)
-    try:
-        listening(port)
-        sampling_round_within(60)
-    finally:
-        ProcessRuntime().stop(instance, timeout=5)
-    sample = Sample.objects.get(instance=instance)
+    sample = sampled(f"odd-{mode}", mode)
     if mode == "deep":
         assert sample.status == "down" and sample.data["detail"] == "/health did not return JSON"
         return
