@@ -54,6 +54,7 @@ class AlertDelivery(models.Model):
         PENDING = "pending", "Pending"
         SENT = "sent", "Sent"
         FAILED = "failed", "Failed"
+        SILENCED = "silenced", "Silenced (the instance was on hold)"
 
     channel = models.ForeignKey(AlertChannel, on_delete=models.CASCADE, related_name="deliveries")
     event = models.CharField(max_length=32)

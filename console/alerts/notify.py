@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from console import deadlines
 from console.alerts.models import AlertChannel, AlertDelivery
+from console.instances.holds import active_hold
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +20,12 @@ MAX_ATTEMPTS = 5
 
 
 def notify(event: str, instance, title: str, text: str, details: dict | None = None) -> list[AlertDelivery]:
-    """Record one delivery per interested channel and queue it (after the current transaction commits)."""
+    """Record one delivery per interested channel and queue it (after the current transaction commits).
+    While the instance is on hold, each is recorded silenced, with its hold, and not sent."""
     channels = AlertChannel.objects.filter(enabled=True, **{EVENT_FLAGS[event]: True}).filter(
         Q(instances=None) | Q(instances=instance)
     )
+    hold = active_hold(instance)
     deliveries = [
         AlertDelivery.objects.create(
             channel=channel,
@@ -31,11 +34,14 @@ def notify(event: str, instance, title: str, text: str, details: dict | None = N
             title=title[:200],
             text=text,
             details=details or {},
+            state=AlertDelivery.State.SILENCED if hold else AlertDelivery.State.PENDING,
+            last_error=f"not sent: {hold.said()}" if hold else "",
         )
         for channel in channels.distinct()
     ]
     for delivery in deliveries:
-        transaction.on_commit(lambda pk=delivery.pk: _enqueue(pk))
+        if delivery.state == AlertDelivery.State.PENDING:
+            transaction.on_commit(lambda pk=delivery.pk: _enqueue(pk))
     return deliveries
 
 

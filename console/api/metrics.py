@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from console.alerts.models import AlertDelivery
+from console.instances.holds import active_holds
 from console.instances.models import Host, Instance
 from console.operations.models import Operation, Rollout
 from console.operations.summaries import last_operations
@@ -132,6 +133,12 @@ class ConsoleCollector(Collector):
             labels=labels,
         )
         watched = GaugeMetricFamily(f"{PREFIX}_watchdog_enabled", "1 when the instance's watchdog is on", labels=labels)
+        held = GaugeMetricFamily(
+            f"{PREFIX}_instance_on_hold",
+            "1 while the instance is on hold: automation leaves it alone, its alerts are silenced",
+            labels=labels,
+        )
+        holds = active_holds(instances, now)
         host_age: dict[str, float] = {}
         for instance in instances:
             values = [instance.name, instance.host.name, instance.group]
@@ -160,6 +167,7 @@ class ConsoleCollector(Collector):
             dog = dogs.get(instance.pk)
             watched.add_metric(values, 1.0 if dog is not None and dog.enabled else 0.0)
             attention.add_metric(values, 1.0 if dog is not None and dog.needs_attention_since else 0.0)
+            held.add_metric(values, 1.0 if instance.pk in holds else 0.0)
         hosts = GaugeMetricFamily(
             f"{PREFIX}_host_sample_age_seconds",
             "Seconds since the newest sample of the host's instances: a silent worker shows here",
@@ -187,6 +195,7 @@ class ConsoleCollector(Collector):
             restart_at,
             watched,
             attention,
+            held,
             hosts,
         )
 
@@ -261,7 +270,7 @@ class ConsoleCollector(Collector):
     def _alerts(self):
         deliveries = CounterMetricFamily(
             f"{PREFIX}_alert_deliveries",
-            "Alerts, by channel, event and state (pending, sent, failed)",
+            "Alerts, by channel, event and state (pending, sent, failed, silenced)",
             labels=["channel", "event", "state"],
         )
         attempts = CounterMetricFamily(

@@ -9,6 +9,7 @@ urlpatterns = [
     path("instances/", views.instances, name="instances"),
     path("instances/<slug:name>/", views.instance, name="instance"),
     path("instances/<slug:name>/operations/", views.operate, name="operate"),
+    path("instances/<slug:name>/hold/", views.hold, name="hold"),
     path("operations/<int:pk>/", views.operation, name="operation"),
     path("rollouts/", views.rollouts, name="rollouts"),
     path("rollouts/<int:pk>/", views.rollout, name="rollout"),

@@ -13,6 +13,7 @@ from console.api.auth import TokenRefused, user_from_token
 from console.api.metrics import ConsoleCollector
 from console.instances.models import Host, Instance
 from console.operations.forms import OperationForm, RolloutForm, form_errors
+from console.operations.holds import HoldRefused, end_hold, place_hold
 from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
 from console.operations.rollout import request_rollout
@@ -151,6 +152,33 @@ def operate(request, name: str):
     except OperationRefused as exc:
         return error(409, str(exc))
     return JsonResponse({**operation_summary(operation), "joined": not created}, status=202 if created else 200)
+
+
+@api_view(["POST", "DELETE"])
+def hold(request, name: str):
+    """POST {"minutes": 120, "reason": "driver upgrade"}: hold the instance (the watchdog, rollouts and
+    schedules leave it alone, its alerts are silenced; a hold on it is replaced). DELETE: end it."""
+    item = Instance.objects.filter(name=name).first()
+    if item is None:
+        return error(404, f"No instance named {name!r}.")
+    if not request.user.has_perm(OPERATE):
+        return error(403, "Your role may look at instances but not operate them.")
+    if request.method == "DELETE":
+        ended = end_hold(item, user=request.user, request=request)
+        if ended is None:
+            return error(409, f"{name} is not on hold.")
+        return JsonResponse({"instance": name, "hold": None})
+    try:
+        placed = place_hold(
+            item,
+            minutes=request.json.get("minutes"),
+            reason=request.json.get("reason"),
+            user=request.user,
+            request=request,
+        )
+    except HoldRefused as exc:
+        return error(400, str(exc))
+    return JsonResponse({"instance": name, "hold": placed.summary()})
 
 
 @api_view(["GET"])

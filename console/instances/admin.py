@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from console.instances.engines import launch_warnings
-from console.instances.models import Host, Instance
+from console.instances.models import Hold, Host, Instance
 
 
 class _StrictJSON(json.JSONDecoder):
@@ -102,3 +102,20 @@ class InstanceAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         for warning in launch_warnings(obj):
             messages.warning(request, f"{obj.name}: {warning}")
+
+
+@admin.register(Hold)
+class HoldAdmin(admin.ModelAdmin):
+    """Seen here; placed and ended on an instance's page, the API or the shell, which audit them."""
+
+    list_display = ["instance", "until", "placed_by", "reason", "placed"]
+    search_fields = ["instance__name", "placed_by", "reason"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

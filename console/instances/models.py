@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, URLValidator
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 slug_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9-]{0,62}$",
@@ -293,3 +294,35 @@ def _volume_problem(volume: str) -> str | None:
     if len(parts) == 2 or "ro" not in parts[2].split(","):
         return f"Volume {volume!r} must be mounted read-only (:ro)."
     return None
+
+
+class Hold(models.Model):
+    """An instance on hold while someone works on it: until `until`, automation leaves it alone (the
+    watchdog does not act, rollouts and schedules skip it) and its alerts are silenced. Operators
+    still operate it. One row per instance, kept once it has passed: the watchdog reads its end."""
+
+    instance = models.OneToOneField(Instance, on_delete=models.CASCADE, related_name="hold")
+    until = models.DateTimeField()
+    reason = models.CharField(max_length=300)
+    placed_by = models.CharField(max_length=150, help_text="Who placed it (a name kept if the account goes).")
+    placed = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.instance.name} on hold until {self.until:%Y-%m-%d %H:%M} UTC"
+
+    def is_active(self, now=None) -> bool:
+        return self.until > (now or timezone.now())
+
+    def summary(self) -> dict:
+        """What the API and the pages get."""
+        return {
+            "until": self.until.isoformat(),
+            "until_ts": self.until.timestamp(),
+            "by": self.placed_by,
+            "reason": self.reason,
+            "placed": self.placed.isoformat(),
+        }
+
+    def said(self) -> str:
+        """One line for a skipped rollout entry or a silenced alert."""
+        return f"on hold until {self.until:%Y-%m-%d %H:%M} UTC by {self.placed_by}: {self.reason}"

@@ -8,6 +8,7 @@ ROLE_PERMISSIONS = {
     VIEWER: [
         "instances.view_instance",
         "instances.view_host",
+        "instances.view_hold",
         "operations.view_operation",
         "operations.view_rollout",
         "schedules.view_restartschedule",
@@ -17,6 +18,7 @@ ROLE_PERMISSIONS = {
     OPERATOR: [
         "instances.view_instance",
         "instances.view_host",
+        "instances.view_hold",
         "operations.view_operation",
         "instances.operate_instance",
         "operations.view_rollout",
@@ -36,6 +38,7 @@ ROLE_PERMISSIONS = {
         "instances.change_instance",
         "instances.delete_instance",
         "instances.view_host",
+        "instances.view_hold",
         "instances.add_host",
         "instances.change_host",
         "instances.delete_host",

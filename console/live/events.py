@@ -24,7 +24,8 @@ SAMPLE = "sample"  # data: one telemetry sample (to the instance's page)
 SAMPLES = "samples"  # data: {"samples": [{"instance": name, "data": sample}, ...]} (to the dashboard)
 LOG_LINES = "log.lines"  # data: {"lines": [...]}
 TRIAL = "trial.update"  # data: one step of an operator's try of an instance (to that operator only)
-EVENT_TYPES = {OPERATION_UPDATED, SAMPLE, SAMPLES, LOG_LINES, TRIAL}
+HOLD = "instance.hold"  # data: the instance's hold (until, by, reason), or {"until": null} once it ends
+EVENT_TYPES = {OPERATION_UPDATED, SAMPLE, SAMPLES, LOG_LINES, TRIAL, HOLD}
 
 DASHBOARD_GROUP = "dashboard"
 

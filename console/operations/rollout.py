@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from console.audit.record import record
+from console.instances.holds import active_hold
 from console.instances.models import Instance
 from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
@@ -85,6 +86,10 @@ def _operation_of(rollout: Rollout, instance: Instance, entry: dict | None) -> O
 
 def _start(rollout: Rollout, instance: Instance) -> Operation | None:
     """Restart the instance for the rollout (or join its restart already running); None if skipped."""
+    hold = active_hold(instance)
+    if hold is not None:
+        _record(rollout, instance.name, None, "skipped", hold.said())
+        return None
     if rollout.skip_busy and (in_flight := busy(instance)):
         _record(rollout, instance.name, None, "skipped", f"{in_flight} request(s) in flight")
         return None

@@ -4,7 +4,8 @@ the browsers' live events."""
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from console.instances.models import Instance
+from console.instances.holds import active_holds
+from console.instances.models import Hold, Instance
 from console.operations.models import Operation, Rollout
 from console.telemetry.latest import is_fresh, latest_samples
 from console.telemetry.models import Sample
@@ -58,10 +59,13 @@ def last_operations(instances) -> dict[int, Operation]:
     return {row.instance_id: row for row in rows}
 
 
-def instance_summary(instance: Instance, sample: Sample | None = None, last: Operation | None = None, now=None) -> dict:
+def instance_summary(
+    instance: Instance, sample: Sample | None = None, last: Operation | None = None, now=None, hold: Hold | None = None
+) -> dict:
     """What the console knows of an instance: its setup; how it is, from the latest sample ("status":
     what the host's worker saw, "unknown" when no sample is fresh; "badge": what the pages show,
-    "restarting" while an operation runs); that sample's figures and age; and its operations."""
+    "restarting" while an operation runs); that sample's figures and age; its operations; and its
+    hold, while it is on hold."""
     now = now or timezone.now()
     active = last is not None and not last.is_finished
     status = sample.status if is_fresh(sample, now) else "unknown"
@@ -84,6 +88,7 @@ def instance_summary(instance: Instance, sample: Sample | None = None, last: Ope
         "operation": operation_summary(last) if active else None,
         "active_operation": last.pk if active else None,
         "last_operation": {"id": last.pk, "kind": last.kind, "state": last.state} if last else None,
+        "hold": hold.summary() if hold is not None and hold.is_active(now) else None,
     }
 
 
@@ -92,4 +97,5 @@ def instance_summaries(instances) -> list[dict]:
     instances = list(instances)
     samples, operations = latest_samples(instances), last_operations(instances)
     now = timezone.now()
-    return [instance_summary(i, samples.get(i.pk), operations.get(i.pk), now) for i in instances]
+    holds = active_holds(instances, now)
+    return [instance_summary(i, samples.get(i.pk), operations.get(i.pk), now, holds.get(i.pk)) for i in instances]

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from console.alerts.models import AlertDelivery
 from console.alerts.notify import NEEDS_ATTENTION, WATCHDOG, notify
+from console.instances.holds import active_hold, last_hold_end
 from console.operations.models import Operation
 from console.operations.request import OperationRefused, request_operation
 from console.telemetry.models import Sample
@@ -148,6 +149,8 @@ def evaluate(instance, now=None) -> Operation | str | None:
 def _evaluate(dog: Watchdog, instance, now) -> Operation | str | None:
     if instance.operations.filter(state__in=Operation.ACTIVE_STATES).exists():
         return None
+    if active_hold(instance, now) is not None:
+        return None  # someone is working on it: not the watchdog's to act, nor to alert
     last_finished = instance.operations.exclude(finished=None).order_by("-finished").first()
     if _stopped_on_purpose(last_finished):
         return None  # down because someone stopped it: not the watchdog's to start
@@ -155,6 +158,9 @@ def _evaluate(dog: Watchdog, instance, now) -> Operation | str | None:
     recent = list(Sample.objects.filter(instance=instance, resolution=Sample.RAW, at__gte=horizon).order_by("at"))
     if last_finished is not None:
         recent = [s for s in recent if s.at > last_finished.finished]  # only what the current process did
+    held_until = last_hold_end(instance, now)
+    if held_until is not None:
+        recent = [s for s in recent if s.at > held_until]  # what it did on hold was someone's work
     latest = recent[-1] if recent else None
     grace = timedelta(seconds=dog.startup_grace_seconds)
     if last_finished is not None and now - last_finished.finished < grace and _starting(last_finished, latest):

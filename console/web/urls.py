@@ -12,6 +12,7 @@ instance_pages = [
     path("hosts/<slug:name>/", instances.host_detail, name="host"),
     path("instances/<slug:name>/operations/", instances.operate, name="operate"),
     path("instances/<slug:name>/try/", instances.try_instance, name="try"),
+    path("instances/<slug:name>/hold/", instances.hold, name="hold"),
     path("instances/<slug:name>/operations/latest/", instances.operation_card, name="operation-card"),
     path("instances/<slug:name>/operations/rows/", instances.operation_rows, name="operation-rows"),
 ]

@@ -148,6 +148,27 @@
     el.title = s.why || (s.pid != null ? "pid " + s.pid : "");
   }
 
+  // -- holds: an instance someone is working on; the marker goes when the hold ends or passes.
+  // On an instance's page its hold card is fetched again (hx-trigger="hold-updated from:body").
+  const holds = {};  // instance name -> its hold
+  function applyHold(name, d, live) {
+    if (d && d.until) holds[name] = d;
+    else delete holds[name];
+    renderHold(name);
+    if (live && kind === "instance") document.body.dispatchEvent(new CustomEvent("hold-updated"));
+  }
+  function renderHold(name) {
+    const scope = scopeOf(name);
+    if (!scope) return;
+    const h = holds[name];
+    const left = h ? h.until_ts * 1000 - Date.now() : 0;
+    scope.querySelectorAll('[data-field="hold"]').forEach((el) => {
+      el.hidden = left <= 0;
+      el.title = left > 0 ? say({ id: "until %(until)s, by %(by)s", params: { until: new Date(h.until_ts * 1000).toLocaleString(), by: h.by } }) + ": " + h.reason : "";
+    });
+    if (left > 0) setTimeout(() => renderHold(name), Math.min(left + 500, 2 ** 31 - 1));
+  }
+
   // -- operations: the badge, the dashboard's last-operation cell; on other pages htmx fetches
   // the operation's card and rows again (hx-trigger="operation-updated from:body")
   function applyOperation(name, d, live) {
@@ -184,6 +205,7 @@
 
   Object.entries(initial.operations || {}).forEach(([name, d]) => applyOperation(name, d, false));
   Object.entries(initial.samples || {}).forEach(([name, d]) => takeSample(name, d, false));
+  Object.entries(initial.holds || {}).forEach(([name, d]) => applyHold(name, d, false));
   renderFrame();  // the page's first figures now, not a frame after it shows empty fields
   setInterval(() => { Object.keys(samples).forEach(renderBadge); renderHosts(); }, 5000);
 
@@ -380,6 +402,7 @@
       else if (ev.type === "operation.updated") applyOperation(ev.instance, ev.data, true);
       else if (ev.type === "log.lines") logs.add(ev.data.lines);
       else if (ev.type === "trial.update") applyTrial(ev.data);
+      else if (ev.type === "instance.hold") applyHold(ev.instance, ev.data, true);
       document.dispatchEvent(new CustomEvent("console:event", { detail: ev }));
     };
     ws.onclose = (e) => {

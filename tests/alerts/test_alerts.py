@@ -139,3 +139,22 @@ def test_webhooks_still_go_through_the_proxy_the_environment_names(instance, mon
         assert proxy.events() == [FAILED_OPERATION]
     finally:
         proxy.close()
+
+
+def test_alerts_about_an_instance_on_hold_are_recorded_silenced_and_not_sent(
+    instance, django_capture_on_commit_callbacks
+):
+    from console.operations.holds import place_hold
+
+    AlertChannel.objects.create(name="hook", url="http://127.0.0.1:9/none")
+    other = process_instance("alert-b", command=["true"])
+    place_hold(instance, minutes=60, reason="driver upgrade")
+    with django_capture_on_commit_callbacks() as queued:
+        (silenced,) = notify(FAILED_OPERATION, instance, "Restart of alert-a failed", "x")
+        (sent,) = notify(FAILED_OPERATION, other, "Restart of alert-b failed", "x")
+    assert silenced.state == "silenced" and sent.state == "pending"
+    assert silenced.last_error.startswith("not sent: on hold until ")
+    assert silenced.last_error.endswith(" UTC by anonymous: driver upgrade")
+    assert len(queued) == 1  # only the other instance's delivery is queued
+    assert deliver_alert.apply(args=[silenced.pk]).get() is None  # a silenced delivery is never tried
+    assert AlertDelivery.objects.get(pk=silenced.pk).attempts == 0

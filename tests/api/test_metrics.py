@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from console.alerts.models import AlertChannel, AlertDelivery
 from console.api.models import ApiToken
+from console.operations.holds import place_hold
 from console.operations.models import Operation, Rollout
 from console.schedules.models import RestartSchedule, ScheduleRun
 from console.telemetry.models import Sample
@@ -74,10 +75,13 @@ def test_instances_operations_rollouts_schedules_and_alerts_are_counted():
         channel=channel, event="watchdog", instance_name="met-a", title="t", text="x", state="failed", attempts=5
     )
     _, key = ApiToken.issue(user("prom", "viewer"), "prometheus")
+    place_hold(b, minutes=30, reason="driver upgrade")
 
     values = scrape(key)
     a_labels = {"instance_name": "met-a", "host": "local", "group": "g"}
     b_labels = {"instance_name": "met-b", "host": "local", "group": ""}
+    assert value(values, "instance_console_instance_on_hold", **a_labels) == 0
+    assert value(values, "instance_console_instance_on_hold", **b_labels) == 1
     assert value(values, "instance_console_instance_ready", **a_labels) == 1
     assert value(values, "instance_console_instance_status", status="unknown", **b_labels) == 1  # stale sample
     assert value(values, "instance_console_instance_ready", **b_labels) == 0

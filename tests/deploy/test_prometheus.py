@@ -44,6 +44,12 @@ def test_promtool_accepts_the_metrics_and_the_rules(embedded_console, token):
     assert rules.returncode == 0 and "SUCCESS: 9 rules found" in rules.stdout, rules.stdout + rules.stderr
 
 
+def test_an_instance_on_hold_raises_none_of_its_alerts():
+    """promtool's unit test of the rules: two instances down and needing attention, one on hold."""
+    tested = promtool("test", "rules", str(DEPLOY / "prometheus" / "alerts_test.yml"))
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+
+
 def test_a_real_prometheus_scrapes_the_console(embedded_console, token, tmp_path):
     if not shutil.which("prometheus"):
         pytest.fail("no prometheus here: make test installs Debian's prometheus")

@@ -50,3 +50,36 @@ def test_an_operation_started_by_the_api_appears_on_every_open_page(browser, sec
         assert "API" in row.inner_text() and "from a script" in row.inner_text()
     operator.close()
     viewer.close()
+
+
+def test_a_hold_placed_on_one_page_shows_live_on_every_other(browser, second_browser, embedded_console):
+    """An operator puts the demo on hold from its page: a viewer's dashboard marks it at once; a
+    script ends the hold: the marker goes from both pages and the operator's card offers a hold again."""
+    console = embedded_console
+    key = api_key(console)
+    operator, viewer = browser.new_page(), second_browser.new_page()
+    login(operator, console)
+    login(viewer, console, *ensure_viewer(console))
+    operator.goto(console.url + "/instances/demo/")
+    viewer.goto(console.url + "/")
+    for page in (operator, viewer):
+        wait_idle(page)
+        page.wait_for_selector("[data-live-state].on", timeout=15_000)
+    marker = viewer.locator('[data-instance="demo"] [data-field="hold"]')
+    assert marker.is_hidden()
+    try:
+        operator.select_option("#hold-form select[name=minutes]", "30")
+        operator.fill("#hold-form input[name=reason]", "driver upgrade")
+        operator.click("#hold-form button[type=submit]")
+        operator.wait_for_selector("#hold button:has-text('End hold')", timeout=10_000)
+        marker.wait_for(state="visible", timeout=10_000)
+        assert marker.inner_text() == "on hold" and marker.get_attribute("title").endswith(": driver upgrade")
+        assert operator.locator('.titlebar [data-field="hold"]').is_visible()
+    finally:
+        ended = httpx.delete(console.url + "/api/instances/demo/hold/", headers={"Authorization": f"Bearer {key}"})
+    assert ended.status_code == 200, ended.text
+    marker.wait_for(state="hidden", timeout=10_000)
+    operator.wait_for_selector("#hold-form", timeout=10_000)  # the card, fetched again on the event
+    assert operator.locator('.titlebar [data-field="hold"]').is_hidden()
+    operator.close()
+    viewer.close()

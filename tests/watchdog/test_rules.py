@@ -174,3 +174,34 @@ def test_an_instance_an_operator_stopped_stays_stopped(dog):
     finished(dog.instance, "stop", "succeeded", 600)
     samples(dog, 5, probe_ok=False, status="down", data=GONE)
     assert evaluate(dog.instance) is None and not Operation.objects.filter(trigger="watchdog").exists()
+
+
+def test_an_instance_on_hold_is_left_alone_and_what_it_did_on_hold_is_forgotten(dog):
+    from console.instances.models import Hold
+    from console.operations.holds import place_hold
+
+    now = timezone.now()
+
+    def down(seconds_ago: float) -> None:
+        Sample.objects.create(
+            instance=dog.instance,
+            at=now - timedelta(seconds=seconds_ago),
+            status="down",
+            probe_ok=False,
+            p95_ms=900.0,
+            data={"uptime": 3600},
+        )
+
+    AlertChannel.objects.create(name="hook", url="http://127.0.0.1:9/none")
+    for seconds_ago in (50, 45, 40, 35):
+        down(seconds_ago)
+    place_hold(dog.instance, minutes=30, reason="driver upgrade")
+    assert evaluate(dog.instance) is None  # down, but someone is working on it
+    assert not Operation.objects.exists() and not AlertDelivery.objects.exists()
+    # The hold ended 30 s ago: the failures seen while on hold were someone's work, not decay.
+    Hold.objects.update(until=now - timedelta(seconds=30))
+    assert evaluate(dog.instance) is None
+    for seconds_ago in (20, 10, 0):  # down again since: liveness applies at once
+        down(seconds_ago)
+    acted = evaluate(dog.instance)
+    assert isinstance(acted, Operation) and acted.options["rule"] == "liveness"

@@ -49,6 +49,7 @@ LIVE_WORDS = {
     "loading": _("loading"),
     "ready, loaded in %(seconds).1f s": _("ready, loaded in %(seconds).1f s"),
     "discarded": _("discarded"),
+    "until %(until)s, by %(by)s": _("until %(until)s, by %(by)s"),
 }
 
 

@@ -3,15 +3,18 @@
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.utils.translation import ngettext
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import reswap, retarget
 
 from console.audit.record import record
 from console.host.logs import recent_lines
 from console.instances.engines import launch_warnings
+from console.instances.holds import active_hold, active_holds
 from console.instances.models import Instance
 from console.operations import trial
 from console.operations.forms import OperationForm, TryForm, form_errors
+from console.operations.holds import DURATIONS, HoldRefused, end_hold, place_hold
 from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
 from console.operations.summaries import last_operations, operation_summary
@@ -20,7 +23,7 @@ from console.telemetry.hosts import host_summaries, host_summary, hosts_with_cou
 from console.telemetry.latest import is_fresh, latest_samples, stale_after
 from console.telemetry.series import RANGES
 from console.watchdog.models import Watchdog
-from console.web.access import MAY_NOT_OPERATE, OPERATE, role_required
+from console.web.access import MAY_NOT_OPERATE, OPERATE, refuse, role_required
 
 
 def live_state(instances, samples: dict, operations: dict, hosts=()) -> dict:
@@ -28,7 +31,9 @@ def live_state(instances, samples: dict, operations: dict, hosts=()) -> dict:
     with each sample's and host report's age, so that the page turns a badge to "no data" (and a
     host to offline) once nothing new has come for the window in which a sample still counts."""
     now = timezone.now()
+    holds = active_holds(instances, now)
     return {
+        "holds": {i.name: holds[i.pk].summary() for i in instances if i.pk in holds},
         "samples": {
             i.name: {**samples[i.pk].summary(), "age": (now - samples[i.pk].at).total_seconds(), "host": i.host.name}
             for i in instances
@@ -111,8 +116,56 @@ def instance_detail(request, name: str):
             "try_form": TryForm(),
             "can_operate": request.user.has_perm(OPERATE),
             "launch_warnings": launch_warnings(instance),
+            **hold_context(instance),
         },
     )
+
+
+def _duration(minutes: int) -> str:
+    if minutes < 60:
+        return ngettext("%d minute", "%d minutes", minutes) % minutes
+    return ngettext("%d hour", "%d hours", minutes // 60) % (minutes // 60)
+
+
+def hold_context(instance, error: str = "") -> dict:
+    return {
+        "instance": instance,
+        "hold": active_hold(instance),
+        "durations": [(minutes, _duration(minutes)) for minutes in DURATIONS],
+        "error": error,
+    }
+
+
+@role_required()
+@require_http_methods(["GET", "POST"])
+def hold(request, name: str):
+    """The instance's hold card (GET); operators put the instance on hold or end its hold (POST)."""
+    instance = get_object_or_404(Instance.objects.select_related("host"), name=name)
+    can_operate = request.user.has_perm(OPERATE)
+    error = ""
+    if request.method == "POST":
+        if not can_operate:
+            return refuse(request, MAY_NOT_OPERATE)
+        if request.POST.get("end"):
+            end_hold(instance, user=request.user, request=request)
+        else:
+            minutes = request.POST.get("minutes", "")
+            try:
+                place_hold(
+                    instance,
+                    minutes=int(minutes) if minutes.isascii() and minutes.isdigit() and len(minutes) < 7 else None,
+                    reason=request.POST.get("reason", ""),
+                    user=request.user,
+                    request=request,
+                )
+            except HoldRefused as exc:
+                error = str(exc)
+        if not request.htmx:
+            if error:
+                return render(request, "refused.html", {"message": error}, status=400)
+            return redirect(instance)
+    context = {**hold_context(instance, error), "can_operate": can_operate}
+    return render(request, "instances/_hold.html", context, status=400 if error else 200)
 
 
 @role_required()

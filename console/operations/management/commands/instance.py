@@ -1,4 +1,5 @@
-"""python manage.py instance restart NAME [--wait] [--reason ...] (start, stop, soft-reset, status)."""
+"""python manage.py instance restart NAME [--wait] [--reason ...] (start, stop, soft-reset, status);
+hold NAME --minutes 120 --reason "driver upgrade", and unhold NAME."""
 
 import threading
 import time
@@ -9,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from console.instances.models import Instance
 from console.operations import pipeline
+from console.operations.holds import HoldRefused, end_hold, place_hold
 from console.operations.models import Operation
 from console.operations.request import OperationRefused, request_operation
 from console.operations.summaries import instance_summaries
@@ -27,15 +29,16 @@ class Command(BaseCommand):
     help = "Operate an instance from the shell; prints each step as it happens. Exit code 1 if it failed."
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=[*ACTIONS, "status"])
+        parser.add_argument("action", choices=[*ACTIONS, "status", "hold", "unhold"])
         parser.add_argument("name")
         parser.add_argument("--wait", action="store_true", help="Wait for the end and print every step.")
         parser.add_argument("--reason", default="")
         parser.add_argument("--user", help="Username recorded as the requester.")
         parser.add_argument("--recreate", action="store_true", help="Docker: create the container afresh.")
         parser.add_argument("--timeout", type=float, default=900)
+        parser.add_argument("--minutes", type=int, default=120, help="hold: how long (default 120).")
 
-    def handle(self, *args, action, name, wait, reason, user, recreate, timeout, **options):
+    def handle(self, *args, action, name, wait, reason, user, recreate, timeout, minutes, **options):
         instance = Instance.objects.select_related("host").filter(name=name).first()
         if instance is None:
             raise CommandError(f"No instance named {name!r}.")
@@ -48,6 +51,9 @@ class Command(BaseCommand):
             requester = get_user_model().objects.filter(username=user).first()
             if requester is None:
                 raise CommandError(f"No user named {user!r}.")
+        if action in ("hold", "unhold"):
+            self._hold(instance, action, minutes, reason, requester)
+            return
         try:
             operation, created = request_operation(
                 instance,
@@ -87,3 +93,15 @@ class Command(BaseCommand):
             if time.monotonic() > deadline:
                 raise CommandError(f"{operation} still {operation.state} after {timeout:.0f} s")
             time.sleep(0.3)
+
+    def _hold(self, instance, action, minutes, reason, requester) -> None:
+        if action == "unhold":
+            if end_hold(instance, user=requester, actor="command line") is None:
+                raise CommandError(f"{instance.name} is not on hold.")
+            self.stdout.write(f"{instance.name}: hold ended")
+            return
+        try:
+            hold = place_hold(instance, minutes=minutes, reason=reason, user=requester, actor="command line")
+        except HoldRefused as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"{instance.name}: {hold.said()}")
