@@ -132,7 +132,7 @@ def hold_context(instance, error: str = "") -> dict:
         "instance": instance,
         "hold": active_hold(instance),
         "durations": [(minutes, _duration(minutes)) for minutes in DURATIONS],
-        "error": error,
+        "hold_error": error,
     }
 
 
