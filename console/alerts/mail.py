@@ -56,8 +56,9 @@ class DeadlineEmailBackend(EmailBackend):
         sock = getattr(self._smtp, "sock", None)
         if sock is None:
             return
+        # Said before the shutdown: the sending thread wakes on it and reads this at once.
+        self._cut = True
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
-            return  # already closed: the exchange ended as the timer fired
-        self._cut = True
+            pass  # already closed: the exchange ended as the timer fired
