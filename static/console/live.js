@@ -166,7 +166,12 @@
       el.hidden = left <= 0;
       el.title = left > 0 ? say({ id: "until %(until)s, by %(by)s", params: { until: new Date(h.until_ts * 1000).toLocaleString(), by: h.by } }) + ": " + h.reason : "";
     });
-    if (left > 0) setTimeout(() => renderHold(name), Math.min(left + 500, 2 ** 31 - 1));
+    if (left > 0) setTimeout(() => passed(name), Math.min(left + 500, 2 ** 31 - 1));
+  }
+  function passed(name) {  // a hold's time is up (or it was replaced): its marker, and the page's card
+    renderHold(name);
+    const h = holds[name];
+    if (kind === "instance" && h && h.until_ts * 1000 <= Date.now()) document.body.dispatchEvent(new CustomEvent("hold-updated"));
   }
 
   // -- operations: the badge, the dashboard's last-operation cell; on other pages htmx fetches

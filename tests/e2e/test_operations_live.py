@@ -81,5 +81,21 @@ def test_a_hold_placed_on_one_page_shows_live_on_every_other(browser, second_bro
     marker.wait_for(state="hidden", timeout=10_000)
     operator.wait_for_selector("#hold-form", timeout=10_000)  # the card, fetched again on the event
     assert operator.locator('.titlebar [data-field="hold"]').is_hidden()
+
+    # A hold whose time runs out while the page is open: no event comes, the page's own timer sees it.
+    console.manage(
+        "shell",
+        "-c",
+        "from datetime import timedelta; from django.utils import timezone; "
+        "from console.instances.models import Hold, Instance; "
+        "Hold.objects.update_or_create(instance=Instance.objects.get(name='demo'), defaults=dict("
+        "until=timezone.now() + timedelta(seconds=12), reason='short', placed_by='x', placed=timezone.now()))",
+    )
+    operator.reload()
+    mine = operator.locator('.titlebar [data-field="hold"]')
+    mine.wait_for(state="visible", timeout=10_000)
+    assert operator.locator("#hold button:has-text('End hold')").count() == 1
+    mine.wait_for(state="hidden", timeout=20_000)
+    operator.wait_for_selector("#hold-form", timeout=10_000)
     operator.close()
     viewer.close()
