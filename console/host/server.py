@@ -13,7 +13,6 @@ import httpx
 
 from console import deadlines, untrusted
 from console.sentences import Sentence, gettext_noop
-from console.untrusted import json_of, loads
 
 
 class ServerError(Exception):
@@ -68,7 +67,7 @@ def _ms(seconds) -> float | None:
 
 def _json_field(response: httpx.Response, key: str):
     try:
-        body = json_of(response)
+        body = untrusted.json_of(response)
     except ValueError:
         return None
     return body.get(key) if isinstance(body, dict) else None
@@ -149,7 +148,7 @@ class ModelServer:
         try:
             response = self.http.get(self.url("/health"), timeout=timeout)
             ms = (time.perf_counter() - began) * 1000
-            body = json_of(response)
+            body = untrusted.json_of(response)
         except httpx.HTTPError as exc:
             return unanswered(exc, timeout)
         except ValueError:
@@ -245,7 +244,7 @@ class ModelServer:
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     try:
-                        chunk = loads(line[6:])
+                        chunk = untrusted.loads(line[6:])
                     except ValueError:
                         continue
                     if not isinstance(chunk, dict):
@@ -341,7 +340,7 @@ class ModelServer:
                 )
             )
         try:
-            body = json_of(response)
+            body = untrusted.json_of(response)
         except ValueError:
             return {}
         return body if isinstance(body, dict) else {}
