@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from console.admin_readonly import ReadOnlyAdmin
 from console.instances.engines import launch_warnings
 from console.instances.models import Hold, Host, Instance
 
@@ -105,17 +106,8 @@ class InstanceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Hold)
-class HoldAdmin(admin.ModelAdmin):
+class HoldAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     """Seen here; placed and ended on an instance's page, the API or the shell, which audit them."""
 
     list_display = ["instance", "until", "placed_by", "reason", "placed"]
     search_fields = ["instance__name", "placed_by", "reason"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -1,10 +1,11 @@
 from django.contrib import admin
 
+from console.admin_readonly import ReadOnlyAdmin
 from console.operations.models import Operation
 
 
 @admin.register(Operation)
-class OperationAdmin(admin.ModelAdmin):
+class OperationAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     """Operations are history: listed and read here, requested from the console, never edited."""
 
     list_display = ["id", "instance", "kind", "trigger", "state", "requested_by", "created", "duration_s"]
@@ -15,15 +16,6 @@ class OperationAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in Operation._meta.fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False  # the change page still shows the record, read-only
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="seconds")
     def duration_s(self, operation: Operation) -> str:

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
 
+from console.admin_readonly import ReadOnlyAdmin
 from console.schedules.models import RestartSchedule, ScheduleRun
 
 
@@ -24,7 +25,7 @@ class ScheduleRunAdmin(admin.ModelAdmin):
         return False
 
 
-class SeenOnly:
+class SeenOnly(ReadOnlyAdmin):
     """Beat's entries as the console writes them, to be seen and never edited here, by anyone: a
     restart schedule's entry follows its page (/schedules/) and the upkeep's follow the settings, so an
     entry edited here would part from what its page shows (the page at 03:00, beat at 04:00, or
@@ -33,15 +34,6 @@ class SeenOnly:
     its audit. Beat's own actions (run, enable, disable) go too, for the same reasons."""
 
     actions = None
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 for model, model_admin in [

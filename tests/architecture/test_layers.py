@@ -24,7 +24,17 @@ STAIRCASE = {
 }
 # Project modules: the settings, paths and HTTP with deadlines are for everyone; the Celery app
 # imports no app.
-SHARED = {"settings", "paths", "celery", "serializers", "sentences", "deadlines", "untrusted", "__init__"}
+SHARED = {
+    "settings",
+    "paths",
+    "celery",
+    "serializers",
+    "sentences",
+    "deadlines",
+    "untrusted",
+    "admin_readonly",
+    "__init__",
+}
 TOP = {"urls", "asgi"}
 
 
