@@ -67,12 +67,34 @@ class Scrape:
     buckets: dict = field(default_factory=dict)
 
 
-def _readable(text: str) -> str:
-    """The text without the lines prometheus_client's parser refuses (it stops at the first one)."""
+WANTED = tuple({*HISTOGRAMS.values(), *COUNTERS.values(), *GAUGES.values()})
+# A real vLLM has a few hundred lines of the wanted families; a server answering megabytes of them
+# (well formed, or broken so that each is parsed alone) would otherwise cost seconds a round.
+MAX_LINES, MAX_LINES_ALONE = 20_000, 5000
+
+
+def _wanted(text: str) -> list[str]:
+    """The lines of the families this console reads (their samples, and the TYPE and HELP comments
+    that group a histogram's series), without the rest: the parser reads kilobytes, not megabytes."""
     kept = []
     for line in text.splitlines():
+        if line.startswith("#"):
+            words = line.split(None, 3)
+            if len(words) >= 3 and words[2].startswith(WANTED):
+                kept.append(line)
+        elif line.startswith(WANTED):
+            kept.append(line)
+        if len(kept) >= MAX_LINES:
+            break
+    return kept
+
+
+def _readable(lines: list[str]) -> str:
+    """The lines without those prometheus_client's parser refuses (it stops at the first one)."""
+    kept = []
+    for line in lines[:MAX_LINES_ALONE]:
         try:
-            if line.startswith("#") or not line.strip() or list(text_string_to_metric_families(line + "\n")):
+            if line.startswith("#") or list(text_string_to_metric_families(line + "\n")):
                 kept.append(line)
         except ValueError:
             continue
@@ -81,10 +103,11 @@ def _readable(text: str) -> str:
 
 def parse_metrics(text: str, at: float | None = None) -> Scrape:
     """vLLM's /metrics, read with prometheus_client's parser; lines it cannot read are left out."""
+    lines = _wanted(text)
     try:
-        return _parse(text, at)
+        return _parse("\n".join(lines) + "\n", at)
     except ValueError:
-        return _parse(_readable(text), at)
+        return _parse(_readable(lines), at)
 
 
 def _parse(text: str, at: float | None) -> Scrape:

@@ -94,6 +94,21 @@ def test_garbage_metrics_are_left_out_not_raised():
     assert parse_metrics("not { prometheus").gauges == {}
 
 
+def test_only_the_families_read_are_parsed_and_only_so_many_lines_of_them():
+    """Megabytes a broken or hostile server sends are not all parsed each round (bench/vllm_metrics_bench.py):
+    a broken line of another family no longer sends every line to be parsed alone, and lines of a read
+    family past what any vLLM sends are left out."""
+    from console.host.vllm import MAX_LINES
+
+    other = 'python_gc_objects_collected_total{generation="0"} 1.0\n'
+    histogram_text = histogram("vllm:e2e_request_latency_seconds", {"0.1": 3, "+Inf": 4})
+    scrape = parse_metrics("x{ broken\n" + other * 1000 + histogram_text + "\nvllm:num_requests_waiting 2\n")
+    assert scrape.gauges == {"waiting": 2.0} and scrape.buckets["e2e"] == [(0.1, 3.0), (float("inf"), 4.0)]
+    samples = "".join(f'vllm:num_requests_running{{i="{i}"}} 1\n' for i in range(MAX_LINES + 5000))
+    flood = parse_metrics("# TYPE vllm:num_requests_running gauge\n" + samples)
+    assert flood.gauges == {"running": float(MAX_LINES - 1)}  # the TYPE line, then as many samples as fit
+
+
 def test_what_vllm_says_it_holds_is_read_only_when_it_is_its_answer():
     """GET /load from a real HTTP server answering in turn: vLLM's count, a count below 0 (read as 0),
     and what no vLLM says (a boolean, another JSON, not JSON, an error status: unknown, never raised)."""
