@@ -20,7 +20,7 @@ CAP = 8 * 2**20  # console/deadlines.py: an answer is cut off past this
 
 def real_sized() -> str:
     """The shape of a vLLM 0.x /metrics: its histograms' buckets, counters and gauges, and the
-    process and Python families around them (about 40 KB)."""
+    process and Python families around them (about 12 KB)."""
     labels = 'engine="0",model_name="glm-4.6v-flash"'
     lines = []
     for name in (
