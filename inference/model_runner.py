@@ -540,7 +540,7 @@ class ModelRunner:
         # every prompt length would cost more in guards and compiling than they save.
         x = self._layers(hidden, attend, self.eager_ops)
         last = [begin + n - 1 for begin, n, _ in segments]
-        logits = self._logits(x[last])
+        logits = self._logits(x[last[0] : last[0] + 1] if len(last) == 1 else x[last])  # a slice: no kernel
         if shape in self.prompt_wanted:
             # The host's time launching the eager pass, which is where its time goes (graphs_due).
             self.prompt_wanted[shape] += time.monotonic() - began
@@ -604,13 +604,14 @@ class ModelRunner:
         # them: one kernel each where the eager forms launch several (7.3 ms against 9.0-9.3 on an H200).
         ops = self.ops if self.triton is not None else self.eager_ops
         x = self._layers(hidden[:rows], attend, ops)
-        return self._logits(x.index_select(0, last))
+        return self._logits(x, last)
 
-    def _logits(self, x):
-        """The LM head's float32 logits of x's rows, by the step's operations: the prompts' last rows
-        too, so that with the Triton kernels one row is the step's own product and a new process's
-        warm-up loads no other kernel for it (cuBLAS's product at that shape was one more)."""
-        return self.ops.logits(x, self.lm_head.weight, self.lm_head.bias)
+    def _logits(self, x, rows=None):
+        """The LM head's float32 logits of x's rows (of its `rows` where given, an index tensor on the
+        device), by the step's operations: the prompts' last rows too, so that with the Triton kernels
+        one row is the step's own product, picked by it, and a new process's warm-up loads no other
+        kernel for it (cuBLAS's product at that shape, then index_select's pick, were one more each)."""
+        return self.ops.logits(x, self.lm_head.weight, self.lm_head.bias, rows)
 
     def _prompt_replay(self, shape: tuple[int, int], hiddens: list, angles: list, slots: list[int]):
         """prompt_pass for these prompts (hidden states, rotary (cos, sin) and slot each) at `shape`,

@@ -431,10 +431,15 @@ class Ops:
             return matvec.linear(x, weight, bias)
         return F.linear(x, weight, bias)
 
-    def logits(self, x, weight, bias=None):
-        """The LM head's product as float32 (rounded to the weights' dtype first, as .float() of it)."""
+    def logits(self, x, weight, bias=None, rows=None):
+        """The LM head's product as float32 (rounded to the weights' dtype first, as .float() of it),
+        of x's `rows` (an index tensor on the device) where given: one row picked by the kernel."""
         import torch
 
+        if rows is not None and rows.numel() == 1 and x.is_contiguous() and weight.is_contiguous():
+            return matvec.linear(x, weight, bias, dtype=torch.float32, row=rows)
+        if rows is not None:
+            x = x.index_select(0, rows)
         if _one_row(x, weight):
             return matvec.linear(x, weight, bias, dtype=torch.float32)
         return F.linear(x, weight, bias).float()

@@ -35,6 +35,7 @@ def _matvec(
     N,
     K,
     UP_OFFSET,
+    row_ptr,  # PICK_ROW: x's row to read, from the device (a prompt's last token)
     # ROTATE: q's output, the layer's cache, the row's write index and position, the rotary's
     # inverse frequencies and scale, the cache's strides
     cache_ptr,
@@ -55,10 +56,13 @@ def _matvec(
     KV_HEADS: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     ROTATED_PAIRS: tl.constexpr,
+    PICK_ROW: tl.constexpr,
 ):
     # One block: BLOCK_N outputs. GATED: the weight has 2N rows, gate then up: the block reads the
     # same BLOCK_N rows of both halves and writes up * silu(gate), each product rounded to the
     # output dtype first, as F.linear then gated_silu round them.
+    if PICK_ROW:
+        x_ptr += tl.load(row_ptr).to(tl.int64) * K
     outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     inside = outputs < N
     columns = tl.arange(0, BLOCK_K)
@@ -124,18 +128,24 @@ CONFIGS = {
 }
 
 
-def linear(x, weight, bias=None, gated: bool = False, config=None, dtype=None):
+def linear(x, weight, bias=None, gated: bool = False, config=None, dtype=None, row=None):
     """F.linear(x, weight, bias) for one row x [1, inputs] and a weight [outputs, inputs], both
     contiguous; with `gated`, gated_silu(F.linear(x, weight)) for a weight of 2 x outputs rows (gate,
-    then up). With `dtype`, F.linear(...).to(dtype) in the same kernel (the step's float32 logits)."""
+    then up). With `dtype`, F.linear(...).to(dtype) in the same kernel (the step's float32 logits).
+    With `row` (a one-element integer tensor on x's device), x may have many rows and the product is
+    of x[row]: picked by the kernel, where index_select would be one more kernel (a prompt's last
+    token's logits, whose row a recorded graph reads from the device)."""
     import torch
 
-    n, k = _check(x, weight)
+    n, k = _check(x if row is None else x[:1], weight)
+    if row is not None and (not x.is_contiguous() or row.numel() != 1 or row.device != x.device):
+        raise ValueError("a picked row needs x contiguous and one row index on its device")
     if gated and (n % 2 or bias is not None):
         raise ValueError("a gated product takes an even number of weight rows and no bias")
     n = n // 2 if gated else n
     out = torch.empty((1, n), dtype=dtype or x.dtype, device=x.device)
-    _launch(x, weight, bias, out, config, gated=gated, UP_OFFSET=n * k if gated else 0)
+    picked = {} if row is None else {"row_ptr": row, "PICK_ROW": True}
+    _launch(x, weight, bias, out, config, gated=gated, UP_OFFSET=n * k if gated else 0, **picked)
     return out
 
 
@@ -187,13 +197,14 @@ def _check(x, weight) -> tuple[int, int]:
 
 
 # What a launch passes for the arguments its epilogue does not use (pointers: x).
-_ROTATE_POINTERS = ("cache_ptr", "index_ptr", "position_ptr", "inv_freq_ptr")
+_OPTIONAL_POINTERS = ("cache_ptr", "index_ptr", "position_ptr", "inv_freq_ptr", "row_ptr")
 _UNUSED = dict(
     scale=0.0,
     kv_stride=0,
     head_stride=0,
     position_stride=0,
     UP_OFFSET=0,
+    PICK_ROW=False,
     ROTATE=False,
     HEADS=1,
     KV_HEADS=1,
@@ -208,7 +219,7 @@ def _launch(x, weight, bias, out, config, gated: bool = False, **epilogue):
     rows, k = weight.shape
     block_n, block_k, warps, stages = config or CONFIGS.get((rows, k, gated), DEFAULT)
     n = rows // 2 if gated else rows
-    unused = {**dict.fromkeys(_ROTATE_POINTERS, x), **_UNUSED}
+    unused = {**dict.fromkeys(_OPTIONAL_POINTERS, x), **_UNUSED}
     _matvec[(triton.cdiv(n, block_n),)](
         x,
         weight,

@@ -70,11 +70,12 @@ class Ops:
         return F.linear(x, weight, bias)
 
     @staticmethod
-    def logits(x, weight, bias=None):
-        """The LM head's product as float32 (in the weights' dtype, then .float())."""
+    def logits(x, weight, bias=None, rows=None):
+        """The LM head's product as float32 (in the weights' dtype, then .float()), of x's `rows`
+        (an index tensor on the device) where given."""
         import torch.nn.functional as F
 
-        return F.linear(x, weight, bias).float()
+        return F.linear(x if rows is None else x.index_select(0, rows), weight, bias).float()
 
     def gated_product(self, x, weight):
         """The gated activation of x's product with the MLP's gate/up weight."""

@@ -74,6 +74,30 @@ def test_matvec_matches_linear(setup, outputs, inputs):
         matvec.linear(x, gate_up, torch.zeros(2 * outputs, device=device, dtype=dtype), gated=True)
 
 
+def test_the_logits_of_a_row_picked_on_the_device(setup):
+    """A prompt's last token's logits: the kernel reads the row an index tensor names, the same bits
+    as the product of that row alone; Ops and reference.Ops agree, and more than one row is picked
+    by index_select first."""
+    kernels, device, dtype, tolerance = setup
+    from inference.ops import matvec
+
+    torch.manual_seed(7)
+    x = torch.randn(5, 96, device=device, dtype=dtype)
+    weight = (torch.randn(40, 96, device=device) / 10).to(dtype)
+    bias = torch.randn(40, device=device, dtype=dtype)
+    ops, eager = kernels.Ops(reference.Ops(None, None, compiled=False)), reference.Ops
+    for picked in (0, 3, 4):
+        row = torch.tensor([picked], device=device)
+        alone = matvec.linear(x[picked : picked + 1].contiguous(), weight, bias, dtype=torch.float32)
+        assert torch.equal(matvec.linear(x, weight, bias, dtype=torch.float32, row=row), alone)
+        assert torch.equal(ops.logits(x, weight, bias, row), alone)
+        torch.testing.assert_close(eager.logits(x, weight, bias, row), alone, **tolerance)
+    rows = torch.tensor([1, 4], device=device)
+    torch.testing.assert_close(ops.logits(x, weight, bias, rows), eager.logits(x, weight, bias, rows), **tolerance)
+    with pytest.raises(ValueError, match="one row index"):
+        matvec.linear(x, weight, row=rows)
+
+
 def test_the_step_ops_run_matvec_at_one_row_only(setup, monkeypatch):
     """kernels.Ops: one row through matvec, more rows or a weight not laid out by rows through
     F.linear, with the same answers; the gated product too, against reference.Ops's."""
