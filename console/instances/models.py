@@ -10,7 +10,6 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, URLValidator
 from django.db import models
 from django.urls import reverse
-from django.utils import timezone
 
 slug_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9-]{0,62}$",
@@ -309,9 +308,6 @@ class Hold(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance.name} on hold until {self.until:%Y-%m-%d %H:%M} UTC"
-
-    def is_active(self, now=None) -> bool:
-        return self.until > (now or timezone.now())
 
     def summary(self) -> dict:
         """What the API and the pages get."""

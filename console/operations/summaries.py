@@ -88,7 +88,7 @@ def instance_summary(
         "operation": operation_summary(last) if active else None,
         "active_operation": last.pk if active else None,
         "last_operation": {"id": last.pk, "kind": last.kind, "state": last.state} if last else None,
-        "hold": hold.summary() if hold is not None and hold.is_active(now) else None,
+        "hold": hold.summary() if hold is not None else None,
     }
 
 
