@@ -25,9 +25,11 @@ from tests.inference.helpers import chat
 
 pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.slow]
 
-CONSOLE = "http://127.0.0.1:58080"
-INFERENCE = "http://127.0.0.1:58081"
-PORTS = (58080, 58081)
+# Below the kernel's ephemeral range (32768-60999 by default): a port in it can be taken, between the
+# check and `up`, by any client connection's source port (a CI run failed on 58080 that way).
+PORTS = (18080, 18081)
+CONSOLE = f"http://127.0.0.1:{PORTS[0]}"
+INFERENCE = f"http://127.0.0.1:{PORTS[1]}"
 PROJECT = "ictest"
 
 REACH = """
@@ -143,7 +145,8 @@ def test_rolling_restart_through_nginx_loses_no_request(smoke_model, tmp_path):
 
     run("down", "-v", "--remove-orphans", check=False)  # leftovers of an interrupted run
     for port in PORTS:
-        if subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout.strip():
+        # Any state, not only listening: a connection or a TIME_WAIT on the port fails the bind too.
+        if subprocess.run(["ss", "-tanH", f"sport = :{port}"], capture_output=True, text=True).stdout.strip():
             pytest.fail(f"port {port} is taken; the CPU stack binds it on 127.0.0.1")
     run("up", "-d", "--no-build")
     try:
