@@ -28,4 +28,5 @@ def user_from_token(request):
     if not token.user.is_active:
         raise TokenRefused("The token's account is disabled.")
     ApiToken.objects.filter(pk=token.pk).update(last_used=timezone.now())
+    request.api_token = token  # /metrics tells its scraper when this token expires
     return token.user

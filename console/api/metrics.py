@@ -54,12 +54,29 @@ def skip_reason(reason: str) -> str:
 
 
 class ConsoleCollector(Collector):
+    def __init__(self, scrape_token=None):
+        self.scrape_token = scrape_token  # the ApiToken this scrape presents, if any
+
     def collect(self):
         now = timezone.now()
         yield from self._instances(now)
         yield from self._operations()
         yield from self._rollouts_and_schedules()
         yield from self._alerts()
+        yield from self._scrape_token()
+
+    def _scrape_token(self):
+        """When the scraper's own token expires: once it has, every scrape is a 401 and every rule over
+        these figures goes quiet, so the rules warn ahead (a token that never expires has no figure)."""
+        if self.scrape_token is None or self.scrape_token.expires is None:
+            return
+        expiry = GaugeMetricFamily(
+            f"{PREFIX}_scrape_token_expiry_timestamp_seconds",
+            "When the API token presented by this scrape expires (Unix time).",
+            labels=["token"],
+        )
+        expiry.add_metric([self.scrape_token.prefix], self.scrape_token.expires.timestamp())
+        yield expiry
 
     def _instances(self, now):
         instances = list(Instance.objects.select_related("host").order_by("name"))

@@ -231,7 +231,7 @@ def rollouts(request):
 def metrics(request):
     """The console's figures in Prometheus's text format (a bearer token with the view permission)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ConsoleCollector())
+    registry.register(ConsoleCollector(scrape_token=getattr(request, "api_token", None)))
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 

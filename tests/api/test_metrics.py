@@ -120,3 +120,26 @@ def test_instances_operations_rollouts_schedules_and_alerts_are_counted():
         value(values, "instance_console_alert_deliveries_total", channel="hook", event="watchdog", state="failed") == 1
     )
     assert value(values, "instance_console_alert_delivery_attempts_total", channel="hook") == 5
+
+
+@pytest.mark.django_db
+def test_a_scrape_learns_when_its_own_token_expires():
+    """The figure the rules warn with before the scraper's token runs out; none for a token that never
+    expires or for a signed-in browser, and another token's expiry is never shown."""
+    viewer = user("prom", "viewer")
+    expiring, key = ApiToken.issue(viewer, "prometheus", days=10)
+    _, other = ApiToken.issue(viewer, "other", days=365)
+    _, forever = ApiToken.issue(viewer, "for ever")
+    name = "instance_console_scrape_token_expiry_timestamp_seconds"
+
+    values = scrape(key)
+    assert value(values, name, token=expiring.prefix) == pytest.approx(expiring.expires.timestamp())
+    assert [k for k in values if k[0] == name] == [(name, (("token", expiring.prefix),))]
+    assert not [k for k in scrape(forever) if k[0] == name]
+    assert [k[1] for k in scrape(other) if k[0] == name] != [(("token", expiring.prefix),)]
+
+    browser = Client()
+    browser.force_login(viewer)
+    page = browser.get("/metrics")
+    assert page.status_code == 200 and "instance_console_instance_up" in page.content.decode()
+    assert name not in page.content.decode()

@@ -28,7 +28,7 @@ def token(embedded_console) -> str:
         "shell",
         "-c",
         "from console.api.models import ApiToken; from django.contrib.auth import get_user_model as g; "
-        f"print(ApiToken.issue(g().objects.get(username='{embedded_console.username}'), 'prometheus')[1])",
+        f"print(ApiToken.issue(g().objects.get(username='{embedded_console.username}'), 'prometheus', 90)[1])",
     )
     return result.stdout.strip().splitlines()[-1]
 
@@ -41,11 +41,13 @@ def test_promtool_accepts_the_metrics_and_the_rules(embedded_console, token):
         checked = promtool("check", "metrics", stdin=text)
         assert checked.returncode == 0, checked.stdout + checked.stderr
     rules = promtool("check", "rules", str(DEPLOY / "prometheus" / "alerts.yml"))
-    assert rules.returncode == 0 and "SUCCESS: 9 rules found" in rules.stdout, rules.stdout + rules.stderr
+    assert rules.returncode == 0 and "SUCCESS: 11 rules found" in rules.stdout, rules.stdout + rules.stderr
 
 
-def test_an_instance_on_hold_raises_none_of_its_alerts():
-    """promtool's unit test of the rules: two instances down and needing attention, one on hold."""
+def test_the_rules_hold_their_unit_tests():
+    """promtool's unit test of the rules: two instances down and needing attention, one on hold, raise
+    alerts for the other only; a scrape failing for 5 minutes, and a scrape token under 14 days from
+    expiry, raise theirs."""
     tested = promtool("test", "rules", str(DEPLOY / "prometheus" / "alerts_test.yml"))
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
 
@@ -96,6 +98,16 @@ def test_a_real_prometheus_scrapes_the_console(embedded_console, token, tmp_path
         assert ready, (tmp_path / "prometheus.log").read_text()[-2000:]
         targets = httpx.get(api + "/targets").json()["data"]["activeTargets"]
         assert targets[0]["health"] == "up", targets
+        # The token (90 days, the default) is far from expiry: the rule that warns of it has nothing.
+        expiry = query("instance_console_scrape_token_expiry_timestamp_seconds - time()")["data"]["result"]
+        assert len(expiry) == 1 and 89 * 86400 < float(expiry[0]["value"][1]) <= 90 * 86400, expiry
+        rules = {
+            rule["name"]: rule
+            for group in httpx.get(api + "/rules").json()["data"]["groups"]
+            for rule in group["rules"]
+        }
+        assert {"ConsoleScrapeFailing", "ScrapeTokenExpiresSoon"} <= set(rules), sorted(rules)
+        assert rules["ScrapeTokenExpiresSoon"]["state"] == "inactive", rules["ScrapeTokenExpiresSoon"]
 
         dashboard = json.loads((DEPLOY / "grafana" / "instance-console.json").read_text())
         expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
