@@ -6,6 +6,7 @@ app_name = "api"
 urlpatterns = [
     path("hosts/", views.hosts, name="hosts"),
     path("hosts/<slug:name>/", views.host, name="host"),
+    path("hosts/<slug:name>/hold/", views.host_hold, name="host_hold"),
     path("instances/", views.instances, name="instances"),
     path("instances/<slug:name>/", views.instance, name="instance"),
     path("instances/<slug:name>/operations/", views.operate, name="operate"),

@@ -13,7 +13,7 @@ from console.api.auth import TokenRefused, user_from_token
 from console.api.metrics import ConsoleCollector
 from console.instances.models import Host, Instance
 from console.operations.forms import OperationForm, RolloutForm, form_errors
-from console.operations.holds import HoldRefused, end_hold, place_hold
+from console.operations.holds import HoldRefused, end_hold, end_holds, place_hold, place_holds
 from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
 from console.operations.rollout import request_rollout
@@ -179,6 +179,36 @@ def hold(request, name: str):
     except HoldRefused as exc:
         return error(400, str(exc))
     return JsonResponse({"instance": name, "hold": placed.summary()})
+
+
+@api_view(["POST", "DELETE"])
+def host_hold(request, name: str):
+    """POST {"minutes": 120, "reason": "driver upgrade"}: hold every instance on the host, all or none
+    (each hold is the instance's own, as if placed alone). DELETE: end the holds of those on hold."""
+    host = Host.objects.filter(name=name).first()
+    if host is None:
+        return error(404, f"No host named {name!r}.")
+    if not request.user.has_perm(OPERATE):
+        return error(403, "Your role may look at instances but not operate them.")
+    instances = list(host.instances.order_by("name"))
+    if not instances:
+        return error(409, f"No instance is registered on {name}.")
+    if request.method == "DELETE":
+        ended = end_holds(instances, user=request.user, request=request)
+        if not ended:
+            return error(409, f"No instance on {name} is on hold.")
+        return JsonResponse({"host": name, "ended": [hold.instance.name for hold in ended]})
+    try:
+        placed = place_holds(
+            instances,
+            minutes=request.json.get("minutes"),
+            reason=request.json.get("reason"),
+            user=request.user,
+            request=request,
+        )
+    except HoldRefused as exc:
+        return error(400, str(exc))
+    return JsonResponse({"host": name, "holds": {hold.instance.name: hold.summary() for hold in placed}})
 
 
 @api_view(["GET"])

@@ -70,3 +70,24 @@ def end_hold(instance, *, user=None, actor: str = "", request=None) -> Hold | No
         )
     transaction.on_commit(lambda: events.publish(instance.name, events.HOLD, {"until": None}))
     return hold
+
+
+def place_holds(instances, *, minutes, reason, user=None, actor: str = "", request=None) -> list[Hold]:
+    """Hold every one of `instances` (a host's, for work on the machine itself: a driver upgrade, a
+    card swapped) for the same time and reason: all or none. Each instance's hold is its own, audited
+    and shown like one placed alone; an instance registered on the host later is not held."""
+    instances = list(instances)
+    if not instances:
+        raise HoldRefused("There is no instance to put on hold.")
+    with transaction.atomic():
+        return [
+            place_hold(instance, minutes=minutes, reason=reason, user=user, actor=actor, request=request)
+            for instance in instances
+        ]
+
+
+def end_holds(instances, *, user=None, actor: str = "", request=None) -> list[Hold]:
+    """End the hold of each of `instances` on hold; the holds ended."""
+    with transaction.atomic():
+        ended = [end_hold(instance, user=user, actor=actor, request=request) for instance in instances]
+    return [hold for hold in ended if hold is not None]

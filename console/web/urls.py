@@ -10,6 +10,7 @@ instance_pages = [
     path("", instances.instance_list, name="list"),
     path("instances/<slug:name>/", instances.instance_detail, name="detail"),
     path("hosts/<slug:name>/", instances.host_detail, name="host"),
+    path("hosts/<slug:name>/hold/", instances.host_hold, name="host_hold"),
     path("instances/<slug:name>/operations/", instances.operate, name="operate"),
     path("instances/<slug:name>/try/", instances.try_instance, name="try"),
     path("instances/<slug:name>/hold/", instances.hold, name="hold"),

@@ -149,13 +149,13 @@
   }
 
   // -- holds: an instance someone is working on; the marker goes when the hold ends or passes.
-  // On an instance's page its hold card is fetched again (hx-trigger="hold-updated from:body").
+  // Hold cards (an instance's, a host's) are fetched again (hx-trigger="hold-updated from:body").
   const holds = {};  // instance name -> its hold
   function applyHold(name, d, live) {
     if (d && d.until) holds[name] = d;
     else delete holds[name];
     renderHold(name);
-    if (live && kind === "instance") document.body.dispatchEvent(new CustomEvent("hold-updated"));
+    if (live) document.body.dispatchEvent(new CustomEvent("hold-updated"));
   }
   function renderHold(name) {
     const scope = scopeOf(name);
@@ -171,7 +171,7 @@
   function passed(name) {  // a hold's time is up (or it was replaced): its marker, and the page's card
     renderHold(name);
     const h = holds[name];
-    if (kind === "instance" && h && h.until_ts * 1000 <= Date.now()) document.body.dispatchEvent(new CustomEvent("hold-updated"));
+    if (h && h.until_ts * 1000 <= Date.now()) document.body.dispatchEvent(new CustomEvent("hold-updated"));
   }
 
   // -- operations: the badge, the dashboard's last-operation cell; on other pages htmx fetches

@@ -99,3 +99,36 @@ def test_a_hold_placed_on_one_page_shows_live_on_every_other(browser, second_bro
     operator.wait_for_selector("#hold-form", timeout=10_000)
     operator.close()
     viewer.close()
+
+
+def test_a_hosts_hold_shows_live_on_every_page_of_that_host(browser, second_browser, embedded_console):
+    """An operator holds every instance of the demo's host from the host's page: a viewer's page of the
+    same host counts them and marks the demo's row at once; a script ends the holds: both go."""
+    console = embedded_console
+    key = api_key(console)
+    operator, viewer = browser.new_page(), second_browser.new_page()
+    login(operator, console)
+    login(viewer, console, *ensure_viewer(console))
+    auth = {"Authorization": f"Bearer {key}"}
+    host = httpx.get(console.url + "/api/instances/demo/", headers=auth).json()["host"]
+    for page in (operator, viewer):
+        page.goto(console.url + f"/hosts/{host}/")
+        wait_idle(page)
+        page.wait_for_selector("[data-live-state].on", timeout=15_000)
+    assert viewer.locator("#host-hold-form").count() == 0
+    counted = viewer.locator("#host-hold .message")
+    marker = viewer.locator('[data-instance="demo"] [data-field="hold"]')
+    try:
+        operator.fill("#host-hold-form input[name=reason]", "driver upgrade")
+        operator.click("#host-hold-form button[type=submit]")
+        operator.wait_for_selector("#host-hold button:has-text('End their holds')", timeout=10_000)
+        counted.wait_for(state="visible", timeout=10_000)  # the viewer's card, fetched again on the event
+        assert "instance" in counted.inner_text() and "on hold" in counted.inner_text()
+        marker.wait_for(state="visible", timeout=10_000)
+    finally:
+        ended = httpx.delete(console.url + f"/api/hosts/{host}/hold/", headers=auth)
+    assert ended.status_code == 200 and "demo" in ended.json()["ended"], ended.text
+    counted.wait_for(state="detached", timeout=10_000)
+    marker.wait_for(state="hidden", timeout=10_000)
+    operator.close()
+    viewer.close()

@@ -1,5 +1,6 @@
 """An instance on hold: placed and ended with their checks and audit, from the page, the API and the
-shell; rollouts (and so schedules) skip it while it holds."""
+shell; rollouts (and so schedules) skip it while it holds. Every instance of a host held at once, for
+work on the machine itself, the same three ways."""
 
 import json
 from datetime import timedelta
@@ -14,12 +15,12 @@ from django.utils import timezone
 from console.api.models import ApiToken
 from console.audit.models import AuditEntry
 from console.instances.holds import active_hold
-from console.instances.models import Hold
+from console.instances.models import Hold, Instance
 from console.instances.roles import OPERATOR, VIEWER
-from console.operations.holds import HoldRefused, end_hold, place_hold
+from console.operations.holds import HoldRefused, end_hold, place_hold, place_holds
 from console.operations.models import Operation, Rollout
 from console.operations.rollout import advance
-from tests.factories import process_instance, user
+from tests.factories import host, process_instance, user
 
 
 @pytest.fixture
@@ -144,3 +145,105 @@ def test_the_shell_places_and_ends_a_hold(instance):
     assert "hold-a: hold ended" in out.getvalue() and active_hold(instance) is None
     with pytest.raises(CommandError, match="not on hold"):
         call_command("instance", "unhold", "hold-a")
+
+
+@pytest.fixture
+def machine(db):
+    """Host gpu-h with two instances, and an instance on another host that no host hold may touch."""
+    process_instance("elsewhere", command=["true"])
+    gpu = host("gpu-h")
+    return gpu, [process_instance(name, command=["true"], host=gpu) for name in ("gpu-h-1", "gpu-h-2")]
+
+
+def held_names() -> list[str]:
+    return sorted(Hold.objects.filter(until__gt=timezone.now()).values_list("instance__name", flat=True))
+
+
+@pytest.mark.django_db
+def test_a_hosts_instances_are_held_all_or_none_each_with_its_audit(machine):
+    _gpu, instances = machine
+    operator = user("op-host", OPERATOR)
+    with pytest.raises(HoldRefused, match="Say why"):
+        place_holds(instances, minutes=60, reason="", user=operator)
+    with pytest.raises(HoldRefused, match="no instance"):
+        place_holds([], minutes=60, reason="x", user=operator)
+    assert held_names() == []
+    holds = place_holds(instances, minutes=60, reason="driver 580 to 590", user=operator)
+    assert [hold.instance.name for hold in holds] == ["gpu-h-1", "gpu-h-2"] == held_names()
+    assert {hold.reason for hold in holds} == {"driver 580 to 590"}
+    audited = AuditEntry.objects.filter(action="instance.held").values_list("target", flat=True)
+    assert sorted(audited) == ["instance gpu-h-1", "instance gpu-h-2"]
+
+
+@pytest.mark.django_db
+def test_the_api_holds_and_releases_a_hosts_instances(machine):
+    _, key = ApiToken.issue(user("op-hapi", OPERATOR), "script")
+    _, viewer = ApiToken.issue(user("v-hapi", VIEWER), "dashboard")
+    host("empty-host")
+    client = Client()
+
+    def call(method: str, path: str, body=None, token: str = key):
+        data = json.dumps(body) if body is not None else ""
+        return getattr(client, method)(
+            path, data=data, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+        )
+
+    body = {"minutes": 120, "reason": "swap GPU 1"}
+    assert call("post", "/api/hosts/gpu-h/hold/", body, viewer).status_code == 403
+    assert call("post", "/api/hosts/ghost/hold/", body).json()["error"] == "No host named 'ghost'."
+    empty = call("post", "/api/hosts/empty-host/hold/", body)
+    assert empty.status_code == 409 and empty.json()["error"] == "No instance is registered on empty-host."
+    bad = call("post", "/api/hosts/gpu-h/hold/", {"minutes": 20000, "reason": "x"})
+    assert bad.status_code == 400 and "from 1 to 10080" in bad.json()["error"] and held_names() == []
+    placed = call("post", "/api/hosts/gpu-h/hold/", body)
+    assert placed.status_code == 200 and sorted(placed.json()["holds"]) == ["gpu-h-1", "gpu-h-2"] == held_names()
+    assert placed.json()["holds"]["gpu-h-2"]["reason"] == "swap GPU 1"
+    assert call("get", "/api/instances/gpu-h-1/", token=viewer).json()["hold"]["by"] == "op-hapi"
+
+    end_hold(Instance.objects.get(name="gpu-h-1"))  # one already back in service
+    ended = call("delete", "/api/hosts/gpu-h/hold/")
+    assert ended.json() == {"host": "gpu-h", "ended": ["gpu-h-2"]} and held_names() == []
+    again = call("delete", "/api/hosts/gpu-h/hold/")
+    assert again.status_code == 409 and again.json()["error"] == "No instance on gpu-h is on hold."
+
+
+@pytest.mark.django_db
+def test_the_host_page_holds_its_instances_and_viewers_only_see_it(machine):
+    operator, viewer = Client(), Client()
+    operator.force_login(user("op-hpage", OPERATOR))
+    viewer.force_login(user("v-hpage", VIEWER))
+    assert b"Put every instance on hold" in operator.get("/hosts/gpu-h/").content
+    assert b"Put every instance on hold" not in viewer.get("/hosts/gpu-h/").content
+    assert viewer.post("/hosts/gpu-h/hold/", {"minutes": "60", "reason": "x"}).status_code == 403
+    refused = operator.post("/hosts/gpu-h/hold/", {"minutes": "60", "reason": " "}, HTTP_HX_REQUEST="true")
+    assert refused.status_code == 400 and b"Say why the instance is on hold" in refused.content
+    assert held_names() == []
+
+    card = operator.post("/hosts/gpu-h/hold/", {"minutes": "60", "reason": "reboot"}, HTTP_HX_REQUEST="true")
+    assert card.status_code == 200 and b"2 of 2 instances on this host are on hold" in card.content
+    assert held_names() == ["gpu-h-1", "gpu-h-2"]
+    seen = viewer.get("/hosts/gpu-h/").content.decode()
+    assert "2 of 2 instances on this host are on hold" in seen and "End their holds" not in seen
+    state = json.loads(seen.split('id="live-state" type="application/json">')[1].split("</script>")[0])
+    assert sorted(state["holds"]) == ["gpu-h-1", "gpu-h-2"]
+
+    ended = operator.post("/hosts/gpu-h/hold/", {"end": "1"})
+    assert ended.status_code == 302 and ended["Location"] == "/hosts/gpu-h/" and held_names() == []
+    assert b"on this host are on hold" not in operator.get("/hosts/gpu-h/hold/").content
+
+
+@pytest.mark.django_db
+def test_the_shell_holds_and_releases_a_hosts_instances(machine):
+    out = StringIO()
+    call_command("instance", "hold", "gpu-h", host=True, minutes=30, reason="firmware", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["gpu-h-1", "gpu-h-2"] == held_names()
+    assert all(line.endswith(" UTC by command line: firmware") for line in lines)
+    with pytest.raises(CommandError, match="--host goes with hold and unhold only"):
+        call_command("instance", "restart", "gpu-h", host=True)
+    with pytest.raises(CommandError, match="No host named 'nope'"):
+        call_command("instance", "hold", "nope", host=True, reason="x")
+    call_command("instance", "unhold", "gpu-h", host=True, stdout=out)
+    assert "gpu-h-2: hold ended" in out.getvalue() and held_names() == []
+    with pytest.raises(CommandError, match="No instance on gpu-h is on hold"):
+        call_command("instance", "unhold", "gpu-h", host=True)

@@ -11,10 +11,10 @@ from console.audit.record import record
 from console.host.logs import recent_lines
 from console.instances.engines import launch_warnings
 from console.instances.holds import active_hold, active_holds
-from console.instances.models import Instance
+from console.instances.models import Host, Instance
 from console.operations import trial
 from console.operations.forms import OperationForm, TryForm, form_errors
-from console.operations.holds import DURATIONS, HoldRefused, end_hold, place_hold
+from console.operations.holds import DURATIONS, HoldRefused, end_hold, end_holds, place_hold, place_holds
 from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
 from console.operations.summaries import last_operations, operation_summary
@@ -92,6 +92,8 @@ def host_detail(request, name: str):
             "host": summary,
             "rows": [(instance, False) for instance in instances],
             "live_state": live_state(instances, latest_samples(instances), last_operations(instances), [summary]),
+            "can_operate": request.user.has_perm(OPERATE),
+            **host_hold_context(host, instances),
         },
     )
 
@@ -153,7 +155,7 @@ def hold(request, name: str):
             try:
                 place_hold(
                     instance,
-                    minutes=int(minutes) if minutes.isascii() and minutes.isdigit() and len(minutes) < 7 else None,
+                    minutes=_minutes(minutes),
                     reason=request.POST.get("reason", ""),
                     user=request.user,
                     request=request,
@@ -166,6 +168,53 @@ def hold(request, name: str):
             return redirect(instance)
     context = {**hold_context(instance, error), "can_operate": can_operate}
     return render(request, "instances/_hold.html", context, status=400 if error else 200)
+
+
+def _minutes(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 7 else None
+
+
+def host_hold_context(host, instances, error: str = "") -> dict:
+    return {
+        "hold_host": host,
+        "held": len(active_holds(instances)),
+        "instance_count": len(instances),
+        "durations": [(minutes, _duration(minutes)) for minutes in DURATIONS],
+        "hold_error": error,
+    }
+
+
+@role_required()
+@require_http_methods(["GET", "POST"])
+def host_hold(request, name: str):
+    """The host's hold card (GET): how many of its instances are on hold; operators hold them all, for
+    work on the machine itself, or end their holds (POST)."""
+    host = get_object_or_404(Host, name=name)
+    instances = list(host.instances.order_by("name"))
+    can_operate = request.user.has_perm(OPERATE)
+    error = ""
+    if request.method == "POST":
+        if not can_operate:
+            return refuse(request, MAY_NOT_OPERATE)
+        if request.POST.get("end"):
+            end_holds(instances, user=request.user, request=request)
+        else:
+            try:
+                place_holds(
+                    instances,
+                    minutes=_minutes(request.POST.get("minutes", "")),
+                    reason=request.POST.get("reason", ""),
+                    user=request.user,
+                    request=request,
+                )
+            except HoldRefused as exc:
+                error = str(exc)
+        if not request.htmx:
+            if error:
+                return render(request, "refused.html", {"message": error}, status=400)
+            return redirect("instances:host", name=host.name)
+    context = {**host_hold_context(host, instances, error), "can_operate": can_operate}
+    return render(request, "instances/_host_hold.html", context, status=400 if error else 200)
 
 
 @role_required()

@@ -1,5 +1,6 @@
 """python manage.py instance restart NAME [--wait] [--reason ...] (start, stop, soft-reset, status);
-hold NAME --minutes 120 --reason "driver upgrade", and unhold NAME."""
+hold NAME --minutes 120 --reason "driver upgrade", and unhold NAME (with --host, NAME is a host: every
+instance on it)."""
 
 import threading
 import time
@@ -8,9 +9,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from console.instances.models import Instance
+from console.instances.models import Host, Instance
 from console.operations import pipeline
-from console.operations.holds import HoldRefused, end_hold, place_hold
+from console.operations.holds import HoldRefused, end_hold, end_holds, place_hold, place_holds
 from console.operations.models import Operation
 from console.operations.request import OperationRefused, request_operation
 from console.operations.summaries import instance_summaries
@@ -37,8 +38,14 @@ class Command(BaseCommand):
         parser.add_argument("--recreate", action="store_true", help="Docker: create the container afresh.")
         parser.add_argument("--timeout", type=float, default=900)
         parser.add_argument("--minutes", type=int, default=120, help="hold: how long (default 120).")
+        parser.add_argument("--host", action="store_true", help="hold, unhold: NAME is a host; every instance on it.")
 
-    def handle(self, *args, action, name, wait, reason, user, recreate, timeout, minutes, **options):
+    def handle(self, *args, action, name, wait, reason, user, recreate, timeout, minutes, host, **options):
+        if host:
+            if action not in ("hold", "unhold"):
+                raise CommandError("--host goes with hold and unhold only.")
+            self._hold_host(name, action, minutes, reason, self._requester(user))
+            return
         instance = Instance.objects.select_related("host").filter(name=name).first()
         if instance is None:
             raise CommandError(f"No instance named {name!r}.")
@@ -46,11 +53,7 @@ class Command(BaseCommand):
             for key, value in instance_summaries([instance])[0].items():
                 self.stdout.write(f"{key:>17}: {value}")
             return
-        requester = None
-        if user:
-            requester = get_user_model().objects.filter(username=user).first()
-            if requester is None:
-                raise CommandError(f"No user named {user!r}.")
+        requester = self._requester(user)
         if action in ("hold", "unhold"):
             self._hold(instance, action, minutes, reason, requester)
             return
@@ -77,6 +80,15 @@ class Command(BaseCommand):
                 self.stderr.write("last log lines:\n" + operation.log_tail)
             raise CommandError(f"{operation} {operation.state}: {operation.error}")
         self.stdout.write(self.style.SUCCESS(f"{operation} succeeded in {operation.duration:.1f} s"))
+
+    @staticmethod
+    def _requester(username):
+        if not username:
+            return None
+        requester = get_user_model().objects.filter(username=username).first()
+        if requester is None:
+            raise CommandError(f"No user named {username!r}.")
+        return requester
 
     def _follow(self, pk: int, timeout: float) -> Operation:
         printed: dict[int, str] = {}
@@ -105,3 +117,24 @@ class Command(BaseCommand):
         except HoldRefused as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"{instance.name}: {hold.said()}")
+
+    def _hold_host(self, name, action, minutes, reason, requester) -> None:
+        host = Host.objects.filter(name=name).first()
+        if host is None:
+            raise CommandError(f"No host named {name!r}.")
+        instances = list(host.instances.order_by("name"))
+        if not instances:
+            raise CommandError(f"No instance is registered on {name}.")
+        if action == "unhold":
+            ended = end_holds(instances, user=requester, actor="command line")
+            if not ended:
+                raise CommandError(f"No instance on {name} is on hold.")
+            for hold in ended:
+                self.stdout.write(f"{hold.instance.name}: hold ended")
+            return
+        try:
+            holds = place_holds(instances, minutes=minutes, reason=reason, user=requester, actor="command line")
+        except HoldRefused as exc:
+            raise CommandError(str(exc)) from exc
+        for hold in holds:
+            self.stdout.write(f"{hold.instance.name}: {hold.said()}")
