@@ -26,12 +26,13 @@ from console.watchdog.models import Watchdog
 from console.web.access import MAY_NOT_OPERATE, OPERATE, refuse, role_required
 
 
-def live_state(instances, samples: dict, operations: dict, hosts=()) -> dict:
+def live_state(instances, samples: dict, operations: dict, hosts=(), holds=None) -> dict:
     """What live.js shows before the first event arrives, in the shape of the events themselves;
     with each sample's and host report's age, so that the page turns a badge to "no data" (and a
-    host to offline) once nothing new has come for the window in which a sample still counts."""
+    host to offline) once nothing new has come for the window in which a sample still counts.
+    `holds`: {instance id: hold} where the caller has read them already."""
     now = timezone.now()
-    holds = active_holds(instances, now)
+    holds = active_holds(instances, now) if holds is None else holds
     return {
         "holds": {i.name: holds[i.pk].summary() for i in instances if i.pk in holds},
         "samples": {
@@ -103,6 +104,8 @@ def host_detail(request, name: str):
 def instance_detail(request, name: str):
     instance = get_object_or_404(Instance.objects.select_related("host"), name=name)
     operations = last_operations([instance])
+    hold = active_hold(instance)
+    holds = {instance.pk: hold} if hold else {}
     return render(
         request,
         "instances/detail.html",
@@ -110,7 +113,7 @@ def instance_detail(request, name: str):
             "instance": instance,
             "operations": instance.operations.select_related("requested_by")[:20],
             "latest": operations.get(instance.pk),
-            "live_state": live_state([instance], latest_samples([instance]), operations),
+            "live_state": live_state([instance], latest_samples([instance]), operations, holds=holds),
             "log_lines": recent_lines(instance.name),
             "ranges": list(RANGES),
             "watchdog": Watchdog.objects.filter(instance=instance).first(),
@@ -118,7 +121,7 @@ def instance_detail(request, name: str):
             "try_form": TryForm(),
             "can_operate": request.user.has_perm(OPERATE),
             "launch_warnings": launch_warnings(instance),
-            **hold_context(instance),
+            **hold_context(instance, hold=hold),
         },
     )
 
@@ -129,10 +132,14 @@ def _duration(minutes: int) -> str:
     return ngettext("%d hour", "%d hours", minutes // 60) % (minutes // 60)
 
 
-def hold_context(instance, error: str = "") -> dict:
+_UNREAD = object()
+
+
+def hold_context(instance, error: str = "", hold=_UNREAD) -> dict:
+    """The hold card's context; `hold` where the caller has read it already (None: not on hold)."""
     return {
         "instance": instance,
-        "hold": active_hold(instance),
+        "hold": active_hold(instance) if hold is _UNREAD else hold,
         "durations": [(minutes, _duration(minutes)) for minutes in DURATIONS],
         "hold_error": error,
     }
