@@ -13,7 +13,7 @@ from console.api.auth import TokenRefused, user_from_token
 from console.api.metrics import ConsoleCollector
 from console.instances.models import Host, Instance
 from console.operations.forms import OperationForm, RolloutForm, form_errors
-from console.operations.holds import HoldRefused, end_hold, end_holds, place_hold, place_holds
+from console.operations.holds import HoldRefused, end_holds, place_holds
 from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
 from console.operations.rollout import request_rollout
@@ -154,37 +154,38 @@ def operate(request, name: str):
     return JsonResponse({**operation_summary(operation), "joined": not created}, status=202 if created else 200)
 
 
+def _holds_asked(request, instances: list, *, not_held: str):
+    """POST {"minutes": 120, "reason": "driver upgrade"}: hold every one of `instances`, all or none (a
+    hold already on one is replaced); the holds placed. DELETE: end those on hold; the holds ended, or
+    a 409 saying `not_held` when none was. A refusal is the error response itself."""
+    who = {"user": request.user, "request": request}
+    if request.method == "DELETE":
+        return end_holds(instances, **who) or error(409, not_held)
+    try:
+        return place_holds(instances, minutes=request.json.get("minutes"), reason=request.json.get("reason"), **who)
+    except HoldRefused as exc:
+        return error(400, str(exc))
+
+
 @api_view(["POST", "DELETE"])
 def hold(request, name: str):
-    """POST {"minutes": 120, "reason": "driver upgrade"}: hold the instance (the watchdog, rollouts and
-    schedules leave it alone, its alerts are silenced; a hold on it is replaced). DELETE: end it."""
+    """Hold the instance (the watchdog, rollouts and schedules leave it alone, its alerts are silenced)
+    or end its hold: see _holds_asked."""
     item = Instance.objects.filter(name=name).first()
     if item is None:
         return error(404, f"No instance named {name!r}.")
     if not request.user.has_perm(OPERATE):
         return error(403, "Your role may look at instances but not operate them.")
-    if request.method == "DELETE":
-        ended = end_hold(item, user=request.user, request=request)
-        if ended is None:
-            return error(409, f"{name} is not on hold.")
-        return JsonResponse({"instance": name, "hold": None})
-    try:
-        placed = place_hold(
-            item,
-            minutes=request.json.get("minutes"),
-            reason=request.json.get("reason"),
-            user=request.user,
-            request=request,
-        )
-    except HoldRefused as exc:
-        return error(400, str(exc))
-    return JsonResponse({"instance": name, "hold": placed.summary()})
+    holds = _holds_asked(request, [item], not_held=f"{name} is not on hold.")
+    if isinstance(holds, JsonResponse):
+        return holds
+    return JsonResponse({"instance": name, "hold": holds[0].summary() if request.method == "POST" else None})
 
 
 @api_view(["POST", "DELETE"])
 def host_hold(request, name: str):
-    """POST {"minutes": 120, "reason": "driver upgrade"}: hold every instance on the host, all or none
-    (each hold is the instance's own, as if placed alone). DELETE: end the holds of those on hold."""
+    """Hold every instance on the host, for work on the machine itself (each hold is the instance's own,
+    as if placed alone), or end the holds of those on hold: see _holds_asked."""
     host = Host.objects.filter(name=name).first()
     if host is None:
         return error(404, f"No host named {name!r}.")
@@ -193,22 +194,12 @@ def host_hold(request, name: str):
     instances = list(host.instances.order_by("name"))
     if not instances:
         return error(409, f"No instance is registered on {name}.")
+    holds = _holds_asked(request, instances, not_held=f"No instance on {name} is on hold.")
+    if isinstance(holds, JsonResponse):
+        return holds
     if request.method == "DELETE":
-        ended = end_holds(instances, user=request.user, request=request)
-        if not ended:
-            return error(409, f"No instance on {name} is on hold.")
-        return JsonResponse({"host": name, "ended": [hold.instance.name for hold in ended]})
-    try:
-        placed = place_holds(
-            instances,
-            minutes=request.json.get("minutes"),
-            reason=request.json.get("reason"),
-            user=request.user,
-            request=request,
-        )
-    except HoldRefused as exc:
-        return error(400, str(exc))
-    return JsonResponse({"host": name, "holds": {hold.instance.name: hold.summary() for hold in placed}})
+        return JsonResponse({"host": name, "ended": [hold.instance.name for hold in holds]})
+    return JsonResponse({"host": name, "holds": {hold.instance.name: hold.summary() for hold in holds}})
 
 
 @api_view(["GET"])

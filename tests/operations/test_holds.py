@@ -28,6 +28,14 @@ def instance(db):
     return process_instance("hold-a", command=["true"])
 
 
+def signed_in(name: str) -> tuple[Client, Client]:
+    """An operator's browser and a viewer's."""
+    operator, viewer = Client(), Client()
+    operator.force_login(user(f"op-{name}", OPERATOR))
+    viewer.force_login(user(f"v-{name}", VIEWER))
+    return operator, viewer
+
+
 @pytest.mark.django_db
 def test_a_hold_is_checked_placed_replaced_and_ended_with_its_audit(instance):
     operator = user("op-hold", OPERATOR)
@@ -105,9 +113,7 @@ def test_the_api_places_reads_and_ends_a_hold_with_clear_refusals(instance):
 
 @pytest.mark.django_db
 def test_the_page_places_and_ends_a_hold_and_viewers_only_see_it(instance):
-    operator, viewer = Client(), Client()
-    operator.force_login(user("op-page", OPERATOR))
-    viewer.force_login(user("v-page", VIEWER))
+    operator, viewer = signed_in("page")
     assert b"Put on hold" in operator.get("/instances/hold-a/").content
     assert b"Put on hold" not in viewer.get("/instances/hold-a/").content
 
@@ -209,9 +215,7 @@ def test_the_api_holds_and_releases_a_hosts_instances(machine):
 
 @pytest.mark.django_db
 def test_the_host_page_holds_its_instances_and_viewers_only_see_it(machine):
-    operator, viewer = Client(), Client()
-    operator.force_login(user("op-hpage", OPERATOR))
-    viewer.force_login(user("v-hpage", VIEWER))
+    operator, viewer = signed_in("hpage")
     assert b"Put every instance on hold" in operator.get("/hosts/gpu-h/").content
     assert b"Put every instance on hold" not in viewer.get("/hosts/gpu-h/").content
     assert viewer.post("/hosts/gpu-h/hold/", {"minutes": "60", "reason": "x"}).status_code == 403

@@ -2,6 +2,7 @@
 
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -14,7 +15,7 @@ from console.instances.holds import active_hold, active_holds
 from console.instances.models import Host, Instance
 from console.operations import trial
 from console.operations.forms import OperationForm, TryForm, form_errors
-from console.operations.holds import DURATIONS, HoldRefused, end_hold, end_holds, place_hold, place_holds
+from console.operations.holds import DURATIONS, HoldRefused, end_holds, place_holds
 from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
 from console.operations.summaries import last_operations, operation_summary
@@ -145,38 +146,6 @@ def hold_context(instance, error: str = "", hold=_UNREAD) -> dict:
     }
 
 
-@role_required()
-@require_http_methods(["GET", "POST"])
-def hold(request, name: str):
-    """The instance's hold card (GET); operators put the instance on hold or end its hold (POST)."""
-    instance = get_object_or_404(Instance.objects.select_related("host"), name=name)
-    can_operate = request.user.has_perm(OPERATE)
-    error = ""
-    if request.method == "POST":
-        if not can_operate:
-            return refuse(request, MAY_NOT_OPERATE)
-        if request.POST.get("end"):
-            end_hold(instance, user=request.user, request=request)
-        else:
-            minutes = request.POST.get("minutes", "")
-            try:
-                place_hold(
-                    instance,
-                    minutes=_minutes(minutes),
-                    reason=request.POST.get("reason", ""),
-                    user=request.user,
-                    request=request,
-                )
-            except HoldRefused as exc:
-                error = str(exc)
-        if not request.htmx:
-            if error:
-                return render(request, "refused.html", {"message": error}, status=400)
-            return redirect(instance)
-    context = {**hold_context(instance, error), "can_operate": can_operate}
-    return render(request, "instances/_hold.html", context, status=400 if error else 200)
-
-
 def _minutes(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and len(text) < 7 else None
 
@@ -191,6 +160,44 @@ def host_hold_context(host, instances, error: str = "") -> dict:
     }
 
 
+def _hold_card(request, instances: list, back: str, card):
+    """A hold card (GET); operators hold `instances` or end their holds (POST). `card(error)` gives the
+    card's template and context; a plain form's POST returns to `back`."""
+    can_operate = request.user.has_perm(OPERATE)
+    error = ""
+    if request.method == "POST":
+        if not can_operate:
+            return refuse(request, MAY_NOT_OPERATE)
+        who = {"user": request.user, "request": request}
+        try:
+            if request.POST.get("end"):
+                end_holds(instances, **who)
+            else:
+                minutes, reason = _minutes(request.POST.get("minutes", "")), request.POST.get("reason", "")
+                place_holds(instances, minutes=minutes, reason=reason, **who)
+        except HoldRefused as exc:
+            error = str(exc)
+        if not request.htmx:
+            if error:
+                return render(request, "refused.html", {"message": error}, status=400)
+            return redirect(back)
+    template, context = card(error)
+    return render(request, template, {**context, "can_operate": can_operate}, status=400 if error else 200)
+
+
+@role_required()
+@require_http_methods(["GET", "POST"])
+def hold(request, name: str):
+    """The instance's hold card (GET); operators put the instance on hold or end its hold (POST)."""
+    instance = get_object_or_404(Instance.objects.select_related("host"), name=name)
+    return _hold_card(
+        request,
+        [instance],
+        instance.get_absolute_url(),
+        lambda error: ("instances/_hold.html", hold_context(instance, error)),
+    )
+
+
 @role_required()
 @require_http_methods(["GET", "POST"])
 def host_hold(request, name: str):
@@ -198,30 +205,12 @@ def host_hold(request, name: str):
     work on the machine itself, or end their holds (POST)."""
     host = get_object_or_404(Host, name=name)
     instances = list(host.instances.order_by("name"))
-    can_operate = request.user.has_perm(OPERATE)
-    error = ""
-    if request.method == "POST":
-        if not can_operate:
-            return refuse(request, MAY_NOT_OPERATE)
-        if request.POST.get("end"):
-            end_holds(instances, user=request.user, request=request)
-        else:
-            try:
-                place_holds(
-                    instances,
-                    minutes=_minutes(request.POST.get("minutes", "")),
-                    reason=request.POST.get("reason", ""),
-                    user=request.user,
-                    request=request,
-                )
-            except HoldRefused as exc:
-                error = str(exc)
-        if not request.htmx:
-            if error:
-                return render(request, "refused.html", {"message": error}, status=400)
-            return redirect("instances:host", name=host.name)
-    context = {**host_hold_context(host, instances, error), "can_operate": can_operate}
-    return render(request, "instances/_host_hold.html", context, status=400 if error else 200)
+    return _hold_card(
+        request,
+        instances,
+        reverse("instances:host", args=[host.name]),
+        lambda error: ("instances/_host_hold.html", host_hold_context(host, instances, error)),
+    )
 
 
 @role_required()

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from console.instances.models import Host, Instance
 from console.operations import pipeline
-from console.operations.holds import HoldRefused, end_hold, end_holds, place_hold, place_holds
+from console.operations.holds import HoldRefused, end_holds, place_holds
 from console.operations.models import Operation
 from console.operations.request import OperationRefused, request_operation
 from console.operations.summaries import instance_summaries
@@ -55,7 +55,7 @@ class Command(BaseCommand):
             return
         requester = self._requester(user)
         if action in ("hold", "unhold"):
-            self._hold(instance, action, minutes, reason, requester)
+            self._hold([instance], action, minutes, reason, requester, not_held=f"{instance.name} is not on hold.")
             return
         try:
             operation, created = request_operation(
@@ -106,18 +106,6 @@ class Command(BaseCommand):
                 raise CommandError(f"{operation} still {operation.state} after {timeout:.0f} s")
             time.sleep(0.3)
 
-    def _hold(self, instance, action, minutes, reason, requester) -> None:
-        if action == "unhold":
-            if end_hold(instance, user=requester, actor="command line") is None:
-                raise CommandError(f"{instance.name} is not on hold.")
-            self.stdout.write(f"{instance.name}: hold ended")
-            return
-        try:
-            hold = place_hold(instance, minutes=minutes, reason=reason, user=requester, actor="command line")
-        except HoldRefused as exc:
-            raise CommandError(str(exc)) from exc
-        self.stdout.write(f"{instance.name}: {hold.said()}")
-
     def _hold_host(self, name, action, minutes, reason, requester) -> None:
         host = Host.objects.filter(name=name).first()
         if host is None:
@@ -125,15 +113,19 @@ class Command(BaseCommand):
         instances = list(host.instances.order_by("name"))
         if not instances:
             raise CommandError(f"No instance is registered on {name}.")
+        self._hold(instances, action, minutes, reason, requester, not_held=f"No instance on {name} is on hold.")
+
+    def _hold(self, instances, action, minutes, reason, requester, *, not_held: str) -> None:
+        who = {"user": requester, "actor": "command line"}
         if action == "unhold":
-            ended = end_holds(instances, user=requester, actor="command line")
+            ended = end_holds(instances, **who)
             if not ended:
-                raise CommandError(f"No instance on {name} is on hold.")
+                raise CommandError(not_held)
             for hold in ended:
                 self.stdout.write(f"{hold.instance.name}: hold ended")
             return
         try:
-            holds = place_holds(instances, minutes=minutes, reason=reason, user=requester, actor="command line")
+            holds = place_holds(instances, minutes=minutes, reason=reason, **who)
         except HoldRefused as exc:
             raise CommandError(str(exc)) from exc
         for hold in holds:
