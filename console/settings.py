@@ -286,6 +286,10 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "instance-console@localhost")
 TELEMETRY_SAMPLE_SECONDS = envint("TELEMETRY_SAMPLE_SECONDS", 5)
 TELEMETRY_RAW_RETENTION = envint("TELEMETRY_RAW_RETENTION", 24 * 3600)
 TELEMETRY_MINUTE_RETENTION = envint("TELEMETRY_MINUTE_RETENTION", 30 * 24 * 3600)
+# An operation's effect: its figures over this many seconds before it against as many after it, from
+# a settling time on (console/operations/effect.py).
+OPERATION_EFFECT_WINDOW_SECONDS = envint("OPERATION_EFFECT_WINDOW_SECONDS", 300)
+OPERATION_EFFECT_SETTLE_SECONDS = envint("OPERATION_EFFECT_SETTLE_SECONDS", 30)
 
 # The log follower's recent lines and other small shared state: Redis when
 # there is one (the worker writes, the web process reads), else this process.

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from console.api.auth import TokenRefused, user_from_token
 from console.api.metrics import ConsoleCollector
 from console.instances.models import Host, Instance
+from console.operations.effect import effect
 from console.operations.forms import OperationForm, RolloutForm, form_errors
 from console.operations.holds import HoldRefused, end_holds, place_holds
 from console.operations.models import Operation, Rollout
@@ -204,8 +205,10 @@ def host_hold(request, name: str):
 
 @api_view(["GET"])
 def operation(request, pk: int):
+    """The operation with its steps, and for a restart or soft reset that succeeded its effect: the
+    runbook's figures before it against after it (console/operations/effect.py)."""
     item = get_object_or_404(Operation.objects.select_related("instance", "requested_by"), pk=pk)
-    return JsonResponse(operation_summary(item))
+    return JsonResponse({**operation_summary(item), "effect": effect(item)})
 
 
 @api_view(["POST"])

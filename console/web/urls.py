@@ -24,6 +24,7 @@ telemetry_pages = [
 ]
 operation_pages = [
     path("operations/<int:pk>/", operations.operation_detail, name="detail"),
+    path("operations/<int:pk>/effect/", operations.operation_effect, name="effect"),
     path("rollouts/", operations.rollout_create, name="rollout-create"),
     path("rollouts/<int:pk>/", operations.rollout_detail, name="rollout"),
 ]

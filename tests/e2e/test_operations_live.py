@@ -132,3 +132,28 @@ def test_a_hosts_hold_shows_live_on_every_page_of_that_host(browser, second_brow
     marker.wait_for(state="hidden", timeout=10_000)
     operator.close()
     viewer.close()
+
+
+def test_a_restarts_page_shows_its_effect_once_it_ends(browser, embedded_console):
+    """The page of a restart, open while it runs, shows what it changed as soon as it ends: the
+    figures of the minutes before it against those after it, measured live."""
+    console = embedded_console
+    demo_ready(console)
+    page = browser.new_page()
+    login(page, console)
+    response = httpx.post(
+        console.url + "/api/instances/demo/operations/",
+        json={"kind": "restart", "reason": "did it help?"},
+        headers={"Authorization": f"Bearer {api_key(console)}"},
+    )
+    assert response.status_code == 202, response.text
+    number = response.json()["id"]
+    page.goto(console.url + f"/operations/{number}/")
+    page.wait_for_selector(f"#operation-{number}[data-state=succeeded]", timeout=DEMO_WAIT_S * 1000)
+    page.wait_for_selector("#effect h3", timeout=10_000)  # fetched on the operation's last event
+    assert "measuring until" in page.inner_text("#effect h3")
+    rows = page.locator("#effect tr[data-figure]")
+    assert rows.count() >= 2, page.inner_html("#effect")
+    fds = page.locator('#effect tr[data-figure="fds"] td').all_inner_texts()
+    assert fds[0] == "open files" and fds[1].isdigit(), fds  # sampled before the restart
+    page.close()

@@ -1,5 +1,6 @@
-"""End to end with a real worker and real servers: the watchdog heals a slowed server, gives up
-on a crash loop after its cap (alerting a real webhook), and beat fires a schedule."""
+"""End to end with a real worker and real servers: the watchdog heals a slowed server (and the
+restart's effect says latency fell), gives up on a crash loop after its cap (alerting a real
+webhook), and beat fires a schedule."""
 
 import sys
 import threading
@@ -13,6 +14,7 @@ from django_celery_beat.models import PeriodicTask
 
 from console.alerts.models import AlertChannel, AlertDelivery
 from console.host.process import ProcessRuntime
+from console.operations.effect import effect
 from console.operations.models import Operation, Rollout
 from console.schedules.models import RestartSchedule, ScheduleRun
 from console.telemetry.models import Sample
@@ -51,7 +53,7 @@ class Traffic:
 P95_LIMIT_MS, DELAY_MS = 800, 2000
 
 
-def test_watchdog_restarts_a_slowed_server_and_latency_returns_to_baseline(managed, worker):
+def test_watchdog_restarts_a_slowed_server_and_latency_returns_to_baseline(managed, worker, settings):
     instance = managed("slow-a")
     instance.env = {**instance.env, "DEBUG_FAULTS": "1"}  # test-only switch of the smoke server
     instance.save()
@@ -82,6 +84,15 @@ def test_watchdog_restarts_a_slowed_server_and_latency_returns_to_baseline(manag
         print(
             f"\nwatchdog: p95 baseline {baseline:.0f} ms, slowed > {DELAY_MS} ms, after restart {healed.p95_ms:.0f} ms"
         )
+        # What the operation's page says it changed, over windows as long as the breach was held.
+        settings.OPERATION_EFFECT_WINDOW_SECONDS, settings.OPERATION_EFFECT_SETTLE_SECONDS = 4, 1
+        for _ in range(8):
+            sample_host("local")
+            time.sleep(0.5)
+        measured = effect(Operation.objects.get(pk=operation.pk))
+        p95 = {row["name"]: row for row in measured["figures"]}["p95_ms"]
+        assert not measured["measuring"] and p95["change"] == "lower", measured
+        assert p95["before"] > P95_LIMIT_MS > p95["after"], p95
     finally:
         traffic.stop()
     assert Operation.objects.filter(instance=instance, trigger="watchdog").count() == 1

@@ -85,3 +85,18 @@ def step_state(state: str) -> str:
 def gib(value) -> str:
     """Bytes as GiB with one decimal; a dash for nothing."""
     return f"{value / 2**30:.1f}" if isinstance(value, int | float) else "–"
+
+
+@register.filter
+def figure(value, unit: str) -> str:
+    """A figure of an operation's effect in its unit: ms (seconds from 10 s), bytes (MiB, GiB from
+    1 GiB), a fraction as a percentage, a count; a dash for nothing."""
+    if not isinstance(value, int | float):
+        return "–"
+    if unit == "ms":
+        return f"{value / 1000:.2f} s" if value >= 10_000 else f"{value:.0f} ms"
+    if unit == "bytes":
+        return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.0f} MiB"
+    if unit == "fraction":
+        return f"{value * 100:.0f} %"
+    return f"{value:.0f}"

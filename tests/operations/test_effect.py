@@ -1,0 +1,138 @@
+"""What a restart changed: the runbook's figures before it against after it, from the samples, on the
+operation's page and in the API. (With a real server slowed and restarted by the watchdog:
+tests/schedules/test_healing.py.)"""
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from console.api.models import ApiToken
+from console.instances.roles import VIEWER
+from console.operations.effect import effect
+from console.operations.models import Operation
+from console.telemetry.models import Sample
+from tests.factories import process_instance, user
+
+GIB = 2**30
+
+
+def decayed(instance, at, **figures):
+    Sample.objects.create(instance=instance, at=at, status="degraded", probe_ok=True, **figures)
+
+
+@pytest.fixture
+def restarted(db):
+    """A restart that ran 20 s, 10 minutes ago: slow and leaking before it, fresh after it; samples
+    taken while it ran (a draining server's) count for neither side."""
+    instance = process_instance("eff-a", command=["true"])
+    started = timezone.now() - timedelta(minutes=10)
+    finished = started + timedelta(seconds=20)
+    operation = Operation.objects.create(
+        instance=instance, kind="restart", state="succeeded", started=started, finished=finished
+    )
+    for n in range(1, 25):  # the 4 minutes before it, every 10 s
+        decayed(
+            instance,
+            started - timedelta(seconds=10 * n),
+            p95_ms=2000 + n,
+            gpu_used=20 * GIB,
+            fragmentation=0.35,
+            close_wait=40 + n % 3,
+            fds=900,
+        )
+    decayed(instance, started + timedelta(seconds=5), p95_ms=90_000, close_wait=500)  # while draining
+    decayed(instance, finished + timedelta(seconds=10), p95_ms=9_000, gpu_used=30 * GIB)  # warming up
+    for n in range(24):  # from 30 s after it ended, every 10 s
+        decayed(
+            instance,
+            finished + timedelta(seconds=30 + 10 * n),
+            p95_ms=400 + n,
+            gpu_used=20 * GIB - 100 * 2**20,
+            fragmentation=0.05,
+            close_wait=0,
+            fds=120,
+        )
+    return operation
+
+
+def figures(measured: dict) -> dict:
+    return {row["name"]: row for row in measured["figures"]}
+
+
+@pytest.mark.django_db
+def test_the_figures_before_against_after_their_medians_and_verdicts(restarted):
+    measured = effect(restarted)
+    assert measured["measuring"] is False
+    assert measured["before"]["samples"] == 24 and measured["after"]["samples"] == 24
+    rows = figures(measured)
+    assert rows["p95_ms"]["before"] == 2012.5 and rows["p95_ms"]["after"] == 411.5
+    assert rows["p95_ms"]["change"] == "lower" and rows["close_wait"]["change"] == "lower"
+    assert rows["fragmentation"]["change"] == "lower" and rows["fds"]["change"] == "lower"
+    # 100 MiB less of 20 GiB: under a tenth, not an effect.
+    assert rows["gpu_used"]["change"] == "same" and rows["gpu_used"]["after"] == 20 * GIB - 100 * 2**20
+    assert "ttft_ms" not in rows and "rss" not in rows  # never sampled
+
+
+@pytest.mark.django_db
+def test_measuring_until_the_window_after_has_passed_with_the_figures_so_far(restarted):
+    now = restarted.finished + timedelta(seconds=95)  # 30 s settling, then 65 s of the 300
+    measured = effect(restarted, now=now)
+    assert measured["measuring"] is True and measured["after"]["samples"] == 7
+    assert figures(measured)["p95_ms"]["after"] == 403
+
+
+@pytest.mark.django_db
+def test_latency_as_high_after_a_restart_is_said_and_older_operations_read_the_rollups(restarted):
+    instance = restarted.instance
+    Sample.objects.filter(instance=instance, at__gt=restarted.finished).update(p95_ms=2100)
+    assert figures(effect(restarted))["p95_ms"]["change"] == "same"
+    Sample.objects.filter(instance=instance, at__gt=restarted.finished).update(p95_ms=3000)
+    assert figures(effect(restarted))["p95_ms"]["change"] == "higher"
+
+    # Raw samples pruned after a day: the per-minute rollups stand in.
+    Sample.objects.filter(instance=instance).update(resolution=Sample.MINUTE)
+    assert figures(effect(restarted))["p95_ms"]["after"] == 3000
+
+
+@pytest.mark.django_db
+def test_only_a_restart_or_soft_reset_that_succeeded_has_an_effect(restarted):
+    for kind, state in (("stop", "succeeded"), ("start", "succeeded"), ("restart", "failed"), ("restart", "running")):
+        Operation.objects.filter(pk=restarted.pk).update(kind=kind, state=state)
+        restarted.refresh_from_db()
+        assert effect(restarted) is None, (kind, state)
+    Operation.objects.filter(pk=restarted.pk).update(kind="soft_reset", state="succeeded")
+    restarted.refresh_from_db()
+    assert figures(effect(restarted))["p95_ms"]["change"] == "lower"
+
+    quiet = Operation.objects.create(
+        instance=process_instance("eff-quiet", command=["true"]),
+        kind="restart",
+        state="succeeded",
+        started=timezone.now() - timedelta(hours=1),
+        finished=timezone.now() - timedelta(minutes=59),
+    )
+    assert effect(quiet)["figures"] == []
+
+
+@pytest.mark.django_db
+def test_the_page_and_the_api_show_the_effect(restarted):
+    viewer = user("v-eff", VIEWER)
+    browser = Client()
+    browser.force_login(viewer)
+    page = browser.get(f"/operations/{restarted.pk}/").content.decode()
+    row = page.split('data-figure="p95_ms"')[1].split("</tr>")[0]
+    assert 'data-change="lower"' in row and "2012 ms" in row and "412 ms" in row and "p95 latency" in row
+    assert "20.00 GiB" in page and "35 %" in page and "measuring" not in page
+    card = browser.get(f"/operations/{restarted.pk}/effect/", HTTP_HX_REQUEST="true")
+    assert card.status_code == 200 and b'data-figure="close_wait"' in card.content
+
+    _, key = ApiToken.issue(viewer, "script")
+    body = Client().get(f"/api/operations/{restarted.pk}/", HTTP_AUTHORIZATION=f"Bearer {key}").json()
+    assert body["effect"]["measuring"] is False
+    assert {row["name"]: row["change"] for row in body["effect"]["figures"]}["close_wait"] == "lower"
+
+    running = Operation.objects.create(instance=restarted.instance, kind="restart", state="running")
+    waiting = browser.get(f"/operations/{running.pk}/").content.decode()
+    assert 'id="effect"' in waiting and "operation-updated from:body" in waiting  # fetched once it ends
