@@ -14,6 +14,7 @@ from django.utils import timezone
 from console.alerts.models import AlertDelivery
 from console.alerts.notify import NEEDS_ATTENTION, WATCHDOG, notify
 from console.instances.holds import active_hold, last_hold_end
+from console.operations.effect import effect
 from console.operations.models import Operation
 from console.operations.request import OperationRefused, request_operation
 from console.telemetry.models import Sample
@@ -21,6 +22,7 @@ from console.telemetry.rules import Finding, baseline_p95
 from console.watchdog.models import Watchdog
 
 log = logging.getLogger(__name__)
+LATENCY_RULES = ("p95_limit", "p95_factor")
 
 
 def _sustained(samples: list[Sample], test, sustain: int, now) -> bool:
@@ -199,22 +201,13 @@ def _act(dog: Watchdog, finding: Finding, now) -> Operation | str | None:
     action = action_for(dog, finding)
     if count >= dog.max_actions_per_hour or dog.needs_attention_since:
         if dog.needs_attention_since is None:
-            reason = f"{count} automatic actions within an hour; last: {text}"[:300]
-            with transaction.atomic():
-                # One UPDATE decides: of two evaluations at once, only one says so (and alerts).
-                won = Watchdog.objects.filter(pk=dog.pk, needs_attention_since=None).update(
-                    needs_attention_since=now, attention_reason=reason
-                )
-                if not won:
-                    return None
-                notify(
-                    NEEDS_ATTENTION,
-                    instance,
-                    f"{instance.name} needs attention",
-                    f"The watchdog stopped acting after {count} actions in an hour. Latest finding: {text}",
-                    {"rule": finding.rule, "figures": finding.figures},
-                )
-            return "alerted"
+            return _needs_attention(
+                dog,
+                finding,
+                now,
+                reason=f"{count} automatic actions within an hour; last: {text}",
+                said=f"The watchdog stopped acting after {count} actions in an hour. Latest finding: {text}",
+            )
         return None
     last = hour.order_by("-created").first()
     if last is not None and now - last.created < timedelta(seconds=dog.backoff_seconds * 2 ** (count - 1)):
@@ -225,6 +218,15 @@ def _act(dog: Watchdog, finding: Finding, now) -> Operation | str | None:
             return None  # alerted recently about this instance
         notify(WATCHDOG, instance, f"{instance.name}: {finding.rule}", text, {"figures": finding.figures})
         return "alerted"
+    futile = _futile(instance, finding, now)
+    if futile is not None:
+        return _needs_attention(
+            dog,
+            finding,
+            now,
+            reason=futile,
+            said=f"The watchdog does not act again: {futile}. Latest finding: {text}",
+        )
     with transaction.atomic():
         try:
             operation, created = request_operation(
@@ -246,3 +248,49 @@ def _act(dog: Watchdog, finding: Finding, now) -> Operation | str | None:
                 {"rule": finding.rule, "figures": finding.figures, "operation": operation.pk},
             )
     return operation
+
+
+def _needs_attention(dog: Watchdog, finding: Finding, now, *, reason: str, said: str) -> str | None:
+    """The watchdog stops acting on the instance until an operator looks, and says so once."""
+    instance = dog.instance
+    with transaction.atomic():
+        # One UPDATE decides: of two evaluations at once, only one says so (and alerts).
+        won = Watchdog.objects.filter(pk=dog.pk, needs_attention_since=None).update(
+            needs_attention_since=now, attention_reason=reason[:300]
+        )
+        if not won:
+            return None
+        notify(
+            NEEDS_ATTENTION,
+            instance,
+            f"{instance.name} needs attention",
+            said,
+            {"rule": finding.rule, "figures": finding.figures},
+        )
+    return "alerted"
+
+
+def _futile(instance, finding: Finding, now) -> str | None:
+    """Why acting again for latency would not help: the watchdog's last action on the instance, for
+    latency too and within a day, succeeded and did not lower it (its effect, console/operations/
+    effect.py). Restarting a server that is slow for another reason (load, inputs, the GPU) only
+    takes it away from its users again. None where it did help, or cannot be told yet."""
+    if finding.rule not in LATENCY_RULES:
+        return None
+    last = (
+        instance.operations.filter(
+            trigger=Operation.Trigger.WATCHDOG, state=Operation.State.SUCCEEDED, finished__gte=now - timedelta(days=1)
+        )
+        .order_by("-finished")
+        .first()
+    )
+    if last is None or (last.options or {}).get("rule") not in LATENCY_RULES:
+        return None
+    measured = effect(last, now)
+    p95 = next((row for row in measured["figures"] if row["name"] == "p95_ms"), None) if measured else None
+    if p95 is None or p95["before"] is None or p95["after"] is None or p95["change"] == "lower":
+        return None
+    return (
+        f"its {last.get_kind_display().lower()} #{last.pk} for latency did not lower it (p95 {p95['before']:.0f} ms"
+        f" before, {p95['after']:.0f} ms after): not decay a restart fixes"
+    )

@@ -205,3 +205,68 @@ def test_an_instance_on_hold_is_left_alone_and_what_it_did_on_hold_is_forgotten(
         down(seconds_ago)
     acted = evaluate(dog.instance)
     assert isinstance(acted, Operation) and acted.options["rule"] == "liveness"
+
+
+def restarted_for(dog, rule: str, p95_before: float, p95_after: float) -> Operation:
+    """The watchdog's restart for `rule` 10 minutes ago, with the samples of the minutes around it."""
+    started = timezone.now() - timedelta(minutes=10)
+    finished_at = started + timedelta(seconds=20)
+    operation = Operation.objects.create(
+        instance=dog.instance,
+        kind="restart",
+        state="succeeded",
+        trigger="watchdog",
+        options={"rule": rule},
+        created=started - timedelta(seconds=1),
+        started=started,
+        finished=finished_at,
+    )
+    for n in range(1, 10):
+        Sample.objects.create(
+            instance=dog.instance,
+            at=started - timedelta(seconds=10 * n),
+            status="ready",
+            probe_ok=True,
+            p95_ms=p95_before,
+        )
+    for n in range(10):
+        Sample.objects.create(
+            instance=dog.instance,
+            at=finished_at + timedelta(seconds=30 + 10 * n),
+            status="ready",
+            probe_ok=True,
+            p95_ms=p95_after,
+        )
+    return operation
+
+
+def test_a_restart_for_latency_that_did_not_lower_it_is_not_repeated(dog):
+    """Slow again, and its last restart for latency changed nothing: a restart does not fix this
+    slowness (load, inputs, the GPU), so the watchdog asks for an operator instead of taking the
+    server away from its users again."""
+    AlertChannel.objects.create(name="hook", url="http://127.0.0.1:9/none")
+    futile = restarted_for(dog, "p95_limit", p95_before=900.0, p95_after=880.0)
+    samples(dog, 14, p95_ms=900.0)
+    assert evaluate(dog.instance) == "alerted"
+    dog.refresh_from_db()
+    assert dog.needs_attention_since is not None
+    assert dog.attention_reason == (
+        f"its restart #{futile.pk} for latency did not lower it (p95 900 ms before, 880 ms after):"
+        " not decay a restart fixes"
+    )
+    assert Operation.objects.filter(trigger="watchdog").count() == 1
+    assert list(AlertDelivery.objects.values_list("event", flat=True)) == ["needs_attention"]
+
+
+@pytest.mark.parametrize(
+    "rule, p95_before, p95_after",
+    [("p95_limit", 900.0, 150.0), ("close_wait", 900.0, 880.0)],
+    ids=["it-helped-before", "it-was-for-something-else"],
+)
+def test_the_watchdog_acts_again_where_its_last_restart_helped_or_was_not_for_latency(dog, rule, p95_before, p95_after):
+    restarted_for(dog, rule, p95_before, p95_after)
+    samples(dog, 14, p95_ms=900.0)
+    again = evaluate(dog.instance)
+    assert isinstance(again, Operation) and again.options["rule"] == "p95_limit"
+    dog.refresh_from_db()
+    assert dog.needs_attention_since is None
