@@ -35,22 +35,26 @@ FLOORS = {"ms": 5.0, "bytes": 64 * 2**20, "fraction": 0.02, "count": 2}
 KINDS = (Operation.Kind.RESTART, Operation.Kind.SOFT_RESET)  # a start has no "before": the instance was down
 
 
-def _medians(instance, start, end) -> tuple[dict, int]:
-    """Each figure's median over the instance's samples in [start, end), and how many samples; raw
-    samples where they are still kept, else the per-minute rollups (older than a day, by default)."""
+def _read(instance, start, end, names) -> list[tuple]:
+    """(resolution, at, *figures) of the instance's samples in [start, end), in one query."""
+    return list(
+        Sample.objects.filter(instance=instance, at__gte=start, at__lt=end).values_list("resolution", "at", *names)
+    )
+
+
+def _window(rows: list[tuple], start, end) -> list[tuple]:
+    """The rows in [start, end): raw samples where they are still kept, else the per-minute rollups
+    (raw samples are pruned after a day, by default)."""
     for resolution in (Sample.RAW, Sample.MINUTE):
-        rows = list(
-            Sample.objects.filter(instance=instance, resolution=resolution, at__gte=start, at__lt=end).values_list(
-                *(name for name, _ in FIGURES)
-            )
-        )
-        if rows:
-            break
-    medians = {}
-    for index, (name, _) in enumerate(FIGURES):
-        values = [row[index] for row in rows if row[index] is not None]
-        medians[name] = median(values) if values else None
-    return medians, len(rows)
+        chosen = [row for row in rows if row[0] == resolution and start <= row[1] < end]
+        if chosen:
+            return chosen
+    return []
+
+
+def _median(rows: list[tuple], column: int):
+    values = [row[column] for row in rows if row[column] is not None]
+    return median(values) if values else None
 
 
 def _verdict(before, after, unit: str) -> str | None:
@@ -61,38 +65,68 @@ def _verdict(before, after, unit: str) -> str | None:
     return "lower" if after < before else "higher"
 
 
+def _applies(operation: Operation) -> bool:
+    return (
+        operation.state == Operation.State.SUCCEEDED
+        and operation.kind in KINDS
+        and operation.started is not None
+        and operation.finished is not None
+    )
+
+
+def _windows(operation: Operation, now) -> tuple:
+    """The operation's window before, and after: (start, end) each; the second ends now while measured."""
+    window = timedelta(seconds=settings.OPERATION_EFFECT_WINDOW_SECONDS)
+    after_from = operation.finished + timedelta(seconds=settings.OPERATION_EFFECT_SETTLE_SECONDS)
+    return (operation.started - window, operation.started), (after_from, min(after_from + window, now))
+
+
 def effect(operation: Operation, now=None) -> dict | None:
     """Before against after for a restart or soft reset that succeeded; None for any other.
     `measuring` until the window after it has passed (the figures so far until then)."""
-    if operation.state != Operation.State.SUCCEEDED or operation.kind not in KINDS:
-        return None
-    if operation.started is None or operation.finished is None:
+    if not _applies(operation):
         return None
     now = now or timezone.now()
-    window = timedelta(seconds=settings.OPERATION_EFFECT_WINDOW_SECONDS)
-    after_from = operation.finished + timedelta(seconds=settings.OPERATION_EFFECT_SETTLE_SECONDS)
-    after_until = after_from + window
-    before, before_count = _medians(operation.instance, operation.started - window, operation.started)
-    after, after_count = _medians(operation.instance, after_from, min(after_until, now))
+    (before_from, before_until), (after_from, after_until) = _windows(operation, now)
+    rows = _read(operation.instance, before_from, after_until, [name for name, _ in FIGURES])
+    before, after = _window(rows, before_from, before_until), _window(rows, after_from, after_until)
+    figures = []
+    for column, (name, unit) in enumerate(FIGURES, start=2):
+        was, now_is = _median(before, column), _median(after, column)
+        if was is not None or now_is is not None:
+            figures.append(
+                {"name": name, "unit": unit, "before": was, "after": now_is, "change": _verdict(was, now_is, unit)}
+            )
+    measured_until = after_from + timedelta(seconds=settings.OPERATION_EFFECT_WINDOW_SECONDS)
     return {
-        "measuring": now < after_until,
+        "measuring": now < measured_until,
         "window_seconds": settings.OPERATION_EFFECT_WINDOW_SECONDS,
         "settle_seconds": settings.OPERATION_EFFECT_SETTLE_SECONDS,
-        "before": {
-            "from": (operation.started - window).isoformat(),
-            "until": operation.started.isoformat(),
-            "samples": before_count,
-        },
-        "after": {"from": after_from.isoformat(), "until": after_until.isoformat(), "samples": after_count},
-        "figures": [
-            {
-                "name": name,
-                "unit": unit,
-                "before": before[name],
-                "after": after[name],
-                "change": _verdict(before[name], after[name], unit),
-            }
-            for name, unit in FIGURES
-            if before[name] is not None or after[name] is not None
-        ],
+        "before": {"from": before_from.isoformat(), "until": before_until.isoformat(), "samples": len(before)},
+        "after": {"from": after_from.isoformat(), "until": measured_until.isoformat(), "samples": len(after)},
+        "figures": figures,
     }
+
+
+def with_latency_effects(instance, operations, now=None) -> list:
+    """`operations` (of `instance`), each given `latency_effect`: its p95 before and after, and the
+    change, where it has one; from one read of the instance's samples, for a table of operations."""
+    operations = list(operations)
+    for operation in operations:
+        operation.latency_effect = None
+    judged = [operation for operation in operations if _applies(operation)]
+    if not judged:
+        return operations
+    now = now or timezone.now()
+    spans = {operation.pk: _windows(operation, now) for operation in judged}
+    rows = _read(
+        instance,
+        min(before[0] for before, _ in spans.values()),
+        max(after[1] for _, after in spans.values()),
+        ["p95_ms"],
+    )
+    for operation in judged:
+        before, after = (_median(_window(rows, *span), 2) for span in spans[operation.pk])
+        if before is not None or after is not None:
+            operation.latency_effect = {"before": before, "after": after, "change": _verdict(before, after, "ms")}
+    return operations

@@ -5,7 +5,9 @@ tests/schedules/test_healing.py.)"""
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from console.api.models import ApiToken
@@ -136,3 +138,31 @@ def test_the_page_and_the_api_show_the_effect(restarted):
     running = Operation.objects.create(instance=restarted.instance, kind="restart", state="running")
     waiting = browser.get(f"/operations/{running.pk}/").content.decode()
     assert 'id="effect"' in waiting and "operation-updated from:body" in waiting  # fetched once it ends
+
+
+@pytest.mark.django_db
+def test_the_instance_pages_operations_say_whether_each_restart_lowered_latency(restarted):
+    older = Operation.objects.create(
+        instance=restarted.instance,
+        kind="restart",
+        state="succeeded",
+        started=restarted.started - timedelta(hours=3),
+        finished=restarted.started - timedelta(hours=3) + timedelta(seconds=20),
+    )
+    decayed(restarted.instance, older.started - timedelta(seconds=30), p95_ms=700)
+    decayed(restarted.instance, older.finished + timedelta(seconds=60), p95_ms=690)
+    stopped = Operation.objects.create(instance=restarted.instance, kind="stop", state="succeeded")
+    browser = Client()
+    browser.force_login(user("v-rows", VIEWER))
+    with CaptureQueriesContext(connection) as queries:
+        rows = browser.get("/instances/eff-a/operations/rows/", HTTP_HX_REQUEST="true").content.decode()
+    assert sum("telemetry_sample" in query["sql"] for query in queries.captured_queries) == 1  # one read for all
+    cells = {
+        number: rows.split(f">{number}</a>")[1].split('class="effect"')[1].split("</td>")[0]
+        for number in (restarted.pk, older.pk, stopped.pk)
+    }
+    assert 'data-change="lower"' in cells[restarted.pk] and "2012 ms → 412 ms" in cells[restarted.pk]
+    assert 'data-change="same"' in cells[older.pk] and "700 ms → 690 ms" in cells[older.pk]
+    assert cells[stopped.pk].strip() == 'data-change="">'
+    page = browser.get("/instances/eff-a/").content.decode()
+    assert "p95 before → after" in page and "2012 ms → 412 ms" in page

@@ -14,6 +14,7 @@ from console.instances.engines import launch_warnings
 from console.instances.holds import active_hold, active_holds
 from console.instances.models import Host, Instance
 from console.operations import trial
+from console.operations.effect import with_latency_effects
 from console.operations.forms import OperationForm, TryForm, form_errors
 from console.operations.holds import DURATIONS, HoldRefused, end_holds, place_holds
 from console.operations.models import Operation, Rollout
@@ -112,7 +113,7 @@ def instance_detail(request, name: str):
         "instances/detail.html",
         {
             "instance": instance,
-            "operations": instance.operations.select_related("requested_by")[:20],
+            "operations": with_latency_effects(instance, instance.operations.select_related("requested_by")[:20]),
             "latest": operations.get(instance.pk),
             "live_state": live_state([instance], latest_samples([instance]), operations, holds=holds),
             "log_lines": recent_lines(instance.name),
@@ -227,7 +228,7 @@ def operation_card(request, name: str):
 def operation_rows(request, name: str):
     """The rows of the instance's operations table (htmx, when an operation event arrives)."""
     instance = get_object_or_404(Instance, name=name)
-    operations = instance.operations.select_related("requested_by")[:20]
+    operations = with_latency_effects(instance, instance.operations.select_related("requested_by")[:20])
     return render(request, "instances/_operations.html", {"operations": operations})
 
 
