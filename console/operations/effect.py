@@ -130,3 +130,17 @@ def with_latency_effects(instance, operations, now=None) -> list:
         if before is not None or after is not None:
             operation.latency_effect = {"before": before, "after": after, "change": _verdict(before, after, "ms")}
     return operations
+
+
+def latency_effects_of(operation_ids) -> dict[int, dict]:
+    """{operation id: its p95 before and after, and the change} for those of the operations that have
+    one (a rollout's): one read of samples per instance."""
+    by_instance: dict = {}
+    for operation in Operation.objects.filter(pk__in=operation_ids).select_related("instance"):
+        by_instance.setdefault(operation.instance, []).append(operation)
+    return {
+        operation.pk: operation.latency_effect
+        for instance, operations in by_instance.items()
+        for operation in with_latency_effects(instance, operations)
+        if operation.latency_effect is not None
+    }

@@ -13,7 +13,7 @@ from django.utils import timezone
 from console.api.models import ApiToken
 from console.instances.roles import VIEWER
 from console.operations.effect import effect
-from console.operations.models import Operation
+from console.operations.models import Operation, Rollout
 from console.telemetry.models import Sample
 from tests.factories import process_instance, user
 
@@ -166,3 +166,22 @@ def test_the_instance_pages_operations_say_whether_each_restart_lowered_latency(
     assert cells[stopped.pk].strip() == 'data-change="">'
     page = browser.get("/instances/eff-a/").content.decode()
     assert "p95 before → after" in page and "2012 ms → 412 ms" in page
+
+
+@pytest.mark.django_db
+def test_a_rollouts_page_says_on_how_many_instances_the_restart_lowered_latency(restarted):
+    stopped = Operation.objects.create(instance=restarted.instance, kind="stop", state="succeeded")
+    results = [
+        {"instance": "eff-a", "state": "succeeded", "operation": restarted.pk, "detail": ""},
+        {"instance": "eff-a", "state": "succeeded", "operation": stopped.pk, "detail": ""},
+        {"instance": "eff-b", "state": "skipped", "operation": None, "detail": "on hold"},
+    ]
+    rollout = Rollout.objects.create(instance_names=["eff-a", "eff-b"], strategy="rolling", results=results)
+    browser = Client()
+    browser.force_login(user("v-roll", VIEWER))
+    running = browser.get(f"/rollouts/{rollout.pk}/").content.decode()
+    assert "p95 2012 ms" not in running and 'id="rollout-effect"' not in running  # judged once it has ended
+    Rollout.objects.filter(pk=rollout.pk).update(state="succeeded")
+    page = browser.get(f"/rollouts/{rollout.pk}/").content.decode()
+    assert page.count('class="effect"') == 1 and "· p95 2012 ms → 412 ms" in page
+    assert "p95 latency lower after the restart on 1 of 1 instance</p>" in page
