@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.utils import timezone
 
 from console.watchdog.models import Watchdog
 
@@ -30,3 +31,8 @@ class WatchdogAdmin(admin.ModelAdmin):
             {"fields": ["backoff_seconds", "max_actions_per_hour", "needs_attention_since", "attention_reason"]},
         ),
     ]
+
+    def save_model(self, request, obj, form, change):
+        if change and "needs_attention_since" in form.changed_data and obj.needs_attention_since is None:
+            obj.cleared_at = timezone.now()  # cleared here as on the instance's page
+        super().save_model(request, obj, form, change)

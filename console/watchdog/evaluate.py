@@ -218,7 +218,7 @@ def _act(dog: Watchdog, finding: Finding, now) -> Operation | str | None:
             return None  # alerted recently about this instance
         notify(WATCHDOG, instance, f"{instance.name}: {finding.rule}", text, {"figures": finding.figures})
         return "alerted"
-    futile = _futile(instance, finding, now)
+    futile = _futile(dog, finding, now)
     if futile is not None:
         return _needs_attention(
             dog,
@@ -270,16 +270,18 @@ def _needs_attention(dog: Watchdog, finding: Finding, now, *, reason: str, said:
     return "alerted"
 
 
-def _futile(instance, finding: Finding, now) -> str | None:
+def _futile(dog: Watchdog, finding: Finding, now) -> str | None:
     """Why acting again for latency would not help: the watchdog's last action on the instance, for
-    latency too and within a day, succeeded and did not lower it (its effect, console/operations/
-    effect.py). Restarting a server that is slow for another reason (load, inputs, the GPU) only
-    takes it away from its users again. None where it did help, or cannot be told yet."""
+    latency too, within a day and since an operator last cleared "needs attention", succeeded and did
+    not lower it (its effect, console/operations/effect.py). Restarting a server that is slow for
+    another reason (load, inputs, the GPU) only takes it away from its users again. None where it did
+    help, or cannot be told yet."""
     if finding.rule not in LATENCY_RULES:
         return None
+    since = max(now - timedelta(days=1), dog.cleared_at or now - timedelta(days=1))
     last = (
-        instance.operations.filter(
-            trigger=Operation.Trigger.WATCHDOG, state=Operation.State.SUCCEEDED, finished__gte=now - timedelta(days=1)
+        dog.instance.operations.filter(
+            trigger=Operation.Trigger.WATCHDOG, state=Operation.State.SUCCEEDED, finished__gte=since
         )
         .order_by("-finished")
         .first()

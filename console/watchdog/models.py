@@ -1,6 +1,7 @@
 """Per-instance watchdog rules: liveness and the runbook's soft-decay signs, with storm protection."""
 
 from django.db import models
+from django.utils import timezone
 
 from console.instances.models import Instance
 
@@ -47,6 +48,17 @@ class Watchdog(models.Model):
     )
     needs_attention_since = models.DateTimeField(null=True, blank=True)
     attention_reason = models.CharField(max_length=300, blank=True)
+    cleared_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When 'needs attention' was last cleared: what the watchdog did before is not held against it.",
+    )
 
     def __str__(self) -> str:
         return f"watchdog of {self.instance.name}"
+
+    def clear(self) -> None:
+        """An operator has looked at the instance: the watchdog may act on it again."""
+        self.needs_attention_since, self.attention_reason, self.cleared_at = None, "", timezone.now()
+        self.save(update_fields=["needs_attention_since", "attention_reason", "cleared_at"])

@@ -105,8 +105,7 @@ def schedule_preview(request):
 def watchdog_clear(request, name: str):
     """An operator has looked at the instance: the watchdog may act on it again."""
     dog = get_object_or_404(Watchdog, instance__name=name)
-    dog.needs_attention_since, dog.attention_reason = None, ""
-    dog.save(update_fields=["needs_attention_since", "attention_reason"])
+    dog.clear()
     record("watchdog.cleared", request=request, target=f"instance {name}", outcome="the watchdog acts again")
     messages.success(request, f"The watchdog of {name} acts again.")
     return redirect(dog.instance)
