@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
@@ -280,3 +281,34 @@ def test_the_watchdog_acts_again_where_its_last_restart_helped_or_was_not_for_la
     assert isinstance(again, Operation) and again.options["rule"] == "p95_limit"
     dog.refresh_from_db()
     assert dog.needs_attention_since is None
+
+
+def test_clearing_needs_attention_in_the_admin_is_remembered_too(dog):
+    dog.needs_attention_since, dog.attention_reason = timezone.now(), "futile"
+    dog.save()
+    admin = Client()
+    admin.force_login(get_user_model().objects.create_superuser("root-dog", password="pw-for-tests-123"))
+    url = f"/admin/watchdog/watchdog/{dog.pk}/change/"
+    assert admin.get(url).status_code == 200
+    form = {
+        "instance": dog.instance.pk,
+        "enabled": "on",
+        "liveness_failures": 3,
+        "startup_grace_seconds": 60,
+        "p95_limit_ms": 500,
+        "sustain_seconds": 60,
+        "decay_action": "restart",
+        "backoff_seconds": 300,
+        "max_actions_per_hour": 2,
+        "needs_attention_since_0": "",
+        "needs_attention_since_1": "",
+        "attention_reason": "",
+    }
+    assert admin.post(url, form).status_code == 302
+    dog.refresh_from_db()
+    assert dog.needs_attention_since is None and dog.cleared_at is not None
+    cleared = dog.cleared_at
+    form["p95_limit_ms"] = 600  # another change: not a clearing
+    assert admin.post(url, form).status_code == 302
+    dog.refresh_from_db()
+    assert dog.cleared_at == cleared and dog.p95_limit_ms == 600
