@@ -144,3 +144,16 @@ def latency_effects_of(operation_ids) -> dict[int, dict]:
         for operation in with_latency_effects(instance, operations)
         if operation.latency_effect is not None
     }
+
+
+def rollout_effects(rollout) -> dict:
+    """Once a rollout (a schedule's run) has ended: its results, each with its restart's p95 before and
+    after, and on how many instances the restart lowered it (is the nightly restart doing anything?)."""
+    if not rollout.is_finished:
+        return {}
+    effects = latency_effects_of([r["operation"] for r in rollout.results if isinstance(r.get("operation"), int)])
+    return {
+        "results": [{**r, "latency_effect": effects.get(r.get("operation"))} for r in rollout.results],
+        "lowered": sum(1 for e in effects.values() if e["change"] == "lower"),
+        "judged": sum(1 for e in effects.values() if e["change"] is not None),
+    }

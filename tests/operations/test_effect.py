@@ -14,6 +14,7 @@ from console.api.models import ApiToken
 from console.instances.roles import VIEWER
 from console.operations.effect import effect
 from console.operations.models import Operation, Rollout
+from console.schedules.models import RestartSchedule, ScheduleRun
 from console.telemetry.models import Sample
 from tests.factories import process_instance, user
 
@@ -185,3 +186,10 @@ def test_a_rollouts_page_says_on_how_many_instances_the_restart_lowered_latency(
     page = browser.get(f"/rollouts/{rollout.pk}/").content.decode()
     assert page.count('class="effect"') == 1 and "· p95 2012 ms → 412 ms" in page
     assert "p95 latency lower after the restart on 1 of 1 instance</p>" in page
+
+    # The schedule whose run it was says so beside its last run: is the nightly restart doing anything?
+    nightly = RestartSchedule.objects.create(name="nightly", cron="0 3 * * *", group="g")
+    now = timezone.now()
+    ScheduleRun.objects.create(schedule=nightly, planned_for=now, fired_at=now, state="started", rollout=rollout)
+    listed = browser.get("/schedules/").content.decode()
+    assert 'data-lowered="1" data-judged="1"' in listed and "p95 lower on 1 of 1 instance" in listed

@@ -6,7 +6,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
 from console.instances.models import Instance
-from console.operations.effect import effect, latency_effects_of
+from console.operations.effect import effect, rollout_effects
 from console.operations.forms import RolloutForm
 from console.operations.models import Operation, Rollout
 from console.operations.rollout import request_rollout
@@ -81,16 +81,3 @@ def rollout_detail(request, pk: int):
     rollout = get_object_or_404(Rollout.objects.select_related("requested_by"), pk=pk)
     template = "operations/_rollout.html" if request.htmx else "operations/rollout.html"
     return render(request, template, {"rollout": rollout, **rollout_effects(rollout)})
-
-
-def rollout_effects(rollout) -> dict:
-    """Each restart's p95 before and after, once the rollout has ended (is the nightly restart doing
-    anything?), and how many of them lowered it."""
-    if not rollout.is_finished:
-        return {}
-    effects = latency_effects_of([r["operation"] for r in rollout.results if isinstance(r.get("operation"), int)])
-    return {
-        "results": [{**r, "latency_effect": effects.get(r.get("operation"))} for r in rollout.results],
-        "lowered": sum(1 for e in effects.values() if e["change"] == "lower"),
-        "judged": sum(1 for e in effects.values() if e["change"] is not None),
-    }

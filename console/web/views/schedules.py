@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from console.audit.record import record
+from console.operations.effect import rollout_effects
 from console.schedules import cron
 from console.schedules.forms import ScheduleForm, next_runs
 from console.schedules.models import RestartSchedule
@@ -21,7 +22,9 @@ def schedule_list(request):
     rows = []
     for schedule in schedules:
         upcoming = next_runs(schedule.cron, schedule.timezone, 1) if schedule.enabled else []
-        rows.append((schedule, upcoming[0] if upcoming else None, schedule.runs.first()))
+        last = schedule.runs.select_related("rollout").first()
+        effects = rollout_effects(last.rollout) if last is not None and last.rollout is not None else {}
+        rows.append((schedule, upcoming[0] if upcoming else None, last, effects))
     return render(request, "schedules/list.html", {"rows": rows, "can_change": request.user.has_perm(CHANGE)})
 
 
