@@ -20,6 +20,17 @@ def api_key(console) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+def restart_by_script(console, reason: str) -> int:
+    """The demo restarted through the API, as a script would; the operation's number."""
+    response = httpx.post(
+        console.url + "/api/instances/demo/operations/",
+        json={"kind": "restart", "reason": reason},
+        headers={"Authorization": f"Bearer {api_key(console)}"},
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
 def test_an_operation_started_by_the_api_appears_on_every_open_page(browser, second_browser, embedded_console):
     console = embedded_console
     demo_ready(console)
@@ -32,13 +43,7 @@ def test_an_operation_started_by_the_api_appears_on_every_open_page(browser, sec
         page.wait_for_selector("[data-live-state].on", timeout=15_000)
     assert viewer.locator("form#operate").count() == 0
 
-    response = httpx.post(
-        console.url + "/api/instances/demo/operations/",
-        json={"kind": "restart", "reason": "from a script"},
-        headers={"Authorization": f"Bearer {api_key(console)}"},
-    )
-    assert response.status_code == 202, response.text
-    number = response.json()["id"]
+    number = restart_by_script(console, "from a script")
 
     for page in (operator, viewer):
         card = f"#operation-live #operation-{number}[data-state=succeeded]"
@@ -141,13 +146,7 @@ def test_a_restarts_page_shows_its_effect_once_it_ends(browser, embedded_console
     demo_ready(console)
     page = browser.new_page()
     login(page, console)
-    response = httpx.post(
-        console.url + "/api/instances/demo/operations/",
-        json={"kind": "restart", "reason": "did it help?"},
-        headers={"Authorization": f"Bearer {api_key(console)}"},
-    )
-    assert response.status_code == 202, response.text
-    number = response.json()["id"]
+    number = restart_by_script(console, "did it help?")
     page.goto(console.url + f"/operations/{number}/")
     page.wait_for_selector(f"#operation-{number}[data-state=succeeded]", timeout=DEMO_WAIT_S * 1000)
     page.wait_for_selector("#effect h3", timeout=10_000)  # fetched on the operation's last event
