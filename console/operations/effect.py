@@ -35,11 +35,18 @@ FLOORS = {"ms": 5.0, "bytes": 64 * 2**20, "fraction": 0.02, "count": 2}
 KINDS = (Operation.Kind.RESTART, Operation.Kind.SOFT_RESET)  # a start has no "before": the instance was down
 
 
-def _read(instance, start, end, names) -> list[tuple]:
-    """(resolution, at, *figures) of the instance's samples in [start, end), in one query."""
-    return list(
-        Sample.objects.filter(instance=instance, at__gte=start, at__lt=end).values_list("resolution", "at", *names)
-    )
+def _read(instance, spans, names) -> list[tuple]:
+    """(resolution, at, *figures) of the instance's samples in the [start, end) spans, in one query:
+    only those, however far apart the spans are (a month of operations is not a month of samples)."""
+    parts = [
+        # Each part a range of the (instance, resolution, at) index.
+        Sample.objects.filter(instance=instance, resolution=resolution, at__gte=start, at__lt=end)
+        .order_by()
+        .values_list("resolution", "at", *names)
+        for start, end in spans
+        for resolution in (Sample.RAW, Sample.MINUTE)
+    ]
+    return list(parts[0].union(*parts[1:], all=True)) if parts else []
 
 
 def _window(rows: list[tuple], start, end) -> list[tuple]:
@@ -88,7 +95,8 @@ def effect(operation: Operation, now=None) -> dict | None:
         return None
     now = now or timezone.now()
     (before_from, before_until), (after_from, after_until) = _windows(operation, now)
-    rows = _read(operation.instance, before_from, after_until, [name for name, _ in FIGURES])
+    spans = [(before_from, before_until), (after_from, after_until)]
+    rows = _read(operation.instance, spans, [name for name, _ in FIGURES])
     before, after = _window(rows, before_from, before_until), _window(rows, after_from, after_until)
     figures = []
     for column, (name, unit) in enumerate(FIGURES, start=2):
@@ -119,12 +127,7 @@ def with_latency_effects(instance, operations, now=None) -> list:
         return operations
     now = now or timezone.now()
     spans = {operation.pk: _windows(operation, now) for operation in judged}
-    rows = _read(
-        instance,
-        min(before[0] for before, _ in spans.values()),
-        max(after[1] for _, after in spans.values()),
-        ["p95_ms"],
-    )
+    rows = _read(instance, [span for pair in spans.values() for span in pair], ["p95_ms"])
     for operation in judged:
         before, after = (_median(_window(rows, *span), 2) for span in spans[operation.pk])
         if before is not None or after is not None:
