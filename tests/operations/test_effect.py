@@ -130,6 +130,9 @@ def test_the_page_and_the_api_show_the_effect(restarted):
     assert "20.00 GiB" in page and "35 %" in page and "measuring" not in page
     card = browser.get(f"/operations/{restarted.pk}/effect/", HTTP_HX_REQUEST="true")
     assert card.status_code == 200 and b'data-figure="close_wait"' in card.content
+    # The instance's page, where the restart was asked for, shows it too once the restart has ended.
+    latest = browser.get("/instances/eff-a/operations/latest/", HTTP_HX_REQUEST="true").content.decode()
+    assert f'id="operation-{restarted.pk}"' in latest and 'data-figure="p95_ms" data-change="lower"' in latest
 
     _, key = ApiToken.issue(viewer, "script")
     body = Client().get(f"/api/operations/{restarted.pk}/", HTTP_AUTHORIZATION=f"Bearer {key}").json()

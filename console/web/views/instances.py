@@ -26,6 +26,7 @@ from console.telemetry.latest import is_fresh, latest_samples, stale_after
 from console.telemetry.series import RANGES
 from console.watchdog.models import Watchdog
 from console.web.access import MAY_NOT_OPERATE, OPERATE, refuse, role_required
+from console.web.views.operations import effect_context
 
 
 def live_state(instances, samples: dict, operations: dict, hosts=(), holds=None) -> dict:
@@ -217,10 +218,12 @@ def host_hold(request, name: str):
 @role_required()
 @require_GET
 def operation_card(request, name: str):
-    """The card of the instance's newest operation (htmx, when an operation event arrives)."""
+    """The card of the instance's newest operation (htmx, when an operation event arrives); once it has
+    ended, with what it changed (fetched again every half minute while that is measured)."""
     instance = get_object_or_404(Instance, name=name)
     latest = instance.operations.select_related("instance", "requested_by").first()
-    return render(request, "instances/_operation.html", {"latest": latest})
+    context = {"latest": latest, **(effect_context(latest) if latest is not None and latest.is_finished else {})}
+    return render(request, "instances/_operation.html", context)
 
 
 @role_required()
