@@ -82,10 +82,12 @@ def _applies(operation: Operation) -> bool:
 
 
 def _windows(operation: Operation, now) -> tuple:
-    """The operation's window before, and after: (start, end) each; the second ends now while measured."""
+    """The operation's window before, the window after as read so far (it ends now while measured),
+    and when the window after ends: ((start, end), (start, end), end)."""
     window = timedelta(seconds=settings.OPERATION_EFFECT_WINDOW_SECONDS)
     after_from = operation.finished + timedelta(seconds=settings.OPERATION_EFFECT_SETTLE_SECONDS)
-    return (operation.started - window, operation.started), (after_from, min(after_from + window, now))
+    after_until = after_from + window
+    return (operation.started - window, operation.started), (after_from, min(after_until, now)), after_until
 
 
 def effect(operation: Operation, now=None) -> dict | None:
@@ -94,9 +96,8 @@ def effect(operation: Operation, now=None) -> dict | None:
     if not _applies(operation):
         return None
     now = now or timezone.now()
-    (before_from, before_until), (after_from, after_until) = _windows(operation, now)
-    spans = [(before_from, before_until), (after_from, after_until)]
-    rows = _read(operation.instance, spans, [name for name, _ in FIGURES])
+    (before_from, before_until), (after_from, after_until), measured_until = _windows(operation, now)
+    rows = _read(operation.instance, [(before_from, before_until), (after_from, after_until)], [n for n, _ in FIGURES])
     before, after = _window(rows, before_from, before_until), _window(rows, after_from, after_until)
     figures = []
     for column, (name, unit) in enumerate(FIGURES, start=2):
@@ -105,7 +106,6 @@ def effect(operation: Operation, now=None) -> dict | None:
             figures.append(
                 {"name": name, "unit": unit, "before": was, "after": now_is, "change": _verdict(was, now_is, unit)}
             )
-    measured_until = after_from + timedelta(seconds=settings.OPERATION_EFFECT_WINDOW_SECONDS)
     return {
         "measuring": now < measured_until,
         "window_seconds": settings.OPERATION_EFFECT_WINDOW_SECONDS,
@@ -126,7 +126,7 @@ def with_latency_effects(instance, operations, now=None) -> list:
     if not judged:
         return operations
     now = now or timezone.now()
-    spans = {operation.pk: _windows(operation, now) for operation in judged}
+    spans = {operation.pk: _windows(operation, now)[:2] for operation in judged}
     rows = _read(instance, [span for pair in spans.values() for span in pair], ["p95_ms"])
     for operation in judged:
         before, after = (_median(_window(rows, *span), 2) for span in spans[operation.pk])

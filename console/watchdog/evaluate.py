@@ -14,7 +14,7 @@ from django.utils import timezone
 from console.alerts.models import AlertDelivery
 from console.alerts.notify import NEEDS_ATTENTION, WATCHDOG, notify
 from console.instances.holds import active_hold, last_hold_end
-from console.operations.effect import effect
+from console.operations.effect import with_latency_effects
 from console.operations.models import Operation
 from console.operations.request import OperationRefused, request_operation
 from console.telemetry.models import Sample
@@ -278,7 +278,8 @@ def _futile(dog: Watchdog, finding: Finding, now) -> str | None:
     help, or cannot be told yet."""
     if finding.rule not in LATENCY_RULES:
         return None
-    since = max(now - timedelta(days=1), dog.cleared_at or now - timedelta(days=1))
+    day_ago = now - timedelta(days=1)
+    since = max(day_ago, dog.cleared_at or day_ago)
     last = (
         dog.instance.operations.filter(
             trigger=Operation.Trigger.WATCHDOG, state=Operation.State.SUCCEEDED, finished__gte=since
@@ -288,9 +289,8 @@ def _futile(dog: Watchdog, finding: Finding, now) -> str | None:
     )
     if last is None or (last.options or {}).get("rule") not in LATENCY_RULES:
         return None
-    measured = effect(last, now)
-    p95 = next((row for row in measured["figures"] if row["name"] == "p95_ms"), None) if measured else None
-    if p95 is None or p95["before"] is None or p95["after"] is None or p95["change"] == "lower":
+    p95 = with_latency_effects(dog.instance, [last], now)[0].latency_effect  # p95 alone: one column read
+    if p95 is None or p95["change"] in (None, "lower"):
         return None
     return (
         f"its {last.get_kind_display().lower()} #{last.pk} for latency did not lower it (p95 {p95['before']:.0f} ms"

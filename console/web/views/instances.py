@@ -88,16 +88,20 @@ def host_detail(request, name: str):
     host = get_object_or_404(hosts_with_counts(), name=name)
     instances = list(host.instances.select_related("host").order_by("group", "name"))
     summary = host_summary(host)
-    template = "instances/_host_gpus.html" if request.htmx else "instances/host.html"
+    if request.htmx:  # the GPUs' card, every 10 s: the host's report alone
+        return render(request, "instances/_host_gpus.html", {"host": summary})
+    holds = active_holds(instances)
     return render(
         request,
-        template,
+        "instances/host.html",
         {
             "host": summary,
             "rows": [(instance, False) for instance in instances],
-            "live_state": live_state(instances, latest_samples(instances), last_operations(instances), [summary]),
+            "live_state": live_state(
+                instances, latest_samples(instances), last_operations(instances), [summary], holds=holds
+            ),
             "can_operate": request.user.has_perm(OPERATE),
-            **host_hold_context(host, instances),
+            **host_hold_context(host, instances, holds=holds),
         },
     )
 
@@ -152,10 +156,11 @@ def _minutes(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and len(text) < 7 else None
 
 
-def host_hold_context(host, instances, error: str = "") -> dict:
+def host_hold_context(host, instances, error: str = "", holds=None) -> dict:
+    """The host's hold card's context; `holds` ({instance id: hold}) where the caller has read them."""
     return {
         "hold_host": host,
-        "held": len(active_holds(instances)),
+        "held": len(active_holds(instances) if holds is None else holds),
         "instance_count": len(instances),
         "durations": [(minutes, _duration(minutes)) for minutes in DURATIONS],
         "hold_error": error,
