@@ -312,4 +312,5 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": TELEMETRY_SAMPLE_SECONDS},
     },
     "rollup-samples": {"task": "console.telemetry.tasks.rollup_and_prune", "schedule": 60.0},
+    "settle-effects": {"task": "console.operations.tasks.settle_effects", "schedule": 60.0},
 }

@@ -45,3 +45,15 @@ def test_manage_py_keeps_a_secret_once(tmp_path):
     secret = tmp_path / "var" / "secret_key"
     assert len(secret.read_text()) > 40 and secret.stat().st_mode & 0o777 == 0o600
     assert settings_in({}, tmp_path).stdout.split() == ["False", "False"]
+
+
+def test_every_task_beat_sends_is_one_a_worker_knows():
+    """A mistyped or renamed task in CELERY_BEAT_SCHEDULE is sent every round and never run."""
+    from django.conf import settings
+
+    from console.celery import app
+
+    app.loader.import_default_modules()
+    names = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert "console.operations.tasks.settle_effects" in names
+    assert names <= set(app.tasks), sorted(names - set(app.tasks))

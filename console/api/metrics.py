@@ -9,7 +9,7 @@ answers, with no multiprocess files to share. Counters are counts of rows that a
 from collections import Counter, defaultdict
 from datetime import datetime
 
-from django.db.models import Count, Sum
+from django.db.models import Count, OuterRef, Subquery, Sum
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -51,6 +51,17 @@ def _histogram(name: str, documentation: str, labels: list[str], observed: dict)
 
 def skip_reason(reason: str) -> str:
     return next((label for start, label in SKIP_REASONS if reason.startswith(start)), "other")
+
+
+def _last_effects() -> dict[int, dict]:
+    """{instance id: p95 before and after (ms)} of each instance's last operation whose effect was kept
+    with both figures, in one query: a subquery per instance, not its whole history."""
+    measured = Operation.objects.filter(
+        instance=OuterRef("pk"), p95_before_ms__isnull=False, p95_after_ms__isnull=False
+    ).exclude(effect_settled=None)
+    last = Instance.objects.annotate(last=Subquery(measured.order_by("-finished").values("pk")[:1])).values("last")
+    rows = Operation.objects.filter(pk__in=last).values_list("instance_id", "p95_before_ms", "p95_after_ms")
+    return {instance_id: {"before": before, "after": after} for instance_id, before, after in rows}
 
 
 class ConsoleCollector(Collector):
@@ -150,12 +161,22 @@ class ConsoleCollector(Collector):
             labels=labels,
         )
         watched = GaugeMetricFamily(f"{PREFIX}_watchdog_enabled", "1 when the instance's watchdog is on", labels=labels)
+        effect = {
+            side: GaugeMetricFamily(
+                f"{PREFIX}_instance_last_effect_p95_{side}_seconds",
+                f"p95 latency {side} the instance's last restart or soft reset whose effect was measured "
+                "(medians over the windows before it began and after it ended)",
+                labels=labels,
+            )
+            for side in ("before", "after")
+        }
         held = GaugeMetricFamily(
             f"{PREFIX}_instance_on_hold",
             "1 while the instance is on hold: automation leaves it alone, its alerts are silenced",
             labels=labels,
         )
         holds = active_holds(instances, now)
+        effects = _last_effects()
         host_age: dict[str, float] = {}
         for instance in instances:
             values = [instance.name, instance.host.name, instance.group]
@@ -185,6 +206,9 @@ class ConsoleCollector(Collector):
             watched.add_metric(values, 1.0 if dog is not None and dog.enabled else 0.0)
             attention.add_metric(values, 1.0 if dog is not None and dog.needs_attention_since else 0.0)
             held.add_metric(values, 1.0 if instance.pk in holds else 0.0)
+            if instance.pk in effects:
+                for side, gauge in effect.items():
+                    gauge.add_metric(values, effects[instance.pk][side] / 1000)
         hosts = GaugeMetricFamily(
             f"{PREFIX}_host_sample_age_seconds",
             "Seconds since the newest sample of the host's instances: a silent worker shows here",
@@ -210,6 +234,7 @@ class ConsoleCollector(Collector):
             p95,
             uptime,
             restart_at,
+            *effect.values(),
             watched,
             attention,
             held,
@@ -248,8 +273,22 @@ class ConsoleCollector(Collector):
                 if seconds is not None and step.get("state") in ("done", "failed"):
                     name = step["name"] if not step["name"].startswith("restart (whole") else "restart whole"
                     steps[(kind, name, step["state"])].append(seconds)
+        effects = CounterMetricFamily(
+            f"{PREFIX}_operation_effects",
+            "Restarts and soft resets whose effect was measured, by kind, trigger and what p95 latency did "
+            "(lower, same, higher; unmeasured without samples on both sides)",
+            labels=["kind", "trigger", "change"],
+        )
+        for row in (
+            Operation.objects.exclude(effect_settled=None)
+            .order_by()
+            .values("kind", "trigger", "p95_change")
+            .annotate(n=Count("pk"))
+        ):
+            effects.add_metric([row["kind"], row["trigger"], row["p95_change"] or "unmeasured"], row["n"])
         yield total
         yield active
+        yield effects
         yield _histogram(
             f"{PREFIX}_operation_duration_seconds",
             "How long operations took, start to end",

@@ -9,7 +9,7 @@ class OperationAdmin(ReadOnlyAdmin, admin.ModelAdmin):
     """Operations are history: listed and read here, requested from the console, never edited."""
 
     list_display = ["id", "instance", "kind", "trigger", "state", "requested_by", "created", "duration_s"]
-    list_filter = ["state", "kind", "trigger", "instance__host", "created"]
+    list_filter = ["state", "kind", "trigger", "p95_change", "instance__host", "created"]
     search_fields = ["instance__name", "reason", "error", "requested_by__username"]
     list_select_related = ["instance", "requested_by"]
     date_hierarchy = "created"

@@ -3,16 +3,18 @@ and its fragmentation, host memory, file descriptors, CLOSE_WAIT), before it aga
 
 An operator who restarts a slow instance wants to know whether the restart helped: if latency is as
 high after a clean start, the slowness is not decay a restart fixes (load, input sizes, the GPU
-itself). Read from the samples at each request, nothing stored: the median of each figure over the
-minutes before the operation began, and over as many after it ended, from a short settling time on
-(a new process's warm-up is not its steady state): OPERATION_EFFECT_WINDOW_SECONDS and
-OPERATION_EFFECT_SETTLE_SECONDS.
+itself). Read from the samples: the median of each figure over the minutes before the operation began,
+and over as many after it ended, from a short settling time on (a new process's warm-up is not its
+steady state): OPERATION_EFFECT_WINDOW_SECONDS and OPERATION_EFFECT_SETTLE_SECONDS. Once the window
+after has passed, `settle` keeps the p95 figures on the operation: lists and Prometheus read those,
+and they outlive the samples (raw for a day, per-minute rollups for a month).
 """
 
 from datetime import timedelta
 from statistics import median
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from console.operations.models import Operation
@@ -90,6 +92,14 @@ def _windows(operation: Operation, now) -> tuple:
     return (operation.started - window, operation.started), (after_from, min(after_until, now)), after_until
 
 
+def _kept(operation: Operation) -> dict | None:
+    """The p95 figures kept on a settled operation, as `with_latency_effects` gives them."""
+    before, after = operation.p95_before_ms, operation.p95_after_ms
+    if before is None and after is None:
+        return None
+    return {"before": before, "after": after, "change": operation.p95_change or None}
+
+
 def effect(operation: Operation, now=None) -> dict | None:
     """Before against after for a restart or soft reset that succeeded; None for any other.
     `measuring` until the window after it has passed (the figures so far until then)."""
@@ -106,6 +116,11 @@ def effect(operation: Operation, now=None) -> dict | None:
             figures.append(
                 {"name": name, "unit": unit, "before": was, "after": now_is, "change": _verdict(was, now_is, unit)}
             )
+    if operation.effect_settled is not None:
+        # The kept p95, as the lists show it, even once the raw samples it was read from are pruned.
+        figures = [row for row in figures if row["name"] != "p95_ms"]
+        if (kept := _kept(operation)) is not None:
+            figures.insert(0, {"name": "p95_ms", "unit": "ms", **kept})
     return {
         "measuring": now < measured_until,
         "window_seconds": settings.OPERATION_EFFECT_WINDOW_SECONDS,
@@ -121,8 +136,8 @@ def with_latency_effects(instance, operations, now=None) -> list:
     change, where it has one; from one read of the instance's samples, for a table of operations."""
     operations = list(operations)
     for operation in operations:
-        operation.latency_effect = None
-    judged = [operation for operation in operations if _applies(operation)]
+        operation.latency_effect = _kept(operation) if operation.effect_settled is not None else None
+    judged = [operation for operation in operations if _applies(operation) and operation.effect_settled is None]
     if not judged:
         return operations
     now = now or timezone.now()
@@ -133,6 +148,34 @@ def with_latency_effects(instance, operations, now=None) -> list:
         if before is not None or after is not None:
             operation.latency_effect = {"before": before, "after": after, "change": _verdict(before, after, "ms")}
     return operations
+
+
+def settle(now=None, batch: int = 200) -> int:
+    """Keep the p95 before and after on each restart or soft reset whose window after has passed (beat's
+    minute round), oldest first, `batch` at a time: one read of samples per instance."""
+    now = now or timezone.now()
+    passed = now - timedelta(
+        seconds=settings.OPERATION_EFFECT_SETTLE_SECONDS + settings.OPERATION_EFFECT_WINDOW_SECONDS
+    )
+    unsettled = Q(effect_settled=None, state=Operation.State.SUCCEEDED, kind__in=KINDS)  # the partial index's
+    due = list(
+        Operation.objects.filter(unsettled, finished__lte=passed)
+        .exclude(started=None)
+        .select_related("instance")
+        .order_by("finished")[:batch]
+    )
+    by_instance: dict = {}
+    for operation in due:
+        by_instance.setdefault(operation.instance, []).append(operation)
+    for instance, operations in by_instance.items():
+        for operation in with_latency_effects(instance, operations, now):
+            kept = operation.latency_effect or {}
+            operation.p95_before_ms, operation.p95_after_ms = kept.get("before"), kept.get("after")
+            operation.p95_change = kept.get("change") or ""
+            operation.effect_settled = now
+    # Not save(): a finished operation is not edited, and these fields are not its record.
+    Operation.objects.bulk_update(due, ["p95_before_ms", "p95_after_ms", "p95_change", "effect_settled"])
+    return len(due)
 
 
 def latency_effects_of(operation_ids) -> dict[int, dict]:

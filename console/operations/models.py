@@ -59,10 +59,24 @@ class Operation(models.Model):
     rollout = models.ForeignKey(
         "operations.Rollout", null=True, blank=True, on_delete=models.SET_NULL, related_name="operations"
     )
+    # Its effect on p95 latency, kept once the window after it has passed (console.operations.effect):
+    # lists and Prometheus read these, and they outlive the samples they were read from.
+    p95_before_ms = models.FloatField(null=True, blank=True, editable=False)
+    p95_after_ms = models.FloatField(null=True, blank=True, editable=False)
+    p95_change = models.CharField(max_length=8, blank=True, editable=False, help_text="lower, same or higher")
+    effect_settled = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created"]
-        indexes = [models.Index(fields=["instance", "-created"])]
+        indexes = [
+            models.Index(fields=["instance", "-created"]),
+            # Only the operations whose effect is still to be kept: a few, however long the history.
+            models.Index(
+                fields=["finished"],
+                condition=Q(effect_settled=None, state="succeeded", kind__in=["restart", "soft_reset"]),
+                name="effect_unsettled",
+            ),
+        ]
         constraints = [
             # The per-instance lock, kept by the database itself: at most one
             # queued or running operation per instance, however many clicks.

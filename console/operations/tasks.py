@@ -9,7 +9,7 @@ from celery import shared_task
 from django.db import DatabaseError, connections
 
 from console.instances.models import Instance
-from console.operations import pipeline, recovery, rollout, trial
+from console.operations import effect, pipeline, recovery, rollout, trial
 
 
 @shared_task(bind=True, acks_late=False, max_retries=None)
@@ -31,6 +31,12 @@ def run_operation(self, operation_id: int) -> str | None:
 def recover() -> dict:
     """Beat's minute round: operations nobody runs are sent again or failed; rollouts advanced."""
     return recovery.recover()
+
+
+@shared_task(ignore_result=True)
+def settle_effects() -> int:
+    """Beat's minute round: restarts whose window after has passed keep their p95 before and after."""
+    return effect.settle()
 
 
 @shared_task(acks_late=True, ignore_result=True)

@@ -143,3 +143,51 @@ def test_a_scrape_learns_when_its_own_token_expires():
     page = browser.get("/metrics")
     assert page.status_code == 200 and "instance_console_instance_up" in page.content.decode()
     assert name not in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_what_each_restart_did_to_latency_is_counted_and_each_instances_last_is_shown():
+    a = process_instance("eff-met-a", command=["true"])
+    b = process_instance("eff-met-b", command=["true"])
+    process_instance("eff-met-c", command=["true"])  # never restarted: no figure
+    now = timezone.now()
+
+    def restarted(instance, hours_ago, trigger, before, after, change, kind="restart"):
+        Operation.objects.create(
+            instance=instance,
+            kind=kind,
+            trigger=trigger,
+            state="succeeded",
+            started=now - timedelta(hours=hours_ago),
+            finished=now - timedelta(hours=hours_ago) + timedelta(seconds=20),
+            p95_before_ms=before,
+            p95_after_ms=after,
+            p95_change=change,
+            effect_settled=now,
+        )
+
+    restarted(a, 48, "schedule", 900.0, 300.0, "lower")
+    restarted(a, 24, "schedule", 310.0, 305.0, "same")  # a's last
+    restarted(b, 30, "watchdog", 400.0, 1200.0, "higher")  # b's last measured on both sides
+    restarted(b, 2, "watchdog", None, 500.0, "", kind="soft_reset")  # no samples before it
+    Operation.objects.create(
+        instance=b, kind="restart", trigger="manual", state="succeeded", started=now, finished=now
+    )  # still measured: not counted
+    _, key = ApiToken.issue(user("prom-eff", "viewer"), "prom")
+    values = scrape(key)
+    effects = "instance_console_operation_effects_total"
+    assert value(values, effects, kind="restart", trigger="schedule", change="lower") == 1
+    assert value(values, effects, kind="restart", trigger="schedule", change="same") == 1
+    assert value(values, effects, kind="restart", trigger="watchdog", change="higher") == 1
+    assert value(values, effects, kind="soft_reset", trigger="watchdog", change="unmeasured") == 1
+    assert not any(name == effects and dict(labels)["trigger"] == "manual" for name, labels in values)
+    before, after = (
+        "instance_console_instance_last_effect_p95_before_seconds",
+        "instance_console_instance_last_effect_p95_after_seconds",
+    )
+    shown = {
+        dict(labels)["instance_name"]: (values[(before, labels)], values[(after, labels)])
+        for name, labels in values
+        if name == before
+    }
+    assert shown == {"eff-met-a": (0.31, 0.305), "eff-met-b": (0.4, 1.2)}

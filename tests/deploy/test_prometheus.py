@@ -41,13 +41,13 @@ def test_promtool_accepts_the_metrics_and_the_rules(embedded_console, token):
         checked = promtool("check", "metrics", stdin=text)
         assert checked.returncode == 0, checked.stdout + checked.stderr
     rules = promtool("check", "rules", str(DEPLOY / "prometheus" / "alerts.yml"))
-    assert rules.returncode == 0 and "SUCCESS: 11 rules found" in rules.stdout, rules.stdout + rules.stderr
+    assert rules.returncode == 0 and "SUCCESS: 12 rules found" in rules.stdout, rules.stdout + rules.stderr
 
 
 def test_the_rules_hold_their_unit_tests():
     """promtool's unit test of the rules: two instances down and needing attention, one on hold, raise
-    alerts for the other only; a scrape failing for 5 minutes, and a scrape token under 14 days from
-    expiry, raise theirs."""
+    alerts for the other only; a scrape failing for 5 minutes, a scrape token under 14 days from expiry,
+    and latency higher since a restart and still higher, raise theirs."""
     tested = promtool("test", "rules", str(DEPLOY / "prometheus" / "alerts_test.yml"))
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
 
@@ -106,7 +106,9 @@ def test_a_real_prometheus_scrapes_the_console(embedded_console, token, tmp_path
             for group in httpx.get(api + "/rules").json()["data"]["groups"]
             for rule in group["rules"]
         }
-        assert {"ConsoleScrapeFailing", "ScrapeTokenExpiresSoon"} <= set(rules), sorted(rules)
+        assert {"ConsoleScrapeFailing", "ScrapeTokenExpiresSoon", "LatencyHigherSinceRestart"} <= set(rules), sorted(
+            rules
+        )
         assert rules["ScrapeTokenExpiresSoon"]["state"] == "inactive", rules["ScrapeTokenExpiresSoon"]
 
         dashboard = json.loads((DEPLOY / "grafana" / "instance-console.json").read_text())
@@ -114,7 +116,7 @@ def test_a_real_prometheus_scrapes_the_console(embedded_console, token, tmp_path
         for expr in expressions:
             answer = query(expr.replace("$instance", ".*").replace("$host", ".*"))
             assert answer["status"] == "success", (expr, answer)
-        assert len(expressions) >= 15
+        assert len(expressions) >= 18
     finally:
         server.terminate()
         server.wait(20)

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from console.api.models import ApiToken
 from console.instances.roles import VIEWER
-from console.operations.effect import effect
+from console.operations.effect import effect, settle, with_latency_effects
 from console.operations.models import Operation, Rollout
 from console.schedules.models import RestartSchedule, ScheduleRun
 from console.telemetry.models import Sample
@@ -196,3 +196,43 @@ def test_a_rollouts_page_says_on_how_many_instances_the_restart_lowered_latency(
     ScheduleRun.objects.create(schedule=nightly, planned_for=now, fired_at=now, state="started", rollout=rollout)
     listed = browser.get("/schedules/").content.decode()
     assert 'data-lowered="1" data-judged="1"' in listed and "p95 lower on 1 of 1 instance" in listed
+
+
+@pytest.mark.django_db
+def test_the_p95_effect_is_kept_once_measured_and_outlives_its_samples(restarted):
+    """Beat's minute round keeps p95 before and after on the operation once its window after has passed:
+    lists, Prometheus and the watchdog read those, even after the samples are pruned."""
+    instance = restarted.instance
+    assert settle(now=restarted.finished + timedelta(seconds=320)) == 0  # 10 s of the window still to come
+    other = process_instance("eff-other", command=["true"])
+    soft = Operation.objects.create(
+        instance=other, kind="soft_reset", state="succeeded", started=restarted.started, finished=restarted.finished
+    )
+    stopped = Operation.objects.create(
+        instance=instance, kind="stop", state="succeeded", started=restarted.started, finished=restarted.finished
+    )
+    with CaptureQueriesContext(connection) as queries:
+        assert settle() == 2
+    assert sum("telemetry_sample" in query["sql"] for query in queries.captured_queries) == 2  # one per instance
+    restarted.refresh_from_db()
+    assert (restarted.p95_before_ms, restarted.p95_after_ms, restarted.p95_change) == (2012.5, 411.5, "lower")
+    soft.refresh_from_db()
+    assert soft.effect_settled is not None and soft.p95_before_ms is None and soft.p95_change == ""  # no samples
+    stopped.refresh_from_db()
+    assert stopped.effect_settled is None  # a stop has no effect to keep
+    assert settle() == 0  # kept once
+
+    # Raw samples would read as per-minute rollups after a day, and none are left after a month.
+    Sample.objects.filter(instance=instance).delete()
+    assert with_latency_effects(instance, [restarted])[0].latency_effect == {
+        "before": 2012.5,
+        "after": 411.5,
+        "change": "lower",
+    }
+    assert figures(effect(restarted)) == {
+        "p95_ms": {"name": "p95_ms", "unit": "ms", "before": 2012.5, "after": 411.5, "change": "lower"}
+    }
+    browser = Client()
+    browser.force_login(user("v-kept", VIEWER))
+    rows = browser.get("/instances/eff-a/operations/rows/", HTTP_HX_REQUEST="true").content.decode()
+    assert "2012 ms → 412 ms" in rows
