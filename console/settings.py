@@ -291,6 +291,12 @@ TELEMETRY_MINUTE_RETENTION = envint("TELEMETRY_MINUTE_RETENTION", 30 * 24 * 3600
 OPERATION_EFFECT_WINDOW_SECONDS = envint("OPERATION_EFFECT_WINDOW_SECONDS", 300)
 OPERATION_EFFECT_SETTLE_SECONDS = envint("OPERATION_EFFECT_SETTLE_SECONDS", 30)
 
+# An instance's log (a local process's file, a container's json-file log): rotated at this size, this
+# many older files kept beside it. A log that is never rotated fills the disk (or its inodes) until
+# the server blocks on a write. 0: never rotated by the console (a container's log as its daemon says).
+INSTANCE_LOG_MAX_BYTES = envint("INSTANCE_LOG_MAX_BYTES", 20 * 2**20)
+INSTANCE_LOG_BACKUPS = envint("INSTANCE_LOG_BACKUPS", 3)
+
 # The log follower's recent lines and other small shared state: Redis when
 # there is one (the worker writes, the web process reads), else this process.
 if REDIS_URL:

@@ -21,6 +21,7 @@ from console.operations.models import Operation, Rollout
 from console.operations.summaries import last_operations
 from console.schedules.models import ScheduleRun
 from console.telemetry.latest import is_fresh, latest_samples
+from console.telemetry.rules import log_disk_free
 from console.watchdog.models import Watchdog
 
 PREFIX = "instance_console"
@@ -161,6 +162,12 @@ class ConsoleCollector(Collector):
             labels=labels,
         )
         watched = GaugeMetricFamily(f"{PREFIX}_watchdog_enabled", "1 when the instance's watchdog is on", labels=labels)
+        disk_free = GaugeMetricFamily(
+            f"{PREFIX}_instance_log_disk_free_ratio",
+            "Share of the disk that holds the instance's log still free, bytes or inodes whichever is less "
+            "(a full one blocks the server's writes); none where the worker cannot see it (a container's)",
+            labels=labels,
+        )
         effect = {
             side: GaugeMetricFamily(
                 f"{PREFIX}_instance_last_effect_p95_{side}_seconds",
@@ -200,6 +207,8 @@ class ConsoleCollector(Collector):
                     p95.add_metric(values, sample.p95_ms / 1000)
                 if isinstance(sample.data.get("uptime"), int | float):
                     uptime.add_metric(values, float(sample.data["uptime"]))
+                if (shares := log_disk_free(sample.data.get("log_disk"))) is not None:
+                    disk_free.add_metric(values, min(share for share in shares if share is not None))
             if instance.pk in last_restart and last_restart[instance.pk]:
                 restart_at.add_metric(values, last_restart[instance.pk].timestamp())
             dog = dogs.get(instance.pk)
@@ -233,6 +242,7 @@ class ConsoleCollector(Collector):
             *gauges.values(),
             p95,
             uptime,
+            disk_free,
             restart_at,
             *effect.values(),
             watched,

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import docker
 import requests
+from django.conf import settings
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from console.host.runtime import RuntimeFailure, RuntimeStatus, StopResult
@@ -165,6 +166,15 @@ class DockerRuntime:
         volumes = spec.pop("volumes", None)
         if volumes:
             kwargs["volumes"] = volumes
+        if settings.INSTANCE_LOG_MAX_BYTES > 0:
+            # Rotated like a local process's log (Docker's json-file keeps everything by default).
+            kwargs["log_config"] = docker.types.LogConfig(
+                type=docker.types.LogConfig.types.JSON,
+                config={
+                    "max-size": str(settings.INSTANCE_LOG_MAX_BYTES),
+                    "max-file": str(max(1, settings.INSTANCE_LOG_BACKUPS) + 1),  # the current file counts
+                },
+            )
         if instance.gpu_indices:
             kwargs["device_requests"] = [
                 docker.types.DeviceRequest(device_ids=[str(i) for i in instance.gpu_indices], capabilities=[["gpu"]])
@@ -228,6 +238,9 @@ class DockerRuntime:
 
     def log_cursor(self, instance) -> "ContainerCursor":
         return ContainerCursor(self, instance)
+
+    def log_disk(self, instance) -> dict | None:
+        return None  # the daemon's disk: not this worker's to see (its json-file logs are capped at creation)
 
 
 class ContainerCursor:

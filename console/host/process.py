@@ -24,10 +24,8 @@ from console.host.runtime import RuntimeFailure, RuntimeStatus, StopResult
 from console.instances.engines import launch_command
 from console.sentences import Sentence, gettext_noop
 
-LOG_MAX_BYTES = 20 * 1024 * 1024
 # Seconds the rest of a process group has to end by itself once its main process has ended.
 LEFT_BEHIND_GRACE = 2.0
-LOG_BACKUPS = 3
 # Variables passed through from the console's own environment; everything
 # else an instance needs is set on the instance, so console secrets never leak.
 PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES")
@@ -142,10 +140,14 @@ def _group_pids(pgid: int, leader_start: int | None, groups: ProcessGroups | Non
     return sorted(pid for pid, started in members if leader_start is None or started >= leader_start)
 
 
-def rotate_log(path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS) -> bool:
-    """Copy-and-truncate rotation: the instance keeps its O_APPEND handle and writes on."""
+def rotate_log(path: Path, max_bytes: int | None = None, backups: int | None = None) -> bool:
+    """Copy-and-truncate rotation once the file has reached `max_bytes` (INSTANCE_LOG_MAX_BYTES; 0:
+    never), `backups` older files kept (INSTANCE_LOG_BACKUPS): the instance keeps its O_APPEND handle
+    and writes on. As with logrotate's copytruncate, what is written during the copy itself is lost."""
+    max_bytes = settings.INSTANCE_LOG_MAX_BYTES if max_bytes is None else max_bytes
+    backups = max(1, settings.INSTANCE_LOG_BACKUPS if backups is None else backups)
     try:
-        if path.stat().st_size < max_bytes:
+        if max_bytes <= 0 or path.stat().st_size < max_bytes:
             return False
     except FileNotFoundError:
         return False
@@ -316,7 +318,20 @@ class ProcessRuntime:
         return tail_lines(log_path(instance), lines)
 
     def log_cursor(self, instance) -> "FileCursor":
-        return FileCursor(log_path(instance))
+        return FileCursor(log_path(instance), rotate=True)
+
+    def log_disk(self, instance) -> dict | None:
+        try:
+            fs = os.statvfs(log_path(instance).parent)
+        except OSError:
+            return None
+        return {
+            "free": fs.f_bavail * fs.f_frsize,
+            "total": fs.f_blocks * fs.f_frsize,
+            # Some filesystems (btrfs) have no fixed inode count: 0 of 0, never "out of inodes".
+            "inodes_free": fs.f_favail,
+            "inodes_total": fs.f_files,
+        }
 
     @staticmethod
     def _signal(record: dict, signum: int) -> None:
@@ -358,14 +373,19 @@ class CutLine(bytes):
 class FileCursor:
     """New lines of a log file since the last read. Survives copy-truncate rotation
     (the file shrinks) and replacement (a new inode); a huge line is cut, not buffered: its head is
-    kept until it ends, then shipped with the length it had in truth."""
+    kept until it ends, then shipped with the length it had in truth.
+
+    With `rotate`, the cursor (the host's log follower) also rotates the file once it has read it
+    past INSTANCE_LOG_MAX_BYTES: a server that runs for weeks is never restarted to rotate its log,
+    and the lines written between its read and the rotation are read from the rotated copy."""
 
     CHUNK = 4 * 1024 * 1024
     MAX_LINE_BYTES = 64 * 1024
 
-    def __init__(self, path: Path, backlog_bytes: int = 64 * 1024):
+    def __init__(self, path: Path, backlog_bytes: int = 64 * 1024, rotate: bool = False):
         self.path = path
         self.backlog_bytes = backlog_bytes
+        self.rotate = rotate
         self.inode: int | None = None
         self.offset = 0
         self.partial = b""
@@ -395,7 +415,20 @@ class FileCursor:
             handle.seek(self.offset)
             data = handle.read(self.CHUNK)
         self.offset += len(data)
-        return lost + self._split(data)
+        return lost + self._split(data) + self._rotated()
+
+    def _rotated(self) -> list[bytes]:
+        """Rotate the file once read past its limit; the lines that reached it since the read above,
+        read from the copy. The file is the same (same inode) and starts again from empty; a line cut
+        by the rotation goes on in it."""
+        limit = settings.INSTANCE_LOG_MAX_BYTES
+        if not self.rotate or limit <= 0 or self.offset < limit or not rotate_log(self.path):
+            return []
+        with open(self.path.with_name(f"{self.path.name}.1"), "rb") as copy:
+            copy.seek(self.offset)
+            data = copy.read(self.CHUNK)
+        self.offset = 0
+        return self._split(data)
 
     def _unfinished(self) -> list[bytes]:
         """A long line the file lost before it ended (rotation): shipped with the length it reached."""

@@ -41,6 +41,10 @@ class Runtime(Protocol):
 
     def log_cursor(self, instance) -> "LogCursor": ...
 
+    def log_disk(self, instance) -> dict | None:
+        """{"free", "total", "inodes_free", "inodes_total"} of the filesystem that holds the instance's
+        log (a full one blocks the server's writes); None where this worker cannot see it."""
+
 
 class LogCursor(Protocol):
     def read(self) -> list[bytes]:

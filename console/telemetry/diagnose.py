@@ -1,9 +1,10 @@
 """The checklist an operator runs before restarting, in plain words.
 
 The four rows of the runbook — GPU memory, duplicate processes, connections,
-log tail — evaluated on the recent samples, with the server's host memory and,
-where the engine reports one (vLLM), its KV cache; and a verdict: soft decay (a
-restart is the cure), or something a restart will not fix for long.
+log tail — evaluated on the recent samples, with the server's host memory, the
+disk that holds its log and, where the engine reports one (vLLM), its KV cache;
+and a verdict: soft decay (a restart is the cure), or something a restart will
+not fix for long.
 """
 
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from django.utils.translation import gettext as _
 from console.host.logs import recent_lines
 from console.host.logscan import signatures
 from console.telemetry.models import Sample
-from console.telemetry.rules import Finding, baseline_p95
+from console.telemetry.rules import Finding, baseline_p95, log_disk_free
 
 WINDOW = timedelta(minutes=15)
 MEMORY_NEAR_FULL = 0.92  # of the GPUs' total
@@ -29,6 +30,8 @@ KV_CACHE_FULL = 0.95  # of an engine's KV cache (vLLM): new requests wait, runni
 RSS_GROWTH = 0.25  # of the server's host memory over the window ...
 RSS_GROWTH_FLOOR = 256 * 2**20  # ... and at least this much: a leak (vLLM's vision models, #15597)
 RSS_SETTLE_SECONDS = 120  # a process's host memory is judged from this long after its start
+DISK_FULL = 0.05  # free share of the log's disk (bytes or inodes) under which writes are about to block
+DISK_LOW = 0.15
 
 
 @dataclass
@@ -174,6 +177,26 @@ def _host_memory(samples: list[Sample]) -> Finding | None:
     return Finding("host_memory", "ok", _("Host memory is steady."), evidence)
 
 
+def _log_disk(latest: Sample) -> Finding | None:
+    """The disk that holds the server's log (the runbook: a log never rotated fills it, or its inodes,
+    until writes block). None where the worker cannot see it (a container's)."""
+    shares = log_disk_free(latest.data.get("log_disk"))
+    if shares is None:
+        return None
+    disk, inodes_free = latest.data["log_disk"], shares[1]
+    evidence = [_("%(free)s free of %(total)s") % {"free": _gib(disk["free"]), "total": _gib(disk["total"])}]
+    if inodes_free is not None:
+        evidence.append(_("%(pct).1f%% of its inodes free") % {"pct": 100 * inodes_free})
+    free = min(share for share in shares if share is not None)
+    if free < DISK_FULL:
+        return Finding(
+            "log_disk", "bad", _("The disk that holds the log is nearly full: writes are about to block."), evidence
+        )
+    if free < DISK_LOW:
+        return Finding("log_disk", "warn", _("The disk that holds the log is filling up."), evidence)
+    return Finding("log_disk", "ok", _("The disk that holds the log has room."), evidence)
+
+
 def _latency(samples: list[Sample]) -> tuple[float | None, float | None]:
     """(baseline, now) p95 in ms: the process's own normal, and the last few samples."""
     with_p95 = [s for s in samples if s.p95_ms is not None]
@@ -193,7 +216,7 @@ def diagnose(instance, now=None) -> Diagnosis:
     lines = [entry["text"] for entry in recent_lines(instance.name)]
     baseline, current = _latency(samples)
     findings = [_memory(samples), _duplicates(latest, instance), _connections(latest), _log_tail(samples, lines)]
-    findings += [f for f in (_kv_cache(samples), _host_memory(samples)) if f is not None]
+    findings += [f for f in (_kv_cache(samples), _host_memory(samples), _log_disk(latest)) if f is not None]
     slow = baseline is not None and current >= SLOW_FLOOR_MS and current >= SLOW_FACTOR * baseline
     if baseline is not None:
         level = "warn" if slow else "ok"
@@ -210,6 +233,14 @@ def diagnose(instance, now=None) -> Diagnosis:
     leaking = "host_memory" in by and by["host_memory"].level == "warn"
     if latest.status == "down":
         verdict, advice = "down", _("The instance is down: read the log tail, then restart it.")
+    elif "log_disk" in by and by["log_disk"].level == "bad":
+        verdict, advice = (
+            "disk_full",
+            _(
+                "The disk that holds the log is nearly full: the server will block on its next writes, and a "
+                "restart frees nothing. Remove old files (rotated logs, checkpoints) or grow the disk."
+            ),
+        )
     elif by["processes"].level == "bad":
         verdict, advice = (
             "duplicates",

@@ -1,4 +1,5 @@
-"""What Diagnose and the watchdog share: one kind of finding, one idea of an instance's normal."""
+"""What Diagnose, the watchdog and /metrics share: one kind of finding, one idea of an instance's normal,
+one reading of the disk that holds its log."""
 
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,6 +20,23 @@ class Finding:
     summary: str
     evidence: list[str] = field(default_factory=list)
     figures: dict = field(default_factory=dict)
+
+
+def log_disk_free(disk) -> tuple[float, float | None] | None:
+    """(share of bytes free, share of inodes free or None) of a sample's `log_disk`; None where the
+    sample has none (a container's) or it is not figures. A file system without a fixed inode count
+    (btrfs: 0 of 0) has no inode share."""
+    if not isinstance(disk, dict) or not all(type(disk.get(k)) is int for k in ("free", "total")):
+        return None
+    if disk["total"] <= 0:
+        return None
+    inodes_free, inodes_total = disk.get("inodes_free"), disk.get("inodes_total")
+    inodes = (
+        inodes_free / inodes_total
+        if type(inodes_free) is int and type(inodes_total) is int and inodes_total > 0
+        else None
+    )
+    return disk["free"] / disk["total"], inodes
 
 
 def started_at(latest: Sample):

@@ -78,9 +78,10 @@ class Round:
 def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict:
     """Everything one sample says about one instance (no database writes)."""
     snapshot = shared.gpus
-    runtime_error = ""
+    runtime, runtime_error = None, ""
     try:
-        status = runtime_for(instance).status(instance, shared.groups)
+        runtime = runtime_for(instance)
+        status = runtime.status(instance, shared.groups)
         running, pids = status.running, status.pids
     except RuntimeFailure as exc:
         running, pids, runtime_error = False, [], str(exc)
@@ -126,6 +127,7 @@ def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict
         "requests": probe.health["totals"]["requests"],
         "tokens_per_second": probe.health["timings"]["tokens_per_second"],
         "engine": probe.health["engine"],
+        "log_disk": runtime.log_disk(instance) if runtime is not None else None,
     }
     return sample
 

@@ -4,8 +4,8 @@
 //
 // - A create must label the container as the console's, and may not ask for privileged mode,
 //   added capabilities, devices other than GPUs, the host's (or another container's) pid, ipc,
-//   uts, user or network namespaces, security options, sysctls, or bind mounts outside the
-//   allowed sources (never the Docker socket).
+//   uts, user or network namespaces, security options, sysctls, a log driver that ships logs off
+//   the host, or bind mounts outside the allowed sources (never the Docker socket).
 // - Every other call on a container (inspect, logs, top, stats, start, stop, restart, wait,
 //   remove) is allowed only for a container carrying the console's label.
 // Whatever the caller: the worker is the only service on the proxy's network, but a compromised
@@ -56,6 +56,8 @@ function namespaceProblem(host, key) {
     return key + " " + mode + " is not allowed";
 }
 
+const LOG_DRIVERS = ["", "json-file", "local", "journald", "none"];
+
 function createProblem(r, spec) {
     if (typeof spec !== "object" || spec === null || Array.isArray(spec)) return "the body is not a JSON object";
     const labels = spec.Labels || {};
@@ -83,6 +85,10 @@ function createProblem(r, spec) {
     if (host.Sysctls && Object.keys(host.Sysctls).length) return "sysctls are not allowed";
     if (host.CgroupParent) return "a cgroup parent is not allowed";
     if (host.VolumeDriver || (host.VolumesFrom || []).length) return "volume drivers and volumes-from are not allowed";
+    // Logs stay on the host: a driver that ships them elsewhere (syslog, gelf, fluentd...) would make
+    // the daemon send prompts and answers to any address the caller names.
+    const driver = (host.LogConfig || {}).Type || "";
+    if (LOG_DRIVERS.indexOf(driver) < 0) return "log driver " + driver + " is not allowed (logs stay on the host)";
     const binds = host.Binds || [];
     for (let i = 0; i < binds.length; i++) {
         const problem = bindProblem(r, String(binds[i]).split(":")[0]);

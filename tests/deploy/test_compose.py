@@ -153,6 +153,10 @@ def test_rolling_restart_through_nginx_loses_no_request(smoke_model, tmp_path):
         wait_http(CONSOLE + "/accounts/login/", timeout=180)
         wait_http(INFERENCE + "/health/ready", timeout=180)
         attacks_fail(client)
+        # Every container's log is rotated (Docker keeps everything by default).
+        for container in client.containers.list(filters={"label": f"com.docker.compose.project={PROJECT}"}):
+            log_config = container.attrs["HostConfig"]["LogConfig"]
+            assert log_config["Config"].get("max-size") == "20m", (container.name, log_config)
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as playwright:

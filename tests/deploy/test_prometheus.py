@@ -41,13 +41,13 @@ def test_promtool_accepts_the_metrics_and_the_rules(embedded_console, token):
         checked = promtool("check", "metrics", stdin=text)
         assert checked.returncode == 0, checked.stdout + checked.stderr
     rules = promtool("check", "rules", str(DEPLOY / "prometheus" / "alerts.yml"))
-    assert rules.returncode == 0 and "SUCCESS: 12 rules found" in rules.stdout, rules.stdout + rules.stderr
+    assert rules.returncode == 0 and "SUCCESS: 13 rules found" in rules.stdout, rules.stdout + rules.stderr
 
 
 def test_the_rules_hold_their_unit_tests():
     """promtool's unit test of the rules: two instances down and needing attention, one on hold, raise
     alerts for the other only; a scrape failing for 5 minutes, a scrape token under 14 days from expiry,
-    and latency higher since a restart and still higher, raise theirs."""
+    latency higher since a restart and still higher, and a log's disk nearly full, raise theirs."""
     tested = promtool("test", "rules", str(DEPLOY / "prometheus" / "alerts_test.yml"))
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
 
@@ -101,6 +101,9 @@ def test_a_real_prometheus_scrapes_the_console(embedded_console, token, tmp_path
         # The token (90 days, the default) is far from expiry: the rule that warns of it has nothing.
         expiry = query("instance_console_scrape_token_expiry_timestamp_seconds - time()")["data"]["result"]
         assert len(expiry) == 1 and 89 * 86400 < float(expiry[0]["value"][1]) <= 90 * 86400, expiry
+        # The demo runs as a local process: the disk that holds its log is read.
+        disk = query('instance_console_instance_log_disk_free_ratio{instance_name="demo"}')["data"]["result"]
+        assert len(disk) == 1 and 0 < float(disk[0]["value"][1]) <= 1, disk
         rules = {
             rule["name"]: rule
             for group in httpx.get(api + "/rules").json()["data"]["groups"]
@@ -116,7 +119,7 @@ def test_a_real_prometheus_scrapes_the_console(embedded_console, token, tmp_path
         for expr in expressions:
             answer = query(expr.replace("$instance", ".*").replace("$host", ".*"))
             assert answer["status"] == "success", (expr, answer)
-        assert len(expressions) >= 18
+        assert len(expressions) >= 19
     finally:
         server.terminate()
         server.wait(20)

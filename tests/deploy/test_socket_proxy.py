@@ -87,6 +87,7 @@ FORBIDDEN = [
     ({"volumes": ["/var/run/docker.sock:/docker.sock"]}, "Docker socket"),
     ({"volumes": ["/etc:/host-etc:ro"]}, "outside the allowed sources"),
     ({"sysctls": {"net.ipv4.ip_forward": "1"}}, "sysctls"),
+    ({"log_config": {"type": "syslog", "config": {"syslog-address": "udp://127.0.0.1:514"}}}, "log driver syslog"),
 ]
 
 

@@ -90,6 +90,11 @@ def test_container_start_restart_recreate_stop(engine, container_instance):
     assert started.state == "succeeded", (started.error, started.log_tail)
     container = engine.containers.get(instance.container_name)
     assert container.labels[MANAGED_LABEL] == "true" and container.labels[INSTANCE_LABEL] == instance.name
+    # Its log rotated like a local process's (Docker's json-file keeps everything by default).
+    assert container.attrs["HostConfig"]["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-size": str(20 * 2**20), "max-file": "4"},
+    }
     assert httpx.get(instance.base_url + "/health").json()["state"] == "ready"
     first_start = container.attrs["State"]["StartedAt"]
 

@@ -6,9 +6,11 @@ from contextlib import contextmanager
 
 import pytest
 
+from console.host import process
 from console.host.logs import LogFollower, recent_lines
 from console.host.logscan import MAX_LINE_CHARS, clean
 from console.host.process import FileCursor, ProcessRuntime, rotate_log
+from console.instances.models import Instance
 from tests.factories import process_instance
 
 
@@ -37,6 +39,50 @@ def test_cursor_follows_copy_truncate_rotation(tmp_path):
     with open(path, "ab") as log:
         log.write(b"after rotation\n")
     assert cursor.read() == [b"after rotation"]
+
+
+def test_the_follower_rotates_a_running_servers_log_and_loses_no_line_it_could_read(tmp_path, settings, monkeypatch):
+    """A server that runs for weeks is never restarted to rotate its log: the follower's cursor rotates
+    it once read past INSTANCE_LOG_MAX_BYTES, the server appending on through its O_APPEND handle."""
+    settings.INSTANCE_LOG_MAX_BYTES, settings.INSTANCE_LOG_BACKUPS = 1000, 2
+    path = tmp_path / "server.log"
+    writer = open(path, "ab", buffering=0)
+    cursor = FileCursor(path, rotate=True)
+    assert cursor.read() == []
+    real, rotations = process.rotate_log, []
+
+    def late_line_then_rotate(log_path, *args):  # a line reaches the file between the read and the rotation
+        writer.write(b"late line %d\n" % len(rotations))
+        rotations.append(real(log_path, *args))
+        return rotations[-1]
+
+    monkeypatch.setattr(process, "rotate_log", late_line_then_rotate)
+    seen = []
+    for n in range(60):
+        writer.write(b"line %03d " % n + b"x" * 40 + b"\n")
+        if n % 7 == 6:
+            seen += cursor.read()
+    seen += cursor.read()
+    numbered = [line for line in seen if line.startswith(b"line ")]
+    assert [int(line[5:8]) for line in numbered] == list(range(60))
+    assert len(rotations) == 2 and all(rotations)
+    assert [line for line in seen if line.startswith(b"late")] == [b"late line 0", b"late line 1"]  # from the copy
+    assert path.stat().st_size < 1000 and (tmp_path / "server.log.1").exists()
+    assert (tmp_path / "server.log.2").exists() and not (tmp_path / "server.log.3").exists()
+
+    # A line the rotation cuts goes on in the emptied file.
+    monkeypatch.setattr(process, "rotate_log", real)
+    writer.write(b"y" * 1000 + b"\ncut by the rot")
+    assert cursor.read() == [b"y" * 1000] and path.stat().st_size == 0
+    writer.write(b"ation\n")
+    assert cursor.read() == [b"cut by the rotation"]
+    writer.close()
+
+    never = tmp_path / "other.log"
+    never.write_bytes(b"y\n" * 1000)
+    settings.INSTANCE_LOG_MAX_BYTES = 0  # rotation off
+    unrotated = FileCursor(never, backlog_bytes=10_000, rotate=True)
+    assert len(unrotated.read()) == 1000 and never.stat().st_size == 2000
 
 
 def test_a_10_mb_line_is_cut_and_the_next_line_still_arrives(tmp_path):
@@ -111,6 +157,28 @@ def test_follower_ships_lines_of_a_real_process_and_counts_errors(tmp_path):
         assert [entry["level"] for entry in seen] == ["info", "info", "info", "error"]
         assert follower.take_counts("follow-a") == {"cuda_oom": 1, "timeout": 1}
         assert follower.take_counts("follow-a") == {}  # taken once
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_process_log_is_rotated_by_its_follower(tmp_path, settings):
+    """The log of a local process that keeps running stays under INSTANCE_LOG_MAX_BYTES: rotated while
+    it runs, not only at its next start, with its older files kept and its lines all shipped."""
+    settings.INSTANCE_LOG_MAX_BYTES, settings.INSTANCE_LOG_BACKUPS = 4000, 2
+    script = (
+        "import time\n"
+        "for burst in range(8):\n"
+        "    for n in range(40):\n"
+        "        print(f'line {burst * 40 + n:03d} ' + 'x' * 90, flush=True)\n"
+        "    time.sleep(0.4)\n"
+        "print('done', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    with followed("follow-rot", script, tmp_path, lines=321) as (follower, seen):
+        texts = [entry["text"] for entry in seen]
+        assert texts[-1] == "done" and [int(t[5:8]) for t in texts[:-1]] == list(range(320))
+        log = process.log_path(Instance.objects.get(name="follow-rot"))
+        assert log.stat().st_size < 4000 and log.with_name("server.log.1").stat().st_size >= 4000
+        assert log.with_name("server.log.2").exists() and not log.with_name("server.log.3").exists()
 
 
 @pytest.mark.django_db(transaction=True)

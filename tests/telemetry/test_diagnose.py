@@ -112,3 +112,37 @@ def test_host_memory_of_a_process_warming_up_or_of_the_one_before_is_not_judged(
     history(instance, rss=lambda i: 6 * GiB if i < 5 else (i - 4) * GiB // 4, data=data)
     found, levels = verdict(instance)
     assert "host_memory" not in levels and found == "healthy", (found, levels)
+
+
+def test_the_disk_that_holds_the_log_nearly_full_or_out_of_inodes_is_said_before_decay(instance):
+    """The runbook: a log never rotated fills its disk or its inodes until the server blocks on a write,
+    which no restart frees. Judged on the latest sample; unknown (a container's) says nothing."""
+
+    def disk(free, inodes_free=500_000, inodes_total=1_000_000):
+        return lambda i: {
+            "uptime": 3600 + i * 5,
+            "pids": [10],
+            "server_pid": 10,
+            "log_disk": {"free": free, "total": 100 * GiB, "inodes_free": inodes_free, "inodes_total": inodes_total},
+        }
+
+    history(instance, p95_ms=lambda i: 100.0 if i < 7 else 400.0, data=disk(3 * GiB))  # slow, too
+    result = diagnose(instance)
+    found = {f.rule: f for f in result.findings}
+    assert result.verdict == "disk_full" and found["log_disk"].level == "bad"
+    assert found["log_disk"].evidence == ["3.0 GiB free of 100.0 GiB", "50.0% of its inodes free"]
+    assert "restart frees nothing" in result.advice
+
+    Sample.objects.all().delete()
+    history(instance, data=disk(50 * GiB, inodes_free=30_000))  # room, but 3 % of the inodes
+    assert verdict(instance) == ("disk_full", {**verdict(instance)[1], "log_disk": "bad"})
+    Sample.objects.all().delete()
+    history(instance, data=disk(10 * GiB))
+    assert verdict(instance)[1]["log_disk"] == "warn" and verdict(instance)[0] == "healthy"
+    Sample.objects.all().delete()
+    history(instance, data=disk(50 * GiB, inodes_free=0, inodes_total=0))  # btrfs: no fixed inode count
+    assert verdict(instance)[1]["log_disk"] == "ok"
+    for unknown in (None, {"free": "lots", "total": 1}, {"free": 1, "total": 0}, ["x"]):
+        Sample.objects.all().delete()
+        history(instance, data={"uptime": 3600, "pids": [10], "server_pid": 10, "log_disk": unknown})
+        assert "log_disk" not in verdict(instance)[1], unknown

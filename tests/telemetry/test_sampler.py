@@ -2,11 +2,13 @@
 
 import json
 import math
+import os
 import time
 
 import httpx
 import pytest
 
+from console.host import process
 from console.host.gpu import GpuDevice, GpuProcess
 from console.host.process import ProcessRuntime
 from console.host.server import Probe
@@ -36,6 +38,10 @@ def test_a_ready_server_is_sampled_with_its_health_and_connections(managed):
     assert sample.data["tcp"]["LISTEN"] == 1
     assert sample.data["server_pid"] in sample.data["pids"]
     assert sample.data["uptime"] > 0
+    # The disk that holds its log, as the file system says (the runbook: a full one blocks writes).
+    disk, fs = sample.data["log_disk"], os.statvfs(process.log_path(instance).parent)
+    assert disk["total"] == fs.f_blocks * fs.f_frsize and 0 < disk["free"] <= disk["total"]
+    assert disk["inodes_total"] == fs.f_files
 
 
 @pytest.mark.django_db(transaction=True)
