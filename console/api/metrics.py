@@ -3,18 +3,19 @@
 The numbers live in several processes (each host's worker samples, any worker runs operations), and
 all of them end in the database: a collector that reads it at scrape time is right whichever process
 answers, with no multiprocess files to share. Counters are counts of rows that are never deleted
-(operations, rollouts, schedule runs, alert deliveries), so they only grow.
+(operations, rollouts, schedule runs, alert deliveries), so they only grow; the duration histograms
+read each ended operation once per process (durations.py), not the whole history at every scrape.
 """
 
-from collections import Counter, defaultdict
-from datetime import datetime
+from collections import Counter
 
-from django.db.models import Count, OuterRef, Subquery, Sum
+from django.db.models import Count, Max, OuterRef, Subquery, Sum
 from django.utils import timezone
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from console.alerts.models import AlertDelivery
+from console.api.durations import DURATIONS
 from console.instances.holds import active_holds
 from console.instances.models import Host, Instance
 from console.operations.models import Operation, Rollout
@@ -26,28 +27,12 @@ from console.watchdog.models import Watchdog
 
 PREFIX = "instance_console"
 STATUSES = ("ready", "loading", "degraded", "draining", "down", "unknown")
-DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 # A schedule run's reason, as a label of few values (the sentence itself says minutes and names).
 SKIP_REASONS = (
     ("missed by", "missed"),
     ("outside the maintenance window", "outside_window"),
     ("no enabled instance", "no_instance"),
 )
-
-
-def _seconds(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-
-
-def _histogram(name: str, documentation: str, labels: list[str], observed: dict) -> HistogramMetricFamily:
-    """A histogram family from {label values: [seconds, ...]}."""
-    family = HistogramMetricFamily(name, documentation, labels=labels)
-    for key, values in sorted(observed.items()):
-        buckets = [(str(b), sum(1 for v in values if v <= b)) for b in DURATION_BUCKETS]
-        family.add_metric(list(key), [*buckets, ("+Inf", len(values))], sum(values))
-    return family
 
 
 def skip_reason(reason: str) -> str:
@@ -94,17 +79,15 @@ class ConsoleCollector(Collector):
         instances = list(Instance.objects.select_related("host").order_by("name"))
         samples, last = latest_samples(instances), last_operations(instances)
         dogs = {d.instance_id: d for d in Watchdog.objects.filter(instance__in=instances)}
-        last_restart = {}
-        for instance_id, finished in (
+        last_restart = dict(
             Operation.objects.filter(
-                instance__in=instances,
-                state=Operation.State.SUCCEEDED,
-                kind__in=[Operation.Kind.START, Operation.Kind.RESTART],
+                state=Operation.State.SUCCEEDED, kind__in=[Operation.Kind.START, Operation.Kind.RESTART]
             )
-            .order_by("instance_id", "-finished")
-            .values_list("instance_id", "finished")
-        ):
-            last_restart.setdefault(instance_id, finished)
+            .order_by()
+            .values("instance_id")
+            .annotate(last=Max("finished"))
+            .values_list("instance_id", "last")
+        )
         labels = ["instance_name", "host", "group"]  # "instance" is Prometheus's own target label
         status = GaugeMetricFamily(
             f"{PREFIX}_instance_status",
@@ -268,21 +251,7 @@ class ConsoleCollector(Collector):
         for kind in Operation.Kind.values:
             for state in Operation.ACTIVE_STATES:
                 active.add_metric([kind, state], counted.get((kind, state), 0))
-        durations, steps = defaultdict(list), defaultdict(list)
-        finished = (
-            Operation.objects.exclude(state__in=Operation.ACTIVE_STATES).exclude(started=None).exclude(finished=None)
-        )
-        for kind, state, started, ended, recorded in finished.values_list(
-            "kind", "state", "started", "finished", "steps"
-        ).iterator(chunk_size=2000):
-            durations[(kind, state)].append((ended - started).total_seconds())
-            for step in recorded or []:
-                seconds = step.get("seconds")
-                if seconds is None:
-                    seconds = _seconds(step.get("started"), step.get("finished"))
-                if seconds is not None and step.get("state") in ("done", "failed"):
-                    name = step["name"] if not step["name"].startswith("restart (whole") else "restart whole"
-                    steps[(kind, name, step["state"])].append(seconds)
+        durations, steps = DURATIONS.read()
         effects = CounterMetricFamily(
             f"{PREFIX}_operation_effects",
             "Restarts and soft resets whose effect was measured, by kind, trigger and what p95 latency did "
@@ -299,17 +268,13 @@ class ConsoleCollector(Collector):
         yield total
         yield active
         yield effects
-        yield _histogram(
-            f"{PREFIX}_operation_duration_seconds",
-            "How long operations took, start to end",
-            ["kind", "state"],
-            durations,
+        yield durations.family(
+            f"{PREFIX}_operation_duration_seconds", "How long operations took, start to end", ["kind", "state"]
         )
-        yield _histogram(
+        yield steps.family(
             f"{PREFIX}_operation_step_duration_seconds",
             "How long each step of an operation took",
             ["kind", "step", "state"],
-            steps,
         )
 
     def _rollouts_and_schedules(self):

@@ -70,6 +70,8 @@ class Operation(models.Model):
         ordering = ["-created"]
         indexes = [
             models.Index(fields=["instance", "-created"]),
+            # Each instance's last restart, and its last measured one (/metrics, at every scrape).
+            models.Index(fields=["instance", "-finished"], name="operation_instance_finished"),
             # Only the operations whose effect is still to be kept: a few, however long the history.
             models.Index(
                 fields=["finished"],

@@ -1,0 +1,135 @@
+"""What a Prometheus scrape of /metrics costs once the console has a history: `--instances` instances,
+each restarted every night for `--days` days (each restart with its six steps, its effect kept where the
+tree keeps one), the latest sample of each.
+
+    python bench/metrics_bench.py [--tree <checkout before>] [--tree .] [--instances 100] [--days 365] \\
+        [--database-url URL] [--out metrics.json]
+
+Each tree runs in a process of its own against its own fresh database (SQLite in a temporary directory
+unless --database-url names another, which is emptied of the benchmark's rows after): the rows are
+written once and the tables analysed, then the whole exposition (`generate_latest` over the console's
+collector) is timed 6 times in one process: its first scrape, then the best and the median of the
+next 5 (a process reads each ended operation's durations once), and its size. Prometheus's default
+scrape timeout is 10 s.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+RUN = r"""
+import json, statistics, sys, time
+from datetime import timedelta
+
+import django
+django.setup()
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+call_command("migrate", verbosity=0)
+from console.api.metrics import ConsoleCollector
+from console.instances.models import Host, Instance
+from console.operations.models import Operation
+from console.telemetry.models import Sample
+
+instances_count, days = int(sys.argv[1]), int(sys.argv[2])
+keeps_effects = hasattr(Operation, "effect_settled")
+host, _ = Host.objects.get_or_create(name="bench-metrics")
+now = timezone.now()
+instances = Instance.objects.bulk_create(
+    Instance(name=f"bench-m-{n:04d}", host=host, runtime="process", command=["true"], base_url="http://127.0.0.1:9")
+    for n in range(instances_count)
+)
+Sample.objects.bulk_create(
+    Sample(instance=i, at=now, status="ready", probe_ok=True, p95_ms=120.0, data={"uptime": 3600}) for i in instances
+)
+names = ["drain", "stop", "release", "start", "ready", "verify"]
+for day in range(days):
+    started = now - timedelta(days=day, hours=3)
+    rows = []
+    for instance in instances:
+        steps = [
+            {"name": name, "state": "done", "seconds": 0.5 + n, "started": None, "finished": None, "detail": "ok"}
+            for n, name in enumerate(names)
+        ]
+        fields = dict(
+            instance=instance, kind="restart", trigger="schedule", state="succeeded", created=started,
+            started=started, finished=started + timedelta(seconds=20), steps=steps, reason="nightly",
+        )
+        if keeps_effects:
+            fields.update(p95_before_ms=300.0, p95_after_ms=120.0, p95_change="lower", effect_settled=now)
+        rows.append(Operation(**fields))
+    Operation.objects.bulk_create(rows, batch_size=2000)
+with connection.cursor() as cursor:
+    cursor.execute("ANALYZE")  # as autovacuum would have: the planner knows the rows are there
+registry = CollectorRegistry()
+registry.register(ConsoleCollector())
+try:
+    seconds = []
+    for _ in range(6):
+        began = time.perf_counter()
+        text = generate_latest(registry)
+        seconds.append(time.perf_counter() - began)
+    print(json.dumps({
+        "instances": instances_count,
+        "operations": Operation.objects.filter(instance__host=host).count(),
+        "keeps_effects": keeps_effects,
+        "bytes": len(text),
+        "first_ms": round(seconds[0] * 1000, 1),
+        "best_ms": round(min(seconds[1:]) * 1000, 1),
+        "median_ms": round(statistics.median(seconds[1:]) * 1000, 1),
+    }))
+finally:
+    Operation.objects.filter(instance__host=host).delete()
+    Sample.objects.filter(instance__host=host).delete()
+    Instance.objects.filter(host=host).delete()
+    host.delete()
+"""
+
+
+def run(tree: Path, instances: int, days: int, database_url: str | None) -> dict:
+    with tempfile.TemporaryDirectory() as var:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(tree),
+            "DJANGO_SETTINGS_MODULE": "console.settings",
+            "CONSOLE_VAR_DIR": var,
+            "DATABASE_URL": database_url or f"sqlite:///{var}/bench.sqlite3",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", RUN, str(instances), str(days)],
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tree", action="append", default=[], help="a checkout (default: this one)")
+    parser.add_argument("--instances", type=int, default=100)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    results = {
+        tree: run(Path(tree).resolve(), args.instances, args.days, args.database_url) for tree in args.tree or ["."]
+    }
+    for tree, result in results.items():
+        print(f"{tree}: {result}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

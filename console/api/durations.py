@@ -1,0 +1,107 @@
+"""How long operations and their steps took, as Prometheus histograms over every operation that ended.
+
+Histograms are cumulative: each scrape must count every operation ever ended, and reading them all
+again at each scrape grew with the history (a year of nightly restarts of 100 instances: 3.4 s a
+scrape on PostgreSQL, most of it spent on their timestamps and steps). An ended operation never
+changes, so each process reads it once: `Durations` keeps the figures of every operation up to a
+watermark (the one before the oldest still queued or running), and each scrape reads only those
+after it. Every process counts the same operations, so any of them answers the same.
+"""
+
+import threading
+from datetime import datetime
+
+from django.db.models import Count, Max
+from prometheus_client.core import HistogramMetricFamily
+
+from console.operations.models import Operation
+
+BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+FIELDS = ("pk", "kind", "state", "started", "finished", "steps")
+
+
+class Tally:
+    """Histogram figures by label values: a count per bucket, the count and the sum."""
+
+    def __init__(self, rows: dict | None = None):
+        self.rows = {key: list(row) for key, row in (rows or {}).items()}
+
+    def add(self, key: tuple, seconds: float) -> None:
+        row = self.rows.setdefault(key, [0] * (len(BUCKETS) + 2))
+        for n, bound in enumerate(BUCKETS):
+            if seconds <= bound:
+                row[n] += 1
+        row[-2] += 1
+        row[-1] += seconds
+
+    def copy(self) -> "Tally":
+        return Tally(self.rows)
+
+    def family(self, name: str, documentation: str, labels: list[str]) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, documentation, labels=labels)
+        for key, row in sorted(self.rows.items()):
+            buckets = [(str(bound), row[n]) for n, bound in enumerate(BUCKETS)]
+            family.add_metric(list(key), [*buckets, ("+Inf", row[-2])], row[-1])
+        return family
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def tally(rows, durations: Tally, steps: Tally) -> None:
+    """Add ended operations (rows of FIELDS) to the tallies: the whole operation by kind and outcome,
+    each done or failed step by kind, name and outcome."""
+    for _pk, kind, state, started, ended, recorded in rows:
+        if state in Operation.ACTIVE_STATES or started is None or ended is None:
+            continue
+        durations.add((kind, state), (ended - started).total_seconds())
+        for step in recorded or []:
+            if not isinstance(step, dict) or step.get("state") not in ("done", "failed"):
+                continue
+            seconds = step.get("seconds")
+            if seconds is None:
+                seconds = _seconds(step.get("started"), step.get("finished"))
+            if isinstance(seconds, int | float):
+                name = str(step.get("name", ""))
+                name = "restart whole" if name.startswith("restart (whole") else name
+                steps.add((kind, name, step["state"]), float(seconds))
+
+
+class Durations:
+    """The tallies of every operation up to `upto`, all of them ended; kept across scrapes."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.upto, self.seen, self.latest = 0, 0, None
+        self.durations, self.steps = Tally(), Tally()
+
+    def read(self) -> tuple[Tally, Tally]:
+        """(operations, steps): every ended operation's figures, reading only those after the mark."""
+        with self._lock:
+            # What was read is still there as read (no operation deleted, no test database rolled back).
+            kept = Operation.objects.filter(pk__lte=self.upto).aggregate(n=Count("pk"), latest=Max("finished"))
+            if (kept["n"], kept["latest"]) != (self.seen, self.latest):
+                self._reset()
+            after = list(Operation.objects.filter(pk__gt=self.upto).order_by("pk").values_list(*FIELDS))
+            # One read, one snapshot: the mark moves to the operation before the first still active in it.
+            # (One committed later below the mark changes the count above: all is read again then.)
+            bound = next((row[0] for row in after if row[2] in Operation.ACTIVE_STATES), None)
+            ended = [row for row in after if bound is None or row[0] < bound]
+            tally(ended, self.durations, self.steps)
+            if ended:
+                self.upto, self.seen = ended[-1][0], self.seen + len(ended)
+                latest = max((row[4] for row in ended if row[4] is not None), default=None)
+                if latest is not None and (self.latest is None or latest > self.latest):
+                    self.latest = latest
+            durations, steps = self.durations.copy(), self.steps.copy()
+        tally([row for row in after if bound is not None and row[0] >= bound], durations, steps)
+        return durations, steps
+
+
+DURATIONS = Durations()  # per process

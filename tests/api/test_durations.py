@@ -1,0 +1,74 @@
+"""The operation and step duration histograms: every ended operation counted, each read once per
+process, the same figures as reading them all again."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from console.api.durations import Durations
+from console.operations.models import Operation
+from tests.factories import process_instance
+
+
+def ended(instance, seconds: float, state="succeeded", steps=None) -> Operation:
+    finished = timezone.now()
+    return Operation.objects.create(
+        instance=instance,
+        kind="restart",
+        state=state,
+        started=finished - timedelta(seconds=seconds),
+        finished=finished,
+        steps=steps or [{"name": "drain", "state": "done", "seconds": seconds / 2}],
+    )
+
+
+def figures(durations: Durations) -> tuple[dict, dict]:
+    operations, steps = durations.read()
+    return operations.rows, steps.rows
+
+
+@pytest.mark.django_db
+def test_each_ended_operation_is_read_once_and_counted_as_a_fresh_read_counts_it():
+    a, b = process_instance("dur-a", command=["true"]), process_instance("dur-b", command=["true"])
+    kept = Durations()
+    first = ended(a, 4)
+    running = Operation.objects.create(instance=b, kind="restart", state="running", started=timezone.now())
+    later = ended(a, 40, state="failed", steps=[{"name": "ready", "state": "failed", "seconds": 30}])
+    operations, steps = figures(kept)
+    assert operations[("restart", "succeeded")][-2:] == [1, 4.0] and operations[("restart", "failed")][-2] == 1
+    assert steps[("restart", "ready", "failed")][-2:] == [1, 30.0]
+    assert kept.upto == first.pk  # the running one holds the mark: the one after it is read again
+
+    with CaptureQueriesContext(connection) as queries:
+        assert figures(kept) == figures(Durations())
+    read = [q["sql"] for q in queries.captured_queries if '"steps"' in q["sql"]]
+    assert len(read) == 2 and f"> {first.pk}" in read[0].replace('"id" >', ">").split("WHERE")[1]
+
+    Operation.objects.filter(pk=running.pk).update(
+        state="succeeded",
+        finished=running.started + timedelta(seconds=2.5),
+        steps=[{"name": "restart (whole process)", "state": "done", "seconds": 2.0}],
+    )
+    operations, steps = figures(kept)
+    assert operations[("restart", "succeeded")][-2] == 2 and steps[("restart", "restart whole", "done")][-2] == 1
+    assert kept.upto == later.pk and (operations, steps) == figures(Durations())
+    buckets = operations[("restart", "succeeded")]
+    assert buckets[:3] == [0, 0, 2]  # 2.5 s and 4 s: le 5 holds both, le 2 neither
+
+
+@pytest.mark.django_db
+def test_operations_gone_or_changed_below_the_mark_are_all_read_again():
+    """A test database rolled back, an operation deleted by hand: the kept figures would count what is
+    no longer there."""
+    instance = process_instance("dur-c", command=["true"])
+    kept = Durations()
+    gone, stays = ended(instance, 3), ended(instance, 100)
+    assert figures(kept)[0][("restart", "succeeded")][-2] == 2
+    gone.delete()
+    operations = figures(kept)[0]
+    assert operations[("restart", "succeeded")][-2:] == [1, 100.0]
+    Operation.objects.filter(pk=stays.pk).update(finished=stays.finished + timedelta(seconds=50))
+    assert figures(kept)[0][("restart", "succeeded")][-2:] == [1, 150.0]
