@@ -92,7 +92,7 @@ def _windows(operation: Operation, now) -> tuple:
     return (operation.started - window, operation.started), (after_from, min(after_until, now)), after_until
 
 
-def _kept(operation: Operation) -> dict | None:
+def kept_latency(operation: Operation) -> dict | None:
     """The p95 figures kept on a settled operation, as `with_latency_effects` gives them."""
     before, after = operation.p95_before_ms, operation.p95_after_ms
     if before is None and after is None:
@@ -119,7 +119,7 @@ def effect(operation: Operation, now=None) -> dict | None:
     if operation.effect_settled is not None:
         # The kept p95, as the lists show it, even once the raw samples it was read from are pruned.
         figures = [row for row in figures if row["name"] != "p95_ms"]
-        if (kept := _kept(operation)) is not None:
+        if (kept := kept_latency(operation)) is not None:
             figures.insert(0, {"name": "p95_ms", "unit": "ms", **kept})
     return {
         "measuring": now < measured_until,
@@ -136,7 +136,7 @@ def with_latency_effects(instance, operations, now=None) -> list:
     change, where it has one; from one read of the instance's samples, for a table of operations."""
     operations = list(operations)
     for operation in operations:
-        operation.latency_effect = _kept(operation) if operation.effect_settled is not None else None
+        operation.latency_effect = kept_latency(operation) if operation.effect_settled is not None else None
     judged = [operation for operation in operations if _applies(operation) and operation.effect_settled is None]
     if not judged:
         return operations

@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from console.instances.holds import active_holds
 from console.instances.models import Hold, Instance
+from console.operations.effect import kept_latency
 from console.operations.models import Operation, Rollout
 from console.telemetry.latest import is_fresh, latest_samples
 from console.telemetry.models import Sample
@@ -31,6 +32,8 @@ def operation_summary(operation: Operation) -> dict:
         "duration": operation.duration,
         "worker": operation.worker,
         "attempts": operation.attempts,
+        # p95 before and after, kept once measured (the whole effect: GET /api/operations/<id>/).
+        "latency_effect": kept_latency(operation) if operation.effect_settled else None,
     }
 
 

@@ -236,3 +236,9 @@ def test_the_p95_effect_is_kept_once_measured_and_outlives_its_samples(restarted
     browser.force_login(user("v-kept", VIEWER))
     rows = browser.get("/instances/eff-a/operations/rows/", HTTP_HX_REQUEST="true").content.decode()
     assert "2012 ms → 412 ms" in rows
+    # Scripts read it beside each of an instance's recent operations.
+    _, key = ApiToken.issue(user("v-kept-api", VIEWER), "script")
+    listed = Client().get("/api/instances/eff-a/", HTTP_AUTHORIZATION=f"Bearer {key}").json()["operations"]
+    by_id = {operation["id"]: operation["latency_effect"] for operation in listed}
+    assert by_id[restarted.pk] == {"before": 2012.5, "after": 411.5, "change": "lower"}
+    assert by_id[stopped.pk] is None
