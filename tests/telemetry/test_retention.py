@@ -51,3 +51,23 @@ def test_prune_keeps_raw_for_a_day_and_minutes_for_a_month():
     )
     assert prune(NOW) == 2
     assert set(Sample.objects.values_list("pk", flat=True)) == {kept.pk, month.pk}
+
+
+@pytest.mark.django_db
+def test_each_instance_rolls_up_from_its_own_newest_rollup_and_is_pruned_alone():
+    behind, new = process_instance("roll-c", command=["true"]), process_instance("roll-d", command=["true"])
+    process_instance("roll-quiet", command=["true"])  # no samples at all
+    end = NOW.replace(second=0)
+    Sample.objects.create(instance=behind, at=end - timedelta(minutes=3), resolution=Sample.MINUTE, status="ready")
+    for minutes in (4, 2, 1):  # the one 4 minutes back is already in a rollup's past: never rolled again
+        raw(behind, end - timedelta(minutes=minutes, seconds=-10), p95_ms=float(minutes))
+    for hours in (3, 2):
+        raw(new, end - timedelta(hours=hours), p95_ms=float(hours))
+    assert rollup(NOW) == 4
+    rolled = {
+        (s.instance.name, int((end - s.at).total_seconds() // 60)): s.p95_ms
+        for s in Sample.objects.filter(resolution=Sample.MINUTE).exclude(at=end - timedelta(minutes=3))
+    }
+    assert rolled == {("roll-c", 2): 2.0, ("roll-c", 1): 1.0, ("roll-d", 180): 3.0, ("roll-d", 120): 2.0}
+    raw(new, NOW - timedelta(hours=25))
+    assert prune(NOW) == 1 and Sample.objects.filter(instance=new, resolution=Sample.RAW).count() == 2
