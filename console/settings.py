@@ -319,4 +319,5 @@ CELERY_BEAT_SCHEDULE = {
     },
     "rollup-samples": {"task": "console.telemetry.tasks.rollup_and_prune", "schedule": 60.0},
     "settle-effects": {"task": "console.operations.tasks.settle_effects", "schedule": 60.0},
+    "schedule-reports": {"task": "console.schedules.tasks.send_reports", "schedule": 60.0},
 }

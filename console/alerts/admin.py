@@ -6,7 +6,16 @@ from console.alerts.notify import _enqueue
 
 @admin.register(AlertChannel)
 class AlertChannelAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "format", "enabled", "on_failed_operation", "on_watchdog", "on_needs_attention"]
+    list_display = [
+        "name",
+        "kind",
+        "format",
+        "enabled",
+        "on_failed_operation",
+        "on_watchdog",
+        "on_needs_attention",
+        "on_schedule_report",
+    ]
     list_filter = ["kind", "enabled"]
     filter_horizontal = ["instances"]
 

@@ -15,22 +15,30 @@ from console.instances.holds import active_hold
 log = logging.getLogger(__name__)
 
 FAILED_OPERATION, WATCHDOG, NEEDS_ATTENTION = "operation_failed", "watchdog", "needs_attention"
-EVENT_FLAGS = {FAILED_OPERATION: "on_failed_operation", WATCHDOG: "on_watchdog", NEEDS_ATTENTION: "on_needs_attention"}
+SCHEDULE_REPORT = "schedule_report"
+EVENT_FLAGS = {
+    FAILED_OPERATION: "on_failed_operation",
+    WATCHDOG: "on_watchdog",
+    NEEDS_ATTENTION: "on_needs_attention",
+    SCHEDULE_REPORT: "on_schedule_report",
+}
 MAX_ATTEMPTS = 5
 
 
-def notify(event: str, instance, title: str, text: str, details: dict | None = None) -> list[AlertDelivery]:
+def notify(event: str, instance, title: str, text: str, details: dict | None = None, among=None) -> list[AlertDelivery]:
     """Record one delivery per interested channel and queue it (after the current transaction commits).
-    While the instance is on hold, each is recorded silenced, with its hold, and not sent."""
+    While the instance is on hold, each is recorded silenced, with its hold, and not sent. Without an
+    instance (a report on several: `among`), a channel limited to some instances gets it if one of them
+    is among those."""
     channels = AlertChannel.objects.filter(enabled=True, **{EVENT_FLAGS[event]: True}).filter(
-        Q(instances=None) | Q(instances=instance)
+        Q(instances=None) | (Q(instances=instance) if instance is not None else Q(instances__in=among or []))
     )
-    hold = active_hold(instance)
+    hold = active_hold(instance) if instance is not None else None
     deliveries = [
         AlertDelivery.objects.create(
             channel=channel,
             event=event,
-            instance_name=instance.name,
+            instance_name=instance.name if instance is not None else "",
             title=title[:200],
             text=text,
             details=details or {},
