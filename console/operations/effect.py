@@ -152,7 +152,9 @@ def with_latency_effects(instance, operations, now=None) -> list:
 
 def settle(now=None, batch: int = 200) -> int:
     """Keep the p95 before and after on each restart or soft reset whose window after has passed (beat's
-    minute round), oldest first, `batch` at a time: one read of samples per instance."""
+    minute round), `batch` at a time, one read of samples per instance. Newest first: the history of a
+    console just upgraded (a year of restarts, most with no samples left) is worked through behind
+    the night's restarts, whose report waits on them (console.schedules.report)."""
     now = now or timezone.now()
     passed = now - timedelta(
         seconds=settings.OPERATION_EFFECT_SETTLE_SECONDS + settings.OPERATION_EFFECT_WINDOW_SECONDS
@@ -162,7 +164,7 @@ def settle(now=None, batch: int = 200) -> int:
         Operation.objects.filter(unsettled, finished__lte=passed)
         .exclude(started=None)
         .select_related("instance")
-        .order_by("finished")[:batch]
+        .order_by("-finished")[:batch]
     )
     by_instance: dict = {}
     for operation in due:

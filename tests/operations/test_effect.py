@@ -222,6 +222,21 @@ def test_the_p95_effect_is_kept_once_measured_and_outlives_its_samples(restarted
     assert stopped.effect_settled is None  # a stop has no effect to keep
     assert settle() == 0  # kept once
 
+    # A console just upgraded with a long history: the newest first, the rest in later rounds.
+    history = [
+        Operation.objects.create(
+            instance=other,
+            kind="restart",
+            state="succeeded",
+            started=restarted.started - timedelta(days=d),
+            finished=restarted.finished - timedelta(days=d),
+        )
+        for d in (3, 1, 2)
+    ]
+    settled = Operation.objects.filter(pk__in=[h.pk for h in history]).exclude(effect_settled=None)
+    assert settle(batch=2) == 2 and set(settled.values_list("pk", flat=True)) == {history[1].pk, history[2].pk}
+    assert settle(batch=2) == 1 and settled.count() == 3
+
     # Raw samples would read as per-minute rollups after a day, and none are left after a month.
     Sample.objects.filter(instance=instance).delete()
     assert with_latency_effects(instance, [restarted])[0].latency_effect == {
