@@ -10,13 +10,7 @@ the rows are written once and the tables analysed, then `with_latency_effects` i
 the best and the median.
 """
 
-import argparse
-import json
-import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
+from trees import compare, parser
 
 RUN = r"""
 import json, statistics, time
@@ -76,32 +70,8 @@ finally:
 """
 
 
-def run(tree: Path, database_url: str | None) -> dict:
-    with tempfile.TemporaryDirectory() as var:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(tree),
-            "DJANGO_SETTINGS_MODULE": "console.settings",
-            "CONSOLE_VAR_DIR": var,
-            "DATABASE_URL": database_url or f"sqlite:///{var}/bench.sqlite3",
-        }
-        done = subprocess.run(
-            [sys.executable, "-c", RUN], cwd=tree, env=env, capture_output=True, text=True, check=True
-        )
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tree", action="append", default=[], help="a checkout (default: this one)")
-    parser.add_argument("--database-url", default=None)
-    parser.add_argument("--out", default="")
-    args = parser.parse_args()
-    results = {tree: run(Path(tree).resolve(), args.database_url) for tree in args.tree or ["."]}
-    for tree, result in results.items():
-        print(f"{tree}: {result}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+    compare(parser(__doc__).parse_args(), RUN, [])
 
 
 if __name__ == "__main__":

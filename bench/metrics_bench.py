@@ -13,13 +13,7 @@ next 5 (a process reads each ended operation's durations once), and its size. Pr
 scrape timeout is 10 s.
 """
 
-import argparse
-import json
-import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
+from trees import compare, parser
 
 RUN = r"""
 import json, statistics, sys, time
@@ -94,41 +88,12 @@ finally:
 """
 
 
-def run(tree: Path, instances: int, days: int, database_url: str | None) -> dict:
-    with tempfile.TemporaryDirectory() as var:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(tree),
-            "DJANGO_SETTINGS_MODULE": "console.settings",
-            "CONSOLE_VAR_DIR": var,
-            "DATABASE_URL": database_url or f"sqlite:///{var}/bench.sqlite3",
-        }
-        done = subprocess.run(
-            [sys.executable, "-c", RUN, str(instances), str(days)],
-            cwd=tree,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tree", action="append", default=[], help="a checkout (default: this one)")
-    parser.add_argument("--instances", type=int, default=100)
-    parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--database-url", default=None)
-    parser.add_argument("--out", default="")
-    args = parser.parse_args()
-    results = {
-        tree: run(Path(tree).resolve(), args.instances, args.days, args.database_url) for tree in args.tree or ["."]
-    }
-    for tree, result in results.items():
-        print(f"{tree}: {result}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+    arguments = parser(__doc__)
+    arguments.add_argument("--instances", type=int, default=100)
+    arguments.add_argument("--days", type=int, default=365)
+    args = arguments.parse_args()
+    compare(args, RUN, [args.instances, args.days])
 
 
 if __name__ == "__main__":

@@ -12,13 +12,7 @@ and the table analysed. Each round first adds the next minute of raw samples (12
 sampling would have, then times the two calls.
 """
 
-import argparse
-import json
-import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
+from trees import compare, parser
 
 RUN = r"""
 import json, sys, time
@@ -79,41 +73,14 @@ finally:
 """
 
 
-def run(tree: Path, instances: int, rounds: int, database_url: str) -> dict:
-    with tempfile.TemporaryDirectory() as var:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(tree),
-            "DJANGO_SETTINGS_MODULE": "console.settings",
-            "CONSOLE_VAR_DIR": var,
-            "DATABASE_URL": database_url,
-        }
-        done = subprocess.run(
-            [sys.executable, "-c", RUN, str(instances), str(rounds)],
-            cwd=tree,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--tree", action="append", default=[], help="a checkout (default: this one)")
-    parser.add_argument("--instances", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--database-url", required=True, help="PostgreSQL: the rows are written by its SQL")
-    parser.add_argument("--out", default="")
-    args = parser.parse_args()
-    results = {
-        tree: run(Path(tree).resolve(), args.instances, args.rounds, args.database_url) for tree in args.tree or ["."]
-    }
-    for tree, result in results.items():
-        print(f"{tree}: {result}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+    arguments = parser(__doc__)
+    arguments.add_argument("--instances", type=int, default=100)
+    arguments.add_argument("--rounds", type=int, default=3)
+    args = arguments.parse_args()
+    if not (args.database_url or "").startswith("postgres"):
+        raise SystemExit("--database-url postgres://...: the rows are written by PostgreSQL's own SQL")
+    compare(args, RUN, [args.instances, args.rounds])
 
 
 if __name__ == "__main__":
