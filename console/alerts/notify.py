@@ -60,14 +60,19 @@ def _enqueue(delivery_id: int) -> None:
 
 
 def payload(delivery: AlertDelivery) -> dict:
+    """The body for the channel's format. An alert's text carries what a model server wrote (its error,
+    its log's tail) and what operators typed (a hold's reason): never markup that pings a whole chat.
+    Slack reads `<!channel>`, `<@U…>` and links between < and > in the generic body's text, escaped
+    as Slack says (&amp; &lt; &gt;, shown as typed); Feishu reads `<at user_id="all">` in a text
+    message, so its < is shown as a full-width ＜. DingTalk mentions only whom the body's `at` names."""
     message = f"[Instance Console] {delivery.title}\n{delivery.text}"
     fmt = delivery.channel.format
     if fmt == AlertChannel.Format.FEISHU:
-        return {"msg_type": "text", "content": {"text": message}}
+        return {"msg_type": "text", "content": {"text": message.replace("<", "\uff1c")}}
     if fmt == AlertChannel.Format.DINGTALK:
         return {"msgtype": "text", "text": {"content": message}}
     return {
-        "text": message,
+        "text": message.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"),
         "event": delivery.event,
         "instance": delivery.instance_name,
         "title": delivery.title,

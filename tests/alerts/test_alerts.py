@@ -46,6 +46,27 @@ def test_feishu_and_dingtalk_bodies(instance):
         assert key in payload(delivery)
 
 
+def test_what_a_model_server_wrote_never_pings_a_whole_chat(instance):
+    """A failed operation's alert carries the server's log tail: a line that Slack or Feishu would read
+    as a mention of everyone arrives as text."""
+    tail = 'oops <!channel> <@U123> <https://evil.example|docs> & <at user_id="all">所有人</at>'
+    bodies = {}
+    for fmt in ("generic", "feishu"):
+        channel = AlertChannel.objects.create(name=f"hostile-{fmt}", url="http://127.0.0.1:9/x", format=fmt)
+        delivery = AlertDelivery.objects.create(
+            channel=channel, event=FAILED_OPERATION, instance_name="alert-a", title="restart failed", text=tail
+        )
+        bodies[fmt] = payload(delivery)
+    slack = bodies["generic"]["text"]
+    assert "<" not in slack and ">" not in slack
+    assert slack.endswith(
+        "oops &lt;!channel&gt; &lt;@U123&gt; &lt;https://evil.example|docs&gt; &amp; "
+        '&lt;at user_id="all"&gt;所有人&lt;/at&gt;'
+    )
+    feishu = bodies["feishu"]["content"]["text"]
+    assert "<" not in feishu and '＜at user_id="all">所有人＜/at>' in feishu
+
+
 def test_a_failing_receiver_is_retried_then_the_delivery_says_why(instance):
     receiver = WebhookReceiver(fail_first=2)
     try:
