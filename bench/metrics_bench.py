@@ -9,14 +9,14 @@ Each tree runs in a process of its own against its own fresh database (SQLite in
 unless --database-url names another, which is emptied of the benchmark's rows after): the rows are
 written once and the tables analysed, then the whole exposition (`generate_latest` over the console's
 collector) is timed 6 times in one process: its first scrape, then the best and the median of the
-next 5 (a process reads each ended operation's durations once), and its size. Prometheus's default
-scrape timeout is 10 s.
+next 5 (a process reads each ended operation's durations once), its size, and how much the process's
+peak memory grew over the scrapes. Prometheus's default scrape timeout is 10 s.
 """
 
 from trees import compare, parser
 
 RUN = r"""
-import json, statistics, sys, time
+import json, resource, statistics, sys, time
 from datetime import timedelta
 
 import django
@@ -67,10 +67,12 @@ registry = CollectorRegistry()
 registry.register(ConsoleCollector())
 try:
     seconds = []
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for _ in range(6):
         began = time.perf_counter()
         text = generate_latest(registry)
         seconds.append(time.perf_counter() - began)
+    peak_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
     print(json.dumps({
         "instances": instances_count,
         "operations": Operation.objects.filter(instance__host=host).count(),
@@ -79,6 +81,7 @@ try:
         "first_ms": round(seconds[0] * 1000, 1),
         "best_ms": round(min(seconds[1:]) * 1000, 1),
         "median_ms": round(statistics.median(seconds[1:]) * 1000, 1),
+        "peak_rss_growth_mib": round(peak_growth / 1024, 1),
     }))
 finally:
     Operation.objects.filter(instance__host=host).delete()

@@ -34,8 +34,13 @@ class Tally:
         row[-2] += 1
         row[-1] += seconds
 
-    def copy(self) -> "Tally":
-        return Tally(self.rows)
+    def plus(self, other: "Tally") -> "Tally":
+        """A new tally of both."""
+        summed = Tally(self.rows)
+        for key, row in other.rows.items():
+            mine = summed.rows.setdefault(key, [0] * len(row))
+            summed.rows[key] = [a + b for a, b in zip(mine, row, strict=True)]
+        return summed
 
     def family(self, name: str, documentation: str, labels: list[str]) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, documentation, labels=labels)
@@ -83,25 +88,27 @@ class Durations:
 
     def read(self) -> tuple[Tally, Tally]:
         """(operations, steps): every ended operation's figures, reading only those after the mark."""
+        tail_durations, tail_steps = Tally(), Tally()  # ended after the first still active: read again next time
         with self._lock:
             # What was read is still there as read (no operation deleted, no test database rolled back).
             kept = Operation.objects.filter(pk__lte=self.upto).aggregate(n=Count("pk"), latest=Max("finished"))
             if (kept["n"], kept["latest"]) != (self.seen, self.latest):
                 self._reset()
-            after = list(Operation.objects.filter(pk__gt=self.upto).order_by("pk").values_list(*FIELDS))
-            # One read, one snapshot: the mark moves to the operation before the first still active in it.
-            # (One committed later below the mark changes the count above: all is read again then.)
-            bound = next((row[0] for row in after if row[2] in Operation.ACTIVE_STATES), None)
-            ended = [row for row in after if bound is None or row[0] < bound]
-            tally(ended, self.durations, self.steps)
-            if ended:
-                self.upto, self.seen = ended[-1][0], self.seen + len(ended)
-                latest = max((row[4] for row in ended if row[4] is not None), default=None)
-                if latest is not None and (self.latest is None or latest > self.latest):
-                    self.latest = latest
-            durations, steps = self.durations.copy(), self.steps.copy()
-        tally([row for row in after if bound is not None and row[0] >= bound], durations, steps)
-        return durations, steps
+            # One read, one snapshot, streamed (a year of operations is not held at once): the mark moves to
+            # the operation before the first still active in it. (One committed later below the mark
+            # changes the count above: all is read again then.)
+            rows = Operation.objects.filter(pk__gt=self.upto).order_by("pk").values_list(*FIELDS)
+            active_seen = False
+            for row in rows.iterator(chunk_size=2000):
+                active_seen = active_seen or row[2] in Operation.ACTIVE_STATES
+                if active_seen:
+                    tally([row], tail_durations, tail_steps)
+                    continue
+                tally([row], self.durations, self.steps)
+                self.upto, self.seen = row[0], self.seen + 1
+                if row[4] is not None and (self.latest is None or row[4] > self.latest):
+                    self.latest = row[4]
+            return self.durations.plus(tail_durations), self.steps.plus(tail_steps)
 
 
 DURATIONS = Durations()  # per process
