@@ -9,7 +9,9 @@ after it. Every process counts the same operations, so any of them answers the s
 """
 
 import threading
+from bisect import bisect_left
 from datetime import datetime
+from itertools import accumulate
 
 from django.db.models import Count, Max
 from prometheus_client.core import HistogramMetricFamily
@@ -21,16 +23,17 @@ FIELDS = ("pk", "kind", "state", "started", "finished", "steps")
 
 
 class Tally:
-    """Histogram figures by label values: a count per bucket, the count and the sum."""
+    """Histogram figures by label values: how many fell in each bucket's own range (the last one's above
+    every bound), the count and the sum; Prometheus's cumulative buckets are summed up when exposed."""
 
     def __init__(self, rows: dict | None = None):
         self.rows = {key: list(row) for key, row in (rows or {}).items()}
 
     def add(self, key: tuple, seconds: float) -> None:
-        row = self.rows.setdefault(key, [0] * (len(BUCKETS) + 2))
-        for n, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                row[n] += 1
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = [0] * (len(BUCKETS) + 3)
+        row[bisect_left(BUCKETS, seconds)] += 1
         row[-2] += 1
         row[-1] += seconds
 
@@ -45,7 +48,7 @@ class Tally:
     def family(self, name: str, documentation: str, labels: list[str]) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, documentation, labels=labels)
         for key, row in sorted(self.rows.items()):
-            buckets = [(str(bound), row[n]) for n, bound in enumerate(BUCKETS)]
+            buckets = [(str(bound), total) for bound, total in zip(BUCKETS, accumulate(row), strict=False)]
             family.add_metric(list(key), [*buckets, ("+Inf", row[-2])], row[-1])
         return family
 
@@ -86,29 +89,38 @@ class Durations:
         self.upto, self.seen, self.latest = 0, 0, None
         self.durations, self.steps = Tally(), Tally()
 
+    def _keep(self, rows: list) -> None:
+        tally(rows, self.durations, self.steps)
+        if rows:
+            self.upto, self.seen = rows[-1][0], self.seen + len(rows)
+            latest = max((row[4] for row in rows if row[4] is not None), default=None)
+            if latest is not None and (self.latest is None or latest > self.latest):
+                self.latest = latest
+
     def read(self) -> tuple[Tally, Tally]:
         """(operations, steps): every ended operation's figures, reading only those after the mark."""
-        tail_durations, tail_steps = Tally(), Tally()  # ended after the first still active: read again next time
         with self._lock:
             # What was read is still there as read (no operation deleted, no test database rolled back).
             kept = Operation.objects.filter(pk__lte=self.upto).aggregate(n=Count("pk"), latest=Max("finished"))
             if (kept["n"], kept["latest"]) != (self.seen, self.latest):
                 self._reset()
             # One read, one snapshot, streamed (a year of operations is not held at once): the mark moves to
-            # the operation before the first still active in it. (One committed later below the mark
-            # changes the count above: all is read again then.)
+            # the operation before the first still active in it; those from it on are counted this time
+            # only. (One committed later below the mark changes the count above: all is read again then.)
             rows = Operation.objects.filter(pk__gt=self.upto).order_by("pk").values_list(*FIELDS)
-            active_seen = False
+            batch, after_active = [], []
             for row in rows.iterator(chunk_size=2000):
-                active_seen = active_seen or row[2] in Operation.ACTIVE_STATES
-                if active_seen:
-                    tally([row], tail_durations, tail_steps)
+                if after_active or row[2] in Operation.ACTIVE_STATES:
+                    after_active.append(row)
                     continue
-                tally([row], self.durations, self.steps)
-                self.upto, self.seen = row[0], self.seen + 1
-                if row[4] is not None and (self.latest is None or row[4] > self.latest):
-                    self.latest = row[4]
-            return self.durations.plus(tail_durations), self.steps.plus(tail_steps)
+                batch.append(row)
+                if len(batch) == 2000:
+                    self._keep(batch)
+                    batch = []
+            self._keep(batch)
+            durations, steps = self.durations.plus(Tally()), self.steps.plus(Tally())
+        tally(after_active, durations, steps)
+        return durations, steps
 
 
 DURATIONS = Durations()  # per process
