@@ -190,8 +190,8 @@ class ConsoleCollector(Collector):
                     p95.add_metric(values, sample.p95_ms / 1000)
                 if isinstance(sample.data.get("uptime"), int | float):
                     uptime.add_metric(values, float(sample.data["uptime"]))
-                if (shares := log_disk_free(sample.data.get("log_disk"))) is not None:
-                    disk_free.add_metric(values, min(share for share in shares if share is not None))
+                if (free := log_disk_free(sample.data.get("log_disk"))) is not None:
+                    disk_free.add_metric(values, free["least"])
             if instance.pk in last_restart and last_restart[instance.pk]:
                 restart_at.add_metric(values, last_restart[instance.pk].timestamp())
             dog = dogs.get(instance.pk)

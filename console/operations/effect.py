@@ -93,9 +93,10 @@ def _windows(operation: Operation, now) -> tuple:
 
 
 def kept_latency(operation: Operation) -> dict | None:
-    """The p95 figures kept on a settled operation, as `with_latency_effects` gives them."""
+    """The p95 figures kept on a settled operation, as `with_latency_effects` gives them; None before it
+    is settled, or where it had none."""
     before, after = operation.p95_before_ms, operation.p95_after_ms
-    if before is None and after is None:
+    if operation.effect_settled is None or (before is None and after is None):
         return None
     return {"before": before, "after": after, "change": operation.p95_change or None}
 
@@ -136,7 +137,7 @@ def with_latency_effects(instance, operations, now=None) -> list:
     change, where it has one; from one read of the instance's samples, for a table of operations."""
     operations = list(operations)
     for operation in operations:
-        operation.latency_effect = kept_latency(operation) if operation.effect_settled is not None else None
+        operation.latency_effect = kept_latency(operation)
     judged = [operation for operation in operations if _applies(operation) and operation.effect_settled is None]
     if not judged:
         return operations
@@ -166,30 +167,27 @@ def settle(now=None, batch: int = 200) -> int:
         .select_related("instance")
         .order_by("-finished")[:batch]
     )
-    by_instance: dict = {}
+    effects = latency_effects(due, now)
     for operation in due:
-        by_instance.setdefault(operation.instance, []).append(operation)
-    for instance, operations in by_instance.items():
-        for operation in with_latency_effects(instance, operations, now):
-            kept = operation.latency_effect or {}
-            operation.p95_before_ms, operation.p95_after_ms = kept.get("before"), kept.get("after")
-            operation.p95_change = kept.get("change") or ""
-            operation.effect_settled = now
+        kept = effects.get(operation.pk, {})
+        operation.p95_before_ms, operation.p95_after_ms = kept.get("before"), kept.get("after")
+        operation.p95_change = kept.get("change") or ""
+        operation.effect_settled = now
     # Not save(): a finished operation is not edited, and these fields are not its record.
     Operation.objects.bulk_update(due, ["p95_before_ms", "p95_after_ms", "p95_change", "effect_settled"])
     return len(due)
 
 
-def latency_effects_of(operation_ids) -> dict[int, dict]:
-    """{operation id: its p95 before and after, and the change} for those of the operations that have
-    one (a rollout's): one read of samples per instance."""
+def latency_effects(operations, now=None) -> dict[int, dict]:
+    """{operation id: its p95 before and after, and the change} for those of the operations (of any
+    instances, each with its instance loaded) that have one: one read of samples per instance."""
     by_instance: dict = {}
-    for operation in Operation.objects.filter(pk__in=operation_ids).select_related("instance"):
+    for operation in operations:
         by_instance.setdefault(operation.instance, []).append(operation)
     return {
         operation.pk: operation.latency_effect
-        for instance, operations in by_instance.items()
-        for operation in with_latency_effects(instance, operations)
+        for instance, of_instance in by_instance.items()
+        for operation in with_latency_effects(instance, of_instance, now)
         if operation.latency_effect is not None
     }
 
@@ -199,7 +197,7 @@ def rollout_effects(rollout) -> dict:
     after, and on how many instances the restart lowered it (is the nightly restart doing anything?)."""
     if not rollout.is_finished:
         return {}
-    effects = latency_effects_of([r["operation"] for r in rollout.results if isinstance(r.get("operation"), int)])
+    effects = latency_effects(Operation.objects.filter(pk__in=rollout.operation_ids).select_related("instance"))
     return {
         "results": [{**r, "latency_effect": effects.get(r.get("operation"))} for r in rollout.results],
         "lowered": sum(1 for e in effects.values() if e["change"] == "lower"),

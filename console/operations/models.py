@@ -163,3 +163,8 @@ class Rollout(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state in (self.State.SUCCEEDED, self.State.FAILED)
+
+    @property
+    def operation_ids(self) -> list[int]:
+        """The operations its results name (a skipped instance has none)."""
+        return [r["operation"] for r in self.results if isinstance(r.get("operation"), int)]

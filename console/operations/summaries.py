@@ -33,7 +33,7 @@ def operation_summary(operation: Operation) -> dict:
         "worker": operation.worker,
         "attempts": operation.attempts,
         # p95 before and after, kept once measured (the whole effect: GET /api/operations/<id>/).
-        "latency_effect": kept_latency(operation) if operation.effect_settled else None,
+        "latency_effect": kept_latency(operation),
     }
 
 

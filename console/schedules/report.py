@@ -41,12 +41,12 @@ def compose(rollout: Rollout) -> tuple[str, str, dict]:
     """The report's title, text and details: counts, then a line per instance."""
     run = ScheduleRun.objects.filter(rollout=rollout).select_related("schedule").first()
     name = f"schedule {run.schedule.name!r}" if run else f"rollout #{rollout.pk}"
-    effects = rollout_effects(rollout)
-    results = effects.get("results", rollout.results)
+    effects = rollout_effects(rollout)  # an ended run's: its results, each with its p95 before and after
+    results = effects["results"]
     counts = {state: sum(1 for r in results if r.get("state") == state) for state in ("succeeded", "skipped", "failed")}
     title = (
         f"{name}: {counts['succeeded']} restarted, {counts['skipped']} skipped, {counts['failed']} failed; "
-        f"p95 lower on {effects.get('lowered', 0)} of {effects.get('judged', 0)}"
+        f"p95 lower on {effects['lowered']} of {effects['judged']}"
     )
     text = "\n".join(
         [f"Run of {rollout.created:%Y-%m-%d %H:%M} UTC, ended {rollout.finished:%H:%M} UTC ({rollout.state}).", ""]
@@ -56,17 +56,16 @@ def compose(rollout: Rollout) -> tuple[str, str, dict]:
         "rollout": rollout.pk,
         "schedule": run.schedule.name if run else None,
         **counts,
-        "p95_lowered": effects.get("lowered", 0),
-        "p95_judged": effects.get("judged", 0),
+        "p95_lowered": effects["lowered"],
+        "p95_judged": effects["judged"],
     }
     return title, text, details
 
 
 def _measured(rollout: Rollout) -> bool:
     """Every restart of the run that has an effect has it kept (console.operations.effect.settle)."""
-    ids = [r["operation"] for r in rollout.results if isinstance(r.get("operation"), int)]
     unsettled = Operation.objects.filter(
-        pk__in=ids, effect_settled=None, state=Operation.State.SUCCEEDED, kind__in=KINDS
+        pk__in=rollout.operation_ids, effect_settled=None, state=Operation.State.SUCCEEDED, kind__in=KINDS
     )
     return not unsettled.exists()
 

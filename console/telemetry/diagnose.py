@@ -180,19 +180,18 @@ def _host_memory(samples: list[Sample]) -> Finding | None:
 def _log_disk(latest: Sample) -> Finding | None:
     """The disk that holds the server's log (the runbook: a log never rotated fills it, or its inodes,
     until writes block). None where the worker cannot see it (a container's)."""
-    shares = log_disk_free(latest.data.get("log_disk"))
-    if shares is None:
+    free = log_disk_free(latest.data.get("log_disk"))
+    if free is None:
         return None
-    disk, inodes_free = latest.data["log_disk"], shares[1]
+    disk = latest.data["log_disk"]
     evidence = [_("%(free)s free of %(total)s") % {"free": _gib(disk["free"]), "total": _gib(disk["total"])}]
-    if inodes_free is not None:
-        evidence.append(_("%(pct).1f%% of its inodes free") % {"pct": 100 * inodes_free})
-    free = min(share for share in shares if share is not None)
-    if free < DISK_FULL:
+    if free["inodes"] is not None:
+        evidence.append(_("%(pct).1f%% of its inodes free") % {"pct": 100 * free["inodes"]})
+    if free["least"] < DISK_FULL:
         return Finding(
             "log_disk", "bad", _("The disk that holds the log is nearly full: writes are about to block."), evidence
         )
-    if free < DISK_LOW:
+    if free["least"] < DISK_LOW:
         return Finding("log_disk", "warn", _("The disk that holds the log is filling up."), evidence)
     return Finding("log_disk", "ok", _("The disk that holds the log has room."), evidence)
 

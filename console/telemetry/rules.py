@@ -22,10 +22,10 @@ class Finding:
     figures: dict = field(default_factory=dict)
 
 
-def log_disk_free(disk) -> tuple[float, float | None] | None:
-    """(share of bytes free, share of inodes free or None) of a sample's `log_disk`; None where the
-    sample has none (a container's) or it is not figures. A file system without a fixed inode count
-    (btrfs: 0 of 0) has no inode share."""
+def log_disk_free(disk) -> dict | None:
+    """The free shares of a sample's `log_disk`: {"bytes", "inodes" (None on a file system without a
+    fixed inode count, btrfs: 0 of 0), "least" (the one that runs out first)}; None where the sample has
+    none (a container's) or it is not figures."""
     if not isinstance(disk, dict) or not all(type(disk.get(k)) is int for k in ("free", "total")):
         return None
     if disk["total"] <= 0:
@@ -36,7 +36,8 @@ def log_disk_free(disk) -> tuple[float, float | None] | None:
         if type(inodes_free) is int and type(inodes_total) is int and inodes_total > 0
         else None
     )
-    return disk["free"] / disk["total"], inodes
+    free = disk["free"] / disk["total"]
+    return {"bytes": free, "inodes": inodes, "least": free if inodes is None else min(free, inodes)}
 
 
 def started_at(latest: Sample):
