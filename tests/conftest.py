@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from django.core.cache import cache
+from django.test import override_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.browser"]
@@ -236,6 +238,24 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture
+def redis_cache():
+    """The console's cache on the real Redis `make test` starts (a database of its own), as production has it."""
+    url = os.environ.get("TEST_REDIS_URL")
+    if not url:
+        pytest.fail("TEST_REDIS_URL is not set: run through make test, which starts Redis")
+    location = url.rsplit("/", 1)[0] + "/5"
+    backend = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": location,
+        "OPTIONS": {"serializer": "console.serializers.JSONSerializer"},
+    }
+    with override_settings(CACHES={"default": backend}):
+        cache.clear()
+        yield cache
+        cache.clear()
 
 
 @pytest.fixture

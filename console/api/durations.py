@@ -6,20 +6,30 @@ scrape on PostgreSQL, most of it spent on their timestamps and steps). An ended 
 changes, so each process reads it once: `Durations` keeps the figures of every operation up to a
 watermark (the one before the oldest still queued or running), and each scrape reads only those
 after it. Every process counts the same operations, so any of them answers the same.
+
+What a process has read is kept in the cache too (Redis in production), so that a console process
+started later (a deploy, a second web worker) reads from there on instead of the whole history: its first
+scrape took 8.5 s with a year of 500 instances, near Prometheus's 10 s timeout. What it takes from the
+cache is checked as its own figures are at each scrape (the count and the latest end below the mark).
 """
 
+import logging
 import threading
 from bisect import bisect_left
 from datetime import datetime
 from itertools import accumulate
 
+from django.core.cache import cache
 from django.db.models import Count, Max
 from prometheus_client.core import HistogramMetricFamily
 
 from console.operations.models import Operation
 
+log = logging.getLogger(__name__)
+
 BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 FIELDS = ("pk", "kind", "state", "started", "finished", "steps")
+CACHE_KEY = "instance-console:durations:1"
 
 
 class Tally:
@@ -36,6 +46,27 @@ class Tally:
         row[bisect_left(BUCKETS, seconds)] += 1
         row[-2] += 1
         row[-1] += seconds
+
+    def dumps(self) -> list:
+        return [[list(key), row] for key, row in self.rows.items()]
+
+    @classmethod
+    def loads(cls, value, width: int) -> "Tally":
+        """From `dumps`'s list; ValueError for anything else (the cache is another program's to write)."""
+        rows = {}
+        for key, row in value:
+            if not (isinstance(key, list) and len(key) == width and all(isinstance(part, str) for part in key)):
+                raise ValueError(f"a key that is not {width} label values")
+            if not (
+                isinstance(row, list)
+                and len(row) == len(BUCKETS) + 3
+                and all(type(n) is int and n >= 0 for n in row[:-1])
+                and type(row[-1]) in (int, float)
+                and sum(row[:-2]) == row[-2]
+            ):
+                raise ValueError("a row that is not a histogram's")
+            rows[tuple(key)] = row
+        return cls(rows)
 
     def family(self, name: str, documentation: str, labels: list[str]) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, documentation, labels=labels)
@@ -73,8 +104,9 @@ def tally(rows, durations: Tally, steps: Tally) -> None:
 class Durations:
     """The tallies of every operation up to `upto`, all of them ended; kept across scrapes."""
 
-    def __init__(self):
+    def __init__(self, cache_key: str = CACHE_KEY):
         self._lock = threading.Lock()
+        self.cache_key = cache_key
         self._reset()
 
     def _reset(self) -> None:
@@ -89,13 +121,50 @@ class Durations:
             if latest is not None and (self.latest is None or latest > self.latest):
                 self.latest = latest
 
+    def _load(self) -> None:
+        """What another process kept, where there is anything (checked in `read` as this process's own)."""
+        try:
+            value = cache.get(self.cache_key)
+        except Exception as error:  # Redis away: the history is read here instead
+            log.warning("could not read the kept operation durations: %s", error)
+            return
+        if value is None:
+            return
+        try:
+            upto, seen, latest = value["upto"], value["seen"], value["latest"]
+            if type(upto) is not int or type(seen) is not int or not (latest is None or isinstance(latest, str)):
+                raise ValueError("a mark that is not one")
+            durations, steps = Tally.loads(value["durations"], 2), Tally.loads(value["steps"], 3)
+            latest = datetime.fromisoformat(latest) if latest else None
+        except (KeyError, TypeError, ValueError) as error:
+            log.warning("ignored the kept operation durations: %s", error)
+            return
+        self.upto, self.seen, self.latest, self.durations, self.steps = upto, seen, latest, durations, steps
+
+    def _save(self) -> None:
+        value = {
+            "upto": self.upto,
+            "seen": self.seen,
+            "latest": self.latest.isoformat() if self.latest else None,
+            "durations": self.durations.dumps(),
+            "steps": self.steps.dumps(),
+        }
+        try:
+            cache.set(self.cache_key, value, timeout=None)
+        except Exception as error:  # a scrape answers without it
+            log.warning("could not keep the operation durations: %s", error)
+
     def read(self) -> tuple[Tally, Tally]:
         """(operations, steps): every ended operation's figures, reading only those after the mark."""
         with self._lock:
+            if not self.upto:
+                self._load()
+            mark = self.upto
             # What was read is still there as read (no operation deleted, no test database rolled back).
             kept = Operation.objects.filter(pk__lte=self.upto).aggregate(n=Count("pk"), latest=Max("finished"))
             if (kept["n"], kept["latest"]) != (self.seen, self.latest):
                 self._reset()
+                mark = None  # what was kept (here or in the cache) is not what is there: kept anew
             # One read, one snapshot, streamed (a year of operations is not held at once): the mark moves to
             # the operation before the first still active in it; those from it on are counted this time
             # only. (One committed later below the mark changes the count above: all is read again then.)
@@ -110,9 +179,11 @@ class Durations:
                     self._keep(batch)
                     batch = []
             self._keep(batch)
+            if self.upto != mark:
+                self._save()
             durations, steps = Tally(self.durations.rows), Tally(self.steps.rows)  # copies
         tally(after_active, durations, steps)
         return durations, steps
 
 
-DURATIONS = Durations()  # per process
+DURATIONS = Durations()  # per process, started from the cache

@@ -1,11 +1,8 @@
 """What someone who can write to Redis can plant is data, never code: the cache and Celery speak JSON."""
 
-import os
 import pickle
 
-import pytest
-from django.core.cache import cache
-from django.test import Client, override_settings
+from django.test import Client
 
 from console.host.logs import recent_lines, tail_key
 from tests.factories import process_instance, user
@@ -17,23 +14,6 @@ class Payload:
 
     def __reduce__(self):  # what a planted pickle would run on load
         return (open, (self.marker, "w"))
-
-
-@pytest.fixture
-def redis_cache():
-    url = os.environ.get("TEST_REDIS_URL")
-    if not url:
-        pytest.fail("TEST_REDIS_URL is not set: run through make test, which starts Redis")
-    location = url.rsplit("/", 1)[0] + "/5"
-    backend = {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": location,
-        "OPTIONS": {"serializer": "console.serializers.JSONSerializer"},
-    }
-    with override_settings(CACHES={"default": backend}):
-        cache.clear()
-        yield cache
-        cache.clear()
 
 
 def test_a_planted_pickle_is_never_loaded(redis_cache, tmp_path, db):
