@@ -173,6 +173,7 @@ class DockerRuntime:
                 config={
                     "max-size": str(settings.INSTANCE_LOG_MAX_BYTES),
                     "max-file": str(max(1, settings.INSTANCE_LOG_BACKUPS) + 1),  # the current file counts
+                    "compress": "true",  # the older files gzipped, as a local process's are
                 },
             )
         if instance.gpu_indices:

@@ -8,6 +8,7 @@ running. Processes are only ever signalled by their recorded process group,
 never by name.
 """
 
+import gzip
 import json
 import os
 import shutil
@@ -143,7 +144,9 @@ def _group_pids(pgid: int, leader_start: int | None, groups: ProcessGroups | Non
 def rotate_log(path: Path, max_bytes: int | None = None, backups: int | None = None) -> bool:
     """Copy-and-truncate rotation once the file has reached `max_bytes` (INSTANCE_LOG_MAX_BYTES; 0:
     never), `backups` older files kept (INSTANCE_LOG_BACKUPS): the instance keeps its O_APPEND handle
-    and writes on. As with logrotate's copytruncate, what is written during the copy itself is lost."""
+    and writes on. As with logrotate's copytruncate, what is written during the copy itself is lost.
+    As with its compress and delaycompress, the newest older file stays plain (the log follower reads
+    its end) and those before it are gzipped (`.2.gz`...)."""
     max_bytes = settings.INSTANCE_LOG_MAX_BYTES if max_bytes is None else max_bytes
     backups = max(1, settings.INSTANCE_LOG_BACKUPS if backups is None else backups)
     try:
@@ -152,13 +155,27 @@ def rotate_log(path: Path, max_bytes: int | None = None, backups: int | None = N
     except FileNotFoundError:
         return False
     for n in range(backups - 1, 0, -1):
-        older = path.with_name(f"{path.name}.{n}")
-        if older.exists():
-            older.replace(path.with_name(f"{path.name}.{n + 1}"))
+        older, packed = path.with_name(f"{path.name}.{n}"), path.with_name(f"{path.name}.{n}.gz")
+        target = path.with_name(f"{path.name}.{n + 1}.gz")
+        if packed.exists():
+            packed.replace(target)
+        elif older.exists():  # the newest older file, or one a console before compression left plain
+            _gzip(older, target)
+            older.unlink()
+        path.with_name(f"{path.name}.{n + 1}").unlink(missing_ok=True)  # left plain by an older console
     shutil.copyfile(path, path.with_name(f"{path.name}.1"))
     with open(path, "r+b") as handle:
         handle.truncate(0)
     return True
+
+
+def _gzip(source: Path, target: Path) -> None:
+    """`source` gzipped into `target`, whole or not at all. Level 1, the fastest: a rotation at a start
+    is on the restart's path, and log text gains little from more."""
+    partial = target.with_name(f".{target.name}.partial")
+    with open(source, "rb") as plain, gzip.open(partial, "wb", compresslevel=1) as packed:
+        shutil.copyfileobj(plain, packed, 1 << 20)
+    partial.replace(target)
 
 
 class ProcessRuntime:

@@ -157,6 +157,7 @@ def test_rolling_restart_through_nginx_loses_no_request(smoke_model, tmp_path):
         for container in client.containers.list(filters={"label": f"com.docker.compose.project={PROJECT}"}):
             log_config = container.attrs["HostConfig"]["LogConfig"]
             assert log_config["Config"].get("max-size") == "20m", (container.name, log_config)
+            assert log_config["Config"].get("compress") == "true", (container.name, log_config)
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as playwright:

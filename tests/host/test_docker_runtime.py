@@ -93,7 +93,7 @@ def test_container_start_restart_recreate_stop(engine, container_instance):
     # Its log rotated like a local process's (Docker's json-file keeps everything by default).
     assert container.attrs["HostConfig"]["LogConfig"] == {
         "Type": "json-file",
-        "Config": {"max-size": str(20 * 2**20), "max-file": "4"},
+        "Config": {"max-size": str(20 * 2**20), "max-file": "4", "compress": "true"},
     }
     assert httpx.get(instance.base_url + "/health").json()["state"] == "ready"
     first_start = container.attrs["State"]["StartedAt"]

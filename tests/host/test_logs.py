@@ -1,5 +1,6 @@
 """Following logs: a file cursor through rotation and huge lines; the follower on a real process."""
 
+import gzip
 import sys
 import time
 from contextlib import contextmanager
@@ -41,6 +42,30 @@ def test_cursor_follows_copy_truncate_rotation(tmp_path):
     assert cursor.read() == [b"after rotation"]
 
 
+def test_older_log_files_are_gzipped_all_but_the_newest(tmp_path):
+    """As logrotate's compress with delaycompress: the newest older file stays plain (the follower reads
+    its end right after a rotation), those before it are gzipped, `backups` of them in all. Plain ones
+    an older console left are gzipped in their turn, never kept beside their gzipped names."""
+    path = tmp_path / "server.log"
+    (tmp_path / "server.log.2").write_bytes(b"left plain 2\n")
+    (tmp_path / "server.log.3").write_bytes(b"left plain 3\n")
+    for n in range(1, 5):
+        path.write_bytes(b"generation %d\n" % n * 100)
+        assert rotate_log(path, max_bytes=10, backups=3) and path.stat().st_size == 0
+        if n == 1:
+            assert gzip.decompress((tmp_path / "server.log.3.gz").read_bytes()) == b"left plain 2\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "server.log",
+        "server.log.1",
+        "server.log.2.gz",
+        "server.log.3.gz",
+    ]
+    assert (tmp_path / "server.log.1").read_bytes() == b"generation 4\n" * 100
+    assert gzip.decompress((tmp_path / "server.log.2.gz").read_bytes()) == b"generation 3\n" * 100
+    assert gzip.decompress((tmp_path / "server.log.3.gz").read_bytes()) == b"generation 2\n" * 100
+    assert (tmp_path / "server.log.3.gz").stat().st_size < 200  # compressed: 1,300 bytes of text
+
+
 def test_the_follower_rotates_a_running_servers_log_and_loses_no_line_it_could_read(tmp_path, settings, monkeypatch):
     """A server that runs for weeks is never restarted to rotate its log: the follower's cursor rotates
     it once read past INSTANCE_LOG_MAX_BYTES, the server appending on through its O_APPEND handle."""
@@ -68,7 +93,7 @@ def test_the_follower_rotates_a_running_servers_log_and_loses_no_line_it_could_r
     assert len(rotations) == 2 and all(rotations)
     assert [line for line in seen if line.startswith(b"late")] == [b"late line 0", b"late line 1"]  # from the copy
     assert path.stat().st_size < 1000 and (tmp_path / "server.log.1").exists()
-    assert (tmp_path / "server.log.2").exists() and not (tmp_path / "server.log.3").exists()
+    assert (tmp_path / "server.log.2.gz").exists() and not (tmp_path / "server.log.3.gz").exists()
 
     # A line the rotation cuts goes on in the emptied file.
     monkeypatch.setattr(process, "rotate_log", real)
@@ -178,7 +203,7 @@ def test_a_running_process_log_is_rotated_by_its_follower(tmp_path, settings):
         assert texts[-1] == "done" and [int(t[5:8]) for t in texts[:-1]] == list(range(320))
         log = process.log_path(Instance.objects.get(name="follow-rot"))
         assert log.stat().st_size < 4000 and log.with_name("server.log.1").stat().st_size >= 4000
-        assert log.with_name("server.log.2").exists() and not log.with_name("server.log.3").exists()
+        assert log.with_name("server.log.2.gz").exists() and not log.with_name("server.log.3.gz").exists()
 
 
 @pytest.mark.django_db(transaction=True)
