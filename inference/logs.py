@@ -1,8 +1,11 @@
-"""JSON-lines logging on stdout, and an optional rotating file."""
+"""JSON-lines logging on stdout, and an optional rotating file, its older files gzipped."""
 
+import gzip
 import json
 import logging
 import logging.handlers
+import os
+import shutil
 import sys
 import time
 
@@ -41,6 +44,9 @@ def setup(settings: Settings) -> None:
                     encoding="utf-8",
                 )
             )
+    if settings.log_compress:
+        for handler in handlers[1:]:
+            handler.namer, handler.rotator = _gzip_name, _gzip_rotate
     formatter = JsonFormatter()
     root = logging.getLogger()
     root.handlers.clear()
@@ -50,6 +56,21 @@ def setup(settings: Settings) -> None:
     root.setLevel(logging.INFO)
     for noisy in ("uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _gzip_name(name: str) -> str:
+    return f"{name}.gz"
+
+
+def _gzip_rotate(source: str, dest: str) -> None:
+    """The file just closed gzipped into its older name (logrotate's compress), then removed: a new
+    file is opened in its place. Level 1: rotation holds the logging lock, so the server's threads wait."""
+    partial = f"{dest}.partial"
+    with open(source, "rb") as plain, open(partial, "wb") as raw:
+        with gzip.GzipFile(os.path.basename(dest).removesuffix(".gz"), "wb", compresslevel=1, fileobj=raw) as packed:
+            shutil.copyfileobj(plain, packed, 1 << 20)
+    os.replace(partial, dest)
+    os.remove(source)
 
 
 def event(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields) -> None:

@@ -60,6 +60,7 @@ class Settings:
     log_max_bytes: int = field(default_factory=lambda: _int("LOG_MAX_BYTES", 50 * 1024 * 1024))
     log_backups: int = field(default_factory=lambda: _int("LOG_BACKUPS", 5))
     log_rotate_when: str = field(default_factory=lambda: os.environ.get("LOG_ROTATE_WHEN", ""))  # e.g. "midnight"
+    log_compress: bool = field(default_factory=lambda: _bool("LOG_COMPRESS", True))  # the rotated files gzipped
     stats_window_seconds: float = field(default_factory=lambda: _float("STATS_WINDOW_SECONDS", 300.0))
     # Test-only fault injection (POST /debug/faults); never on unless set.
     debug_faults: bool = field(default_factory=lambda: _bool("DEBUG_FAULTS"))

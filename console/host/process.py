@@ -173,8 +173,9 @@ def _gzip(source: Path, target: Path) -> None:
     """`source` gzipped into `target`, whole or not at all. Level 1, the fastest: a rotation at a start
     is on the restart's path, and log text gains little from more."""
     partial = target.with_name(f".{target.name}.partial")
-    with open(source, "rb") as plain, gzip.open(partial, "wb", compresslevel=1) as packed:
-        shutil.copyfileobj(plain, packed, 1 << 20)
+    with open(source, "rb") as plain, open(partial, "wb") as raw:
+        with gzip.GzipFile(target.name.removesuffix(".gz"), "wb", compresslevel=1, fileobj=raw) as packed:
+            shutil.copyfileobj(plain, packed, 1 << 20)
     partial.replace(target)
 
 
