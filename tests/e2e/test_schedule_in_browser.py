@@ -21,6 +21,20 @@ def test_nightly_rolling_schedule_for_a_group(browser, embedded_console):
     login(page, console)
     page.click("nav >> text=Schedules")
     page.click("text=New schedule")
+    # Each control within its own column, each instance's checkbox beside its name (not above it).
+    spilled = page.evaluate(
+        """() => [...document.querySelectorAll('#schedule-form .field')].flatMap(field => {
+            const column = field.getBoundingClientRect();
+            return [...field.querySelectorAll('input, select')].filter(control => {
+                const box = control.getBoundingClientRect();
+                return box.left < column.left - 1 || box.right > column.right + 1;
+            }).map(control => control.name);
+        })"""
+    )
+    assert spilled == [], spilled
+    choice = page.locator("#id_instances label").first
+    check, label = choice.locator("input").bounding_box(), choice.bounding_box()
+    assert abs(check["y"] + check["height"] / 2 - (label["y"] + label["height"] / 2)) < 3, (check, label)
     page.fill("input[name=name]", "nightly gpu-a")
     page.fill("input[name=cron]", "0 3 * * 9")  # a typo first
     page.fill("input[name=timezone]", "Asia/Shanghai")

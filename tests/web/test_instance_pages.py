@@ -1,6 +1,7 @@
 """Instance pages: login required, operate permission checked on the server, forms say what is wrong."""
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.test import Client
@@ -65,6 +66,27 @@ def test_operator_restart_returns_the_live_progress_partial(instance):
     assert f"Restart #{operation.pk}".encode() in response.content
     assert b"every 2s" not in response.content  # the page's live events refresh it, not polling
     assert operation.requested_by.username == "o" and operation.reason == "slow"
+
+
+def test_an_operation_page_is_titled_for_it_and_says_when_it_ran_in_which_zone(instance, settings):
+    """Its tab among many; and its card (live, on the instance's page too) when it started and ended."""
+    settings.TIME_ZONE = "Asia/Shanghai"
+    started = datetime(2026, 12, 5, 1, 0, 0, tzinfo=UTC)
+    operation = Operation.objects.create(
+        instance=instance,
+        kind="restart",
+        state="succeeded",
+        started=started,
+        finished=started + timedelta(seconds=2.46),
+    )
+    client = Client()
+    client.force_login(user("v", VIEWER))
+    page = client.get(f"/operations/{operation.pk}/").content.decode()
+    assert f"<title>Restart #{operation.pk} · GPU A · Instance Console</title>" in page
+    assert "started 2026-12-05 09:00:00 CST · ended 09:00:02, after 2.5 s" in page
+    assert (
+        "started" not in client.get(f"/operations/{Operation.objects.create(instance=instance).pk}/").content.decode()
+    )
 
 
 @pytest.mark.django_db
