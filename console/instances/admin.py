@@ -66,8 +66,40 @@ class HostAdmin(admin.ModelAdmin):
         return host.instances.count()
 
 
+class InstanceForm(forms.ModelForm):
+    """The server's admin token is write-only: never sent back to a browser (a page's source, a
+    password manager, a screen shared), kept when left blank, removed only by asking."""
+
+    admin_token = forms.CharField(
+        required=False,
+        max_length=Instance._meta.get_field("admin_token").max_length,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Bearer token for the server's /admin endpoints (drain, soft reset). Write-only: leave "
+        "blank to keep the one set.",
+    )
+    clear_admin_token = forms.BooleanField(required=False, label="Remove the admin token")
+
+    class Meta:
+        model = Instance
+        fields = "__all__"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.admin_token:
+            self.fields["admin_token"].widget.attrs["placeholder"] = "set (not shown)"
+
+    def clean(self):
+        data = super().clean()
+        if data.get("clear_admin_token"):
+            data["admin_token"] = ""
+        elif not data.get("admin_token"):
+            data["admin_token"] = self.instance.admin_token
+        return data
+
+
 @admin.register(Instance)
 class InstanceAdmin(admin.ModelAdmin):
+    form = InstanceForm
     formfield_overrides = JSON_AS_TEXT
     list_display = ["name", "display_name", "host", "runtime", "engine", "group", "base_url", "enabled"]
     list_filter = ["host", "runtime", "engine", "group", "enabled"]
@@ -87,6 +119,7 @@ class InstanceAdmin(admin.ModelAdmin):
                     "enabled",
                     "base_url",
                     "admin_token",
+                    "clear_admin_token",
                     "gpu_indices",
                 ]
             },
@@ -98,6 +131,22 @@ class InstanceAdmin(admin.ModelAdmin):
             {"fields": ["handover", "restart_in_place", "drain_timeout", "stop_timeout", "ready_timeout"]},
         ),
     ]
+
+    def get_fieldsets(self, request, obj=None):
+        """One who may only look sees whether a token is set, never the token."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if self.has_change_permission(request, obj):
+            return fieldsets
+        first = [("admin_token_set" if name == "admin_token" else name) for name in fieldsets[0][1]["fields"]]
+        first.remove("clear_admin_token")
+        return [(None, {"fields": first}), *fieldsets[1:]]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), "admin_token_set"]
+
+    @admin.display(description="admin token")
+    def admin_token_set(self, instance: Instance) -> str:
+        return "set (not shown)" if instance.admin_token else "none"
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

@@ -3,9 +3,11 @@ action's selection that is not a key, and a choice of rows by a key no row can h
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.test import Client
 
 from console.instances.models import Instance
+from console.instances.roles import VIEWER
 from console.schedules.models import RestartSchedule
 from tests.factories import process_instance
 
@@ -88,3 +90,32 @@ def test_a_process_instance_s_run_spec_that_is_not_a_json_object_is_a_form_error
     assert page.status_code == 200 and page.context["adminform"].form.errors["run_spec"]
     instance.refresh_from_db()
     assert instance.run_spec == {}
+
+
+def test_the_server_admin_token_is_write_only(superuser_client):
+    """Never sent back to a browser, to an admin or to one who may only look; kept when left blank,
+    replaced when typed, removed only when asked."""
+    instance = process_instance("secret", command=["true"], admin_token="s3cret-token-abc")
+    change = f"/admin/instances/instance/{instance.pk}/change/"
+    page = superuser_client.get(change).content.decode()
+    assert "s3cret-token-abc" not in page and "set (not shown)" in page
+
+    def saved(**fields) -> str:
+        data = {**instance_form(superuser_client, instance), "admin_token": "", **fields}
+        assert superuser_client.post(change, data).status_code == 302
+        instance.refresh_from_db()
+        return instance.admin_token
+
+    assert saved() == "s3cret-token-abc"
+    assert saved(admin_token="n3w-token") == "n3w-token"
+    assert saved(clear_admin_token="on") == ""
+
+    instance.admin_token = "s3cret-token-abc"
+    instance.save()
+    looker = get_user_model().objects.create_user("looker", password="looker-pass-123", is_staff=True)
+    looker.groups.add(Group.objects.get(name=VIEWER))
+    client = Client()
+    client.force_login(looker)
+    page = client.get(change)
+    assert page.status_code == 200 and "s3cret-token-abc" not in page.content.decode()
+    assert "set (not shown)" in page.content.decode() and "Remove the admin token" not in page.content.decode()
