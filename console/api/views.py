@@ -214,7 +214,7 @@ def operation(request, pk: int):
 @api_view(["POST"])
 def rollouts(request):
     """Body: {"group": "gpu-a"} or {"instances": ["a", "b"]}, plus "strategy", "skip_busy",
-    "reload_weights" and "reason"."""
+    "skip_healthy", "reload_weights" and "reason"."""
     if not request.user.has_perm(OPERATE):
         return error(403, "Your role may look at instances but not operate them.")
     body = request.json
@@ -223,7 +223,7 @@ def rollouts(request):
         return error(400, "'instances' must be a list of names.")
     if not all(isinstance(body.get(key, ""), str) for key in ("group", "strategy", "reason")):
         return error(400, "'group', 'strategy' and 'reason' must be strings.")
-    if problem := not_flags(body, ("skip_busy", "reload_weights")):
+    if problem := not_flags(body, ("skip_busy", "skip_healthy", "reload_weights")):
         return error(400, problem)
     form = RolloutForm(
         {
@@ -231,6 +231,7 @@ def rollouts(request):
             "instances": " ".join(names),
             "strategy": body.get("strategy", "rolling"),
             "skip_busy": body.get("skip_busy") is True,
+            "skip_healthy": body.get("skip_healthy") is True,
             "reload_weights": body.get("reload_weights") is True,
             "reason": body.get("reason", ""),
         }
@@ -245,6 +246,7 @@ def rollouts(request):
         reason=data["reason"],
         trigger=Operation.Trigger.API,
         skip_busy=data["skip_busy"],
+        skip_healthy=data["skip_healthy"],
         reload_weights=data["reload_weights"],
         request=request,
     )

@@ -6,7 +6,7 @@ from django import forms
 
 from console.instances.models import Instance
 from console.operations import trial
-from console.operations.models import RELOAD_WEIGHTS_HELP, Operation, Rollout
+from console.operations.models import RELOAD_WEIGHTS_HELP, SKIP_HEALTHY_HELP, Operation, Rollout
 
 
 class OperationForm(forms.Form):
@@ -46,6 +46,7 @@ class RolloutForm(forms.Form):
         error_messages={"invalid_choice": f"must be one of {', '.join(Rollout.Strategy.values)}, not %(value)s."},
     )
     skip_busy = forms.BooleanField(required=False)
+    skip_healthy = forms.BooleanField(required=False, help_text=SKIP_HEALTHY_HELP)
     reload_weights = forms.BooleanField(required=False, help_text=RELOAD_WEIGHTS_HELP)
     reason = forms.CharField(
         max_length=500, required=False, error_messages={"max_length": "must be at most 500 characters."}

@@ -115,6 +115,11 @@ RELOAD_WEIGHTS_HELP = (
     "them across restarts (a new fine-tune copied over the old files, a copy that is suspect); a restart in "
     "place is then a whole restart."
 )
+SKIP_HEALTHY_HELP = (
+    "Leave running an instance whose checklist (Diagnose) finds nothing a restart would cure when its turn "
+    "comes: latency at its baseline, GPU memory with room, no leaked connections, a clean log. One without "
+    "recent figures is restarted."
+)
 
 
 class Rollout(models.Model):
@@ -136,6 +141,7 @@ class Rollout(models.Model):
         default=False, help_text="Skip an instance that has requests in flight instead of draining it."
     )
     reload_weights = models.BooleanField(default=False, help_text=RELOAD_WEIGHTS_HELP)
+    skip_healthy = models.BooleanField(default=False, help_text=SKIP_HEALTHY_HELP)
     trigger = models.CharField(max_length=16, choices=Operation.Trigger.choices, default=Operation.Trigger.MANUAL)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -15,6 +15,7 @@ from console.instances.holds import active_hold
 from console.instances.models import Instance
 from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
+from console.telemetry.diagnose import diagnose
 from console.telemetry.latest import is_fresh, latest_samples
 
 SETTLED = ("skipped", "not started")  # entries of instances the rollout will not restart
@@ -29,6 +30,7 @@ def request_rollout(
     trigger: str = Operation.Trigger.MANUAL,
     skip_busy: bool = False,
     reload_weights: bool = False,
+    skip_healthy: bool = False,
     request=None,
 ) -> Rollout:
     """Queue a restart of `instances`; callers have validated them (RolloutForm, a schedule's targets)."""
@@ -39,6 +41,7 @@ def request_rollout(
         instance_names=[i.name for i in instances],
         skip_busy=skip_busy,
         reload_weights=reload_weights,
+        skip_healthy=skip_healthy,
         trigger=trigger,
         requested_by=user if user is not None and user.is_authenticated else None,
         reason=reason[:500],
@@ -50,10 +53,28 @@ def request_rollout(
         actor=trigger,
         target=", ".join(rollout.instance_names),
         reason=reason,
-        outcome=f"queued as rollout #{rollout.pk} ({strategy}{', reloading the weights' if reload_weights else ''})",
+        outcome=f"queued as rollout #{rollout.pk} ({', '.join(_options(rollout))})",
     )
     transaction.on_commit(lambda: enqueue_advance(rollout.pk))
     return rollout
+
+
+def _options(rollout: Rollout) -> list[str]:
+    chosen = [rollout.strategy]
+    chosen += ["skipping busy instances"] if rollout.skip_busy else []
+    chosen += ["skipping healthy instances"] if rollout.skip_healthy else []
+    chosen += ["reloading the weights"] if rollout.reload_weights else []
+    return chosen
+
+
+def healthy(instance: Instance) -> str | None:
+    """Why the instance needs no restart by its checklist (Diagnose's verdict "healthy"), or None: it
+    has something a restart may cure, something Diagnose says to look at, or no recent figures."""
+    found = diagnose(instance)
+    if found.verdict != "healthy":
+        return None
+    latency = next((f for f in found.findings if f.rule == "latency"), None)
+    return "healthy by its checklist" + (f" ({latency.evidence[0]})" if latency and latency.evidence else "")
 
 
 def enqueue_advance(rollout_id: int) -> None:
@@ -92,6 +113,9 @@ def _start(rollout: Rollout, instance: Instance) -> Operation | None:
         return None
     if rollout.skip_busy and (in_flight := busy(instance)):
         _record(rollout, instance.name, None, "skipped", f"{in_flight} request(s) in flight")
+        return None
+    if rollout.skip_healthy and (why := healthy(instance)):
+        _record(rollout, instance.name, None, "skipped", why)
         return None
     try:
         operation, created = request_operation(

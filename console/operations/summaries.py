@@ -42,6 +42,8 @@ def rollout_summary(rollout: Rollout) -> dict:
         "id": rollout.pk,
         "strategy": rollout.strategy,
         "reload_weights": rollout.reload_weights,
+        "skip_busy": rollout.skip_busy,
+        "skip_healthy": rollout.skip_healthy,
         "instances": rollout.instance_names,
         "state": rollout.state,
         "results": rollout.results,

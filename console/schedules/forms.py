@@ -19,6 +19,7 @@ class ScheduleForm(forms.ModelForm):
             "group",
             "strategy",
             "busy_policy",
+            "skip_healthy",
             "reload_weights",
             "window_start",
             "window_end",

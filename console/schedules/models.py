@@ -9,7 +9,7 @@ from django.urls import reverse
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from console.instances.models import Instance, slug_validator
-from console.operations.models import RELOAD_WEIGHTS_HELP, Rollout
+from console.operations.models import RELOAD_WEIGHTS_HELP, SKIP_HEALTHY_HELP, Rollout
 from console.schedules import cron as cronexpr
 
 TASK = "console.schedules.tasks.run_schedule"
@@ -29,6 +29,7 @@ class RestartSchedule(models.Model):
     group = models.CharField(max_length=63, blank=True, validators=[slug_validator])
     strategy = models.CharField(max_length=16, choices=Rollout.Strategy.choices, default=Rollout.Strategy.ROLLING)
     busy_policy = models.CharField(max_length=8, choices=BusyPolicy.choices, default=BusyPolicy.WAIT)
+    skip_healthy = models.BooleanField("only those that need it", default=False, help_text=SKIP_HEALTHY_HELP)
     reload_weights = models.BooleanField(default=False, help_text=RELOAD_WEIGHTS_HELP)
     window_start = models.TimeField(null=True, blank=True, help_text="Maintenance window start (schedule's zone).")
     window_end = models.TimeField(null=True, blank=True, help_text="Maintenance window end; may cross midnight.")

@@ -46,6 +46,7 @@ def fire(schedule_id: int, now=None) -> ScheduleRun | None:
             trigger=Operation.Trigger.SCHEDULE,
             skip_busy=schedule.busy_policy == RestartSchedule.BusyPolicy.SKIP,
             reload_weights=schedule.reload_weights,
+            skip_healthy=schedule.skip_healthy,
         )
         if schedule.window_end is not None:
             rollout.not_after = _window_close(schedule, planned)

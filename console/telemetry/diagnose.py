@@ -275,6 +275,14 @@ def diagnose(instance, now=None) -> Diagnosis:
             "errors",
             _("Errors in the log: read them before restarting; a restart may not fix the cause."),
         )
+    elif off := [f.summary for f in findings if f.level in ("warn", "bad")]:
+        # Memory nearly full or swinging alone, timeouts in the log, many open connections: none of them
+        # a pattern a restart is known to cure, and not "nothing points to a problem" either.
+        verdict, advice = (
+            "watch",
+            _("No pattern a restart is known to cure, but these rows are off: %(rows)s Watch them.")
+            % {"rows": " ".join(off)},
+        )
     else:
         verdict, advice = "healthy", _("Nothing in the checklist points to a problem; no restart needed.")
     return Diagnosis(verdict, advice, findings, samples=len(samples))

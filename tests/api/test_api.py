@@ -189,6 +189,10 @@ def test_rollouts_through_the_api_with_clear_refusals(instance):
     flags = post(client, "/api/rollouts/", {"group": "pair", "skip_busy": "no", "reload_weights": 1}, key)
     assert flags.status_code == 400
     assert flags.json()["error"] == "'skip_busy' and 'reload_weights' must be true or false."
+    picky = post(client, "/api/rollouts/", {"group": "pair", "skip_healthy": "yes"}, key)
+    assert picky.json() == {"error": "'skip_healthy' must be true or false."}
+    picky = post(client, "/api/rollouts/", {"group": "pair", "skip_healthy": True}, key)
+    assert picky.status_code == 202 and picky.json()["skip_healthy"] is True and body["skip_healthy"] is False
     reload = post(client, "/api/rollouts/", {"instances": ["api-b"], "reload_weights": True}, key)
     assert reload.status_code == 202 and reload.json()["reload_weights"] is True
 

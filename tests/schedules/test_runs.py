@@ -7,6 +7,7 @@ import pytest
 from console.operations.models import Rollout
 from console.schedules.models import RestartSchedule, ScheduleRun
 from console.schedules.runs import fire
+from console.telemetry.models import Sample
 from tests.factories import process_instance
 
 PLANNED = datetime(2026, 11, 24, 19, 0, tzinfo=UTC)  # 03:00 in Shanghai
@@ -99,3 +100,31 @@ def test_paused_or_empty_schedules(schedule):
     schedule.save()
     run = fire(schedule.pk, now=PLANNED)
     assert run.state == "skipped" and run.reason == "no enabled instance to restart"
+
+
+def test_a_schedule_for_only_those_that_need_it_leaves_a_healthy_instance_running(schedule):
+    """The article's check before a restart, made by the nightly run itself: an instance whose checklist
+    finds nothing a restart would cure is skipped, saying why; one slower than its baseline (soft decay)
+    and one without figures are restarted."""
+    from console.operations.models import Operation
+    from console.operations.rollout import advance
+    from tests.factories import sample_history
+
+    schedule.skip_healthy = True
+    schedule.strategy = Rollout.Strategy.ALL
+    schedule.save()
+    fine, slow = schedule.targets()
+    sample_history(fine)
+    sample_history(slow, p95_ms=lambda i: 100.0 if i < 5 else 400.0)
+    rollout = fire(schedule.pk, now=PLANNED + timedelta(seconds=3)).rollout
+    assert rollout.skip_healthy
+    by_name = {r["instance"]: r for r in advance(rollout.pk).results}
+    assert by_name[fine.name]["state"] == "skipped", by_name
+    assert by_name[fine.name]["detail"] == "healthy by its checklist (p95 100 ms, baseline 100 ms)"
+    assert not Operation.objects.filter(instance=fine).exists()
+    assert Operation.objects.get(instance=slow, rollout=rollout).kind == "restart"
+
+    Operation.objects.all().delete()
+    Sample.objects.all().delete()
+    unknown = advance(Rollout.objects.create(instance_names=[fine.name], skip_healthy=True, strategy="all").pk)
+    assert unknown.results[0]["state"] == "queued"  # no recent figures: restarted, as without the choice

@@ -1,35 +1,11 @@
 """The checklist's verdicts on sample histories that look like each cause."""
 
-from datetime import timedelta
-
 import pytest
-from django.utils import timezone
 
 from console.telemetry.diagnose import diagnose
 from console.telemetry.models import Sample
-from tests.factories import process_instance
-
-GiB = 2**30
-
-
-def history(instance, n=10, **overrides):
-    """n samples a few seconds apart ending now; overrides may be callables of the index."""
-    now = timezone.now()
-    for i in range(n):
-        figures = {
-            "status": "ready",
-            "probe_ok": True,
-            "p95_ms": 100.0,
-            "gpu_used": 20 * GiB,
-            "gpu_total": 80 * GiB,
-            "established": 3,
-            "close_wait": 0,
-            "time_wait": 0,
-            "data": {"uptime": 3600 + i * 5, "pids": [10], "server_pid": 10, "tcp": {"LISTEN": 1}, "signatures": {}},
-        }
-        for key, value in overrides.items():
-            figures[key] = value(i) if callable(value) else value
-        Sample.objects.create(instance=instance, at=now - timedelta(seconds=5 * (n - i)), **figures)
+from tests.factories import GiB, process_instance
+from tests.factories import sample_history as history
 
 
 @pytest.fixture
@@ -138,7 +114,7 @@ def test_the_disk_that_holds_the_log_nearly_full_or_out_of_inodes_is_said_before
     assert verdict(instance) == ("disk_full", {**verdict(instance)[1], "log_disk": "bad"})
     Sample.objects.all().delete()
     history(instance, data=disk(10 * GiB))
-    assert verdict(instance)[1]["log_disk"] == "warn" and verdict(instance)[0] == "healthy"
+    assert verdict(instance)[1]["log_disk"] == "warn" and verdict(instance)[0] == "watch"
     Sample.objects.all().delete()
     history(instance, data=disk(50 * GiB, inodes_free=0, inodes_total=0))  # btrfs: no fixed inode count
     assert verdict(instance)[1]["log_disk"] == "ok"
@@ -146,3 +122,12 @@ def test_the_disk_that_holds_the_log_nearly_full_or_out_of_inodes_is_said_before
         Sample.objects.all().delete()
         history(instance, data={"uptime": 3600, "pids": [10], "server_pid": 10, "log_disk": unknown})
         assert "log_disk" not in verdict(instance)[1], unknown
+
+
+def test_rows_off_without_a_pattern_a_restart_cures_are_to_watch_not_healthy(instance):
+    """GPU memory nearly full with a clean log and latency at its baseline (a server that reserves most
+    of the card, or one on its way to trouble): not "nothing points to a problem"."""
+    history(instance, gpu_used=78 * GiB)
+    result = diagnose(instance)
+    assert result.verdict == "watch" and "GPU memory is nearly full." in result.advice
+    assert {f.rule: f.level for f in result.findings}["latency"] == "ok"

@@ -67,6 +67,7 @@ def rollout_create(request):
         user=request.user,
         reason=data["reason"],
         skip_busy=data["skip_busy"],
+        skip_healthy=data["skip_healthy"],
         reload_weights=data["reload_weights"],
         request=request,
     )
