@@ -1,5 +1,7 @@
 from django import forms
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from console.instances.models import Instance
 from console.schedules import cron
@@ -7,7 +9,7 @@ from console.schedules.models import RestartSchedule
 
 
 class ScheduleForm(forms.ModelForm):
-    group = forms.ChoiceField(required=False)
+    group = forms.ChoiceField(required=False, label=_("Group"))
 
     class Meta:
         model = RestartSchedule
@@ -26,6 +28,36 @@ class ScheduleForm(forms.ModelForm):
             "grace_minutes",
             "enabled",
         ]
+        # The model's own words are the admin's (English); the page speaks the reader's language.
+        labels = {
+            "name": _("Name"),
+            "cron": _("When"),
+            "timezone": _("Time zone"),
+            "instances": _("Instances"),
+            "strategy": _("Strategy"),
+            "busy_policy": _("Busy instances"),
+            "skip_healthy": _("Only those that need it"),
+            "reload_weights": _("Reload weights"),
+            "window_start": _("Window start"),
+            "window_end": _("Window end"),
+            "grace_minutes": _("Grace (minutes)"),
+            "enabled": _("Enabled"),
+        }
+        help_texts = {
+            "cron": _('"daily at 03:00" or five cron fields, e.g. "0 3 * * 1-5".'),
+            "timezone": _("IANA name, e.g. Asia/Shanghai."),
+            "skip_healthy": _(
+                "Leave running an instance whose checklist (Diagnose) finds nothing a restart would cure when "
+                "its turn comes. One without recent figures is restarted."
+            ),
+            "reload_weights": _(
+                "Read the weights again from the checkpoint at each restart (a new fine-tune copied over the "
+                "old files); a restart in place is then a whole restart."
+            ),
+            "window_start": _("Maintenance window start (schedule's zone)."),
+            "window_end": _("Maintenance window end; may cross midnight."),
+            "grace_minutes": _("A run missed while beat was down still runs if it is at most this late."),
+        }
         widgets = {
             "instances": forms.CheckboxSelectMultiple,
             "window_start": forms.TimeInput(attrs={"type": "time"}),
@@ -43,7 +75,7 @@ class ScheduleForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         if not data.get("instances") and not data.get("group"):
-            raise forms.ValidationError("Choose a group or at least one instance to restart.")
+            raise forms.ValidationError(gettext("Choose a group or at least one instance to restart."))
         return data
 
     def preview(self, count: int = 5) -> list:

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from console.instances.models import Instance, slug_validator
@@ -17,8 +19,8 @@ TASK = "console.schedules.tasks.run_schedule"
 
 class RestartSchedule(models.Model):
     class BusyPolicy(models.TextChoices):
-        WAIT = "wait", "Drain and restart (wait for in-flight requests)"
-        SKIP = "skip", "Skip instances with requests in flight"
+        WAIT = "wait", _("Drain and restart (wait for in-flight requests)")
+        SKIP = "skip", _("Skip instances with requests in flight")
 
     name = models.CharField(max_length=100, unique=True)
     cron = models.CharField(
@@ -84,9 +86,9 @@ class RestartSchedule(models.Model):
         except cronexpr.CronError as exc:
             errors["timezone"] = str(exc)
         if (self.window_start is None) != (self.window_end is None):
-            errors["window_end"] = "Give both ends of the maintenance window, or neither."
+            errors["window_end"] = gettext("Give both ends of the maintenance window, or neither.")
         elif self.window_start is not None and self.window_start == self.window_end:
-            errors["window_end"] = "The maintenance window is empty."
+            errors["window_end"] = gettext("The maintenance window is empty.")
         if errors:
             raise ValidationError(errors)
 
@@ -98,7 +100,7 @@ class RestartSchedule(models.Model):
         """Keep the django-celery-beat entry in step with this schedule (one beat process reads it).
         Called by save(); a deleted schedule takes its entry with it (signals.py)."""
         parsed = self.parsed
-        crontab, _ = CrontabSchedule.objects.get_or_create(
+        crontab, _created = CrontabSchedule.objects.get_or_create(
             minute=parsed.minute,
             hour=parsed.hour,
             day_of_month=parsed.day_of_month,

@@ -114,3 +114,17 @@ def test_the_fall_back_day_shows_which_of_the_two_times_runs():
     assert "Sun 2026-11-01 01:30 EDT" in page and "= 2026-11-01 05:30 UTC" in page
     assert page.count("happens twice") == 1  # that day only
     assert "Mon 2026-11-02 01:30 EST" in page and "= 2026-11-02 06:30 UTC" in page
+
+
+def test_the_schedule_form_speaks_the_reader_s_language(operator):
+    """Its labels, help, choices and errors: written on the model in English (the admin's), said on the
+    page in the reader's language."""
+    page = operator.get("/schedules/new/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    for said in ("时区", "分组", "繁忙实例", "排空后重启(等待进行中的请求完成)", "仅重启需要的实例", "维护窗口结束"):
+        assert said in page, said
+    for english in ("Time zone", "Busy instances", "Drain and restart", "Window end", ">Group<"):
+        assert english not in page, english
+    refused = operator.post("/schedules/new/", form(group="", window_end="04:00"), HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert "请选择一个分组或至少一个要重启的实例。" in refused.content.decode()
+    assert "请同时填写维护窗口的开始和结束时间,或都不填。" in refused.content.decode()
+    assert "Time zone" in operator.get("/schedules/new/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
