@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator, URLValidator
 from django.db import models
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 
 slug_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9-]{0,62}$",
@@ -99,8 +100,8 @@ class Instance(models.Model):
     """One inference server: a container or a supervised process on a host."""
 
     class Runtime(models.TextChoices):
-        DOCKER = "docker", "Docker container"
-        PROCESS = "process", "Local process"
+        DOCKER = "docker", _("Docker container")
+        PROCESS = "process", _("Local process")
 
     class Engine(models.TextChoices):
         GLM = "glm", "GLM server (inference/)"

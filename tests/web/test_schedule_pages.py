@@ -128,3 +128,21 @@ def test_the_schedule_form_speaks_the_reader_s_language(operator):
     assert "请选择一个分组或至少一个要重启的实例。" in refused.content.decode()
     assert "请同时填写维护窗口的开始和结束时间,或都不填。" in refused.content.decode()
     assert "Time zone" in operator.get("/schedules/new/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+
+def test_a_rollout_s_entries_say_their_state_in_the_reader_s_language(operator):
+    from console.operations.models import Rollout
+
+    rollout = Rollout.objects.create(
+        instance_names=["gpu-a-1", "gone"],
+        state="succeeded",
+        results=[
+            {"instance": "gpu-a-1", "operation": None, "state": "skipped", "detail": "healthy by its checklist"},
+            {"instance": "gone", "operation": None, "state": "not started", "detail": ""},
+        ],
+    )
+    page = operator.get(f"/rollouts/{rollout.pk}/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert (
+        '<span class="badge skipped">已跳过</span>' in page and '<span class="badge not started">未启动</span>' in page
+    )
+    assert '<span class="badge skipped">Skipped</span>' in operator.get(f"/rollouts/{rollout.pk}/").content.decode()

@@ -5,6 +5,7 @@ from django import template
 from django.utils.html import json_script
 from django.utils.translation import gettext_lazy as _
 
+from console.operations.models import Operation
 from console.sentences import render
 
 register = template.Library()
@@ -79,6 +80,15 @@ STEP_STATES = {"done": _("done"), "failed": _("failed"), "running": _("running")
 @register.filter
 def step_state(state: str) -> str:
     return str(STEP_STATES.get(state, state))
+
+
+ENTRY_STATES = {"skipped": _("Skipped"), "not started": _("Not started"), **dict(Operation.State.choices)}
+
+
+@register.filter
+def entry_state(state: str) -> str:
+    """A rollout entry's state (its operation's, or why it has none) in the reader's language."""
+    return str(ENTRY_STATES.get(state, state))
 
 
 @register.filter
