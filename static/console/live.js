@@ -75,7 +75,36 @@
     });
     const silent = { id: "no report from host %(host)s for %(seconds)s s", params: { host: d && d.host, seconds: d && ageOf(d.received) } };
     setField(scope, "detail", op ? (op.kind_display || op.kind) + " · " + (op.state_display || op.state) : d ? say(stale ? silent : d.detail_said || d.detail) : "");
+    renderSummary();
   }
+  // The dashboard's summary: how many instances are in each state, worst first, and on hold; a
+  // state clicked shows only its rows (clicked again, all). Read from the badges as written.
+  const summary = document.getElementById("status-summary");
+  const ORDER = ["down", "degraded", "restarting", "draining", "loading", "unknown", "ready", "hold"];
+  let only = "";
+  const statusOf = (row) => (row.querySelector('[data-field="status"]') || { className: "" }).className.replace("badge ", "");
+  const held = (row) => Boolean(row.querySelector('[data-field="hold"]:not([hidden])'));
+  const renderSummary = perFrame(() => {
+    if (!summary) return;
+    const rows = [...document.querySelectorAll("#instances tbody tr[data-instance]")];
+    const counts = {};
+    rows.forEach((row) => {
+      counts[statusOf(row)] = (counts[statusOf(row)] || 0) + 1;
+      if (held(row)) counts.hold = (counts.hold || 0) + 1;
+    });
+    if (only && !counts[only]) only = "";
+    summary.replaceChildren(...ORDER.filter((s) => counts[s]).map((s) => {
+      const chip = document.createElement("button");
+      chip.type = "button";
+      chip.className = "chip " + s;
+      chip.dataset.status = s;
+      chip.setAttribute("aria-pressed", String(only === s));
+      chip.textContent = counts[s] + " " + (s === "hold" ? word("on hold") : labels[s] || s);
+      chip.onclick = () => { only = only === s ? "" : s; renderSummary(); };
+      return chip;
+    }));
+    rows.forEach((row) => { row.hidden = Boolean(only) && (only === "hold" ? !held(row) : statusOf(row) !== only); });
+  });
   // Host cards: online while their worker's reports keep coming.
   function renderHosts() {
     document.querySelectorAll("[data-host-card]").forEach((card) => {
@@ -162,6 +191,7 @@
     if (!scope) return;
     const h = holds[name];
     const left = h ? h.until_ts * 1000 - Date.now() : 0;
+    renderSummary();
     scope.querySelectorAll('[data-field="hold"]').forEach((el) => {
       el.hidden = left <= 0;
       el.title = left > 0 ? say({ id: "until %(until)s, by %(by)s", params: { until: new Date(h.until_ts * 1000).toLocaleString(), by: h.by } }) + ": " + h.reason : "";

@@ -73,12 +73,21 @@ def test_instance_page_updates_live_and_a_second_dashboard_follows_a_restart(bro
     other.wait_for_selector("[data-live-state].on", timeout=15_000)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     other.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+    # The summary counts instances by state; a state clicked shows only its rows, clicked again all.
+    ready_chip = other.locator("#status-summary .chip.ready")
+    assert ready_chip.inner_text().endswith(" ready") and int(ready_chip.inner_text().split()[0]) >= 1
+    ready_chip.click()
+    shown = "[...document.querySelectorAll('#instances tbody tr')].filter(r => !r.hidden)"
+    assert set(other.evaluate(shown + ".map(r => r.querySelector('[data-field=status]').className)")) == {"badge ready"}
+    ready_chip.click()
+    assert other.evaluate(shown + ".length") == other.locator("#instances tbody tr").count()
 
     page.select_option("select[name=kind]", "restart")
     page.fill("input[name=reason]", "p95 creeping up")
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("form#operate button[type=submit]")
     other.wait_for_selector("#instance-demo [data-field=status].restarting", timeout=15_000)
+    other.wait_for_selector("#status-summary .chip.restarting", timeout=5_000)
     page.wait_for_selector("#operation-live .progress[data-state=succeeded]", timeout=DEMO_WAIT_S * 1000)
     other.wait_for_selector("#instance-demo [data-field=status].ready", timeout=30_000)
     assert "Succeeded" in other.inner_text("#instance-demo [data-field=operation]")

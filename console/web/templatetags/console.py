@@ -51,6 +51,7 @@ LIVE_WORDS = {
     "ready, loaded in %(seconds).1f s": _("ready, loaded in %(seconds).1f s"),
     "discarded": _("discarded"),
     "until %(until)s, by %(by)s": _("until %(until)s, by %(by)s"),
+    "on hold": _("on hold"),
 }
 
 
