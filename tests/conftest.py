@@ -11,9 +11,18 @@ from pathlib import Path
 import pytest
 from django.core.cache import cache
 from django.test import override_settings
+from django.utils import translation
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.browser"]
+
+
+@pytest.fixture(autouse=True)
+def _the_default_language_after_each_test():
+    """A page requested in another language leaves it active in the thread (LocaleMiddleware activates
+    it, nothing deactivates it), so a later test in this process would read that language."""
+    yield
+    translation.deactivate()
 
 
 def free_port() -> int:

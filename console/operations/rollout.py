@@ -8,7 +8,7 @@ restart stops a rolling rollout, so a bad image or config never takes down more 
 """
 
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from console.audit.record import record
 from console.instances.holds import active_hold
@@ -70,7 +70,8 @@ def _options(rollout: Rollout) -> list[str]:
 def healthy(instance: Instance) -> str | None:
     """Why the instance needs no restart by its checklist (Diagnose's verdict "healthy"), or None: it
     has something a restart may cure, something Diagnose says to look at, or no recent figures."""
-    found = diagnose(instance)
+    with translation.override("en"):  # kept in the rollout's entry, in English as every entry is
+        found = diagnose(instance)
     if found.verdict != "healthy":
         return None
     latency = next((f for f in found.findings if f.rule == "latency"), None)

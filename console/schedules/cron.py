@@ -15,6 +15,8 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from celery.schedules import ParseException, crontab_parser
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 DAILY = re.compile(r"^(?:daily\s+(?:at\s+)?)?([01]?\d|2[0-3]):([0-5]\d)$", re.I)
 SEARCH_DAYS = 4 * 366 + 1  # long enough for "29 Feb"
@@ -55,11 +57,17 @@ def parse(text: str) -> Cron:
     fields = text.split(" ")
     if len(fields) != 5:
         raise CronError(
-            'Use "daily at HH:MM" or five cron fields: minute hour day-of-month month day-of-week '
-            f"(got {len(fields)} field{'s' if len(fields) != 1 else ''})."
+            ngettext(
+                'Use "daily at HH:MM" or five cron fields: minute hour day-of-month month day-of-week '
+                "(got %(count)d field).",
+                'Use "daily at HH:MM" or five cron fields: minute hour day-of-month month day-of-week '
+                "(got %(count)d fields).",
+                len(fields),
+            )
+            % {"count": len(fields)}
         )
     cron = Cron(*fields)
-    names = ("minute", "hour", "day of month", "month", "day of week")
+    names = (_("minute"), _("hour"), _("day of month"), _("month"), _("day of week"))
     for name, value, parser in zip(
         names,
         fields,
@@ -68,25 +76,29 @@ def parse(text: str) -> Cron:
     ):
         try:
             if not parser.parse(value):
-                raise CronError(f"The {name} field {value!r} matches nothing.")
+                raise CronError(_("The %(field)s field %(value)r matches nothing.") % {"field": name, "value": value})
         except (ValueError, ParseException) as exc:
             if isinstance(exc, CronError):
                 raise
-            raise CronError(f"The {name} field {value!r} is not valid: {exc}") from None
+            raise CronError(
+                _("The %(field)s field %(value)r is not valid: %(why)s") % {"field": name, "value": value, "why": exc}
+            ) from None
     return cron
 
 
 def zone(name: str) -> ZoneInfo:
     if name not in available_timezones():
-        raise CronError(f"Unknown time zone {name!r}; use an IANA name such as Asia/Shanghai or UTC.")
+        raise CronError(
+            _("Unknown time zone %(name)r; use an IANA name such as Asia/Shanghai or UTC.") % {"name": name}
+        )
     try:
         return ZoneInfo(name)
     except ZoneInfoNotFoundError:
-        raise CronError(f"Unknown time zone {name!r}.") from None
+        raise CronError(_("Unknown time zone %(name)r.") % {"name": name}) from None
 
 
 def _day_matches(day: date, sets) -> bool:
-    _, _, doms, months, dows = sets
+    _minutes, _hours, doms, months, dows = sets
     return day.month in months and day.day in doms and (day.isoweekday() % 7) in dows
 
 
@@ -114,7 +126,7 @@ def next_runs(cron: Cron, tz: ZoneInfo, after: datetime, count: int = 5) -> list
     sets = cron.sets
     found: list[datetime] = []
     day = after.astimezone(tz).date()
-    for _ in range(SEARCH_DAYS):
+    for _day in range(SEARCH_DAYS):
         if _day_matches(day, sets):
             found += [t for t in _times_of(day, sets, tz) if t > after]
             if len(found) >= count:
@@ -127,7 +139,7 @@ def previous_run(cron: Cron, tz: ZoneInfo, at: datetime) -> datetime | None:
     """The latest run instant (UTC) at or before `at`."""
     sets = cron.sets
     day = at.astimezone(tz).date()
-    for _ in range(SEARCH_DAYS):
+    for _day in range(SEARCH_DAYS):
         if _day_matches(day, sets):
             earlier = [t for t in _times_of(day, sets, tz) if t <= at]
             if earlier:

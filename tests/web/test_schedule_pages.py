@@ -146,3 +146,18 @@ def test_a_rollout_s_entries_say_their_state_in_the_reader_s_language(operator):
         '<span class="badge skipped">已跳过</span>' in page and '<span class="badge not started">未启动</span>' in page
     )
     assert '<span class="badge skipped">Skipped</span>' in operator.get(f"/rollouts/{rollout.pk}/").content.decode()
+
+
+def test_what_is_wrong_with_an_expression_is_said_in_the_reader_s_language(operator):
+    wrong = operator.get(
+        "/schedules/preview/", {"cron": "0 3 * * 9", "timezone": "UTC"}, HTTP_ACCEPT_LANGUAGE="zh-hans"
+    )
+    assert wrong.status_code == 400 and "星期 字段 &#x27;9&#x27;" in wrong.content.decode()
+    short = operator.get("/schedules/preview/", {"cron": "0 3", "timezone": "UTC"}, HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert "收到 2 个字段" in short.content.decode()
+    zone = operator.get(
+        "/schedules/preview/", {"cron": "0 3 * * *", "timezone": "Mars/Olympus"}, HTTP_ACCEPT_LANGUAGE="zh-hans"
+    )
+    assert "未知时区 &#x27;Mars/Olympus&#x27;" in zone.content.decode()
+    english = operator.get("/schedules/preview/", {"cron": "0 3 * * 9", "timezone": "UTC"}).content.decode()
+    assert "The day of week field &#x27;9&#x27;" in english
