@@ -97,6 +97,10 @@ class InstanceForm(forms.ModelForm):
         return data
 
 
+def _names_only(env) -> str:
+    return ", ".join(f"{name}=…" for name in env) if isinstance(env, dict) and env else "–"
+
+
 @admin.register(Instance)
 class InstanceAdmin(admin.ModelAdmin):
     form = InstanceForm
@@ -132,21 +136,42 @@ class InstanceAdmin(admin.ModelAdmin):
         ),
     ]
 
+    # One who may only look sees whether a token is set, never the token, and the names of the
+    # environment's variables (where secrets go: HF_TOKEN, API keys), never their values.
+    SEEN_INSTEAD = {"admin_token": "admin_token_set", "env": "env_names", "run_spec": "run_spec_shown"}
+
     def get_fieldsets(self, request, obj=None):
-        """One who may only look sees whether a token is set, never the token."""
         fieldsets = super().get_fieldsets(request, obj)
         if self.has_change_permission(request, obj):
             return fieldsets
-        first = [("admin_token_set" if name == "admin_token" else name) for name in fieldsets[0][1]["fields"]]
-        first.remove("clear_admin_token")
-        return [(None, {"fields": first}), *fieldsets[1:]]
+        return [
+            (
+                title,
+                {
+                    **options,
+                    "fields": [self.SEEN_INSTEAD.get(f, f) for f in options["fields"] if f != "clear_admin_token"],
+                },
+            )
+            for title, options in fieldsets
+        ]
 
     def get_readonly_fields(self, request, obj=None):
-        return [*super().get_readonly_fields(request, obj), "admin_token_set"]
+        return [*super().get_readonly_fields(request, obj), *self.SEEN_INSTEAD.values()]
 
     @admin.display(description="admin token")
     def admin_token_set(self, instance: Instance) -> str:
         return "set (not shown)" if instance.admin_token else "none"
+
+    @admin.display(description="env")
+    def env_names(self, instance: Instance) -> str:
+        return _names_only(instance.env)
+
+    @admin.display(description="run spec")
+    def run_spec_shown(self, instance: Instance) -> str:
+        spec = dict(instance.run_spec or {})
+        if isinstance(spec.get("environment"), dict):
+            spec["environment"] = {name: "…" for name in spec["environment"]}
+        return json.dumps(spec, ensure_ascii=False)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

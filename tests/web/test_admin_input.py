@@ -94,7 +94,8 @@ def test_a_process_instance_s_run_spec_that_is_not_a_json_object_is_a_form_error
 
 def test_the_server_admin_token_is_write_only(superuser_client):
     """Never sent back to a browser, to an admin or to one who may only look; kept when left blank,
-    replaced when typed, removed only when asked."""
+    replaced when typed, removed only when asked. One who may only look sees no value of the
+    environment either."""
     instance = process_instance("secret", command=["true"], admin_token="s3cret-token-abc")
     change = f"/admin/instances/instance/{instance.pk}/change/"
     page = superuser_client.get(change).content.decode()
@@ -111,6 +112,8 @@ def test_the_server_admin_token_is_write_only(superuser_client):
     assert saved(clear_admin_token="on") == ""
 
     instance.admin_token = "s3cret-token-abc"
+    instance.env = {"HF_TOKEN": "hf-s3cret"}
+    instance.run_spec = {"environment": {"API_KEY": "k-s3cret"}, "shm_size": "8g"}
     instance.save()
     looker = get_user_model().objects.create_user("looker", password="looker-pass-123", is_staff=True)
     looker.groups.add(Group.objects.get(name=VIEWER))
@@ -119,3 +122,7 @@ def test_the_server_admin_token_is_write_only(superuser_client):
     page = client.get(change)
     assert page.status_code == 200 and "s3cret-token-abc" not in page.content.decode()
     assert "set (not shown)" in page.content.decode() and "Remove the admin token" not in page.content.decode()
+    # ... and the environment's names, not its values (where secrets go).
+    assert "HF_TOKEN=…" in page.content.decode() and "API_KEY" in page.content.decode()
+    assert "s3cret" not in page.content.decode() and "8g" in page.content.decode()
+    assert "hf-s3cret" in superuser_client.get(change).content.decode()  # one who may change it sees it
