@@ -11,6 +11,7 @@ urlpatterns = [
     path("instances/<slug:name>/", views.instance, name="instance"),
     path("instances/<slug:name>/operations/", views.operate, name="operate"),
     path("instances/<slug:name>/hold/", views.hold, name="hold"),
+    path("instances/<slug:name>/diagnosis/", views.diagnosis, name="diagnosis"),
     path("operations/<int:pk>/", views.operation, name="operation"),
     path("rollouts/", views.rollouts, name="rollouts"),
     path("rollouts/<int:pk>/", views.rollout, name="rollout"),

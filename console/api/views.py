@@ -19,6 +19,7 @@ from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
 from console.operations.rollout import request_rollout
 from console.operations.summaries import instance_summaries, operation_summary, rollout_summary
+from console.telemetry.diagnose import diagnose
 from console.telemetry.hosts import host_summaries, host_summary, hosts_with_counts
 
 OPERATE = "instances.operate_instance"
@@ -111,6 +112,13 @@ def instance(request, name: str):
     item = get_object_or_404(Instance.objects.select_related("host"), name=name)
     recent = [operation_summary(op) for op in item.operations.select_related("instance", "requested_by")[:10]]
     return JsonResponse({**instance_summaries([item])[0], "operations": recent})
+
+
+@api_view(["GET"])
+def diagnosis(request, name: str):
+    """The runbook's checklist on the last 15 minutes: a script's check before it restarts (verdict
+    "soft_decay": a restart is the cure; "healthy": nothing to cure), as the page's Diagnose says it."""
+    return JsonResponse(diagnose(get_object_or_404(Instance, name=name)).summary())
 
 
 def not_flags(body: dict, names: tuple) -> str | None:

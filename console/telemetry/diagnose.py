@@ -41,6 +41,11 @@ class Diagnosis:
     findings: list[Finding]
     samples: int
 
+    def summary(self) -> dict:
+        """For the API and the command line: the verdict, the advice and each row with its evidence."""
+        rows = [{"rule": f.rule, "level": f.level, "summary": f.summary, "evidence": f.evidence} for f in self.findings]
+        return {"verdict": self.verdict, "advice": self.advice, "samples": self.samples, "findings": rows}
+
 
 def _gib(n) -> str:
     return f"{n / 2**30:.1f} GiB"

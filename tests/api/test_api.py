@@ -232,3 +232,40 @@ def test_a_script_can_ask_whether_an_instance_is_down(instance):
     assert silent["sample"]["age_seconds"] > 500
     listed = client.get("/api/instances/", **bearer(key)).json()["instances"]
     assert listed[0]["name"] == "api-a" and listed[0]["status"] == "unknown"
+
+
+@pytest.mark.django_db
+def test_a_script_checks_whether_a_restart_would_help_before_asking_one(instance):
+    """The runbook's check, by the API and the command line: the same verdict as the page's Diagnose."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from tests.factories import sample_history
+
+    _, key = ApiToken.issue(user("checker", VIEWER), "check")
+    client = Client()
+    assert client.get("/api/instances/api-a/diagnosis/", **bearer(key)).json()["verdict"] == "no_data"
+    sample_history(instance, p95_ms=lambda i: 100.0 if i < 5 else 400.0)
+    found = client.get("/api/instances/api-a/diagnosis/", **bearer(key)).json()
+    assert found["verdict"] == "soft_decay" and found["samples"] == 10
+    latency = next(row for row in found["findings"] if row["rule"] == "latency")
+    assert latency == {
+        "rule": "latency",
+        "level": "warn",
+        "summary": "Responses are slower than after the last start.",
+        "evidence": ["p95 400 ms, baseline 100 ms"],
+    }
+    assert client.get("/api/instances/nope/diagnosis/", **bearer(key)).status_code == 404
+    assert client.post("/api/instances/api-a/diagnosis/", **bearer(key)).status_code == 405
+
+    out = StringIO()
+    call_command("instance", "diagnose", "api-a", stdout=out)
+    assert out.getvalue().startswith("soft_decay: Memory has room and the log is clean, yet it is slower")
+    assert (
+        "     warn  latency: Responses are slower than after the last start. (p95 400 ms, baseline 100 ms)"
+        in out.getvalue()
+    )
+    out = StringIO()
+    call_command("instance", "diagnose", "api-a", "--json", stdout=out)
+    assert json.loads(out.getvalue()) == found

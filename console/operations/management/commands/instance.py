@@ -1,9 +1,11 @@
-"""python manage.py instance restart NAME [--wait] [--reason ...] (start, stop, soft-reset, status);
+"""python manage.py instance restart NAME [--wait] [--reason ...] (start, stop, soft-reset, status,
+diagnose);
 hold NAME --minutes 120 --reason "driver upgrade", and unhold NAME (with --host, NAME is a host: every
 instance on it)."""
 
 import threading
 import time
+from json import dumps
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -15,6 +17,7 @@ from console.operations.holds import HoldRefused, end_holds, place_holds
 from console.operations.models import Operation
 from console.operations.request import OperationRefused, request_operation
 from console.operations.summaries import instance_summaries
+from console.telemetry.diagnose import diagnose
 
 ACTIONS = {"restart": "restart", "start": "start", "stop": "stop", "soft-reset": "soft_reset"}
 
@@ -30,7 +33,7 @@ class Command(BaseCommand):
     help = "Operate an instance from the shell; prints each step as it happens. Exit code 1 if it failed."
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=[*ACTIONS, "status", "hold", "unhold"])
+        parser.add_argument("action", choices=[*ACTIONS, "status", "diagnose", "hold", "unhold"])
         parser.add_argument("name")
         parser.add_argument("--wait", action="store_true", help="Wait for the end and print every step.")
         parser.add_argument("--reason", default="")
@@ -39,8 +42,9 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=900)
         parser.add_argument("--minutes", type=int, default=120, help="hold: how long (default 120).")
         parser.add_argument("--host", action="store_true", help="hold, unhold: NAME is a host; every instance on it.")
+        parser.add_argument("--json", action="store_true", help="diagnose: the checklist as JSON, as the API gives it.")
 
-    def handle(self, *args, action, name, wait, reason, user, recreate, timeout, minutes, host, **options):
+    def handle(self, *args, action, name, wait, reason, user, recreate, timeout, minutes, host, json, **options):
         if host:
             if action not in ("hold", "unhold"):
                 raise CommandError("--host goes with hold and unhold only.")
@@ -52,6 +56,16 @@ class Command(BaseCommand):
         if action == "status":
             for key, value in instance_summaries([instance])[0].items():
                 self.stdout.write(f"{key:>17}: {value}")
+            return
+        if action == "diagnose":
+            found = diagnose(instance).summary()
+            if json:
+                self.stdout.write(dumps(found, ensure_ascii=False))
+                return
+            self.stdout.write(f"{found['verdict']}: {found['advice']} ({found['samples']} samples)")
+            for row in found["findings"]:
+                evidence = f" ({'; '.join(row['evidence'])})" if row["evidence"] else ""
+                self.stdout.write(f"  {row['level']:>7}  {row['rule']}: {row['summary']}{evidence}")
             return
         requester = self._requester(user)
         if action in ("hold", "unhold"):
