@@ -249,13 +249,18 @@ class WebhookReceiver:
         self.server.server_close()
 
 
-@pytest.fixture
-def redis_cache():
-    """The console's cache on the real Redis `make test` starts (a database of its own), as production has it."""
+def redis_database(number: int) -> str:
+    """The URL of a database of its own on the real Redis `make test` starts."""
     url = os.environ.get("TEST_REDIS_URL")
     if not url:
         pytest.fail("TEST_REDIS_URL is not set: run through make test, which starts Redis")
-    location = url.rsplit("/", 1)[0] + "/5"
+    return url.rsplit("/", 1)[0] + f"/{number}"
+
+
+@pytest.fixture
+def redis_cache():
+    """The console's cache on the real Redis `make test` starts, as production has it."""
+    location = redis_database(5)
     backend = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": location,

@@ -7,19 +7,15 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from django.utils.module_loading import import_string
 
 from console.live.events import instance_group
 from console.settings import CHANNEL_LAYER_BACKEND, channel_layer_hosts
-from tests.conftest import ROOT
+from tests.conftest import ROOT, redis_database
 
 
 def test_a_socket_with_nothing_to_receive_waits_past_redis_read_timeout():
-    url = os.environ.get("TEST_REDIS_URL")
-    if not url:
-        pytest.fail("TEST_REDIS_URL is not set: run through make test, which starts Redis")
-    layer = import_string(CHANNEL_LAYER_BACKEND)(hosts=channel_layer_hosts(url.rsplit("/", 1)[0] + "/5"))
+    layer = import_string(CHANNEL_LAYER_BACKEND)(hosts=channel_layer_hosts(redis_database(5)))
 
     async def main():
         channel = await layer.new_channel()
@@ -38,10 +34,7 @@ def test_a_socket_with_nothing_to_receive_waits_past_redis_read_timeout():
 def test_a_process_that_publishes_and_exits_delivers_every_event_in_order(tmp_path):
     """Events leave through one publisher thread without the caller waiting: a command that
     publishes and exits at once still delivers them all, in the order it sent them."""
-    url = os.environ.get("TEST_REDIS_URL")
-    if not url:
-        pytest.fail("TEST_REDIS_URL is not set: run through make test, which starts Redis")
-    redis_url = url.rsplit("/", 1)[0] + "/6"
+    redis_url = redis_database(6)
     layer = import_string(CHANNEL_LAYER_BACKEND)(hosts=channel_layer_hosts(redis_url))
     publish = (
         "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'console.settings'; django.setup()\n"

@@ -15,7 +15,7 @@ from celery import Celery
 from console.host.process import ProcessRuntime
 from console.operations.models import Operation, Rollout
 from console.operations.rollout import request_rollout
-from tests.conftest import ROOT, celery_worker, free_port, until, wait_http
+from tests.conftest import ROOT, celery_worker, free_port, redis_database, until, wait_http
 from tests.factories import process_instance
 from tests.operations.test_worker_loss import _database_url
 
@@ -26,10 +26,7 @@ START_SECONDS = 6  # each replica takes this long to start, like a model loading
 
 @pytest.fixture
 def redis_url():
-    url = os.environ.get("TEST_REDIS_URL")
-    if not url:
-        pytest.fail("TEST_REDIS_URL is not set: run through make test, which starts Redis")
-    url = url.rsplit("/", 1)[0] + "/4"
+    url = redis_database(4)
     import redis
 
     redis.Redis.from_url(url).flushdb()

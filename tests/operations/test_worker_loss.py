@@ -14,16 +14,13 @@ from console.host.process import ProcessRuntime
 from console.operations.models import Operation
 from console.operations.pipeline import execute
 from console.operations.request import request_operation
-from tests.conftest import ServerProcess, celery_worker
+from tests.conftest import ServerProcess, celery_worker, redis_database
 from tests.factories import process_instance
 
 
 @pytest.fixture
 def redis_url():
-    url = os.environ.get("TEST_REDIS_URL")
-    if not url:
-        pytest.fail("TEST_REDIS_URL is not set: run through make test, which starts Redis")
-    url = url.rsplit("/", 1)[0] + "/3"  # a database of its own
+    url = redis_database(3)
     import redis
 
     redis.Redis.from_url(url).flushdb()
