@@ -7,6 +7,8 @@ twice, or a worker that died mid-rollout, only means one more look at the same r
 restart stops a rolling rollout, so a bad image or config never takes down more than one replica.
 """
 
+import logging
+
 from django.db import transaction
 from django.utils import timezone, translation
 
@@ -17,6 +19,8 @@ from console.operations.models import Operation, Rollout
 from console.operations.request import OperationRefused, request_operation
 from console.telemetry.diagnose import diagnose
 from console.telemetry.latest import is_fresh, latest_samples
+
+log = logging.getLogger(__name__)
 
 SETTLED = ("skipped", "not started")  # entries of instances the rollout will not restart
 
@@ -70,8 +74,12 @@ def _options(rollout: Rollout) -> list[str]:
 def healthy(instance: Instance) -> str | None:
     """Why the instance needs no restart by its checklist (Diagnose's verdict "healthy"), or None: it
     has something a restart may cure, something Diagnose says to look at, or no recent figures."""
-    with translation.override("en"):  # kept in the rollout's entry, in English as every entry is
-        found = diagnose(instance)
+    try:
+        with translation.override("en"):  # kept in the rollout's entry, in English as every entry is
+            found = diagnose(instance)
+    except Exception:  # figures it cannot read: restarted, as without the choice, never a rollout stuck
+        log.exception("could not run the checklist of %s; restarting it", instance.name)
+        return None
     if found.verdict != "healthy":
         return None
     latency = next((f for f in found.findings if f.rule == "latency"), None)

@@ -130,3 +130,8 @@ def test_a_schedule_for_only_those_that_need_it_leaves_a_healthy_instance_runnin
     Sample.objects.all().delete()
     unknown = advance(Rollout.objects.create(instance_names=[fine.name], skip_healthy=True, strategy="all").pk)
     assert unknown.results[0]["state"] == "queued"  # no recent figures: restarted, as without the choice
+
+    Operation.objects.all().delete()
+    sample_history(fine, data={"gpu": {"devices": [{"used": "lots", "total": 1}]}})  # a checklist that raises
+    unreadable = advance(Rollout.objects.create(instance_names=[fine.name], skip_healthy=True, strategy="all").pk)
+    assert unreadable.results[0]["state"] == "queued"
