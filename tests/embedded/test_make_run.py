@@ -3,11 +3,12 @@
 import re
 import signal
 import subprocess
+import sys
 
 import httpx
 import pytest
 
-from tests.conftest import EmbeddedConsole, wait_http
+from tests.conftest import ROOT, EmbeddedConsole, wait_http
 
 
 def login(client: httpx.Client, console) -> None:
@@ -62,3 +63,15 @@ def test_ctrl_c_or_sigterm_stops_the_console_and_its_demo_instance(tmp_path, sig
 def test_the_favicon_is_served(embedded_console):
     icon = httpx.get(embedded_console.url + "/favicon.ico", follow_redirects=True)
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg")
+
+
+def test_serve_refuses_a_database_older_than_the_code(tmp_path):
+    """An upgrade without `migrate` would serve 500s and fail every task: serve says what to run."""
+    console = EmbeddedConsole(tmp_path)
+    console.manage("migrate", "--noinput")
+    console.manage("migrate", "operations", "0011", "--noinput")  # the code one migration ahead
+    refused = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--port", "1"], cwd=ROOT, env=console.env, capture_output=True, text=True
+    )
+    assert refused.returncode == 1 and "not applied (operations.0012_rollout_skip_healthy" in refused.stderr
+    assert "run `python manage.py migrate` first" in refused.stderr

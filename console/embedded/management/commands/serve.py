@@ -4,7 +4,9 @@ import signal
 
 import uvicorn
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
 from console.embedded.worker import EmbeddedWorker
 from console.host.logs import start_follower, stop_follower
@@ -35,6 +37,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host: str, port: int, keep_instances: bool, **options):
+        # Code newer than its database (an upgrade without `migrate`) would serve 500s and fail every
+        # task: refuse to start and say what to run.
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if pending:
+            names = ", ".join(f"{migration.app_label}.{migration.name}" for migration, _backwards in pending[:5])
+            raise CommandError(
+                f"{len(pending)} migration(s) not applied ({names}{', ...' if len(pending) > 5 else ''}): "
+                "run `python manage.py migrate` first (`make run` does)."
+            )
         embedded = settings.CONSOLE_MODE == "embedded"
         worker = watch = None
         if embedded:
