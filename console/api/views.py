@@ -136,7 +136,7 @@ def operate(request, name: str):
         return error(403, "Your role may look at instances but not operate them.")
     if not isinstance(request.json.get("reason", ""), str):
         return error(400, "'reason' must be a string.")
-    if problem := not_flags(request.json, ("recreate", "reload_weights")):
+    if problem := not_flags(request.json, ("recreate", "reload_weights", "only_if_needed")):
         return error(400, problem)
     form = OperationForm(
         {
@@ -157,6 +157,7 @@ def operate(request, name: str):
             trigger=Operation.Trigger.API,
             options=form.options(),
             request=request,
+            only_if_needed=request.json.get("only_if_needed") is True,
         )
     except OperationRefused as exc:
         return error(409, str(exc))

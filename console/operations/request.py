@@ -6,6 +6,7 @@ from django.utils import translation
 from console.audit.record import record
 from console.operations import progress
 from console.operations.models import Operation
+from console.operations.need import healthy
 from console.sentences import Sentence, gettext_noop, render, said
 
 
@@ -37,11 +38,13 @@ def request_operation(
     options: dict | None = None,
     rollout=None,
     request=None,
+    only_if_needed: bool = False,
 ) -> tuple[Operation, bool]:
     """Queue an operation on the instance's host; returns (operation, created).
 
     A request for the kind already queued or running joins it (created=False);
-    a request for another kind while one is active is refused.
+    a request for another kind while one is active is refused; with `only_if_needed`, a restart or
+    soft reset of an instance whose checklist finds nothing to cure is refused, saying so.
     """
 
     def audit(outcome: str) -> None:
@@ -64,6 +67,15 @@ def request_operation(
         raise OperationRefused(
             Sentence(
                 gettext_noop("%(instance)s is disabled; enable it before operating on it."), instance=instance.name
+            )
+        )
+    if only_if_needed and kind in (Operation.Kind.RESTART, Operation.Kind.SOFT_RESET) and (why := healthy(instance)):
+        audit(f"refused: {why} (only if needed)")
+        raise OperationRefused(
+            Sentence(
+                gettext_noop("%(instance)s is %(why)s: nothing for a restart to cure (only if needed)."),
+                instance=instance.name,
+                why=why,
             )
         )
     try:
@@ -89,6 +101,7 @@ def request_operation(
                 options=options,
                 rollout=rollout,
                 request=request,
+                only_if_needed=only_if_needed,
             )
         if active.kind == kind:
             audit(f"joined #{active.pk} already {active.state}")

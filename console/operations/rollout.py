@@ -7,20 +7,16 @@ twice, or a worker that died mid-rollout, only means one more look at the same r
 restart stops a rolling rollout, so a bad image or config never takes down more than one replica.
 """
 
-import logging
-
 from django.db import transaction
-from django.utils import timezone, translation
+from django.utils import timezone
 
 from console.audit.record import record
 from console.instances.holds import active_hold
 from console.instances.models import Instance
 from console.operations.models import Operation, Rollout
+from console.operations.need import healthy
 from console.operations.request import OperationRefused, request_operation
-from console.telemetry.diagnose import diagnose
 from console.telemetry.latest import is_fresh, latest_samples
-
-log = logging.getLogger(__name__)
 
 SETTLED = ("skipped", "not started")  # entries of instances the rollout will not restart
 
@@ -69,21 +65,6 @@ def _options(rollout: Rollout) -> list[str]:
     chosen += ["skipping healthy instances"] if rollout.skip_healthy else []
     chosen += ["reloading the weights"] if rollout.reload_weights else []
     return chosen
-
-
-def healthy(instance: Instance) -> str | None:
-    """Why the instance needs no restart by its checklist (Diagnose's verdict "healthy"), or None: it
-    has something a restart may cure, something Diagnose says to look at, or no recent figures."""
-    try:
-        with translation.override("en"):  # kept in the rollout's entry, in English as every entry is
-            found = diagnose(instance)
-    except Exception:  # figures it cannot read: restarted, as without the choice, never a rollout stuck
-        log.exception("could not run the checklist of %s; restarting it", instance.name)
-        return None
-    if found.verdict != "healthy":
-        return None
-    latency = next((f for f in found.findings if f.rule == "latency"), None)
-    return "healthy by its checklist" + (f" ({latency.evidence[0]})" if latency and latency.evidence else "")
 
 
 def enqueue_advance(rollout_id: int) -> None:

@@ -269,3 +269,37 @@ def test_a_script_checks_whether_a_restart_would_help_before_asking_one(instance
     out = StringIO()
     call_command("instance", "diagnose", "api-a", "--json", stdout=out)
     assert json.loads(out.getvalue()) == found
+
+
+@pytest.mark.django_db
+def test_a_nightly_script_restarts_only_if_needed(instance):
+    """A cron job's restart with the runbook's check first: refused, saying why, when the checklist finds
+    nothing to cure; queued once p95 has crept up."""
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from console.audit.models import AuditEntry
+    from console.telemetry.models import Sample
+    from tests.factories import sample_history
+
+    _, key = ApiToken.issue(user("cron", OPERATOR), "nightly")
+    client = Client()
+    sample_history(instance)
+    asked = {"kind": "restart", "reason": "nightly", "only_if_needed": True}
+    refused = post(client, "/api/instances/api-a/operations/", asked, key)
+    assert refused.status_code == 409
+    assert refused.json()["error"] == (
+        "api-a is healthy by its checklist (p95 100 ms, baseline 100 ms): nothing for a restart to cure "
+        "(only if needed)."
+    )
+    assert not Operation.objects.exists()
+    assert AuditEntry.objects.filter(action="operation.restart", outcome__contains="(only if needed)").exists()
+    with pytest.raises(CommandError, match="nothing for a restart to cure"):
+        call_command("instance", "soft-reset", "api-a", "--only-if-needed")
+    bad = post(client, "/api/instances/api-a/operations/", {**asked, "only_if_needed": "yes"}, key)
+    assert bad.json() == {"error": "'only_if_needed' must be true or false."}
+
+    Sample.objects.all().delete()
+    sample_history(instance, p95_ms=lambda i: 100.0 if i < 5 else 400.0)  # slower than its baseline since
+    queued = post(client, "/api/instances/api-a/operations/", asked, key)
+    assert queued.status_code == 202 and Operation.objects.get().kind == "restart"

@@ -42,9 +42,15 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=900)
         parser.add_argument("--minutes", type=int, default=120, help="hold: how long (default 120).")
         parser.add_argument("--host", action="store_true", help="hold, unhold: NAME is a host; every instance on it.")
+        parser.add_argument(
+            "--only-if-needed",
+            action="store_true",
+            help="restart, soft-reset: refused when the checklist finds nothing a restart would cure.",
+        )
         parser.add_argument("--json", action="store_true", help="diagnose: the checklist as JSON, as the API gives it.")
 
     def handle(self, *args, action, name, wait, reason, user, recreate, timeout, minutes, host, json, **options):
+        only_if_needed = options["only_if_needed"]
         if host:
             if action not in ("hold", "unhold"):
                 raise CommandError("--host goes with hold and unhold only.")
@@ -78,6 +84,7 @@ class Command(BaseCommand):
                 user=requester,
                 reason=reason or "from the command line",
                 options={"recreate": True} if recreate else {},
+                only_if_needed=only_if_needed,
             )
         except OperationRefused as exc:
             raise CommandError(str(exc)) from exc
