@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 from django.test import override_settings
 from django.utils import translation
@@ -20,9 +21,11 @@ pytest_plugins = ["tests.browser"]
 @pytest.fixture(autouse=True)
 def _the_default_language_after_each_test():
     """A page requested in another language leaves it active in the thread (LocaleMiddleware activates
-    it, nothing deactivates it), so a later test in this process would read that language."""
+    it, nothing deactivates it), so a later test in this process would read that language. (Without
+    Django set up, as the GPU machine runs the model server's tests, there is no language to reset.)"""
     yield
-    translation.deactivate()
+    if settings.configured:
+        translation.deactivate()
 
 
 def free_port() -> int:
