@@ -107,6 +107,7 @@ class Durations:
     def __init__(self, cache_key: str = CACHE_KEY):
         self._lock = threading.Lock()
         self.cache_key = cache_key
+        self.looked = False  # in the cache, once: afterwards this process's own reads are the newer
         self._reset()
 
     def _reset(self) -> None:
@@ -157,7 +158,8 @@ class Durations:
     def read(self) -> tuple[Tally, Tally]:
         """(operations, steps): every ended operation's figures, reading only those after the mark."""
         with self._lock:
-            if not self.upto:
+            if not self.looked:
+                self.looked = True
                 self._load()
             mark = self.upto
             # What was read is still there as read (no operation deleted, no test database rolled back).

@@ -28,7 +28,8 @@ class ScheduleForm(forms.ModelForm):
             "grace_minutes",
             "enabled",
         ]
-        # The model's own words are the admin's (English); the page speaks the reader's language.
+        # The model's labels and its longer help are the admin's (English); the page's, in the reader's
+        # language (the model's other help is translated where it is written).
         labels = {
             "name": _("Name"),
             "cron": _("When"),
@@ -44,8 +45,6 @@ class ScheduleForm(forms.ModelForm):
             "enabled": _("Enabled"),
         }
         help_texts = {
-            "cron": _('"daily at 03:00" or five cron fields, e.g. "0 3 * * 1-5".'),
-            "timezone": _("IANA name, e.g. Asia/Shanghai."),
             "skip_healthy": _(
                 "Leave running an instance whose checklist (Diagnose) finds nothing a restart would cure when "
                 "its turn comes. One without recent figures is restarted."
@@ -54,9 +53,6 @@ class ScheduleForm(forms.ModelForm):
                 "Read the weights again from the checkpoint at each restart (a new fine-tune copied over the "
                 "old files); a restart in place is then a whole restart."
             ),
-            "window_start": _("Maintenance window start (schedule's zone)."),
-            "window_end": _("Maintenance window end; may cross midnight."),
-            "grace_minutes": _("A run missed while beat was down still runs if it is at most this late."),
         }
         widgets = {
             "instances": forms.CheckboxSelectMultiple,

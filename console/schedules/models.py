@@ -24,19 +24,21 @@ class RestartSchedule(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     cron = models.CharField(
-        "when", max_length=120, help_text='"daily at 03:00" or five cron fields, e.g. "0 3 * * 1-5".'
+        "when", max_length=120, help_text=_('"daily at 03:00" or five cron fields, e.g. "0 3 * * 1-5".')
     )
-    timezone = models.CharField(max_length=64, default=settings.TIME_ZONE, help_text="IANA name, e.g. Asia/Shanghai.")
+    timezone = models.CharField(
+        max_length=64, default=settings.TIME_ZONE, help_text=_("IANA name, e.g. Asia/Shanghai.")
+    )
     instances = models.ManyToManyField(Instance, blank=True, related_name="schedules")
     group = models.CharField(max_length=63, blank=True, validators=[slug_validator])
     strategy = models.CharField(max_length=16, choices=Rollout.Strategy.choices, default=Rollout.Strategy.ROLLING)
     busy_policy = models.CharField(max_length=8, choices=BusyPolicy.choices, default=BusyPolicy.WAIT)
     skip_healthy = models.BooleanField("only those that need it", default=False, help_text=SKIP_HEALTHY_HELP)
     reload_weights = models.BooleanField(default=False, help_text=RELOAD_WEIGHTS_HELP)
-    window_start = models.TimeField(null=True, blank=True, help_text="Maintenance window start (schedule's zone).")
-    window_end = models.TimeField(null=True, blank=True, help_text="Maintenance window end; may cross midnight.")
+    window_start = models.TimeField(null=True, blank=True, help_text=_("Maintenance window start (schedule's zone)."))
+    window_end = models.TimeField(null=True, blank=True, help_text=_("Maintenance window end; may cross midnight."))
     grace_minutes = models.PositiveIntegerField(
-        default=30, help_text="A run missed while beat was down still runs if it is at most this late."
+        default=30, help_text=_("A run missed while beat was down still runs if it is at most this late.")
     )
     enabled = models.BooleanField(default=True)
     periodic_task = models.OneToOneField(PeriodicTask, null=True, blank=True, on_delete=models.SET_NULL, editable=False)

@@ -89,7 +89,8 @@
     const rows = [...document.querySelectorAll("#instances tbody tr[data-instance]")];
     const counts = {};
     rows.forEach((row) => {
-      counts[statusOf(row)] = (counts[statusOf(row)] || 0) + 1;
+      const status = statusOf(row);
+      counts[status] = (counts[status] || 0) + 1;
       if (held(row)) counts.hold = (counts.hold || 0) + 1;
     });
     if (only && !counts[only]) only = "";
