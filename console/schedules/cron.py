@@ -81,9 +81,42 @@ def parse(text: str) -> Cron:
             if isinstance(exc, CronError):
                 raise
             raise CronError(
-                _("The %(field)s field %(value)r is not valid: %(why)s") % {"field": name, "value": value, "why": exc}
+                _("The %(field)s field %(value)r is not valid: %(why)s")
+                % {"field": name, "value": value, "why": _reason(exc)}
             ) from None
     return cron
+
+
+# What Celery's parser says (celery.schedules.crontab_parser), read back so that the page can say it
+# in the operator's language; anything else is shown as the parser said it.
+_REASONS = (
+    (re.compile(r"^empty part$"), lambda m: _("a part between commas is empty")),
+    (re.compile(r"^empty filter$"), lambda m: _("a step after / must be a whole number")),
+    (re.compile(r"^negative numbers not supported$"), lambda m: _("negative numbers are not allowed")),
+    (
+        re.compile(r"^Invalid weekday literal '(.*)'\.$"),
+        lambda m: _("%(token)r is neither a number nor a day or month name") % {"token": m[1]},
+    ),
+    (
+        re.compile(r"^Invalid end range: (\d+) > (\d+)\.$"),
+        lambda m: _("%(value)s is above the largest value, %(limit)s") % {"value": m[1], "limit": m[2]},
+    ),
+    (
+        re.compile(r"^Invalid beginning range: (\d+) < (\d+)\.$"),
+        lambda m: _("%(value)s is below the smallest value, %(limit)s") % {"value": m[1], "limit": m[2]},
+    ),
+    (re.compile(r"^invalid literal for int\(\)"), lambda m: _("a step after / must be a whole number")),
+    (re.compile(r"^slice step cannot be zero$"), lambda m: _("a step of 0 is not allowed")),
+)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for pattern, say in _REASONS:
+        match = pattern.match(text)
+        if match:
+            return say(match)
+    return text
 
 
 def zone(name: str) -> ZoneInfo:

@@ -1,8 +1,10 @@
 """Cron in a time zone: daily shorthand, clear errors, and the DST rules."""
 
+import re
 from datetime import UTC, datetime
 
 import pytest
+from django.utils import translation
 
 from console.schedules.cron import CronError, next_runs, parse, previous_run, zone
 
@@ -26,6 +28,28 @@ def test_daily_shorthand_and_canonical_form():
 def test_invalid_expressions_say_which_field(text, message):
     with pytest.raises(CronError, match=message):
         parse(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "english", "chinese"),
+    [
+        ("61 3 * * *", "61 is above the largest value, 59", "61 大于最大值 59"),
+        ("0 3 0 * *", "0 is below the smallest value, 1", "0 小于最小值 1"),
+        ("0 3 * * funday", "'funday' is neither a number nor a day or month name", "'funday' 既不是数字"),
+        ("1,,2 3 * * *", "a part between commas is empty", "逗号之间有一段是空的"),
+        ("*/ 3 * * *", "a step after / must be a whole number", "步长必须是整数"),
+        ("*/5x 3 * * *", "a step after / must be a whole number", "步长必须是整数"),
+        ("1-5/0 3 * * *", "a step of 0 is not allowed", "步长不能为 0"),
+        ("-1 3 * * *", "negative numbers are not allowed", "不允许负数"),
+    ],
+)
+def test_what_is_wrong_in_a_field_is_said_in_the_operators_language(text, english, chinese):
+    # The parser's own words are English; the page says them in the operator's language.
+    with pytest.raises(CronError, match=re.escape(english)):
+        parse(text)
+    with translation.override("zh-hans"), pytest.raises(CronError) as caught:
+        parse(text)
+    assert chinese in str(caught.value)
 
 
 def test_unknown_zone():
