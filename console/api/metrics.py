@@ -22,7 +22,7 @@ from console.operations.models import Operation, Rollout
 from console.operations.summaries import last_operations
 from console.schedules.models import ScheduleRun
 from console.telemetry.latest import is_fresh, latest_samples
-from console.telemetry.rules import log_disk_free
+from console.telemetry.rules import log_disk_free, log_rotation
 from console.watchdog.models import Watchdog
 
 PREFIX = "instance_console"
@@ -151,6 +151,12 @@ class ConsoleCollector(Collector):
             "(a full one blocks the server's writes); none where the worker cannot see it (a container's)",
             labels=labels,
         )
+        rotated = GaugeMetricFamily(
+            f"{PREFIX}_instance_log_rotated",
+            "0 when the instance's log grows without limit (a container's json-file log without max-size, or "
+            "the console's rotation turned off), 1 when it is rotated or kept by another logging driver",
+            labels=labels,
+        )
         effect = {
             side: GaugeMetricFamily(
                 f"{PREFIX}_instance_last_effect_p95_{side}_seconds",
@@ -192,6 +198,8 @@ class ConsoleCollector(Collector):
                     uptime.add_metric(values, float(sample.data["uptime"]))
                 if (free := log_disk_free(sample.data.get("log_disk"))) is not None:
                     disk_free.add_metric(values, free["least"])
+                if (kept := log_rotation(sample.data.get("log_rotation"))) is not None:
+                    rotated.add_metric(values, 1.0 if kept["rotated"] else 0.0)
             if instance.pk in last_restart and last_restart[instance.pk]:
                 restart_at.add_metric(values, last_restart[instance.pk].timestamp())
             dog = dogs.get(instance.pk)
@@ -226,6 +234,7 @@ class ConsoleCollector(Collector):
             p95,
             uptime,
             disk_free,
+            rotated,
             restart_at,
             *effect.values(),
             watched,

@@ -4,6 +4,7 @@ Containers the console creates carry MANAGED_LABEL; the console only touches
 a container that carries it or that an instance names explicitly.
 """
 
+import re
 import time
 from datetime import datetime
 
@@ -242,6 +243,47 @@ class DockerRuntime:
 
     def log_disk(self, instance) -> dict | None:
         return None  # the daemon's disk: not this worker's to see (its json-file logs are capped at creation)
+
+    def log_rotation(self, instance) -> dict | None:
+        """The container's logging driver and its limits, as Docker keeps them: a json-file log without
+        max-size (Docker's default; a container created before the console set limits, or by another
+        tool) grows until the daemon's disk is full, and only a new container takes new limits."""
+        try:
+            container = self._container(instance)
+        except RuntimeFailure:
+            return None
+        if container is None:
+            return None
+        config = container.attrs.get("HostConfig", {}).get("LogConfig") or {}
+        driver = str(config.get("Type") or "json-file")
+        options = config.get("Config") or {}
+        max_bytes, files = docker_size(options.get("max-size")), _whole(options.get("max-file"))
+        if driver == "local":  # rotated by default: 20 MB, 5 files (Docker's local driver)
+            max_bytes, files = max_bytes or 20 * 2**20, files or 5
+        elif driver == "json-file":
+            files = files or 1
+        return {"driver": driver, "max_bytes": max_bytes, "files": files}
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$", re.I)
+
+
+def docker_size(text) -> int | None:
+    """Bytes of a size as Docker's log options take it ("20m", "1.5g", "4096"; binary units), or None."""
+    match = _SIZE.match(str(text or "").strip())
+    if not match:
+        return None
+    power = " kmgtp".index((match[2] or " ").lower())
+    size = int(float(match[1]) * 1024**power)
+    return size if size > 0 else None
+
+
+def _whole(text) -> int | None:
+    try:
+        value = int(str(text))
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 class ContainerCursor:

@@ -351,6 +351,15 @@ class ProcessRuntime:
             "inodes_total": fs.f_files,
         }
 
+    def log_rotation(self, instance) -> dict | None:
+        """The console's own rotation of the file it writes the process's output to (rotate_log)."""
+        max_bytes = settings.INSTANCE_LOG_MAX_BYTES
+        return {
+            "driver": "file",
+            "max_bytes": max_bytes if max_bytes > 0 else None,
+            "files": max(1, settings.INSTANCE_LOG_BACKUPS) + 1,
+        }
+
     @staticmethod
     def _signal(record: dict, signum: int) -> None:
         """Signal the instance's process group, and only if it is still ours (see _group_pids)."""

@@ -45,6 +45,10 @@ class Runtime(Protocol):
         """{"free", "total", "inodes_free", "inodes_total"} of the filesystem that holds the instance's
         log (a full one blocks the server's writes); None where this worker cannot see it."""
 
+    def log_rotation(self, instance) -> dict | None:
+        """How the instance's log is kept: {"driver", "max_bytes" (None: it grows without limit, or
+        another program decides), "files"}; None where this worker cannot tell."""
+
 
 class LogCursor(Protocol):
     def read(self) -> list[bytes]:

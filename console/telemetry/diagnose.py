@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 from console.host.logs import recent_lines
 from console.host.logscan import signatures
 from console.telemetry.models import Sample
-from console.telemetry.rules import Finding, baseline_p95, log_disk_free
+from console.telemetry.rules import Finding, baseline_p95, log_disk_free, log_rotation
 
 WINDOW = timedelta(minutes=15)
 MEMORY_NEAR_FULL = 0.92  # of the GPUs' total
@@ -49,6 +49,10 @@ class Diagnosis:
 
 def _gib(n) -> str:
     return f"{n / 2**30:.1f} GiB"
+
+
+def _mib(n) -> str:
+    return _gib(n) if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def _memory(samples: list[Sample]) -> Finding:
@@ -201,6 +205,37 @@ def _log_disk(latest: Sample) -> Finding | None:
     return Finding("log_disk", "ok", _("The disk that holds the log has room."), evidence)
 
 
+def _log_rotation(latest: Sample) -> Finding | None:
+    """Whether the server's log is rotated (the runbook's logrotate): a log that is not grows until its
+    disk is full. None where the worker could not tell."""
+    kept = log_rotation(latest.data.get("log_rotation"))
+    if kept is None:
+        return None
+    driver = kept["driver"]
+    if kept["max_bytes"] is not None:
+        evidence = _("%(driver)s, at most %(files)d files of %(size)s") % {
+            "driver": driver,
+            "files": kept["files"],
+            "size": _mib(kept["max_bytes"]),
+        }
+        return Finding("log_rotation", "ok", _("The log is rotated."), [evidence])
+    if driver == "none":
+        return Finding("log_rotation", "ok", _("Docker keeps no log of this container (logging driver none)."))
+    if kept["rotated"]:
+        return Finding(
+            "log_rotation", "ok", _("The log goes to Docker's %(driver)s driver, which keeps it.") % {"driver": driver}
+        )
+    if driver == "json-file":
+        why = _(
+            "Docker's json-file logging without max-size. A container keeps the log options it was created "
+            "with: recreate it (restart with recreate, or a compose service's logging options and "
+            "docker compose up --force-recreate) to apply limits."
+        )
+    else:
+        why = _("INSTANCE_LOG_MAX_BYTES is 0: the console does not rotate this log.")
+    return Finding("log_rotation", "warn", _("The log is never rotated: it grows until its disk is full."), [why])
+
+
 def _latency(samples: list[Sample]) -> tuple[float | None, float | None]:
     """(baseline, now) p95 in ms: the process's own normal, and the last few samples."""
     with_p95 = [s for s in samples if s.p95_ms is not None]
@@ -220,7 +255,8 @@ def diagnose(instance, now=None) -> Diagnosis:
     lines = [entry["text"] for entry in recent_lines(instance.name)]
     baseline, current = _latency(samples)
     findings = [_memory(samples), _duplicates(latest, instance), _connections(latest), _log_tail(samples, lines)]
-    findings += [f for f in (_kv_cache(samples), _host_memory(samples), _log_disk(latest)) if f is not None]
+    optional = (_kv_cache(samples), _host_memory(samples), _log_disk(latest), _log_rotation(latest))
+    findings += [f for f in optional if f is not None]
     slow = baseline is not None and current >= SLOW_FLOOR_MS and current >= SLOW_FACTOR * baseline
     if baseline is not None:
         level = "warn" if slow else "ok"

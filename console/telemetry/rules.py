@@ -40,6 +40,21 @@ def log_disk_free(disk) -> dict | None:
     return {"bytes": free, "inodes": inodes, "least": free if inodes is None else min(free, inodes)}
 
 
+def log_rotation(kept) -> dict | None:
+    """A sample's `log_rotation` (the runtime's word on how the server's log is kept) as {"driver",
+    "max_bytes", "files", "rotated"}: rotated is False for a log that grows without limit (Docker's
+    json-file without max-size, or the console's rotation turned off), True where it is rotated or
+    kept by another logging driver; None where the sample has none or it is not figures."""
+    if not isinstance(kept, dict) or not isinstance(kept.get("driver"), str):
+        return None
+    driver, max_bytes, files = kept["driver"][:40], kept.get("max_bytes"), kept.get("files")
+    if max_bytes is not None and not (type(max_bytes) is int and max_bytes > 0):
+        return None
+    files = files if type(files) is int and files > 0 else 1
+    unlimited = max_bytes is None and driver in ("json-file", "file")
+    return {"driver": driver, "max_bytes": max_bytes, "files": files, "rotated": not unlimited}
+
+
 def started_at(latest: Sample):
     """When the process that answered the latest sample started, or None if it did not say."""
     uptime = latest.data.get("uptime")

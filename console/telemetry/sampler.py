@@ -128,6 +128,7 @@ def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict
         "tokens_per_second": probe.health["timings"]["tokens_per_second"],
         "engine": probe.health["engine"],
         "log_disk": runtime.log_disk(instance) if runtime is not None else None,
+        "log_rotation": runtime.log_rotation(instance) if runtime is not None else None,
     }
     return sample
 

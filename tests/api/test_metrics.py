@@ -51,7 +51,11 @@ def test_instances_operations_rollouts_schedules_and_alerts_are_counted():
         p95_ms=250.0,
         gpu_used=3 * 2**30,
         close_wait=7,
-        data={"uptime": 42, "log_disk": {"free": 50, "total": 100, "inodes_free": 2, "inodes_total": 100}},
+        data={
+            "uptime": 42,
+            "log_disk": {"free": 50, "total": 100, "inodes_free": 2, "inodes_total": 100},
+            "log_rotation": {"driver": "json-file", "max_bytes": None, "files": 1},  # grows without limit
+        },
     )
     Sample.objects.create(instance=b, at=now - timedelta(minutes=10), status="ready", probe_ok=True)  # stale
     Operation.objects.create(
@@ -92,6 +96,8 @@ def test_instances_operations_rollouts_schedules_and_alerts_are_counted():
     assert value(values, "instance_console_instance_uptime_seconds", **a_labels) == 42
     assert value(values, "instance_console_instance_log_disk_free_ratio", **a_labels) == 0.02  # inodes, the less
     assert ("instance_console_instance_log_disk_free_ratio", tuple(sorted(b_labels.items()))) not in values
+    assert value(values, "instance_console_instance_log_rotated", **a_labels) == 0
+    assert ("instance_console_instance_log_rotated", tuple(sorted(b_labels.items()))) not in values
     assert value(values, "instance_console_watchdog_needs_attention", **a_labels) == 1
     assert value(values, "instance_console_instance_last_restart_timestamp_seconds", **a_labels) == pytest.approx(
         now.timestamp()

@@ -6,7 +6,7 @@ import docker
 import httpx
 import pytest
 
-from console.host.docker import INSTANCE_LABEL, MANAGED_LABEL, DockerRuntime
+from console.host.docker import INSTANCE_LABEL, MANAGED_LABEL, DockerRuntime, docker_size
 from console.instances.models import Host, Instance
 from console.operations.models import Operation
 from console.operations.pipeline import execute
@@ -95,6 +95,7 @@ def test_container_start_restart_recreate_stop(engine, container_instance):
         "Type": "json-file",
         "Config": {"max-size": str(20 * 2**20), "max-file": "4", "compress": "true"},
     }
+    assert DockerRuntime(engine).log_rotation(instance) == {"driver": "json-file", "max_bytes": 20 * 2**20, "files": 4}
     assert httpx.get(instance.base_url + "/health").json()["state"] == "ready"
     first_start = container.attrs["State"]["StartedAt"]
 
@@ -207,3 +208,33 @@ def test_a_container_is_matched_by_its_exact_name_never_by_an_id_prefix(engine, 
         assert not status.running and "does not exist" in status.detail
     finally:
         other.remove(force=True)
+
+
+@pytest.mark.parametrize(
+    ("log_config", "kept"),
+    [
+        (None, {"driver": "json-file", "max_bytes": None, "files": 1}),  # Docker's default: never rotated
+        ({"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}}, ("json-file", 10 * 2**20, 3)),
+        ({"type": "local", "config": {}}, ("local", 20 * 2**20, 5)),  # the local driver rotates by default
+        ({"type": "none", "config": {}}, ("none", None, None)),
+    ],
+)
+def test_a_container_s_log_rotation_is_read_from_how_it_was_created(engine, container_instance, log_config, kept):
+    """A container keeps the log options it was created with: one created before the console's limits
+    (or by another tool) grows its json-file log until the daemon's disk is full; Diagnose says so."""
+    instance = container_instance(run_spec={})
+    options = {} if log_config is None else {"log_config": docker.types.LogConfig(**log_config)}
+    engine.containers.create(base_image(engine), ["true"], name=instance.container_name, **options)
+    if isinstance(kept, tuple):
+        kept = dict(zip(("driver", "max_bytes", "files"), kept, strict=True))
+    assert DockerRuntime(engine).log_rotation(instance) == kept
+    engine.containers.get(instance.container_name).remove(force=True)
+    assert DockerRuntime(engine).log_rotation(instance) is None  # no container: nothing to tell
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("20m", 20 * 2**20), ("1.5g", 3 * 2**29), ("4096", 4096), ("10MB", 10 * 2**20), ("", None), ("lots", None)],
+)
+def test_docker_log_sizes_are_read_as_docker_reads_them(text, size):
+    assert docker_size(text) == size

@@ -124,6 +124,31 @@ def test_the_disk_that_holds_the_log_nearly_full_or_out_of_inodes_is_said_before
         assert "log_disk" not in verdict(instance)[1], unknown
 
 
+def test_a_log_never_rotated_is_to_watch_and_says_how_to_rotate_it(instance):
+    """The runbook's logrotate: a container created before the console's log limits (or by another
+    tool) keeps Docker's default json-file log, which grows until the disk is full; a restart does not
+    change it, a new container does."""
+
+    def kept(rotation):
+        Sample.objects.all().delete()
+        history(instance, data={"uptime": 3600, "pids": [10], "server_pid": 10, "log_rotation": rotation})
+        result = diagnose(instance)
+        return result, next((f for f in result.findings if f.rule == "log_rotation"), None)
+
+    result, row = kept({"driver": "json-file", "max_bytes": None, "files": 1})
+    assert row.level == "warn" and result.verdict == "watch"
+    assert "never rotated" in result.advice and "recreate" in row.evidence[0]
+    result, row = kept({"driver": "file", "max_bytes": None, "files": 4})
+    assert row.level == "warn" and "INSTANCE_LOG_MAX_BYTES is 0" in row.evidence[0]
+    result, row = kept({"driver": "json-file", "max_bytes": 20 * 2**20, "files": 4})
+    assert (row.level, row.evidence, result.verdict) == ("ok", ["json-file, at most 4 files of 20.0 MiB"], "healthy")
+    for other in ("journald", "none"):
+        result, row = kept({"driver": other, "max_bytes": None, "files": None})
+        assert row.level == "ok" and result.verdict == "healthy", other
+    for unknown in (None, "json-file", {"driver": 3}, {"driver": "json-file", "max_bytes": "lots"}):
+        assert kept(unknown)[1] is None, unknown
+
+
 def test_rows_off_without_a_pattern_a_restart_cures_are_to_watch_not_healthy(instance):
     """GPU memory nearly full with a clean log and latency at its baseline (a server that reserves most
     of the card, or one on its way to trouble): not "nothing points to a problem"."""

@@ -42,6 +42,8 @@ def test_a_ready_server_is_sampled_with_its_health_and_connections(managed):
     disk, fs = sample.data["log_disk"], os.statvfs(process.log_path(instance).parent)
     assert disk["total"] == fs.f_blocks * fs.f_frsize and 0 < disk["free"] <= disk["total"]
     assert disk["inodes_total"] == fs.f_files
+    # Rotated by the console (INSTANCE_LOG_MAX_BYTES, INSTANCE_LOG_BACKUPS older files)
+    assert sample.data["log_rotation"] == {"driver": "file", "max_bytes": 20 * 2**20, "files": 4}
 
 
 @pytest.mark.django_db(transaction=True)
