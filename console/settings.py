@@ -290,6 +290,10 @@ TELEMETRY_MINUTE_RETENTION = envint("TELEMETRY_MINUTE_RETENTION", 30 * 24 * 3600
 # a settling time on (console/operations/effect.py).
 OPERATION_EFFECT_WINDOW_SECONDS = envint("OPERATION_EFFECT_WINDOW_SECONDS", 300)
 OPERATION_EFFECT_SETTLE_SECONDS = envint("OPERATION_EFFECT_SETTLE_SECONDS", 30)
+# "Only those that need it" (a schedule, a group restart) and only_if_needed: an instance whose p95 is
+# this many percent above its baseline is restarted even where Diagnose, which waits for twice, still
+# calls it healthy: a nightly restart is cheap next to a day of slower answers.
+ONLY_IF_NEEDED_SLOWER_PERCENT = envint("ONLY_IF_NEEDED_SLOWER_PERCENT", 50)
 
 # An instance's log (a local process's file, a container's json-file log): rotated at this size, this
 # many older files kept beside it. A log that is never rotated fills the disk (or its inodes) until

@@ -4,17 +4,19 @@ cured by a restart"), asked by a rollout or schedule for "only those that need i
 
 import logging
 
+from django.conf import settings
 from django.utils import translation
 
 from console.instances.models import Instance
-from console.telemetry.diagnose import diagnose
+from console.telemetry.diagnose import SLOW_FLOOR_MS, diagnose
 
 log = logging.getLogger(__name__)
 
 
 def healthy(instance: Instance) -> str | None:
     """Why the instance needs no restart by its checklist (Diagnose's verdict "healthy"), or None: it
-    has something a restart may cure, something Diagnose says to look at, or no recent figures."""
+    has something a restart may cure, something Diagnose says to look at, a p95 creeping up from its
+    baseline (ONLY_IF_NEEDED_SLOWER_PERCENT), or no recent figures."""
     try:
         with translation.override("en"):  # kept in a rollout's entry and the audit, in English as they are
             found = diagnose(instance)
@@ -24,4 +26,15 @@ def healthy(instance: Instance) -> str | None:
     if found.verdict != "healthy":
         return None
     latency = next((f for f in found.findings if f.rule == "latency"), None)
+    if latency is not None and _slower(latency.figures):
+        return None  # slower than its baseline, short of Diagnose's soft decay: restarted all the same
     return "healthy by its checklist" + (f" ({latency.evidence[0]})" if latency and latency.evidence else "")
+
+
+def _slower(figures: dict) -> bool:
+    """Whether p95 is ONLY_IF_NEEDED_SLOWER_PERCENT or more above its baseline (and not a tiny latency)."""
+    current, baseline = figures.get("p95_ms"), figures.get("baseline_ms")
+    if current is None or baseline is None:
+        return False
+    factor = 1 + max(0, settings.ONLY_IF_NEEDED_SLOWER_PERCENT) / 100
+    return current >= SLOW_FLOOR_MS and current >= factor * baseline

@@ -267,6 +267,7 @@ def diagnose(instance, now=None) -> Diagnosis:
                 level,
                 summary,
                 [_("p95 %(now).0f ms, baseline %(base).0f ms") % {"now": current, "base": baseline}],
+                figures={"p95_ms": current, "baseline_ms": baseline},
             )
         )
     by = {f.rule: f for f in findings}

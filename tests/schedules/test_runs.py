@@ -126,6 +126,14 @@ def test_a_schedule_for_only_those_that_need_it_leaves_a_healthy_instance_runnin
     assert not Operation.objects.filter(instance=fine).exists()
     assert Operation.objects.get(instance=slow, rollout=rollout).kind == "restart"
 
+    # Slower than its baseline, short of Diagnose's soft decay (twice): restarted; a little slower: not.
+    for p95, restarted in ((170.0, True), (130.0, False)):
+        Operation.objects.all().delete()
+        Sample.objects.all().delete()
+        sample_history(fine, p95_ms=lambda i, p95=p95: 100.0 if i < 5 else p95)
+        creeping = advance(Rollout.objects.create(instance_names=[fine.name], skip_healthy=True, strategy="all").pk)
+        assert creeping.results[0]["state"] == ("queued" if restarted else "skipped"), (p95, creeping.results)
+
     Operation.objects.all().delete()
     Sample.objects.all().delete()
     unknown = advance(Rollout.objects.create(instance_names=[fine.name], skip_healthy=True, strategy="all").pk)
