@@ -12,6 +12,9 @@ from console.telemetry.diagnose import SLOW_FLOOR_MS, diagnose
 
 log = logging.getLogger(__name__)
 
+# Rows a restart leaves as they are: off alone, they are no reason for one.
+NOT_CURED = {"log_rotation"}
+
 
 def healthy(instance: Instance) -> str | None:
     """Why the instance needs no restart by its checklist (Diagnose's verdict "healthy"), or None: it
@@ -23,12 +26,16 @@ def healthy(instance: Instance) -> str | None:
     except Exception:  # figures it cannot read: restarted, as without the check, never a rollout stuck
         log.exception("could not run the checklist of %s; restarting it", instance.name)
         return None
-    if found.verdict != "healthy":
+    off = {f.rule for f in found.findings if f.level in ("warn", "bad")}
+    if found.verdict not in ("healthy", "watch") or (found.verdict == "watch" and not off <= NOT_CURED):
         return None
     latency = next((f for f in found.findings if f.rule == "latency"), None)
     if latency is not None and _slower(latency.figures):
         return None  # slower than its baseline, short of Diagnose's soft decay: restarted all the same
-    return "healthy by its checklist" + (f" ({latency.evidence[0]})" if latency and latency.evidence else "")
+    why = "healthy by its checklist" + (f" ({latency.evidence[0]})" if latency and latency.evidence else "")
+    if "log_rotation" in off:
+        why += "; its log is never rotated, which a restart does not change (a new container does)"
+    return why
 
 
 def _slower(figures: dict) -> bool:

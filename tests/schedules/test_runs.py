@@ -134,6 +134,18 @@ def test_a_schedule_for_only_those_that_need_it_leaves_a_healthy_instance_runnin
         creeping = advance(Rollout.objects.create(instance_names=[fine.name], skip_healthy=True, strategy="all").pk)
         assert creeping.results[0]["state"] == ("queued" if restarted else "skipped"), (p95, creeping.results)
 
+    # A container's log never rotated: to watch, but a restart does not change it (a new container does).
+    Operation.objects.all().delete()
+    Sample.objects.all().delete()
+    unrotated = {"uptime": 3600, "pids": [10], "server_pid": 10, "log_rotation": {"driver": "json-file"}}
+    sample_history(fine, data=unrotated)
+    kept = advance(Rollout.objects.create(instance_names=[fine.name], skip_healthy=True, strategy="all").pk)
+    assert kept.results[0]["state"] == "skipped" and "never rotated" in kept.results[0]["detail"], kept.results
+    Sample.objects.all().delete()
+    sample_history(fine, p95_ms=lambda i: 100.0 if i < 5 else 400.0, data=unrotated)  # and slow: restarted
+    kept = advance(Rollout.objects.create(instance_names=[fine.name], skip_healthy=True, strategy="all").pk)
+    assert kept.results[0]["state"] == "queued", kept.results
+
     Operation.objects.all().delete()
     Sample.objects.all().delete()
     unknown = advance(Rollout.objects.create(instance_names=[fine.name], skip_healthy=True, strategy="all").pk)
