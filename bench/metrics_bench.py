@@ -10,9 +10,10 @@ unless --database-url names another, which is emptied of the benchmark's rows af
 written once and the tables analysed, then the whole exposition (`generate_latest` over the console's
 collector) is timed 6 times in one process: its first scrape, then the best and the median of the
 next 5 (a process reads each ended operation's durations once), its size, how much the process's
-peak memory grew over the scrapes, and the first scrape of a process started after it (a fresh
-tally; where the tree keeps its tally in the cache, it starts from what the first left there: run
-with REDIS_URL to have Redis as in production). Prometheus's default scrape timeout is 10 s.
+peak memory grew over the scrapes, the first scrape of a process started after it (a fresh tally;
+where the tree keeps its tally, in the cache or the database, it starts from what the first left there:
+run with REDIS_URL to have Redis as in production), and the same once the cache was emptied.
+Prometheus's default scrape timeout is 10 s.
 """
 
 from trees import compare, parser
@@ -83,6 +84,13 @@ try:
     began = time.perf_counter()
     generate_latest(registry)
     later_first = time.perf_counter() - began
+    # And one started after the cache was emptied (Redis restarted without its data, a flush).
+    from django.core.cache import cache
+    cache.clear()
+    metrics.DURATIONS = Durations()
+    began = time.perf_counter()
+    generate_latest(registry)
+    emptied_first = time.perf_counter() - began
     print(json.dumps({
         "instances": instances_count,
         "operations": Operation.objects.filter(instance__host=host).count(),
@@ -92,6 +100,7 @@ try:
         "best_ms": round(min(seconds[1:]) * 1000, 1),
         "median_ms": round(statistics.median(seconds[1:]) * 1000, 1),
         "later_process_first_ms": round(later_first * 1000, 1),
+        "cache_emptied_first_ms": round(emptied_first * 1000, 1),
         "peak_rss_growth_mib": round(peak_growth / 1024, 1),
     }))
 finally:

@@ -7,10 +7,12 @@ changes, so each process reads it once: `Durations` keeps the figures of every o
 watermark (the one before the oldest still queued or running), and each scrape reads only those
 after it. Every process counts the same operations, so any of them answers the same.
 
-What a process has read is kept in the cache too (Redis in production), so that a console process
-started later (a deploy, a second web worker) reads from there on instead of the whole history: its first
-scrape took 8.5 s with a year of 500 instances, near Prometheus's 10 s timeout. What it takes from the
-cache is checked as its own figures are at each scrape (the count and the latest end below the mark).
+What a process has read is kept in the database too (one row, KeptDurations), so that a console process
+started later (a deploy, a second web worker, the console after Redis was emptied or the host rebooted)
+reads from there on instead of the whole history: its first scrape took 8.5 s with a year of 500
+instances, near Prometheus's 10 s timeout. What it takes from the row is checked as its own figures are
+at each scrape (the count and the latest end below the mark), and its shape before that (the row may
+have been written by an older version, or edited by hand).
 """
 
 import logging
@@ -19,17 +21,18 @@ from bisect import bisect_left
 from datetime import datetime
 from itertools import accumulate
 
-from django.core.cache import cache
+from django.db import DatabaseError
 from django.db.models import Count, Max
 from prometheus_client.core import HistogramMetricFamily
 
+from console.api.models import KeptDurations
 from console.operations.models import Operation
 
 log = logging.getLogger(__name__)
 
 BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 FIELDS = ("pk", "kind", "state", "started", "finished", "steps")
-CACHE_KEY = "instance-console:durations:1"
+ROW = 1  # KeptDurations' one row
 
 
 class Tally:
@@ -52,7 +55,7 @@ class Tally:
 
     @classmethod
     def loads(cls, value, width: int) -> "Tally":
-        """From `dumps`'s list; ValueError for anything else (the cache is another program's to write)."""
+        """From `dumps`'s list; ValueError for anything else (the row may be another version's, or edited)."""
         rows = {}
         for key, row in value:
             if not (isinstance(key, list) and len(key) == width and all(isinstance(part, str) for part in key)):
@@ -104,10 +107,9 @@ def tally(rows, durations: Tally, steps: Tally) -> None:
 class Durations:
     """The tallies of every operation up to `upto`, all of them ended; kept across scrapes."""
 
-    def __init__(self, cache_key: str = CACHE_KEY):
+    def __init__(self):
         self._lock = threading.Lock()
-        self.cache_key = cache_key
-        self.looked = False  # in the cache, once: afterwards this process's own reads are the newer
+        self.looked = False  # in the database, once: afterwards this process's own reads are the newer
         self._reset()
 
     def _reset(self) -> None:
@@ -124,11 +126,7 @@ class Durations:
 
     def _load(self) -> None:
         """What another process kept, where there is anything (checked in `read` as this process's own)."""
-        try:
-            value = cache.get(self.cache_key)
-        except Exception as error:  # Redis away: the history is read here instead
-            log.warning("could not read the kept operation durations: %s", error)
-            return
+        value = KeptDurations.objects.filter(pk=ROW).values_list("value", flat=True).first()
         if value is None:
             return
         try:
@@ -151,8 +149,8 @@ class Durations:
             "steps": self.steps.dumps(),
         }
         try:
-            cache.set(self.cache_key, value, timeout=None)
-        except Exception as error:  # a scrape answers without it
+            KeptDurations.objects.update_or_create(pk=ROW, defaults={"value": value})
+        except DatabaseError as error:  # two processes creating the row at once: the other's is as good
             log.warning("could not keep the operation durations: %s", error)
 
     def read(self) -> tuple[Tally, Tally]:
@@ -166,7 +164,7 @@ class Durations:
             kept = Operation.objects.filter(pk__lte=self.upto).aggregate(n=Count("pk"), latest=Max("finished"))
             if (kept["n"], kept["latest"]) != (self.seen, self.latest):
                 self._reset()
-                mark = None  # what was kept (here or in the cache) is not what is there: kept anew
+                mark = None  # what was kept (here or in the database) is not what is there: kept anew
             # One read, one snapshot, streamed (a year of operations is not held at once): the mark moves to
             # the operation before the first still active in it; those from it on are counted this time
             # only. (One committed later below the mark changes the count above: all is read again then.)
@@ -188,4 +186,4 @@ class Durations:
         return durations, steps
 
 
-DURATIONS = Durations()  # per process, started from the cache
+DURATIONS = Durations()  # per process, started from what the database keeps

@@ -45,3 +45,15 @@ class ApiToken(models.Model):
         expires = timezone.now() + timedelta(days=days) if days is not None else None
         token = cls.objects.create(user=user, name=name, key_hash=hash_key(key), prefix=key[:8], expires=expires)
         return token, key
+
+
+class KeptDurations(models.Model):
+    """What /metrics has counted of the ended operations' durations, up to a mark (console/api/durations.py),
+    for the console processes started later: one row, written again when the mark moves."""
+
+    value = models.JSONField(default=dict)
+    saved = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "kept operation durations"
+        verbose_name_plural = "kept operation durations"

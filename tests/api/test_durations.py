@@ -5,11 +5,11 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
-from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from console.api.durations import Durations
+from console.api.models import KeptDurations
 from console.operations.models import Operation
 from tests.factories import process_instance
 
@@ -45,7 +45,7 @@ def test_each_ended_operation_is_read_once_and_counted_as_a_fresh_read_counts_it
 
     with CaptureQueriesContext(connection) as queries:
         assert figures(kept) == figures(Durations())
-    read = [q["sql"] for q in queries.captured_queries if '"steps"' in q["sql"]]
+    read = [q["sql"] for q in queries.captured_queries if '"steps"' in q["sql"] and "keptdurations" not in q["sql"]]
     assert len(read) == 2 and f"> {first.pk}" in read[0].replace('"id" >', ">").split("WHERE")[1]
 
     Operation.objects.filter(pk=running.pk).update(
@@ -75,26 +75,32 @@ def test_operations_gone_or_changed_below_the_mark_are_all_read_again():
     assert figures(kept)[0][("restart", "succeeded")][-2:] == [1, 150.0]
 
 
+def kept_value() -> dict:
+    return KeptDurations.objects.get().value
+
+
 @pytest.mark.django_db
-def test_a_process_started_later_reads_on_from_what_another_kept_in_redis(redis_cache):
-    """A deploy's new console process: its first scrape reads only what ended after the kept mark."""
+def test_a_process_started_later_reads_on_from_what_another_kept():
+    """A deploy's new console process, or the console after a reboot: its first scrape reads only what
+    ended after the kept mark."""
     instance = process_instance("dur-d", command=["true"])
     first, second = ended(instance, 3), ended(instance, 700)
     kept = figures(Durations())
-    assert redis_cache.get("instance-console:durations:1")["upto"] == second.pk
+    assert kept_value()["upto"] == second.pk
     third = ended(instance, 12, steps=[{"name": "ready", "state": "done", "seconds": 11}])
 
     later = Durations()
     with CaptureQueriesContext(connection) as queries:
         operations, steps = figures(later)
-    read = [q["sql"] for q in queries.captured_queries if '"steps"' in q["sql"]]
+    read = [q["sql"] for q in queries.captured_queries if '"steps"' in q["sql"] and "keptdurations" not in q["sql"]]
     assert len(read) == 1 and f"> {second.pk}" in read[0].replace('"id" >', ">").split("WHERE")[1]
     assert operations[("restart", "succeeded")][-2:] == [3, 715.0] and steps[("restart", "ready", "done")][-2] == 1
     assert kept[0][("restart", "succeeded")][-2] == 2 and later.upto == third.pk
+    assert KeptDurations.objects.count() == 1 and kept_value()["upto"] == third.pk
 
     first.delete()  # below the kept mark: another process started now reads everything again
     assert figures(Durations())[0][("restart", "succeeded")][-2:] == [2, 712.0]
-    assert redis_cache.get("instance-console:durations:1")["seen"] == 2
+    assert kept_value()["seen"] == 2
 
 
 ZEROS = [0] * 12 + [0, 0.0]
@@ -113,24 +119,12 @@ ZEROS = [0] * 12 + [0, 0.0]
         ({"seen": 0}, [[["restart", "succeeded"], ZEROS]]),  # a tally, but not of what is there
     ],
 )
-def test_what_the_cache_holds_is_taken_only_when_it_is_a_tally_of_what_is_there(redis_cache, mark, durations):
-    """Anyone who can write to Redis: a malformed value is ignored and the history read, never a failed
-    scrape or a made-up figure, even with the right count and latest end planted beside it."""
+def test_what_the_database_keeps_is_taken_only_when_it_is_a_tally_of_what_is_there(mark, durations):
+    """A row an older version wrote, or one edited by hand: a malformed value is ignored and the history
+    read, never a failed scrape or a made-up figure, even with the right count and latest end beside it."""
     instance = process_instance("dur-e", command=["true"])
     operation = ended(instance, 4)
     planted = {"upto": 10**6, "seen": 1, "latest": operation.finished.isoformat(), "durations": durations, "steps": []}
-    redis_cache.set("instance-console:durations:1", {**planted, **mark} if isinstance(mark, dict) else mark)
+    KeptDurations.objects.create(pk=1, value={**planted, **mark} if isinstance(mark, dict) else mark)
     assert figures(Durations())[0] == {("restart", "succeeded"): [0, 0, 1] + [0] * 9 + [1, 4.0]}
-
-
-@pytest.mark.django_db
-def test_a_scrape_answers_with_redis_away():
-    instance = process_instance("dur-f", command=["true"])
-    ended(instance, 4)
-    away = {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": "redis://127.0.0.1:1/0",
-        "OPTIONS": {"serializer": "console.serializers.JSONSerializer"},
-    }
-    with override_settings(CACHES={"default": away}):
-        assert figures(Durations())[0][("restart", "succeeded")][-2:] == [1, 4.0]
+    assert kept_value()["upto"] == operation.pk  # kept anew
