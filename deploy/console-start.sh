@@ -4,6 +4,7 @@
 # by nginx and believed only from CONSOLE_TRUSTED_PROXIES (the stack's nginx).
 set -eu
 python manage.py migrate --noinput
+python manage.py keep_durations  # after an upgrade, the history's durations read here, not at a scrape
 python manage.py collectstatic --noinput -v 0
 if [ -n "${CONSOLE_ADMIN_PASSWORD:-}" ]; then
   python manage.py ensure_user admin --role admin --password-env CONSOLE_ADMIN_PASSWORD

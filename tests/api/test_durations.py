@@ -2,8 +2,10 @@
 process, the same figures as reading them all again."""
 
 from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -128,3 +130,21 @@ def test_what_the_database_keeps_is_taken_only_when_it_is_a_tally_of_what_is_the
     KeptDurations.objects.create(pk=1, value={**planted, **mark} if isinstance(mark, dict) else mark)
     assert figures(Durations())[0] == {("restart", "succeeded"): [0, 0, 1] + [0] * 9 + [1, 4.0]}
     assert kept_value()["upto"] == operation.pk  # kept anew
+
+
+@pytest.mark.django_db
+def test_the_start_command_counts_the_history_so_the_first_scrape_need_not():
+    """deploy/console-start.sh and the systemd web unit run it after migrate: after an upgrade the whole
+    history is read there (10 s at 500 instances and a year), not by Prometheus's first scrape."""
+    instance = process_instance("dur-g", command=["true"])
+    ended(instance, 3), ended(instance, 30)
+    last = ended(instance, 300)
+    out = StringIO()
+    call_command("keep_durations", stdout=out)
+    assert f"kept up to #{last.pk}: 3 operation(s) counted" in out.getvalue()
+    assert kept_value()["upto"] == last.pk and kept_value()["seen"] == 3
+    first_scrape = Durations()
+    with CaptureQueriesContext(connection) as queries:
+        assert figures(first_scrape)[0][("restart", "succeeded")][-2:] == [3, 333.0]
+    read = [q["sql"] for q in queries.captured_queries if '"steps"' in q["sql"] and "keptdurations" not in q["sql"]]
+    assert len(read) == 1 and f"> {last.pk}" in read[0].replace('"id" >', ">").split("WHERE")[1]
