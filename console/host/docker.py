@@ -60,11 +60,13 @@ class DockerRuntime:
                 running=True,
                 pids=self.pids(container),
                 detail=Sentence(gettext_noop("container %(state)s"), state=state.get("Status")),
+                log_rotation=log_rotation(container),
             )
         return RuntimeStatus(
             running=False,
             detail=Sentence(gettext_noop("container %(state)s"), state=state.get("Status", "unknown")),
             exit_code=state.get("ExitCode"),
+            log_rotation=log_rotation(container),
         )
 
     def signal_supervisor(self, instance, supervisor_pid: int, signum: int) -> bool:
@@ -244,25 +246,20 @@ class DockerRuntime:
     def log_disk(self, instance) -> dict | None:
         return None  # the daemon's disk: not this worker's to see (its json-file logs are capped at creation)
 
-    def log_rotation(self, instance) -> dict | None:
-        """The container's logging driver and its limits, as Docker keeps them: a json-file log without
-        max-size (Docker's default; a container created before the console set limits, or by another
-        tool) grows until the daemon's disk is full, and only a new container takes new limits."""
-        try:
-            container = self._container(instance)
-        except RuntimeFailure:
-            return None
-        if container is None:
-            return None
-        config = container.attrs.get("HostConfig", {}).get("LogConfig") or {}
-        driver = str(config.get("Type") or "json-file")
-        options = config.get("Config") or {}
-        max_bytes, files = docker_size(options.get("max-size")), _whole(options.get("max-file"))
-        if driver == "local":  # rotated by default: 20 MB, 5 files (Docker's local driver)
-            max_bytes, files = max_bytes or 20 * 2**20, files or 5
-        elif driver == "json-file":
-            files = files or 1
-        return {"driver": driver, "max_bytes": max_bytes, "files": files}
+
+def log_rotation(container) -> dict:
+    """The container's logging driver and its limits, as Docker keeps them: a json-file log without
+    max-size (Docker's default; a container created before the console set limits, or by another
+    tool) grows until the daemon's disk is full, and only a new container takes new limits."""
+    config = container.attrs.get("HostConfig", {}).get("LogConfig") or {}
+    driver = str(config.get("Type") or "json-file")
+    options = config.get("Config") or {}
+    max_bytes, files = docker_size(options.get("max-size")), _whole(options.get("max-file"))
+    if driver == "local":  # rotated by default: 20 MB, 5 files (Docker's local driver)
+        max_bytes, files = max_bytes or 20 * 2**20, files or 5
+    elif driver == "json-file":
+        files = files or 1
+    return {"driver": driver, "max_bytes": max_bytes, "files": files}
 
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp])?i?b?$", re.I)

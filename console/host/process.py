@@ -16,6 +16,7 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -141,6 +142,16 @@ def _group_pids(pgid: int, leader_start: int | None, groups: ProcessGroups | Non
     return sorted(pid for pid, started in members if leader_start is None or started >= leader_start)
 
 
+def log_rotation() -> dict:
+    """How rotate_log keeps a local process's log (INSTANCE_LOG_MAX_BYTES 0: it grows without limit)."""
+    max_bytes = settings.INSTANCE_LOG_MAX_BYTES
+    return {
+        "driver": "file",
+        "max_bytes": max_bytes if max_bytes > 0 else None,
+        "files": max(1, settings.INSTANCE_LOG_BACKUPS) + 1,
+    }
+
+
 def rotate_log(path: Path, max_bytes: int | None = None, backups: int | None = None) -> bool:
     """Copy-and-truncate rotation once the file has reached `max_bytes` (INSTANCE_LOG_MAX_BYTES; 0:
     never), `backups` older files kept (INSTANCE_LOG_BACKUPS): the instance keeps its O_APPEND handle
@@ -193,7 +204,11 @@ class ProcessRuntime:
         return record
 
     def status(self, instance, groups: ProcessGroups | None = None) -> RuntimeStatus:
-        """How the instance's process is; `groups`: a sampling round's process table, else read now."""
+        """How the instance's process is; `groups`: a sampling round's process table, else read now. Its
+        log is the console's to rotate (rotate_log), whatever the process's state."""
+        return replace(self._state(instance, groups), log_rotation=log_rotation())
+
+    def _state(self, instance, groups: ProcessGroups | None) -> RuntimeStatus:
         record = self._record(instance)
         if record is None:
             return RuntimeStatus(running=False, detail=Sentence(gettext_noop("not started")))
@@ -349,15 +364,6 @@ class ProcessRuntime:
             # Some filesystems (btrfs) have no fixed inode count: 0 of 0, never "out of inodes".
             "inodes_free": fs.f_favail,
             "inodes_total": fs.f_files,
-        }
-
-    def log_rotation(self, instance) -> dict | None:
-        """The console's own rotation of the file it writes the process's output to (rotate_log)."""
-        max_bytes = settings.INSTANCE_LOG_MAX_BYTES
-        return {
-            "driver": "file",
-            "max_bytes": max_bytes if max_bytes > 0 else None,
-            "files": max(1, settings.INSTANCE_LOG_BACKUPS) + 1,
         }
 
     @staticmethod

@@ -14,6 +14,9 @@ class RuntimeStatus:
     pids: list[int] = field(default_factory=list)
     detail: str = ""
     exit_code: int | None = None
+    # How the instance's log is kept: {"driver", "max_bytes" (None: it grows without limit, or another
+    # program decides), "files"}; None where the runtime cannot tell.
+    log_rotation: dict | None = None
 
 
 @dataclass
@@ -44,10 +47,6 @@ class Runtime(Protocol):
     def log_disk(self, instance) -> dict | None:
         """{"free", "total", "inodes_free", "inodes_total"} of the filesystem that holds the instance's
         log (a full one blocks the server's writes); None where this worker cannot see it."""
-
-    def log_rotation(self, instance) -> dict | None:
-        """How the instance's log is kept: {"driver", "max_bytes" (None: it grows without limit, or
-        another program decides), "files"}; None where this worker cannot tell."""
 
 
 class LogCursor(Protocol):

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.utils import translation
 
 from console.instances.models import Instance
-from console.telemetry.diagnose import SLOW_FLOOR_MS, diagnose
+from console.telemetry.diagnose import diagnose, slower
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +30,10 @@ def healthy(instance: Instance) -> str | None:
     if found.verdict not in ("healthy", "watch") or (found.verdict == "watch" and not off <= NOT_CURED):
         return None
     latency = next((f for f in found.findings if f.rule == "latency"), None)
-    if latency is not None and _slower(latency.figures):
+    factor = 1 + max(0, settings.ONLY_IF_NEEDED_SLOWER_PERCENT) / 100
+    if latency is not None and slower(latency.figures["p95_ms"], latency.figures["baseline_ms"], factor):
         return None  # slower than its baseline, short of Diagnose's soft decay: restarted all the same
     why = "healthy by its checklist" + (f" ({latency.evidence[0]})" if latency and latency.evidence else "")
     if "log_rotation" in off:
         why += "; its log is never rotated, which a restart does not change (a new container does)"
     return why
-
-
-def _slower(figures: dict) -> bool:
-    """Whether p95 is ONLY_IF_NEEDED_SLOWER_PERCENT or more above its baseline (and not a tiny latency)."""
-    current, baseline = figures.get("p95_ms"), figures.get("baseline_ms")
-    if current is None or baseline is None:
-        return False
-    factor = 1 + max(0, settings.ONLY_IF_NEEDED_SLOWER_PERCENT) / 100
-    return current >= SLOW_FLOOR_MS and current >= factor * baseline

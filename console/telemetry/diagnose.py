@@ -236,6 +236,11 @@ def _log_rotation(latest: Sample) -> Finding | None:
     return Finding("log_rotation", "warn", _("The log is never rotated: it grows until its disk is full."), [why])
 
 
+def slower(current: float | None, baseline: float | None, factor: float = SLOW_FACTOR) -> bool:
+    """Whether a p95 is `factor` times its baseline or more, and not a tiny latency."""
+    return current is not None and baseline is not None and current >= SLOW_FLOOR_MS and current >= factor * baseline
+
+
 def _latency(samples: list[Sample]) -> tuple[float | None, float | None]:
     """(baseline, now) p95 in ms: the process's own normal, and the last few samples."""
     with_p95 = [s for s in samples if s.p95_ms is not None]
@@ -257,7 +262,7 @@ def diagnose(instance, now=None) -> Diagnosis:
     findings = [_memory(samples), _duplicates(latest, instance), _connections(latest), _log_tail(samples, lines)]
     optional = (_kv_cache(samples), _host_memory(samples), _log_disk(latest), _log_rotation(latest))
     findings += [f for f in optional if f is not None]
-    slow = baseline is not None and current >= SLOW_FLOOR_MS and current >= SLOW_FACTOR * baseline
+    slow = slower(current, baseline)
     if baseline is not None:
         level = "warn" if slow else "ok"
         summary = _("Responses are slower than after the last start.") if slow else _("Latency is at its baseline.")

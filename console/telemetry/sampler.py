@@ -78,11 +78,11 @@ class Round:
 def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict:
     """Everything one sample says about one instance (no database writes)."""
     snapshot = shared.gpus
-    runtime, runtime_error = None, ""
+    runtime, runtime_error, rotation = None, "", None
     try:
         runtime = runtime_for(instance)
         status = runtime.status(instance, shared.groups)
-        running, pids = status.running, status.pids
+        running, pids, rotation = status.running, status.pids, status.log_rotation
     except RuntimeFailure as exc:
         running, pids, runtime_error = False, [], str(exc)
     server = server_for(instance, client)
@@ -128,7 +128,7 @@ def collect(instance, shared: Round, client: httpx.Client | None = None) -> dict
         "tokens_per_second": probe.health["timings"]["tokens_per_second"],
         "engine": probe.health["engine"],
         "log_disk": runtime.log_disk(instance) if runtime is not None else None,
-        "log_rotation": runtime.log_rotation(instance) if runtime is not None else None,
+        "log_rotation": rotation,
     }
     return sample
 

@@ -95,7 +95,8 @@ def test_container_start_restart_recreate_stop(engine, container_instance):
         "Type": "json-file",
         "Config": {"max-size": str(20 * 2**20), "max-file": "4", "compress": "true"},
     }
-    assert DockerRuntime(engine).log_rotation(instance) == {"driver": "json-file", "max_bytes": 20 * 2**20, "files": 4}
+    kept = DockerRuntime(engine).status(instance).log_rotation
+    assert kept == {"driver": "json-file", "max_bytes": 20 * 2**20, "files": 4}
     assert httpx.get(instance.base_url + "/health").json()["state"] == "ready"
     first_start = container.attrs["State"]["StartedAt"]
 
@@ -227,9 +228,9 @@ def test_a_container_s_log_rotation_is_read_from_how_it_was_created(engine, cont
     engine.containers.create(base_image(engine), ["true"], name=instance.container_name, **options)
     if isinstance(kept, tuple):
         kept = dict(zip(("driver", "max_bytes", "files"), kept, strict=True))
-    assert DockerRuntime(engine).log_rotation(instance) == kept
+    assert DockerRuntime(engine).status(instance).log_rotation == kept
     engine.containers.get(instance.container_name).remove(force=True)
-    assert DockerRuntime(engine).log_rotation(instance) is None  # no container: nothing to tell
+    assert DockerRuntime(engine).status(instance).log_rotation is None  # no container: nothing to tell
 
 
 @pytest.mark.parametrize(
