@@ -15,7 +15,7 @@ from pathlib import Path
 
 from inference import assembly, bytecode, processors
 from inference.decoders import BatchedDecoder, Decoder, GenerateDecoder, TokenSink
-from inference.model_runner import STEP_KERNELS
+from inference.model_runner import STEP_KERNELS, STEP_PDL
 
 log = logging.getLogger("inference.engine")
 
@@ -119,6 +119,7 @@ class Engine:
             ("KV_CACHE", kv_cache, KV_CACHES),
             ("DECODER", decoder, DECODERS),
             ("STEP_KERNELS", step_kernels, STEP_KERNELS),
+            ("STEP_PDL", os.environ.get("STEP_PDL", "auto"), STEP_PDL),  # read by inference/ops/dependent.py
             ("WEIGHT_LOADER", weight_loader, WEIGHT_LOADERS),
         ):
             if value not in choices:

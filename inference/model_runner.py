@@ -121,6 +121,9 @@ def _side_by_side(parts: list):
 
 
 STEP_KERNELS = ("auto", "triton", "compile", "eager")
+# STEP_PDL: the Triton kernels launched dependent on a GPU that has it ("auto") or never ("off"),
+# inference/ops/dependent.py
+STEP_PDL = ("auto", "off")
 # Prompts of up to PROMPT_GRAPH_LIMIT tokens run their text layers as a CUDA graph of the next
 # power of two from PROMPT_GRAPH_FIRST, prompts admitted together as one graph of their count and
 # their longest padded so, up to PROMPT_GRAPH_LIMIT rows in all: more keep the device busy anyway.

@@ -11,6 +11,9 @@ attention is split over the keys
 a short prompt in a long slot reads only its own positions. A prompt's graph (ModelRunner.prompt_pass)
 rotates its q and k at each row's own angles and stores its keys and values with one kernel too.
 
+On Hopper and later the step's kernels are launched dependent (ops/dependent.py): each starts while
+the one before it ends, and waits for it before reading what it wrote.
+
 The eager forms (ops/reference.py, model_runner.ModelRunner) are the reference and the fallback: the step runs
 one step both ways at start and uses these kernels only if they run and agree. Written for the
 Triton interpreter too (TRITON_INTERPRET=1), which runs them on a CPU in the tests.
@@ -20,7 +23,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from inference.ops import matvec
+from inference.ops import dependent, matvec
 
 BLOCK_KEYS = 64  # positions per inner block of attention
 MAX_SPLITS = 32  # slices of the positions per (row, KV head); also bounds the merge kernel's tile
@@ -44,6 +47,7 @@ def _add_norm(
     next_eps,
     WIDTH: tl.constexpr,
     BLOCK: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     # hidden + rms_norm(delta), and rms_norm of that sum with the next weight; as F.rms_norm does,
     # in float32, each result rounded once to the storage dtype. Every load first: at one row the
@@ -51,10 +55,12 @@ def _add_norm(
     row = tl.program_id(0)
     offsets = tl.arange(0, BLOCK)
     inside = offsets < WIDTH
-    delta = tl.load(delta_ptr + row * WIDTH + offsets, mask=inside, other=0.0).to(tl.float32)
     delta_weight = tl.load(delta_weight_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-    hidden = tl.load(hidden_ptr + row * WIDTH + offsets, mask=inside, other=0.0).to(tl.float32)
     next_weight = tl.load(next_weight_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+    dependent.wait(PDL)
+    delta = tl.load(delta_ptr + row * WIDTH + offsets, mask=inside, other=0.0).to(tl.float32)
+    hidden = tl.load(hidden_ptr + row * WIDTH + offsets, mask=inside, other=0.0).to(tl.float32)
+    dependent.release(PDL)
     normed = _rms_norm(delta, delta_weight, delta_eps, WIDTH)
     normed = normed.to(hidden_out_ptr.dtype.element_ty).to(tl.float32)
     hidden = (hidden + normed).to(hidden_out_ptr.dtype.element_ty)
@@ -66,17 +72,28 @@ def _add_norm(
 
 @triton.jit
 def _embed_norm(
-    ids_ptr, table_ptr, weight_ptr, hidden_out_ptr, normed_out_ptr, eps, vocab, WIDTH: tl.constexpr, BLOCK: tl.constexpr
+    ids_ptr,
+    table_ptr,
+    weight_ptr,
+    hidden_out_ptr,
+    normed_out_ptr,
+    eps,
+    vocab,
+    WIDTH: tl.constexpr,
+    BLOCK: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     # The token's row of the embeddings and its rms_norm, as F.embedding then F.rms_norm (in float32,
     # rounded once). An id outside the vocabulary reads nothing (zeros), never another row of memory.
     row = tl.program_id(0)
-    token = tl.load(ids_ptr + row).to(tl.int64)
     offsets = tl.arange(0, BLOCK)
     inside = offsets < WIDTH
+    weight = tl.load(weight_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+    dependent.wait(PDL)
+    token = tl.load(ids_ptr + row).to(tl.int64)
     known = offsets < tl.where((token >= 0) & (token < vocab), WIDTH, 0)
     hidden = tl.load(table_ptr + token * WIDTH + offsets, mask=known, other=0.0)
-    weight = tl.load(weight_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+    dependent.release(PDL)
     tl.store(hidden_out_ptr + row * WIDTH + offsets, hidden, mask=inside)
     hidden = hidden.to(tl.float32)
     normed = _rms_norm(hidden, weight, eps, WIDTH)
@@ -224,9 +241,11 @@ def _attend_slice(
     HEAD_DIM: tl.constexpr,
     BLOCK_N: tl.constexpr,
     PRECISION: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     # The query heads of one KV head of one row, over one slice of the row's visible positions
     # (0 ..= its write index): an unnormalised partial output with its running max and sum.
+    dependent.wait(PDL)
     row = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -260,6 +279,7 @@ def _attend_slice(
         )
         acc = acc * shrink[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=PRECISION)
         best = new_best
+    dependent.release(PDL)
     part = (row * HEADS + heads) * splits + split
     tl.store(part_out_ptr + part[:, None] * HEAD_DIM + channels[None, :], acc, mask=in_group[:, None])
     tl.store(part_max_ptr + part, best, mask=in_group)
@@ -275,8 +295,10 @@ def _attend_merge(
     splits,
     SPLIT_BLOCK: tl.constexpr,
     HEAD_DIM: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     # One (row, query head): the slices' partial outputs weighted by their share of the softmax.
+    dependent.wait(PDL)
     row_head = tl.program_id(0)
     slices = tl.arange(0, SPLIT_BLOCK)
     channels = tl.arange(0, HEAD_DIM)
@@ -290,6 +312,7 @@ def _attend_merge(
         other=0.0,
     )
     out = tl.sum(parts * weight[:, None], axis=0) / tl.sum(total * weight, axis=0)
+    dependent.release(PDL)
     tl.store(out_ptr + row_head * HEAD_DIM + channels, out.to(out_ptr.dtype.element_ty))
 
 
@@ -321,6 +344,7 @@ def add_norm(hidden, delta, delta_norm: tuple, next_norm: tuple):
         WIDTH=width,
         BLOCK=block,
         num_warps=_row_warps(block),
+        **dependent.options(hidden),
     )
     return hidden_out, normed
 
@@ -344,6 +368,7 @@ def embed_norm(ids, table, norm: tuple):
         WIDTH=width,
         BLOCK=block,
         num_warps=_row_warps(block),
+        **dependent.options(hidden),
     )
     return hidden, normed
 
@@ -496,11 +521,20 @@ def attend(q, cache, index, length: int):
         # float32 served as float32, not TF32 (the tests compare tokens with the eager step)
         PRECISION="ieee" if q.dtype == torch.float32 else None,
         num_warps=4,
+        **dependent.options(q),
     )
     out = torch.empty((rows, heads, head_dim), dtype=q.dtype, device=q.device)
     # One warp a head: at 4 warps the merge took 2.23 us on an H200, at one 1.70 (a tile of only the
     # slices used, one kernel per number of slices, was slower: 1.91 us)
     _attend_merge[(rows * heads,)](
-        part_out, part_max, part_sum, out, splits, SPLIT_BLOCK=_power_of_two(MAX_SPLITS), HEAD_DIM=head_dim, num_warps=1
+        part_out,
+        part_max,
+        part_sum,
+        out,
+        splits,
+        SPLIT_BLOCK=_power_of_two(MAX_SPLITS),
+        HEAD_DIM=head_dim,
+        num_warps=1,
+        **dependent.options(q),
     )
     return out.view(rows, heads * head_dim)

@@ -19,11 +19,16 @@ kernels computed with the same roundings (tests/inference/test_kernels.py):
 The residual add with its norms needs every output of a product: done by the block that finished
 last (counting blocks on an atomic counter) it cost as much as its own kernel, so it stays one.
 
+On Hopper and later the products are launched dependent (ops/dependent.py): a block loads its first
+tile of weights while the kernel before it ends, and waits for it only to read x.
+
 Written for the Triton interpreter too (TRITON_INTERPRET=1), which runs it on a CPU in the tests.
 """
 
 import triton
 import triton.language as tl
+
+from inference.ops import dependent
 
 
 @triton.jit
@@ -57,20 +62,32 @@ def _matvec(
     HEAD_DIM: tl.constexpr,
     ROTATED_PAIRS: tl.constexpr,
     PICK_ROW: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     # One block: BLOCK_N outputs. GATED: the weight has 2N rows, gate then up: the block reads the
     # same BLOCK_N rows of both halves and writes up * silu(gate), each product rounded to the
     # output dtype first, as F.linear then gated_silu round them.
-    if PICK_ROW:
-        x_ptr += tl.load(row_ptr).to(tl.int64) * K
     outputs = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     inside = outputs < N
     columns = tl.arange(0, BLOCK_K)
     weight_rows = weight_ptr + outputs[:, None].to(tl.int64) * K
     up_rows = weight_rows + UP_OFFSET  # GATED: the up half's rows, N * K elements on
+    # The first tile of weights (which no kernel writes) before the wait, its own names: a loop's
+    # values keep one shape in Triton's compiler (tests/inference/test_kernels_compile.py).
+    first_inputs = inside[:, None] if EVEN_K else inside[:, None] & (columns[None, :] < K)
+    w_first = tl.load(weight_rows + columns[None, :], mask=first_inputs, other=0.0, eviction_policy="evict_first")
+    if GATED:
+        up_first = tl.load(up_rows + columns[None, :], mask=first_inputs, other=0.0, eviction_policy="evict_first")
+    dependent.wait(PDL)
+    if PICK_ROW:
+        x_ptr += tl.load(row_ptr).to(tl.int64) * K
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     acc_up = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    for start in range(0, K, BLOCK_K):
+    x_first = tl.load(x_ptr + columns, mask=columns < K, other=0.0).to(tl.float32)[None, :]
+    acc += w_first.to(tl.float32) * x_first
+    if GATED:
+        acc_up += up_first.to(tl.float32) * x_first
+    for start in range(BLOCK_K, K, BLOCK_K):
         k = start + columns
         inputs = inside[:, None] if EVEN_K else inside[:, None] & (k[None, :] < K)
         w = tl.load(weight_rows + k[None, :], mask=inputs, other=0.0, eviction_policy="evict_first")
@@ -79,6 +96,7 @@ def _matvec(
         if GATED:
             w = tl.load(up_rows + k[None, :], mask=inputs, other=0.0, eviction_policy="evict_first")
             acc_up += w.to(tl.float32) * x
+    dependent.release(PDL)
     total = tl.sum(acc, axis=1)
     if GATED:
         gate = total.to(out_ptr.dtype.element_ty).to(tl.float32)
@@ -235,4 +253,5 @@ def _launch(x, weight, bias, out, config, gated: bool = False, **epilogue):
         EVEN_K=k % block_k == 0,
         num_warps=warps,
         num_stages=stages,
+        **dependent.options(x),
     )

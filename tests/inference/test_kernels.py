@@ -52,7 +52,8 @@ def test_gated_silu(setup):
 @pytest.mark.parametrize("outputs, inputs", [(40, 512), (37, 700), (6, 1024), (1, 300)])
 def test_matvec_matches_linear(setup, outputs, inputs):
     """Bands of outputs that do not divide the width (37, 6 of 8 or 16), inputs that do not divide
-    the block (700), with and without bias, and the gated form against F.linear then gated_silu."""
+    the block (700, and 300 within the first tile, loaded before the others), with and without bias,
+    and the gated form against F.linear then gated_silu."""
     _, device, dtype, tolerance = setup
     from inference.ops import matvec
 
@@ -305,3 +306,23 @@ def test_on_a_gpu_libcuda_ptxas_and_the_kernels_keys_are_found_ahead():
     assert compiler.get_ptxas_version.cache_info().currsize >= 1
     compiler.get_ptxas_version(arch[0] * 10 + arch[1])  # the GPU's own architecture: found ahead
     assert compiler.get_ptxas_version.cache_info().hits >= 1
+
+
+def test_dependent_launch_is_asked_only_of_a_gpu_that_has_it(setup, monkeypatch):
+    """Programmatic dependent launch on a GPU of compute capability 9 or more unless STEP_PDL=off,
+    never in the interpreter; an unknown STEP_PDL is refused with the choices."""
+    _, device, _, _ = setup
+    from inference.ops import dependent
+
+    tensor = torch.zeros(1, device=device)
+    capable = device == "cuda" and torch.cuda.get_device_capability()[0] >= 9
+    for value, dependent_launch in (("auto", capable), ("off", False)):
+        monkeypatch.setenv("STEP_PDL", value)
+        dependent._capable.cache_clear()
+        expected = {"PDL": True, "launch_pdl": True} if dependent_launch else {"PDL": False}
+        assert dependent.options(tensor) == expected
+    monkeypatch.setenv("STEP_PDL", "fast")
+    dependent._capable.cache_clear()
+    with pytest.raises(ValueError, match="STEP_PDL must be one of auto, off, not 'fast'"):
+        dependent.options(tensor)
+    dependent._capable.cache_clear()

@@ -20,6 +20,12 @@ from inference.ops import kernels, matvec
 
 
 def compile(fn, types, constexprs, warps, what):
+    # each kernel as launched plainly and as launched dependent (ops/dependent.py)
+    for pdl in (False, True):
+        compile_form(fn, types, {**constexprs, "PDL": pdl}, warps, what + (" dependent" if pdl else ""))
+
+
+def compile_form(fn, types, constexprs, warps, what):
     names = list(fn.arg_names)
     signature = {name: "constexpr" if name in constexprs else types[name] for name in names}
     fixed = {(names.index(k),): v for k, v in constexprs.items()}
@@ -71,4 +77,4 @@ def test_the_step_kernels_compile_for_sm90(tmp_path):
     env["TRITON_CACHE_DIR"] = str(tmp_path)  # compiled here, not taken from an earlier run's cache
     done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    assert done.stdout.count("compiled") == 11, done.stdout
+    assert done.stdout.count("compiled") == 22, done.stdout

@@ -147,6 +147,9 @@ def test_unknown_dtype_is_refused(tmp_path):
         weights.read_state_dict(tmp_path, "cpu")
 
 
-def test_wrong_engine_setting_is_refused():
+def test_wrong_engine_setting_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="WEIGHT_LOADER must be one of prefetch, transformers"):
         Engine("/nowhere", weight_loader="mmap")
+    monkeypatch.setenv("STEP_PDL", "on")  # read by the kernels: refused at start, not at the first step
+    with pytest.raises(ValueError, match="STEP_PDL must be one of auto, off, not 'on'"):
+        Engine("/nowhere")

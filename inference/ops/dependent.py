@@ -1,0 +1,65 @@
+"""Programmatic dependent launch (Hopper and later) for the decoding step's kernels.
+
+At one row the step is some 330 short kernels, each waiting on memory at its start and leaving the
+GPU half idle at its tail. Launched dependent, a kernel starts while the one before it finishes: it
+loads what does not depend on that kernel (a product's first tile of weights, a norm's weights),
+then waits for it (`gdc_wait`: the kernel before has ended and its writes are visible) before it
+reads anything the step computed or writes anything at all. A kernel lets the next one in
+(`gdc_launch_dependents`) once its main work is done: let in at its start, the next kernel's blocks
+took the SMs that its own later blocks needed, and the step was slower than without (measured on an
+H100, docs/BENCHMARKS.md).
+
+STEP_PDL: `auto` (the default) launches dependent on a GPU of compute capability 9 or more; `off`
+never does.
+"""
+
+import functools
+import os
+
+import triton
+import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+from inference.model_runner import STEP_PDL
+
+
+def choice() -> str:
+    """STEP_PDL, checked (also by the Engine at start, so a wrong value stops the server there)."""
+    value = os.environ.get("STEP_PDL", "auto")
+    if value not in STEP_PDL:
+        raise ValueError(f"STEP_PDL must be one of {', '.join(STEP_PDL)}, not {value!r}")
+    return value
+
+
+def options(tensor) -> dict:
+    """A step kernel's launch options on `tensor`'s device: its constexpr PDL and, where it is
+    launched dependent, launch_pdl."""
+    if _capable(tensor.device.type, tensor.device.index):
+        return {"PDL": True, "launch_pdl": True}
+    return {"PDL": False}
+
+
+@functools.cache
+def _capable(kind: str, index: int | None) -> bool:
+    # once per device: a launch costs no more than a dictionary (the step's eager form, unrecorded
+    # shapes, launches every kernel from Python)
+    if choice() == "off" or kind != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        return False
+    import torch
+
+    return torch.cuda.get_device_capability(index)[0] >= 9
+
+
+@triton.jit
+def wait(PDL: tl.constexpr):
+    # Waits for the kernel before to have ended, its writes visible: before reading what it computed
+    # or writing anything.
+    if PDL:
+        gdc_wait()
+
+
+@triton.jit
+def release(PDL: tl.constexpr):
+    # Lets the next kernel in, after this kernel's main work.
+    if PDL:
+        gdc_launch_dependents()
