@@ -121,6 +121,7 @@ class BatchedDecoder:
             "vision_kernels": runner.vision.runs if runner.vision else None,
             "graph_record_seconds": round(runner.record_seconds, 3),
             "kernels": runner.kernels,
+            "dependent_launch": runner.dependent_launch,  # STEP_PDL: on a GPU of compute capability 9 or more
             "steps": self.scheduler.steps,
             "steps_queued_ahead": self.scheduler.queued_ahead,  # queued before the step before was read
             "step_seconds": round(self.scheduler.step_seconds, 3),

@@ -236,6 +236,15 @@ class ModelRunner:
         """What the step runs now: "triton", "compile" or "eager"."""
         return "triton" if self.triton is not None else "compile" if self.ops.compiled else "eager"
 
+    @property
+    def dependent_launch(self) -> bool:
+        """Whether the step's Triton kernels are launched dependent (inference/ops/dependent.py)."""
+        if self.triton is None:
+            return False
+        from inference.ops import dependent
+
+        return dependent.options(self.state)["PDL"]
+
     def _triton_kernels(self):
         """inference.ops.kernels if its kernels run here and one step with them gives the eager step's
         logits; else None, logged. Also compiles them (from Triton's on-disk cache after the first

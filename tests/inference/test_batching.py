@@ -51,6 +51,11 @@ def engine_pair(smoke_model, device: str, kernels: str) -> tuple[Engine, Engine]
     batched.decoding.scheduler.queue_ahead = True  # on a CPU too: the path a GPU takes
     assert batched.decoding.runner.use_graphs == (device == "cuda")
     assert batched.decoding.runner.kernels == ("triton" if kernels == "auto" else kernels)
+    # the Triton kernels launched dependent (STEP_PDL=auto) on Hopper and later, never in the interpreter
+    import torch
+
+    hopper = device == "cuda" and torch.cuda.get_device_capability()[0] >= 9
+    assert batched.decoding.stats()["dependent_launch"] == (hopper and kernels in ("auto", "triton"))
     return reference, batched
 
 
