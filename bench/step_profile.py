@@ -97,6 +97,7 @@ def main() -> None:
         "rows": rows,
         "context": length,
         "step_kernels": step.kernels,
+        "dependent_launch": step.dependent_launch,  # STEP_PDL (inference/ops/dependent.py)
         "graph_replay_ms": round(graph_ms, 3),
         "kernel_sum_ms": round(kernel_ms, 3),
         "kernels_per_step": launches,
