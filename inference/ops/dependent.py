@@ -1,13 +1,14 @@
 """Programmatic dependent launch (Hopper and later) for the decoding step's kernels.
 
-At one row the step is some 330 short kernels, each waiting on memory at its start and leaving the
-GPU half idle at its tail. Launched dependent, a kernel starts while the one before it finishes: it
-loads what does not depend on that kernel (a product's first tile of weights, a norm's weights),
-then waits for it (`gdc_wait`: the kernel before has ended and its writes are visible) before it
-reads anything the step computed or writes anything at all. A kernel lets the next one in
-(`gdc_launch_dependents`) once its main work is done: let in at its start, the next kernel's blocks
-took the SMs that its own later blocks needed, and the step was slower than without (measured on an
-H100, docs/BENCHMARKS.md).
+At one row the step is 322 short kernels (an H200's profile, bench/step_profile.py), each waiting on
+memory at its start and running its last blocks alone at its end. Launched dependent, a kernel
+starts while the one before it finishes: it loads what does not depend on that kernel (a product's
+first tile of weights, a norm's weights), then waits for it (`gdc_wait`: the kernel before has ended
+and its writes are visible) before it reads anything the step computed or writes anything at all. A
+kernel lets the next one in (`gdc_launch_dependents`) once its main work is done. Let in at each
+kernel's start instead, the step was slower than without dependent launch (measured on an H100,
+docs/BENCHMARKS.md), presumably as the waiting blocks of the next kernel took SMs that the running
+kernel's later blocks needed.
 
 STEP_PDL: `auto` (the default) launches dependent on a GPU of compute capability 9 or more; `off`
 never does.
