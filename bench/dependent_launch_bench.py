@@ -37,15 +37,14 @@ def main() -> None:
     import triton
 
     from bench.matvec_bench import copy_bandwidth
+    from bench.step_profile import step_bytes
     from inference.engine import Engine
     from inference.ops import dependent
 
     engine = Engine(args.model, "cuda", slots=16, context=4096)
     engine.load()
     step = engine.decoding.runner
-    text = engine.model.model.language_model
-    weights = [*text.parameters(), engine.model.lm_head.weight]
-    read_bytes = sum(p.numel() * p.element_size() for p in weights) - text.embed_tokens.weight.nbytes
+    _, read_bytes = step_bytes(engine)
     for row in range(16):
         step.state[:, row] = torch.tensor([100 + row, 200, 200])
     result = {

@@ -87,11 +87,7 @@ def main() -> None:
         graph_ms = (time.perf_counter() - began) * 10
     from bench.matvec_bench import copy_bandwidth
 
-    text = engine.model.model.language_model
-    weight_bytes = sum(p.numel() * p.element_size() for p in text.parameters())
-    weight_bytes += engine.model.lm_head.weight.numel() * engine.model.lm_head.weight.element_size()
-    # what a step reads: every weight but the token embeddings, of which it takes a row
-    read_bytes = weight_bytes - text.embed_tokens.weight.numel() * text.embed_tokens.weight.element_size()
+    weight_bytes, read_bytes = step_bytes(engine)
     bandwidth = max(copy_bandwidth().values())
     result = {
         "rows": rows,
@@ -116,6 +112,15 @@ def main() -> None:
         print(f"{row['us_per_step']:9.1f} us  {row['per_step']:6.1f}x  {row['us_each']:8.2f} us  {row['kernel']}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+def step_bytes(engine) -> tuple[int, int]:
+    """(the text model's weights with the LM head, what a step reads of them: every weight but the
+    token embeddings, of which it takes a row), in bytes."""
+    text = engine.model.model.language_model
+    weights = [*text.parameters(), engine.model.lm_head.weight]
+    total = sum(p.numel() * p.element_size() for p in weights)
+    return total, total - text.embed_tokens.weight.numel() * text.embed_tokens.weight.element_size()
 
 
 def _products(prof, layers: int) -> dict:

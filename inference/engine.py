@@ -15,7 +15,7 @@ from pathlib import Path
 
 from inference import assembly, bytecode, processors
 from inference.decoders import BatchedDecoder, Decoder, GenerateDecoder, TokenSink
-from inference.model_runner import STEP_KERNELS, STEP_PDL
+from inference.model_runner import STEP_KERNELS, step_pdl
 
 log = logging.getLogger("inference.engine")
 
@@ -119,11 +119,11 @@ class Engine:
             ("KV_CACHE", kv_cache, KV_CACHES),
             ("DECODER", decoder, DECODERS),
             ("STEP_KERNELS", step_kernels, STEP_KERNELS),
-            ("STEP_PDL", os.environ.get("STEP_PDL", "auto"), STEP_PDL),  # read by inference/ops/dependent.py
             ("WEIGHT_LOADER", weight_loader, WEIGHT_LOADERS),
         ):
             if value not in choices:
                 raise ValueError(f"{setting} must be one of {', '.join(choices)}, not {value!r}")
+        step_pdl()
         # "prefetch" (weights.py): the safetensors shards are read onto the device on threads of
         # their own while transformers imports, then handed to from_pretrained. "transformers":
         # from_pretrained reads the files itself, after the import.

@@ -124,6 +124,17 @@ STEP_KERNELS = ("auto", "triton", "compile", "eager")
 # STEP_PDL: the Triton kernels launched dependent on a GPU that has it ("auto") or never ("off"),
 # inference/ops/dependent.py
 STEP_PDL = ("auto", "off")
+
+
+def step_pdl() -> str:
+    """STEP_PDL, checked: read by the kernels (inference/ops/dependent.py), checked by the Engine at
+    start so that a wrong value stops the server there."""
+    value = os.environ.get("STEP_PDL", "auto")
+    if value not in STEP_PDL:
+        raise ValueError(f"STEP_PDL must be one of {', '.join(STEP_PDL)}, not {value!r}")
+    return value
+
+
 # Prompts of up to PROMPT_GRAPH_LIMIT tokens run their text layers as a CUDA graph of the next
 # power of two from PROMPT_GRAPH_FIRST, prompts admitted together as one graph of their count and
 # their longest padded so, up to PROMPT_GRAPH_LIMIT rows in all: more keep the device busy anyway.

@@ -21,30 +21,24 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from inference.model_runner import STEP_PDL
+from inference.model_runner import step_pdl
 
-
-def choice() -> str:
-    """STEP_PDL, checked (also by the Engine at start, so a wrong value stops the server there)."""
-    value = os.environ.get("STEP_PDL", "auto")
-    if value not in STEP_PDL:
-        raise ValueError(f"STEP_PDL must be one of {', '.join(STEP_PDL)}, not {value!r}")
-    return value
+# What a launch passes (unpacked into its arguments, never changed)
+_DEPENDENT = {"PDL": True, "launch_pdl": True}
+_PLAIN = {"PDL": False}
 
 
 def options(tensor) -> dict:
     """A step kernel's launch options on `tensor`'s device: its constexpr PDL and, where it is
     launched dependent, launch_pdl."""
-    if _capable(tensor.device.type, tensor.device.index):
-        return {"PDL": True, "launch_pdl": True}
-    return {"PDL": False}
+    return _DEPENDENT if _capable(tensor.device.type, tensor.device.index) else _PLAIN
 
 
 @functools.cache
 def _capable(kind: str, index: int | None) -> bool:
     # once per device: a launch costs no more than a dictionary (the step's eager form, unrecorded
     # shapes, launches every kernel from Python)
-    if choice() == "off" or kind != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+    if step_pdl() == "off" or kind != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
         return False
     import torch
 

@@ -81,12 +81,10 @@ def _matvec(
     dependent.wait(PDL)
     if PICK_ROW:
         x_ptr += tl.load(row_ptr).to(tl.int64) * K
-    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    acc_up = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     x_first = tl.load(x_ptr + columns, mask=columns < K, other=0.0).to(tl.float32)[None, :]
-    acc += w_first.to(tl.float32) * x_first
+    acc = w_first.to(tl.float32) * x_first
     if GATED:
-        acc_up += up_first.to(tl.float32) * x_first
+        acc_up = up_first.to(tl.float32) * x_first
     for start in range(BLOCK_K, K, BLOCK_K):
         k = start + columns
         inputs = inside[:, None] if EVEN_K else inside[:, None] & (k[None, :] < K)
